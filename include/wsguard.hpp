@@ -245,6 +245,17 @@ constexpr const reason_info& info_of(reason r) noexcept {
 
 }  // namespace detail
 
+namespace detail {
+template <std::size_t... I>
+constexpr std::array<reason, sizeof...(I)> reason_values(std::index_sequence<I...>) noexcept {
+    return {{reason_table[I].value...}};
+}
+}  // namespace detail
+
+// Every reason, in number order: for metrics that list a counter per reason.
+inline constexpr std::array<reason, std::size(detail::reason_table)> all_reasons =
+    detail::reason_values(std::make_index_sequence<std::size(detail::reason_table)>{});
+
 // Stable snake_case name, for logs and metrics. Pinned by a test: never changes.
 constexpr const char* to_string(reason r) noexcept { return detail::info_of(r).name; }
 constexpr reason_category category_of(reason r) noexcept { return detail::info_of(r).category; }

@@ -71,6 +71,8 @@ TEST_CASE("to_string of every reason is pinned and never changes", "[vocabulary]
     };
     // Every reason in the library's table is pinned here, and vice versa.
     REQUIRE(table.size() == std::size(wsguard::detail::reason_table));
+    REQUIRE(table.size() == wsguard::all_reasons.size());
+    for (std::size_t i = 0; i < table.size(); ++i) CHECK(wsguard::all_reasons[i] == table[i].r);
     for (const auto& p : table) {
         INFO(p.name);
         CHECK(static_cast<int>(p.r) == p.number);
@@ -153,4 +155,22 @@ TEST_CASE("decision and result are nodiscard and decisions are trivially copyabl
     static_assert(std::is_trivially_copyable<wsguard::decision>::value, "decision must be cheap to copy");
     static_assert(sizeof(wsguard::decision) <= 16, "decision stays small");
     CHECK(true);
+}
+
+TEST_CASE("the README's reason table matches the library, row by row", "[vocabulary]") {
+    // The table users read (reason → category → HTTP status → close code) must
+    // not drift from the code: every reason has exactly its row in README.md.
+    std::FILE* f = std::fopen(WSGUARD_SOURCE_DIR "/README.md", "rb");
+    REQUIRE(f != nullptr);
+    std::string readme;
+    char buffer[4096];
+    for (std::size_t n; (n = std::fread(buffer, 1, sizeof buffer, f)) > 0;) readme.append(buffer, n);
+    std::fclose(f);
+    for (const auto& e : wsguard::detail::reason_table) {
+        const std::string row = std::string("| `") + e.name + "` | " + std::to_string(static_cast<int>(e.value)) +
+                                " | " + wsguard::to_string(e.category) + " | " + std::to_string(e.http_status) +
+                                " | " + std::to_string(e.close_code) + " |";
+        INFO(row);
+        CHECK(readme.find(row) != std::string::npos);
+    }
 }

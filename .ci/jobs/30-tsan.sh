@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# ThreadSanitizer over the concurrency tests: token_bucket's CAS loop,
+# keyed_limiter's shard locks, connection_limiter's permits, the replay
+# store's shards and a shared HMAC key object, each driven from two threads. Built directly (no meson) so
+# only these run; the single-threaded floods are too slow under TSan.
+set -euo pipefail
+out=build-ci/tsan
+mkdir -p "$out"
+for cxx in clang++ g++; do
+  for component in limits tickets crypto; do
+    echo "-- $cxx -fsanitize=thread: $component"
+    $cxx -std=c++17 -O1 -g -fsanitize=thread -fno-omit-frame-pointer -pthread \
+      -Wall -Wextra -Wpedantic -Wundef -Wshadow -Werror \
+      -DWSGUARD_TEST_VECTORS_DIR="\"$PWD/tests/vectors\"" -DWSGUARD_SOURCE_DIR="\"$PWD\"" \
+      -Iinclude -Itests tests/catch_main.cpp "tests/test_$component.cpp" -o "$out/test_$component-$cxx"
+    TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 timeout 600 "$out/test_$component-$cxx" '[concurrency]'
+  done
+done

@@ -1,0 +1,299 @@
+// Ticket verification with the Redis replay store (one round trip per ticket, and
+// pipelined batches) against the in-memory store, and the Redis limiter against
+// the in-memory keyed_limiter, in one binary. Starts its own redis-server on a
+// free loopback port (WSGUARD_REDIS_SERVER, else redis-server from PATH) and
+// skips with a message when it cannot. Prints the ratios after the run.
+#include <wsguard/redis.hpp>
+
+#include <benchmark/benchmark.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::system_clock;
+
+int redis_port = 0;
+pid_t redis_pid = -1;
+char redis_dir[] = "/tmp/wsguard-bench-redis-XXXXXX";
+
+bool redis_answers(int port) {
+    const timeval tv{0, 200'000};
+    redisContext* c = redisConnectWithTimeout("127.0.0.1", port, tv);
+    bool ok = false;
+    if (c != nullptr && c->err == 0) {
+        redisSetTimeout(c, tv);
+        auto* reply = static_cast<redisReply*>(redisCommand(c, "PING"));
+        ok = reply != nullptr && reply->type == REDIS_REPLY_STATUS;
+        if (reply != nullptr) freeReplyObject(reply);
+    }
+    if (c != nullptr) redisFree(c);
+    return ok;
+}
+
+int free_port() {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t size = sizeof a;
+    int port = 0;
+    if (fd >= 0 && bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+        getsockname(fd, reinterpret_cast<sockaddr*>(&a), &size) == 0)
+        port = ntohs(a.sin_port);
+    if (fd >= 0) close(fd);
+    return port;
+}
+
+bool start_redis() {
+    redis_port = free_port();
+    if (redis_port == 0 || mkdtemp(redis_dir) == nullptr) return false;
+    const char* env = std::getenv("WSGUARD_REDIS_SERVER");
+    const std::string binary = env != nullptr ? env : "redis-server";
+    const std::string port = std::to_string(redis_port);
+    const pid_t parent = getpid();
+    redis_pid = fork();
+    if (redis_pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != parent) _exit(127);
+        std::freopen("/dev/null", "w", stdout);
+        std::freopen("/dev/null", "w", stderr);
+        execlp(binary.c_str(), "redis-server", "--port", port.c_str(), "--bind", "127.0.0.1", "--save", "",
+               "--appendonly", "no", "--daemonize", "no", "--dir", redis_dir, static_cast<char*>(nullptr));
+        _exit(127);
+    }
+    if (redis_pid < 0) return false;
+    for (int i = 0; i < 500; ++i) {
+        if (waitpid(redis_pid, nullptr, WNOHANG) == redis_pid) {
+            redis_pid = -1;
+            return false;
+        }
+        if (redis_answers(redis_port)) return true;
+        std::this_thread::sleep_for(milliseconds{10});
+    }
+    return false;
+}
+
+void stop_redis() {
+    if (redis_pid > 0) {
+        kill(redis_pid, SIGTERM);
+        waitpid(redis_pid, nullptr, 0);
+        redis_pid = -1;
+    }
+    rmdir(redis_dir);
+}
+
+const std::string secret(32, 's');
+const char* const origin = "https://app.example.com";
+const char* const audience = "api.example.com/chat";
+
+wsguard::keyring keys() { return wsguard::keyring::create(1, {wsguard::keyring_key{1, secret, std::nullopt}}).value(); }
+
+// Every verification needs a ticket never spent before: issued up front.
+std::vector<std::string> tickets;
+std::size_t next_ticket = 0;
+
+const std::string& fresh_ticket() {
+    if (next_ticket == tickets.size()) {
+        std::fprintf(stderr, "bench_redis: ran out of pre-issued tickets\n");
+        std::abort();
+    }
+    return tickets[next_ticket++];
+}
+
+system_clock::time_point issued_at;
+
+void issue_tickets(std::size_t count) {
+    auto issuer = wsguard::ticket_issuer::create(keys()).value();
+    const auto now = system_clock::now();
+    issued_at = now;
+    tickets.reserve(count);
+    for (std::size_t i = 0; i < count; ++i) {
+        wsguard::ticket_request r;
+        r.subject = "user";
+        r.origin = origin;
+        r.audience = audience;
+        r.ttl = std::chrono::seconds{120};
+        tickets.push_back(issuer.issue(r, now).ticket);
+    }
+}
+
+wsguard::redis_connection_options connection() {
+    wsguard::redis_connection_options c;
+    c.port = redis_port;
+    c.command_timeout = milliseconds{1000};  // measure throughput, not timeouts
+    return c;
+}
+
+// Wall and this thread's CPU ns per item of each benchmark, for the summary.
+// On a loaded machine wall time includes waiting for redis-server to be
+// scheduled; CPU time is what a decision costs the server process itself.
+struct cost {
+    double wall_ns = 0;
+    double cpu_ns = 0;
+};
+std::map<std::string, cost> ns_per_item;
+
+double thread_cpu_ns() {
+    timespec t{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return static_cast<double>(t.tv_sec) * 1e9 + static_cast<double>(t.tv_nsec);
+}
+
+template <class Body>
+void measure(benchmark::State& state, const char* name, std::size_t items_per_iteration, Body body) {
+    const auto start = std::chrono::steady_clock::now();
+    const double cpu_start = thread_cpu_ns();
+    std::size_t failures = 0;
+    for (auto _ : state) failures += body();
+    const double cpu = thread_cpu_ns() - cpu_start;
+    const double ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start).count();
+    const double items = static_cast<double>(state.iterations()) * static_cast<double>(items_per_iteration);
+    state.SetItemsProcessed(static_cast<std::int64_t>(items));
+    state.counters["failures"] = static_cast<double>(failures);
+    ns_per_item[name] = cost{ns / items, cpu / items};
+}
+
+void BM_verify_memory_store(benchmark::State& state) {
+    // Created "before" the tickets were issued, as a long-running server's store is.
+    auto store = wsguard::memory_replay_store::create(std::size_t{1} << 20, issued_at - std::chrono::seconds{1}).value();
+    auto verifier = wsguard::ticket_verifier<wsguard::memory_replay_store>::create(keys(), store).value();
+    wsguard::ticket_claims claims;
+    measure(state, "memory", 1, [&] {
+        return verifier.verify(fresh_ticket(), origin, audience, claims).allowed() ? 0 : 1;
+    });
+}
+
+void BM_verify_redis_store(benchmark::State& state) {
+    wsguard::redis_replay_store_options o;
+    o.connection = connection();
+    o.connection.guard_sigpipe = state.range(0) != 0;
+    auto store = wsguard::redis_replay_store::create(o).value();
+    auto verifier = wsguard::ticket_verifier<wsguard::redis_replay_store>::create(keys(), store).value();
+    wsguard::ticket_claims claims;
+    measure(state, o.connection.guard_sigpipe ? "redis" : "redis, SIGPIPE guard off", 1, [&] {
+        return verifier.verify(fresh_ticket(), origin, audience, claims).allowed() ? 0 : 1;
+    });
+}
+
+void BM_verify_redis_pipelined(benchmark::State& state) {
+    const auto batch = static_cast<std::size_t>(state.range(0));
+    wsguard::redis_replay_store_options o;
+    o.connection = connection();
+    auto store = wsguard::redis_replay_store::create(o).value();
+    auto verifier = wsguard::redis_batch_verifier::create(keys(), store).value();
+    std::vector<wsguard::presented_ticket> presented(batch);
+    std::vector<wsguard::decision> decisions(batch);
+    std::vector<wsguard::ticket_claims> claims(batch);
+    const std::string name = "redis pipelined x" + std::to_string(batch);
+    measure(state, name.c_str(), batch, [&] {
+        for (auto& p : presented) p = {fresh_ticket(), origin, audience};
+        verifier.verify(presented.data(), batch, decisions.data(), claims.data());
+        std::size_t failures = 0;
+        for (const auto& d : decisions) failures += d.allowed() ? 0 : 1;
+        return failures;
+    });
+}
+
+void BM_limiter_memory(benchmark::State& state) {
+    auto limiter = wsguard::keyed_limiter<std::string_view>::create(wsguard::rate::per_second(1'000'000), 1000,
+                                                                     1 << 16).value();
+    std::uint32_t i = 0;
+    char key[16];
+    measure(state, "limiter memory", 1, [&] {
+        const int n = std::snprintf(key, sizeof key, "client-%u", (i++) & 1023);
+        return limiter.try_acquire(std::string_view(key, static_cast<std::size_t>(n))).reason ==
+                       wsguard::reason::store_unavailable
+                   ? 1
+                   : 0;
+    });
+}
+
+void BM_limiter_redis(benchmark::State& state) {
+    wsguard::redis_limiter_options o;
+    o.connection = connection();
+    o.rate = wsguard::rate::per_second(1'000'000);
+    o.burst = 1000;
+    auto limiter = wsguard::redis_limiter::create(o).value();
+    std::uint32_t i = 0;
+    char key[16];
+    measure(state, "limiter redis", 1, [&] {
+        const int n = std::snprintf(key, sizeof key, "client-%u", (i++) & 1023);
+        return limiter.try_acquire(std::string_view(key, static_cast<std::size_t>(n))).reason ==
+                       wsguard::reason::store_unavailable
+                   ? 1
+                   : 0;
+    });
+}
+
+// Fixed iteration counts: every verification consumes one pre-issued ticket.
+constexpr std::int64_t memory_iterations = 300'000;
+constexpr std::int64_t redis_iterations = 30'000;
+constexpr std::int64_t pipelined_tickets = 150'000;
+
+}  // namespace
+
+BENCHMARK(BM_verify_memory_store)->Iterations(memory_iterations)->Unit(benchmark::kNanosecond);
+BENCHMARK(BM_verify_redis_store)->Arg(1)->Iterations(redis_iterations)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_verify_redis_store)->Arg(0)->Iterations(redis_iterations)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_verify_redis_pipelined)->Arg(16)->Iterations(pipelined_tickets / 16)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_verify_redis_pipelined)->Arg(64)->Iterations(pipelined_tickets / 64)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_verify_redis_pipelined)->Arg(256)->Iterations(pipelined_tickets / 256)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_limiter_memory)->Unit(benchmark::kNanosecond);
+BENCHMARK(BM_limiter_redis)->Unit(benchmark::kMicrosecond);
+
+int main(int argc, char** argv) {
+    benchmark::Initialize(&argc, argv);
+    if (!start_redis()) {
+        std::printf("bench_redis: skipped: could not start redis-server on loopback "
+                    "(install redis-server or set WSGUARD_REDIS_SERVER)\n");
+        stop_redis();
+        return 0;
+    }
+    issue_tickets(static_cast<std::size_t>(memory_iterations + 2 * redis_iterations + 3 * pipelined_tickets));
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+    stop_redis();
+
+    std::printf("\nSummary per ticket (verify) or decision (limiter); ratio = cost / in-memory cost, lower is better\n");
+    std::printf("  %-28s %10s %8s %10s %8s %12s\n", "", "wall ns", "ratio", "CPU ns", "ratio", "wall /s");
+    const auto row = [](const char* name, const char* baseline) {
+        const auto it = ns_per_item.find(name);
+        const auto base = ns_per_item.find(baseline);
+        if (it == ns_per_item.end() || base == ns_per_item.end()) return;
+        const cost& c = it->second;
+        const cost& b = base->second;
+        std::printf("  %-28s %10.0f %7.1fx %10.0f %7.1fx %12.0f\n", name, c.wall_ns, c.wall_ns / b.wall_ns, c.cpu_ns,
+                    c.cpu_ns / b.cpu_ns, 1e9 / c.wall_ns);
+    };
+    row("memory", "memory");
+    row("redis", "memory");
+    row("redis, SIGPIPE guard off", "memory");
+    row("redis pipelined x16", "memory");
+    row("redis pipelined x64", "memory");
+    row("redis pipelined x256", "memory");
+    row("limiter memory", "limiter memory");
+    row("limiter redis", "limiter memory");
+    const auto single = ns_per_item.find("redis");
+    const auto piped = ns_per_item.find("redis pipelined x64");
+    if (single != ns_per_item.end() && piped != ns_per_item.end())
+        std::printf("  pipelining (x64) speeds Redis verification up %.1fx (wall) over one round trip per ticket\n",
+                    single->second.wall_ns / piped->second.wall_ns);
+    return 0;
+}

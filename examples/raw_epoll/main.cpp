@@ -1,0 +1,698 @@
+// A minimal hand-rolled WebSocket echo server on Linux epoll, to show where
+// wsguard goes when there is no framework: handshake_guard checks the upgrade
+// request before the 101 is written, and frame_guard reads every frame header
+// before a payload byte is buffered. With zlib it negotiates permessage-deflate
+// and inflates under an inflate_budget, so a compression bomb closes with 1009.
+//
+//   POST /ticket  Authorization: Bearer <session>  -> {"ticket":"..."} bound to the caller's Origin
+//   GET  /ws      the guarded echo socket: Origin, Host, rate limits, connection cap and a
+//                 one-time ticket in "Sec-WebSocket-Protocol: wsguard.v1, <ticket>" (or ?ticket=)
+//
+// Usage: wsguard_raw_epoll [--port N] [--allow-origin ORIGIN]... [--max-message BYTES]
+//                          [--max-inflated BYTES] [--session TOKEN] [--handshake-rate N] [--handshake-burst N]
+// Binds 127.0.0.1, prints "listening <port>" once ready, exits on SIGTERM/SIGINT.
+// Refusals are logged to stderr as "refused <reason> ...". The session token
+// stands in for the application's login.
+//
+// Not a complete WebSocket server: no TLS, no idle timeouts (a slow client
+// holds one of the 512 slots until it leaves), no UTF-8 validation of text
+// messages, replies are never compressed. Everything is bounded: the request
+// head, each message (frame_guard), each inflated message (inflate_budget),
+// the send queue and the number of connections.
+#include <wsguard.hpp>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#if WSGUARD_EXAMPLE_HAVE_ZLIB
+#include <zlib.h>
+#endif
+
+namespace {
+
+// ---------------------------------------------------------------------------
+// Options
+// ---------------------------------------------------------------------------
+struct options {
+    unsigned short port = 0;  // 0: any free port
+    std::vector<std::string> extra_origins;
+    std::uint64_t max_message_bytes = 64 * 1024;
+    std::uint64_t max_inflated_bytes = 256 * 1024;
+    std::string session = "demo-session";
+    std::uint64_t handshake_rate = 10;  // upgrades per second per address...
+    std::uint32_t handshake_burst = 20;  // ...with this burst; 429 beyond
+};
+
+std::optional<options> parse_options(int argc, char** argv) {
+    options parsed;
+    for (int i = 1; i < argc; ++i) {
+        const std::string_view flag = argv[i];
+        if (i + 1 >= argc) {
+            std::fprintf(stderr, "usage: wsguard_raw_epoll [--port N] [--allow-origin ORIGIN]... [--max-message BYTES]\n"
+                                 "                         [--max-inflated BYTES] [--session TOKEN] [--handshake-rate N] [--handshake-burst N]\n");
+            return std::nullopt;
+        }
+        if (flag == "--allow-origin" || flag == "--session") {
+            (flag == "--session" ? parsed.session : parsed.extra_origins.emplace_back()) = argv[++i];
+            continue;
+        }
+        char* end = nullptr;
+        const unsigned long long value = std::strtoull(argv[++i], &end, 10);
+        const bool numeric = end != argv[i] && *end == '\0';
+        if (numeric && flag == "--port" && value <= 65535) parsed.port = static_cast<unsigned short>(value);
+        else if (numeric && flag == "--max-message" && value >= 1) parsed.max_message_bytes = value;
+        else if (numeric && flag == "--max-inflated" && value >= 1) parsed.max_inflated_bytes = value;
+        else if (numeric && flag == "--handshake-rate" && value >= 1) parsed.handshake_rate = value;
+        else if (numeric && flag == "--handshake-burst" && value >= 1 && value <= 1000000) parsed.handshake_burst = static_cast<std::uint32_t>(value);
+        else {
+            std::fprintf(stderr, "bad option %s %s\n", argv[i - 1], argv[i]);
+            return std::nullopt;
+        }
+    }
+    return parsed;
+}
+
+// ---------------------------------------------------------------------------
+// Sec-WebSocket-Accept = base64(SHA-1(key + GUID)) (RFC 6455 4.2.2). SHA-1 is
+// what the protocol fixes here; it carries no security, so a small
+// implementation is enough. wsguard has SHA-256 (for tickets) but no SHA-1.
+// ---------------------------------------------------------------------------
+std::array<std::uint8_t, 20> sha1(std::string_view message) {
+    std::uint32_t h[5] = {0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0};
+    std::string padded(message);
+    padded += static_cast<char>(0x80);
+    while (padded.size() % 64 != 56) padded += '\0';
+    const std::uint64_t bits = static_cast<std::uint64_t>(message.size()) * 8;
+    for (int shift = 56; shift >= 0; shift -= 8) padded += static_cast<char>((bits >> shift) & 0xFF);
+    auto rotl = [](std::uint32_t x, int n) { return (x << n) | (x >> (32 - n)); };
+    for (std::size_t block = 0; block < padded.size(); block += 64) {
+        std::uint32_t w[80];
+        for (int t = 0; t < 16; ++t) {
+            const auto* p = reinterpret_cast<const unsigned char*>(padded.data() + block + 4 * t);
+            w[t] = (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) | p[3];
+        }
+        for (int t = 16; t < 80; ++t) w[t] = rotl(w[t - 3] ^ w[t - 8] ^ w[t - 14] ^ w[t - 16], 1);
+        std::uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
+        for (int t = 0; t < 80; ++t) {
+            const std::uint32_t f = t < 20 ? ((b & c) | (~b & d)) + 0x5A827999
+                                  : t < 40 ? (b ^ c ^ d) + 0x6ED9EBA1
+                                  : t < 60 ? ((b & c) | (b & d) | (c & d)) + 0x8F1BBCDC
+                                           : (b ^ c ^ d) + 0xCA62C1D6;
+            const std::uint32_t next = rotl(a, 5) + f + e + w[t];
+            e = d; d = c; c = rotl(b, 30); b = a; a = next;
+        }
+        h[0] += a; h[1] += b; h[2] += c; h[3] += d; h[4] += e;
+    }
+    std::array<std::uint8_t, 20> digest{};
+    for (int i = 0; i < 20; ++i) digest[i] = static_cast<std::uint8_t>(h[i / 4] >> (24 - 8 * (i % 4)));
+    return digest;
+}
+
+// Standard base64 with padding (wsguard's base64url is a different alphabet).
+std::string base64(const std::uint8_t* data, std::size_t size) {
+    static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    std::string out;
+    for (std::size_t i = 0; i < size; i += 3) {
+        const std::uint32_t n = (std::uint32_t{data[i]} << 16) | (i + 1 < size ? std::uint32_t{data[i + 1]} << 8 : 0) |
+                                (i + 2 < size ? data[i + 2] : 0);
+        out += alphabet[(n >> 18) & 63];
+        out += alphabet[(n >> 12) & 63];
+        out += i + 1 < size ? alphabet[(n >> 6) & 63] : '=';
+        out += i + 2 < size ? alphabet[n & 63] : '=';
+    }
+    return out;
+}
+
+std::string websocket_accept(std::string_view key) {
+    const auto digest = sha1(std::string(key) + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    return base64(digest.data(), digest.size());
+}
+
+// ---------------------------------------------------------------------------
+// The upgrade request: request line and the headers a WebSocket server reads.
+// ---------------------------------------------------------------------------
+bool iequals(std::string_view a, std::string_view b) {
+    if (a.size() != b.size()) return false;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        char x = a[i], y = b[i];
+        if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
+        if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
+        if (x != y) return false;
+    }
+    return true;
+}
+
+std::string_view trim(std::string_view s) {
+    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+    return s;
+}
+
+// Does a comma-separated header value contain `token` (case-insensitive)?
+bool has_token(std::string_view value, std::string_view token) {
+    while (!value.empty()) {
+        const std::size_t comma = value.find(',');
+        if (iequals(trim(value.substr(0, comma)), token)) return true;
+        if (comma == std::string_view::npos) break;
+        value.remove_prefix(comma + 1);
+    }
+    return false;
+}
+
+struct http_request {
+    std::string_view method, target, host, origin, upgrade, connection, key, version, extensions, protocol;
+    std::string_view fetch_site, authorization;
+    int duplicate_security_headers = 0;  // a second Origin/Host/Key is an attack, not a list
+};
+
+// Parses the head (everything before the blank line). False on a malformed head.
+bool parse_request(std::string_view head, http_request& request) {
+    const std::size_t line_end = head.find("\r\n");
+    const std::string_view line = head.substr(0, line_end);
+    const std::size_t sp1 = line.find(' '), sp2 = line.rfind(' ');
+    if (sp1 == std::string_view::npos || sp2 == sp1 || line.substr(sp2 + 1) != "HTTP/1.1") return false;
+    request.method = line.substr(0, sp1);
+    request.target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+    std::string_view rest = line_end == std::string_view::npos ? std::string_view{} : head.substr(line_end + 2);
+    while (!rest.empty()) {
+        const std::size_t end = rest.find("\r\n");
+        const std::string_view header = rest.substr(0, end);
+        rest = end == std::string_view::npos ? std::string_view{} : rest.substr(end + 2);
+        const std::size_t colon = header.find(':');
+        if (colon == std::string_view::npos || colon == 0) return false;
+        const std::string_view name = header.substr(0, colon), value = trim(header.substr(colon + 1));
+        auto set_once = [&request, value](std::string_view& field) {
+            if (field.data() != nullptr) ++request.duplicate_security_headers;
+            field = value;
+        };
+        if (iequals(name, "Host")) set_once(request.host);
+        else if (iequals(name, "Origin")) set_once(request.origin);
+        else if (iequals(name, "Sec-WebSocket-Key")) set_once(request.key);
+        else if (iequals(name, "Upgrade")) request.upgrade = value;
+        else if (iequals(name, "Connection")) request.connection = value;
+        else if (iequals(name, "Sec-WebSocket-Version")) request.version = value;
+        else if (iequals(name, "Sec-WebSocket-Extensions")) request.extensions = value;  // first header only: enough here
+        else if (iequals(name, "Sec-WebSocket-Protocol")) set_once(request.protocol);
+        else if (iequals(name, "Sec-Fetch-Site")) set_once(request.fetch_site);
+        else if (iequals(name, "Authorization")) set_once(request.authorization);
+    }
+    return true;
+}
+
+// permessage-deflate: accept the first offer we can honour. We never compress
+// replies, so we can always promise server_no_context_takeover; our inflater
+// keeps its window across messages, so either client setting works.
+bool accept_permessage_deflate(std::string_view offers) {
+#if WSGUARD_EXAMPLE_HAVE_ZLIB
+    while (!offers.empty()) {
+        const std::size_t comma = offers.find(',');
+        std::string_view offer = offers.substr(0, comma);
+        offers = comma == std::string_view::npos ? std::string_view{} : offers.substr(comma + 1);
+        const std::size_t semi = offer.find(';');
+        if (!iequals(trim(offer.substr(0, semi)), "permessage-deflate")) continue;
+        bool acceptable = true;
+        for (offer = semi == std::string_view::npos ? std::string_view{} : offer.substr(semi + 1); !offer.empty();) {
+            const std::size_t next = offer.find(';');
+            const std::string_view param = trim(offer.substr(0, next));
+            offer = next == std::string_view::npos ? std::string_view{} : offer.substr(next + 1);
+            const std::string_view param_name = trim(param.substr(0, param.find('=')));
+            // server_max_window_bits would need an echo; decline it to stay small.
+            if (!iequals(param_name, "client_max_window_bits") && !iequals(param_name, "client_no_context_takeover") &&
+                !iequals(param_name, "server_no_context_takeover")) acceptable = false;
+        }
+        if (acceptable) return true;
+    }
+#else
+    (void)offers;
+#endif
+    return false;
+}
+
+// ---------------------------------------------------------------------------
+// A connection: HTTP until the upgrade, then frames.
+// ---------------------------------------------------------------------------
+constexpr std::size_t max_request_head = 8 * 1024;
+constexpr std::size_t max_send_queue = 4 * 1024 * 1024;  // a client that never reads is dropped
+constexpr int max_connections = 512;  // stays under the default 1024 descriptors
+
+struct connection {
+    int fd = -1;
+    std::string peer;
+    std::uint8_t peer_bytes[4] = {};
+    bool upgraded = false;
+    bool closing = false;  // close after the send queue drains
+    std::string in, out;
+
+    wsguard::frame_guard guard;
+    std::optional<wsguard::frame_verdict> header;  // allowed header whose payload is still arriving
+    std::string message;                           // the data message being assembled
+    wsguard::handshake_outcome::connection_permit permit;  // our slot under the per-address cap
+    std::optional<wsguard::token_bucket> messages;  // per-connection message rate
+
+    bool deflate = false;
+#if WSGUARD_EXAMPLE_HAVE_ZLIB
+    z_stream inflater{};
+    std::uint64_t compressed_in = 0;  // compressed payload bytes of the current message
+#endif
+
+    ~connection() {
+#if WSGUARD_EXAMPLE_HAVE_ZLIB
+        if (deflate) inflateEnd(&inflater);
+#endif
+        if (fd >= 0) ::close(fd);
+    }
+};
+
+constexpr const char* ticket_audience = "wsguard-example/ws";
+
+struct server {
+    options opts;
+    wsguard::frame_limits limits;
+    wsguard::inflate_budget budget;
+    wsguard::handshake_guard* guard = nullptr;
+    const wsguard::ticket_issuer* issuer = nullptr;
+    int epoll_fd = -1;
+    std::map<int, std::unique_ptr<connection>> connections;
+};
+
+void queue_frame(connection& c, std::uint8_t opcode, std::string_view payload) {
+    std::string frame;
+    frame += static_cast<char>(0x80 | opcode);  // FIN, no RSV bits: replies are never compressed
+    if (payload.size() < 126) {
+        frame += static_cast<char>(payload.size());
+    } else if (payload.size() <= 0xFFFF) {
+        frame += static_cast<char>(126);
+        frame += static_cast<char>(payload.size() >> 8);
+        frame += static_cast<char>(payload.size() & 0xFF);
+    } else {
+        frame += static_cast<char>(127);
+        for (int shift = 56; shift >= 0; shift -= 8) frame += static_cast<char>((std::uint64_t{payload.size()} >> shift) & 0xFF);
+    }
+    c.out += frame;
+    c.out += payload;
+}
+
+// Fails the connection with a close frame naming the wsguard reason.
+void fail_connection(connection& c, int close_code, std::string_view why) {
+    std::fprintf(stderr, "refused %.*s close=%d peer=%s\n", static_cast<int>(why.size()), why.data(), close_code, c.peer.c_str());
+    std::string payload;
+    payload += static_cast<char>(close_code >> 8);
+    payload += static_cast<char>(close_code & 0xFF);
+    payload += why.substr(0, 123);
+    queue_frame(c, 0x8, payload);
+    c.closing = true;
+}
+
+// Answers the request and closes: refusals, and the ticket endpoint.
+void respond(connection& c, int status, std::string_view body, std::string_view extra_headers = {}) {
+    c.out = "HTTP/1.1 " + std::to_string(status) + " " + std::string(wsguard::http_reason_phrase(status)) +
+            "\r\nConnection: close\r\nCache-Control: no-store\r\n" + std::string(extra_headers) +
+            "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + std::string(body);
+    c.closing = true;
+}
+
+void refuse_upgrade(connection& c, int status, std::string_view why) {
+    std::fprintf(stderr, "refused %.*s http=%d peer=%s\n", static_cast<int>(why.size()), why.data(), status, c.peer.c_str());
+    respond(c, status, std::string(why) + "\n", "Content-Type: text/plain\r\n");
+}
+
+// POST /ticket: a logged-in caller gets a one-time ticket bound to its Origin.
+void issue_ticket(const server& s, connection& c, const http_request& request) {
+    if (request.authorization != "Bearer " + s.opts.session) return respond(c, 401, "login required\n");
+    wsguard::ticket_request ticket;
+    ticket.subject = "demo-user";
+    ticket.origin = request.origin;
+    ticket.audience = ticket_audience;
+    const wsguard::issued_ticket issued = s.issuer->issue(ticket);
+    if (!issued) return respond(c, issued.status.http_status(), wsguard::to_string(issued.status.reason));
+    respond(c, 200, "{\"ticket\":\"" + issued.ticket + "\"}\n", "Content-Type: application/json\r\n");
+}
+
+void handle_upgrade(server& s, connection& c) {
+    const std::size_t head_end = c.in.find("\r\n\r\n");
+    if (head_end == std::string::npos) {
+        if (c.in.size() > max_request_head) refuse_upgrade(c, 431, "request_malformed");
+        return;
+    }
+    http_request request;
+    if (head_end > max_request_head || !parse_request(std::string_view(c.in).substr(0, head_end), request) ||
+        request.duplicate_security_headers != 0) {
+        return refuse_upgrade(c, 400, "request_malformed");
+    }
+    if (request.method == "POST" && request.target == "/ticket") return issue_ticket(s, c, request);
+    // RFC 6455 shape first, so a malformed upgrade never spends its ticket.
+    if (request.method == "GET" && (!iequals(request.upgrade, "websocket") || !has_token(request.connection, "upgrade") ||
+                                    request.version != "13" || request.key.size() != 24)) {
+        return refuse_upgrade(c, 400, "not a WebSocket upgrade");
+    }
+
+    // The whole wsguard handshake check: one call.
+    wsguard::upgrade_request up;
+    up.method = request.method;
+    up.path = request.target;  // "/ws?ticket=...": the guard splits the query off
+    up.origin = request.origin;
+    up.host = request.host;
+    up.sec_fetch_site = request.fetch_site;
+    up.sec_websocket_protocol = request.protocol;
+    up.remote_address_bytes = c.peer_bytes;
+    up.remote_address_size = sizeof c.peer_bytes;
+    wsguard::handshake_outcome outcome = s.guard->check(up);
+    if (!outcome) {
+        const std::string retry = outcome.retry_after_seconds() > 0
+                                      ? "Retry-After: " + std::to_string(outcome.retry_after_seconds()) + "\r\n" : "";
+        return respond(c, outcome.http_status(), std::string(outcome.body()) + "\n", retry);  // logged by on_refusal
+    }
+    c.permit = outcome.take_permit();
+    c.messages.emplace(wsguard::token_bucket::create(20, 40).value());  // 20 messages/s, burst 40
+
+    c.deflate = accept_permessage_deflate(request.extensions);
+    std::string response = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                           "Sec-WebSocket-Accept: " + websocket_accept(request.key) + "\r\n";
+    // "wsguard.v1", never the client's header: that holds the ticket.
+    if (!outcome.subprotocol().empty()) response += "Sec-WebSocket-Protocol: " + std::string(outcome.subprotocol()) + "\r\n";
+    if (c.deflate) response += "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n";
+    response += "\r\n";
+#if WSGUARD_EXAMPLE_HAVE_ZLIB
+    // Raw deflate, 32 KiB window: accepts any client_max_window_bits.
+    if (c.deflate && inflateInit2(&c.inflater, -15) != Z_OK) {
+        c.deflate = false;
+        return refuse_upgrade(c, 500, "internal_error");
+    }
+#endif
+    wsguard::frame_limits limits = s.limits;
+    limits.permessage_deflate = c.deflate;  // RSV1 allowed on a message's first frame only if negotiated
+    c.guard = wsguard::frame_guard(limits);
+    c.out += response;
+    c.in.erase(0, head_end + 4);
+    c.upgraded = true;
+}
+
+#if WSGUARD_EXAMPLE_HAVE_ZLIB
+struct inflate_failure {
+    int close_code;  // 0: no failure
+    const char* why;
+};
+
+// Inflates one frame's payload into c.message under the budget. Each output
+// chunk is no larger than what the budget still allows plus one byte, so a
+// bomb is stopped one byte past its cap instead of being buffered.
+inflate_failure inflate_into_message(const server& s, connection& c, std::string_view input) {
+    z_stream& z = c.inflater;
+    z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(input.data()));
+    z.avail_in = static_cast<uInt>(input.size());
+    const std::uint64_t consumed_before = c.compressed_in;
+    unsigned char chunk[16 * 1024];
+    for (;;) {
+        const std::uint64_t allowed = s.budget.max_output_for(consumed_before + (input.size() - z.avail_in));
+        const std::uint64_t room = allowed >= c.message.size() ? allowed - c.message.size() + 1 : 1;
+        z.next_out = chunk;
+        z.avail_out = static_cast<uInt>(std::min<std::uint64_t>(room, sizeof chunk));
+        const uInt offered = z.avail_out;
+        const int rc = inflate(&z, Z_SYNC_FLUSH);
+        if (rc != Z_OK && rc != Z_BUF_ERROR && rc != Z_STREAM_END) return {1007, "invalid_deflate_data"};
+        const std::size_t produced = offered - z.avail_out;
+        c.message.append(reinterpret_cast<const char*>(chunk), produced);
+        const wsguard::decision verdict = s.budget.check(consumed_before + (input.size() - z.avail_in), c.message.size());
+        if (!verdict) return {verdict.close_code(), wsguard::to_string(verdict.reason)};
+        if (rc == Z_STREAM_END) inflateReset(&z);  // a final block (BFINAL) ends this deflate stream
+        if (z.avail_in == 0 && z.avail_out != 0) break;  // input consumed, output flushed
+        if (produced == 0 && rc == Z_BUF_ERROR) break;    // no progress possible
+    }
+    c.compressed_in = consumed_before + input.size();
+    return {0, nullptr};
+}
+#endif
+
+// Processes every complete frame in c.in. frame_guard sees each header first:
+// a refused header closes the connection before its payload is read.
+void handle_frames([[maybe_unused]] server& s, connection& c) {
+    std::size_t at = 0;
+    while (!c.closing) {
+        if (!c.header) {
+            const wsguard::frame_verdict verdict = c.guard.inspect(std::string_view(c.in).substr(at));
+            if (verdict.need_more()) break;
+            if (verdict.refused()) return fail_connection(c, verdict.close_code(), wsguard::to_string(verdict.reason));
+            c.header = verdict;
+        }
+        const wsguard::frame_verdict& frame = *c.header;
+        // Bounded: payload_length is within max_message_bytes (or 125 for control frames).
+        if (c.in.size() - at < frame.header_size + frame.payload_length) break;
+        std::string payload = c.in.substr(at + frame.header_size, frame.payload_length);
+        for (std::size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<char>(payload[i] ^ frame.masking_key[i % 4]);
+        at += frame.header_size + frame.payload_length;
+        c.header.reset();
+
+        if (frame.opcode == wsguard::frame_opcode::close) {
+            queue_frame(c, 0x8, payload.substr(0, 2));  // echo the code, as RFC 6455 5.5.1 suggests
+            c.closing = true;
+        } else if (frame.opcode == wsguard::frame_opcode::ping) {
+            queue_frame(c, 0xA, payload);
+        } else if (frame.opcode == wsguard::frame_opcode::pong) {
+            // nothing to do
+        } else if (frame.message_compressed) {
+#if WSGUARD_EXAMPLE_HAVE_ZLIB
+            inflate_failure failed = inflate_into_message(s, c, payload);
+            // RFC 7692 7.2.2: the sender removed 00 00 FF FF from the end of each message.
+            if (failed.close_code == 0 && frame.fin) failed = inflate_into_message(s, c, std::string_view("\x00\x00\xff\xff", 4));
+            if (failed.close_code != 0) return fail_connection(c, failed.close_code, failed.why);
+#endif
+        } else {
+            c.message += payload;  // within max_message_bytes: frame_guard counted it
+        }
+        if (!frame.is_control() && frame.fin) {
+            if (!c.messages->try_acquire()) {  // a bucket answers rate_limited; per message it is 1008
+                constexpr wsguard::reason why = wsguard::reason::message_rate_limited;
+                return fail_connection(c, wsguard::close_code_of(why), wsguard::to_string(why));
+            }
+            queue_frame(c, frame.message_opcode, c.message);
+            c.message.clear();
+#if WSGUARD_EXAMPLE_HAVE_ZLIB
+            c.compressed_in = 0;
+#endif
+        }
+    }
+    c.in.erase(0, at);
+}
+
+// ---------------------------------------------------------------------------
+// The event loop.
+// ---------------------------------------------------------------------------
+void watch(server& s, connection& c, bool want_write) {
+    epoll_event event{};
+    event.events = EPOLLIN | EPOLLRDHUP | (want_write ? EPOLLOUT : 0u);
+    event.data.fd = c.fd;
+    epoll_ctl(s.epoll_fd, EPOLL_CTL_MOD, c.fd, &event);
+}
+
+// Writes what it can; false when the connection is finished.
+bool flush(server& s, connection& c) {
+    while (!c.out.empty()) {
+        const ssize_t n = ::send(c.fd, c.out.data(), c.out.size(), MSG_NOSIGNAL);
+        if (n > 0) {
+            c.out.erase(0, static_cast<std::size_t>(n));
+        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            watch(s, c, true);
+            return c.out.size() <= max_send_queue;
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else {
+            return false;
+        }
+    }
+    watch(s, c, false);
+    return !c.closing;
+}
+
+void on_readable(server& s, connection& c, bool& keep) {
+    char buffer[64 * 1024];
+    for (;;) {
+        const ssize_t n = ::recv(c.fd, buffer, sizeof buffer, 0);
+        if (n > 0 && c.closing) {
+            continue;  // refused or closing: read and drop until the reply is out
+        } else if (n > 0) {
+            c.in.append(buffer, static_cast<std::size_t>(n));
+            if (!c.upgraded) handle_upgrade(s, c);
+            if (c.upgraded && !c.closing) handle_frames(s, c);
+            if (c.closing) break;
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            break;
+        } else {
+            keep = false;
+            return;
+        }
+    }
+    keep = flush(s, c);
+}
+
+int listen_on(unsigned short& port) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    const int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(port);
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof address;
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 || ::listen(fd, 128) != 0 ||
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+        ::close(fd);
+        return -1;
+    }
+    port = ntohs(address.sin_port);
+    return fd;
+}
+
+void accept_all(server& s, int listen_fd) {
+    for (;;) {
+        sockaddr_in peer{};
+        socklen_t length = sizeof peer;
+        const int fd = ::accept4(listen_fd, reinterpret_cast<sockaddr*>(&peer), &length, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) return;
+        if (static_cast<int>(s.connections.size()) >= max_connections) {
+            ::close(fd);
+            continue;
+        }
+        auto c = std::make_unique<connection>();
+        c->fd = fd;
+        char text[INET_ADDRSTRLEN] = {};
+        inet_ntop(AF_INET, &peer.sin_addr, text, sizeof text);
+        c->peer = text;
+        std::memcpy(c->peer_bytes, &peer.sin_addr, sizeof c->peer_bytes);
+        const int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        epoll_event event{};
+        event.events = EPOLLIN | EPOLLRDHUP;
+        event.data.fd = fd;
+        epoll_ctl(s.epoll_fd, EPOLL_CTL_ADD, fd, &event);
+        s.connections[fd] = std::move(c);
+    }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    const std::optional<options> opts = parse_options(argc, argv);
+    if (!opts) return 2;
+
+    wsguard::inflate_limits inflate;
+    inflate.max_inflated_bytes = opts->max_inflated_bytes;
+    auto budget = wsguard::inflate_budget::create(inflate);
+    if (!budget) {
+        std::fprintf(stderr, "%s\n", budget.error().c_str());
+        return 2;
+    }
+    wsguard::frame_limits limits;
+    limits.max_message_bytes = opts->max_message_bytes;
+    limits.max_fragments = 64;
+    server s{*opts, limits, *budget, nullptr, nullptr, -1, {}};
+
+    // Tickets: a fresh random key per process (a real deployment loads it from
+    // its secret store and shares it between the issuer and every server).
+    std::uint8_t secret[32];
+    if (wsguard::random_bytes(secret, sizeof secret) != wsguard::reason::ok) return 1;
+    auto keys = wsguard::keyring::create(1, {{1, std::string_view(reinterpret_cast<const char*>(secret), sizeof secret), {}}});
+    auto store = wsguard::memory_replay_store::create(100000);
+    if (!keys || !store) return 1;
+    auto verifier = wsguard::ticket_verifier<>::create(*keys, *store);
+    auto issuer = wsguard::ticket_issuer::create(*keys);
+    if (!verifier || !issuer) return 1;
+    s.issuer = &issuer.value();
+
+    // SIGTERM and SIGINT arrive through a signalfd, as one more epoll event.
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGINT);
+    sigprocmask(SIG_BLOCK, &stop_signals, nullptr);
+    const int signal_fd = signalfd(-1, &stop_signals, SFD_NONBLOCK | SFD_CLOEXEC);
+
+    unsigned short port = opts->port;
+    const int listen_fd = listen_on(port);
+    if (listen_fd < 0) {
+        std::fprintf(stderr, "cannot listen on 127.0.0.1:%u: %s\n", static_cast<unsigned>(opts->port), std::strerror(errno));
+        return 1;
+    }
+
+    // The allowed origins and hosts name the bound port.
+    const std::string p = std::to_string(port);
+    wsguard::handshake_config config;
+    wsguard::route_config ws;
+    ws.path = "/ws";
+    ws.origins = {"http://127.0.0.1:" + p, "http://localhost:" + p};
+    ws.origins.insert(ws.origins.end(), opts->extra_origins.begin(), opts->extra_origins.end());
+    ws.hosts = {"127.0.0.1:" + p, "localhost:" + p};
+    ws.audience = ticket_audience;
+    config.routes.push_back(ws);
+    config.verifier = &verifier.value();
+    config.handshakes_per_second = opts->handshake_rate;
+    config.handshake_burst = opts->handshake_burst;
+    config.on_refusal = [](const wsguard::refusal_event& e) {
+        std::fprintf(stderr, "refused %s origin=%.*s address=%.*s\n", wsguard::to_string(e.reason),
+                     static_cast<int>(e.origin.size()), e.origin.data(), static_cast<int>(e.address.size()), e.address.data());
+    };
+    auto guard = wsguard::handshake_guard::create(std::move(config));
+    if (!guard) {
+        std::fprintf(stderr, "%s\n", guard.error().c_str());
+        return 2;
+    }
+    s.guard = &guard.value();
+
+    s.epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+    for (const int fd : {listen_fd, signal_fd}) {
+        epoll_event event{};
+        event.events = EPOLLIN;
+        event.data.fd = fd;
+        epoll_ctl(s.epoll_fd, EPOLL_CTL_ADD, fd, &event);
+    }
+    std::printf("listening %u\n", static_cast<unsigned>(port));
+    std::fflush(stdout);
+
+    epoll_event events[64];
+    for (bool running = true; running;) {
+        const int ready = epoll_wait(s.epoll_fd, events, 64, -1);
+        if (ready < 0 && errno != EINTR) break;
+        for (int i = 0; i < ready; ++i) {
+            const int fd = events[i].data.fd;
+            if (fd == signal_fd) {
+                running = false;
+            } else if (fd == listen_fd) {
+                accept_all(s, listen_fd);
+            } else if (auto found = s.connections.find(fd); found != s.connections.end()) {
+                connection& c = *found->second;
+                bool keep = true;
+                if (events[i].events & (EPOLLIN | EPOLLRDHUP)) on_readable(s, c, keep);
+                else if (events[i].events & EPOLLOUT) keep = flush(s, c);
+                if (keep && (events[i].events & (EPOLLHUP | EPOLLERR))) keep = false;
+                if (!keep) s.connections.erase(found);  // closes the socket
+            }
+        }
+    }
+    s.connections.clear();
+    ::close(listen_fd);
+    ::close(signal_fd);
+    ::close(s.epoll_fd);
+    return 0;
+}

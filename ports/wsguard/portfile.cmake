@@ -1,0 +1,30 @@
+# vcpkg overlay port for wsguard, kept in the wsguard tree:
+#   vcpkg install wsguard --overlay-ports=<wsguard>/ports
+# It builds from the checkout it lives in. A registry port would fetch a
+# release instead (vcpkg_from_github with REF v${VERSION} and its SHA512).
+get_filename_component(SOURCE_PATH "${CMAKE_CURRENT_LIST_DIR}/../.." ABSOLUTE)
+if(NOT EXISTS "${SOURCE_PATH}/include/wsguard.hpp")
+  message(FATAL_ERROR "wsguard overlay port: expected the wsguard sources at ${SOURCE_PATH}")
+endif()
+
+# Header-only: a debug build would install the same files again.
+set(VCPKG_BUILD_TYPE release)
+
+vcpkg_configure_meson(
+  SOURCE_PATH "${SOURCE_PATH}"
+  OPTIONS
+    -Dtests=disabled
+    -Dbenchmarks=disabled
+    -Dexamples=disabled
+    -Dfuzzing=disabled
+)
+vcpkg_install_meson()
+# meson already writes prefix=${pcfiledir}/../.. (--pkgconfig.relocatable);
+# this keeps vcpkg's own checks in charge of the .pc file.
+vcpkg_fixup_pkgconfig()
+
+# Installed by meson: include/wsguard.hpp, share/pkgconfig/wsguard.pc,
+# share/wsguard/wsguardConfig.cmake and wsguardConfigVersion.cmake. Both files
+# locate the header relative to themselves, so no vcpkg_cmake_config_fixup.
+file(INSTALL "${CMAKE_CURRENT_LIST_DIR}/usage" DESTINATION "${CURRENT_PACKAGES_DIR}/share/${PORT}")
+vcpkg_install_copyright(FILE_LIST "${SOURCE_PATH}/LICENSE")

@@ -1,0 +1,50 @@
+// Entry point for `meson test`: runs the end-to-end tests with Node's test
+// runner, or exits 77 (meson's SKIP) with the reason when a dependency is
+// missing. Set WSGUARD_E2E_REQUIRED=1 (CI) to make a missing dependency fail.
+//   node run.js ws        the `ws` client tests (Beast and websocketpp servers)
+//   node run.js browser   the headless Chromium tests (Beast demo)
+'use strict';
+
+const { spawnSync } = require('node:child_process');
+const fs = require('node:fs');
+const path = require('node:path');
+
+const groups = {
+  ws: { files: ['beast_ws.test.js', 'websocketpp_ws.test.js'], packages: ['ws'] },
+  browser: { files: ['beast_browser.test.js'], packages: ['ws', 'playwright-core'], chromium: true },
+};
+const group = groups[process.argv[2]];
+if (!group) {
+  console.error(`usage: node run.js ${Object.keys(groups).join('|')}`);
+  process.exit(2);
+}
+
+function unavailable(why) {
+  // CI must run these, never skip them: CI=true (as CI runs .ci/run) makes a missing dependency fail.
+  const required = process.env.WSGUARD_E2E_REQUIRED === '1' || process.env.CI === 'true';
+  console.log(`${required ? 'FAIL' : 'SKIP'}: ${why}`);
+  process.exit(required ? 1 : 77);
+}
+
+const [major, minor] = process.versions.node.split('.').map(Number);
+if (major < 18) unavailable(`Node ${process.versions.node} is too old for node --test (need 18+)`);
+for (const name of group.packages) {
+  if (!fs.existsSync(path.join(__dirname, 'node_modules', name, 'package.json')))
+    unavailable(`node package '${name}' is missing: run \`npm ci\` in ${__dirname} (.ci/setup does)`);
+}
+const chromium = process.env.WSGUARD_CHROMIUM || '/usr/bin/chromium';
+if (group.chromium && !fs.existsSync(chromium)) unavailable(`no Chromium at ${chromium}: apt install chromium`);
+if (!process.env.WSGUARD_BEAST_DEMO || !fs.existsSync(process.env.WSGUARD_BEAST_DEMO))
+  unavailable(`the Beast demo was not built (${process.env.WSGUARD_BEAST_DEMO || 'WSGUARD_BEAST_DEMO unset'})`);
+
+// One file at a time keeps Chromium and the flood tests from competing for the
+// CPU. Node 18.19+ and 20.10+ take --test-concurrency; older ones get one run per file.
+const concurrencyFlag = major > 20 || (major === 20 && minor >= 10) || (major === 18 && minor >= 19);
+const runs = concurrencyFlag ? [['--test-concurrency=1', ...group.files]] : group.files.map((file) => [file]);
+let status = 0;
+for (const files of runs) {
+  const run = spawnSync(process.execPath, ['--test', ...files], { cwd: __dirname, stdio: 'inherit', timeout: 240000 });
+  if (run.error) console.error(run.error.message);
+  if (run.status !== 0) status = 1;
+}
+process.exit(status);

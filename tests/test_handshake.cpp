@@ -1,0 +1,342 @@
+// handshake_guard: the one call that composes the components.
+#include <wsguard.hpp>
+
+#include <string>
+#include <vector>
+
+#include "catch.hpp"
+
+using wsguard::reason;
+using namespace std::chrono_literals;
+
+namespace {
+
+const std::string secret(32, 'k');
+const auto wall_t0 = std::chrono::system_clock::time_point(std::chrono::seconds(1'800'000'000));
+const auto steady_t0 = std::chrono::steady_clock::time_point(std::chrono::seconds(1000));
+
+// Everything a guard needs, built once per test with real components.
+struct fixture {
+    wsguard::memory_replay_store store = wsguard::memory_replay_store::create(1024, wall_t0 - 1s).value();
+    wsguard::keyring keys = wsguard::keyring::create(1, {{1, secret, std::nullopt}}).value();
+    wsguard::ticket_issuer issuer = wsguard::ticket_issuer::create(keys).value();
+    wsguard::ticket_verifier<> verifier = wsguard::ticket_verifier<>::create(keys, store).value();
+    std::vector<wsguard::refusal_event> events;
+    std::vector<std::string> event_texts;  // events' views die with the call: copy what we check
+
+    wsguard::handshake_config config() {
+        wsguard::handshake_config cfg;
+        wsguard::route_config chat;
+        chat.path = "/chat";
+        chat.origins = {"https://app.example.com", "https://*.example.org"};
+        chat.hosts = {"api.example.com"};
+        chat.audience = "api.example.com/chat";
+        cfg.routes.push_back(chat);
+        wsguard::route_config feed;
+        feed.path = "/feed";
+        feed.origins = {"https://feed.example.net"};
+        feed.audience = "api.example.com/feed";
+        cfg.routes.push_back(feed);
+        wsguard::route_config open;
+        open.path = "/public";
+        open.origins = {"https://app.example.com"};
+        open.ticket = wsguard::ticket_requirement::none;
+        cfg.routes.push_back(open);
+        cfg.verifier = &verifier;
+        cfg.handshakes_per_second = 1;
+        cfg.handshake_burst = 3;
+        cfg.max_connections_per_address = 2;
+        cfg.on_refusal = [this](const wsguard::refusal_event& e) {
+            events.push_back(e);
+            event_texts.push_back(std::string(wsguard::to_string(e.reason)) + "|" + std::string(e.route) + "|" +
+                                  std::string(e.origin) + "|" + std::string(e.address));
+        };
+        cfg.refusal_reports_per_second = 1;
+        cfg.refusal_report_burst = 2;
+        return cfg;
+    }
+
+    std::string ticket(std::string_view origin, std::string_view audience, std::string_view scopes = "chat:read") {
+        wsguard::ticket_request req;
+        req.subject = "user-42";
+        req.origin = origin;
+        req.audience = audience;
+        req.scopes = scopes;
+        auto issued = issuer.issue(req, wall_t0);
+        REQUIRE(issued);
+        return issued.ticket;
+    }
+};
+
+// The request borrows `protocol_header`: keep the string alive while the request is used.
+wsguard::upgrade_request chat_request(std::string_view protocol_header) {
+    wsguard::upgrade_request r;
+    r.method = "GET";
+    r.path = "/chat";
+    r.origin = "https://app.example.com";
+    r.host = "api.example.com";
+    r.sec_fetch_site = "same-site";
+    r.sec_websocket_protocol = protocol_header;
+    r.remote_address = "192.0.2.10:50000";
+    return r;
+}
+
+}  // namespace
+
+TEST_CASE("handshake_guard allows a valid request and echoes only wsguard.v1, never the ticket", "[handshake]") {
+    fixture f;
+    auto guard = wsguard::handshake_guard::create(f.config()).value();
+    const std::string protocols = "wsguard.v1, " + f.ticket("https://app.example.com", "api.example.com/chat");
+    auto outcome = guard.check(chat_request(protocols), steady_t0, wall_t0);
+    REQUIRE(outcome.allowed());
+    CHECK(outcome.http_status() == 0);
+    CHECK(outcome.subprotocol() == "wsguard.v1");
+    CHECK(outcome.claims().subject() == "user-42");
+    CHECK(outcome.claims().has_scope("chat:read"));
+    CHECK(outcome.route() == "/chat");
+    CHECK(outcome.body().empty());
+    CHECK(guard.live_connections() == 1);
+    CHECK(guard.count(reason::ok) == 1);
+}
+
+TEST_CASE("handshake_guard refuses a replayed ticket", "[handshake]") {
+    fixture f;
+    auto guard = wsguard::handshake_guard::create(f.config()).value();
+    const std::string protocols = "wsguard.v1, " + f.ticket("https://app.example.com", "api.example.com/chat");
+    { auto first = guard.check(chat_request(protocols), steady_t0, wall_t0); CHECK(first.allowed()); }
+    auto second = guard.check(chat_request(protocols), steady_t0 + 1s, wall_t0 + 1s);
+    CHECK(second.decision.reason == reason::ticket_replayed);
+    CHECK(second.http_status() == 401);
+    CHECK(second.subprotocol().empty());
+    CHECK(second.claims().subject().empty());
+    CHECK(guard.live_connections() == 0);  // the refused request's slot was given back
+}
+
+TEST_CASE("handshake_guard takes the ticket from the query when the subprotocol has none", "[handshake]") {
+    fixture f;
+    auto guard = wsguard::handshake_guard::create(f.config()).value();
+    auto req = chat_request("");
+    const std::string path = "/chat?ticket=" + f.ticket("https://app.example.com", "api.example.com/chat");
+    req.path = path;  // some stacks hand over the request target with its query
+    auto outcome = guard.check(req, steady_t0, wall_t0);
+    CHECK(outcome.allowed());
+    CHECK(outcome.subprotocol().empty());  // nothing to echo: the client offered no subprotocol
+
+    // A client that offers the marker without a ticket gets it echoed, so
+    // clients that fail on an unanswered subprotocol offer still connect.
+    const std::string query = "ticket=" + f.ticket("https://app.example.com", "api.example.com/chat");
+    auto offered = chat_request("chat.v2,\twsguard.v1");
+    offered.query = query;
+    auto echoed = guard.check(offered, steady_t0, wall_t0);
+    CHECK(echoed.allowed());
+    CHECK(echoed.subprotocol() == "wsguard.v1");
+}
+
+TEST_CASE("handshake_guard checks cheap things first, each refusal with its own reason and status", "[handshake]") {
+    fixture f;
+    auto guard = wsguard::handshake_guard::create(f.config()).value();
+    const std::string good = "wsguard.v1, " + f.ticket("https://app.example.com", "api.example.com/chat");
+    const std::string huge(5000, 'a');
+    struct row {
+        const char* why;
+        void (*mutate)(wsguard::upgrade_request&, const std::string&);
+        reason expected;
+        int status;
+    };
+    const row rows[] = {
+        {"an oversized header is refused before anything is parsed",
+         [](wsguard::upgrade_request& r, const std::string& h) { r.origin = h; }, reason::request_malformed, 400},
+        {"a POST is not an upgrade", [](wsguard::upgrade_request& r, const std::string&) { r.method = "POST"; },
+         reason::method_not_get, 405},
+        {"an unknown path has no route", [](wsguard::upgrade_request& r, const std::string&) { r.path = "/admin"; },
+         reason::route_not_found, 404},
+        {"a missing Origin is refused for browsers' routes",
+         [](wsguard::upgrade_request& r, const std::string&) { r.origin = {}; }, reason::origin_missing, 403},
+        {"a sandboxed iframe's null Origin is refused",
+         [](wsguard::upgrade_request& r, const std::string&) { r.origin = "null"; }, reason::origin_null, 403},
+        {"another site's Origin is refused",
+         [](wsguard::upgrade_request& r, const std::string&) { r.origin = "https://evil.example"; },
+         reason::origin_not_allowed, 403},
+        {"a rebinding attacker's Host is refused",
+         [](wsguard::upgrade_request& r, const std::string&) { r.host = "attacker.example:80"; },
+         reason::host_not_allowed, 403},
+        {"Sec-Fetch-Site cross-site is refused even with an allowed Origin",
+         [](wsguard::upgrade_request& r, const std::string&) { r.sec_fetch_site = "cross-site"; },
+         reason::fetch_site_cross_site, 403},
+        {"an unparseable peer address cannot be rate limited, so it is refused",
+         [](wsguard::upgrade_request& r, const std::string&) { r.remote_address = "not-an-ip"; },
+         reason::address_malformed, 400},
+        {"no ticket at all", [](wsguard::upgrade_request& r, const std::string&) { r.sec_websocket_protocol = {}; },
+         reason::ticket_missing, 401},
+        {"a ticket with a flipped character",
+         [](wsguard::upgrade_request& r, const std::string&) { r.sec_websocket_protocol = "wsguard.v1, AAAA"; },
+         reason::ticket_malformed, 401},
+    };
+    for (const row& r : rows) {
+        INFO(r.why);
+        auto req = chat_request(good);
+        r.mutate(req, huge);
+        auto outcome = guard.check(req, steady_t0, wall_t0);
+        CHECK(outcome.decision.reason == r.expected);
+        CHECK(outcome.http_status() == r.status);
+        CHECK(outcome.body() == wsguard::to_string(r.expected));
+    }
+    CHECK(guard.live_connections() == 0);
+}
+
+TEST_CASE("handshake_guard binds a ticket to its origin and to its route's audience", "[handshake]") {
+    fixture f;
+    auto guard = wsguard::handshake_guard::create(f.config()).value();
+    SECTION("a ticket issued for another allowed origin fails") {
+        const std::string protocols = "wsguard.v1, " + f.ticket("https://a.example.org", "api.example.com/chat");
+        auto req = chat_request(protocols);
+        CHECK(guard.check(req, steady_t0, wall_t0).decision.reason == reason::ticket_origin_mismatch);
+    }
+    SECTION("a ticket for /feed does not open /chat") {
+        const std::string protocols = "wsguard.v1, " + f.ticket("https://app.example.com", "api.example.com/feed");
+        auto req = chat_request(protocols);
+        CHECK(guard.check(req, steady_t0, wall_t0).decision.reason == reason::ticket_audience_mismatch);
+    }
+    SECTION("each route has its own allowlist") {
+        const std::string protocols = "wsguard.v1, " + f.ticket("https://feed.example.net", "api.example.com/feed");
+        auto req = chat_request(protocols);
+        req.path = "/feed";
+        req.origin = "https://feed.example.net";
+        auto outcome = guard.check(req, steady_t0, wall_t0);
+        INFO(wsguard::to_string(outcome.decision.reason));
+        CHECK(outcome.allowed());
+        req.path = "/chat";
+        CHECK(guard.check(req, steady_t0, wall_t0).decision.reason == reason::origin_not_allowed);
+    }
+}
+
+TEST_CASE("handshake_guard answers 429 with Retry-After once an address spends its burst", "[handshake]") {
+    fixture f;
+    auto guard = wsguard::handshake_guard::create(f.config()).value();
+    auto req = chat_request("");
+    req.path = "/public";
+    for (int i = 0; i < 3; ++i) {
+        auto ok = guard.check(req, steady_t0, wall_t0);  // released at once: only the rate counts here
+        CHECK(ok.allowed());
+    }
+    auto refused = guard.check(req, steady_t0, wall_t0);
+    CHECK(refused.decision.reason == reason::rate_limited);
+    CHECK(refused.http_status() == 429);
+    CHECK(refused.retry_after_seconds() == 1);
+    // Another address is not affected, and the first passes again after 1/rate.
+    req.remote_address = "198.51.100.7";
+    CHECK(guard.check(req, steady_t0, wall_t0).allowed());
+    req.remote_address = "192.0.2.10:50000";
+    CHECK(guard.check(req, steady_t0 + 1s, wall_t0).allowed());
+}
+
+TEST_CASE("handshake_guard caps live connections per address and releases them with the permit", "[handshake]") {
+    fixture f;
+    auto guard = wsguard::handshake_guard::create(f.config()).value();
+    auto req = chat_request("");
+    req.path = "/public";
+    auto first = guard.check(req, steady_t0, wall_t0);
+    auto second = guard.check(req, steady_t0, wall_t0);
+    REQUIRE(first.allowed());
+    REQUIRE(second.allowed());
+    auto third = guard.check(req, steady_t0, wall_t0);
+    CHECK(third.decision.reason == reason::too_many_connections);
+    CHECK(third.http_status() == 429);
+    CHECK(third.retry_after_seconds() >= 1);
+    {
+        auto moved = first.take_permit();  // a stack keeps the permit with its connection
+        CHECK(guard.live_connections() == 2);
+    }
+    CHECK(guard.live_connections() == 1);
+    CHECK(guard.check(req, steady_t0 + 1s, wall_t0).allowed());
+}
+
+TEST_CASE("handshake_guard keys IPv6 peers by /64 and accepts raw address bytes", "[handshake]") {
+    fixture f;
+    auto guard = wsguard::handshake_guard::create(f.config()).value();
+    auto req = chat_request("");
+    req.path = "/public";
+    const char* same_64[] = {"[2001:db8:1:2::1]:4000", "2001:db8:1:2::ffff", "[2001:db8:1:2:aaaa::]:1"};
+    for (const char* a : same_64) {
+        req.remote_address = a;
+        CHECK(guard.check(req, steady_t0, wall_t0).allowed());
+    }
+    req.remote_address = "2001:db8:1:2::99";  // same /64: its burst of 3 is spent
+    CHECK(guard.check(req, steady_t0, wall_t0).decision.reason == reason::rate_limited);
+    const std::uint8_t raw[4] = {203, 0, 113, 9};
+    req.remote_address = {};
+    req.remote_address_bytes = raw;
+    req.remote_address_size = 4;
+    CHECK(guard.check(req, steady_t0, wall_t0).allowed());
+}
+
+TEST_CASE("handshake_guard reports refusals once each, sanitized and rate-limited, and counts them all",
+          "[handshake]") {
+    fixture f;
+    auto guard = wsguard::handshake_guard::create(f.config()).value();
+    auto req = chat_request("");
+    req.origin = "HTTPS://EVIL.example\r\nX-Injected: 1";
+    for (int i = 0; i < 10; ++i) {
+        auto outcome = guard.check(req, steady_t0, wall_t0);
+        CHECK(outcome.decision.reason == reason::origin_malformed);
+    }
+    REQUIRE(f.event_texts.size() == 2);  // the report burst
+    // The address is not parsed before the Origin check refuses: it is reported as sanitized text.
+    CHECK(f.event_texts[0] == "origin_malformed|/chat|https://evil.example??x-injected:?1|192.0.2.10:50000");
+    CHECK(guard.count(reason::origin_malformed) == 10);
+    CHECK(guard.suppressed_reports() == 8);
+
+    // A later refusal reports the normalized address key the limiter used.
+    fixture g;
+    auto cfg = g.config();
+    cfg.handshake_burst = 1;
+    auto guard2 = wsguard::handshake_guard::create(std::move(cfg)).value();
+    auto pub = chat_request("");
+    pub.path = "/public";
+    pub.remote_address = "[2001:DB8:1:2::1]:4000";
+    CHECK(guard2.check(pub, steady_t0, wall_t0).allowed());
+    CHECK(guard2.check(pub, steady_t0, wall_t0).decision.reason == reason::rate_limited);
+    pub.remote_address = "192.0.2.77:8000";
+    CHECK(guard2.check(pub, steady_t0, wall_t0).allowed());
+    CHECK(guard2.check(pub, steady_t0, wall_t0).decision.reason == reason::rate_limited);
+    REQUIRE(g.event_texts.size() == 2);
+    CHECK(g.event_texts[0] == "rate_limited|/public|https://app.example.com|2001:db8:1:2:0:0:0:0/64");
+    CHECK(g.event_texts[1] == "rate_limited|/public|https://app.example.com|192.0.2.77");
+}
+
+TEST_CASE("handshake_guard refuses a configuration that could never be safe, with a readable error",
+          "[handshake]") {
+    fixture f;
+    SECTION("no routes") {
+        auto r = wsguard::handshake_guard::create(wsguard::handshake_config{});
+        CHECK_FALSE(r);
+        CHECK(r.error().find("route") != std::string::npos);
+    }
+    SECTION("a wildcard-everything origin pattern, reported with its route") {
+        auto cfg = f.config();
+        cfg.routes[0].origins = {"*"};
+        auto r = wsguard::handshake_guard::create(std::move(cfg));
+        CHECK_FALSE(r);
+        CHECK(r.error().find("/chat") != std::string::npos);
+    }
+    SECTION("tickets required but no verifier") {
+        auto cfg = f.config();
+        cfg.verifier = nullptr;
+        CHECK_FALSE(wsguard::handshake_guard::create(std::move(cfg)));
+    }
+    SECTION("tickets required but no audience") {
+        auto cfg = f.config();
+        cfg.routes[1].audience.clear();
+        CHECK_FALSE(wsguard::handshake_guard::create(std::move(cfg)));
+    }
+    SECTION("the same path twice") {
+        auto cfg = f.config();
+        cfg.routes[1].path = "/chat";
+        CHECK_FALSE(wsguard::handshake_guard::create(std::move(cfg)));
+    }
+    SECTION("a path with a query") {
+        auto cfg = f.config();
+        cfg.routes[0].path = "/chat?x=1";
+        CHECK_FALSE(wsguard::handshake_guard::create(std::move(cfg)));
+    }
+}

@@ -1,0 +1,666 @@
+// Rate limits: token_bucket, keyed_limiter, connection_limiter, address_key.
+// Time is always injected, so every expectation here is exact.
+#include <wsguard.hpp>
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "catch.hpp"
+
+using wsguard::address_key;
+using wsguard::connection_limiter;
+using wsguard::keyed_limiter;
+using wsguard::reason;
+using wsguard::token_bucket;
+using std::chrono::milliseconds;
+using std::chrono::nanoseconds;
+using clock_point = std::chrono::steady_clock::time_point;
+
+namespace {
+
+constexpr std::int64_t second_ns = 1000000000;
+
+// An arbitrary instant well inside the clock's range.
+clock_point at_ns(std::int64_t ns) { return clock_point(nanoseconds(ns)) + std::chrono::hours(1000); }
+
+// Deterministic, fast pseudo-random numbers for floods (splitmix64).
+struct splitmix {
+    std::uint64_t state;
+    std::uint64_t next() {
+        std::uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        return z ^ (z >> 31);
+    }
+};
+
+token_bucket make_bucket(wsguard::rate r, std::uint32_t burst) {
+    auto created = token_bucket::create(r, burst);
+    REQUIRE(created);
+    return std::move(created).value();
+}
+
+int count_granted(token_bucket& bucket, clock_point now, int attempts) {
+    int granted = 0;
+    for (int i = 0; i < attempts; ++i) granted += bucket.try_acquire(now) ? 1 : 0;
+    return granted;
+}
+
+address_key key_of(std::string_view text, wsguard::address_key_options options = {}) {
+    const auto key = address_key::from_text(text, options);
+    INFO(text);
+    REQUIRE(key.has_value());
+    return *key;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// token_bucket
+// ---------------------------------------------------------------------------
+
+TEST_CASE("token_bucket refuses configurations that are mistakes", "[limits][token_bucket]") {
+    struct bad {
+        wsguard::rate r;
+        std::uint32_t burst;
+        const char* mentions;
+    };
+    const std::vector<bad> table = {
+        {wsguard::rate::per_second(0), 10, "count must be at least 1"},
+        {wsguard::rate::per_second(10), 0, "burst must be at least 1"},
+        {wsguard::rate{1, nanoseconds(0)}, 1, "period must be positive"},
+        {wsguard::rate{1, nanoseconds(-5)}, 1, "period must be positive"},
+        {wsguard::rate::per_second(1000000001), 1, "over 1e9 per second"},
+        {wsguard::rate{1, std::chrono::hours(24 * 365)}, 1000000, "100 years"},
+        {wsguard::rate::per_second(1), 0xffffffffu, "100 years"},
+    };
+    for (const bad& b : table) {
+        const auto created = token_bucket::create(b.r, b.burst);
+        CAPTURE(b.mentions);
+        CHECK_FALSE(created);
+        CHECK(created.error().find(b.mentions) != std::string::npos);
+        CHECK(created.error().find("token_bucket") == 0);
+    }
+    CHECK(token_bucket::create(1000000000, 1));
+    CHECK(token_bucket::create(wsguard::rate{1, std::chrono::hours(24 * 365)}, 10));
+    CHECK(token_bucket::create(wsguard::rate::per_hour(1), 3));
+}
+
+TEST_CASE("token_bucket passes exactly burst from idle, refuses the next, then one per interval", "[limits][token_bucket]") {
+    token_bucket bucket = make_bucket(wsguard::rate::per_second(10), 5);
+    const clock_point t0 = at_ns(0);
+    for (int i = 0; i < 5; ++i) CHECK(bucket.try_acquire(t0).allowed());
+    const wsguard::decision refused = bucket.try_acquire(t0);
+    CHECK(refused.reason == reason::rate_limited);
+    CHECK(refused.retry_after == milliseconds(100));
+    CHECK(refused.http_status() == 429);
+
+    CHECK_FALSE(bucket.try_acquire(t0 + nanoseconds(100 * 1000000 - 1)));
+    for (int step = 1; step <= 20; ++step) {
+        const clock_point t = t0 + milliseconds(100 * step);
+        CHECK(count_granted(bucket, t, 10) == 1);
+    }
+    // Idle for a long time: the bucket holds burst again, never more.
+    CHECK(count_granted(bucket, t0 + std::chrono::hours(5), 100) == 5);
+}
+
+TEST_CASE("token_bucket rounds retry_after up to whole milliseconds and never to zero", "[limits][token_bucket]") {
+    SECTION("rate 3/s: the interval is 333,333,334 ns, so the wait is 334 ms") {
+        token_bucket bucket = make_bucket(wsguard::rate::per_second(3), 1);
+        const clock_point t0 = at_ns(0);
+        CHECK(bucket.interval() == nanoseconds(333333334));
+        REQUIRE(bucket.try_acquire(t0));
+        CHECK(bucket.try_acquire(t0).retry_after == milliseconds(334));
+        const wsguard::decision one_ns_short = bucket.try_acquire(t0 + nanoseconds(333333333));
+        CHECK(one_ns_short.reason == reason::rate_limited);
+        CHECK(one_ns_short.retry_after == milliseconds(1));
+        CHECK(bucket.try_acquire(t0 + nanoseconds(333333334)));
+    }
+    SECTION("rate 1e9/s: a wait of 1 ns is reported as 1 ms") {
+        token_bucket bucket = make_bucket(wsguard::rate::per_second(1000000000), 1);
+        const clock_point t0 = at_ns(0);
+        REQUIRE(bucket.try_acquire(t0));
+        CHECK(bucket.try_acquire(t0).retry_after == milliseconds(1));
+        CHECK(bucket.try_acquire(t0 + nanoseconds(1)));
+    }
+    SECTION("retry_after_seconds rounds up for the Retry-After header") {
+        token_bucket bucket = make_bucket(wsguard::rate{2, std::chrono::seconds(3)}, 1);
+        REQUIRE(bucket.try_acquire(at_ns(0)));
+        const wsguard::decision refused = bucket.try_acquire(at_ns(0));
+        CHECK(refused.retry_after == milliseconds(1500));
+        CHECK(refused.retry_after_seconds() == 2);
+    }
+}
+
+TEST_CASE("token_bucket never grants extra when the clock goes backwards", "[limits][token_bucket]") {
+    token_bucket bucket = make_bucket(wsguard::rate::per_second(10), 5);
+    const clock_point t1 = at_ns(10 * second_ns);
+    CHECK(count_granted(bucket, t1, 10) == 5);
+    CHECK(count_granted(bucket, t1 - std::chrono::seconds(10), 10) == 0);
+    CHECK(count_granted(bucket, t1 - std::chrono::hours(1), 10) == 0);
+    CHECK(bucket.try_acquire(t1 - milliseconds(1)).retry_after == milliseconds(101));
+    CHECK(count_granted(bucket, t1 + milliseconds(100), 10) == 1);
+
+    SECTION("property: grants never exceed burst plus elapsed time over the interval") {
+        token_bucket fresh = make_bucket(wsguard::rate::per_second(1000), 20);
+        splitmix rng{42};
+        std::int64_t now = 0;
+        std::int64_t earliest = 0;
+        std::int64_t latest = 0;
+        std::int64_t granted = 0;
+        for (int i = 0; i < 200000; ++i) {
+            // Mostly forward, sometimes far backwards.
+            const std::int64_t jump = static_cast<std::int64_t>(rng.next() % 2000000) - (rng.next() % 8 == 0 ? 50000000 : 600000);
+            now += jump;
+            if (now > latest) latest = now;
+            if (now < earliest) earliest = now;
+            granted += fresh.try_acquire(at_ns(now), 1 + static_cast<std::uint32_t>(rng.next() % 3)) ? 1 : 0;
+            const std::int64_t bound = 20 + (latest - earliest) / 1000000;  // burst + elapsed ms at 1000/s
+            if (granted > bound) FAIL("granted " << granted << " > " << bound);
+        }
+        CHECK(granted > 0);
+    }
+}
+
+TEST_CASE("token_bucket saturates at extreme rates, bursts and clock values", "[limits][token_bucket]") {
+    SECTION("rate 1e9/s with burst 1e6") {
+        token_bucket bucket = make_bucket(wsguard::rate::per_second(1000000000), 1000000);
+        CHECK(count_granted(bucket, at_ns(0), 1000001) == 1000000);
+        CHECK(bucket.try_acquire(at_ns(0)).retry_after == milliseconds(1));
+        CHECK(count_granted(bucket, at_ns(1000), 2000) == 1000);
+    }
+    SECTION("rate 1 per year") {
+        token_bucket bucket = make_bucket(wsguard::rate{1, std::chrono::hours(24 * 365)}, 2);
+        CHECK(count_granted(bucket, at_ns(0), 5) == 2);
+        CHECK(bucket.try_acquire(at_ns(0)).retry_after == milliseconds(std::int64_t{365} * 24 * 3600 * 1000));
+        CHECK(count_granted(bucket, at_ns(0) + std::chrono::hours(24 * 365), 5) == 1);
+    }
+    SECTION("now at the largest time_point: at most burst, then fails closed") {
+        token_bucket bucket = make_bucket(wsguard::rate::per_second(1000), 10);
+        CHECK(count_granted(bucket, clock_point::max(), 100) <= 10);
+        CHECK(count_granted(bucket, clock_point::max(), 100) == 0);
+        CHECK(count_granted(bucket, clock_point::max() - std::chrono::seconds(1), 100) == 0);
+    }
+    SECTION("now at the smallest time_point") {
+        token_bucket bucket = make_bucket(wsguard::rate::per_second(1000), 10);
+        CHECK(count_granted(bucket, clock_point::min(), 100) == 10);
+        CHECK(count_granted(bucket, clock_point::min() + milliseconds(1), 100) == 1);
+        CHECK(count_granted(bucket, clock_point::min(), 100) == 0);
+    }
+    SECTION("jumping from min to max and back") {
+        token_bucket bucket = make_bucket(wsguard::rate::per_second(1), 3);
+        CHECK(count_granted(bucket, clock_point::min(), 10) == 3);
+        const int at_max = count_granted(bucket, clock_point::max(), 10);
+        CHECK(at_max <= 3);
+        CHECK(count_granted(bucket, clock_point::min(), 10) == 0);
+        CHECK(count_granted(bucket, at_ns(0), 10) == 0);
+    }
+}
+
+TEST_CASE("token_bucket charges n tokens at once and refuses n over burst forever", "[limits][token_bucket]") {
+    token_bucket bucket = make_bucket(wsguard::rate::per_second(10), 10);
+    const clock_point t0 = at_ns(0);
+    CHECK(bucket.try_acquire(t0, 4));
+    CHECK(bucket.try_acquire(t0, 4));
+    const wsguard::decision refused = bucket.try_acquire(t0, 4);
+    CHECK(refused.reason == reason::rate_limited);
+    CHECK(refused.retry_after == milliseconds(200));  // two more tokens needed
+    CHECK(bucket.try_acquire(t0, 2));                 // the refusal charged nothing
+    CHECK_FALSE(bucket.try_acquire(t0, 1));
+    CHECK(bucket.try_acquire(t0 + milliseconds(300), 3));
+    CHECK(bucket.try_acquire(t0, 0));  // asking for nothing always passes
+
+    token_bucket idle = make_bucket(wsguard::rate::per_second(10), 10);
+    CHECK(idle.try_acquire(t0, 10));
+    token_bucket idle2 = make_bucket(wsguard::rate::per_second(10), 10);
+    for (std::uint32_t n : {11u, 1000u, 0xffffffffu}) {
+        const wsguard::decision never = idle2.try_acquire(t0 + std::chrono::hours(24), n);
+        CHECK(never.reason == reason::rate_limited);
+        CHECK(never.retry_after == milliseconds(0));  // waiting would not help
+    }
+    CHECK(idle2.try_acquire(t0, 10));  // the over-burst requests charged nothing
+}
+
+TEST_CASE("token_bucket keeps its state when moved at construction time", "[limits][token_bucket]") {
+    token_bucket bucket = make_bucket(wsguard::rate::per_second(1), 2);
+    CHECK(bucket.try_acquire(at_ns(0)));
+    token_bucket moved(std::move(bucket));
+    CHECK(count_granted(moved, at_ns(0), 5) == 1);
+    CHECK(moved.burst() == 2);
+    CHECK(moved.interval() == std::chrono::seconds(1));
+}
+
+TEST_CASE("token_bucket grants exactly burst in total to two threads at a fixed time", "[limits][token_bucket][concurrency]") {
+    token_bucket bucket = make_bucket(wsguard::rate::per_second(1), 20000);
+    const clock_point t0 = at_ns(0);
+    std::atomic<int> granted{0};
+    auto worker = [&] {
+        int mine = 0;
+        for (int i = 0; i < 50000; ++i) mine += bucket.try_acquire(t0) ? 1 : 0;
+        granted += mine;
+    };
+    std::thread a(worker);
+    std::thread b(worker);
+    a.join();
+    b.join();
+    CHECK(granted.load() == 20000);
+    CHECK_FALSE(bucket.try_acquire(t0));
+}
+
+// ---------------------------------------------------------------------------
+// SipHash (the seeded hash behind the keyed tables)
+// ---------------------------------------------------------------------------
+
+TEST_CASE("the limiter hash is SipHash: reference vectors of SipHash-2-4", "[limits][siphash]") {
+    // Key 00 01 .. 0f, message 00 01 .. (len-1): vectors from the SipHash paper
+    // and its reference implementation.
+    const std::uint64_t k0 = 0x0706050403020100ull;
+    const std::uint64_t k1 = 0x0f0e0d0c0b0a0908ull;
+    std::uint8_t message[15];
+    for (int i = 0; i < 15; ++i) message[i] = static_cast<std::uint8_t>(i);
+    CHECK(wsguard::detail::limits_siphash24(k0, k1, message, 0) == 0x726fdb47dd0e0e31ull);
+    CHECK(wsguard::detail::limits_siphash24(k0, k1, message, 15) == 0xa129ca6149be45e5ull);
+    // SipHash-1-3 differs from 2-4 and depends on every key bit.
+    CHECK(wsguard::detail::limits_siphash13(k0, k1, message, 15) != wsguard::detail::limits_siphash24(k0, k1, message, 15));
+    CHECK(wsguard::detail::limits_siphash13(k0, k1 ^ 1, message, 15) != wsguard::detail::limits_siphash13(k0, k1, message, 15));
+}
+
+// ---------------------------------------------------------------------------
+// keyed_limiter
+// ---------------------------------------------------------------------------
+
+TEST_CASE("keyed_limiter refuses bad configurations with a readable message", "[limits][keyed_limiter]") {
+    const auto zero_capacity = keyed_limiter<address_key>::create(10, 5, 0);
+    CHECK_FALSE(zero_capacity);
+    CHECK(zero_capacity.error().find("capacity") != std::string::npos);
+    CHECK_FALSE(keyed_limiter<address_key>::create(10, 5, std::size_t{1} << 30));
+    CHECK_FALSE(keyed_limiter<address_key>::create(0, 5, 100));
+    CHECK_FALSE(keyed_limiter<address_key>::create(10, 0, 100));
+    const auto ok = keyed_limiter<address_key>::create(10, 5, 1000);
+    REQUIRE(ok);
+    CHECK(ok->capacity() >= 1000);
+    CHECK(ok->capacity() < 1000 + 64);
+    CHECK(ok->memory_bytes() >= ok->capacity() * (sizeof(address_key) + 8));
+}
+
+TEST_CASE("keyed_limiter keeps one bucket per key with exact burst semantics", "[limits][keyed_limiter]") {
+    auto created = keyed_limiter<address_key>::create(wsguard::rate::per_second(2), 3, 1024);
+    REQUIRE(created);
+    auto& limiter = *created;
+    const address_key alice = key_of("192.0.2.1");
+    const address_key bob = key_of("2001:db8::1");
+    const clock_point t0 = at_ns(0);
+    for (int i = 0; i < 3; ++i) CHECK(limiter.try_acquire(alice, t0));
+    const wsguard::decision refused = limiter.try_acquire(alice, t0);
+    CHECK(refused.reason == reason::rate_limited);
+    CHECK(refused.retry_after == milliseconds(500));
+    for (int i = 0; i < 3; ++i) CHECK(limiter.try_acquire(bob, t0));  // bob has his own bucket
+    CHECK_FALSE(limiter.try_acquire(bob, t0));
+    CHECK(limiter.try_acquire(alice, t0 + milliseconds(500)));
+    CHECK_FALSE(limiter.try_acquire(alice, t0 + milliseconds(500)));
+    CHECK_FALSE(limiter.try_acquire(alice, t0, 4));
+    CHECK(limiter.try_acquire(alice, t0, 4).retry_after == milliseconds(0));
+    // Same /64, same bucket.
+    CHECK_FALSE(limiter.try_acquire(key_of("2001:db8::ffff:1"), t0));
+}
+
+TEST_CASE("keyed_limiter accepts string keys through a seeded 128-bit fingerprint", "[limits][keyed_limiter]") {
+    auto created = keyed_limiter<std::string_view>::create(1, 2, 256);
+    REQUIRE(created);
+    const clock_point t0 = at_ns(0);
+    std::string user = "user-42";
+    CHECK(created->try_acquire(user, t0));
+    CHECK(created->try_acquire(std::string_view("user-42"), t0));
+    CHECK_FALSE(created->try_acquire(user, t0));
+    CHECK(created->try_acquire("user-43", t0));
+    CHECK(created->try_acquire("", t0));
+    CHECK(created->try_acquire(std::string(1000, 'x'), t0));
+
+    auto strings = keyed_limiter<std::string>::create(1, 1, 16);
+    REQUIRE(strings);
+    CHECK(strings->try_acquire(std::string("a"), t0));
+    CHECK_FALSE(strings->try_acquire(std::string("a"), t0));
+}
+
+TEST_CASE("keyed_limiter survives a flood of ten million random keys at a fixed memory cap", "[limits][keyed_limiter][flood]") {
+    // 1 request per second, burst 5: the hot keys exhaust their burst, then a
+    // flood of fresh keys (each allowed once) runs through a 64k-entry table.
+    auto created = keyed_limiter<address_key>::create(wsguard::rate::per_second(1), 5, 65536);
+    REQUIRE(created);
+    auto& limiter = *created;
+    const std::size_t memory_before = limiter.memory_bytes();
+    const std::size_t capacity = limiter.capacity();
+    CHECK(memory_before < 65536 * 40 + 64 * 1024);
+
+    std::vector<address_key> hot;
+    for (int i = 0; i < 100; ++i) {
+        const std::uint8_t v4[4] = {10, 0, static_cast<std::uint8_t>(i), 1};
+        hot.push_back(*address_key::from_bytes(v4, 4));
+    }
+    const clock_point t0 = at_ns(0);
+    for (const address_key& k : hot) {
+        for (int i = 0; i < 5; ++i) REQUIRE(limiter.try_acquire(k, t0));
+        REQUIRE_FALSE(limiter.try_acquire(k, t0));
+    }
+
+    splitmix rng{7};
+    std::int64_t flood_allowed = 0;
+    std::int64_t hot_allowed = 0;
+    constexpr int flood = 10000000;
+    for (int i = 0; i < flood; ++i) {
+        std::uint8_t v6[16] = {0x20, 0x01};
+        const std::uint64_t r = rng.next();
+        for (int b = 0; b < 6; ++b) v6[2 + b] = static_cast<std::uint8_t>(r >> (8 * b));
+        const clock_point now = t0 + nanoseconds(i * 10);  // the flood spans 100 ms
+        flood_allowed += limiter.try_acquire(*address_key::from_bytes(v6, 16), now) ? 1 : 0;
+        if (i % 10000 == 0) {
+            for (const address_key& k : hot) hot_allowed += limiter.try_acquire(k, now) ? 1 : 0;
+        }
+    }
+    CHECK(hot_allowed == 0);  // every hot key stayed exhausted during the flood
+    CHECK(flood_allowed > flood * 99LL / 100);
+    CHECK(limiter.memory_bytes() == memory_before);
+    CHECK(limiter.capacity() == capacity);
+
+    // After one interval each hot key has exactly one token: its state was kept.
+    const clock_point later = t0 + std::chrono::seconds(1);
+    for (const address_key& k : hot) {
+        CHECK(limiter.try_acquire(k, later));
+        CHECK_FALSE(limiter.try_acquire(k, later));
+    }
+}
+
+TEST_CASE("keyed_limiter grants exactly burst per key to two threads at a fixed time", "[limits][keyed_limiter][concurrency]") {
+    auto created = keyed_limiter<std::uint64_t>::create(wsguard::rate::per_second(1), 500, 1024);
+    REQUIRE(created);
+    auto& limiter = *created;
+    const clock_point t0 = at_ns(0);
+    std::atomic<int> granted{0};
+    auto worker = [&](std::uint64_t salt) {
+        int mine = 0;
+        for (int i = 0; i < 20000; ++i) {
+            const std::uint64_t key = static_cast<std::uint64_t>(i % 10) * 0x1234567ull + (i % 20 < 10 ? 0 : salt);
+            mine += limiter.try_acquire(key, t0) ? 1 : 0;
+        }
+        granted += mine;
+    };
+    // Ten keys both threads share, and ten keys each thread has alone.
+    std::thread a(worker, 1);
+    std::thread b(worker, 2);
+    a.join();
+    b.join();
+    CHECK(granted.load() == 30 * 500);
+}
+
+// ---------------------------------------------------------------------------
+// connection_limiter
+// ---------------------------------------------------------------------------
+
+TEST_CASE("connection_limiter allows N per key and releases on destruction", "[limits][connection_limiter]") {
+    CHECK_FALSE(connection_limiter<address_key>::create(0, 100));
+    CHECK_FALSE(connection_limiter<address_key>::create(1, 0));
+    CHECK_FALSE(connection_limiter<address_key>::create(1, 100, 0));
+    auto created = connection_limiter<address_key>::create(2, 100);
+    REQUIRE(created);
+    auto& limiter = *created;
+    const address_key peer = key_of("198.51.100.7");
+    {
+        auto first = limiter.try_acquire(peer);
+        auto second = limiter.try_acquire(peer);
+        CHECK(first);
+        CHECK(second);
+        CHECK(first.decision().allowed());
+        auto third = limiter.try_acquire(peer);
+        CHECK_FALSE(third);
+        CHECK(third.decision().reason == reason::too_many_connections);
+        CHECK(third.decision().retry_after == milliseconds(1000));
+        CHECK(third.decision().http_status() == 429);
+        CHECK(limiter.connections(peer) == 2);
+        CHECK(limiter.try_acquire(key_of("198.51.100.8")));  // another key is unaffected
+        CHECK(limiter.total() == 2);
+
+        first.release();
+        first.release();  // idempotent
+        CHECK_FALSE(first);
+        CHECK(first.decision().allowed());  // still says how the acquisition went
+        CHECK(limiter.connections(peer) == 1);
+        auto again = limiter.try_acquire(peer);
+        CHECK(again);
+
+        auto moved = std::move(again);
+        CHECK(moved);
+        CHECK_FALSE(again);  // NOLINT: checking the moved-from state on purpose
+        CHECK(limiter.connections(peer) == 2);
+        moved = limiter.try_acquire(key_of("198.51.100.9"));  // assignment releases the old one
+        CHECK(limiter.connections(peer) == 1);
+    }
+    CHECK(limiter.connections(peer) == 0);
+    CHECK(limiter.total() == 0);
+
+    connection_limiter<address_key>::permit nothing;
+    CHECK_FALSE(nothing);
+    CHECK(nothing.decision().reason == reason::too_many_connections);
+    nothing.release();  // harmless
+}
+
+TEST_CASE("connection_limiter enforces a global cap across keys", "[limits][connection_limiter]") {
+    auto created = connection_limiter<std::uint64_t>::create(5, 100, 3);
+    REQUIRE(created);
+    auto a = created->try_acquire(1);
+    auto b = created->try_acquire(2);
+    auto c = created->try_acquire(3);
+    auto d = created->try_acquire(4);
+    CHECK((a && b && c));
+    CHECK_FALSE(d);
+    CHECK(d.decision().reason == reason::too_many_connections);
+    CHECK(created->connections(4) == 0);
+    b.release();
+    CHECK(created->try_acquire(4));
+}
+
+TEST_CASE("connection_limiter fails closed when the table is full of live keys", "[limits][connection_limiter]") {
+    auto created = connection_limiter<std::uint64_t>::create(1, 16);
+    REQUIRE(created);
+    REQUIRE(created->capacity() == 16);
+    // Distinct keys until one finds its probe window full of live connections.
+    std::vector<connection_limiter<std::uint64_t>::permit> held;
+    std::uint64_t refused_key = 0;
+    for (std::uint64_t key = 0; key < 1000; ++key) {
+        auto permit = created->try_acquire(key);
+        if (!permit) {
+            CHECK(permit.decision().reason == reason::too_many_connections);
+            refused_key = key;
+            break;
+        }
+        held.push_back(std::move(permit));
+    }
+    REQUIRE(refused_key != 0);
+    CHECK(held.size() >= 8);   // at least one full probe window
+    CHECK(held.size() <= 16);  // never more live keys than the capacity
+    for (std::uint64_t key = 0; key < held.size(); ++key) CHECK(created->connections(key) == 1);  // none evicted
+    CHECK_FALSE(created->try_acquire(refused_key));
+    held.clear();
+    CHECK(created->total() == 0);
+    CHECK(created->try_acquire(refused_key));
+}
+
+TEST_CASE("connection_limiter permits survive moving the limiter", "[limits][connection_limiter]") {
+    auto created = connection_limiter<std::uint64_t>::create(1, 32);
+    REQUIRE(created);
+    auto permit = created->try_acquire(7);
+    connection_limiter<std::uint64_t> limiter = std::move(created).value();
+    CHECK_FALSE(limiter.try_acquire(7));
+    permit.release();
+    CHECK(limiter.try_acquire(7));
+    CHECK(limiter.total() == 0);
+}
+
+TEST_CASE("connection_limiter never exceeds N per key with two threads and returns to zero", "[limits][connection_limiter][concurrency]") {
+    constexpr std::uint32_t max_per_key = 3;
+    auto created = connection_limiter<std::uint64_t>::create(max_per_key, 64, 10);
+    REQUIRE(created);
+    auto& limiter = *created;
+    std::array<std::atomic<int>, 4> live{};
+    std::atomic<int> live_total{0};
+    std::atomic<bool> over_limit{false};
+    auto worker = [&](std::uint64_t seed) {
+        splitmix rng{seed};
+        std::vector<connection_limiter<std::uint64_t>::permit> held;
+        std::vector<std::uint64_t> held_keys;
+        for (int i = 0; i < 20000; ++i) {
+            const std::uint64_t key = rng.next() % live.size();
+            auto permit = limiter.try_acquire(key);
+            if (permit) {
+                if (++live[key] > static_cast<int>(max_per_key)) over_limit = true;
+                if (++live_total > 10) over_limit = true;
+                held.push_back(std::move(permit));
+                held_keys.push_back(key);
+            }
+            if (!held.empty() && (rng.next() % 2 == 0 || held.size() > 4)) {
+                const std::size_t victim = rng.next() % held.size();
+                --live[held_keys[victim]];
+                --live_total;
+                held[victim].release();
+                held.erase(held.begin() + static_cast<std::ptrdiff_t>(victim));
+                held_keys.erase(held_keys.begin() + static_cast<std::ptrdiff_t>(victim));
+            }
+        }
+        for (std::size_t k = 0; k < held.size(); ++k) {
+            --live[held_keys[k]];
+            --live_total;
+            held[k].release();
+        }
+    };
+    std::thread a(worker, 1);
+    std::thread b(worker, 2);
+    a.join();
+    b.join();
+    CHECK_FALSE(over_limit.load());
+    CHECK(limiter.total() == 0);
+    for (std::uint64_t key = 0; key < live.size(); ++key) CHECK(limiter.connections(key) == 0);
+}
+
+// ---------------------------------------------------------------------------
+// address_key
+// ---------------------------------------------------------------------------
+
+TEST_CASE("address_key parses every textual form of IPv4 and IPv6", "[limits][address_key]") {
+    struct row {
+        const char* text;
+        const char* same_as;  // canonical spelling of the same key
+        int family;
+    };
+    const std::vector<row> table = {
+        {"192.0.2.1", "192.0.2.1", 4},
+        {"0.0.0.0", "0.0.0.0", 4},
+        {"255.255.255.255", "255.255.255.255", 4},
+        {"::1", "0:0:0:0:0:0:0:1", 6},
+        {"::", "0:0:0:0:0:0:0:0", 6},
+        {"2001:db8::1", "2001:0db8:0000:0000:0000:0000:0000:0001", 6},
+        {"2001:DB8::1", "2001:db8::1", 6},
+        {"1::", "1:0:0:0:0:0:0:0", 6},
+        {"1:2:3:4:5:6:7::", "1:2:3:4:5:6:7:0", 6},
+        {"::2:3:4:5:6:7:8", "0:2:3:4:5:6:7:8", 6},
+        {"1:2:3:4:5:6:1.2.3.4", "1:2:3:4:5:6:102:304", 6},
+        {"::1.2.3.4", "::102:304", 6},  // IPv4-compatible (deprecated) stays IPv6
+        {"[::1]", "::1", 6},
+        {"[2001:db8::1]", "2001:db8::1", 6},
+        {"fe80::1%eth0", "fe80::1", 6},
+        {"fe80::1%25", "fe80::1", 6},
+        {"[fe80::1%en0]", "fe80::1", 6},
+        // IPv4-mapped IPv6 in every spelling is the IPv4 address.
+        {"::ffff:1.2.3.4", "1.2.3.4", 4},
+        {"::FFFF:127.0.0.1", "127.0.0.1", 4},
+        {"::ffff:7f00:1", "127.0.0.1", 4},
+        {"0000:0000:0000:0000:0000:ffff:7f00:0001", "127.0.0.1", 4},
+        {"0:0:0:0:0:ffff:7f00:1", "127.0.0.1", 4},
+        {"[::ffff:192.0.2.1]", "192.0.2.1", 4},
+    };
+    for (const row& r : table) {
+        CAPTURE(r.text);
+        const auto parsed = address_key::from_text(r.text);
+        REQUIRE(parsed.has_value());
+        CHECK(parsed->family() == r.family);
+        CHECK(parsed->is_ipv4() == (r.family == 4));
+        CHECK(*parsed == key_of(r.same_as));
+    }
+}
+
+TEST_CASE("address_key refuses malformed addresses", "[limits][address_key]") {
+    const std::vector<std::string> malformed = {
+        "", "1.2.3", "1.2.3.4.5", "01.2.3.4", "1.02.3.4", "256.1.1.1", "1.2.3.256", "1.2.3.-1",
+        "1..2.3", "1.2.3.", ".1.2.3", " 1.2.3.4", "1.2.3.4 ", "1.2.3.4:80", "1.2.3.4%eth0", "0x1.2.3.4",
+        "1234", "::ffff::1", "1:2:3:4:5:6:7:8:9", "1:2:3:4:5:6:7:8::", "1:2:3:4:5:6:7", ":::", "1:", ":1",
+        "1::2::3", "12345::", "g::1", "1:2:3:4:5:6:7:1.2.3.4", "::1.2.3", "::1.2.3.4:5", "[::1", "::1]",
+        "[]", "[1.2.3.4]", "fe80::1%", "fe80::1%eth 0", "fe80::1%eth0%1", "::1/64", "localhost",
+        std::string("1.2.3.4\0", 8), std::string(1 << 20, '1'), std::string(1 << 20, ':'),
+    };
+    for (const std::string& text : malformed) {
+        CAPTURE(text.substr(0, 40));
+        CHECK_FALSE(address_key::from_text(text).has_value());
+    }
+}
+
+TEST_CASE("address_key reads endpoint text with a port", "[limits][address_key]") {
+    CHECK(*address_key::from_endpoint_text("192.0.2.1:443") == key_of("192.0.2.1"));
+    CHECK(*address_key::from_endpoint_text("[2001:db8::1]:8080") == key_of("2001:db8::1"));
+    CHECK(*address_key::from_endpoint_text("[::ffff:1.2.3.4]:1") == key_of("1.2.3.4"));
+    CHECK(*address_key::from_endpoint_text("[::1]") == key_of("::1"));
+    CHECK(*address_key::from_endpoint_text("::1") == key_of("::1"));
+    CHECK(*address_key::from_endpoint_text("192.0.2.1") == key_of("192.0.2.1"));
+    for (const char* bad : {"192.0.2.1:", "192.0.2.1:65536", "192.0.2.1:-1", "192.0.2.1:80:80", "[::1]:",
+                            "[::1]x", "[::1]:http", "[::1", ":80", "1.2.3:80", "[1.2.3.4]:80"}) {
+        CAPTURE(bad);
+        CHECK_FALSE(address_key::from_endpoint_text(bad).has_value());
+    }
+}
+
+TEST_CASE("address_key groups IPv6 by /64 and applies configurable prefixes", "[limits][address_key]") {
+    CHECK(key_of("2001:db8:1:2::1") == key_of("2001:db8:1:2:ffff:ffff:ffff:ffff"));
+    CHECK(key_of("2001:db8:1:2::1") != key_of("2001:db8:1:3::1"));
+    CHECK(key_of("192.0.2.1") != key_of("192.0.2.2"));
+    CHECK(key_of("::ffff:192.0.2.1") == key_of("192.0.2.1"));
+    CHECK(key_of("0.0.0.1") != key_of("::1"));  // families never collide
+
+    const wsguard::address_key_options exact{32, 128};
+    CHECK(key_of("2001:db8::1", exact) != key_of("2001:db8::2", exact));
+    const wsguard::address_key_options coarse{24, 48};
+    CHECK(key_of("192.0.2.1", coarse) == key_of("192.0.2.200", coarse));
+    CHECK(key_of("192.0.2.1", coarse) != key_of("192.0.3.1", coarse));
+    CHECK(key_of("2001:db8:1:ffff::1", coarse) == key_of("2001:db8:1::", coarse));
+    const wsguard::address_key_options odd{20, 60};
+    CHECK(key_of("10.0.15.1", odd) == key_of("10.0.0.0", odd));
+    CHECK(key_of("10.0.16.1", odd) != key_of("10.0.0.0", odd));
+    CHECK(key_of("2001:db8:0:f::", odd) == key_of("2001:db8::", odd));
+    CHECK(key_of("2001:db8:0:10::", odd) != key_of("2001:db8::", odd));
+    const wsguard::address_key_options oversized{200, 200};  // clamped to 32 and 128
+    CHECK(key_of("2001:db8::1", oversized) != key_of("2001:db8::2", oversized));
+    CHECK(key_of("192.0.2.1", oversized) == key_of("192.0.2.1"));
+    const wsguard::address_key_options everything{0, 0};
+    CHECK(key_of("192.0.2.1", everything) == key_of("203.0.113.9", everything));
+}
+
+TEST_CASE("address_key reads raw 4- and 16-byte addresses", "[limits][address_key]") {
+    const std::uint8_t v4[4] = {192, 0, 2, 1};
+    CHECK(*address_key::from_bytes(v4, 4) == key_of("192.0.2.1"));
+    const std::uint8_t mapped[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 0, 2, 1};
+    CHECK(*address_key::from_bytes(mapped, 16) == key_of("192.0.2.1"));
+    const std::uint8_t v6[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+    CHECK(*address_key::from_bytes(v6, 16) == key_of("2001:db8::1"));
+    CHECK_FALSE(address_key::from_bytes(v6, 5).has_value());
+    CHECK_FALSE(address_key::from_bytes(v6, 0).has_value());
+    CHECK_FALSE(address_key::from_bytes(nullptr, 4).has_value());
+    const address_key k = *address_key::from_bytes(v4, 4);
+    CHECK(k.is_ipv4());
+    CHECK(k.family() == 4);
+    CHECK(k.bytes()[0] == 0);
+    CHECK(k.bytes()[10] == 0xff);
+    CHECK(k.bytes()[12] == 192);
+    CHECK(key_of("2001:db8::1").family() == 6);
+}

@@ -1,0 +1,879 @@
+// The Redis backend against a real redis-server that each test starts on a free
+// loopback port and stops: exactly-once across processes, a shared rate across
+// processes, failing closed while Redis is down or hung, recovery after it is back.
+#include <wsguard/redis.hpp>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <dirent.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "catch.hpp"
+
+#ifndef WSGUARD_REDIS_SERVER
+#error "tests/meson.build defines WSGUARD_REDIS_SERVER, the path of redis-server"
+#endif
+
+using wsguard::reason;
+using std::chrono::milliseconds;
+using std::chrono::steady_clock;
+using std::chrono::system_clock;
+
+namespace {
+
+using reply_ptr = wsguard::detail::redis_reply_ptr;
+
+int free_loopback_port() {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    address.sin_port = 0;
+    socklen_t size = sizeof address;
+    int port = 0;
+    if (fd >= 0 && bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0 &&
+        getsockname(fd, reinterpret_cast<sockaddr*>(&address), &size) == 0)
+        port = ntohs(address.sin_port);
+    if (fd >= 0) close(fd);
+    return port;
+}
+
+// One command on a fresh connection: the tests' view of what is in Redis.
+reply_ptr admin(int port, const std::vector<std::string>& words) {
+    const timeval tv{1, 0};
+    redisContext* context = redisConnectWithTimeout("127.0.0.1", port, tv);
+    if (context == nullptr) return nullptr;
+    reply_ptr reply;
+    if (context->err == 0 && redisSetTimeout(context, tv) == REDIS_OK) {
+        std::vector<const char*> argv;
+        std::vector<std::size_t> lens;
+        for (const std::string& w : words) {
+            argv.push_back(w.data());
+            lens.push_back(w.size());
+        }
+        reply.reset(static_cast<redisReply*>(
+            redisCommandArgv(context, static_cast<int>(argv.size()), argv.data(), lens.data())));
+    }
+    redisFree(context);
+    return reply;
+}
+
+std::vector<std::string> all_keys(int port) {
+    std::vector<std::string> keys;
+    const reply_ptr reply = admin(port, {"KEYS", "*"});
+    if (reply != nullptr && reply->type == REDIS_REPLY_ARRAY) {
+        for (std::size_t i = 0; i < reply->elements; ++i)
+            keys.emplace_back(reply->element[i]->str, reply->element[i]->len);
+    }
+    return keys;
+}
+
+// A redis-server child process on 127.0.0.1:port, stopped (SIGTERM, waitpid) by the
+// destructor; PR_SET_PDEATHSIG ends it too if this test process dies first.
+class redis_server {
+public:
+    explicit redis_server(int port = free_loopback_port(), std::vector<std::string> extra = {})
+        : port_(port), extra_(std::move(extra)) {
+        // Its own working directory: a replica writes the RDB it receives there,
+        // and a later server must not load it.
+        char directory[] = "/tmp/wsguard-redis-XXXXXX";
+        if (mkdtemp(directory) != nullptr) directory_ = directory;
+        start();
+    }
+    ~redis_server() {
+        stop();
+        remove_directory();
+    }
+    redis_server(const redis_server&) = delete;
+    redis_server& operator=(const redis_server&) = delete;
+
+    int port() const { return port_; }
+    bool running() const { return pid_ > 0; }
+
+    bool start() {
+        if (pid_ > 0) return true;
+        const std::string port_text = std::to_string(port_);
+        std::vector<std::string> args = {"redis-server", "--port", port_text, "--bind", "127.0.0.1",
+                                         "--save", "", "--appendonly", "no", "--daemonize", "no",
+                                         "--loglevel", "warning", "--dir", directory_.empty() ? "/tmp" : directory_};
+        args.insert(args.end(), extra_.begin(), extra_.end());
+        std::vector<char*> argv;
+        for (std::string& a : args) argv.push_back(a.data());
+        argv.push_back(nullptr);
+        const pid_t parent = getpid();
+        const pid_t pid = fork();
+        if (pid == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGTERM);
+            if (getppid() != parent) _exit(127);
+            FILE* devnull = std::fopen("/dev/null", "w");
+            if (devnull != nullptr) {
+                dup2(fileno(devnull), 1);
+                dup2(fileno(devnull), 2);
+            }
+            execv(WSGUARD_REDIS_SERVER, argv.data());
+            _exit(127);
+        }
+        if (pid < 0) return false;
+        pid_ = pid;
+        // Bounded wait until it answers PING (or exits, e.g. port taken).
+        for (int attempt = 0; attempt < 1000; ++attempt) {
+            int status = 0;
+            if (waitpid(pid_, &status, WNOHANG) == pid_) {
+                pid_ = -1;
+                return false;
+            }
+            const reply_ptr pong = admin(port_, {"PING"});
+            if (pong != nullptr) return true;  // PONG, or NOAUTH from a server with a password
+            std::this_thread::sleep_for(milliseconds{10});
+        }
+        stop();
+        return false;
+    }
+
+    void stop() {
+        if (pid_ <= 0) return;
+        kill(pid_, SIGCONT);
+        kill(pid_, SIGTERM);
+        for (int attempt = 0; attempt < 500; ++attempt) {
+            if (waitpid(pid_, nullptr, WNOHANG) == pid_) {
+                pid_ = -1;
+                return;
+            }
+            std::this_thread::sleep_for(milliseconds{10});
+        }
+        kill(pid_, SIGKILL);
+        waitpid(pid_, nullptr, 0);
+        pid_ = -1;
+    }
+
+    // A hung Redis: connections are still accepted by the kernel, nothing answers.
+    void pause() { kill(pid_, SIGSTOP); }
+    void resume() { kill(pid_, SIGCONT); }
+
+private:
+    void remove_directory() {
+        if (directory_.empty()) return;
+        if (DIR* dir = opendir(directory_.c_str())) {
+            while (const dirent* entry = readdir(dir)) {
+                const std::string name = entry->d_name;
+                if (name != "." && name != "..") unlink((directory_ + "/" + name).c_str());
+            }
+            closedir(dir);
+        }
+        rmdir(directory_.c_str());
+    }
+
+    int port_;
+    std::vector<std::string> extra_;
+    std::string directory_;
+    pid_t pid_ = -1;
+};
+
+wsguard::redis_connection_options connection_to(int port) {
+    wsguard::redis_connection_options c;
+    c.host = "127.0.0.1";
+    c.port = port;
+    c.connect_timeout = milliseconds{100};
+    c.command_timeout = milliseconds{100};
+    c.reconnect_backoff = milliseconds{10};
+    c.max_reconnect_backoff = milliseconds{100};
+    return c;
+}
+
+wsguard::redis_replay_store make_store(int port) {
+    wsguard::redis_replay_store_options o;
+    o.connection = connection_to(port);
+    auto created = wsguard::redis_replay_store::create(o);
+    REQUIRE(created);
+    return std::move(created).value();
+}
+
+wsguard::redis_limiter make_limiter(int port, std::uint64_t per_second, std::uint32_t burst) {
+    wsguard::redis_limiter_options o;
+    o.connection = connection_to(port);
+    o.rate = wsguard::rate::per_second(per_second);
+    o.burst = burst;
+    auto created = wsguard::redis_limiter::create(o);
+    REQUIRE(created);
+    return std::move(created).value();
+}
+
+wsguard::ticket_nonce nonce_of(std::uint32_t i, std::uint32_t salt = 0) {
+    wsguard::ticket_nonce n{};
+    for (int b = 0; b < 4; ++b) {
+        n[static_cast<std::size_t>(b)] = static_cast<std::uint8_t>(i >> (8 * b));
+        n[static_cast<std::size_t>(4 + b)] = static_cast<std::uint8_t>(salt >> (8 * b));
+    }
+    n[15] = 0xa5;
+    return n;
+}
+
+const std::string ticket_secret(32, 'k');
+
+wsguard::keyring test_keys() {
+    auto keys = wsguard::keyring::create(1, {wsguard::keyring_key{1, ticket_secret, std::nullopt}});
+    REQUIRE(keys);
+    return std::move(keys).value();
+}
+
+std::vector<std::string> issue_tickets(std::size_t count, system_clock::time_point now) {
+    auto issuer = wsguard::ticket_issuer::create(test_keys());
+    REQUIRE(issuer);
+    std::vector<std::string> tickets;
+    for (std::size_t i = 0; i < count; ++i) {
+        const std::string subject = "user-" + std::to_string(i);
+        wsguard::ticket_request request;
+        request.subject = subject;
+        request.origin = "https://app.example.com";
+        request.audience = "api.example.com/chat";
+        auto issued = issuer->issue(request, now);
+        REQUIRE(issued);
+        tickets.push_back(issued.ticket);
+    }
+    return tickets;
+}
+
+// Forks `count` children that start together; each runs work(index, write_fd) and
+// exits with its return value. Returns every child's bytes, in child order; empty
+// for a child that failed.
+template <class Work>
+std::vector<std::string> run_children(int count, Work work) {
+    int go[2];
+    REQUIRE(pipe(go) == 0);
+    std::vector<pid_t> pids;
+    std::vector<int> outputs;
+    for (int c = 0; c < count; ++c) {
+        int out[2];
+        REQUIRE(pipe(out) == 0);
+        const pid_t pid = fork();
+        REQUIRE(pid >= 0);
+        if (pid == 0) {
+            close(go[1]);
+            close(out[0]);
+            char byte;
+            while (read(go[0], &byte, 1) > 0) {
+            }  // EOF: the parent has forked everyone
+            const int code = work(c, out[1]);
+            close(out[1]);
+            _exit(code);
+        }
+        close(out[1]);
+        pids.push_back(pid);
+        outputs.push_back(out[0]);
+    }
+    close(go[0]);
+    close(go[1]);
+    std::vector<std::string> results(static_cast<std::size_t>(count));
+    for (int c = 0; c < count; ++c) {
+        std::string& bytes = results[static_cast<std::size_t>(c)];
+        char buffer[4096];
+        for (;;) {
+            const ssize_t got = read(outputs[static_cast<std::size_t>(c)], buffer, sizeof buffer);
+            if (got <= 0) break;
+            bytes.append(buffer, static_cast<std::size_t>(got));
+        }
+        close(outputs[static_cast<std::size_t>(c)]);
+        int status = 0;
+        waitpid(pids[static_cast<std::size_t>(c)], &status, 0);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) bytes.clear();
+    }
+    return results;
+}
+
+bool write_all(int fd, const void* data, std::size_t size) {
+    const char* p = static_cast<const char*>(data);
+    while (size > 0) {
+        const ssize_t n = write(fd, p, size);
+        if (n <= 0) return false;
+        p += n;
+        size -= static_cast<std::size_t>(n);
+    }
+    return true;
+}
+
+}  // namespace
+
+TEST_CASE("redis options are validated once, with a readable error", "[redis]") {
+    using wsguard::redis_replay_store_options;
+    struct row { const char* what; void (*edit)(redis_replay_store_options&); };
+    const row rows[] = {
+        {"empty host", [](redis_replay_store_options& o) { o.connection.host = ""; }},
+        {"host with CRLF", [](redis_replay_store_options& o) { o.connection.host = "a\r\nb"; }},
+        {"port 0", [](redis_replay_store_options& o) { o.connection.port = 0; }},
+        {"port 65536", [](redis_replay_store_options& o) { o.connection.port = 65536; }},
+        {"socket path too long", [](redis_replay_store_options& o) { o.connection.unix_socket.assign(200, 'x'); }},
+        {"zero command timeout", [](redis_replay_store_options& o) { o.connection.command_timeout = milliseconds{0}; }},
+        {"zero connect timeout", [](redis_replay_store_options& o) { o.connection.connect_timeout = milliseconds{0}; }},
+        {"backoff above its max", [](redis_replay_store_options& o) { o.connection.reconnect_backoff = milliseconds{5000}; }},
+        {"username without password", [](redis_replay_store_options& o) { o.connection.username = "u"; }},
+        {"negative database", [](redis_replay_store_options& o) { o.connection.database = -1; }},
+        {"empty prefix", [](redis_replay_store_options& o) { o.key_prefix = ""; }},
+        {"prefix with a space", [](redis_replay_store_options& o) { o.key_prefix = "a b"; }},
+        {"prefix with a star", [](redis_replay_store_options& o) { o.key_prefix = "app:*"; }},
+        {"prefix too long", [](redis_replay_store_options& o) { o.key_prefix.assign(65, 'a'); }},
+        {"negative margin", [](redis_replay_store_options& o) { o.expiry_margin = milliseconds{-1}; }},
+        {"wait longer than the command timeout", [](redis_replay_store_options& o) {
+             o.wait_replicas = 1;
+             o.wait_timeout = o.connection.command_timeout;
+         }},
+    };
+    for (const row& r : rows) {
+        INFO(r.what);
+        redis_replay_store_options o;
+        r.edit(o);
+        const auto created = wsguard::redis_replay_store::create(o);
+        CHECK_FALSE(created);
+        CHECK(created.error().find("redis") == 0);
+    }
+
+    wsguard::redis_limiter_options l;
+    l.rate = wsguard::rate::per_second(0);
+    CHECK_FALSE(wsguard::redis_limiter::create(l));
+    l.rate = wsguard::rate::per_second(2'000'000);  // under a microsecond apart
+    CHECK_FALSE(wsguard::redis_limiter::create(l));
+    l.rate = wsguard::rate{1, std::chrono::hours(24 * 366 * 101)};  // one burst spans a century
+    l.burst = 1;
+    CHECK_FALSE(wsguard::redis_limiter::create(l));
+    l.rate = wsguard::rate::per_second(10);
+    l.burst = 0;
+    CHECK_FALSE(wsguard::redis_limiter::create(l));
+    l.burst = 5;
+    CHECK(wsguard::redis_limiter::create(l));
+
+    redis_replay_store_options over_socket;
+    over_socket.connection.unix_socket = "/run/redis/redis.sock";
+    over_socket.connection.host = "";
+    CHECK(wsguard::redis_replay_store::create(over_socket));
+}
+
+TEST_CASE("redis stores are created while Redis is down and fail closed until it answers", "[redis]") {
+    const int port = free_loopback_port();  // nothing listens here
+    auto store = make_store(port);
+    auto limiter = make_limiter(port, 10, 5);
+    const auto now = system_clock::now();
+    CHECK(store.try_spend(nonce_of(1), now + std::chrono::seconds{30}, now) == reason::store_unavailable);
+    const wsguard::decision d = limiter.try_acquire("client");
+    CHECK(d.reason == reason::store_unavailable);
+    CHECK(d.http_status() == 503);
+    CHECK(d.close_code() == 1011);
+    CHECK(store.accepts_issued_after() == system_clock::time_point::min());
+
+    redis_server server(port);
+    REQUIRE(server.running());
+    bool recovered = false;
+    for (int attempt = 0; attempt < 200 && !recovered; ++attempt) {
+        recovered = store.try_spend(nonce_of(1), now + std::chrono::seconds{30}, system_clock::now()) == reason::ok;
+        if (!recovered) std::this_thread::sleep_for(milliseconds{10});
+    }
+    CHECK(recovered);
+}
+
+TEST_CASE("redis_replay_store spends a nonce once and keeps it for its lifetime plus the margin", "[redis]") {
+    redis_server server;
+    REQUIRE(server.running());
+    auto store = make_store(server.port());
+    const auto now = system_clock::now();
+    const auto expires = now + std::chrono::seconds{30};
+
+    CHECK(store.try_spend(nonce_of(7), expires, now) == reason::ok);
+    CHECK(store.try_spend(nonce_of(7), expires, now) == reason::ticket_replayed);
+    CHECK(store.try_spend(nonce_of(8), expires, now) == reason::ok);
+
+    // The key is the prefix and the nonce in hex; it lives 30 s + the 10 s margin.
+    const std::string key = "wsguard:nonce:07" + std::string(28, '0') + "a5";
+    const std::vector<std::string> keys = all_keys(server.port());
+    CHECK(std::count(keys.begin(), keys.end(), key) == 1);
+    const reply_ptr ttl = admin(server.port(), {"PTTL", key});
+    REQUIRE(ttl != nullptr);
+    REQUIRE(ttl->type == REDIS_REPLY_INTEGER);
+    CHECK(ttl->integer > 30'000);
+    CHECK(ttl->integer <= 40'000);
+
+    // An already expired nonce is still remembered (for the margin), never refused
+    // by Redis for a zero or negative PX.
+    CHECK(store.try_spend(nonce_of(9), now - std::chrono::seconds{5}, now) == reason::ok);
+    CHECK(store.try_spend(nonce_of(9), now - std::chrono::seconds{5}, now) == reason::ticket_replayed);
+
+    // Extreme time points neither overflow nor make Redis refuse the PX.
+    CHECK(store.try_spend(nonce_of(10), system_clock::time_point::max(), system_clock::time_point::min()) ==
+          reason::ok);
+    CHECK(store.try_spend(nonce_of(11), system_clock::time_point::min(), system_clock::time_point::max()) ==
+          reason::ok);
+}
+
+TEST_CASE("redis_replay_store spends a batch in one round trip with the same outcomes", "[redis]") {
+    redis_server server;
+    REQUIRE(server.running());
+    auto store = make_store(server.port());
+    const auto now = system_clock::now();
+    const auto expires = now + std::chrono::seconds{30};
+    REQUIRE(store.try_spend(nonce_of(3), expires, now) == reason::ok);
+
+    std::vector<wsguard::redis_spend> batch;
+    for (std::uint32_t i = 0; i < 600; ++i) batch.push_back({nonce_of(i), expires, reason::internal_error});
+    batch.push_back({nonce_of(5), expires, reason::internal_error});  // twice in one batch
+    store.try_spend_batch(batch.data(), batch.size(), now);
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+        INFO("spend " << i);
+        const bool replay = i == 3 || i == 600;
+        CHECK(batch[i].outcome == (replay ? reason::ticket_replayed : reason::ok));
+    }
+}
+
+TEST_CASE("one redis_replay_store shared by two threads spends each nonce once", "[redis]") {
+    redis_server server;
+    REQUIRE(server.running());
+    auto store = make_store(server.port());
+    constexpr std::uint32_t nonces = 500;
+    const auto now = system_clock::now();
+    std::vector<std::uint8_t> won[2] = {std::vector<std::uint8_t>(nonces), std::vector<std::uint8_t>(nonces)};
+    std::vector<std::uint32_t> errors(2, 0);
+    const auto race = [&](int t) {
+        for (std::uint32_t k = 0; k < nonces; ++k) {
+            const std::uint32_t i = t == 0 ? k : nonces - 1 - k;
+            const reason r = store.try_spend(nonce_of(i, 5), now + std::chrono::seconds{30}, now);
+            if (r == reason::ok) won[t][i] = 1;
+            else if (r != reason::ticket_replayed) ++errors[static_cast<std::size_t>(t)];
+        }
+    };
+    std::thread other(race, 1);
+    race(0);
+    other.join();
+    CHECK(errors[0] + errors[1] == 0);
+    for (std::uint32_t i = 0; i < nonces; ++i) {
+        INFO("nonce " << i);
+        REQUIRE(won[0][i] + won[1][i] == 1);
+    }
+}
+
+TEST_CASE("redis_replay_store with wait_replicas fails closed without enough replicas", "[redis]") {
+    redis_server primary(free_loopback_port(), {"--repl-diskless-sync-delay", "0"});
+    REQUIRE(primary.running());
+    wsguard::redis_replay_store_options o;
+    o.connection = connection_to(primary.port());
+    o.wait_replicas = 1;
+    o.wait_timeout = milliseconds{20};
+    auto created = wsguard::redis_replay_store::create(o);
+    REQUIRE(created);
+    auto& store = created.value();
+    const auto now = system_clock::now();
+    // No replica acknowledges: the spend may not survive a failover, so refuse.
+    CHECK(store.try_spend(nonce_of(1), now + std::chrono::seconds{30}, now) == reason::store_unavailable);
+
+    redis_server replica(free_loopback_port(), {"--replicaof", "127.0.0.1", std::to_string(primary.port())});
+    REQUIRE(replica.running());
+    bool acknowledged = false;
+    for (std::uint32_t attempt = 0; attempt < 500 && !acknowledged; ++attempt) {
+        acknowledged = store.try_spend(nonce_of(100 + attempt), now + std::chrono::seconds{30}, now) == reason::ok;
+        if (!acknowledged) std::this_thread::sleep_for(milliseconds{10});
+    }
+    CHECK(acknowledged);
+    CHECK(store.try_spend(nonce_of(1), now + std::chrono::seconds{30}, now) == reason::ticket_replayed);
+}
+
+TEST_CASE("redis stores authenticate, select their database and connect over a unix socket", "[redis]") {
+    const std::string socket_path = "/tmp/wsguard-redis-test-" + std::to_string(getpid()) + ".sock";
+    redis_server server(free_loopback_port(), {"--requirepass", "s3cret-password", "--unixsocket", socket_path});
+    REQUIRE(server.running());
+    const auto now = system_clock::now();
+    const auto expires = now + std::chrono::seconds{30};
+
+    wsguard::redis_replay_store_options o;
+    o.connection = connection_to(server.port());
+    auto no_password = wsguard::redis_replay_store::create(o);
+    REQUIRE(no_password);
+    CHECK(no_password->try_spend(nonce_of(1), expires, now) == reason::store_unavailable);  // NOAUTH
+
+    o.connection.password = "wrong";
+    auto wrong_password = wsguard::redis_replay_store::create(o);
+    REQUIRE(wrong_password);
+    CHECK(wrong_password->try_spend(nonce_of(1), expires, now) == reason::store_unavailable);
+
+    o.connection.password = "s3cret-password";
+    o.connection.database = 3;
+    o.connection.unix_socket = socket_path;
+    auto over_socket = wsguard::redis_replay_store::create(o);
+    REQUIRE(over_socket);
+    CHECK(over_socket->try_spend(nonce_of(1), expires, now) == reason::ok);
+    CHECK(over_socket->try_spend(nonce_of(1), expires, now) == reason::ticket_replayed);
+
+    // The nonce landed in database 3.
+    const timeval tv{1, 0};
+    redisContext* context = redisConnectUnixWithTimeout(socket_path.c_str(), tv);
+    REQUIRE(context != nullptr);
+    const reply_ptr auth(static_cast<redisReply*>(redisCommand(context, "AUTH s3cret-password")));
+    const reply_ptr select(static_cast<redisReply*>(redisCommand(context, "SELECT 3")));
+    const reply_ptr size(static_cast<redisReply*>(redisCommand(context, "DBSIZE")));
+    redisFree(context);
+    REQUIRE(size != nullptr);
+    CHECK(size->integer == 1);
+    server.stop();
+    unlink(socket_path.c_str());
+}
+
+TEST_CASE("each nonce is spent exactly once across four processes racing on the same nonces", "[redis]") {
+    redis_server server;
+    REQUIRE(server.running());
+    constexpr int processes = 4;
+    constexpr std::uint32_t nonces = 1000;
+    const int port = server.port();
+    const auto results = run_children(processes, [port](int child, int out) {
+        wsguard::redis_replay_store_options o;
+        o.connection = connection_to(port);
+        o.connection.command_timeout = milliseconds{2000};  // a loaded CI machine is not a failure here
+        auto created = wsguard::redis_replay_store::create(o);
+        if (!created) return 2;
+        std::vector<std::uint8_t> won(nonces, 0);
+        const auto now = system_clock::now();
+        for (std::uint32_t k = 0; k < nonces; ++k) {
+            // Children walk in different orders so they collide all over the range.
+            const std::uint32_t i = child % 2 == 0 ? k : nonces - 1 - k;
+            const reason r = created->try_spend(nonce_of(i, 77), now + std::chrono::seconds{30}, now);
+            if (r == reason::ok) won[i] = 1;
+            else if (r != reason::ticket_replayed) return 3;
+        }
+        return write_all(out, won.data(), won.size()) ? 0 : 4;
+    });
+    std::vector<int> wins(nonces, 0);
+    for (const std::string& bytes : results) {
+        REQUIRE(bytes.size() == nonces);
+        for (std::uint32_t i = 0; i < nonces; ++i) wins[i] += bytes[i];
+    }
+    for (std::uint32_t i = 0; i < nonces; ++i) {
+        INFO("nonce " << i);
+        REQUIRE(wins[i] == 1);
+    }
+}
+
+TEST_CASE("each ticket is accepted exactly once across four processes verifying the same tickets", "[redis]") {
+    redis_server server;
+    REQUIRE(server.running());
+    constexpr std::size_t count = 1000;
+    const auto now = system_clock::now();
+    const std::vector<std::string> tickets = issue_tickets(count, now);
+    const int port = server.port();
+    // Two children verify one ticket per round trip, two in pipelined batches of 50.
+    const auto results = run_children(4, [&](int child, int out) {
+        wsguard::redis_replay_store_options o;
+        o.connection = connection_to(port);
+        o.connection.command_timeout = milliseconds{2000};  // a loaded CI machine is not a failure here
+        auto store = wsguard::redis_replay_store::create(o);
+        if (!store) return 2;
+        std::vector<std::uint8_t> won(count, 0);
+        const auto order = [&](std::size_t k) { return child % 2 == 0 ? k : count - 1 - k; };
+        if (child < 2) {
+            auto verifier = wsguard::ticket_verifier<wsguard::redis_replay_store>::create(test_keys(), *store);
+            if (!verifier) return 2;
+            wsguard::ticket_claims claims;
+            for (std::size_t k = 0; k < count; ++k) {
+                const std::size_t i = order(k);
+                const wsguard::decision d =
+                    verifier->verify(tickets[i], "https://app.example.com", "api.example.com/chat", claims, now);
+                if (d.allowed() && claims.subject() == "user-" + std::to_string(i)) won[i] = 1;
+                else if (d.reason != reason::ticket_replayed) return 3;
+            }
+        } else {
+            auto verifier = wsguard::redis_batch_verifier::create(test_keys(), *store);
+            if (!verifier) return 2;
+            constexpr std::size_t batch = 50;
+            std::vector<wsguard::presented_ticket> presented(batch);
+            std::vector<wsguard::decision> decisions(batch);
+            std::vector<wsguard::ticket_claims> claims(batch);
+            for (std::size_t k = 0; k < count; k += batch) {
+                for (std::size_t j = 0; j < batch; ++j)
+                    presented[j] = {tickets[order(k + j)], "https://app.example.com", "api.example.com/chat"};
+                verifier->verify(presented.data(), batch, decisions.data(), claims.data(), now);
+                for (std::size_t j = 0; j < batch; ++j) {
+                    if (decisions[j].allowed()) won[order(k + j)] = 1;
+                    else if (decisions[j].reason != reason::ticket_replayed) return 3;
+                }
+            }
+        }
+        return write_all(out, won.data(), won.size()) ? 0 : 4;
+    });
+    std::vector<int> wins(count, 0);
+    std::vector<int> per_child;
+    for (const std::string& bytes : results) {
+        REQUIRE(bytes.size() == count);
+        per_child.push_back(static_cast<int>(std::count(bytes.begin(), bytes.end(), 1)));
+        for (std::size_t i = 0; i < count; ++i) wins[i] += bytes[i];
+    }
+    CAPTURE(per_child);
+    for (std::size_t i = 0; i < count; ++i) {
+        INFO("ticket " << i);
+        REQUIRE(wins[i] == 1);
+    }
+}
+
+TEST_CASE("redis_batch_verifier answers each ticket as verify would, with one round trip", "[redis]") {
+    redis_server server;
+    REQUIRE(server.running());
+    auto store = make_store(server.port());
+    const auto now = system_clock::now();
+    const std::vector<std::string> tickets = issue_tickets(3, now);
+    auto single = wsguard::ticket_verifier<wsguard::redis_replay_store>::create(test_keys(), store);
+    REQUIRE(single);
+    wsguard::ticket_claims claims;
+    REQUIRE(single->verify(tickets[0], "https://app.example.com", "api.example.com/chat", claims, now).allowed());
+
+    std::string bad_mac = tickets[1];
+    bad_mac[10] = bad_mac[10] == 'A' ? 'B' : 'A';  // inside issued-at: authenticated, decodes fine
+    const std::string origin = "https://app.example.com";
+    const std::string audience = "api.example.com/chat";
+    const wsguard::presented_ticket presented[] = {
+        {tickets[0], origin, audience},            // spent above
+        {tickets[1], origin, audience},            // fresh
+        {tickets[1], origin, audience},            // the same again in this batch
+        {bad_mac, origin, audience},               // forged
+        {tickets[2], "https://evil.example", audience},  // wrong origin: not spent
+        {tickets[2], origin, audience},            // fresh
+        {"", origin, audience},
+    };
+    constexpr std::size_t n = std::size(presented);
+    wsguard::decision decisions[n];
+    wsguard::ticket_claims batch_claims[n];
+    auto batch = wsguard::redis_batch_verifier::create(test_keys(), store);
+    REQUIRE(batch);
+    batch->verify(presented, n, decisions, batch_claims, now);
+    const reason expected[n] = {reason::ticket_replayed, reason::ok, reason::ticket_replayed,
+                                reason::ticket_bad_mac, reason::ticket_origin_mismatch, reason::ok,
+                                reason::ticket_missing};
+    for (std::size_t i = 0; i < n; ++i) {
+        INFO("ticket " << i);
+        CHECK(decisions[i].reason == expected[i]);
+        CHECK(batch_claims[i].subject().empty() == (expected[i] != reason::ok));
+    }
+    CHECK(batch_claims[1].subject() == "user-1");
+
+    server.stop();
+    const std::vector<std::string> later = issue_tickets(1, now);
+    const wsguard::presented_ticket fresh[] = {{later[0], origin, audience}};
+    batch->verify(fresh, 1, decisions, batch_claims, now);
+    CHECK(decisions[0].reason == reason::store_unavailable);
+    CHECK(batch_claims[0].subject().empty());
+}
+
+TEST_CASE("redis_limiter passes a burst from idle, then refuses with a rounded-up retry_after", "[redis]") {
+    redis_server server;
+    REQUIRE(server.running());
+    auto limiter = make_limiter(server.port(), 1, 3);  // one per second: no refill during the test
+    for (int i = 0; i < 3; ++i) CHECK(limiter.try_acquire("alice").allowed());
+    const wsguard::decision refused = limiter.try_acquire("alice");
+    CHECK(refused.reason == reason::rate_limited);
+    CHECK(refused.retry_after >= milliseconds{1});
+    CHECK(refused.retry_after <= milliseconds{1000});
+    CHECK(refused.retry_after_seconds() == 1);
+    CHECK(refused.http_status() == 429);
+    CHECK(limiter.try_acquire("bob").allowed());  // keys are independent
+
+    CHECK(limiter.try_acquire("carol", 0).allowed());
+    CHECK(limiter.try_acquire("carol", 4).reason == reason::rate_limited);  // over the burst: never passes
+    CHECK(limiter.try_acquire("carol", 3).allowed());
+    CHECK_FALSE(limiter.try_acquire("carol", 1).allowed());
+
+    // Idle keys vanish: every key carries an expiry of at most the refill time.
+    const std::vector<std::string> keys = all_keys(server.port());
+    CHECK(keys.size() == 3);
+    for (const std::string& key : keys) {
+        const reply_ptr ttl = admin(server.port(), {"PTTL", key});
+        REQUIRE(ttl != nullptr);
+        CHECK(ttl->integer > 0);
+        CHECK(ttl->integer <= 3000 + 1);
+    }
+}
+
+TEST_CASE("redis_limiter never forms a Redis key from the caller's bytes", "[redis]") {
+    redis_server server;
+    REQUIRE(server.running());
+    auto limiter = make_limiter(server.port(), 1, 10);
+    const std::string hostile[] = {"a b", "x\r\nSET pwned 1\r\n", "*", "wsguard:rate:*", std::string("nul\0byte", 8),
+                                   std::string(10'000, 'k'), ""};
+    for (const std::string& key : hostile) CHECK(limiter.try_acquire(key).allowed());
+    const std::vector<std::string> keys = all_keys(server.port());
+    CHECK(keys.size() == std::size(hostile));
+    for (const std::string& key : keys) {
+        INFO(key);
+        REQUIRE(key.size() == std::string("wsguard:rate:").size() + 32);
+        CHECK(key.rfind("wsguard:rate:", 0) == 0);
+        CHECK(key.find_first_not_of("0123456789abcdef", 13) == std::string::npos);
+    }
+}
+
+TEST_CASE("redis_limiter hashes fixed-size keys by their bytes", "[redis]") {
+    redis_server server;
+    REQUIRE(server.running());
+    auto limiter = make_limiter(server.port(), 1, 1);
+    const std::array<std::uint8_t, 4> address{192, 0, 2, 1};
+    CHECK(limiter.try_acquire(address).allowed());
+    CHECK(limiter.try_acquire(address).reason == reason::rate_limited);
+    const std::array<std::uint8_t, 4> other{192, 0, 2, 2};
+    CHECK(limiter.try_acquire(other).allowed());
+}
+
+TEST_CASE("redis_limiter keys a peer address by its family and bytes", "[redis]") {
+    redis_server server;
+    REQUIRE(server.running());
+    auto limiter = make_limiter(server.port(), 1, 1);
+    const auto a = wsguard::address_key::from_text("2001:db8::1");
+    const auto same_64 = wsguard::address_key::from_text("2001:db8::2");  // same /64
+    const auto v4 = wsguard::address_key::from_text("192.0.2.1");
+    const auto mapped = wsguard::address_key::from_text("::ffff:192.0.2.1");
+    REQUIRE(a);
+    REQUIRE(same_64);
+    REQUIRE(v4);
+    REQUIRE(mapped);
+    CHECK(limiter.try_acquire(*a).allowed());
+    CHECK(limiter.try_acquire(*same_64).reason == reason::rate_limited);
+    CHECK(limiter.try_acquire(*v4).allowed());
+    CHECK(limiter.try_acquire(*mapped).reason == reason::rate_limited);
+}
+
+TEST_CASE("redis_limiter runs its script again after Redis lost it", "[redis]") {
+    redis_server server;
+    REQUIRE(server.running());
+    auto limiter = make_limiter(server.port(), 1, 2);
+    CHECK(limiter.try_acquire("k").allowed());
+    const reply_ptr flushed = admin(server.port(), {"SCRIPT", "FLUSH"});
+    REQUIRE(flushed != nullptr);
+    CHECK(limiter.try_acquire("k").allowed());  // NOSCRIPT, then EVAL
+    CHECK(limiter.try_acquire("k").reason == reason::rate_limited);
+}
+
+TEST_CASE("four processes sharing one redis_limiter key get the combined rate", "[redis]") {
+    redis_server server;
+    REQUIRE(server.running());
+    constexpr std::uint64_t rate = 200;
+    constexpr std::uint32_t burst = 50;
+    constexpr auto window = milliseconds{2000};
+    const int port = server.port();
+    const auto start = steady_clock::now() + milliseconds{300};
+    const auto results = run_children(4, [&](int, int out) {
+        wsguard::redis_limiter_options o;
+        o.connection = connection_to(port);
+        o.connection.command_timeout = milliseconds{2000};
+        o.rate = wsguard::rate::per_second(rate);
+        o.burst = burst;
+        auto created = wsguard::redis_limiter::create(o);
+        if (!created) return 2;
+        std::this_thread::sleep_until(start);
+        std::uint32_t allowed = 0;
+        std::uint32_t refused = 0;
+        for (std::uint32_t i = 0; i < 10'000'000 && steady_clock::now() < start + window; ++i) {
+            const wsguard::decision d = created->try_acquire("shared");
+            if (d.allowed()) ++allowed;
+            else if (d.reason == reason::rate_limited && d.retry_after >= milliseconds{1}) ++refused;
+            else return 3;
+        }
+        const std::uint32_t counts[2] = {allowed, refused};
+        return write_all(out, counts, sizeof counts) ? 0 : 4;
+    });
+    std::uint32_t allowed = 0;
+    std::uint32_t refused = 0;
+    for (const std::string& bytes : results) {
+        REQUIRE(bytes.size() == 2 * sizeof(std::uint32_t));
+        std::uint32_t counts[2];
+        std::memcpy(counts, bytes.data(), sizeof counts);
+        allowed += counts[0];
+        refused += counts[1];
+    }
+    const double expected = burst + static_cast<double>(rate) * 2.0;  // 450
+    CAPTURE(allowed, refused, expected);
+    std::printf("combined rate of 4 processes: %u allowed of %u, expected %.0f\n", allowed, allowed + refused, expected);
+    CHECK(refused > 0);  // the processes did push past the limit
+    CHECK(allowed >= expected * 0.9);
+    CHECK(allowed <= expected * 1.1);
+}
+
+TEST_CASE("decisions fail closed while Redis is stopped and recover after it restarts", "[redis]") {
+    redis_server server;
+    REQUIRE(server.running());
+    auto store = make_store(server.port());
+    auto limiter = make_limiter(server.port(), 1000, 1000);
+    const auto expires = system_clock::now() + std::chrono::seconds{30};
+    REQUIRE(store.try_spend(nonce_of(1), expires, system_clock::now()) == reason::ok);
+    REQUIRE(limiter.try_acquire("k").allowed());
+
+    server.stop();
+    // Every decision fails closed, none waits longer than its timeouts (with a
+    // generous allowance for sanitizers), and the process keeps serving.
+    const auto bound = milliseconds{100 + 100 + 1000};
+    for (std::uint32_t i = 0; i < 50; ++i) {
+        const auto before = steady_clock::now();
+        CHECK(store.try_spend(nonce_of(1000 + i), expires, system_clock::now()) == reason::store_unavailable);
+        CHECK(limiter.try_acquire("k").reason == reason::store_unavailable);
+        CHECK(steady_clock::now() - before < 2 * bound);
+        std::this_thread::sleep_for(milliseconds{2});
+    }
+
+    // Redis restarted empty (no persistence here): decisions work again.
+    REQUIRE(server.start());
+    bool store_back = false;
+    bool limiter_back = false;
+    for (int attempt = 0; attempt < 300 && !(store_back && limiter_back); ++attempt) {
+        store_back = store_back || store.try_spend(nonce_of(2), expires, system_clock::now()) == reason::ok;
+        limiter_back = limiter_back || limiter.try_acquire("k").allowed();
+        std::this_thread::sleep_for(milliseconds{10});
+    }
+    CHECK(store_back);
+    CHECK(limiter_back);
+    CHECK(store.try_spend(nonce_of(2), expires, system_clock::now()) == reason::ticket_replayed);
+}
+
+TEST_CASE("decisions fail closed within the timeout while Redis hangs, then recover", "[redis]") {
+    redis_server server;
+    REQUIRE(server.running());
+    auto store = make_store(server.port());
+    auto limiter = make_limiter(server.port(), 1000, 1000);
+    const auto expires = system_clock::now() + std::chrono::seconds{30};
+    REQUIRE(store.try_spend(nonce_of(1), expires, system_clock::now()) == reason::ok);
+    REQUIRE(limiter.try_acquire("k").allowed());
+
+    server.pause();
+    for (std::uint32_t i = 0; i < 5; ++i) {
+        const auto before = steady_clock::now();
+        CHECK(store.try_spend(nonce_of(100 + i), expires, system_clock::now()) == reason::store_unavailable);
+        CHECK(limiter.try_acquire("k").reason == reason::store_unavailable);
+        CHECK(steady_clock::now() - before < milliseconds{2 * (100 + 100) + 2000});
+    }
+    server.resume();
+    bool back = false;
+    for (int attempt = 0; attempt < 300 && !back; ++attempt) {
+        back = store.try_spend(nonce_of(2), expires, system_clock::now()) == reason::ok &&
+               limiter.try_acquire("k").allowed();
+        if (!back) std::this_thread::sleep_for(milliseconds{10});
+    }
+    CHECK(back);
+}
+
+TEST_CASE("an error answer from Redis fails closed and keeps the connection", "[redis]") {
+    redis_server server;
+    REQUIRE(server.running());
+    auto store = make_store(server.port());
+    auto limiter = make_limiter(server.port(), 1000, 1000);
+    const auto expires = system_clock::now() + std::chrono::seconds{30};
+    REQUIRE(store.try_spend(nonce_of(1), expires, system_clock::now()) == reason::ok);
+    REQUIRE(limiter.try_acquire("k").allowed());
+
+    // Out of memory: Redis refuses every write with an -OOM error.
+    REQUIRE(admin(server.port(), {"CONFIG", "SET", "maxmemory", "1"}) != nullptr);
+    CHECK(store.try_spend(nonce_of(2), expires, system_clock::now()) == reason::store_unavailable);
+    CHECK(limiter.try_acquire("k2").reason == reason::store_unavailable);
+
+    REQUIRE(admin(server.port(), {"CONFIG", "SET", "maxmemory", "0"}) != nullptr);
+    CHECK(store.try_spend(nonce_of(2), expires, system_clock::now()) == reason::ok);
+    CHECK(limiter.try_acquire("k2").allowed());
+}

@@ -44,22 +44,28 @@
 #define WSGUARD_ABI_NS abi_v0_1
 #endif
 
+#include <algorithm>
 #include <array>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <initializer_list>
+#include <iterator>
 #include <limits>
 #include <memory>
 #include <mutex>
 #include <new>
 #include <optional>
+#include <ratio>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -234,6 +240,9 @@ constexpr const reason_info& info_of(reason r) noexcept {
     return unknown_reason_info;
 }
 
+// ASCII-only lowercase: header values are compared byte-wise, never by locale.
+constexpr char ascii_lower(char c) noexcept { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+
 // A violated contract (reading the value of a failed result) ends the program:
 // unlike assert, this does not vanish under NDEBUG.
 [[noreturn]] inline void contract_violation(const char* what) noexcept {
@@ -354,13 +363,5752 @@ private:
 }  // inline namespace WSGUARD_ABI_NS
 }  // namespace wsguard
 
-// Component sections. During development each lives in its own file; the
-// release header has them inlined below, in this order.
-#include "wsguard/section_origin.hpp"
-#include "wsguard/section_crypto.hpp"
-#include "wsguard/section_tickets.hpp"
-#include "wsguard/section_limits.hpp"
-#include "wsguard/section_frames.hpp"
-#include "wsguard/section_handshake.hpp"
+// ===========================================================================
+// 3. Origin policy, Host allowlist, Sec-Fetch-Site
+// ===========================================================================
+//
+// origin_policy   the Origin allowlist: exact origins, whole-label subdomain
+//                 wildcards (https://*.example.com), any-port (http://localhost:*).
+// host_allowlist  the Host allowlist: the DNS-rebinding defence for servers
+//                 reachable on localhost or a private address.
+// check_sec_fetch_site  an extra denial of cross-site handshakes; never a grant.
+//
+// Patterns are validated once, in create(); check() parses the header without
+// copying, hashes it case-insensitively and probes a flat open-addressing table,
+// so its cost does not grow with the allowlist and it never allocates or throws.
+
+namespace wsguard {
+inline namespace WSGUARD_ABI_NS {
+
+namespace detail {
+
+// ---------------------------------------------------------------------------
+// Public Suffix List (ICANN and private sections), used only by create() to
+// refuse wildcards such as https://*.co.uk or https://*.github.io.
+// ---------------------------------------------------------------------------
+// BEGIN GENERATED PUBLIC SUFFIX TABLE (tests/psl/generate_psl_table.py; do not edit by hand)
+// Source: public_suffix_list.dat, Debian publicsuffix 20230209.2326-1
+// 9506 rules (7380 ICANN, 2126 private), 9506 distinct lines, 117182 bytes
+inline constexpr const char origin_psl_version[] = "20230209.2326-1";
+inline constexpr std::size_t origin_psl_rule_count = 9506;
+inline constexpr std::uint64_t origin_psl_source_fnv1a64 = 0x56dbbf9899258f50ULL;
+inline constexpr std::string_view origin_psl_chunks[] = {
+    std::string_view(
+        "aaa\naarp\nabarth\nabb\nabbott\nabbvie\nabc\nable\nabogado\nabudhabi\nac\nac.com\nac.drr\n"
+        "ac.edu\nac.gov\nac.mil\nac.net\nac.org\nacademy\nacademy.official\naccenture\naccountant\n"
+        "accountants\naco\nactor\nad\nad.nom\nads\nadult\nae\nae.ac\nae.blogspot\nae.co\nae.gov\nae.mil\n"
+        "ae.net\nae.org\nae.sch\naeg\naero\naero.accident-investigation\naero.accident-prevention\n"
+        "aero.aerobatic\naero.aeroclub\naero.aerodrome\naero.agents\naero.air-surveillance\n"
+        "aero.air-traffic-control\naero.aircraft\naero.airline\naero.airport\naero.airtraffic\n"
+        "aero.ambulance\naero.amusement\naero.association\naero.author\naero.ballooning\naero.broker\n"
+        "aero.caa\naero.cargo\naero.catering\naero.certification\naero.championship\naero.charter\n"
+        "aero.civilaviation\naero.club\naero.conference\naero.consultant\naero.consulting\naero.control\n"
+        "aero.council\naero.crew\naero.design\naero.dgca\naero.educator\naero.emergency\naero.engine\n"
+        "aero.engineer\naero.entertainment\naero.equipment\naero.exchange\naero.express\n"
+        "aero.federation\naero.flight\naero.fuel\naero.gliding\naero.government\naero.groundhandling\n"
+        "aero.group\naero.hanggliding\naero.homebuilt\naero.insurance\naero.journal\naero.journalist\n"
+        "aero.leasing\naero.logistics\naero.magazine\naero.maintenance\naero.media\naero.microlight\n"
+        "aero.modelling\naero.navigation\naero.parachuting\naero.paragliding\n"
+        "aero.passenger-association\naero.pilot\naero.press\naero.production\naero.recreation\n"
+        "aero.repbody\naero.res\naero.research\naero.rotorcraft\naero.safety\naero.scientist\n"
+        "aero.services\naero.show\naero.skydiving\naero.software\naero.student\naero.trader\n"
+        "aero.trading\naero.trainer\naero.union\naero.workinggroup\naero.works\naetna\naf\naf.com\n"
+        "af.edu\naf.gov\naf.net\naf.org\nafl\nafrica\nag\nag.co\nag.com\nag.net\nag.nom\nag.org\n"
+        "agakhan\nagency\nai\nai.com\nai.net\nai.off\nai.org\nai.uwu\naig\nairbus\nairforce\nairtel\n"
+        "akdn\nal\nal.blogspot\nal.com\nal.edu\nal.gov\nal.mil\nal.net\nal.org\nalfaromeo\nalibaba\n"
+        "alipay\nallfinanz\nallstate\nally\nalsace\nalstom\nam\nam.blogspot\nam.co\nam.com\nam.commune\n"
+        "am.neko\nam.net\nam.nyaa\nam.org\nam.radio\namazon\namericanexpress\namericanfamily\namex\n"
+        "amfam\namica\namsterdam\nanalytics\nandroid\nanquan\nanz\nao\nao.co\nao.ed\nao.gv\nao.it\n"
+        "ao.og\nao.pb\naol\napartments\napp\napp.beget.*\napp.bookonline\napp.clerk\napp.clerkstage\n"
+        "app.deta\napp.developer.*\napp.easypanel\napp.edgecompute\napp.encr\napp.fireweb\napp.framer\n"
+        "app.hasura\napp.loginline\napp.messerli\napp.netlify\napp.noop\napp.northflank.*\n"
+        "app.ondigitalocean\napp.onflashdrive\napp.platform0\napp.run\napp.run.a\napp.snowflake\n"
+        "app.snowflake.privatelink\napp.streamlit\napp.telebit\napp.typedream\napp.vercel\napp.web\n"
+        "app.wnext\napple\naq\naquarelle\nar\nar.bet\nar.com\nar.com.blogspot\nar.coop\nar.edu\nar.gob\n"
+        "ar.gov\nar.int\nar.mil\nar.musica\nar.mutual\nar.net\nar.org\nar.senasa\nar.tur\narab\naramco\n"
+        "archi\narmy\narpa\narpa.e164\narpa.in-addr\narpa.ip6\narpa.iris\narpa.uri\narpa.urn\nart\narte\n"
+        "as\nas.gov\nasda\nasia\nasia.cloudns\nassociates\nat\nat.123webseite\nat.12hp\nat.2ix\n"
+        "at.4lima\nat.ac\nat.ac.sth\nat.biz\nat.co\nat.co.blogspot\nat.funkfeuer.wien\nat.futurecms.*\n"
+        "at.futurecms.ex.*\nat.futurecms.in.*\nat.futurehosting\nat.futuremailing\nat.gv\nat.info\n"
+        "at.lima-city\nat.myspreadshop\nat.or\nat.ortsinfo.ex.*\nat.ortsinfo.kunden.*\nat.priv\nathleta\n"
+        "attorney\nau\nau.act\nau.asn\nau.com\nau.com.blogspot\nau.com.cloudlets.mel\n"
+        "au.com.myspreadshop\nau.conf\nau.edu\nau.edu.act\nau.edu.catholic\nau.edu.nsw\n"
+        "au.edu.nsw.schools\nau.edu.nt\nau.edu.qld\nau.edu.sa\nau.edu.tas\nau.edu.vic\nau.edu.wa\n"
+        "au.gov\nau.gov.qld\nau.gov.sa\nau.gov.tas\nau.gov.vic\nau.gov.wa\nau.id\nau.info\nau.net\n"
+        "au.nsw\nau.nt\nau.org\nau.oz\nau.qld\nau.sa\nau.tas\nau.vic\nau.wa\nauction\naudi\naudible\n"
+        "audio\nauspost\nauthor\nauto\nautos\navianca\naw\naw.com\naws\nax\nax.be\nax.cat\nax.es\nax.eu\n"
+        "ax.gg\nax.mc\nax.us\nax.xy\naxa\naz\naz.biz\naz.com\naz.edu\naz.gov\naz.info\naz.int\naz.mil\n"
+        "az.name\naz.net\naz.org\naz.pp\naz.pro\nazure\nba\nba.blogspot\nba.com\nba.edu\nba.gov\nba.mil\n"
+        "ba.net\nba.org\nba.rs\nbaby\nbaidu\nbanamex\nbananarepublic\nband\nbank\nbar\nbarcelona\n"
+        "barclaycard\nbarclays\nbarefoot\nbargains\nbaseball\nbasketball\nbasketball.aus\nbasketball.nz\n"
+        "bauhaus\nbayern\nbb\nbb.biz\nbb.co\nbb.com\nbb.edu\nbb.gov\nbb.info\nbb.net\nbb.org\nbb.store\n"
+        "bb.tv\nbbc\nbbt\nbbva\nbcg\nbcn\nbd.*\nbe\nbe.123website\nbe.ac\nbe.blogspot\n"
+        "be.interhostsolutions.cloud\nbe.kuleuven.ezproxy\nbe.myspreadshop\nbe.transurl.*\n"
+        "be.webhosting\nbeats\nbeauty\nbeer\nbentley\nberlin\nbest\nbestbuy\nbet\nbf\nbf.gov\nbg\nbg.0\n"
+        "bg.1\nbg.2\nbg.3\nbg.4\nbg.5\nbg.6\nbg.7\nbg.8\nbg.9\nbg.a\nbg.b\nbg.barsy\nbg.blogspot\nbg.c\n"
+        "bg.d\nbg.e\nbg.f\nbg.g\nbg.h\nbg.i\nbg.j\nbg.k\nbg.l\nbg.m\nbg.n\nbg.o\nbg.p\nbg.q\nbg.r\nbg.s\n"
+        "bg.t\nbg.u\nbg.v\nbg.w\nbg.x\nbg.y\nbg.z\nbh\nbh.com\nbh.edu\nbh.gov\nbh.net\nbh.org\nbharti\n"
+        "bi\nbi.co\nbi.com\nbi.edu\nbi.or\nbi.org\nbible\nbid\nbike\nbing\nbingo\nbio\nbiz\n"
+        "biz.activetrail\nbiz.cloudns\nbiz.dscloud\nbiz.dyndns\nbiz.for-better\nbiz.for-more\n"
+        "biz.for-some\nbiz.for-the\nbiz.jozi\nbiz.mmafan\nbiz.myftp\nbiz.no-ip\nbiz.orx\nbiz.selfip\n"
+        "biz.webhop\nbj\nbj.africa\nbj.agro\nbj.architectes\nbj.assur\nbj.avocats\nbj.blogspot\nbj.co\n"
+        "bj.com\nbj.eco\nbj.econo\nbj.edu\nbj.info\nbj.loisirs\nbj.money\nbj.net\nbj.org\nbj.ote\n"
+        "bj.restaurant\nbj.resto\nbj.tourism\nbj.univ\nblack\nblackfriday\nblockbuster\nblog\nbloomberg\n"
+        "blue\nbm\nbm.com\nbm.edu\nbm.gov\nbm.net\nbm.org\nbms\nbmw\nbn\nbn.co\nbn.com\nbn.edu\nbn.gov\n"
+        "bn.net\nbn.org\nbnpparibas\nbo\nbo.academia\nbo.agro\nbo.arte\nbo.blog\nbo.bolivia\nbo.ciencia\n"
+        "bo.com\nbo.cooperativa\nbo.democracia\nbo.deporte\nbo.ecologia\nbo.economia\nbo.edu\n"
+        "bo.empresa\nbo.gob\nbo.indigena\nbo.industria\nbo.info\nbo.int\nbo.medicina\nbo.mil\n"
+        "bo.movimiento\nbo.musica\nbo.natural\nbo.net\nbo.nombre\nbo.noticias\nbo.org\nbo.patria\n"
+        "bo.plurinacional\nbo.politica\nbo.profesional\nbo.pueblo\nbo.revista\nbo.salud\nbo.tecnologia\n"
+        "bo.tksat\nbo.transporte\nbo.tv\nbo.web\nbo.wiki\nboats\nboehringer\nbofa\nbom\nbond\nboo\nbook\n"
+        "booking\nbosch\nbostik\nboston\nbot\nboutique\nbox\nbr\nbr.9guacu\nbr.abc\nbr.adm\nbr.adv\n"
+        "br.agr\nbr.aju\nbr.am\nbr.anani\nbr.aparecida\nbr.app\nbr.arq\nbr.art\nbr.ato\nbr.b\n"
+        "br.barueri\nbr.belem\nbr.bhz\nbr.bib\nbr.bio\nbr.blog\nbr.bmd\nbr.boavista\nbr.bsb\n"
+        "br.campinagrande\nbr.campinas\nbr.caxias\nbr.cim\nbr.cng\nbr.cnt\nbr.com\nbr.com.blogspot\n"
+        "br.com.simplesite\nbr.com.virtualcloud.scale.users\nbr.contagem\nbr.coop\nbr.coz\nbr.cri\n"
+        "br.cuiaba\nbr.curitiba\nbr.def\nbr.des\nbr.det\nbr.dev\nbr.ecn\nbr.eco\nbr.edu\nbr.emp\nbr.enf\n"
+        "br.eng\nbr.esp\nbr.etc\nbr.eti\nbr.far\nbr.feira\nbr.flog\nbr.floripa\nbr.fm\nbr.fnd\n"
+        "br.fortal\nbr.fot\nbr.foz\nbr.fst\nbr.g12\nbr.geo\nbr.ggf\nbr.goiania\nbr.gov\nbr.gov.ac\n"
+        "br.gov.al\nbr.gov.am\nbr.gov.ap\nbr.gov.ba\nbr.gov.ce\nbr.gov.df\nbr.gov.es\nbr.gov.go\n"
+        "br.gov.ma\nbr.gov.mg\nbr.gov.ms\nbr.gov.mt\nbr.gov.pa\nbr.gov.pb\nbr.gov.pe\nbr.gov.pi\n"
+        "br.gov.pr\nbr.gov.rj\nbr.gov.rn\nbr.gov.ro\nbr.gov.rr\nbr.gov.rs\nbr.gov.sc\nbr.gov.se\n"
+        "br.gov.sp\nbr.gov.to\nbr.gru\nbr.imb\nbr.ind\nbr.inf\nbr.jab\nbr.jampa\nbr.jdf\nbr.joinville\n"
+        "br.jor\nbr.jus\nbr.leg\nbr.leg.ac\nbr.leg.al\nbr.leg.am\nbr.leg.ap\nbr.leg.ba\nbr.leg.ce\n"
+        "br.leg.df\nbr.leg.es\nbr.leg.go\nbr.leg.ma\nbr.leg.mg\nbr.leg.ms\nbr.leg.mt\nbr.leg.pa\n"
+        "br.leg.pb\nbr.leg.pe\nbr.leg.pi\nbr.leg.pr\nbr.leg.rj\nbr.leg.rn\nbr.leg.ro\nbr.leg.rr\n"
+        "br.leg.rs\nbr.leg.sc\nbr.leg.se\nbr.leg.sp\nbr.leg.to\nbr.lel\nbr.log\nbr.londrina\nbr.macapa\n"
+        "br.maceio\nbr.manaus\nbr.maringa\nbr.mat\nbr.med\nbr.mil\nbr.morena\nbr.mp\nbr.mus\nbr.natal\n"
+        "br.net\nbr.niteroi\nbr.nom.*\nbr.not\nbr.ntr\nbr.odo\nbr.ong\nbr.org\nbr.osasco\nbr.palmas\n"
+        "br.poa\nbr.ppg\nbr.pro\nbr.psc\nbr.psi\nbr.pvh\nbr.qsl\nbr.radio\nbr.rec\nbr.recife\nbr.rep\n"
+        "br.ribeirao\nbr.rio\nbr.riobranco\nbr.riopreto\nbr.salvador\nbr.sampa\nbr.santamaria\n"
+        "br.santoandre\nbr.saobernardo\nbr.saogonca\nbr.seg\nbr.sjc\nbr.slg\nbr.slz\nbr.sorocaba\n"
+        "br.srv\nbr.taxi\nbr.tc\nbr.tec\nbr.teo\nbr.the\nbr.tmp\nbr.trd\nbr.tur\nbr.tv\nbr.udi\nbr.vet\n"
+        "br.vix\nbr.vlog\nbr.wiki\nbr.zlg\nbradesco\nbridgestone\nbroadway\nbroker\nbrother\nbrussels\n"
+        "bs\nbs.com\nbs.edu\nbs.gov\nbs.net\nbs.org\nbs.we\nbt\nbt.com\nbt.edu\nbt.gov\nbt.net\nbt.org\n"
+        "build\nbuilders\nbuilders.cloudsite\nbusiness\nbusiness.co\nbuy\nbuzz\nbv\nbw\nbw.co\nbw.org\n"
+        "by\nby.com\nby.com.blogspot\nby.gov\nby.mediatech\nby.mil\nby.mycloud\nby.of\nbz\nbz.com\n"
+        "bz.edu\nbz.gov\nbz.gsj\nbz.net\nbz.org\nbz.za\nbzh\nca\nca.ab\nca.awdev.*\nca.barsy\nca.bc\n"
+        "ca.blogspot\nca.co\nca.gc\nca.mb\nca.myspreadshop\nca.nb\nca.nf\nca.nl\nca.no-ip\nca.ns\nca.nt\n"
+        "ca.nu\nca.on\nca.pe\nca.qc\nca.sk\nca.yk\ncab\ncafe\ncal\ncall\ncalvinklein\ncam\ncamera\ncamp\n"
+        "canon\ncapetown\ncapital\ncapitalone\ncar\ncaravan\ncards\ncare\ncareer\ncareers\ncars\ncasa\n"
+        "casa.nabu.ui\ncase\ncash\ncasino\ncat\ncatering\ncatholic\ncba\ncbn\ncbre\ncbs\ncc\ncc.cloudns\n"
+        "cc.csx\ncc.fantasyleague\ncc.ftpaccess\ncc.game-server\ncc.myphotos\ncc.scrapping\n"
+        "cc.spawn.instances\ncc.twmail\ncd\ncd.gov\ncenter\nceo\ncern\ncf\ncf.blogspot\ncfa\ncfd\ncg\n"
+        "ch\nch.123website\nch.12hp\nch.2ix\nch.4lima\nch.blogspot\nch.dnsking\nch.firenet.*\n"
+        "ch.firenet.svc.*\nch.flow.ae.alp1\nch.flow.appengine\nch.gotdns\nch.lima-city\n"
+        "ch.linkyard-cloud\nch.myspreadshop\nch.square7\nchanel\nchannel\ncharity\nchase\nchat\ncheap\n"
+        "chintai\nchristmas\nchrome\nchurch\nci\nci.ac\nci.asso\nci.co\nci.com\nci.ed\nci.edu\nci.fin\n"
+        "ci.go\nci.gouv\nci.int\nci.md\nci.net\nci.nl\nci.or\nci.org\nci.presse\nci.xn--aroport-bya\n"
+        "cipriani\ncircle\ncisco\ncitadel\nciti\ncitic\ncity\ncityeats\nck.*\nck.www!\ncl\ncl.blogspot\n"
+        "cl.co\ncl.gob\ncl.gov\ncl.mil\nclaims\ncleaning\nclick\nclinic\nclinique\nclothing\ncloud\n"
+        "cloud.axarnet.es-1\ncloud.banzai.*\ncloud.diadem\ncloud.elementor\ncloud.encoway.eu\n"
+        "cloud.jelastic.vip\ncloud.jele\ncloud.jenv-aruba.aruba.eur.it1\ncloud.jenv-aruba.it1\n"
+        "cloud.jotelulu\ncloud.keliweb\ncloud.keliweb.cs\ncloud.kuleuven\ncloud.linkyard\n"
+        "cloud.magentosite.*\ncloud.on-rancher.*\ncloud.oxa\ncloud.oxa.tn\ncloud.oxa.uk\n"
+        "cloud.perspecta\ncloud.primetel\ncloud.primetel.uk\ncloud.ravendb\ncloud.reclaim.ca\n"
+        "cloud.reclaim.uk\ncloud.reclaim.us\ncloud.scw.baremetal.fr-par-1\ncloud.scw.baremetal.fr-par-2\n"
+        "cloud.scw.baremetal.nl-ams-1\ncloud.scw.fr-par.fnc\ncloud.scw.fr-par.fnc.functions\n"
+        "cloud.scw.fr-par.k8s\ncloud.scw.fr-par.k8s.nodes\ncloud.scw.fr-par.s3\n"
+        "cloud.scw.fr-par.s3-website\ncloud.scw.fr-par.whm\ncloud.scw.instances.priv\n"
+        "cloud.scw.instances.pub\ncloud.scw.k8s\ncloud.scw.nl-ams.k8s\ncloud.scw.nl-ams.k8s.nodes\n"
+        "cloud.scw.nl-ams.s3\ncloud.scw.nl-ams.s3-website\ncloud.scw.nl-ams.whm\ncloud.scw.pl-waw.k8s\n"
+        "cloud.scw.pl-waw.k8s.nodes\ncloud.scw.pl-waw.s3\ncloud.scw.pl-waw.s3-website\n"
+        "cloud.scw.scalebook\ncloud.scw.smartlabeling\ncloud.sensiosite.*\ncloud.statics.*\n"
+        "cloud.trafficplex\ncloud.trendhosting.ch\ncloud.trendhosting.de\ncloud.urown\ncloud.vapor\n"
+        "cloud.voorloper\nclub\nclub.barsy\nclub.cloudns\nclub.jele\nclubmed\ncm\ncm.co\ncm.com\ncm.gov\n"
+        "cm.net\ncn\ncn.ac\ncn.ah\ncn.bj\ncn.canva-apps\ncn.com\ncn.com.amazonaws.cn-north-1.s3\n"
+        "cn.com.amazonaws.compute.*\ncn.com.amazonaws.eb.cn-north-1\ncn.com.amazonaws.eb.cn-northwest-1\n"
+        "cn.com.amazonaws.elb.*\ncn.cq\ncn.edu\ncn.fj\ncn.gd\ncn.gov\ncn.gs\ncn.gx\ncn.gz\ncn.ha\ncn.hb\n"
+        "cn.he\ncn.hi\ncn.hk\ncn.hl\ncn.hn\ncn.instantcloud\ncn.jl\ncn.js\ncn.jx\ncn.ln\ncn.mil\ncn.mo\n"
+        "cn.net\ncn.nm\ncn.nx\ncn.org\ncn.qh\ncn.quickconnect.direct\ncn.sc\ncn.sd\ncn.sh\ncn.sn\ncn.sx\n"
+        "cn.tj\ncn.tw\ncn.xj\ncn.xn--55qx5d\ncn.xn--io0a7i\ncn.xn--od0alg\ncn.xz\ncn.yn\ncn.zj\nco\n"
+        "co.arts\nco.carrd\nco.com\nco.com.blogspot\nco.crd\nco.edu\nco.firewalledreplit\n"
+        "co.firewalledreplit.id\nco.firm\nco.gov\nco.info\nco.int\nco.leadpages\nco.lpages\nco.mil\n"
+        "co.mypi\nco.n4t\nco.net\nco.nom\nco.org\nco.otap.*\nco.rec\nco.repl\nco.repl.id\nco.supabase\n"
+        "co.web\ncoach\ncodes\ncodes.owo.*\ncoffee\ncollege\ncologne\ncom\ncom.001www\ncom.0emm.*\n"
+        "com.1kapp\ncom.3utilities\ncom.4u\ncom.adobeaemcloud\ncom.adobeaemcloud.dev.*\ncom.africa\n"
+        "com.airkitapps\ncom.airkitapps-au\ncom.aivencloud\ncom.alpha-myqnapcloud\n"
+        "com.amazonaws.af-south-1.cloud9.vfs\ncom.amazonaws.af-south-1.cloud9.webview-assets\n"
+        "com.amazonaws.ap-east-1.cloud9.vfs\ncom.amazonaws.ap-east-1.cloud9.webview-assets\n"
+        "com.amazonaws.ap-northeast-1.cloud9.vfs\ncom.amazonaws.ap-northeast-1.cloud9.webview-assets\n"
+        "com.amazonaws.ap-northeast-1.dualstack.s3\ncom.amazonaws.ap-northeast-2.cloud9.vfs\n"
+        "com.amazonaws.ap-northeast-2.cloud9.webview-assets\ncom.amazonaws.ap-northeast-2.dualstack.s3\n"
+        "com.amazonaws.ap-northeast-2.s3\ncom.amazonaws.ap-northeast-2.s3-website\n"
+        "com.amazonaws.ap-northeast-3.cloud9.vfs\ncom.amazonaws.ap-northeast-3.cloud9.webview-assets\n"
+        "com.amazonaws.ap-south-1.cloud9.vfs\ncom.amazonaws.ap-south-1.cloud9.webview-assets\n"
+        "com.amazonaws.ap-south-1.dualstack.s3\ncom.amazonaws.ap-south-1.s3\n"
+        "com.amazonaws.ap-south-1.s3-website\ncom.amazonaws.ap-southeast-1.cloud9.vfs\n"
+        "com.amazonaws.ap-southeast-1.cloud9.webview-assets\ncom.amazonaws.ap-southeast-1.dualstack.s3\n"
+        "com.amazonaws.ap-southeast-2.cloud9.vfs\ncom.amazonaws.ap-southeast-2.cloud9.webview-assets\n"
+        "com.amazonaws.ap-southeast-2.dualstack.s3\ncom.amazonaws.ca-central-1.cloud9.vfs\n"
+        "com.amazonaws.ca-central-1.cloud9.webview-assets\ncom.amazonaws.ca-central-1.dualstack.s3\n"
+        "com.amazonaws.ca-central-1.s3\ncom.amazonaws.ca-central-1.s3-website\n"
+        "com.amazonaws.compute-1.*\ncom.amazonaws.compute.*\ncom.amazonaws.elb.*\n"
+        "com.amazonaws.eu-central-1.cloud9.vfs\ncom.amazonaws.eu-central-1.cloud9.webview-assets\n"
+        "com.amazonaws.eu-central-1.dualstack.s3\ncom.amazonaws.eu-central-1.s3\n"
+        "com.amazonaws.eu-central-1.s3-website\ncom.amazonaws.eu-north-1.cloud9.vfs\n"
+        "com.amazonaws.eu-north-1.cloud9.webview-assets\ncom.amazonaws.eu-south-1.cloud9.vfs\n"
+        "com.amazonaws.eu-south-1.cloud9.webview-assets\ncom.amazonaws.eu-west-1.cloud9.vfs\n"
+        "com.amazonaws.eu-west-1.cloud9.webview-assets\ncom.amazonaws.eu-west-1.dualstack.s3\n"
+        "com.amazonaws.eu-west-2.cloud9.vfs\ncom.amazonaws.eu-west-2.cloud9.webview-assets\n"
+        "com.amazonaws.eu-west-2.dualstack.s3\ncom.amazonaws.eu-west-2.s3\n"
+        "com.amazonaws.eu-west-2.s3-website\ncom.amazonaws.eu-west-3.cloud9.vfs\n"
+        "com.amazonaws.eu-west-3.cloud9.webview-assets\ncom.amazonaws.eu-west-3.dualstack.s3\n"
+        "com.amazonaws.eu-west-3.s3\ncom.amazonaws.eu-west-3.s3-website\n"
+        "com.amazonaws.me-south-1.cloud9.vfs\ncom.amazonaws.me-south-1.cloud9.webview-assets\n"
+        "com.amazonaws.s3\ncom.amazonaws.s3-ap-northeast-1\ncom.amazonaws.s3-ap-northeast-2\n"
+        "com.amazonaws.s3-ap-south-1\ncom.amazonaws.s3-ap-southeast-1\ncom.amazonaws.s3-ap-southeast-2\n"
+        "com.amazonaws.s3-ca-central-1\ncom.amazonaws.s3-eu-central-1\ncom.amazonaws.s3-eu-west-1\n"
+        "com.amazonaws.s3-eu-west-2\ncom.amazonaws.s3-eu-west-3\ncom.amazonaws.s3-external-1\n"
+        "com.amazonaws.s3-fips-us-gov-west-1\ncom.amazonaws.s3-sa-east-1\ncom.amazonaws.s3-us-east-2\n"
+        "com.amazonaws.s3-us-gov-west-1\ncom.amazonaws.s3-us-west-1\ncom.amazonaws.s3-us-west-2\n"
+        "com.amazonaws.s3-website-ap-northeast-1\ncom.amazonaws.s3-website-ap-southeast-1\n"
+        "com.amazonaws.s3-website-ap-southeast-2\ncom.amazonaws.s3-website-eu-west-1\n"
+        "com.amazonaws.s3-website-sa-east-1\ncom.amazonaws.s3-website-us-east-1\n"
+        "com.amazonaws.s3-website-us-west-1\ncom.amazonaws.s3-website-us-west-2\n"
+        "com.amazonaws.sa-east-1.cloud9.vfs\ncom.amazonaws.sa-east-1.cloud9.webview-assets\n"
+        "com.amazonaws.sa-east-1.dualstack.s3\ncom.amazonaws.us-east-1\n"
+        "com.amazonaws.us-east-1.cloud9.vfs\ncom.amazonaws.us-east-1.cloud9.webview-assets\n"
+        "com.amazonaws.us-east-1.dualstack.s3\ncom.amazonaws.us-east-2.cloud9.vfs\n"
+        "com.amazonaws.us-east-2.cloud9.webview-assets\ncom.amazonaws.us-east-2.dualstack.s3\n"
+        "com.amazonaws.us-east-2.s3\ncom.amazonaws.us-east-2.s3-website\n"
+        "com.amazonaws.us-west-1.cloud9.vfs\ncom.amazonaws.us-west-1.cloud9.webview-assets\n"
+        "com.amazonaws.us-west-2.cloud9.vfs\ncom.amazonaws.us-west-2.cloud9.webview-assets\n"
+        "com.amscompute\ncom.appchizi\ncom.applinzi\ncom.appspacehosted\ncom.appspaceusercontent\n"
+        "com.appspot\ncom.appspot.r.*\ncom.ar\ncom.authgear-staging\ncom.authgearapps\n"
+        "com.awsglobalaccelerator\ncom.awsmppl\ncom.balena-devices\ncom.barsycenter\ncom.barsyonline\n"
+        "com.betainabox\ncom.blogdns\ncom.blogspot\ncom.blogsyte\ncom.bloxcms\ncom.bounty-full\n"
+        "com.bounty-full.alpha\ncom.bounty-full.beta\ncom.boutir\ncom.bplaced\ncom.br\n"
+        "com.builtwithdark\ncom.cafjs\ncom.canva-apps\ncom.cechire\ncom.cf-ipfs\ncom.ciscofreak\n"
+        "com.clicketcloud\ncom.cloudcontrolapp\ncom.cloudcontrolled\ncom.cloudflare-ipfs\ncom.cn\n"
+        "com.co\ncom.code.builder.*\ncom.code.dev-builder.*\ncom.code.stg-builder.*\ncom.codespot\n"
+        "com.customer-oci.*\ncom.customer-oci.oci.*\ncom.customer-oci.ocp.*\ncom.customer-oci.ocs.*\n"
+        "com.damnserver\ncom.datadetect.demo\ncom.datadetect.instance\ncom.dattolocal\ncom.dattorelay\n"
+        "com.dattoweb\ncom.ddns5\ncom.ddnsfree\ncom.ddnsgeek\ncom.ddnsking\ncom.ddnslive\ncom.de\n"
+        "com.dev-myqnapcloud\ncom.devcdnaccesso.*\ncom.digitaloceanspaces.*\ncom.discordsays\n"
+        "com.discordsez\ncom.ditchyourip\ncom.dnsalias\ncom.dnsdojo\ncom.dnsiskinky\ncom.doesntexist\n"
+        "com.dontexist\ncom.doomdns\ncom.dopaas\ncom.drayddns\ncom.dreamhosters\ncom.dsmynas\n"
+        "com.dyn-o-saur\ncom.dynalias\ncom.dyndns-at-home\ncom.dyndns-at-work\ncom.dyndns-blog\n"
+        "com.dyndns-free\ncom.dyndns-home\ncom.dyndns-ip\ncom.dyndns-mail\ncom.dyndns-office\n"
+        "com.dyndns-pics\ncom.dyndns-remote\ncom.dyndns-server\ncom.dyndns-web\ncom.dyndns-wiki\n"
+        "com.dyndns-work\ncom.dynns\ncom.elasticbeanstalk\n"
+    , 15968),
+    std::string_view(
+        "com.elasticbeanstalk.ap-northeast-1\ncom.elasticbeanstalk.ap-northeast-2\n"
+        "com.elasticbeanstalk.ap-northeast-3\ncom.elasticbeanstalk.ap-south-1\n"
+        "com.elasticbeanstalk.ap-southeast-1\ncom.elasticbeanstalk.ap-southeast-2\n"
+        "com.elasticbeanstalk.ca-central-1\ncom.elasticbeanstalk.eu-central-1\n"
+        "com.elasticbeanstalk.eu-west-1\ncom.elasticbeanstalk.eu-west-2\ncom.elasticbeanstalk.eu-west-3\n"
+        "com.elasticbeanstalk.sa-east-1\ncom.elasticbeanstalk.us-east-1\ncom.elasticbeanstalk.us-east-2\n"
+        "com.elasticbeanstalk.us-gov-west-1\ncom.elasticbeanstalk.us-west-1\n"
+        "com.elasticbeanstalk.us-west-2\ncom.encoreapi\ncom.est-a-la-maison\ncom.est-a-la-masion\n"
+        "com.est-le-patron\ncom.est-mon-blogueur\ncom.eu\ncom.evennode.eu-1\ncom.evennode.eu-2\n"
+        "com.evennode.eu-3\ncom.evennode.eu-4\ncom.evennode.us-1\ncom.evennode.us-2\ncom.evennode.us-3\n"
+        "com.evennode.us-4\ncom.familyds\ncom.fastly-edge\ncom.fastly-terrarium\ncom.fastvps-server\n"
+        "com.fbsbx.apps\ncom.firebaseapp\ncom.firewall-gateway\ncom.fldrv\ncom.forgeblocks\n"
+        "com.framercanvas\ncom.freebox-os\ncom.freeboxos\ncom.freemyip\ncom.from-ak\ncom.from-al\n"
+        "com.from-ar\ncom.from-ca\ncom.from-ct\ncom.from-dc\ncom.from-de\ncom.from-fl\ncom.from-ga\n"
+        "com.from-hi\ncom.from-ia\ncom.from-id\ncom.from-il\ncom.from-in\ncom.from-ks\ncom.from-ky\n"
+        "com.from-ma\ncom.from-md\ncom.from-mi\ncom.from-mn\ncom.from-mo\ncom.from-ms\ncom.from-mt\n"
+        "com.from-nc\ncom.from-nd\ncom.from-ne\ncom.from-nh\ncom.from-nj\ncom.from-nm\ncom.from-nv\n"
+        "com.from-oh\ncom.from-ok\ncom.from-or\ncom.from-pa\ncom.from-pr\ncom.from-ri\ncom.from-sc\n"
+        "com.from-sd\ncom.from-tn\ncom.from-tx\ncom.from-ut\ncom.from-va\ncom.from-vt\ncom.from-wa\n"
+        "com.from-wi\ncom.from-wv\ncom.from-wy\ncom.geekgalaxy\ncom.gentapps\ncom.gentlentapis\n"
+        "com.getmyip\ncom.giize\ncom.githubusercontent\ncom.gleeze\ncom.googleapis\ncom.googlecode\n"
+        "com.gotdns\ncom.gotpantheon\ncom.gr\ncom.health-carereform\ncom.herokuapp\ncom.herokussl\n"
+        "com.hidora\ncom.hk\ncom.hobby-site\ncom.homelinux\ncom.homesecuritymac\ncom.homesecuritypc\n"
+        "com.homeunix\ncom.hosted-by-previder.paas\ncom.hostedpi\ncom.hosteur.rag-cloud\n"
+        "com.hosteur.rag-cloud-ch\ncom.hotelwithflight\ncom.hu\ncom.iamallama\ncom.ik-server.jcloud\n"
+        "com.ik-server.jcloud-ver-jpc\ncom.impertrix\ncom.impertrixcdn\ncom.is-a-anarchist\n"
+        "com.is-a-blogger\ncom.is-a-bookkeeper\ncom.is-a-bulls-fan\ncom.is-a-caterer\ncom.is-a-chef\n"
+        "com.is-a-conservative\ncom.is-a-cpa\ncom.is-a-cubicle-slave\ncom.is-a-democrat\n"
+        "com.is-a-designer\ncom.is-a-doctor\ncom.is-a-financialadvisor\ncom.is-a-geek\ncom.is-a-green\n"
+        "com.is-a-guru\ncom.is-a-hard-worker\ncom.is-a-hunter\ncom.is-a-landscaper\ncom.is-a-lawyer\n"
+        "com.is-a-liberal\ncom.is-a-libertarian\ncom.is-a-llama\ncom.is-a-musician\ncom.is-a-nascarfan\n"
+        "com.is-a-nurse\ncom.is-a-painter\ncom.is-a-personaltrainer\ncom.is-a-photographer\n"
+        "com.is-a-player\ncom.is-a-republican\ncom.is-a-rockstar\ncom.is-a-socialist\ncom.is-a-student\n"
+        "com.is-a-teacher\ncom.is-a-techie\ncom.is-a-therapist\ncom.is-an-accountant\ncom.is-an-actor\n"
+        "com.is-an-actress\ncom.is-an-anarchist\ncom.is-an-artist\ncom.is-an-engineer\n"
+        "com.is-an-entertainer\ncom.is-certified\ncom.is-gone\ncom.is-into-anime\ncom.is-into-cars\n"
+        "com.is-into-cartoons\ncom.is-into-games\ncom.is-leet\ncom.is-not-certified\ncom.is-slick\n"
+        "com.is-uberleet\ncom.is-with-theband\ncom.isa-geek\ncom.isa-hockeynut\ncom.issmarterthanyou\n"
+        "com.it\ncom.jdevcloud\ncom.jelastic.demo\ncom.joyent.cns.*\ncom.jpn\ncom.kasserver\n"
+        "com.kilatiron\ncom.kozow\ncom.kr\ncom.ktistory\ncom.likes-pie\ncom.likescandy\n"
+        "com.linode.members\ncom.linode.nodebalancer.*\ncom.linodeobjects.*\ncom.linodeusercontent.ip\n"
+        "com.lmpm.app\ncom.logoip\ncom.loseyourip\ncom.lpusercontent\ncom.massivegrid.paas\n"
+        "com.mazeplay\ncom.messwithdns\ncom.meteorapp\ncom.meteorapp.eu\ncom.mex\ncom.miniserver\n"
+        "com.myactivedirectory\ncom.myasustor\ncom.mydatto\ncom.mydobiss\ncom.mydrobo\ncom.myiphost\n"
+        "com.myqnapcloud\ncom.mysecuritycamera\ncom.myshopblocks\ncom.myshopify\ncom.myspreadshop\n"
+        "com.mytabit\ncom.mythic-beasts.caracal\ncom.mythic-beasts.customer\ncom.mythic-beasts.fentiger\n"
+        "com.mythic-beasts.lynx\ncom.mythic-beasts.ocelot\ncom.mythic-beasts.oncilla\n"
+        "com.mythic-beasts.onza\ncom.mythic-beasts.sphinx\ncom.mythic-beasts.vs\ncom.mythic-beasts.x\n"
+        "com.mythic-beasts.yali\ncom.mytuleap\ncom.myvnc\ncom.neat-url\ncom.net-freaks\ncom.nfshost\n"
+        "com.no\ncom.nospamproxy.cloud\ncom.observableusercontent.static\ncom.on-aptible\ncom.onfabrica\n"
+        "com.onrender\ncom.onthewifi\ncom.ooguy\ncom.operaunite\ncom.orsites\ncom.outsystemscloud\n"
+        "com.ownprovider\ncom.pagefrontapp\ncom.pagespeedmobilizer\ncom.pagexl\ncom.paywhirl.*\n"
+        "com.pgfog\ncom.pixolino\ncom.platter-app\ncom.playstation-cloud\ncom.pleskns\ncom.point2this\n"
+        "com.postman-echo\ncom.prgmr.xen\ncom.publishproxy\ncom.pythonanywhere\ncom.pythonanywhere.eu\n"
+        "com.qa2\ncom.qbuser\ncom.qc\ncom.qualifioapp\ncom.quicksytes\ncom.quipelements.*\ncom.rackmaze\n"
+        "com.remotewd\ncom.render.app\ncom.reservd\ncom.reserve-online\ncom.rhcloud\ncom.ru\ncom.sa\n"
+        "com.saves-the-whales\ncom.scrysec\ncom.securitytactics\ncom.selfip\ncom.sells-for-less\n"
+        "com.sells-for-u\ncom.servebbs\ncom.servebeer\ncom.servecounterstrike\ncom.serveexchange\n"
+        "com.serveftp\ncom.servegame\ncom.servehalflife\ncom.servehttp\ncom.servehumour\ncom.serveirc\n"
+        "com.servemp3\ncom.servep2p\ncom.servepics\ncom.servequake\ncom.servesarcasm\ncom.shopitsite\n"
+        "com.siiites\ncom.simple-url\ncom.simplesite\ncom.sinaapp\ncom.skygearapp\ncom.smushcdn\n"
+        "com.space-to-rent\ncom.stackhero-network\ncom.stdlib.api\ncom.streamlitapp\ncom.stufftoread\n"
+        "com.tb-hosting.site\ncom.teaches-yoga\ncom.temp-dns\ncom.theworkpc\ncom.thingdustdata\n"
+        "com.townnews-staging\ncom.try-snowplow\ncom.trycloudflare\ncom.tuleap-partners\n"
+        "com.typeform.pro\ncom.uk\ncom.unusualperson\ncom.us\ncom.uy\ncom.vipsinaapp\n"
+        "com.vultrobjects.*\ncom.wafaicloud.jed\ncom.wafaicloud.lon\ncom.wafaicloud.ryd\ncom.wafflecell\n"
+        "com.wiardweb.pages\ncom.withgoogle\ncom.withyoutube\ncom.wixsite\ncom.woltlab-demo\n"
+        "com.workisboring\ncom.wpdevcloud\ncom.wpenginepowered\ncom.wpenginepowered.js\n"
+        "com.wphostedmail\ncom.wpmucdn\ncom.writesthisblog\ncom.xnbay\ncom.xnbay.u2\ncom.xnbay.u2-local\n"
+        "com.yolasite\ncom.za\ncomcast\ncommbank\ncommunity\ncommunity.myforum\ncommunity.nog\n"
+        "community.ravendb\ncompany\ncompare\ncomputer\ncomsec\ncondos\nconstruction\nconsulting\n"
+        "contact\ncontractors\ncooking\ncookingchannel\ncool\ncool.de\ncool.elementor\ncoop\ncorsica\n"
+        "country\ncoupon\ncoupons\ncourses\ncpa\ncr\ncr.ac\ncr.co\ncr.ed\ncr.fi\ncr.go\ncr.or\ncr.sa\n"
+        "credit\ncreditcard\ncreditunion\ncricket\ncrown\ncrs\ncruise\ncruises\ncu\ncu.com\ncu.edu\n"
+        "cu.gov\ncu.inf\ncu.net\ncu.org\ncuisinella\ncv\ncv.blogspot\ncv.com\ncv.edu\ncv.int\ncv.nome\n"
+        "cv.org\ncw\ncw.com\ncw.edu\ncw.net\ncw.org\ncx\ncx.ath\ncx.gov\ncx.info\ncy\ncy.ac\ncy.biz\n"
+        "cy.com\ncy.com.blogspot\ncy.com.scaleforce.j\ncy.ekloges\ncy.gov\ncy.ltd\ncy.mil\ncy.net\n"
+        "cy.org\ncy.press\ncy.pro\ncy.tm\ncymru\ncyou\ncz\ncz.blogspot\ncz.co\ncz.e4\n"
+        "cz.metacentrum.cloud.*\ncz.metacentrum.custom\ncz.muni.cloud.flt\ncz.muni.cloud.usr\ncz.realm\n"
+        "dabur\ndad\ndance\ndata\ndate\ndating\ndatsun\nday\ndclk\ndds\nde\nde.123webseite\nde.12hp\n"
+        "de.2ix\nde.4lima\nde.barsy\nde.blogspot\nde.bplaced\nde.com\nde.community-pro\nde.cosidns.dyn\n"
+        "de.dd-dns\nde.ddnss\nde.ddnss.dyn\nde.ddnss.dyndns\nde.diskussionsbereich\nde.dnshome\n"
+        "de.dnsupdater\nde.dray-dns\nde.draydns\nde.dyn-berlin\nde.dyn-ip24\nde.dyn-vpn\n"
+        "de.dynamisches-dns\nde.dyndns1\nde.dynvpn\nde.firewall-gateway\nde.frusky.*\n"
+        "de.fuettertdasnetz\nde.git-repos\nde.goip\nde.home-webserver\nde.home-webserver.dyn\n"
+        "de.hs-heilbronn.it.pages\nde.in-berlin\nde.in-brb\nde.in-butter\nde.in-dsl\nde.in-vpn\n"
+        "de.internet-dns\nde.iservschule\nde.isteingeek\nde.istmein\nde.keymachine\nde.l-o-g-i-n\n"
+        "de.lcube-server\nde.lebtimnetz\nde.leitungsen\nde.lima-city\nde.logoip\nde.mein-iserv\n"
+        "de.mein-vigor\nde.my-gateway\nde.my-router\nde.my-vigor\nde.my-wan\nde.myhome-server\n"
+        "de.myspreadshop\nde.schulplattform\nde.schulserver\nde.spdns\nde.speedpartner.customer\n"
+        "de.square7\nde.svn-repos\nde.syno-ds\nde.synology-diskstation\nde.synology-ds\nde.taifun-dns\n"
+        "de.test-iserv\nde.traeumtgerade\nde.uberspace.*\nde.virtual-user\nde.virtualuser\n"
+        "de.xn--gnstigbestellen-zvb\nde.xn--gnstigliefern-wob\ndeal\ndealer\ndeals\ndegree\ndelivery\n"
+        "dell\ndeloitte\ndelta\ndemocrat\ndental\ndentist\ndesi\ndesign\ndesign.bss\ndev\ndev.autocode\n"
+        "dev.curv\ndev.deno\ndev.deno-staging\ndev.deta\ndev.fly\ndev.gateway.*\ndev.githubpreview\n"
+        "dev.iserv\ndev.lcl.*\ndev.lclstage.*\ndev.localcert.user.*\ndev.loginline\ndev.mediatech\n"
+        "dev.pages\ndev.platter-app\ndev.r2\ndev.shiftcrypto\ndev.stg.*\ndev.stgstage.*\ndev.vercel\n"
+        "dev.webhare.*\ndev.workers\ndhl\ndiamonds\ndiet\ndigital\ndigital.cloudapps\n"
+        "digital.cloudapps.london\ndirect\ndirectory\ndiscount\ndiscover\ndish\ndiy\ndj\ndk\n"
+        "dk.123hjemmeside\ndk.biz\ndk.blogspot\ndk.co\ndk.firm\ndk.myspreadshop\ndk.reg\ndk.store\ndm\n"
+        "dm.com\ndm.edu\ndm.gov\ndm.net\ndm.org\ndnp\ndo\ndo.art\ndo.com\ndo.edu\ndo.gob\ndo.gov\n"
+        "do.mil\ndo.net\ndo.org\ndo.sld\ndo.web\ndocs\ndoctor\ndog\ndomains\ndot\ndownload\ndrive\ndtv\n"
+        "dubai\ndunlop\ndupont\ndurban\ndvag\ndvr\ndz\ndz.art\ndz.asso\ndz.com\ndz.edu\ndz.gov\ndz.net\n"
+        "dz.org\ndz.pol\ndz.soc\ndz.tm\nearth\nearth.dapps.*\nearth.dapps.bzz.*\neat\nec\nec.base\n"
+        "ec.com\nec.edu\nec.fin\nec.gob\nec.gov\nec.info\nec.k12\nec.med\nec.mil\nec.net\nec.official\n"
+        "ec.org\nec.pro\neco\nedeka\nedu\nedu.rit.git-pages\neducation\neducation.co\nee\nee.aip\n"
+        "ee.com\nee.com.blogspot\nee.edu\nee.fie\nee.gov\nee.lib\nee.med\nee.org\nee.pri\nee.riik\neg\n"
+        "eg.com\neg.com.blogspot\neg.edu\neg.eun\neg.gov\neg.mil\neg.name\neg.net\neg.org\neg.sci\n"
+        "email\nemerck\nenergy\nengineer\nengineering\nenterprises\nepson\nequipment\ner.*\nericsson\n"
+        "erni\nes\nes.123miweb\nes.com\nes.com.blogspot\nes.edu\nes.gob\nes.myspreadshop\nes.nom\n"
+        "es.org\nesq\nestate\nestate.compute.*\net\net.biz\net.com\net.edu\net.gov\net.info\net.name\n"
+        "et.net\net.org\netisalat\neu\neu.airkitapps\neu.barsy\neu.cloudns\neu.diskstation\n"
+        "eu.dogado.jelastic\neu.mycd\neu.spdns\neu.transurl.*\neu.wellbeingzone\neurovision\neus\n"
+        "eus.party.user\nevents\nevents.co\nevents.koobin\nexchange\nexpert\nexposed\nexpress\n"
+        "extraspace\nfage\nfail\nfairwinds\nfaith\nfaith.ybo\nfamily\nfan\nfans\nfarm\nfarm.storj\n"
+        "farmers\nfashion\nfast\nfedex\nfeedback\nferrari\nferrero\nfi\nfi.123kotisivu\nfi.aland\n"
+        "fi.blogspot\nfi.cloudplatform.fi\nfi.datacenter.demo\nfi.datacenter.paas\nfi.dy\nfi.iki\n"
+        "fi.kapsi\nfi.myspreadshop\nfi.xn--hkkinen-5wa\nfiat\nfidelity\nfido\nfilm\nfinal\nfinance\n"
+        "financial\nfinancial.co\nfire\nfirestone\nfirmdale\nfish\nfishing\nfit\nfitness\nfj\nfj.ac\n"
+        "fj.biz\nfj.com\nfj.gov\nfj.info\nfj.mil\nfj.name\nfj.net\nfj.org\nfj.pro\nfk.*\nflickr\n"
+        "flights\nflir\nflorist\nflowers\nfly\nfm\nfm.com\nfm.edu\nfm.net\nfm.org\nfm.radio\nfm.user.*\n"
+        "fo\nfoo\nfood\nfoodnetwork\nfootball\nford\nforex\nforsale\nforum\nfoundation\nfox\nfr\n"
+        "fr.123siteweb\nfr.aeroport\nfr.asso\nfr.avocat\nfr.avoues\nfr.blogspot\nfr.cci\nfr.chambagri\n"
+        "fr.chirurgiens-dentistes\nfr.chirurgiens-dentistes-en-france\nfr.com\nfr.dedibox\nfr.en-root\n"
+        "fr.experts-comptables\nfr.fbx-os\nfr.fbxos\nfr.freebox-os\nfr.freeboxos\nfr.geometre-expert\n"
+        "fr.goupile\nfr.gouv\nfr.greta\nfr.huissier-justice\nfr.medecin\nfr.myspreadshop\nfr.nom\n"
+        "fr.notaires\nfr.on-web\nfr.pharmacien\nfr.port\nfr.prd\nfr.tm\nfr.veterinaire\nfr.ynh\nfree\n"
+        "fresenius\nfrl\nfrogans\nfrontdoor\nfrontier\nftr\nfujitsu\nfun\nfund\nfurniture\nfutbol\nfyi\n"
+        "ga\ngal\ngallery\ngallo\ngallup\ngame\ngames\ngap\ngarden\ngay\ngb\ngbiz\ngd\ngd.edu\ngd.gov\n"
+        "gdn\ngdn.cnpy\nge\nge.com\nge.edu\nge.gov\nge.mil\nge.net\nge.org\nge.pvt\ngea\ngent\ngenting\n"
+        "george\ngf\ngg\ngg.co\ngg.cya\ngg.kaas\ngg.net\ngg.org\ngg.panel\ngg.panel.daemon\nggee\ngh\n"
+        "gh.com\ngh.edu\ngh.gov\ngh.mil\ngh.org\ngi\ngi.com\ngi.edu\ngi.gov\ngi.ltd\ngi.mod\ngi.org\n"
+        "gift\ngifts\ngives\ngiving\ngl\ngl.biz\ngl.co\ngl.com\ngl.edu\ngl.net\ngl.org\ngl.xx\nglass\n"
+        "gle\nglobal\nglobo\ngm\ngmail\ngmbh\ngmo\ngmx\ngn\ngn.ac\ngn.com\ngn.edu\ngn.gov\ngn.net\n"
+        "gn.org\ngodaddy\ngold\ngoldpoint\ngolf\ngoo\ngoodyear\ngoog\ngoog.cloud\ngoog.translate\n"
+        "goog.usercontent.*\ngoogle\ngop\ngot\ngov\ngp\ngp.app\ngp.asso\ngp.com\ngp.edu\ngp.mobi\n"
+        "gp.net\ngp.org\ngq\ngr\ngr.blogspot\ngr.com\ngr.edu\ngr.gov\ngr.net\ngr.org\ngr.simplesite\n"
+        "grainger\ngraphics\ngratis\ngreen\ngripe\ngrocery\ngroup\ngroup.discourse\ngs\ngt\ngt.blog\n"
+        "gt.com\ngt.de\ngt.edu\ngt.gob\ngt.ind\ngt.mil\ngt.net\ngt.org\ngt.to\ngu\ngu.com\ngu.edu\n"
+        "gu.gov\ngu.guam\ngu.info\ngu.net\ngu.org\ngu.web\nguardian\ngucci\nguge\nguide\nguitars\nguru\n"
+        "gw\ngy\ngy.be\ngy.co\ngy.com\ngy.edu\ngy.gov\ngy.net\ngy.org\nhair\nhamburg\nhangout\nhaus\n"
+        "hbo\nhdfc\nhdfcbank\nhealth\nhealth.hra\nhealthcare\nhelp\nhelsinki\nhere\nhermes\nhgtv\n"
+        "hiphop\nhisamitsu\nhitachi\nhiv\nhk\nhk.blogspot\nhk.com\nhk.edu\nhk.gov\nhk.idv\nhk.inc\n"
+        "hk.ltd\nhk.net\nhk.org\nhk.secaas\nhk.xn--55qx5d\nhk.xn--ciqpn\nhk.xn--gmq050i\nhk.xn--gmqw5a\n"
+        "hk.xn--io0a7i\nhk.xn--lcvr32d\nhk.xn--mk0axi\nhk.xn--mxtq1m\nhk.xn--od0alg\nhk.xn--od0aq3b\n"
+        "hk.xn--tn0ag\nhk.xn--uc0atv\nhk.xn--uc0ay4a\nhk.xn--wcvs22d\nhk.xn--zf0avx\nhkt\nhm\nhn\nhn.cc\n"
+        "hn.com\nhn.edu\nhn.gob\nhn.mil\nhn.net\nhn.org\nhockey\nholdings\nholiday\nhomedepot\n"
+        "homegoods\nhomes\nhomesense\nhonda\nhorse\nhospital\nhost\nhost.cloudaccess\nhost.easypanel\n"
+        "host.fastvps\nhost.freesite\nhost.half\nhost.jele\nhost.mircloud\nhost.myfast\nhost.pcloud\n"
+        "host.tempurl\nhost.wpmudev\nhosting\nhosting.opencraft\nhot\nhoteles\nhotels\nhotmail\nhouse\n"
+        "how\nhr\nhr.blogspot\nhr.com\nhr.free\nhr.from\nhr.iz\nhr.name\nhsbc\nht\nht.adult\nht.art\n"
+        "ht.asso\nht.com\nht.coop\nht.edu\nht.firm\nht.gouv\nht.info\nht.med\nht.net\nht.org\nht.perso\n"
+        "ht.pol\nht.pro\nht.rel\nht.shop\nhu\nhu.2000\nhu.agrar\nhu.blogspot\nhu.bolt\nhu.casino\n"
+        "hu.city\nhu.co\nhu.erotica\nhu.erotika\nhu.film\nhu.forum\nhu.games\nhu.hotel\nhu.info\n"
+        "hu.ingatlan\nhu.jogasz\nhu.konyvelo\nhu.lakas\nhu.media\nhu.news\nhu.org\nhu.priv\nhu.reklam\n"
+        "hu.sex\nhu.shop\nhu.sport\nhu.suli\nhu.szex\nhu.tm\nhu.tozsde\nhu.utazas\nhu.video\nhughes\n"
+        "hyatt\nhyundai\nibm\nicbc\nice\nicu\nid\nid.ac\nid.biz\nid.co\nid.co.blogspot\nid.desa\n"
+        "id.flap\nid.forte\nid.go\nid.mil\nid.my\nid.my.rss.*\nid.net\nid.or\nid.ponpes\nid.sch\nid.web\n"
+        "ie\nie.blogspot\nie.gov\nie.myspreadshop\nieee\nifm\nikano\nil\nil.ac\nil.co\nil.co.blogspot\n"
+        "il.co.mytabit\nil.co.ravpage\nil.co.tabitorder\nil.gov\nil.idf\nil.k12\nil.muni\nil.net\n"
+        "il.org\nim\nim.ac\nim.co\nim.co.ltd\nim.co.plc\nim.com\nim.net\nim.org\nim.ro\nim.tt\nim.tv\n"
+        "imamat\nimdb\nimmo\nimmobilien\nin\nin.5g\nin.6g\nin.ac\nin.ai\nin.am\nin.barsy\nin.bihar\n"
+        "in.biz\nin.blogspot\nin.business\nin.ca\nin.cloudns\nin.cn\nin.co\nin.com\nin.coop\nin.cs\n"
+        "in.delhi\nin.dr\nin.edu\nin.er\nin.firm\nin.gen\nin.gov\nin.gujarat\nin.ind\nin.info\nin.int\n"
+        "in.internet\nin.io\nin.me\nin.mil\nin.net\nin.nic\nin.org\nin.pg\nin.post\nin.pro\nin.res\n"
+        "in.supabase\nin.travel\nin.tv\nin.uk\nin.up\nin.us\nin.web\ninc\nindustries\ninfiniti\ninfo\n"
+        "info.barrel-of-knowledge\ninfo.barrell-of-knowledge\ninfo.barsy\ninfo.cloudns\ninfo.dnsupdate\n"
+        "info.dvrcam\ninfo.dynamic-dns\ninfo.dyndns\ninfo.for-our\ninfo.forumz\ninfo.groks-the\n"
+        "info.groks-this\ninfo.here-for-more\ninfo.ilovecollege\ninfo.knowsitall\ninfo.mayfirst\n"
+        "info.no-ip\ninfo.nsupdate\ninfo.selfip\ninfo.v-info\ninfo.webhop\ning\nink\ninstitute\n"
+        "insurance\ninsure\nint\nint.eu\ninternational\nintuit\ninvestments\nio\nio.2038\nio.apigee\n"
+        "io.azurecontainer.*\nio.b-data\nio.backplaneapp\nio.banzaicloud.app\n"
+        "io.banzaicloud.backyards.*\nio.barsy\nio.basicserver\nio.beagleboard\nio.beebyte.paas\n"
+        "io.beebyteapp.sekd1\nio.bigv.uk0\nio.bitbucket\nio.bluebite\nio.boxfuse\nio.browsersafetymark\n"
+        "io.cleverapps\nio.com\nio.dappnode.dyndns\nio.dedyn\nio.definima\nio.drud\nio.dyn53\n"
+        "io.editorx\nio.edugit\nio.fh-muenster\nio.forgerock.id\nio.ghost\nio.github\nio.gitlab\n"
+        "io.hasura-app\nio.hostyhosting\nio.hzc\nio.jele\nio.lair.apps\nio.loginline\nio.lolipop\n"
+        "io.mo-siemens\nio.moonscale.*\nio.musician\nio.ngrok\nio.nid\nio.nodeart.stage\nio.on-acorn.*\n"
+        "io.on-k3s.*\nio.on-rio.*\nio.pantheonsite\nio.protonet\nio.pstmn\nio.pstmn.mock\nio.qcx\n"
+        "io.qcx.sys.*\nio.qoto\nio.readthedocs\nio.resindevice\nio.resinstaging.devices\nio.s5y.*\n"
+        "io.sandcats\nio.shiftcrypto\nio.shiftedit\nio.shw\nio.spacekit\nio.stolos.*\nio.telebit\n"
+        "io.thingdust.dev.cust\nio.thingdust.dev.reservd\nio.thingdust.disrec.cust\n"
+        "io.thingdust.disrec.reservd\nio.thingdust.prod.cust\nio.thingdust.testing.cust\n"
+        "io.thingdust.testing.reservd\nio.tickets\nio.unispace.cloud-fr1\nio.upli\nio.utwente\n"
+        "io.vaporcloud\nio.vbrplsbx.g\nio.virtualserver\nio.webthings\nio.wedeploy\nipiranga\niq\n"
+        "iq.com\niq.edu\niq.gov\niq.mil\niq.net\niq.org\nir\nir.ac\nir.co\nir.gov\nir.id\nir.net\n"
+        "ir.org\nir.sch\nir.xn--mgba3a4f16a\nir.xn--mgba3a4fra\nirish\nis\nis.blogspot\nis.com\n"
+        "is.cupcake\nis.edu\nis.gov\nis.int\nis.net\nis.org\nismaili\nist\nistanbul\nit\nit.123homepage\n"
+        "it.16-b\nit.32-b\nit.64-b\nit.abr\nit.abruzzo\nit.ag\nit.agrigento\nit.al\nit.alessandria\n"
+        "it.alto-adige\nit.altoadige\nit.an\nit.ancona\nit.andria-barletta-trani\n"
+        "it.andria-trani-barletta\nit.andriabarlettatrani\nit.andriatranibarletta\nit.ao\nit.aosta\n"
+        "it.aosta-valley\nit.aostavalley\nit.aoste\nit.ap\nit.aq\nit.aquila\nit.ar\nit.arezzo\n"
+        "it.ascoli-piceno\nit.ascolipiceno\nit.asti\nit.at\nit.av\nit.avellino\nit.ba\nit.balsan\n"
+        "it.balsan-sudtirol\nit.balsan-suedtirol\nit.bari\nit.barletta-trani-andria\n"
+        "it.barlettatraniandria\nit.bas\nit.basilicata\nit.belluno\nit.benevento\nit.bergamo\nit.bg\n"
+        "it.bi\nit.biella\nit.bl\nit.blogspot\nit.bn\nit.bo\nit.bologna\n"
+    , 15992),
+    std::string_view(
+        "it.bolzano\nit.bolzano-altoadige\nit.bozen\nit.bozen-sudtirol\nit.bozen-suedtirol\nit.br\n"
+        "it.brescia\nit.brindisi\nit.bs\nit.bt\nit.bulsan\nit.bulsan-sudtirol\nit.bulsan-suedtirol\n"
+        "it.bz\nit.ca\nit.cagliari\nit.cal\nit.calabria\nit.caltanissetta\nit.cam\nit.campania\n"
+        "it.campidano-medio\nit.campidanomedio\nit.campobasso\nit.carbonia-iglesias\n"
+        "it.carboniaiglesias\nit.carrara-massa\nit.carraramassa\nit.caserta\nit.catania\nit.catanzaro\n"
+        "it.cb\nit.ce\nit.cesena-forli\nit.cesenaforli\nit.ch\nit.chieti\nit.ci\nit.cl\nit.cn\nit.co\n"
+        "it.como\nit.cosenza\nit.cr\nit.cremona\nit.crotone\nit.cs\nit.ct\nit.cuneo\nit.cz\n"
+        "it.dell-ogliastra\nit.dellogliastra\nit.edu\nit.emilia-romagna\nit.emiliaromagna\nit.emr\n"
+        "it.en\nit.enna\nit.fc\nit.fe\nit.fermo\nit.ferrara\nit.fg\nit.fi\nit.firenze\nit.florence\n"
+        "it.fm\nit.foggia\nit.forli-cesena\nit.forlicesena\nit.fr\nit.friuli-v-giulia\n"
+        "it.friuli-ve-giulia\nit.friuli-vegiulia\nit.friuli-venezia-giulia\nit.friuli-veneziagiulia\n"
+        "it.friuli-vgiulia\nit.friuliv-giulia\nit.friulive-giulia\nit.friulivegiulia\n"
+        "it.friulivenezia-giulia\nit.friuliveneziagiulia\nit.friulivgiulia\nit.frosinone\nit.fvg\nit.ge\n"
+        "it.genoa\nit.genova\nit.go\nit.gorizia\nit.gov\nit.gr\nit.grosseto\nit.ibxos\n"
+        "it.iglesias-carbonia\nit.iglesiascarbonia\nit.iliadboxos\nit.im\nit.imperia\nit.is\nit.isernia\n"
+        "it.kr\nit.la-spezia\nit.laquila\nit.laspezia\nit.latina\nit.laz\nit.lazio\nit.lc\nit.le\n"
+        "it.lecce\nit.lecco\nit.li\nit.lig\nit.liguria\nit.livorno\nit.lo\nit.lodi\nit.lom\n"
+        "it.lombardia\nit.lombardy\nit.lt\nit.lu\nit.lucania\nit.lucca\nit.macerata\nit.mantova\nit.mar\n"
+        "it.marche\nit.massa-carrara\nit.massacarrara\nit.matera\nit.mb\nit.mc\nit.me\n"
+        "it.medio-campidano\nit.mediocampidano\nit.messina\nit.mi\nit.milan\nit.milano\nit.mn\nit.mo\n"
+        "it.modena\nit.mol\nit.molise\nit.monza\nit.monza-brianza\nit.monza-e-della-brianza\n"
+        "it.monzabrianza\nit.monzaebrianza\nit.monzaedellabrianza\nit.ms\nit.mt\nit.myspreadshop\nit.na\n"
+        "it.naples\nit.napoli\nit.neen.jc\nit.no\nit.novara\nit.nu\nit.nuoro\nit.og\nit.ogliastra\n"
+        "it.olbia-tempio\nit.olbiatempio\nit.or\nit.oristano\nit.ot\nit.pa\nit.padova\nit.padua\n"
+        "it.palermo\nit.parma\nit.pavia\nit.pc\nit.pd\nit.pe\nit.perugia\nit.pesaro-urbino\n"
+        "it.pesarourbino\nit.pescara\nit.pg\nit.pi\nit.piacenza\nit.piedmont\nit.piemonte\nit.pisa\n"
+        "it.pistoia\nit.pmn\nit.pn\nit.po\nit.pordenone\nit.potenza\nit.pr\nit.prato\nit.pt\nit.pu\n"
+        "it.pug\nit.puglia\nit.pv\nit.pz\nit.ra\nit.ragusa\nit.ravenna\nit.rc\nit.re\n"
+        "it.reggio-calabria\nit.reggio-emilia\nit.reggiocalabria\nit.reggioemilia\nit.rg\nit.ri\n"
+        "it.rieti\nit.rimini\nit.rm\nit.rn\nit.ro\nit.roma\nit.rome\nit.rovigo\nit.sa\nit.salerno\n"
+        "it.sar\nit.sardegna\nit.sardinia\nit.sassari\nit.savona\nit.si\nit.sic\nit.sicilia\nit.sicily\n"
+        "it.siena\nit.siracusa\nit.so\nit.sondrio\nit.sp\nit.sr\nit.ss\nit.suedtirol\nit.sv\n"
+        "it.syncloud\nit.ta\nit.taa\nit.taranto\nit.te\nit.tempio-olbia\nit.tempioolbia\nit.teramo\n"
+        "it.terni\nit.tim.open.jelastic.cloud\nit.tn\nit.to\nit.torino\nit.tos\nit.toscana\nit.tp\n"
+        "it.tr\nit.trani-andria-barletta\nit.trani-barletta-andria\nit.traniandriabarletta\n"
+        "it.tranibarlettaandria\nit.trapani\nit.trentin-sud-tirol\nit.trentin-sudtirol\n"
+        "it.trentin-sued-tirol\nit.trentin-suedtirol\nit.trentino\nit.trentino-a-adige\n"
+        "it.trentino-aadige\nit.trentino-alto-adige\nit.trentino-altoadige\nit.trentino-s-tirol\n"
+        "it.trentino-stirol\nit.trentino-sud-tirol\nit.trentino-sudtirol\nit.trentino-sued-tirol\n"
+        "it.trentino-suedtirol\nit.trentinoa-adige\nit.trentinoaadige\nit.trentinoalto-adige\n"
+        "it.trentinoaltoadige\nit.trentinos-tirol\nit.trentinostirol\nit.trentinosud-tirol\n"
+        "it.trentinosudtirol\nit.trentinosued-tirol\nit.trentinosuedtirol\nit.trentinsud-tirol\n"
+        "it.trentinsudtirol\nit.trentinsued-tirol\nit.trentinsuedtirol\nit.trento\nit.treviso\n"
+        "it.trieste\nit.ts\nit.turin\nit.tuscany\nit.tv\nit.ud\nit.udine\nit.umb\nit.umbria\n"
+        "it.urbino-pesaro\nit.urbinopesaro\nit.va\nit.val-d-aosta\nit.val-daosta\nit.vald-aosta\n"
+        "it.valdaosta\nit.valle-aosta\nit.valle-d-aosta\nit.valle-daosta\nit.valleaosta\n"
+        "it.valled-aosta\nit.valledaosta\nit.vallee-aoste\nit.vallee-d-aoste\nit.valleeaoste\n"
+        "it.valleedaoste\nit.vao\nit.varese\nit.vb\nit.vc\nit.vda\nit.ve\nit.ven\nit.veneto\nit.venezia\n"
+        "it.venice\nit.verbania\nit.vercelli\nit.verona\nit.vi\nit.vibo-valentia\nit.vibovalentia\n"
+        "it.vicenza\nit.viterbo\nit.vr\nit.vs\nit.vt\nit.vv\nit.xn--balsan-sdtirol-nsb\n"
+        "it.xn--bozen-sdtirol-2ob\nit.xn--bulsan-sdtirol-nsb\nit.xn--cesena-forl-mcb\n"
+        "it.xn--cesenaforl-i8a\nit.xn--forl-cesena-fcb\nit.xn--forlcesena-c8a\nit.xn--sdtirol-n2a\n"
+        "it.xn--trentin-sd-tirol-rzb\nit.xn--trentin-sdtirol-7vb\nit.xn--trentino-sd-tirol-c3b\n"
+        "it.xn--trentino-sdtirol-szb\nit.xn--trentinosd-tirol-rzb\nit.xn--trentinosdtirol-7vb\n"
+        "it.xn--trentinsd-tirol-6vb\nit.xn--trentinsdtirol-nsb\nit.xn--valle-aoste-ebb\n"
+        "it.xn--valle-d-aoste-ehb\nit.xn--valleaoste-e7a\nit.xn--valledaoste-ebb\nitau\nitv\njaguar\n"
+        "java\njcb\nje\nje.co\nje.net\nje.of\nje.org\njeep\njetzt\njewelry\njio\njll\njm.*\njmp\njnj\n"
+        "jo\njo.com\njo.edu\njo.gov\njo.mil\njo.name\njo.net\njo.org\njo.sch\njobs\njoburg\njot\njoy\n"
+        "jp\njp.ac\njp.ad\njp.aichi\njp.aichi.aisai\njp.aichi.ama\njp.aichi.anjo\njp.aichi.asuke\n"
+        "jp.aichi.chiryu\njp.aichi.chita\njp.aichi.fuso\njp.aichi.gamagori\njp.aichi.handa\n"
+        "jp.aichi.hazu\njp.aichi.hekinan\njp.aichi.higashiura\njp.aichi.ichinomiya\njp.aichi.inazawa\n"
+        "jp.aichi.inuyama\njp.aichi.isshiki\njp.aichi.iwakura\njp.aichi.kanie\njp.aichi.kariya\n"
+        "jp.aichi.kasugai\njp.aichi.kira\njp.aichi.kiyosu\njp.aichi.komaki\njp.aichi.konan\n"
+        "jp.aichi.kota\njp.aichi.mihama\njp.aichi.miyoshi\njp.aichi.nishio\njp.aichi.nisshin\n"
+        "jp.aichi.obu\njp.aichi.oguchi\njp.aichi.oharu\njp.aichi.okazaki\njp.aichi.owariasahi\n"
+        "jp.aichi.seto\njp.aichi.shikatsu\njp.aichi.shinshiro\njp.aichi.shitara\njp.aichi.tahara\n"
+        "jp.aichi.takahama\njp.aichi.tobishima\njp.aichi.toei\njp.aichi.togo\njp.aichi.tokai\n"
+        "jp.aichi.tokoname\njp.aichi.toyoake\njp.aichi.toyohashi\njp.aichi.toyokawa\njp.aichi.toyone\n"
+        "jp.aichi.toyota\njp.aichi.tsushima\njp.aichi.yatomi\njp.akita\njp.akita.akita\njp.akita.daisen\n"
+        "jp.akita.fujisato\njp.akita.gojome\njp.akita.hachirogata\njp.akita.happou\n"
+        "jp.akita.higashinaruse\njp.akita.honjo\njp.akita.honjyo\njp.akita.ikawa\njp.akita.kamikoani\n"
+        "jp.akita.kamioka\njp.akita.katagami\njp.akita.kazuno\njp.akita.kitaakita\njp.akita.kosaka\n"
+        "jp.akita.kyowa\njp.akita.misato\njp.akita.mitane\njp.akita.moriyoshi\njp.akita.nikaho\n"
+        "jp.akita.noshiro\njp.akita.odate\njp.akita.oga\njp.akita.ogata\njp.akita.semboku\n"
+        "jp.akita.yokote\njp.akita.yurihonjo\njp.angry\njp.aomori\njp.aomori.aomori\njp.aomori.gonohe\n"
+        "jp.aomori.hachinohe\njp.aomori.hashikami\njp.aomori.hiranai\njp.aomori.hirosaki\n"
+        "jp.aomori.itayanagi\njp.aomori.kuroishi\njp.aomori.misawa\njp.aomori.mutsu\n"
+        "jp.aomori.nakadomari\njp.aomori.noheji\njp.aomori.oirase\njp.aomori.owani\njp.aomori.rokunohe\n"
+        "jp.aomori.sannohe\njp.aomori.shichinohe\njp.aomori.shingo\njp.aomori.takko\njp.aomori.towada\n"
+        "jp.aomori.tsugaru\njp.aomori.tsuruta\njp.babyblue\njp.babymilk\njp.backdrop\njp.bambina\n"
+        "jp.bitter\njp.blogspot\njp.blush\njp.boo\njp.boy\njp.boyfriend\njp.but\njp.buyshop\n"
+        "jp.candypop\njp.capoo\njp.catfood\njp.cheap\njp.chiba\njp.chiba.abiko\njp.chiba.asahi\n"
+        "jp.chiba.chonan\njp.chiba.chosei\njp.chiba.choshi\njp.chiba.chuo\njp.chiba.funabashi\n"
+        "jp.chiba.futtsu\njp.chiba.hanamigawa\njp.chiba.ichihara\njp.chiba.ichikawa\n"
+        "jp.chiba.ichinomiya\njp.chiba.inzai\njp.chiba.isumi\njp.chiba.kamagaya\njp.chiba.kamogawa\n"
+        "jp.chiba.kashiwa\njp.chiba.katori\njp.chiba.katsuura\njp.chiba.kimitsu\njp.chiba.kisarazu\n"
+        "jp.chiba.kozaki\njp.chiba.kujukuri\njp.chiba.kyonan\njp.chiba.matsudo\njp.chiba.midori\n"
+        "jp.chiba.mihama\njp.chiba.minamiboso\njp.chiba.mobara\njp.chiba.mutsuzawa\njp.chiba.nagara\n"
+        "jp.chiba.nagareyama\njp.chiba.narashino\njp.chiba.narita\njp.chiba.noda\n"
+        "jp.chiba.oamishirasato\njp.chiba.omigawa\njp.chiba.onjuku\njp.chiba.otaki\njp.chiba.sakae\n"
+        "jp.chiba.sakura\njp.chiba.shimofusa\njp.chiba.shirako\njp.chiba.shiroi\njp.chiba.shisui\n"
+        "jp.chiba.sodegaura\njp.chiba.sosa\njp.chiba.tako\njp.chiba.tateyama\njp.chiba.togane\n"
+        "jp.chiba.tohnosho\njp.chiba.tomisato\njp.chiba.urayasu\njp.chiba.yachimata\njp.chiba.yachiyo\n"
+        "jp.chiba.yokaichiba\njp.chiba.yokoshibahikari\njp.chiba.yotsukaido\njp.chicappa\njp.chillout\n"
+        "jp.chips\njp.chowder\njp.chu\njp.ciao\njp.co\njp.cocotte\njp.coolblog\njp.cranky\njp.cutegirl\n"
+        "jp.daa\njp.deca\njp.deci\njp.digick\njp.ed\njp.egoism\njp.ehime\njp.ehime.ainan\n"
+        "jp.ehime.honai\njp.ehime.ikata\njp.ehime.imabari\njp.ehime.iyo\njp.ehime.kamijima\n"
+        "jp.ehime.kihoku\njp.ehime.kumakogen\njp.ehime.masaki\njp.ehime.matsuno\njp.ehime.matsuyama\n"
+        "jp.ehime.namikata\njp.ehime.niihama\njp.ehime.ozu\njp.ehime.saijo\njp.ehime.seiyo\n"
+        "jp.ehime.shikokuchuo\njp.ehime.tobe\njp.ehime.toon\njp.ehime.uchiko\njp.ehime.uwajima\n"
+        "jp.ehime.yawatahama\njp.fakefur\njp.fashionstore\njp.fem\njp.flier\njp.floppy\njp.fool\n"
+        "jp.frenchkiss\njp.fukui\njp.fukui.echizen\njp.fukui.eiheiji\njp.fukui.fukui\njp.fukui.ikeda\n"
+        "jp.fukui.katsuyama\njp.fukui.mihama\njp.fukui.minamiechizen\njp.fukui.obama\njp.fukui.ohi\n"
+        "jp.fukui.ono\njp.fukui.sabae\njp.fukui.sakai\njp.fukui.takahama\njp.fukui.tsuruga\n"
+        "jp.fukui.wakasa\njp.fukuoka\njp.fukuoka.ashiya\njp.fukuoka.buzen\njp.fukuoka.chikugo\n"
+        "jp.fukuoka.chikuho\njp.fukuoka.chikujo\njp.fukuoka.chikushino\njp.fukuoka.chikuzen\n"
+        "jp.fukuoka.chuo\njp.fukuoka.dazaifu\njp.fukuoka.fukuchi\njp.fukuoka.hakata\njp.fukuoka.higashi\n"
+        "jp.fukuoka.hirokawa\njp.fukuoka.hisayama\njp.fukuoka.iizuka\njp.fukuoka.inatsuki\n"
+        "jp.fukuoka.kaho\njp.fukuoka.kasuga\njp.fukuoka.kasuya\njp.fukuoka.kawara\njp.fukuoka.keisen\n"
+        "jp.fukuoka.koga\njp.fukuoka.kurate\njp.fukuoka.kurogi\njp.fukuoka.kurume\njp.fukuoka.minami\n"
+        "jp.fukuoka.miyako\njp.fukuoka.miyama\njp.fukuoka.miyawaka\njp.fukuoka.mizumaki\n"
+        "jp.fukuoka.munakata\njp.fukuoka.nakagawa\njp.fukuoka.nakama\njp.fukuoka.nishi\n"
+        "jp.fukuoka.nogata\njp.fukuoka.ogori\njp.fukuoka.okagaki\njp.fukuoka.okawa\njp.fukuoka.oki\n"
+        "jp.fukuoka.omuta\njp.fukuoka.onga\njp.fukuoka.onojo\njp.fukuoka.oto\njp.fukuoka.saigawa\n"
+        "jp.fukuoka.sasaguri\njp.fukuoka.shingu\njp.fukuoka.shinyoshitomi\njp.fukuoka.shonai\n"
+        "jp.fukuoka.soeda\njp.fukuoka.sue\njp.fukuoka.tachiarai\njp.fukuoka.tagawa\njp.fukuoka.takata\n"
+        "jp.fukuoka.toho\njp.fukuoka.toyotsu\njp.fukuoka.tsuiki\njp.fukuoka.ukiha\njp.fukuoka.umi\n"
+        "jp.fukuoka.usui\njp.fukuoka.yamada\njp.fukuoka.yame\njp.fukuoka.yanagawa\njp.fukuoka.yukuhashi\n"
+        "jp.fukushima\njp.fukushima.aizubange\njp.fukushima.aizumisato\njp.fukushima.aizuwakamatsu\n"
+        "jp.fukushima.asakawa\njp.fukushima.bandai\njp.fukushima.date\njp.fukushima.fukushima\n"
+        "jp.fukushima.furudono\njp.fukushima.futaba\njp.fukushima.hanawa\njp.fukushima.higashi\n"
+        "jp.fukushima.hirata\njp.fukushima.hirono\njp.fukushima.iitate\njp.fukushima.inawashiro\n"
+        "jp.fukushima.ishikawa\njp.fukushima.iwaki\njp.fukushima.izumizaki\njp.fukushima.kagamiishi\n"
+        "jp.fukushima.kaneyama\njp.fukushima.kawamata\njp.fukushima.kitakata\njp.fukushima.kitashiobara\n"
+        "jp.fukushima.koori\njp.fukushima.koriyama\njp.fukushima.kunimi\njp.fukushima.miharu\n"
+        "jp.fukushima.mishima\njp.fukushima.namie\njp.fukushima.nango\njp.fukushima.nishiaizu\n"
+        "jp.fukushima.nishigo\njp.fukushima.okuma\njp.fukushima.omotego\njp.fukushima.ono\n"
+        "jp.fukushima.otama\njp.fukushima.samegawa\njp.fukushima.shimogo\njp.fukushima.shirakawa\n"
+        "jp.fukushima.showa\njp.fukushima.soma\njp.fukushima.sukagawa\njp.fukushima.taishin\n"
+        "jp.fukushima.tamakawa\njp.fukushima.tanagura\njp.fukushima.tenei\njp.fukushima.yabuki\n"
+        "jp.fukushima.yamato\njp.fukushima.yamatsuri\njp.fukushima.yanaizu\njp.fukushima.yugawa\n"
+        "jp.gifu\njp.gifu.anpachi\njp.gifu.ena\njp.gifu.gifu\njp.gifu.ginan\njp.gifu.godo\njp.gifu.gujo\n"
+        "jp.gifu.hashima\njp.gifu.hichiso\njp.gifu.hida\njp.gifu.higashishirakawa\njp.gifu.ibigawa\n"
+        "jp.gifu.ikeda\njp.gifu.kakamigahara\njp.gifu.kani\njp.gifu.kasahara\njp.gifu.kasamatsu\n"
+        "jp.gifu.kawaue\njp.gifu.kitagata\njp.gifu.mino\njp.gifu.minokamo\njp.gifu.mitake\n"
+        "jp.gifu.mizunami\njp.gifu.motosu\njp.gifu.nakatsugawa\njp.gifu.ogaki\njp.gifu.sakahogi\n"
+        "jp.gifu.seki\njp.gifu.sekigahara\njp.gifu.shirakawa\njp.gifu.tajimi\njp.gifu.takayama\n"
+        "jp.gifu.tarui\njp.gifu.toki\njp.gifu.tomika\njp.gifu.wanouchi\njp.gifu.yamagata\n"
+        "jp.gifu.yaotsu\njp.gifu.yoro\njp.girlfriend\njp.girly\njp.gloomy\njp.go\njp.gonna\njp.gr\n"
+        "jp.greater\njp.gunma\njp.gunma.annaka\njp.gunma.chiyoda\njp.gunma.fujioka\n"
+        "jp.gunma.higashiagatsuma\njp.gunma.isesaki\njp.gunma.itakura\njp.gunma.kanna\njp.gunma.kanra\n"
+        "jp.gunma.katashina\njp.gunma.kawaba\njp.gunma.kiryu\njp.gunma.kusatsu\njp.gunma.maebashi\n"
+        "jp.gunma.meiwa\njp.gunma.midori\njp.gunma.minakami\njp.gunma.naganohara\njp.gunma.nakanojo\n"
+        "jp.gunma.nanmoku\njp.gunma.numata\njp.gunma.oizumi\njp.gunma.ora\njp.gunma.ota\n"
+        "jp.gunma.shibukawa\njp.gunma.shimonita\njp.gunma.shinto\njp.gunma.showa\njp.gunma.takasaki\n"
+        "jp.gunma.takayama\njp.gunma.tamamura\njp.gunma.tatebayashi\njp.gunma.tomioka\n"
+        "jp.gunma.tsukiyono\njp.gunma.tsumagoi\njp.gunma.ueno\njp.gunma.yoshioka\njp.hacca\n"
+        "jp.handcrafted\njp.heavy\njp.her\njp.hiho\njp.hippy\njp.hiroshima\njp.hiroshima.asaminami\n"
+        "jp.hiroshima.daiwa\njp.hiroshima.etajima\njp.hiroshima.fuchu\njp.hiroshima.fukuyama\n"
+        "jp.hiroshima.hatsukaichi\njp.hiroshima.higashihiroshima\njp.hiroshima.hongo\n"
+        "jp.hiroshima.jinsekikogen\njp.hiroshima.kaita\njp.hiroshima.kui\njp.hiroshima.kumano\n"
+        "jp.hiroshima.kure\njp.hiroshima.mihara\njp.hiroshima.miyoshi\njp.hiroshima.naka\n"
+        "jp.hiroshima.onomichi\njp.hiroshima.osakikamijima\njp.hiroshima.otake\njp.hiroshima.saka\n"
+        "jp.hiroshima.sera\njp.hiroshima.seranishi\njp.hiroshima.shinichi\njp.hiroshima.shobara\n"
+        "jp.hiroshima.takehara\njp.hokkaido\njp.hokkaido.abashiri\njp.hokkaido.abira\n"
+        "jp.hokkaido.aibetsu\njp.hokkaido.akabira\njp.hokkaido.akkeshi\njp.hokkaido.asahikawa\n"
+        "jp.hokkaido.ashibetsu\njp.hokkaido.ashoro\njp.hokkaido.assabu\njp.hokkaido.atsuma\n"
+        "jp.hokkaido.bibai\njp.hokkaido.biei\njp.hokkaido.bifuka\njp.hokkaido.bihoro\n"
+        "jp.hokkaido.biratori\njp.hokkaido.chippubetsu\njp.hokkaido.chitose\njp.hokkaido.date\n"
+        "jp.hokkaido.ebetsu\njp.hokkaido.embetsu\njp.hokkaido.eniwa\njp.hokkaido.erimo\n"
+        "jp.hokkaido.esan\njp.hokkaido.esashi\njp.hokkaido.fukagawa\njp.hokkaido.fukushima\n"
+        "jp.hokkaido.furano\njp.hokkaido.furubira\njp.hokkaido.haboro\njp.hokkaido.hakodate\n"
+        "jp.hokkaido.hamatonbetsu\njp.hokkaido.hidaka\njp.hokkaido.higashikagura\n"
+        "jp.hokkaido.higashikawa\njp.hokkaido.hiroo\njp.hokkaido.hokuryu\njp.hokkaido.hokuto\n"
+        "jp.hokkaido.honbetsu\njp.hokkaido.horokanai\njp.hokkaido.horonobe\njp.hokkaido.ikeda\n"
+        "jp.hokkaido.imakane\njp.hokkaido.ishikari\njp.hokkaido.iwamizawa\njp.hokkaido.iwanai\n"
+        "jp.hokkaido.kamifurano\njp.hokkaido.kamikawa\njp.hokkaido.kamishihoro\n"
+        "jp.hokkaido.kamisunagawa\njp.hokkaido.kamoenai\njp.hokkaido.kayabe\njp.hokkaido.kembuchi\n"
+        "jp.hokkaido.kikonai\njp.hokkaido.kimobetsu\njp.hokkaido.kitahiroshima\njp.hokkaido.kitami\n"
+        "jp.hokkaido.kiyosato\njp.hokkaido.koshimizu\njp.hokkaido.kunneppu\njp.hokkaido.kuriyama\n"
+        "jp.hokkaido.kuromatsunai\njp.hokkaido.kushiro\njp.hokkaido.kutchan\njp.hokkaido.kyowa\n"
+        "jp.hokkaido.mashike\njp.hokkaido.matsumae\njp.hokkaido.mikasa\njp.hokkaido.minamifurano\n"
+        "jp.hokkaido.mombetsu\njp.hokkaido.moseushi\njp.hokkaido.mukawa\njp.hokkaido.muroran\n"
+        "jp.hokkaido.naie\njp.hokkaido.nakagawa\njp.hokkaido.nakasatsunai\njp.hokkaido.nakatombetsu\n"
+        "jp.hokkaido.nanae\njp.hokkaido.nanporo\njp.hokkaido.nayoro\njp.hokkaido.nemuro\n"
+        "jp.hokkaido.niikappu\njp.hokkaido.niki\njp.hokkaido.nishiokoppe\njp.hokkaido.noboribetsu\n"
+        "jp.hokkaido.numata\njp.hokkaido.obihiro\njp.hokkaido.obira\njp.hokkaido.oketo\n"
+        "jp.hokkaido.okoppe\njp.hokkaido.otaru\njp.hokkaido.otobe\njp.hokkaido.otofuke\n"
+        "jp.hokkaido.otoineppu\njp.hokkaido.oumu\njp.hokkaido.ozora\njp.hokkaido.pippu\n"
+        "jp.hokkaido.rankoshi\njp.hokkaido.rebun\njp.hokkaido.rikubetsu\njp.hokkaido.rishiri\n"
+        "jp.hokkaido.rishirifuji\njp.hokkaido.saroma\njp.hokkaido.sarufutsu\njp.hokkaido.shakotan\n"
+        "jp.hokkaido.shari\njp.hokkaido.shibecha\njp.hokkaido.shibetsu\njp.hokkaido.shikabe\n"
+        "jp.hokkaido.shikaoi\njp.hokkaido.shimamaki\njp.hokkaido.shimizu\njp.hokkaido.shimokawa\n"
+        "jp.hokkaido.shinshinotsu\njp.hokkaido.shintoku\njp.hokkaido.shiranuka\njp.hokkaido.shiraoi\n"
+        "jp.hokkaido.shiriuchi\njp.hokkaido.sobetsu\njp.hokkaido.sunagawa\njp.hokkaido.taiki\n"
+        "jp.hokkaido.takasu\njp.hokkaido.takikawa\njp.hokkaido.takinoue\njp.hokkaido.teshikaga\n"
+        "jp.hokkaido.tobetsu\njp.hokkaido.tohma\njp.hokkaido.tomakomai\njp.hokkaido.tomari\n"
+        "jp.hokkaido.toya\njp.hokkaido.toyako\njp.hokkaido.toyotomi\njp.hokkaido.toyoura\n"
+        "jp.hokkaido.tsubetsu\njp.hokkaido.tsukigata\njp.hokkaido.urakawa\njp.hokkaido.urausu\n"
+        "jp.hokkaido.uryu\njp.hokkaido.utashinai\njp.hokkaido.wakkanai\njp.hokkaido.wassamu\n"
+        "jp.hokkaido.yakumo\njp.hokkaido.yoichi\njp.holy\njp.hungry\njp.hyogo\njp.hyogo.aioi\n"
+        "jp.hyogo.akashi\njp.hyogo.ako\njp.hyogo.amagasaki\njp.hyogo.aogaki\njp.hyogo.asago\n"
+        "jp.hyogo.ashiya\njp.hyogo.awaji\njp.hyogo.fukusaki\njp.hyogo.goshiki\njp.hyogo.harima\n"
+        "jp.hyogo.himeji\njp.hyogo.ichikawa\njp.hyogo.inagawa\njp.hyogo.itami\njp.hyogo.kakogawa\n"
+        "jp.hyogo.kamigori\njp.hyogo.kamikawa\njp.hyogo.kasai\njp.hyogo.kasuga\njp.hyogo.kawanishi\n"
+        "jp.hyogo.miki\njp.hyogo.minamiawaji\njp.hyogo.nishinomiya\njp.hyogo.nishiwaki\njp.hyogo.ono\n"
+        "jp.hyogo.sanda\njp.hyogo.sannan\njp.hyogo.sasayama\n"
+    , 16000),
+    std::string_view(
+        "jp.hyogo.sayo\njp.hyogo.shingu\njp.hyogo.shinonsen\njp.hyogo.shiso\njp.hyogo.sumoto\n"
+        "jp.hyogo.taishi\njp.hyogo.taka\njp.hyogo.takarazuka\njp.hyogo.takasago\njp.hyogo.takino\n"
+        "jp.hyogo.tamba\njp.hyogo.tatsuno\njp.hyogo.toyooka\njp.hyogo.yabu\njp.hyogo.yashiro\n"
+        "jp.hyogo.yoka\njp.hyogo.yokawa\njp.ibaraki\njp.ibaraki.ami\njp.ibaraki.asahi\njp.ibaraki.bando\n"
+        "jp.ibaraki.chikusei\njp.ibaraki.daigo\njp.ibaraki.fujishiro\njp.ibaraki.hitachi\n"
+        "jp.ibaraki.hitachinaka\njp.ibaraki.hitachiomiya\njp.ibaraki.hitachiota\njp.ibaraki.ibaraki\n"
+        "jp.ibaraki.ina\njp.ibaraki.inashiki\njp.ibaraki.itako\njp.ibaraki.iwama\njp.ibaraki.joso\n"
+        "jp.ibaraki.kamisu\njp.ibaraki.kasama\njp.ibaraki.kashima\njp.ibaraki.kasumigaura\n"
+        "jp.ibaraki.koga\njp.ibaraki.miho\njp.ibaraki.mito\njp.ibaraki.moriya\njp.ibaraki.naka\n"
+        "jp.ibaraki.namegata\njp.ibaraki.oarai\njp.ibaraki.ogawa\njp.ibaraki.omitama\n"
+        "jp.ibaraki.ryugasaki\njp.ibaraki.sakai\njp.ibaraki.sakuragawa\njp.ibaraki.shimodate\n"
+        "jp.ibaraki.shimotsuma\njp.ibaraki.shirosato\njp.ibaraki.sowa\njp.ibaraki.suifu\n"
+        "jp.ibaraki.takahagi\njp.ibaraki.tamatsukuri\njp.ibaraki.tokai\njp.ibaraki.tomobe\n"
+        "jp.ibaraki.tone\njp.ibaraki.toride\njp.ibaraki.tsuchiura\njp.ibaraki.tsukuba\n"
+        "jp.ibaraki.uchihara\njp.ibaraki.ushiku\njp.ibaraki.yachiyo\njp.ibaraki.yamagata\n"
+        "jp.ibaraki.yawara\njp.ibaraki.yuki\njp.icurus\njp.ishikawa\njp.ishikawa.anamizu\n"
+        "jp.ishikawa.hakui\njp.ishikawa.hakusan\njp.ishikawa.kaga\njp.ishikawa.kahoku\n"
+        "jp.ishikawa.kanazawa\njp.ishikawa.kawakita\njp.ishikawa.komatsu\njp.ishikawa.nakanoto\n"
+        "jp.ishikawa.nanao\njp.ishikawa.nomi\njp.ishikawa.nonoichi\njp.ishikawa.noto\njp.ishikawa.shika\n"
+        "jp.ishikawa.suzu\njp.ishikawa.tsubata\njp.ishikawa.tsurugi\njp.ishikawa.uchinada\n"
+        "jp.ishikawa.wajima\njp.itigo\njp.iwate\njp.iwate.fudai\njp.iwate.fujisawa\njp.iwate.hanamaki\n"
+        "jp.iwate.hiraizumi\njp.iwate.hirono\njp.iwate.ichinohe\njp.iwate.ichinoseki\njp.iwate.iwaizumi\n"
+        "jp.iwate.iwate\njp.iwate.joboji\njp.iwate.kamaishi\njp.iwate.kanegasaki\njp.iwate.karumai\n"
+        "jp.iwate.kawai\njp.iwate.kitakami\njp.iwate.kuji\njp.iwate.kunohe\njp.iwate.kuzumaki\n"
+        "jp.iwate.miyako\njp.iwate.mizusawa\njp.iwate.morioka\njp.iwate.ninohe\njp.iwate.noda\n"
+        "jp.iwate.ofunato\njp.iwate.oshu\njp.iwate.otsuchi\njp.iwate.rikuzentakata\njp.iwate.shiwa\n"
+        "jp.iwate.shizukuishi\njp.iwate.sumita\njp.iwate.tanohata\njp.iwate.tono\njp.iwate.yahaba\n"
+        "jp.iwate.yamada\njp.jellybean\njp.kagawa\njp.kagawa.ayagawa\njp.kagawa.higashikagawa\n"
+        "jp.kagawa.kanonji\njp.kagawa.kotohira\njp.kagawa.manno\njp.kagawa.marugame\njp.kagawa.mitoyo\n"
+        "jp.kagawa.naoshima\njp.kagawa.sanuki\njp.kagawa.tadotsu\njp.kagawa.takamatsu\n"
+        "jp.kagawa.tonosho\njp.kagawa.uchinomi\njp.kagawa.utazu\njp.kagawa.zentsuji\njp.kagoshima\n"
+        "jp.kagoshima.akune\njp.kagoshima.amami\njp.kagoshima.hioki\njp.kagoshima.isa\n"
+        "jp.kagoshima.isen\njp.kagoshima.izumi\njp.kagoshima.kagoshima\njp.kagoshima.kanoya\n"
+        "jp.kagoshima.kawanabe\njp.kagoshima.kinko\njp.kagoshima.kouyama\njp.kagoshima.makurazaki\n"
+        "jp.kagoshima.matsumoto\njp.kagoshima.minamitane\njp.kagoshima.nakatane\n"
+        "jp.kagoshima.nishinoomote\njp.kagoshima.satsumasendai\njp.kagoshima.soo\njp.kagoshima.tarumizu\n"
+        "jp.kagoshima.yusui\njp.kanagawa\njp.kanagawa.aikawa\njp.kanagawa.atsugi\njp.kanagawa.ayase\n"
+        "jp.kanagawa.chigasaki\njp.kanagawa.ebina\njp.kanagawa.fujisawa\njp.kanagawa.hadano\n"
+        "jp.kanagawa.hakone\njp.kanagawa.hiratsuka\njp.kanagawa.isehara\njp.kanagawa.kaisei\n"
+        "jp.kanagawa.kamakura\njp.kanagawa.kiyokawa\njp.kanagawa.matsuda\njp.kanagawa.minamiashigara\n"
+        "jp.kanagawa.miura\njp.kanagawa.nakai\njp.kanagawa.ninomiya\njp.kanagawa.odawara\n"
+        "jp.kanagawa.oi\njp.kanagawa.oiso\njp.kanagawa.sagamihara\njp.kanagawa.samukawa\n"
+        "jp.kanagawa.tsukui\njp.kanagawa.yamakita\njp.kanagawa.yamato\njp.kanagawa.yokosuka\n"
+        "jp.kanagawa.yugawara\njp.kanagawa.zama\njp.kanagawa.zushi\njp.kawaiishop\njp.kawasaki.*\n"
+        "jp.kawasaki.city!\njp.kikirara\njp.kill\njp.kilo\njp.kitakyushu.*\njp.kitakyushu.city!\n"
+        "jp.kobe.*\njp.kobe.city!\njp.kochi\njp.kochi.aki\njp.kochi.geisei\njp.kochi.hidaka\n"
+        "jp.kochi.higashitsuno\njp.kochi.ino\njp.kochi.kagami\njp.kochi.kami\njp.kochi.kitagawa\n"
+        "jp.kochi.kochi\njp.kochi.mihara\njp.kochi.motoyama\njp.kochi.muroto\njp.kochi.nahari\n"
+        "jp.kochi.nakamura\njp.kochi.nankoku\njp.kochi.nishitosa\njp.kochi.niyodogawa\njp.kochi.ochi\n"
+        "jp.kochi.okawa\njp.kochi.otoyo\njp.kochi.otsuki\njp.kochi.sakawa\njp.kochi.sukumo\n"
+        "jp.kochi.susaki\njp.kochi.tosa\njp.kochi.tosashimizu\njp.kochi.toyo\njp.kochi.tsuno\n"
+        "jp.kochi.umaji\njp.kochi.yasuda\njp.kochi.yusuhara\njp.kumamoto\njp.kumamoto.amakusa\n"
+        "jp.kumamoto.arao\njp.kumamoto.aso\njp.kumamoto.choyo\njp.kumamoto.gyokuto\n"
+        "jp.kumamoto.kamiamakusa\njp.kumamoto.kikuchi\njp.kumamoto.kumamoto\njp.kumamoto.mashiki\n"
+        "jp.kumamoto.mifune\njp.kumamoto.minamata\njp.kumamoto.minamioguni\njp.kumamoto.nagasu\n"
+        "jp.kumamoto.nishihara\njp.kumamoto.oguni\njp.kumamoto.ozu\njp.kumamoto.sumoto\n"
+        "jp.kumamoto.takamori\njp.kumamoto.uki\njp.kumamoto.uto\njp.kumamoto.yamaga\njp.kumamoto.yamato\n"
+        "jp.kumamoto.yatsushiro\njp.kuron\njp.kyoto\njp.kyoto.ayabe\njp.kyoto.fukuchiyama\n"
+        "jp.kyoto.higashiyama\njp.kyoto.ide\njp.kyoto.ine\njp.kyoto.joyo\njp.kyoto.kameoka\n"
+        "jp.kyoto.kamo\njp.kyoto.kita\njp.kyoto.kizu\njp.kyoto.kumiyama\njp.kyoto.kyotamba\n"
+        "jp.kyoto.kyotanabe\njp.kyoto.kyotango\njp.kyoto.maizuru\njp.kyoto.minami\n"
+        "jp.kyoto.minamiyamashiro\njp.kyoto.miyazu\njp.kyoto.muko\njp.kyoto.nagaokakyo\n"
+        "jp.kyoto.nakagyo\njp.kyoto.nantan\njp.kyoto.oyamazaki\njp.kyoto.sakyo\njp.kyoto.seika\n"
+        "jp.kyoto.tanabe\njp.kyoto.uji\njp.kyoto.ujitawara\njp.kyoto.wazuka\njp.kyoto.yamashina\n"
+        "jp.kyoto.yawata\njp.lg\njp.littlestar\njp.lolipopmc\njp.lolitapunk\njp.lomo\njp.lovepop\n"
+        "jp.lovesick\njp.main\njp.mie\njp.mie.asahi\njp.mie.inabe\njp.mie.ise\njp.mie.kameyama\n"
+        "jp.mie.kawagoe\njp.mie.kiho\njp.mie.kisosaki\njp.mie.kiwa\njp.mie.komono\njp.mie.kumano\n"
+        "jp.mie.kuwana\njp.mie.matsusaka\njp.mie.meiwa\njp.mie.mihama\njp.mie.minamiise\njp.mie.misugi\n"
+        "jp.mie.miyama\njp.mie.nabari\njp.mie.shima\njp.mie.suzuka\njp.mie.tado\njp.mie.taiki\n"
+        "jp.mie.taki\njp.mie.tamaki\njp.mie.toba\njp.mie.tsu\njp.mie.udono\njp.mie.ureshino\n"
+        "jp.mie.watarai\njp.mie.yokkaichi\njp.miyagi\njp.miyagi.furukawa\njp.miyagi.higashimatsushima\n"
+        "jp.miyagi.ishinomaki\njp.miyagi.iwanuma\njp.miyagi.kakuda\njp.miyagi.kami\njp.miyagi.kawasaki\n"
+        "jp.miyagi.marumori\njp.miyagi.matsushima\njp.miyagi.minamisanriku\njp.miyagi.misato\n"
+        "jp.miyagi.murata\njp.miyagi.natori\njp.miyagi.ogawara\njp.miyagi.ohira\njp.miyagi.onagawa\n"
+        "jp.miyagi.osaki\njp.miyagi.rifu\njp.miyagi.semine\njp.miyagi.shibata\njp.miyagi.shichikashuku\n"
+        "jp.miyagi.shikama\njp.miyagi.shiogama\njp.miyagi.shiroishi\njp.miyagi.tagajo\njp.miyagi.taiwa\n"
+        "jp.miyagi.tome\njp.miyagi.tomiya\njp.miyagi.wakuya\njp.miyagi.watari\njp.miyagi.yamamoto\n"
+        "jp.miyagi.zao\njp.miyazaki\njp.miyazaki.aya\njp.miyazaki.ebino\njp.miyazaki.gokase\n"
+        "jp.miyazaki.hyuga\njp.miyazaki.kadogawa\njp.miyazaki.kawaminami\njp.miyazaki.kijo\n"
+        "jp.miyazaki.kitagawa\njp.miyazaki.kitakata\njp.miyazaki.kitaura\njp.miyazaki.kobayashi\n"
+        "jp.miyazaki.kunitomi\njp.miyazaki.kushima\njp.miyazaki.mimata\njp.miyazaki.miyakonojo\n"
+        "jp.miyazaki.miyazaki\njp.miyazaki.morotsuka\njp.miyazaki.nichinan\njp.miyazaki.nishimera\n"
+        "jp.miyazaki.nobeoka\njp.miyazaki.saito\njp.miyazaki.shiiba\njp.miyazaki.shintomi\n"
+        "jp.miyazaki.takaharu\njp.miyazaki.takanabe\njp.miyazaki.takazaki\njp.miyazaki.tsuno\njp.mods\n"
+        "jp.mond\njp.mongolian\njp.moo\njp.nagano\njp.nagano.achi\njp.nagano.agematsu\njp.nagano.anan\n"
+        "jp.nagano.aoki\njp.nagano.asahi\njp.nagano.azumino\njp.nagano.chikuhoku\njp.nagano.chikuma\n"
+        "jp.nagano.chino\njp.nagano.fujimi\njp.nagano.hakuba\njp.nagano.hara\njp.nagano.hiraya\n"
+        "jp.nagano.iida\njp.nagano.iijima\njp.nagano.iiyama\njp.nagano.iizuna\njp.nagano.ikeda\n"
+        "jp.nagano.ikusaka\njp.nagano.ina\njp.nagano.karuizawa\njp.nagano.kawakami\njp.nagano.kiso\n"
+        "jp.nagano.kisofukushima\njp.nagano.kitaaiki\njp.nagano.komagane\njp.nagano.komoro\n"
+        "jp.nagano.matsukawa\njp.nagano.matsumoto\njp.nagano.miasa\njp.nagano.minamiaiki\n"
+        "jp.nagano.minamimaki\njp.nagano.minamiminowa\njp.nagano.minowa\njp.nagano.miyada\n"
+        "jp.nagano.miyota\njp.nagano.mochizuki\njp.nagano.nagano\njp.nagano.nagawa\njp.nagano.nagiso\n"
+        "jp.nagano.nakagawa\njp.nagano.nakano\njp.nagano.nozawaonsen\njp.nagano.obuse\njp.nagano.ogawa\n"
+        "jp.nagano.okaya\njp.nagano.omachi\njp.nagano.omi\njp.nagano.ookuwa\njp.nagano.ooshika\n"
+        "jp.nagano.otaki\njp.nagano.otari\njp.nagano.sakae\njp.nagano.sakaki\njp.nagano.saku\n"
+        "jp.nagano.sakuho\njp.nagano.shimosuwa\njp.nagano.shinanomachi\njp.nagano.shiojiri\n"
+        "jp.nagano.suwa\njp.nagano.suzaka\njp.nagano.takagi\njp.nagano.takamori\njp.nagano.takayama\n"
+        "jp.nagano.tateshina\njp.nagano.tatsuno\njp.nagano.togakushi\njp.nagano.togura\njp.nagano.tomi\n"
+        "jp.nagano.ueda\njp.nagano.wada\njp.nagano.yamagata\njp.nagano.yamanouchi\njp.nagano.yasaka\n"
+        "jp.nagano.yasuoka\njp.nagasaki\njp.nagasaki.chijiwa\njp.nagasaki.futsu\njp.nagasaki.goto\n"
+        "jp.nagasaki.hasami\njp.nagasaki.hirado\njp.nagasaki.iki\njp.nagasaki.isahaya\n"
+        "jp.nagasaki.kawatana\njp.nagasaki.kuchinotsu\njp.nagasaki.matsuura\njp.nagasaki.nagasaki\n"
+        "jp.nagasaki.obama\njp.nagasaki.omura\njp.nagasaki.oseto\njp.nagasaki.saikai\n"
+        "jp.nagasaki.sasebo\njp.nagasaki.seihi\njp.nagasaki.shimabara\njp.nagasaki.shinkamigoto\n"
+        "jp.nagasaki.togitsu\njp.nagasaki.tsushima\njp.nagasaki.unzen\njp.nagoya.*\njp.nagoya.city!\n"
+        "jp.namaste\njp.nara\njp.nara.ando\njp.nara.gose\njp.nara.heguri\njp.nara.higashiyoshino\n"
+        "jp.nara.ikaruga\njp.nara.ikoma\njp.nara.kamikitayama\njp.nara.kanmaki\njp.nara.kashiba\n"
+        "jp.nara.kashihara\njp.nara.katsuragi\njp.nara.kawai\njp.nara.kawakami\njp.nara.kawanishi\n"
+        "jp.nara.koryo\njp.nara.kurotaki\njp.nara.mitsue\njp.nara.miyake\njp.nara.nara\n"
+        "jp.nara.nosegawa\njp.nara.oji\njp.nara.ouda\njp.nara.oyodo\njp.nara.sakurai\njp.nara.sango\n"
+        "jp.nara.shimoichi\njp.nara.shimokitayama\njp.nara.shinjo\njp.nara.soni\njp.nara.takatori\n"
+        "jp.nara.tawaramoto\njp.nara.tenkawa\njp.nara.tenri\njp.nara.uda\njp.nara.yamatokoriyama\n"
+        "jp.nara.yamatotakada\njp.nara.yamazoe\njp.nara.yoshino\njp.ne\njp.ne.aseinet.user\n"
+        "jp.ne.gehirn\njp.niigata\njp.niigata.aga\njp.niigata.agano\njp.niigata.gosen\n"
+        "jp.niigata.itoigawa\njp.niigata.izumozaki\njp.niigata.joetsu\njp.niigata.kamo\n"
+        "jp.niigata.kariwa\njp.niigata.kashiwazaki\njp.niigata.minamiuonuma\njp.niigata.mitsuke\n"
+        "jp.niigata.muika\njp.niigata.murakami\njp.niigata.myoko\njp.niigata.nagaoka\n"
+        "jp.niigata.niigata\njp.niigata.ojiya\njp.niigata.omi\njp.niigata.sado\njp.niigata.sanjo\n"
+        "jp.niigata.seiro\njp.niigata.seirou\njp.niigata.sekikawa\njp.niigata.shibata\n"
+        "jp.niigata.tagami\njp.niigata.tainai\njp.niigata.tochio\njp.niigata.tokamachi\n"
+        "jp.niigata.tsubame\njp.niigata.tsunan\njp.niigata.uonuma\njp.niigata.yahiko\njp.niigata.yoita\n"
+        "jp.niigata.yuzawa\njp.nikita\njp.nobushi\njp.noor\njp.oita\njp.oita.beppu\njp.oita.bungoono\n"
+        "jp.oita.bungotakada\njp.oita.hasama\njp.oita.hiji\njp.oita.himeshima\njp.oita.hita\n"
+        "jp.oita.kamitsue\njp.oita.kokonoe\njp.oita.kuju\njp.oita.kunisaki\njp.oita.kusu\njp.oita.oita\n"
+        "jp.oita.saiki\njp.oita.taketa\njp.oita.tsukumi\njp.oita.usa\njp.oita.usuki\njp.oita.yufu\n"
+        "jp.okayama\njp.okayama.akaiwa\njp.okayama.asakuchi\njp.okayama.bizen\njp.okayama.hayashima\n"
+        "jp.okayama.ibara\njp.okayama.kagamino\njp.okayama.kasaoka\njp.okayama.kibichuo\n"
+        "jp.okayama.kumenan\njp.okayama.kurashiki\njp.okayama.maniwa\njp.okayama.misaki\n"
+        "jp.okayama.nagi\njp.okayama.niimi\njp.okayama.nishiawakura\njp.okayama.okayama\n"
+        "jp.okayama.satosho\njp.okayama.setouchi\njp.okayama.shinjo\njp.okayama.shoo\njp.okayama.soja\n"
+        "jp.okayama.takahashi\njp.okayama.tamano\njp.okayama.tsuyama\njp.okayama.wake\n"
+        "jp.okayama.yakage\njp.okinawa\njp.okinawa.aguni\njp.okinawa.ginowan\njp.okinawa.ginoza\n"
+        "jp.okinawa.gushikami\njp.okinawa.haebaru\njp.okinawa.higashi\njp.okinawa.hirara\n"
+        "jp.okinawa.iheya\njp.okinawa.ishigaki\njp.okinawa.ishikawa\njp.okinawa.itoman\n"
+        "jp.okinawa.izena\njp.okinawa.kadena\njp.okinawa.kin\njp.okinawa.kitadaito\n"
+        "jp.okinawa.kitanakagusuku\njp.okinawa.kumejima\njp.okinawa.kunigami\njp.okinawa.minamidaito\n"
+        "jp.okinawa.motobu\njp.okinawa.nago\njp.okinawa.naha\njp.okinawa.nakagusuku\njp.okinawa.nakijin\n"
+        "jp.okinawa.nanjo\njp.okinawa.nishihara\njp.okinawa.ogimi\njp.okinawa.okinawa\njp.okinawa.onna\n"
+        "jp.okinawa.shimoji\njp.okinawa.taketomi\njp.okinawa.tarama\njp.okinawa.tokashiki\n"
+        "jp.okinawa.tomigusuku\njp.okinawa.tonaki\njp.okinawa.urasoe\njp.okinawa.uruma\n"
+        "jp.okinawa.yaese\njp.okinawa.yomitan\njp.okinawa.yonabaru\njp.okinawa.yonaguni\n"
+        "jp.okinawa.zamami\njp.oops\njp.or\njp.osaka\njp.osaka.abeno\njp.osaka.chihayaakasaka\n"
+        "jp.osaka.chuo\njp.osaka.daito\njp.osaka.fujiidera\njp.osaka.habikino\njp.osaka.hannan\n"
+        "jp.osaka.higashiosaka\njp.osaka.higashisumiyoshi\njp.osaka.higashiyodogawa\njp.osaka.hirakata\n"
+        "jp.osaka.ibaraki\njp.osaka.ikeda\njp.osaka.izumi\njp.osaka.izumiotsu\njp.osaka.izumisano\n"
+        "jp.osaka.kadoma\njp.osaka.kaizuka\njp.osaka.kanan\njp.osaka.kashiwara\njp.osaka.katano\n"
+        "jp.osaka.kawachinagano\njp.osaka.kishiwada\njp.osaka.kita\njp.osaka.kumatori\n"
+        "jp.osaka.matsubara\njp.osaka.minato\njp.osaka.minoh\njp.osaka.misaki\njp.osaka.moriguchi\n"
+        "jp.osaka.neyagawa\njp.osaka.nishi\njp.osaka.nose\njp.osaka.osakasayama\njp.osaka.sakai\n"
+        "jp.osaka.sayama\njp.osaka.sennan\njp.osaka.settsu\njp.osaka.shijonawate\njp.osaka.shimamoto\n"
+        "jp.osaka.suita\njp.osaka.tadaoka\njp.osaka.taishi\njp.osaka.tajiri\njp.osaka.takaishi\n"
+        "jp.osaka.takatsuki\njp.osaka.tondabayashi\njp.osaka.toyonaka\njp.osaka.toyono\njp.osaka.yao\n"
+        "jp.parallel\njp.parasite\njp.pecori\njp.peewee\njp.penne\njp.pepper\njp.perma\njp.pigboat\n"
+        "jp.pinoko\njp.punyu\njp.pupu\njp.pussycat\njp.pya\njp.raindrop\njp.readymade\njp.sadist\n"
+        "jp.saga\njp.saga.ariake\njp.saga.arita\njp.saga.fukudomi\njp.saga.genkai\njp.saga.hamatama\n"
+        "jp.saga.hizen\njp.saga.imari\njp.saga.kamimine\njp.saga.kanzaki\njp.saga.karatsu\n"
+        "jp.saga.kashima\njp.saga.kitagata\njp.saga.kitahata\njp.saga.kiyama\njp.saga.kouhoku\n"
+        "jp.saga.kyuragi\njp.saga.nishiarita\njp.saga.ogi\njp.saga.omachi\njp.saga.ouchi\njp.saga.saga\n"
+        "jp.saga.shiroishi\njp.saga.taku\njp.saga.tara\njp.saga.tosu\njp.saga.yoshinogari\njp.saitama\n"
+        "jp.saitama.arakawa\njp.saitama.asaka\njp.saitama.chichibu\njp.saitama.fujimi\n"
+        "jp.saitama.fujimino\njp.saitama.fukaya\njp.saitama.hanno\njp.saitama.hanyu\njp.saitama.hasuda\n"
+        "jp.saitama.hatogaya\njp.saitama.hatoyama\njp.saitama.hidaka\njp.saitama.higashichichibu\n"
+        "jp.saitama.higashimatsuyama\njp.saitama.honjo\njp.saitama.ina\njp.saitama.iruma\n"
+        "jp.saitama.iwatsuki\njp.saitama.kamiizumi\njp.saitama.kamikawa\njp.saitama.kamisato\n"
+        "jp.saitama.kasukabe\njp.saitama.kawagoe\njp.saitama.kawaguchi\njp.saitama.kawajima\n"
+        "jp.saitama.kazo\njp.saitama.kitamoto\njp.saitama.koshigaya\njp.saitama.kounosu\n"
+        "jp.saitama.kuki\njp.saitama.kumagaya\njp.saitama.matsubushi\njp.saitama.minano\n"
+        "jp.saitama.misato\njp.saitama.miyashiro\njp.saitama.miyoshi\njp.saitama.moroyama\n"
+        "jp.saitama.nagatoro\njp.saitama.namegawa\njp.saitama.niiza\njp.saitama.ogano\njp.saitama.ogawa\n"
+        "jp.saitama.ogose\njp.saitama.okegawa\njp.saitama.omiya\njp.saitama.otaki\njp.saitama.ranzan\n"
+        "jp.saitama.ryokami\njp.saitama.saitama\njp.saitama.sakado\njp.saitama.satte\njp.saitama.sayama\n"
+        "jp.saitama.shiki\njp.saitama.shiraoka\njp.saitama.soka\njp.saitama.sugito\njp.saitama.toda\n"
+        "jp.saitama.tokigawa\njp.saitama.tokorozawa\njp.saitama.tsurugashima\njp.saitama.urawa\n"
+        "jp.saitama.warabi\njp.saitama.yashio\njp.saitama.yokoze\njp.saitama.yono\njp.saitama.yorii\n"
+        "jp.saitama.yoshida\njp.saitama.yoshikawa\njp.saitama.yoshimi\njp.sapporo.*\njp.sapporo.city!\n"
+        "jp.schoolbus\njp.secret\njp.sendai.*\njp.sendai.city!\njp.shiga\njp.shiga.aisho\njp.shiga.gamo\n"
+        "jp.shiga.higashiomi\njp.shiga.hikone\njp.shiga.koka\njp.shiga.konan\njp.shiga.kosei\n"
+        "jp.shiga.koto\njp.shiga.kusatsu\njp.shiga.maibara\njp.shiga.moriyama\njp.shiga.nagahama\n"
+        "jp.shiga.nishiazai\njp.shiga.notogawa\njp.shiga.omihachiman\njp.shiga.otsu\njp.shiga.ritto\n"
+        "jp.shiga.ryuoh\njp.shiga.takashima\njp.shiga.takatsuki\njp.shiga.torahime\njp.shiga.toyosato\n"
+        "jp.shiga.yasu\njp.shimane\njp.shimane.akagi\njp.shimane.ama\njp.shimane.gotsu\n"
+        "jp.shimane.hamada\njp.shimane.higashiizumo\njp.shimane.hikawa\njp.shimane.hikimi\n"
+        "jp.shimane.izumo\njp.shimane.kakinoki\njp.shimane.masuda\njp.shimane.matsue\njp.shimane.misato\n"
+        "jp.shimane.nishinoshima\njp.shimane.ohda\njp.shimane.okinoshima\njp.shimane.okuizumo\n"
+        "jp.shimane.shimane\njp.shimane.tamayu\njp.shimane.tsuwano\njp.shimane.unnan\njp.shimane.yakumo\n"
+        "jp.shimane.yasugi\njp.shimane.yatsuka\njp.shizuoka\njp.shizuoka.arai\njp.shizuoka.atami\n"
+        "jp.shizuoka.fuji\njp.shizuoka.fujieda\njp.shizuoka.fujikawa\njp.shizuoka.fujinomiya\n"
+        "jp.shizuoka.fukuroi\njp.shizuoka.gotemba\njp.shizuoka.haibara\njp.shizuoka.hamamatsu\n"
+        "jp.shizuoka.higashiizu\njp.shizuoka.ito\njp.shizuoka.iwata\njp.shizuoka.izu\n"
+        "jp.shizuoka.izunokuni\njp.shizuoka.kakegawa\njp.shizuoka.kannami\njp.shizuoka.kawanehon\n"
+        "jp.shizuoka.kawazu\njp.shizuoka.kikugawa\njp.shizuoka.kosai\njp.shizuoka.makinohara\n"
+        "jp.shizuoka.matsuzaki\njp.shizuoka.minamiizu\njp.shizuoka.mishima\njp.shizuoka.morimachi\n"
+        "jp.shizuoka.nishiizu\njp.shizuoka.numazu\njp.shizuoka.omaezaki\njp.shizuoka.shimada\n"
+        "jp.shizuoka.shimizu\njp.shizuoka.shimoda\n"
+    , 15980),
+    std::string_view(
+        "jp.shizuoka.shizuoka\njp.shizuoka.susono\njp.shizuoka.yaizu\njp.shizuoka.yoshida\njp.staba\n"
+        "jp.stripper\njp.sub\njp.sunnyday\njp.supersale\njp.theshop\njp.thick\njp.tochigi\n"
+        "jp.tochigi.ashikaga\njp.tochigi.bato\njp.tochigi.haga\njp.tochigi.ichikai\njp.tochigi.iwafune\n"
+        "jp.tochigi.kaminokawa\njp.tochigi.kanuma\njp.tochigi.karasuyama\njp.tochigi.kuroiso\n"
+        "jp.tochigi.mashiko\njp.tochigi.mibu\njp.tochigi.moka\njp.tochigi.motegi\njp.tochigi.nasu\n"
+        "jp.tochigi.nasushiobara\njp.tochigi.nikko\njp.tochigi.nishikata\njp.tochigi.nogi\n"
+        "jp.tochigi.ohira\njp.tochigi.ohtawara\njp.tochigi.oyama\njp.tochigi.sakura\njp.tochigi.sano\n"
+        "jp.tochigi.shimotsuke\njp.tochigi.shioya\njp.tochigi.takanezawa\njp.tochigi.tochigi\n"
+        "jp.tochigi.tsuga\njp.tochigi.ujiie\njp.tochigi.utsunomiya\njp.tochigi.yaita\njp.tokushima\n"
+        "jp.tokushima.aizumi\njp.tokushima.anan\njp.tokushima.ichiba\njp.tokushima.itano\n"
+        "jp.tokushima.kainan\njp.tokushima.komatsushima\njp.tokushima.matsushige\njp.tokushima.mima\n"
+        "jp.tokushima.minami\njp.tokushima.miyoshi\njp.tokushima.mugi\njp.tokushima.nakagawa\n"
+        "jp.tokushima.naruto\njp.tokushima.sanagochi\njp.tokushima.shishikui\njp.tokushima.tokushima\n"
+        "jp.tokushima.wajiki\njp.tokyo\njp.tokyo.adachi\njp.tokyo.akiruno\njp.tokyo.akishima\n"
+        "jp.tokyo.aogashima\njp.tokyo.arakawa\njp.tokyo.bunkyo\njp.tokyo.chiyoda\njp.tokyo.chofu\n"
+        "jp.tokyo.chuo\njp.tokyo.edogawa\njp.tokyo.fuchu\njp.tokyo.fussa\njp.tokyo.hachijo\n"
+        "jp.tokyo.hachioji\njp.tokyo.hamura\njp.tokyo.higashikurume\njp.tokyo.higashimurayama\n"
+        "jp.tokyo.higashiyamato\njp.tokyo.hino\njp.tokyo.hinode\njp.tokyo.hinohara\njp.tokyo.inagi\n"
+        "jp.tokyo.itabashi\njp.tokyo.katsushika\njp.tokyo.kita\njp.tokyo.kiyose\njp.tokyo.kodaira\n"
+        "jp.tokyo.koganei\njp.tokyo.kokubunji\njp.tokyo.komae\njp.tokyo.koto\njp.tokyo.kouzushima\n"
+        "jp.tokyo.kunitachi\njp.tokyo.machida\njp.tokyo.meguro\njp.tokyo.minato\njp.tokyo.mitaka\n"
+        "jp.tokyo.mizuho\njp.tokyo.musashimurayama\njp.tokyo.musashino\njp.tokyo.nakano\n"
+        "jp.tokyo.nerima\njp.tokyo.ogasawara\njp.tokyo.okutama\njp.tokyo.ome\njp.tokyo.oshima\n"
+        "jp.tokyo.ota\njp.tokyo.setagaya\njp.tokyo.shibuya\njp.tokyo.shinagawa\njp.tokyo.shinjuku\n"
+        "jp.tokyo.suginami\njp.tokyo.sumida\njp.tokyo.tachikawa\njp.tokyo.taito\njp.tokyo.tama\n"
+        "jp.tokyo.toshima\njp.tonkotsu\njp.tottori\njp.tottori.chizu\njp.tottori.hino\n"
+        "jp.tottori.kawahara\njp.tottori.koge\njp.tottori.kotoura\njp.tottori.misasa\njp.tottori.nanbu\n"
+        "jp.tottori.nichinan\njp.tottori.sakaiminato\njp.tottori.tottori\njp.tottori.wakasa\n"
+        "jp.tottori.yazu\njp.tottori.yonago\njp.toyama\njp.toyama.asahi\njp.toyama.fuchu\n"
+        "jp.toyama.fukumitsu\njp.toyama.funahashi\njp.toyama.himi\njp.toyama.imizu\njp.toyama.inami\n"
+        "jp.toyama.johana\njp.toyama.kamiichi\njp.toyama.kurobe\njp.toyama.nakaniikawa\n"
+        "jp.toyama.namerikawa\njp.toyama.nanto\njp.toyama.nyuzen\njp.toyama.oyabe\njp.toyama.taira\n"
+        "jp.toyama.takaoka\njp.toyama.tateyama\njp.toyama.toga\njp.toyama.tonami\njp.toyama.toyama\n"
+        "jp.toyama.unazuki\njp.toyama.uozu\njp.toyama.yamada\njp.under\njp.upper\njp.usercontent\n"
+        "jp.velvet\njp.verse\njp.versus\njp.vivian\njp.wakayama\njp.wakayama.arida\n"
+        "jp.wakayama.aridagawa\njp.wakayama.gobo\njp.wakayama.hashimoto\njp.wakayama.hidaka\n"
+        "jp.wakayama.hirogawa\njp.wakayama.inami\njp.wakayama.iwade\njp.wakayama.kainan\n"
+        "jp.wakayama.kamitonda\njp.wakayama.katsuragi\njp.wakayama.kimino\njp.wakayama.kinokawa\n"
+        "jp.wakayama.kitayama\njp.wakayama.koya\njp.wakayama.koza\njp.wakayama.kozagawa\n"
+        "jp.wakayama.kudoyama\njp.wakayama.kushimoto\njp.wakayama.mihama\njp.wakayama.misato\n"
+        "jp.wakayama.nachikatsuura\njp.wakayama.shingu\njp.wakayama.shirahama\njp.wakayama.taiji\n"
+        "jp.wakayama.tanabe\njp.wakayama.wakayama\njp.wakayama.yuasa\njp.wakayama.yura\njp.watson\n"
+        "jp.weblike\njp.whitesnow\njp.xn--0trq7p7nn\njp.xn--1ctwo\njp.xn--1lqs03n\njp.xn--1lqs71d\n"
+        "jp.xn--2m4a15e\njp.xn--32vp30h\njp.xn--4it168d\njp.xn--4it797k\njp.xn--4pvxs\njp.xn--5js045d\n"
+        "jp.xn--5rtp49c\njp.xn--5rtq34k\njp.xn--6btw5a\njp.xn--6orx2r\njp.xn--7t0a264c\njp.xn--8ltr62k\n"
+        "jp.xn--8pvr4u\njp.xn--c3s14m\njp.xn--d5qv7z876c\njp.xn--djrs72d6uy\njp.xn--djty4k\n"
+        "jp.xn--efvn9s\njp.xn--ehqz56n\njp.xn--elqq16h\njp.xn--f6qx53a\njp.xn--k7yn95e\njp.xn--kbrq7o\n"
+        "jp.xn--klt787d\njp.xn--kltp7d\njp.xn--kltx9a\njp.xn--klty5x\njp.xn--mkru45i\njp.xn--nit225k\n"
+        "jp.xn--ntso0iqx3a\njp.xn--ntsq17g\njp.xn--pssu33l\njp.xn--qqqt11m\njp.xn--rht27z\njp.xn--rht3d\n"
+        "jp.xn--rht61e\njp.xn--rny31h\njp.xn--tor131o\njp.xn--uist22h\njp.xn--uisz3g\njp.xn--uuwu58a\n"
+        "jp.xn--vgu402c\njp.xn--zbx025d\njp.yamagata\njp.yamagata.asahi\njp.yamagata.funagata\n"
+        "jp.yamagata.higashine\njp.yamagata.iide\njp.yamagata.kahoku\njp.yamagata.kaminoyama\n"
+        "jp.yamagata.kaneyama\njp.yamagata.kawanishi\njp.yamagata.mamurogawa\njp.yamagata.mikawa\n"
+        "jp.yamagata.murayama\njp.yamagata.nagai\njp.yamagata.nakayama\njp.yamagata.nanyo\n"
+        "jp.yamagata.nishikawa\njp.yamagata.obanazawa\njp.yamagata.oe\njp.yamagata.oguni\n"
+        "jp.yamagata.ohkura\njp.yamagata.oishida\njp.yamagata.sagae\njp.yamagata.sakata\n"
+        "jp.yamagata.sakegawa\njp.yamagata.shinjo\njp.yamagata.shirataka\njp.yamagata.shonai\n"
+        "jp.yamagata.takahata\njp.yamagata.tendo\njp.yamagata.tozawa\njp.yamagata.tsuruoka\n"
+        "jp.yamagata.yamagata\njp.yamagata.yamanobe\njp.yamagata.yonezawa\njp.yamagata.yuza\n"
+        "jp.yamaguchi\njp.yamaguchi.abu\njp.yamaguchi.hagi\njp.yamaguchi.hikari\njp.yamaguchi.hofu\n"
+        "jp.yamaguchi.iwakuni\njp.yamaguchi.kudamatsu\njp.yamaguchi.mitou\njp.yamaguchi.nagato\n"
+        "jp.yamaguchi.oshima\njp.yamaguchi.shimonoseki\njp.yamaguchi.shunan\njp.yamaguchi.tabuse\n"
+        "jp.yamaguchi.tokuyama\njp.yamaguchi.toyota\njp.yamaguchi.ube\njp.yamaguchi.yuu\njp.yamanashi\n"
+        "jp.yamanashi.chuo\njp.yamanashi.doshi\njp.yamanashi.fuefuki\njp.yamanashi.fujikawa\n"
+        "jp.yamanashi.fujikawaguchiko\njp.yamanashi.fujiyoshida\njp.yamanashi.hayakawa\n"
+        "jp.yamanashi.hokuto\njp.yamanashi.ichikawamisato\njp.yamanashi.kai\njp.yamanashi.kofu\n"
+        "jp.yamanashi.koshu\njp.yamanashi.kosuge\njp.yamanashi.minami-alps\njp.yamanashi.minobu\n"
+        "jp.yamanashi.nakamichi\njp.yamanashi.nanbu\njp.yamanashi.narusawa\njp.yamanashi.nirasaki\n"
+        "jp.yamanashi.nishikatsura\njp.yamanashi.oshino\njp.yamanashi.otsuki\njp.yamanashi.showa\n"
+        "jp.yamanashi.tabayama\njp.yamanashi.tsuru\njp.yamanashi.uenohara\njp.yamanashi.yamanakako\n"
+        "jp.yamanashi.yamanashi\njp.yokohama.*\njp.yokohama.city!\njp.zombie\njpmorgan\njprs\njuegos\n"
+        "juniper\nkaufen\nkddi\nke\nke.ac\nke.co\nke.co.blogspot\nke.go\nke.info\nke.me\nke.mobi\nke.ne\n"
+        "ke.or\nke.sc\nkerryhotels\nkerrylogistics\nkerryproperties\nkfh\nkg\nkg.blog\nkg.com\nkg.edu\n"
+        "kg.gov\nkg.io\nkg.jp\nkg.mil\nkg.net\nkg.org\nkg.tv\nkg.uk\nkg.us\nkh.*\nki\nki.biz\nki.com\n"
+        "ki.edu\nki.gov\nki.info\nki.net\nki.org\nkia\nkids\nkim\nkinder\nkindle\nkitchen\nkiwi\nkm\n"
+        "km.ass\nkm.asso\nkm.com\nkm.coop\nkm.edu\nkm.gouv\nkm.gov\nkm.medecin\nkm.mil\nkm.nom\n"
+        "km.notaires\nkm.org\nkm.pharmaciens\nkm.prd\nkm.presse\nkm.tm\nkm.veterinaire\nkn\nkn.edu\n"
+        "kn.gov\nkn.net\nkn.org\nkoeln\nkomatsu\nkosher\nkp\nkp.com\nkp.edu\nkp.gov\nkp.org\nkp.rep\n"
+        "kp.tra\nkpmg\nkpn\nkr\nkr.ac\nkr.blogspot\nkr.busan\nkr.chungbuk\nkr.chungnam\nkr.co\nkr.daegu\n"
+        "kr.daejeon\nkr.es\nkr.gangwon\nkr.go\nkr.gwangju\nkr.gyeongbuk\nkr.gyeonggi\nkr.gyeongnam\n"
+        "kr.hs\nkr.incheon\nkr.jeju\nkr.jeonbuk\nkr.jeonnam\nkr.kg\nkr.mil\nkr.ms\nkr.ne\nkr.or\nkr.pe\n"
+        "kr.re\nkr.sc\nkr.seoul\nkr.ulsan\nkrd\nkrd.co\nkrd.edu\nkred\nkuokgroup\nkw\nkw.com\nkw.edu\n"
+        "kw.emb\nkw.gov\nkw.ind\nkw.net\nkw.org\nky\nky.com\nky.edu\nky.net\nky.org\nkyoto\nkz\nkz.com\n"
+        "kz.edu\nkz.gov\nkz.jcloud\nkz.kazteleport.upaas\nkz.mil\nkz.net\nkz.org\nla\nla.bnr\nla.c\n"
+        "la.com\nla.edu\nla.gov\nla.info\nla.int\nla.net\nla.org\nla.per\nlacaixa\nlamborghini\nlamer\n"
+        "lancaster\nlancia\nland\nland.static\nland.static.dev\nland.static.sites\nlandrover\nlanxess\n"
+        "lasalle\nlat\nlatino\nlatrobe\nlaw\nlawyer\nlb\nlb.com\nlb.edu\nlb.gov\nlb.net\nlb.org\nlc\n"
+        "lc.co\nlc.com\nlc.edu\nlc.gov\nlc.net\nlc.org\nlc.oy\nlds\nlease\nleclerc\nlefrak\nlegal\nlego\n"
+        "lexus\nlgbt\nli\nli.blogspot\nli.caa\nlidl\nlife\nlifeinsurance\nlifestyle\nlighting\nlike\n"
+        "lilly\nlimited\nlimo\nlincoln\nlinde\nlink\nlink.cyon\nlink.dweb.*\nlink.mypep\nlipsy\nlive\n"
+        "live.hlx\nliving\nlk\nlk.ac\nlk.assn\nlk.com\nlk.edu\nlk.gov\nlk.grp\nlk.hotel\nlk.int\nlk.ltd\n"
+        "lk.net\nlk.ngo\nlk.org\nlk.sch\nlk.soc\nlk.web\nllc\nllp\nloan\nloans\nlocker\nlocus\nlol\n"
+        "lol.omg\nlondon\nlotte\nlotto\nlove\nlpl\nlplfinancial\nlr\nlr.com\nlr.edu\nlr.gov\nlr.net\n"
+        "lr.org\nls\nls.ac\nls.biz\nls.co\nls.de\nls.edu\nls.gov\nls.info\nls.net\nls.org\nls.sc\nlt\n"
+        "lt.blogspot\nlt.gov\nltd\nltda\nlu\nlu.123website\nlu.blogspot\nlundbeck\nluxe\nluxury\nlv\n"
+        "lv.asn\nlv.com\nlv.conf\nlv.edu\nlv.gov\nlv.id\nlv.mil\nlv.net\nlv.org\nly\nly.com\nly.edu\n"
+        "ly.gov\nly.id\nly.med\nly.net\nly.org\nly.plc\nly.sch\nma\nma.ac\nma.co\nma.gov\nma.net\n"
+        "ma.org\nma.press\nmacys\nmadrid\nmaif\nmaison\nmakeup\nman\nmanagement\nmanagement.router\n"
+        "mango\nmap\nmarket\nmarketing\nmarkets\nmarriott\nmarshalls\nmaserati\nmattel\nmba\nmc\n"
+        "mc.asso\nmc.tm\nmckinsey\nmd\nmd.at\nmd.blogspot\nmd.de\nmd.jp\nmd.to\nme\nme.ac\nme.barsy\n"
+        "me.brasilia\nme.c66\nme.co\nme.daplie\nme.daplie.localhost\nme.ddns\nme.diskstation\nme.dnsfor\n"
+        "me.dscloud\nme.edgestack\nme.edu\nme.filegear\nme.filegear-au\nme.filegear-de\nme.filegear-gb\n"
+        "me.filegear-ie\nme.filegear-jp\nme.filegear-sg\nme.glitch\nme.gov\nme.hopto\nme.i234\nme.its\n"
+        "me.loginto\nme.lohmus\nme.mcdir\nme.mcpe\nme.myds\nme.net\nme.nohost\nme.noip\nme.org\nme.priv\n"
+        "me.ravendb\nme.soundcast\nme.synology\nme.tcp4\nme.transip.site\nme.vp4\nme.webhop\n"
+        "me.wedeploy\nme.yombo\nmed\nmedia\nmedia.framer\nmeet\nmelbourne\nmeme\nmemorial\nmen\nmenu\n"
+        "menu.barsy\nmerckmsd\nmg\nmg.co\nmg.com\nmg.edu\nmg.gov\nmg.mil\nmg.nom\nmg.org\nmg.prd\nmg.tm\n"
+        "mh\nmiami\nmicrosoft\nmil\nmini\nmint\nmit\nmitsubishi\nmk\nmk.blogspot\nmk.com\nmk.edu\n"
+        "mk.gov\nmk.inf\nmk.name\nmk.net\nmk.org\nml\nml.com\nml.edu\nml.gouv\nml.gov\nml.net\nml.org\n"
+        "ml.presse\nmlb\nmls\nmm.*\nmma\nmn\nmn.edu\nmn.gov\nmn.nyc\nmn.org\nmo\nmo.com\nmo.edu\nmo.gov\n"
+        "mo.net\nmo.org\nmobi\nmobi.barsy\nmobi.dscloud\nmobile\nmoda\nmoe\nmoi\nmom\nmonash\nmoney\n"
+        "monster\nmormon\nmortgage\nmoscow\nmoto\nmotorcycles\nmov\nmovie\nmp\nmp.ju\nmq\nmr\n"
+        "mr.blogspot\nmr.gov\nms\nms.com\nms.edu\nms.gov\nms.lab\nms.minisite\nms.net\nms.org\nmsd\nmt\n"
+        "mt.com\nmt.com.blogspot\nmt.edu\nmt.net\nmt.org\nmtn\nmtr\nmu\nmu.ac\nmu.co\nmu.com\nmu.gov\n"
+        "mu.net\nmu.or\nmu.org\nmuseum\nmuseum.academy\nmuseum.agriculture\nmuseum.air\nmuseum.airguard\n"
+        "museum.alabama\nmuseum.alaska\nmuseum.amber\nmuseum.ambulance\nmuseum.american\n"
+        "museum.americana\nmuseum.americanantiques\nmuseum.americanart\nmuseum.amsterdam\nmuseum.and\n"
+        "museum.annefrank\nmuseum.anthro\nmuseum.anthropology\nmuseum.antiques\nmuseum.aquarium\n"
+        "museum.arboretum\nmuseum.archaeological\nmuseum.archaeology\nmuseum.architecture\nmuseum.art\n"
+        "museum.artanddesign\nmuseum.artcenter\nmuseum.artdeco\nmuseum.arteducation\nmuseum.artgallery\n"
+        "museum.arts\nmuseum.artsandcrafts\nmuseum.asmatart\nmuseum.assassination\nmuseum.assisi\n"
+        "museum.association\nmuseum.astronomy\nmuseum.atlanta\nmuseum.austin\nmuseum.australia\n"
+        "museum.automotive\nmuseum.aviation\nmuseum.axis\nmuseum.badajoz\nmuseum.baghdad\nmuseum.bahn\n"
+        "museum.bale\nmuseum.baltimore\nmuseum.barcelona\nmuseum.baseball\nmuseum.basel\nmuseum.baths\n"
+        "museum.bauern\nmuseum.beauxarts\nmuseum.beeldengeluid\nmuseum.bellevue\nmuseum.bergbau\n"
+        "museum.berkeley\nmuseum.berlin\nmuseum.bern\nmuseum.bible\nmuseum.bilbao\nmuseum.bill\n"
+        "museum.birdart\nmuseum.birthplace\nmuseum.bonn\nmuseum.boston\nmuseum.botanical\n"
+        "museum.botanicalgarden\nmuseum.botanicgarden\nmuseum.botany\nmuseum.brandywinevalley\n"
+        "museum.brasil\nmuseum.bristol\nmuseum.british\nmuseum.britishcolumbia\nmuseum.broadcast\n"
+        "museum.brunel\nmuseum.brussel\nmuseum.brussels\nmuseum.bruxelles\nmuseum.building\n"
+        "museum.burghof\nmuseum.bus\nmuseum.bushey\nmuseum.cadaques\nmuseum.california\n"
+        "museum.cambridge\nmuseum.can\nmuseum.canada\nmuseum.capebreton\nmuseum.carrier\n"
+        "museum.cartoonart\nmuseum.casadelamoneda\nmuseum.castle\nmuseum.castres\nmuseum.celtic\n"
+        "museum.center\nmuseum.chattanooga\nmuseum.cheltenham\nmuseum.chesapeakebay\nmuseum.chicago\n"
+        "museum.children\nmuseum.childrens\nmuseum.childrensgarden\nmuseum.chiropractic\n"
+        "museum.chocolate\nmuseum.christiansburg\nmuseum.cincinnati\nmuseum.cinema\nmuseum.circus\n"
+        "museum.civilisation\nmuseum.civilization\nmuseum.civilwar\nmuseum.clinton\nmuseum.clock\n"
+        "museum.coal\nmuseum.coastaldefence\nmuseum.cody\nmuseum.coldwar\nmuseum.collection\n"
+        "museum.colonialwilliamsburg\nmuseum.coloradoplateau\nmuseum.columbia\nmuseum.columbus\n"
+        "museum.communication\nmuseum.communications\nmuseum.community\nmuseum.computer\n"
+        "museum.computerhistory\nmuseum.contemporary\nmuseum.contemporaryart\nmuseum.convent\n"
+        "museum.copenhagen\nmuseum.corporation\nmuseum.corvette\nmuseum.costume\nmuseum.countryestate\n"
+        "museum.county\nmuseum.crafts\nmuseum.cranbrook\nmuseum.creation\nmuseum.cultural\n"
+        "museum.culturalcenter\nmuseum.culture\nmuseum.cyber\nmuseum.cymru\nmuseum.dali\nmuseum.dallas\n"
+        "museum.database\nmuseum.ddr\nmuseum.decorativearts\nmuseum.delaware\nmuseum.delmenhorst\n"
+        "museum.denmark\nmuseum.depot\nmuseum.design\nmuseum.detroit\nmuseum.dinosaur\nmuseum.discovery\n"
+        "museum.dolls\nmuseum.donostia\nmuseum.durham\nmuseum.eastafrica\nmuseum.eastcoast\n"
+        "museum.education\nmuseum.educational\nmuseum.egyptian\nmuseum.eisenbahn\nmuseum.elburg\n"
+        "museum.elvendrell\nmuseum.embroidery\nmuseum.encyclopedic\nmuseum.england\nmuseum.entomology\n"
+        "museum.environment\nmuseum.environmentalconservation\nmuseum.epilepsy\nmuseum.essex\n"
+        "museum.estate\nmuseum.ethnology\nmuseum.exeter\nmuseum.exhibition\nmuseum.family\nmuseum.farm\n"
+        "museum.farmequipment\nmuseum.farmers\nmuseum.farmstead\nmuseum.field\nmuseum.figueres\n"
+        "museum.filatelia\nmuseum.film\nmuseum.fineart\nmuseum.finearts\nmuseum.finland\n"
+        "museum.flanders\nmuseum.florida\nmuseum.force\nmuseum.fortmissoula\nmuseum.fortworth\n"
+        "museum.foundation\nmuseum.francaise\nmuseum.frankfurt\nmuseum.franziskaner\nmuseum.freemasonry\n"
+        "museum.freiburg\nmuseum.fribourg\nmuseum.frog\nmuseum.fundacio\nmuseum.furniture\n"
+        "museum.gallery\nmuseum.garden\nmuseum.gateway\nmuseum.geelvinck\nmuseum.gemological\n"
+        "museum.geology\nmuseum.georgia\nmuseum.giessen\nmuseum.glas\nmuseum.glass\nmuseum.gorge\n"
+        "museum.grandrapids\nmuseum.graz\nmuseum.guernsey\nmuseum.halloffame\nmuseum.hamburg\n"
+        "museum.handson\nmuseum.harvestcelebration\nmuseum.hawaii\nmuseum.health\nmuseum.heimatunduhren\n"
+        "museum.hellas\nmuseum.helsinki\nmuseum.hembygdsforbund\nmuseum.heritage\nmuseum.histoire\n"
+        "museum.historical\nmuseum.historicalsociety\nmuseum.historichouses\nmuseum.historisch\n"
+        "museum.historisches\nmuseum.history\nmuseum.historyofscience\nmuseum.horology\nmuseum.house\n"
+        "museum.humanities\nmuseum.illustration\nmuseum.imageandsound\nmuseum.indian\nmuseum.indiana\n"
+        "museum.indianapolis\nmuseum.indianmarket\nmuseum.intelligence\nmuseum.interactive\nmuseum.iraq\n"
+        "museum.iron\nmuseum.isleofman\nmuseum.jamison\nmuseum.jefferson\nmuseum.jerusalem\n"
+        "museum.jewelry\nmuseum.jewish\nmuseum.jewishart\nmuseum.jfk\nmuseum.journalism\nmuseum.judaica\n"
+        "museum.judygarland\nmuseum.juedisches\nmuseum.juif\nmuseum.karate\nmuseum.karikatur\n"
+        "museum.kids\nmuseum.koebenhavn\nmuseum.koeln\nmuseum.kunst\nmuseum.kunstsammlung\n"
+        "museum.kunstunddesign\nmuseum.labor\nmuseum.labour\nmuseum.lajolla\nmuseum.lancashire\n"
+        "museum.landes\nmuseum.lans\nmuseum.larsson\nmuseum.lewismiller\nmuseum.lincoln\nmuseum.linz\n"
+        "museum.living\nmuseum.livinghistory\nmuseum.localhistory\nmuseum.london\nmuseum.losangeles\n"
+        "museum.louvre\nmuseum.loyalist\nmuseum.lucerne\nmuseum.luxembourg\nmuseum.luzern\nmuseum.mad\n"
+        "museum.madrid\nmuseum.mallorca\nmuseum.manchester\nmuseum.mansion\nmuseum.mansions\n"
+        "museum.manx\nmuseum.marburg\nmuseum.maritime\nmuseum.maritimo\nmuseum.maryland\n"
+        "museum.marylhurst\nmuseum.media\nmuseum.medical\nmuseum.medizinhistorisches\nmuseum.meeres\n"
+        "museum.memorial\nmuseum.mesaverde\nmuseum.michigan\nmuseum.midatlantic\nmuseum.military\n"
+        "museum.mill\nmuseum.miners\nmuseum.mining\nmuseum.minnesota\nmuseum.missile\nmuseum.missoula\n"
+        "museum.modern\nmuseum.moma\nmuseum.money\nmuseum.monmouth\nmuseum.monticello\nmuseum.montreal\n"
+        "museum.moscow\nmuseum.motorcycle\nmuseum.muenchen\nmuseum.muenster\nmuseum.mulhouse\n"
+        "museum.muncie\nmuseum.museet\nmuseum.museumcenter\nmuseum.museumvereniging\nmuseum.music\n"
+        "museum.national\nmuseum.nationalfirearms\nmuseum.nationalheritage\nmuseum.nativeamerican\n"
+        "museum.naturalhistory\nmuseum.naturalhistorymuseum\nmuseum.naturalsciences\nmuseum.nature\n"
+        "museum.naturhistorisches\nmuseum.natuurwetenschappen\nmuseum.naumburg\nmuseum.naval\n"
+        "museum.nebraska\nmuseum.neues\nmuseum.newhampshire\nmuseum.newjersey\nmuseum.newmexico\n"
+        "museum.newport\nmuseum.newspaper\nmuseum.newyork\nmuseum.niepce\nmuseum.norfolk\nmuseum.north\n"
+        "museum.nrw\nmuseum.nyc\nmuseum.nyny\nmuseum.oceanographic\nmuseum.oceanographique\n"
+        "museum.omaha\nmuseum.online\nmuseum.ontario\nmuseum.openair\nmuseum.oregon\nmuseum.oregontrail\n"
+        "museum.otago\nmuseum.oxford\nmuseum.pacific\nmuseum.paderborn\nmuseum.palace\nmuseum.paleo\n"
+        "museum.palmsprings\nmuseum.panama\nmuseum.paris\nmuseum.pasadena\nmuseum.pharmacy\n"
+        "museum.philadelphia\nmuseum.philadelphiaarea\nmuseum.philately\nmuseum.phoenix\n"
+        "museum.photography\nmuseum.pilots\nmuseum.pittsburgh\nmuseum.planetarium\nmuseum.plantation\n"
+        "museum.plants\nmuseum.plaza\nmuseum.portal\nmuseum.portland\nmuseum.portlligat\n"
+        "museum.posts-and-telecommunications\n"
+    , 15983),
+    std::string_view(
+        "museum.preservation\nmuseum.presidio\nmuseum.press\nmuseum.project\nmuseum.public\n"
+        "museum.pubol\nmuseum.quebec\nmuseum.railroad\nmuseum.railway\nmuseum.research\n"
+        "museum.resistance\nmuseum.riodejaneiro\nmuseum.rochester\nmuseum.rockart\nmuseum.roma\n"
+        "museum.russia\nmuseum.saintlouis\nmuseum.salem\nmuseum.salvadordali\nmuseum.salzburg\n"
+        "museum.sandiego\nmuseum.sanfrancisco\nmuseum.santabarbara\nmuseum.santacruz\nmuseum.santafe\n"
+        "museum.saskatchewan\nmuseum.satx\nmuseum.savannahga\nmuseum.schlesisches\nmuseum.schoenbrunn\n"
+        "museum.schokoladen\nmuseum.school\nmuseum.schweiz\nmuseum.science\nmuseum.science-fiction\n"
+        "museum.scienceandhistory\nmuseum.scienceandindustry\nmuseum.sciencecenter\n"
+        "museum.sciencecenters\nmuseum.sciencehistory\nmuseum.sciences\nmuseum.sciencesnaturelles\n"
+        "museum.scotland\nmuseum.seaport\nmuseum.settlement\nmuseum.settlers\nmuseum.shell\n"
+        "museum.sherbrooke\nmuseum.sibenik\nmuseum.silk\nmuseum.ski\nmuseum.skole\nmuseum.society\n"
+        "museum.sologne\nmuseum.soundandvision\nmuseum.southcarolina\nmuseum.southwest\nmuseum.space\n"
+        "museum.spy\nmuseum.square\nmuseum.stadt\nmuseum.stalbans\nmuseum.starnberg\nmuseum.state\n"
+        "museum.stateofdelaware\nmuseum.station\nmuseum.steam\nmuseum.steiermark\nmuseum.stjohn\n"
+        "museum.stockholm\nmuseum.stpetersburg\nmuseum.stuttgart\nmuseum.suisse\nmuseum.surgeonshall\n"
+        "museum.surrey\nmuseum.svizzera\nmuseum.sweden\nmuseum.sydney\nmuseum.tank\nmuseum.tcm\n"
+        "museum.technology\nmuseum.telekommunikation\nmuseum.television\nmuseum.texas\nmuseum.textile\n"
+        "museum.theater\nmuseum.time\nmuseum.timekeeping\nmuseum.topology\nmuseum.torino\nmuseum.touch\n"
+        "museum.town\nmuseum.transport\nmuseum.tree\nmuseum.trolley\nmuseum.trust\nmuseum.trustee\n"
+        "museum.uhren\nmuseum.ulm\nmuseum.undersea\nmuseum.university\nmuseum.usa\nmuseum.usantiques\n"
+        "museum.usarts\nmuseum.uscountryestate\nmuseum.usculture\nmuseum.usdecorativearts\n"
+        "museum.usgarden\nmuseum.ushistory\nmuseum.ushuaia\nmuseum.uslivinghistory\nmuseum.utah\n"
+        "museum.uvic\nmuseum.valley\nmuseum.vantaa\nmuseum.versailles\nmuseum.viking\nmuseum.village\n"
+        "museum.virginia\nmuseum.virtual\nmuseum.virtuel\nmuseum.vlaanderen\nmuseum.volkenkunde\n"
+        "museum.wales\nmuseum.wallonie\nmuseum.war\nmuseum.washingtondc\nmuseum.watch-and-clock\n"
+        "museum.watchandclock\nmuseum.western\nmuseum.westfalen\nmuseum.whaling\nmuseum.wildlife\n"
+        "museum.williamsburg\nmuseum.windmill\nmuseum.workshop\nmuseum.xn--9dbhblg6di\n"
+        "museum.xn--comunicaes-v6a2o\nmuseum.xn--correios-e-telecomunicaes-ghc29a\nmuseum.xn--h1aegh\n"
+        "museum.xn--lns-qla\nmuseum.york\nmuseum.yorkshire\nmuseum.yosemite\nmuseum.youth\n"
+        "museum.zoological\nmuseum.zoology\nmusic\nmutual\nmv\nmv.aero\nmv.biz\nmv.com\nmv.coop\nmv.edu\n"
+        "mv.gov\nmv.info\nmv.int\nmv.mil\nmv.museum\nmv.name\nmv.net\nmv.org\nmv.pro\nmw\nmw.ac\nmw.biz\n"
+        "mw.co\nmw.com\nmw.coop\nmw.edu\nmw.gov\nmw.int\nmw.museum\nmw.net\nmw.org\nmx\nmx.blogspot\n"
+        "mx.com\nmx.edu\nmx.gob\nmx.net\nmx.org\nmy\nmy.biz\nmy.blogspot\nmy.com\nmy.edu\nmy.gov\n"
+        "my.mil\nmy.name\nmy.net\nmy.org\nmz\nmz.ac\nmz.adv\nmz.co\nmz.edu\nmz.gov\nmz.mil\nmz.net\n"
+        "mz.org\nna\nna.ca\nna.cc\nna.co\nna.com\nna.dr\nna.in\nna.info\nna.mobi\nna.mx\nna.name\nna.or\n"
+        "na.org\nna.pro\nna.school\nna.tv\nna.us\nna.ws\nnab\nnagoya\nname\nname.her.forgot\n"
+        "name.his.forgot\nnatura\nnavy\nnba\nnc\nnc.asso\nnc.nom\nne\nnec\nnet\nnet.adobeaemcloud\n"
+        "net.adobeio-static\nnet.adobeioruntime\nnet.akadns\nnet.akamai\nnet.akamai-staging\n"
+        "net.akamaiedge\nnet.akamaiedge-staging\nnet.akamaihd\nnet.akamaihd-staging\nnet.akamaiorigin\n"
+        "net.akamaiorigin-staging\nnet.akamaized\nnet.akamaized-staging\nnet.alwaysdata\nnet.appudo\n"
+        "net.at-band-camp\nnet.atlassian-dev.prod.cdn\nnet.azure-mobile\nnet.azurestaticapps\n"
+        "net.azurestaticapps.1\nnet.azurestaticapps.2\nnet.azurestaticapps.centralus\n"
+        "net.azurestaticapps.eastasia\nnet.azurestaticapps.eastus2\nnet.azurestaticapps.westeurope\n"
+        "net.azurestaticapps.westus2\nnet.azurewebsites\nnet.bar0\nnet.bar1\nnet.bar2\nnet.barsy\n"
+        "net.bitbridge\nnet.blackbaudcdn\nnet.blogdns\nnet.boomla\nnet.bounceme\nnet.bplaced\n"
+        "net.broke-it\nnet.buyshouses\nnet.casacam\nnet.cdn-edges\nnet.cdn77-ssl\nnet.cdn77.r\n"
+        "net.channelsdvr\nnet.channelsdvr.u\nnet.clickrising\nnet.cloudaccess\nnet.cloudapp\n"
+        "net.cloudfront\nnet.cloudfunctions\nnet.cloudjiffy\nnet.cloudjiffy.fra1-de\n"
+        "net.cloudjiffy.west1-us\nnet.cloudycluster\nnet.community-pro\nnet.cryptonomic.*\n"
+        "net.dattolocal\nnet.ddns\nnet.debian\nnet.definima\nnet.dnsalias\nnet.dnsdojo\nnet.dnsup\n"
+        "net.does-it\nnet.dontexist\nnet.dsmynas\nnet.dynalias\nnet.dynathome\nnet.dynu\nnet.dynv6\n"
+        "net.eating-organic\nnet.edgeapp\nnet.edgekey\nnet.edgekey-staging\nnet.edgesuite\n"
+        "net.edgesuite-staging\nnet.elastx.jls-sto1\nnet.elastx.jls-sto2\nnet.elastx.jls-sto3\n"
+        "net.endofinternet\nnet.familyds\nnet.fastly.freetls\nnet.fastly.map\nnet.fastly.prod.a\n"
+        "net.fastly.prod.global\nnet.fastly.ssl.a\nnet.fastly.ssl.b\nnet.fastly.ssl.global\n"
+        "net.fastlylb\nnet.fastlylb.map\nnet.faststacks\nnet.feste-ip\nnet.firewall-gateway\n"
+        "net.flynnhosting\nnet.from-az\nnet.from-co\nnet.from-la\nnet.from-ny\nnet.gb\nnet.gets-it\n"
+        "net.ham-radio-op\nnet.heteml\nnet.hicam\nnet.homeftp\nnet.homeip\nnet.homelinux\nnet.homeunix\n"
+        "net.hu\nnet.in\nnet.in-dsl\nnet.in-the-band\nnet.in-vpn\nnet.iobb\nnet.ipifony\nnet.is-a-chef\n"
+        "net.is-a-geek\nnet.isa-geek\nnet.jp\nnet.kicks-ass\nnet.kinghost\nnet.knx-server\nnet.krellian\n"
+        "net.massivegrid.paas.fr-1\nnet.massivegrid.paas.lon-1\nnet.massivegrid.paas.lon-2\n"
+        "net.massivegrid.paas.ny-1\nnet.massivegrid.paas.ny-2\nnet.massivegrid.paas.sg-1\nnet.meinforum\n"
+        "net.memset\nnet.moonscale\nnet.myamaze\nnet.mydatto\nnet.mydissent\nnet.myeffect\nnet.myfritz\n"
+        "net.mymediapc\nnet.mypsx\nnet.mysecuritycamera\nnet.myspreadshop\nnet.nhlfan\nnet.no-ip\n"
+        "net.now-dns\nnet.office-on-the\nnet.onavstack\nnet.ovh.hosting.*\nnet.ovh.webpaas.*\nnet.ownip\n"
+        "net.pgafan\nnet.podzone\nnet.privatizehealthinsurance\nnet.rackmaze\nnet.redirectme\n"
+        "net.reserve-online\nnet.ru\nnet.saveincloud.jelastic\nnet.saveincloud.nordeste-idc\n"
+        "net.scaleforce.j\nnet.schokokeks\nnet.scrapper-site\nnet.se\nnet.seidat\nnet.selfip\n"
+        "net.sells-it\nnet.senseering\nnet.servebbs\nnet.serveblog\nnet.serveftp\nnet.serveminecraft\n"
+        "net.shopselect\nnet.siteleaf\nnet.square7\nnet.srcf.soc\nnet.srcf.user\nnet.static-access\n"
+        "net.supabase\nnet.sytes\nnet.t3l3p0rt\nnet.tailscale.beta\nnet.thruhere\nnet.torproject\n"
+        "net.torproject.pages\nnet.ts\nnet.tsukaeru.jelastic\nnet.twmail\nnet.uk\nnet.uni5\nnet.vpndns\n"
+        "net.vps-host\nnet.vps-host.jelastic.atl\nnet.vps-host.jelastic.njs\nnet.vps-host.jelastic.ric\n"
+        "net.webhop\nnet.yandexcloud\nnet.yandexcloud.storage\nnet.yandexcloud.website\nnet.za\nnetbank\n"
+        "netflix\nnetwork\nnetwork.alces.*\nnetwork.arvo\nnetwork.azimuth\nnetwork.co\nnetwork.tlon\n"
+        "neustar\nnew\nnews\nnews.noticeable\nnext\nnextdirect\nnexus\nnf\nnf.arts\nnf.com\nnf.firm\n"
+        "nf.info\nnf.net\nnf.other\nnf.per\nnf.rec\nnf.store\nnf.web\nnfl\nng\nng.col\nng.com\n"
+        "ng.com.blogspot\nng.edu\nng.firm\nng.gen\nng.gov\nng.i\nng.ltd\nng.mil\nng.mobi\nng.name\n"
+        "ng.net\nng.ngo\nng.org\nng.sch\nngo\nnhk\nni\nni.ac\nni.biz\nni.co\nni.com\nni.edu\nni.gob\n"
+        "ni.in\nni.info\nni.int\nni.mil\nni.net\nni.nom\nni.org\nni.web\nnico\nnike\nnikon\nninja\n"
+        "nissan\nnissay\nnl\nnl.123website\nnl.blogspot\nnl.cistron\nnl.co\nnl.demon\nnl.gov\n"
+        "nl.hosting-cluster\nnl.khplay\nnl.myspreadshop\nnl.transurl.*\nno\nno.123hjemmeside\nno.aa\n"
+        "no.aa.gs\nno.aarborte\nno.aejrie\nno.afjord\nno.agdenes\nno.ah\nno.ah.gs\nno.akershus.nes\n"
+        "no.aknoluokta\nno.akrehamn\nno.al\nno.alaheadju\nno.alesund\nno.algard\nno.alstahaug\nno.alta\n"
+        "no.alvdal\nno.amli\nno.amot\nno.andasuolo\nno.andebu\nno.andoy\nno.ardal\nno.aremark\n"
+        "no.arendal\nno.arna\nno.aseral\nno.asker\nno.askim\nno.askoy\nno.askvoll\nno.asnes\n"
+        "no.audnedaln\nno.aukra\nno.aure\nno.aurland\nno.aurskog-holand\nno.austevoll\nno.austrheim\n"
+        "no.averoy\nno.badaddja\nno.bahcavuotna\nno.bahccavuotna\nno.baidar\nno.bajddar\nno.balat\n"
+        "no.balestrand\nno.ballangen\nno.balsfjord\nno.bamble\nno.bardu\nno.barum\nno.batsfjord\n"
+        "no.bearalvahki\nno.beardu\nno.beiarn\nno.berg\nno.bergen\nno.berlevag\nno.bievat\nno.bindal\n"
+        "no.birkenes\nno.bjarkoy\nno.bjerkreim\nno.bjugn\nno.blogspot\nno.bodo\nno.bokn\nno.bomlo\n"
+        "no.bremanger\nno.bronnoy\nno.bronnoysund\nno.brumunddal\nno.bryne\nno.bu\nno.bu.gs\nno.budejju\n"
+        "no.buskerud.nes\nno.bygland\nno.bykle\nno.cahcesuolo\nno.co\nno.davvenjarga\nno.davvesiida\n"
+        "no.deatnu\nno.dep\nno.dielddanuorri\nno.divtasvuodna\nno.divttasvuotna\nno.donna\nno.dovre\n"
+        "no.drammen\nno.drangedal\nno.drobak\nno.dyroy\nno.egersund\nno.eid\nno.eidfjord\nno.eidsberg\n"
+        "no.eidskog\nno.eidsvoll\nno.eigersund\nno.elverum\nno.enebakk\nno.engerdal\nno.etne\n"
+        "no.etnedal\nno.evenassi\nno.evenes\nno.evje-og-hornnes\nno.farsund\nno.fauske\nno.fedje\n"
+        "no.fet\nno.fetsund\nno.fhs\nno.finnoy\nno.fitjar\nno.fjaler\nno.fjell\nno.fla\nno.flakstad\n"
+        "no.flatanger\nno.flekkefjord\nno.flesberg\nno.flora\nno.floro\nno.fm\nno.fm.gs\nno.folkebibl\n"
+        "no.folldal\nno.forde\nno.forsand\nno.fosnes\nno.frana\nno.fredrikstad\nno.frei\nno.frogn\n"
+        "no.froland\nno.frosta\nno.froya\nno.fuoisku\nno.fuossko\nno.fusa\nno.fylkesbibl\nno.fyresdal\n"
+        "no.gaivuotna\nno.galsa\nno.gamvik\nno.gangaviika\nno.gaular\nno.gausdal\nno.giehtavuoatna\n"
+        "no.gildeskal\nno.giske\nno.gjemnes\nno.gjerdrum\nno.gjerstad\nno.gjesdal\nno.gjovik\n"
+        "no.gloppen\nno.gol\nno.gran\nno.grane\nno.granvin\nno.gratangen\nno.grimstad\nno.grong\n"
+        "no.grue\nno.gulen\nno.guovdageaidnu\nno.ha\nno.habmer\nno.hadsel\nno.hagebostad\nno.halden\n"
+        "no.halsa\nno.hamar\nno.hamaroy\nno.hammarfeasta\nno.hammerfest\nno.hapmir\nno.haram\nno.hareid\n"
+        "no.harstad\nno.hasvik\nno.hattfjelldal\nno.haugesund\nno.hedmark.os\nno.hedmark.valer\n"
+        "no.hedmark.xn--vler-qoa\nno.hemne\nno.hemnes\nno.hemsedal\nno.herad\nno.hitra\nno.hjartdal\n"
+        "no.hjelmeland\nno.hl\nno.hl.gs\nno.hm\nno.hm.gs\nno.hobol\nno.hof\nno.hokksund\nno.hol\n"
+        "no.hole\nno.holmestrand\nno.holtalen\nno.honefoss\nno.hordaland.os\nno.hornindal\nno.horten\n"
+        "no.hoyanger\nno.hoylandet\nno.hurdal\nno.hurum\nno.hvaler\nno.hyllestad\nno.ibestad\nno.idrett\n"
+        "no.inderoy\nno.iveland\nno.ivgu\nno.jan-mayen\nno.jan-mayen.gs\nno.jessheim\nno.jevnaker\n"
+        "no.jolster\nno.jondal\nno.jorpeland\nno.kafjord\nno.karasjohka\nno.karasjok\nno.karlsoy\n"
+        "no.karmoy\nno.kautokeino\nno.kirkenes\nno.klabu\nno.klepp\nno.kommune\nno.kongsberg\n"
+        "no.kongsvinger\nno.kopervik\nno.kraanghke\nno.kragero\nno.kristiansand\nno.kristiansund\n"
+        "no.krodsherad\nno.krokstadelva\nno.kvafjord\nno.kvalsund\nno.kvam\nno.kvanangen\nno.kvinesdal\n"
+        "no.kvinnherad\nno.kviteseid\nno.kvitsoy\nno.laakesvuemie\nno.lahppi\nno.langevag\nno.lardal\n"
+        "no.larvik\nno.lavagis\nno.lavangen\nno.leangaviika\nno.lebesby\nno.leikanger\nno.leirfjord\n"
+        "no.leirvik\nno.leka\nno.leksvik\nno.lenvik\nno.lerdal\nno.lesja\nno.levanger\nno.lier\n"
+        "no.lierne\nno.lillehammer\nno.lillesand\nno.lindas\nno.lindesnes\nno.loabat\nno.lodingen\n"
+        "no.lom\nno.loppa\nno.lorenskog\nno.loten\nno.lund\nno.lunner\nno.luroy\nno.luster\nno.lyngdal\n"
+        "no.lyngen\nno.malatvuopmi\nno.malselv\nno.malvik\nno.mandal\nno.marker\nno.marnardal\n"
+        "no.masfjorden\nno.masoy\nno.matta-varjjat\nno.meland\nno.meldal\nno.melhus\nno.meloy\n"
+        "no.meraker\nno.midsund\nno.midtre-gauldal\nno.mil\nno.mjondalen\nno.mo-i-rana\nno.moareke\n"
+        "no.modalen\nno.modum\nno.molde\nno.more-og-romsdal.heroy\nno.more-og-romsdal.sande\nno.mosjoen\n"
+        "no.moskenes\nno.moss\nno.mosvik\nno.mr\nno.mr.gs\nno.muosat\nno.museum\nno.myspreadshop\n"
+        "no.naamesjevuemie\nno.namdalseid\nno.namsos\nno.namsskogan\nno.nannestad\nno.naroy\n"
+        "no.narviika\nno.narvik\nno.naustdal\nno.navuotna\nno.nedre-eiker\nno.nesna\nno.nesodden\n"
+        "no.nesoddtangen\nno.nesseby\nno.nesset\nno.nissedal\nno.nittedal\nno.nl\nno.nl.gs\n"
+        "no.nord-aurdal\nno.nord-fron\nno.nord-odal\nno.norddal\nno.nordkapp\nno.nordland.bo\n"
+        "no.nordland.heroy\nno.nordland.xn--b-5ga\nno.nordland.xn--hery-ira\nno.nordre-land\n"
+        "no.nordreisa\nno.nore-og-uvdal\nno.notodden\nno.notteroy\nno.nt\nno.nt.gs\nno.odda\nno.of\n"
+        "no.of.gs\nno.oksnes\nno.ol\nno.ol.gs\nno.omasvuotna\nno.oppdal\nno.oppegard\nno.orkanger\n"
+        "no.orkdal\nno.orland\nno.orskog\nno.orsta\nno.osen\nno.oslo\nno.oslo.gs\nno.osoyro\nno.osteroy\n"
+        "no.ostfold.valer\nno.ostre-toten\nno.overhalla\nno.ovre-eiker\nno.oyer\nno.oygarden\n"
+        "no.oystre-slidre\nno.porsanger\nno.porsangu\nno.porsgrunn\nno.priv\nno.rade\nno.radoy\n"
+        "no.rahkkeravju\nno.raholt\nno.raisa\nno.rakkestad\nno.ralingen\nno.rana\nno.randaberg\n"
+        "no.rauma\nno.rendalen\nno.rennebu\nno.rennesoy\nno.rindal\nno.ringebu\nno.ringerike\n"
+        "no.ringsaker\nno.risor\nno.rissa\nno.rl\nno.rl.gs\nno.roan\nno.rodoy\nno.rollag\nno.romsa\n"
+        "no.romskog\nno.roros\nno.rost\nno.royken\nno.royrvik\nno.ruovat\nno.rygge\nno.salangen\n"
+        "no.salat\nno.saltdal\nno.samnanger\nno.sandefjord\nno.sandnes\nno.sandnessjoen\nno.sandoy\n"
+        "no.sarpsborg\nno.sauda\nno.sauherad\nno.sel\nno.selbu\nno.selje\nno.seljord\nno.sf\nno.sf.gs\n"
+        "no.siellak\nno.sigdal\nno.siljan\nno.sirdal\nno.skanit\nno.skanland\nno.skaun\nno.skedsmo\n"
+        "no.skedsmokorset\nno.ski\nno.skien\nno.skierva\nno.skiptvet\nno.skjak\nno.skjervoy\nno.skodje\n"
+        "no.slattum\nno.smola\nno.snaase\nno.snasa\nno.snillfjord\nno.snoasa\nno.sogndal\nno.sogne\n"
+        "no.sokndal\nno.sola\nno.solund\nno.somna\nno.sondre-land\nno.songdalen\nno.sor-aurdal\n"
+        "no.sor-fron\nno.sor-odal\nno.sor-varanger\nno.sorfold\nno.sorreisa\nno.sortland\nno.sorum\n"
+        "no.spjelkavik\nno.spydeberg\nno.st\nno.st.gs\nno.stange\nno.stat\nno.stathelle\nno.stavanger\n"
+        "no.stavern\nno.steigen\nno.steinkjer\nno.stjordal\nno.stjordalshalsen\nno.stokke\n"
+        "no.stor-elvdal\nno.stord\nno.stordal\nno.storfjord\nno.strand\nno.stranda\nno.stryn\nno.sula\n"
+        "no.suldal\nno.sund\nno.sunndal\nno.surnadal\nno.svalbard\nno.svalbard.gs\nno.sveio\nno.svelvik\n"
+        "no.sykkylven\nno.tana\nno.tananger\nno.telemark.bo\nno.telemark.xn--b-5ga\nno.time\n"
+        "no.tingvoll\nno.tinn\nno.tjeldsund\nno.tjome\nno.tm\nno.tm.gs\nno.tokke\nno.tolga\nno.tonsberg\n"
+        "no.torsken\nno.tr\nno.tr.gs\nno.trana\nno.tranby\nno.tranoy\nno.troandin\nno.trogstad\n"
+        "no.tromsa\nno.tromso\nno.trondheim\nno.trysil\nno.tvedestrand\nno.tydal\nno.tynset\n"
+        "no.tysfjord\nno.tysnes\nno.tysvar\nno.ullensaker\nno.ullensvang\nno.ulvik\nno.unjarga\n"
+        "no.utsira\nno.va\nno.va.gs\nno.vaapste\nno.vadso\nno.vaga\nno.vagan\nno.vagsoy\nno.vaksdal\n"
+        "no.valle\nno.vang\nno.vanylven\nno.vardo\nno.varggat\nno.varoy\nno.vefsn\nno.vega\n"
+        "no.vegarshei\nno.vennesla\nno.verdal\nno.verran\nno.vestby\nno.vestfold.sande\nno.vestnes\n"
+        "no.vestre-slidre\nno.vestre-toten\nno.vestvagoy\nno.vevelstad\nno.vf\nno.vf.gs\nno.vgs\nno.vik\n"
+        "no.vikna\nno.vindafjord\nno.voagat\nno.volda\nno.voss\nno.vossevangen\nno.xn--andy-ira\n"
+        "no.xn--asky-ira\nno.xn--aurskog-hland-jnb\nno.xn--avery-yua\nno.xn--bdddj-mrabd\n"
+        "no.xn--bearalvhki-y4a\nno.xn--berlevg-jxa\nno.xn--bhcavuotna-s4a\nno.xn--bhccavuotna-k7a\n"
+        "no.xn--bidr-5nac\nno.xn--bievt-0qa\nno.xn--bjarky-fya\nno.xn--bjddar-pta\nno.xn--blt-elab\n"
+        "no.xn--bmlo-gra\nno.xn--bod-2na\nno.xn--brnny-wuac\nno.xn--brnnysund-m8ac\nno.xn--brum-voa\n"
+        "no.xn--btsfjord-9za\nno.xn--davvenjrga-y4a\nno.xn--dnna-gra\nno.xn--drbak-wua\nno.xn--dyry-ira\n"
+        "no.xn--eveni-0qa01ga\nno.xn--finny-yua\nno.xn--fjord-lra\nno.xn--fl-zia\nno.xn--flor-jra\n"
+        "no.xn--frde-gra\nno.xn--frna-woa\nno.xn--frya-hra\nno.xn--ggaviika-8ya47h\nno.xn--gildeskl-g0a\n"
+        "no.xn--givuotna-8ya\nno.xn--gjvik-wua\nno.xn--gls-elac\nno.xn--h-2fa\nno.xn--hbmer-xqa\n"
+        "no.xn--hcesuolo-7ya35b\nno.xn--hgebostad-g3a\nno.xn--hmmrfeasta-s4ac\nno.xn--hnefoss-q1a\n"
+        "no.xn--hobl-ira\nno.xn--holtlen-hxa\nno.xn--hpmir-xqa\nno.xn--hyanger-q1a\nno.xn--hylandet-54a\n"
+        "no.xn--indery-fya\nno.xn--jlster-bya\nno.xn--jrpeland-54a\nno.xn--karmy-yua\nno.xn--kfjord-iua\n"
+        "no.xn--klbu-woa\nno.xn--koluokta-7ya57h\nno.xn--krager-gya\nno.xn--kranghke-b0a\n"
+        "no.xn--krdsherad-m8a\nno.xn--krehamn-dxa\nno.xn--krjohka-hwab49j\nno.xn--ksnes-uua\n"
+        "no.xn--kvfjord-nxa\nno.xn--kvitsy-fya\nno.xn--kvnangen-k0a\nno.xn--l-1fa\nno.xn--laheadju-7ya\n"
+        "no.xn--langevg-jxa\nno.xn--ldingen-q1a\nno.xn--leagaviika-52b\nno.xn--lesund-hua\n"
+        "no.xn--lgrd-poac\nno.xn--lhppi-xqa\nno.xn--linds-pra\nno.xn--loabt-0qa\nno.xn--lrdal-sra\n"
+        "no.xn--lrenskog-54a\nno.xn--lt-liac\nno.xn--lten-gra\nno.xn--lury-ira\nno.xn--mely-ira\n"
+        "no.xn--merker-kua\nno.xn--mjndalen-64a\nno.xn--mlatvuopmi-s4a\nno.xn--mli-tla\n"
+        "no.xn--mlselv-iua\nno.xn--moreke-jua\nno.xn--mosjen-eya\nno.xn--mot-tla\n"
+        "no.xn--mre-og-romsdal-qqb.sande\nno.xn--mre-og-romsdal-qqb.xn--hery-ira\nno.xn--msy-ula0h\n"
+        "no.xn--mtta-vrjjat-k7af\nno.xn--muost-0qa\nno.xn--nmesjevuemie-tcba\nno.xn--nry-yla5g\n"
+        "no.xn--nttery-byae\nno.xn--nvuotna-hwa\nno.xn--oppegrd-ixa\nno.xn--ostery-fya\n"
+        "no.xn--osyro-wua\nno.xn--porsgu-sta26f\nno.xn--rady-ira\nno.xn--rdal-poa\nno.xn--rde-ula\n"
+        "no.xn--rdy-0nab\nno.xn--rennesy-v1a\nno.xn--rhkkervju-01af\nno.xn--rholt-mra\nno.xn--risa-5na\n"
+        "no.xn--risr-ira\nno.xn--rland-uua\nno.xn--rlingen-mxa\nno.xn--rmskog-bya\nno.xn--rros-gra\n"
+        "no.xn--rskog-uua\nno.xn--rst-0na\nno.xn--rsta-fra\nno.xn--ryken-vua\nno.xn--ryrvik-bya\n"
+        "no.xn--s-1fa\nno.xn--sandnessjen-ogb\nno.xn--sandy-yua\nno.xn--seral-lra\nno.xn--sgne-gra\n"
+        "no.xn--skierv-uta\nno.xn--skjervy-v1a\nno.xn--skjk-soa\nno.xn--sknit-yqa\nno.xn--sknland-fxa\n"
+        "no.xn--slat-5na\nno.xn--slt-elab\nno.xn--smla-hra\nno.xn--smna-gra\nno.xn--snase-nra\n"
+        "no.xn--sndre-land-0cb\nno.xn--snes-poa\nno.xn--snsa-roa\nno.xn--sr-aurdal-l8a\n"
+        "no.xn--sr-fron-q1a\nno.xn--sr-odal-q1a\nno.xn--sr-varanger-ggb\nno.xn--srfold-bya\n"
+        "no.xn--srreisa-q1a\nno.xn--srum-gra\nno.xn--stfold-9xa.xn--vler-qoa\nno.xn--stjrdal-s1a\n"
+        "no.xn--stjrdalshalsen-sqb\n"
+    , 15995),
+    std::string_view(
+        "no.xn--stre-toten-zcb\nno.xn--tjme-hra\nno.xn--tnsberg-q1a\nno.xn--trany-yua\n"
+        "no.xn--trgstad-r1a\nno.xn--trna-woa\nno.xn--troms-zua\nno.xn--tysvr-vra\nno.xn--unjrga-rta\n"
+        "no.xn--vads-jra\nno.xn--vard-jra\nno.xn--vegrshei-c0a\nno.xn--vestvgy-ixa6o\nno.xn--vg-yiab\n"
+        "no.xn--vgan-qoa\nno.xn--vgsy-qoa0j\nno.xn--vre-eiker-k8a\nno.xn--vrggt-xqad\nno.xn--vry-yla5g\n"
+        "no.xn--yer-zna\nno.xn--ygarden-p1a\nno.xn--ystre-slidre-ujb\nnokia\nnorthwesternmutual\nnorton\n"
+        "now\nnowruz\nnowtv\nnp.*\nnr\nnr.biz\nnr.com\nnr.edu\nnr.gov\nnr.info\nnr.net\nnr.org\nnra\n"
+        "nrw\nntt\nnu\nnu.enterprisecloud\nnu.merseine\nnu.mine\nnu.shacknet\nnyc\nnz\nnz.ac\nnz.co\n"
+        "nz.co.blogspot\nnz.cri\nnz.geek\nnz.gen\nnz.govt\nnz.health\nnz.iwi\nnz.kiwi\nnz.maori\nnz.mil\n"
+        "nz.net\nnz.org\nnz.parliament\nnz.school\nnz.xn--mori-qsa\nobi\nobserver\noffice\nokinawa\n"
+        "olayan\nolayangroup\noldnavy\nollo\nom\nom.co\nom.com\nom.edu\nom.gov\nom.med\nom.museum\n"
+        "om.net\nom.org\nom.pro\nomega\none\none.homelink\none.onred\none.onred.staging\none.service\n"
+        "ong\nonion\nonl\nonline\nonline.barsy\nonline.eero\nonline.eero-stage\nooo\nopen\noracle\n"
+        "orange\norange.tech\norg\norg.accesscam\norg.ae\norg.altervista\norg.amune.tele\norg.barsy\n"
+        "org.blogdns\norg.blogsite\norg.bmoattachments\norg.boldlygoingnowhere\norg.cable-modem\n"
+        "org.camdvr\norg.cdn77-secure.origin.ssl\norg.cdn77.c\norg.cdn77.rsc\norg.certmgr\norg.cloudns\n"
+        "org.collegefan\norg.couchpotatofries\norg.ddnss\norg.diskstation\norg.dnsalias\norg.dnsdojo\n"
+        "org.doesntexist\norg.dontexist\norg.doomdns\norg.dsmynas\norg.duckdns\norg.dvrdns\n"
+        "org.dynalias\norg.dyndns\norg.dyndns.go\norg.dyndns.home\norg.dynserv\norg.endofinternet\n"
+        "org.endoftheinternet\norg.eu\norg.eu.al\norg.eu.asso\norg.eu.at\norg.eu.au\norg.eu.be\n"
+        "org.eu.bg\norg.eu.ca\norg.eu.cd\norg.eu.ch\norg.eu.cn\norg.eu.cy\norg.eu.cz\norg.eu.de\n"
+        "org.eu.dk\norg.eu.edu\norg.eu.ee\norg.eu.es\norg.eu.fi\norg.eu.fr\norg.eu.gr\norg.eu.hr\n"
+        "org.eu.hu\norg.eu.ie\norg.eu.il\norg.eu.in\norg.eu.int\norg.eu.is\norg.eu.it\norg.eu.jp\n"
+        "org.eu.kr\norg.eu.lt\norg.eu.lu\norg.eu.lv\norg.eu.mc\norg.eu.me\norg.eu.mk\norg.eu.mt\n"
+        "org.eu.my\norg.eu.net\norg.eu.ng\norg.eu.nl\norg.eu.no\norg.eu.nz\norg.eu.paris\norg.eu.pl\n"
+        "org.eu.pt\norg.eu.q-a\norg.eu.ro\norg.eu.ru\norg.eu.se\norg.eu.si\norg.eu.sk\norg.eu.tr\n"
+        "org.eu.uk\norg.eu.us\norg.familyds\norg.fedorainfracloud\norg.fedorapeople\n"
+        "org.fedoraproject.cloud\norg.fedoraproject.os.app\norg.fedoraproject.stg.os.app\norg.freeddns\n"
+        "org.freedesktop\norg.from-me\norg.game-host\norg.gotdns\norg.hepforge\norg.hk\norg.hobby-site\n"
+        "org.homedns\norg.homeftp\norg.homelinux\norg.homeunix\norg.hopto\norg.httpbin\norg.in-dsl\n"
+        "org.in-vpn\norg.is-a-bruinsfan\norg.is-a-candidate\norg.is-a-celticsfan\norg.is-a-chef\n"
+        "org.is-a-geek\norg.is-a-knight\norg.is-a-linux-user\norg.is-a-patsfan\norg.is-a-soxfan\n"
+        "org.is-found\norg.is-lost\norg.is-saved\norg.is-very-bad\norg.is-very-evil\norg.is-very-good\n"
+        "org.is-very-nice\norg.is-very-sweet\norg.isa-geek\norg.js\norg.kicks-ass\norg.mayfirst\n"
+        "org.misconfused\norg.mlbfan\norg.mozilla-iot\norg.my-firewall\norg.myfirewall\norg.myftp\n"
+        "org.mysecuritycamera\norg.mywire\norg.nflfan\norg.no-ip\norg.now-dns\norg.pimienta\n"
+        "org.podzone\norg.poivron\norg.potager\norg.pubtls\norg.read-books\norg.readmyblog\norg.selfip\n"
+        "org.sellsyourhome\norg.servebbs\norg.serveftp\norg.servegame\norg.small-web\norg.spdns\n"
+        "org.stuff-4-sale\norg.sweetpepper\norg.teckids.s3\norg.toolforge\norg.tunk\norg.tuxfamily\n"
+        "org.twmail\norg.ufcfan\norg.us\norg.webhop\norg.webredirect\norg.wmcloud\norg.wmflabs\norg.za\n"
+        "org.zapto\norganic\norigins\nosaka\notsuka\nott\novh\novh.nerdpol\npa\npa.abo\npa.ac\npa.com\n"
+        "pa.edu\npa.gob\npa.ing\npa.med\npa.net\npa.nom\npa.org\npa.sld\npage\npage.codeberg\npage.hlx\n"
+        "page.hlx3\npage.magnet\npage.pdns\npage.plesk\npage.prvcy\npage.rocky\npage.translated\n"
+        "panasonic\nparis\npars\npartners\nparts\nparty\nparty.ybo\npassagens\npay\npccw\npe\n"
+        "pe.blogspot\npe.com\npe.edu\npe.gob\npe.mil\npe.net\npe.nom\npe.org\npet\npf\npf.com\npf.edu\n"
+        "pf.org\npfizer\npg.*\nph\nph.com\nph.edu\nph.gov\nph.i\nph.mil\nph.net\nph.ngo\nph.org\n"
+        "pharmacy\nphd\nphilips\nphone\nphoto\nphotography\nphotos\nphotos.framer\nphysio\npics\npictet\n"
+        "pictures\npictures.1337\npid\npin\nping\npink\npioneer\npizza\npk\npk.biz\npk.com\npk.edu\n"
+        "pk.fam\npk.gob\npk.gok\npk.gon\npk.gop\npk.gos\npk.gov\npk.info\npk.net\npk.org\npk.web\npl\n"
+        "pl.agro\npl.aid\npl.art\npl.atm\npl.augustow\npl.auto\npl.babia-gora\npl.bedzin\npl.beep\n"
+        "pl.beskidy\npl.bialowieza\npl.bialystok\npl.bielawa\npl.bieszczady\npl.biz\npl.boleslawiec\n"
+        "pl.bydgoszcz\npl.bytom\npl.cieszyn\npl.co\npl.com\npl.czeladz\npl.czest\npl.dlugoleka\n"
+        "pl.ecommerce-shop\npl.edu\npl.elblag\npl.elk\npl.gda\npl.gdansk\npl.gdynia\npl.gliwice\n"
+        "pl.glogow\npl.gmina\npl.gniezno\npl.gorlice\npl.gov\npl.gov.ap\npl.gov.griw\npl.gov.ic\n"
+        "pl.gov.is\npl.gov.kmpsp\npl.gov.konsulat\npl.gov.kppsp\npl.gov.kwp\npl.gov.kwpsp\npl.gov.mup\n"
+        "pl.gov.mw\npl.gov.oirm\npl.gov.oum\npl.gov.pa\npl.gov.pinb\npl.gov.piw\npl.gov.po\npl.gov.psp\n"
+        "pl.gov.psse\npl.gov.pup\npl.gov.rzgw\npl.gov.sa\npl.gov.sdn\npl.gov.sko\npl.gov.so\npl.gov.sr\n"
+        "pl.gov.starostwo\npl.gov.ug\npl.gov.ugim\npl.gov.um\npl.gov.umig\npl.gov.upow\npl.gov.uppo\n"
+        "pl.gov.us\npl.gov.uw\npl.gov.uzs\npl.gov.wif\npl.gov.wiih\npl.gov.winb\npl.gov.wios\n"
+        "pl.gov.witd\npl.gov.wiw\npl.gov.wsa\npl.gov.wskr\npl.gov.wuoz\npl.gov.wzmiuw\npl.gov.zp\n"
+        "pl.grajewo\npl.gsm\npl.homesklep\npl.ilawa\npl.info\npl.jaworzno\npl.jelenia-gora\npl.jgora\n"
+        "pl.kalisz\npl.karpacz\npl.kartuzy\npl.kaszuby\npl.katowice\npl.kazimierz-dolny\npl.kepno\n"
+        "pl.ketrzyn\npl.klodzko\npl.kobierzyce\npl.kolobrzeg\npl.konin\npl.konskowola\npl.krakow\n"
+        "pl.krasnik\npl.kutno\npl.lapy\npl.lebork\npl.leczna\npl.legnica\npl.lezajsk\npl.limanowa\n"
+        "pl.lomza\npl.lowicz\npl.lubartow\npl.lubin\npl.lublin\npl.lukow\npl.mail\npl.malbork\n"
+        "pl.malopolska\npl.mazowsze\npl.mazury\npl.med\npl.media\npl.miasta\npl.mielec\npl.mielno\n"
+        "pl.mil\npl.mragowo\npl.myspreadshop\npl.naklo\npl.net\npl.nieruchomosci\npl.nom\npl.nowaruda\n"
+        "pl.nysa\npl.olawa\npl.olecko\npl.olkusz\npl.olsztyn\npl.opoczno\npl.opole\npl.org\npl.ostroda\n"
+        "pl.ostroleka\npl.ostrowiec\npl.ostrowwlkp\npl.pc\npl.pila\npl.pisz\npl.podhale\npl.podlasie\n"
+        "pl.polkowice\npl.pomorskie\npl.pomorze\npl.poniatowa\npl.powiat\npl.poznan\npl.priv\n"
+        "pl.prochowice\npl.pruszkow\npl.przeworsk\npl.pulawy\npl.radom\npl.rawa-maz\npl.realestate\n"
+        "pl.rel\npl.rybnik\npl.rzeszow\npl.sanok\npl.sdscloud\npl.sejny\npl.sex\npl.shop\npl.shoparena\n"
+        "pl.simplesite\npl.sklep\npl.skoczow\npl.slask\npl.slupsk\npl.sopot\npl.sos\npl.sosnowiec\n"
+        "pl.stalowa-wola\npl.starachowice\npl.stargard\npl.suwalki\npl.swidnica\npl.swidnik\n"
+        "pl.swiebodzin\npl.swinoujscie\npl.szczecin\npl.szczytno\npl.szkola\npl.targi\npl.tarnobrzeg\n"
+        "pl.tgory\npl.tm\npl.tourism\npl.travel\npl.turek\npl.turystyka\npl.tychy\npl.unicloud\n"
+        "pl.ustka\npl.walbrzych\npl.warmia\npl.warszawa\npl.waw\npl.wegrow\npl.wielun\npl.wlocl\n"
+        "pl.wloclawek\npl.wodzislaw\npl.wolomin\npl.wroc\npl.wroclaw\npl.zachpomor\npl.zagan\n"
+        "pl.zakopane\npl.zarow\npl.zgora\npl.zgorzelec\nplace\nplace.co\nplay\nplaystation\nplumbing\n"
+        "plus\npm\npm.name\npm.own\npn\npn.co\npn.edu\npn.gov\npn.net\npn.org\npnc\npohl\npoker\n"
+        "politie\nporn\nporn.indie\npost\npr\npr.ac\npr.biz\npr.com\npr.edu\npr.est\npr.gov\npr.info\n"
+        "pr.isla\npr.name\npr.net\npr.org\npr.pro\npr.prof\npramerica\npraxi\npress\nprime\npro\n"
+        "pro.aaa\npro.aca\npro.acct\npro.avocat\npro.bar\npro.barsy\npro.cloudns\npro.cpa\n"
+        "pro.dnstrace.bci\npro.eng\npro.jur\npro.law\npro.med\npro.recht\nprod\nproductions\nprof\n"
+        "progressive\npromo\nproperties\nproperty\nprotection\npru\nprudential\nps\nps.com\nps.edu\n"
+        "ps.gov\nps.net\nps.org\nps.plo\nps.sec\npt\npt.123paginaweb\npt.blogspot\npt.com\npt.edu\n"
+        "pt.gov\npt.int\npt.net\npt.nome\npt.org\npt.publ\npub\npub.barsy\npw\npw.belau\npw.cloudns\n"
+        "pw.co\npw.ed\npw.go\npw.ne\npw.or\npw.x443\npwc\npy\npy.com\npy.coop\npy.edu\npy.gov\npy.mil\n"
+        "py.net\npy.org\nqa\nqa.blogspot\nqa.com\nqa.edu\nqa.gov\nqa.mil\nqa.name\nqa.net\nqa.org\n"
+        "qa.sch\nqpon\nquebec\nquest\nracing\nradio\nre\nre.asso\nre.blogspot\nre.com\nre.nom\nread\n"
+        "realestate\nrealtor\nrealty\nrecipes\nred\nredstone\nredumbrella\nrehab\nreise\nreisen\nreit\n"
+        "reliance\nren\nrent\nrentals\nrepair\nreport\nrepublican\nrest\nrestaurant\nreview\nreview.ybo\n"
+        "reviews\nrexroth\nrich\nrichardli\nricoh\nril\nrio\nrip\nrip.clan\nro\nro.arts\nro.barsy\n"
+        "ro.blogspot\nro.co\nro.com\nro.firm\nro.info\nro.nom\nro.nt\nro.org\nro.rec\nro.shop\nro.store\n"
+        "ro.tm\nro.www\nrocher\nrocks\nrocks.lima-city\nrocks.myddns\nrocks.webspace\nrodeo\nrogers\n"
+        "room\nrs\nrs.ac\nrs.blogspot\nrs.brendly.shop\nrs.co\nrs.edu\nrs.gov\nrs.in\nrs.org\nrs.ox\n"
+        "rs.ua\nrsvp\nru\nru.123sait\nru.ac\nru.adygeya\nru.bashkiria\nru.bir\nru.blogspot\nru.cbg\n"
+        "ru.cldmail.hb\nru.com\nru.dagestan\nru.edu\nru.eurodir\nru.gov\nru.grozny\nru.int\nru.kalmykia\n"
+        "ru.kustanai\nru.lk3\nru.marine\nru.mcdir\nru.mcdir.vps\nru.mcpre\nru.mil\nru.mircloud\n"
+        "ru.mordovia\nru.msk\nru.myjino\nru.myjino.hosting.*\nru.myjino.landing.*\nru.myjino.spectrum.*\n"
+        "ru.myjino.vps.*\nru.mytis\nru.na4u\nru.nalchik\nru.net\nru.nov\nru.org\nru.pp\nru.pyatigorsk\n"
+        "ru.ras\nru.regruhosting.jelastic\nru.spb\nru.test\nru.vladikavkaz\nru.vladimir\nrugby\nruhr\n"
+        "run\nrun.build.*\nrun.code.*\nrun.database.*\nrun.development\nrun.hs\nrun.migration.*\n"
+        "run.onporter\nrun.ravendb\nrun.repl\nrun.servers\nrw\nrw.ac\nrw.co\nrw.coop\nrw.gov\nrw.mil\n"
+        "rw.net\nrw.org\nrwe\nryukyu\nsa\nsa.com\nsa.edu\nsa.gov\nsa.med\nsa.net\nsa.org\nsa.pub\n"
+        "sa.sch\nsaarland\nsafe\nsafety\nsakura\nsale\nsalon\nsamsclub\nsamsung\nsandvik\n"
+        "sandvikcoromant\nsanofi\nsap\nsarl\nsas\nsave\nsaxo\nsb\nsb.com\nsb.edu\nsb.gov\nsb.net\n"
+        "sb.org\nsbi\nsbs\nsc\nsc.com\nsc.edu\nsc.gov\nsc.net\nsc.org\nsca\nscb\nschaeffler\nschmidt\n"
+        "scholarships\nschool\nschule\nschwarz\nscience\nscience.ybo\nscot\nscot.edu\nscot.gov\n"
+        "scot.gov.service\nsd\nsd.com\nsd.edu\nsd.gov\nsd.info\nsd.med\nsd.net\nsd.org\nsd.tv\nse\n"
+        "se.123minsida\nse.a\nse.ac\nse.b\nse.bd\nse.blogspot\nse.brand\nse.c\nse.com\nse.conf\nse.d\n"
+        "se.e\nse.f\nse.fh\nse.fhsk\nse.fhv\nse.g\nse.h\nse.i\nse.iopsys\nse.itcouldbewor\nse.k\n"
+        "se.komforb\nse.kommunalforbund\nse.komvux\nse.l\nse.lanbib\nse.m\nse.myspreadshop\nse.n\n"
+        "se.naturbruksgymn\nse.o\nse.org\nse.p\nse.paba.su\nse.parti\nse.pp\nse.press\nse.r\nse.s\nse.t\n"
+        "se.tm\nse.u\nse.w\nse.x\nse.y\nse.z\nsearch\nseat\nsecure\nsecurity\nseek\nselect\nsener\n"
+        "services\nservices.loginline\nseven\nsew\nsex\nsexy\nsfr\nsg\nsg.blogspot\nsg.com\nsg.edu\n"
+        "sg.enscaled\nsg.gov\nsg.net\nsg.org\nsg.per\nsh\nsh.bip\nsh.com\nsh.gov\nsh.hashbang\nsh.mil\n"
+        "sh.net\nsh.now\nsh.org\nsh.platform.bc\nsh.platform.ent\nsh.platform.eu\nsh.platform.us\n"
+        "sh.vxl\nsh.wedeploy\nshangrila\nsharp\nshaw\nshell\nshia\nshiksha\nshoes\nshop\nshop.barsy\n"
+        "shop.base\nshop.hoplix\nshopping\nshouji\nshow\nshowtime\nsi\nsi.blogspot\nsi.gitapp\n"
+        "si.gitpage\nsilk\nsina\nsingles\nsite\nsite.barsy\nsite.byen\nsite.cloudera.*\nsite.cyon\n"
+        "site.fastvps\nsite.fnwk\nsite.folionetwork\nsite.jele\nsite.lelux\nsite.loginline\n"
+        "site.mintere\nsite.novecore\nsite.omniwe\nsite.opensocial\nsite.platformsh.*\nsite.srht\n"
+        "site.tst.*\nsj\nsk\nsk.blogspot\nski\nskin\nsky\nskype\nsl\nsl.com\nsl.edu\nsl.gov\nsl.net\n"
+        "sl.org\nsling\nsm\nsmart\nsmile\nsn\nsn.art\nsn.blogspot\nsn.com\nsn.edu\nsn.gouv\nsn.org\n"
+        "sn.perso\nsn.univ\nsncf\nso\nso.com\nso.edu\nso.gov\nso.me\nso.net\nso.org\nso.sch\nsoccer\n"
+        "social\nsoftbank\nsoftware\nsohu\nsolar\nsolutions\nsolutions.diher.*\nsong\nsony\nsoy\nspa\n"
+        "space\nspace.myfast\nspace.uber\nspace.xs4all\nsport\nspot\nsr\nsrl\nss\nss.biz\nss.com\n"
+        "ss.edu\nss.gov\nss.me\nss.net\nss.org\nss.sch\nst\nst.co\nst.com\nst.consulado\nst.edu\n"
+        "st.embaixada\nst.mil\nst.net\nst.noho\nst.org\nst.principe\nst.saotome\nst.store\nstada\n"
+        "staples\nstar\nstatebank\nstatefarm\nstc\nstcgroup\nstockholm\nstorage\nstore\nstore.sellfy\n"
+        "store.shopware\nstore.storebase\nstream\nstudio\nstudy\nstyle\nsu\nsu.abkhazia\nsu.adygeya\n"
+        "su.aktyubinsk\nsu.arkhangelsk\nsu.armenia\nsu.ashgabad\nsu.azerbaijan\nsu.balashov\n"
+        "su.bashkiria\nsu.bryansk\nsu.bukhara\nsu.chimkent\nsu.dagestan\nsu.east-kazakhstan\nsu.exnet\n"
+        "su.georgia\nsu.grozny\nsu.ivanovo\nsu.jambyl\nsu.kalmykia\nsu.kaluga\nsu.karacol\nsu.karaganda\n"
+        "su.karelia\nsu.khakassia\nsu.krasnodar\nsu.kurgan\nsu.kustanai\nsu.lenug\nsu.mangyshlak\n"
+        "su.mordovia\nsu.msk\nsu.murmansk\nsu.nalchik\nsu.navoi\nsu.north-kazakhstan\nsu.nov\n"
+        "su.obninsk\nsu.penza\nsu.pokrovsk\nsu.sochi\nsu.spb\nsu.tashkent\nsu.termez\nsu.togliatti\n"
+        "su.troitsk\nsu.tselinograd\nsu.tula\nsu.tuva\nsu.vladikavkaz\nsu.vladimir\nsu.vologda\nsucks\n"
+        "supplies\nsupply\nsupport\nsupport.barsy\nsurf\nsurgery\nsuzuki\nsv\nsv.com\nsv.edu\nsv.gob\n"
+        "sv.org\nsv.red\nswatch\nswiss\nsx\nsx.gov\nsy\nsy.com\nsy.edu\nsy.gov\nsy.mil\nsy.net\nsy.org\n"
+        "sydney\nsystems\nsystems.knightpoint\nsz\nsz.ac\nsz.co\nsz.org\ntab\ntaipei\ntalk\ntaobao\n"
+        "target\ntatamotors\ntatar\ntattoo\ntax\ntaxi\ntc\ntc.ch\ntc.me\ntc.we\ntci\ntd\ntd.blogspot\n"
+        "tdk\nteam\nteam.discourse\nteam.jelastic\ntech\ntechnology\ntechnology.co\ntel\ntemasek\n"
+        "tennis\nteva\ntf\ntf.sch\ntg\nth\nth.ac\nth.co\nth.go\nth.in\nth.mi\nth.net\nth.online\nth.or\n"
+        "th.shop\nthd\ntheater\ntheatre\ntiaa\ntickets\ntienda\ntiffany\ntips\ntires\ntirol\ntj\ntj.ac\n"
+        "tj.biz\ntj.co\ntj.com\ntj.edu\ntj.go\ntj.gov\ntj.int\ntj.mil\ntj.name\ntj.net\ntj.nic\ntj.org\n"
+        "tj.test\ntj.web\ntjmaxx\ntjx\ntk\ntkmaxx\ntl\ntl.gov\ntm\ntm.co\ntm.com\ntm.edu\ntm.gov\n"
+        "tm.mil\ntm.net\ntm.nom\ntm.org\ntmall\ntn\ntn.com\ntn.ens\ntn.fin\ntn.gov\ntn.ind\ntn.info\n"
+        "tn.intl\ntn.mincom\ntn.nat\ntn.net\ntn.orangecloud\ntn.org\ntn.perso\ntn.tourism\nto\nto.611\n"
+        "to.com\nto.edu\nto.gov\nto.mil\nto.net\nto.nyan\nto.org\nto.oya\nto.quickconnect.direct\n"
+        "to.rdv\nto.vpnplus\ntoday\ntoday.prequalifyme\ntokyo\ntools\ntop\ntop.now-dns\ntop.ntdll\n"
+        "toray\ntoshiba\ntotal\ntours\ntown\ntoyota\ntoys\ntr\ntr.av\ntr.bbs\ntr.bel\ntr.biz\ntr.com\n"
+        "tr.com.blogspot\ntr.dr\ntr.edu\ntr.gen\ntr.gov\ntr.info\ntr.k12\ntr.kep\ntr.mil\ntr.name\n"
+        "tr.nc\ntr.nc.gov\ntr.net\ntr.org\ntr.pol\ntr.tel\ntr.tsk\ntr.tv\ntr.web\ntrade\ntrade.ybo\n"
+        "trading\ntraining\ntravel\ntravelchannel\ntravelers\ntravelersinsurance\ntrust\ntrv\ntt\n"
+        "tt.aero\ntt.biz\ntt.co\ntt.com\ntt.coop\ntt.edu\ntt.gov\ntt.info\ntt.int\ntt.jobs\ntt.mobi\n"
+        "tt.museum\ntt.name\ntt.net\ntt.org\ntt.pro\ntt.travel\ntube\ntui\ntunes\ntushu\ntv\n"
+        "tv.better-than\ntv.dyndns\ntv.on-the-web\ntv.worse-than\ntvs\ntw\ntw.blogspot\ntw.club\ntw.com\n"
+        "tw.com.mymailer\ntw.ebiz\ntw.edu\ntw.game\ntw.gov\ntw.idv\ntw.mil\ntw.net\ntw.org\ntw.url\n"
+        "tw.xn--czrw28b\ntw.xn--uc0atv\ntw.xn--zf0ao64a\ntz\ntz.ac\ntz.co\ntz.go\ntz.hotel\ntz.info\n"
+        "tz.me\ntz.mil\ntz.mobi\ntz.ne\ntz.or\ntz.sc\ntz.tv\nua\nua.biz\nua.cc\nua.cherkassy\n"
+        "ua.cherkasy\nua.chernigov\nua.chernihiv\nua.chernivtsi\nua.chernovtsy\nua.ck\nua.cn\nua.co\n"
+        "ua.com\nua.cr\nua.crimea\nua.cv\nua.cx\nua.dn\nua.dnepropetrovsk\nua.dnipropetrovsk\n"
+        "ua.donetsk\nua.dp\nua.edu\nua.gov\nua.if\nua.in\nua.inf\nua.ivano-frankivsk\nua.kh\nua.kharkiv\n"
+        "ua.kharkov\nua.kherson\nua.khmelnitskiy\nua.khmelnytskyi\nua.kiev\nua.kirovograd\nua.km\nua.kr\n"
+        "ua.krym\nua.ks\nua.kv\nua.kyiv\nua.lg\nua.lt\nua.ltd\nua.lugansk\nua.lutsk\nua.lv\nua.lviv\n"
+        "ua.mk\nua.mykolaiv\nua.net\nua.nikolaev\nua.od\nua.odesa\nua.odessa\nua.org\nua.pl\nua.poltava\n"
+        "ua.pp\nua.rivne\nua.rovno\nua.rv\nua.sb\nua.sebastopol\nua.sevastopol\nua.sm\nua.sumy\nua.te\n"
+        "ua.ternopil\nua.uz\nua.uzhgorod\nua.v\nua.vinnica\nua.vinnytsia\nua.vn\nua.volyn\nua.yalta\n"
+        "ua.zaporizhzhe\nua.zaporizhzhia\nua.zhitomir\nua.zhytomyr\nua.zp\nua.zt\nubank\nubs\nug\nug.ac\n"
+        "ug.blogspot\nug.co\nug.com\nug.go\nug.ne\nug.or\nug.org\nug.sc\nuk\nuk.ac\nuk.barsy\nuk.co\n"
+        "uk.co.adimo\nuk.co.barsy\nuk.co.barsyonline\nuk.co.blogspot\nuk.co.bytemark.dh\n"
+        "uk.co.bytemark.vm\nuk.co.layershift.j\nuk.co.myspreadshop\nuk.co.nh-serv\nuk.co.no-ip\n"
+        "uk.co.retrosnub.cust\nuk.co.wellbeingzone\nuk.conn\nuk.copro\nuk.gov\nuk.gov.api\n"
+        "uk.gov.campaign\nuk.gov.homeoffice\nuk.gov.service\nuk.hosp\nuk.independent-commission\n"
+        "uk.independent-inquest\nuk.independent-inquiry\nuk.independent-panel\nuk.independent-review\n"
+        "uk.ltd\nuk.me\nuk.net\nuk.nhs\nuk.org\nuk.org.affinitylottery\nuk.org.glug\nuk.org.lug\n"
+        "uk.org.lugs\nuk.org.raffleentry\nuk.org.weeklylottery\nuk.plc\nuk.police\nuk.public-inquiry\n"
+        "uk.pymnt\nuk.royal-commission\nuk.sch.*\nunicom\nuniversity\nuno\nuol\nups\nus\nus.ak\n"
+        "us.ak.cc\nus.ak.k12\nus.ak.lib\nus.al\nus.al.cc\nus.al.k12\nus.al.lib\nus.ar\nus.ar.cc\n"
+        "us.ar.k12\nus.ar.lib\nus.as\nus.as.cc\nus.as.k12\nus.as.lib\nus.az\nus.az.cc\nus.az.k12\n"
+        "us.az.lib\nus.ca\nus.ca.cc\nus.ca.k12\nus.ca.lib\nus.cloudns\nus.co\nus.co.cc\nus.co.k12\n"
+        "us.co.lib\nus.ct\nus.ct.cc\nus.ct.k12\nus.ct.lib\nus.dc\nus.dc.cc\nus.dc.k12\nus.dc.lib\nus.de\n"
+        "us.de.cc\nus.de.k12\nus.de.lib\nus.dni\nus.drud\nus.enscaled.phx\nus.fed\nus.fl\nus.fl.cc\n"
+        "us.fl.k12\nus.fl.lib\nus.freeddns\nus.ga\nus.ga.cc\nus.ga.k12\nus.ga.lib\nus.golffan\n"
+        "us.graphox\nus.gu\nus.gu.cc\nus.gu.k12\nus.gu.lib\nus.hi\nus.hi.cc\nus.hi.lib\nus.ia\nus.ia.cc\n"
+        "us.ia.k12\nus.ia.lib\nus.id\nus.id.cc\nus.id.k12\nus.id.lib\nus.il\nus.il.cc\nus.il.k12\n"
+        "us.il.lib\nus.in\nus.in.cc\nus.in.k12\nus.in.lib\nus.is-by\nus.isa\nus.kids\nus.ks\nus.ks.cc\n"
+        "us.ks.k12\nus.ks.lib\nus.ky\nus.ky.cc\nus.ky.k12\nus.ky.lib\nus.la\nus.la.cc\nus.la.k12\n"
+        "us.la.lib\nus.land-4-sale\nus.ma\nus.ma.cc\nus.ma.k12\nus.ma.k12.chtr\nus.ma.k12.paroch\n"
+        "us.ma.k12.pvt\nus.ma.lib\nus.md\nus.md.cc\nus.md.k12\nus.md.lib\nus.me\nus.me.cc\nus.me.k12\n"
+        "us.me.lib\nus.mi\nus.mi.ann-arbor\nus.mi.cc\nus.mi.cog\nus.mi.dst\nus.mi.eaton\nus.mi.gen\n"
+        "us.mi.k12\nus.mi.lib\nus.mi.mus\nus.mi.tec\nus.mi.washtenaw\nus.mircloud\nus.mn\nus.mn.cc\n"
+        "us.mn.k12\nus.mn.lib\nus.mo\nus.mo.cc\nus.mo.k12\nus.mo.lib\nus.ms\nus.ms.cc\nus.ms.k12\n"
+        "us.ms.lib\nus.mt\nus.mt.cc\nus.mt.k12\nus.mt.lib\nus.nc\nus.nc.cc\nus.nc.k12\nus.nc.lib\nus.nd\n"
+        "us.nd.cc\nus.nd.lib\nus.ne\nus.ne.cc\nus.ne.k12\nus.ne.lib\nus.nh\n"
+    , 15999),
+    std::string_view(
+        "us.nh.cc\nus.nh.k12\nus.nh.lib\nus.nj\nus.nj.cc\nus.nj.k12\nus.nj.lib\nus.nm\nus.nm.cc\n"
+        "us.nm.k12\nus.nm.lib\nus.noip\nus.nsn\nus.nv\nus.nv.cc\nus.nv.k12\nus.nv.lib\nus.ny\nus.ny.cc\n"
+        "us.ny.k12\nus.ny.lib\nus.oh\nus.oh.cc\nus.oh.k12\nus.oh.lib\nus.ok\nus.ok.cc\nus.ok.k12\n"
+        "us.ok.lib\nus.or\nus.or.cc\nus.or.k12\nus.or.lib\nus.pa\nus.pa.cc\nus.pa.k12\nus.pa.lib\n"
+        "us.platterp\nus.pointto\nus.pr\nus.pr.cc\nus.pr.k12\nus.pr.lib\nus.ri\nus.ri.cc\nus.ri.lib\n"
+        "us.sc\nus.sc.cc\nus.sc.k12\nus.sc.lib\nus.sd\nus.sd.cc\nus.sd.lib\nus.stuff-4-sale\nus.tn\n"
+        "us.tn.cc\nus.tn.k12\nus.tn.lib\nus.tx\nus.tx.cc\nus.tx.k12\nus.tx.lib\nus.ut\nus.ut.cc\n"
+        "us.ut.k12\nus.ut.lib\nus.va\nus.va.cc\nus.va.k12\nus.va.lib\nus.vi\nus.vi.cc\nus.vi.k12\n"
+        "us.vi.lib\nus.vt\nus.vt.cc\nus.vt.k12\nus.vt.lib\nus.wa\nus.wa.cc\nus.wa.k12\nus.wa.lib\nus.wi\n"
+        "us.wi.cc\nus.wi.k12\nus.wi.lib\nus.wv\nus.wv.cc\nus.wy\nus.wy.cc\nus.wy.k12\nus.wy.lib\nuy\n"
+        "uy.com\nuy.com.blogspot\nuy.edu\nuy.gub\nuy.mil\nuy.net\nuy.org\nuz\nuz.co\nuz.com\nuz.net\n"
+        "uz.org\nva\nvacations\nvana\nvanguard\nvc\nvc.0e\nvc.com\nvc.edu\nvc.gov\nvc.gv\nvc.gv.d\n"
+        "vc.mil\nvc.net\nvc.org\nve\nve.arts\nve.bib\nve.co\nve.com\nve.e12\nve.edu\nve.firm\nve.gob\n"
+        "ve.gov\nve.info\nve.int\nve.mil\nve.net\nve.nom\nve.org\nve.rar\nve.rec\nve.store\nve.tec\n"
+        "ve.web\nvegas\nventures\nverisign\nversicherung\nvet\nvg\nvg.at\nvi\nvi.co\nvi.com\nvi.k12\n"
+        "vi.net\nvi.org\nviajes\nvideo\nvig\nviking\nvillas\nvin\nvip\nvirgin\nvisa\nvision\nviva\nvivo\n"
+        "vlaanderen\nvn\nvn.ac\nvn.biz\nvn.blogspot\nvn.com\nvn.edu\nvn.gov\nvn.health\nvn.info\nvn.int\n"
+        "vn.name\nvn.net\nvn.org\nvn.pro\nvodka\nvolkswagen\nvolvo\nvote\nvoting\nvoto\nvoyage\nvu\n"
+        "vu.blog\nvu.cn\nvu.com\nvu.dev\nvu.edu\nvu.me\nvu.net\nvu.org\nvuelos\nwales\nwalmart\nwalter\n"
+        "wang\nwanggou\nwatch\nwatches\nweather\nweatherchannel\nwebcam\nweber\nwebsite\nwebsite.framer\n"
+        "wedding\nweibo\nweir\nwf\nwf.biz\nwf.sch\nwhoswho\nwien\nwiki\nwiki.framer\nwilliamhill\nwin\n"
+        "windows\nwine\nwinners\nwme\nwolterskluwer\nwoodside\nwork\nworks\nworld\nwow\nws\n"
+        "ws.advisor.*\nws.cloud66\nws.com\nws.dyndns\nws.edu\nws.gov\nws.mypets\nws.net\nws.org\nwtc\n"
+        "wtf\nxbox\nxerox\nxfinity\nxihuan\nxin\nxn--11b4c3d\nxn--1ck2e1b\nxn--1qqw23a\nxn--2scrj9c\n"
+        "xn--30rr7y\nxn--3bst00m\nxn--3ds443g\nxn--3e0b707e\nxn--3hcrj9c\nxn--3pxu8k\nxn--42c2d9a\n"
+        "xn--45br5cyl\nxn--45brj9c\nxn--45q11c\nxn--4dbrk0ce\nxn--4dbrk0ce.xn--4dbgdty6c\n"
+        "xn--4dbrk0ce.xn--5dbhl8d\nxn--4dbrk0ce.xn--8dbq2a\nxn--4dbrk0ce.xn--hebda8b\nxn--4gbrim\n"
+        "xn--54b7fta0cc\nxn--55qw42g\nxn--55qx5d\nxn--5su34j936bgsg\nxn--5tzm5g\nxn--6frz82g\n"
+        "xn--6qq986b3xl\nxn--80adxhks\nxn--80ao21a\nxn--80aqecdr1a\nxn--80asehdb\nxn--80aswg\n"
+        "xn--8y0a063a\nxn--90a3ac\nxn--90a3ac.xn--80au\nxn--90a3ac.xn--90azh\nxn--90a3ac.xn--c1avg\n"
+        "xn--90a3ac.xn--d1at\nxn--90a3ac.xn--o1ac\nxn--90a3ac.xn--o1ach\nxn--90ae\nxn--90ais\n"
+        "xn--9dbq2a\nxn--9et52u\nxn--9krt00a\nxn--b4w605ferd\nxn--bck1b9a5dre4c\nxn--c1avg\nxn--c2br7g\n"
+        "xn--cck2b3b\nxn--cckwcxetd\nxn--cg4bki\nxn--clchc0ea0b2g2a9gcd\nxn--czr694b\nxn--czrs0t\n"
+        "xn--czru2d\nxn--d1acj3b\nxn--d1alf\nxn--e1a4c\nxn--eckvdtc9d\nxn--efvy88h\nxn--fct429k\n"
+        "xn--fhbei\nxn--fiq228c5hs\nxn--fiq64b\nxn--fiqs8s\nxn--fiqz9s\nxn--fjq720a\nxn--flw351e\n"
+        "xn--fpcrj9c3d\nxn--fzc2c9e2c\nxn--fzys8d69uvgm\nxn--g2xx48c\nxn--gckr3f0f\nxn--gecrj9c\n"
+        "xn--gk3at1e\nxn--h2breg3eve\nxn--h2brj9c\nxn--h2brj9c8c\nxn--hxt814e\nxn--i1b6b1a6a2e\n"
+        "xn--imr513n\nxn--io0a7i\nxn--j1aef\nxn--j1amh\nxn--j6w193g\nxn--j6w193g.xn--55qx5d\n"
+        "xn--j6w193g.xn--gmqw5a\nxn--j6w193g.xn--mxtq1m\nxn--j6w193g.xn--od0alg\nxn--j6w193g.xn--uc0atv\n"
+        "xn--j6w193g.xn--wcvs22d\nxn--jlq480n2rg\nxn--jvr189m\nxn--kcrx77d1x4a\nxn--kprw13d\n"
+        "xn--kpry57d\nxn--kput3i\nxn--l1acc\nxn--lgbbat1ad8j\nxn--mgb2ddes\nxn--mgb9awbf\n"
+        "xn--mgba3a3ejt\nxn--mgba3a4f16a\nxn--mgba3a4fra\nxn--mgba7c0bbn0a\nxn--mgbaakc7dvf\n"
+        "xn--mgbaam7a8h\nxn--mgbab2bd\nxn--mgbah1a3hjkrd\nxn--mgbai9a5eva00b\nxn--mgbai9azgqp6j\n"
+        "xn--mgbayh7gpa\nxn--mgbbh1a\nxn--mgbbh1a71e\nxn--mgbc0a9azcg\nxn--mgbca7dzdo\nxn--mgbcpq6gpa1a\n"
+        "xn--mgberp4a5d4a87g\nxn--mgberp4a5d4ar\nxn--mgbgu82a\nxn--mgbi4ecexp\nxn--mgbpl2fh\n"
+        "xn--mgbqly7c0a67fbc\nxn--mgbqly7cvafr\nxn--mgbt3dhd\nxn--mgbtf8fl\nxn--mgbtx2b\nxn--mgbx4cd0ab\n"
+        "xn--mix082f\nxn--mix891f\nxn--mk1bu44c\nxn--mxtq1m\nxn--ngbc5azd\nxn--ngbe9e0a\nxn--ngbrx\n"
+        "xn--nnx388a\nxn--node\nxn--nqv7f\nxn--nqv7fs00ema\nxn--nyqy26a\nxn--o3cw4h\n"
+        "xn--o3cw4h.xn--12c1fe0br\nxn--o3cw4h.xn--12cfi8ixb8l\nxn--o3cw4h.xn--12co0c3b4eva\n"
+        "xn--o3cw4h.xn--h3cuzk1di\nxn--o3cw4h.xn--m3ch0j3a\nxn--o3cw4h.xn--o3cyx2a\nxn--ogbpf8fl\n"
+        "xn--otu796d\nxn--p1acf\nxn--p1acf.xn--41a\nxn--p1acf.xn--80aaa0cvac\nxn--p1acf.xn--90a1af\n"
+        "xn--p1acf.xn--90amc\nxn--p1acf.xn--c1avg\nxn--p1acf.xn--h1ahn\nxn--p1acf.xn--h1aliz\n"
+        "xn--p1acf.xn--j1adp\nxn--p1acf.xn--j1aef\nxn--p1acf.xn--j1ael8b\nxn--p1ai\nxn--pgbs0dh\n"
+        "xn--pssy2u\nxn--q7ce6a\nxn--q9jyb4c\nxn--qcka1pmc\nxn--qxa6a\nxn--qxam\nxn--rhqv96g\n"
+        "xn--rovu88b\nxn--rvc1e0am3e\nxn--s9brj9c\nxn--ses554g\nxn--t60b56a\nxn--tckwe\nxn--tiq49xqyj\n"
+        "xn--unup4y\nxn--vermgensberater-ctb\nxn--vermgensberatung-pwb\nxn--vhquv\nxn--vuq861b\n"
+        "xn--w4r85el8fhu5dnra\nxn--w4rs40l\nxn--wgbh1c\nxn--wgbl6a\nxn--xhq521b\nxn--xkc2al3hye2a\n"
+        "xn--xkc2dl3a5ee0h\nxn--y9a3aq\nxn--yfro4i67o\nxn--ygbi2ammx\nxn--zfr164b\nxxx\nxyz\n"
+        "xyz.blogsite\nxyz.crafting\nxyz.localzone\nxyz.telebit.*\nxyz.zapto\nyachts\nyahoo\nyamaxun\n"
+        "yandex\nye\nye.com\nye.edu\nye.gov\nye.mil\nye.net\nye.org\nyodobashi\nyoga\nyokohama\nyou\n"
+        "youtube\nyt\nyt.org\nyun\nza.ac\nza.agric\nza.alt\nza.co\nza.co.blogspot\nza.edu\nza.gov\n"
+        "za.grondar\nza.law\nza.mil\nza.net\nza.ngo\nza.nic\nza.nis\nza.nom\nza.org\nza.school\nza.tm\n"
+        "za.web\nzappos\nzara\nzero\nzip\nzm\nzm.ac\nzm.biz\nzm.co\nzm.com\nzm.edu\nzm.gov\nzm.info\n"
+        "zm.mil\nzm.net\nzm.org\nzm.sch\nzone\nzone.cloud66\nzone.hs\nzone.lima\nzone.triton.*\nzuerich\n"
+        "zw\nzw.ac\nzw.co\nzw.gov\nzw.mil\nzw.org\n"
+    , 5265),
+};
+// END GENERATED PUBLIC SUFFIX TABLE
+
+// Line starting at or before `pos` within a chunk of '\n'-terminated lines.
+inline std::string_view origin_psl_line_at(std::string_view chunk, std::size_t pos) noexcept {
+    std::size_t start = pos;
+    while (start > 0 && chunk[start - 1] != '\n') --start;
+    const std::size_t end = chunk.find('\n', start);
+    return chunk.substr(start, end - start);
+}
+
+// First table line >= key (byte order), or an empty view when there is none.
+inline std::string_view origin_psl_lower_bound(std::string_view key) noexcept {
+    for (std::string_view chunk : origin_psl_chunks) {
+        if (chunk.empty()) continue;
+        if (origin_psl_line_at(chunk, chunk.size() - 1) < key) continue;
+        std::size_t lo = 0, hi = chunk.size();  // both always at line starts
+        while (lo < hi) {
+            const std::size_t mid = lo + (hi - lo) / 2;
+            std::size_t start = mid;
+            while (start > lo && chunk[start - 1] != '\n') --start;
+            const std::string_view line = origin_psl_line_at(chunk, start);
+            if (line < key) lo = start + line.size() + 1;
+            else hi = start;
+        }
+        return origin_psl_line_at(chunk, lo);
+    }
+    return {};
+}
+
+inline bool origin_psl_has_line(std::string_view line) noexcept { return origin_psl_lower_bound(line) == line; }
+
+inline std::vector<std::string_view> origin_psl_labels(std::string_view domain) {
+    std::vector<std::string_view> labels;
+    std::size_t start = 0;
+    while (true) {
+        const std::size_t dot = domain.find('.', start);
+        labels.push_back(domain.substr(start, dot == std::string_view::npos ? std::string_view::npos : dot - start));
+        if (dot == std::string_view::npos) return labels;
+        start = dot + 1;
+    }
+}
+
+// "a.b.example.com" -> "com.example.b.a": the table's key order.
+inline std::string origin_psl_reversed(std::string_view domain) {
+    const std::vector<std::string_view> labels = origin_psl_labels(domain);
+    std::string out;
+    for (std::size_t k = labels.size(); k-- > 0;) {
+        out.append(labels[k]);
+        if (k > 0) out += '.';
+    }
+    return out;
+}
+
+// Number of labels of the public suffix of `domain` (lowercase ASCII, no
+// trailing dot), by the PSL algorithm: an exception rule prevails, else the
+// longest matching rule, else the implicit rule "*" (one label).
+inline std::size_t origin_psl_suffix_labels(std::string_view domain) {
+    const std::vector<std::string_view> labels = origin_psl_labels(domain);
+    std::size_t best = 1;
+    std::string rev;
+    for (std::size_t k = 1; k <= labels.size(); ++k) {
+        const std::string parent_rev = rev;  // the last k-1 labels, reversed
+        if (!rev.empty()) rev += '.';
+        rev.append(labels[labels.size() - k]);
+        if (origin_psl_has_line(rev + "!")) return k - 1;               // !rule
+        if (origin_psl_has_line(rev)) best = k;                         // rule
+        if (k >= 2 && origin_psl_has_line(parent_rev + ".*")) best = k;  // *.rule
+    }
+    return best;
+}
+
+inline bool origin_psl_is_public_suffix(std::string_view domain) {
+    return origin_psl_suffix_labels(domain) >= origin_psl_labels(domain).size();
+}
+
+// A rule strictly beneath `domain` (e.g. s3.amazonaws.com beneath
+// amazonaws.com), written as in the list, or "" when there is none.
+// Exception rules do not count: they carve sites out, not in.
+inline std::string origin_psl_rule_beneath(std::string_view domain) {
+    const std::string prefix = origin_psl_reversed(domain) + ".";
+    std::string_view line = origin_psl_lower_bound(prefix);
+    while (!line.empty() && line.substr(0, prefix.size()) == prefix) {
+        if (line.back() != '!') {
+            if (line.size() >= 2 && line.substr(line.size() - 2) == ".*") {
+                return "*." + origin_psl_reversed(line.substr(0, line.size() - 2));
+            }
+            return origin_psl_reversed(line);
+        }
+        // The next line: every table line sorts above line + "\x01".
+        line = origin_psl_lower_bound(std::string(line) + '\x01');
+    }
+    return {};
+}
+
+// ---------------------------------------------------------------------------
+// Character classes and parsing
+// ---------------------------------------------------------------------------
+enum : std::uint8_t {
+    origin_cc_alpha = 1,
+    origin_cc_digit = 2,
+    origin_cc_hex = 4,
+    origin_cc_label = 8,    // may appear in a host label: A-Z a-z 0-9 - _
+    origin_cc_scheme = 16,  // may appear after a scheme's first letter: A-Z a-z 0-9 + - .
+};
+
+struct origin_char_classes {
+    std::uint8_t of[256];
+};
+
+constexpr origin_char_classes origin_make_char_classes() noexcept {
+    origin_char_classes t{};
+    for (int c = 0; c < 256; ++c) {
+        std::uint8_t v = 0;
+        const bool upper = c >= 'A' && c <= 'Z', lower = c >= 'a' && c <= 'z', digit = c >= '0' && c <= '9';
+        if (upper || lower) v |= origin_cc_alpha;
+        if (digit) v |= origin_cc_digit;
+        if (digit || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')) v |= origin_cc_hex;
+        if (upper || lower || digit || c == '-' || c == '_') v |= origin_cc_label;
+        if (upper || lower || digit || c == '+' || c == '-' || c == '.') v |= origin_cc_scheme;
+        t.of[c] = v;
+    }
+    return t;
+}
+
+inline constexpr origin_char_classes origin_chars = origin_make_char_classes();
+
+inline bool origin_is(char c, std::uint8_t cls) noexcept {
+    return (origin_chars.of[static_cast<unsigned char>(c)] & cls) != 0;
+}
+
+
+inline bool origin_iequal(std::string_view a, std::string_view b) noexcept {
+    if (a.size() != b.size()) return false;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        if (ascii_lower(a[i]) != ascii_lower(b[i])) return false;
+    }
+    return true;
+}
+
+// What is wrong with an origin, a pattern or a Host value. check() only
+// reports malformed; create() turns each into a message.
+enum class origin_syntax : std::uint8_t {
+    ok,
+    no_scheme,          // no "scheme://" in front
+    websocket_scheme,   // ws: or wss: (never a page's origin)
+    unsupported_scheme, // patterns: only http and https
+    no_host,            // nothing (or only a port) after "://"
+    userinfo,           // user@ or user:pass@
+    path,               // "/" (even alone), "?" or "#"
+    bad_char,           // whitespace, control, non-ASCII, '%', ',', ...
+    non_ascii,          // a byte >= 0x80 in the host: needs punycode
+    bad_label,          // empty label, label over 63, name over 253
+    bad_ipv4,           // numeric host that is not a canonical dotted quad
+    bad_ipv6,           // not a valid IPv6 literal
+    ipv6_not_canonical, // valid, but not the RFC 5952 form
+    ipv6_zone,          // a zone id (%25...)
+    bad_port,           // empty, leading zero, non-digit or over 65535
+    bad_wildcard,       // '*' anywhere but a whole leftmost label / the port
+    wildcard_ip,        // *.<IP address>
+};
+
+enum class origin_host_kind : std::uint8_t { name, ipv4, ipv6 };
+
+// A parsed origin, pattern or Host. `host` points into the input, except for
+// IPv6, where it is the canonical text (without brackets) in `ipv6_text`.
+struct origin_parts {
+    std::uint8_t scheme = 0;  // 0 none (Host), 1 http, 2 https, 3 other
+    bool wildcard = false;    // pattern "*.": host is the parent domain
+    bool any_port = false;    // pattern ":*"
+    bool has_port = false;    // a port was written
+    origin_host_kind kind = origin_host_kind::name;
+    std::uint32_t port = 0;   // the written port, else the scheme's default
+    std::size_t labels = 0;   // dots + 1 (names only)
+    std::size_t dot_at[16];   // offsets in `host` of its first 16 dots
+    std::string_view host;
+    char ipv6_text[40];       // written only for IPv6 hosts
+};
+
+inline constexpr std::uint8_t origin_scheme_http = 1;
+inline constexpr std::uint8_t origin_scheme_https = 2;
+inline constexpr std::uint8_t origin_scheme_other = 3;
+
+inline origin_syntax origin_stray_char(char c) noexcept {
+    switch (c) {
+        case '/': case '?': case '#': return origin_syntax::path;
+        case '@': return origin_syntax::userinfo;
+        case '*': return origin_syntax::bad_wildcard;
+        default: return static_cast<unsigned char>(c) >= 0x80 ? origin_syntax::non_ascii : origin_syntax::bad_char;
+    }
+}
+
+// Parses an IPv6 literal's content (between the brackets) and writes its
+// RFC 5952 text to `out`; the input must equal it up to ASCII case.
+inline origin_syntax origin_parse_ipv6(std::string_view s, char (&out)[40]) noexcept {
+    if (s.find('%') != std::string_view::npos) return origin_syntax::ipv6_zone;
+    std::uint16_t groups[8] = {};
+    int count = 0, compress_at = -1;
+    std::size_t p = 0;
+    if (s.size() >= 2 && s[0] == ':' && s[1] == ':') {
+        compress_at = 0;
+        p = 2;
+    } else if (!s.empty() && s[0] == ':') {
+        return origin_syntax::bad_ipv6;
+    }
+    while (p < s.size()) {
+        std::uint32_t value = 0;
+        std::size_t digits = 0;
+        while (p < s.size() && origin_is(s[p], origin_cc_hex)) {
+            if (++digits > 4) return origin_syntax::bad_ipv6;
+            const char c = ascii_lower(s[p++]);
+            value = value * 16 + static_cast<std::uint32_t>(c <= '9' ? c - '0' : c - 'a' + 10);
+        }
+        if (digits == 0 || count == 8) return origin_syntax::bad_ipv6;
+        groups[count++] = static_cast<std::uint16_t>(value);
+        if (p == s.size()) break;
+        if (s[p] != ':') return origin_syntax::bad_ipv6;  // includes a dotted IPv4 tail
+        ++p;
+        if (p < s.size() && s[p] == ':') {
+            if (compress_at >= 0) return origin_syntax::bad_ipv6;
+            compress_at = count;
+            ++p;
+        } else if (p == s.size()) {
+            return origin_syntax::bad_ipv6;
+        }
+    }
+    if (compress_at < 0 ? count != 8 : count > 7) return origin_syntax::bad_ipv6;
+    if (compress_at >= 0) {
+        const int moved = count - compress_at, gap = 8 - count;
+        for (int k = moved - 1; k >= 0; --k) groups[compress_at + gap + k] = groups[compress_at + k];
+        for (int k = 0; k < gap; ++k) groups[compress_at + k] = 0;
+    }
+    // RFC 5952 4.2: compress the longest run of two or more zero groups, the
+    // first one on a tie; 4.3: lowercase, no leading zeros.
+    int best_at = -1, best_len = 1;
+    for (int k = 0; k < 8;) {
+        int run = 0;
+        while (k + run < 8 && groups[k + run] == 0) ++run;
+        if (run > best_len) {
+            best_at = k;
+            best_len = run;
+        }
+        k += run > 0 ? run : 1;
+    }
+    std::size_t n = 0;
+    for (int k = 0; k < 8; ++k) {
+        if (k == best_at) {
+            out[n++] = ':';
+            out[n++] = ':';
+            k += best_len - 1;
+            continue;
+        }
+        if (n > 0 && out[n - 1] != ':') out[n++] = ':';
+        static constexpr char hex[] = "0123456789abcdef";
+        bool started = false;
+        for (int shift = 12; shift >= 0; shift -= 4) {
+            const int nibble = (groups[k] >> shift) & 0xf;
+            if (nibble != 0 || started || shift == 0) {
+                out[n++] = hex[nibble];
+                started = true;
+            }
+        }
+    }
+    out[n] = '\0';
+    return origin_iequal(s, std::string_view(out, n)) ? origin_syntax::ok : origin_syntax::ipv6_not_canonical;
+}
+
+// WHATWG URL: a host whose last label is a number is an IPv4 address, and a
+// browser serializes it as a dotted quad: 127.1, 0x7f.1 and 0127.0.0.1 never
+// appear in a browser's Origin.
+inline bool origin_ends_in_number(std::string_view host) noexcept {
+    if (!host.empty() && host.back() == '.') host.remove_suffix(1);
+    const std::size_t dot = host.rfind('.');
+    const std::string_view last = dot == std::string_view::npos ? host : host.substr(dot + 1);
+    if (last.empty()) return false;
+    bool all_digits = true;
+    for (char c : last) all_digits = all_digits && origin_is(c, origin_cc_digit);
+    if (all_digits) return true;
+    if (last.size() >= 2 && last[0] == '0' && (last[1] == 'x' || last[1] == 'X')) {
+        for (char c : last.substr(2)) {
+            if (!origin_is(c, origin_cc_hex)) return false;
+        }
+        return true;
+    }
+    return false;
+}
+
+inline bool origin_is_dotted_quad(std::string_view host) noexcept {
+    int parts = 0;
+    std::size_t p = 0;
+    while (true) {
+        std::size_t digits = 0;
+        std::uint32_t value = 0;
+        while (p < host.size() && origin_is(host[p], origin_cc_digit)) {
+            if (++digits > 3) return false;
+            value = value * 10 + static_cast<std::uint32_t>(host[p] - '0');
+            ++p;
+        }
+        if (digits == 0 || value > 255 || (digits > 1 && host[p - digits] == '0')) return false;
+        ++parts;
+        if (p == host.size()) return parts == 4;
+        if (host[p] != '.' || parts == 4) return false;
+        ++p;
+    }
+}
+
+enum class origin_parse_mode : std::uint8_t { header, pattern, host_header, host_pattern };
+
+// Parses host[:port] from s[i..] to the end. Hosts are reg-names of labels
+// [A-Za-z0-9_-]{1,63} joined by dots (253 bytes at most, one optional
+// trailing dot), canonical dotted quads or canonical bracketed IPv6.
+inline origin_syntax origin_parse_authority(std::string_view s, std::size_t i, origin_parse_mode mode,
+                                            origin_parts& out) noexcept {
+    const bool pattern = mode == origin_parse_mode::pattern || mode == origin_parse_mode::host_pattern;
+    const std::size_t n = s.size();
+    if (i == n || s[i] == ':') return origin_syntax::no_host;
+    if (s[i] == '*') {
+        if (mode != origin_parse_mode::pattern || i + 1 == n || s[i + 1] != '.') return origin_syntax::bad_wildcard;
+        out.wildcard = true;
+        i += 2;
+        if (i == n) return origin_syntax::bad_wildcard;
+    }
+    const std::size_t host_start = i;
+    if (s[i] == '[') {
+        const std::size_t close = s.find(']', i);
+        if (close == std::string_view::npos || close - i - 1 > 64) return origin_syntax::bad_ipv6;
+        if (out.wildcard) return origin_syntax::wildcard_ip;
+        const origin_syntax r = origin_parse_ipv6(s.substr(i + 1, close - i - 1), out.ipv6_text);
+        if (r != origin_syntax::ok) return r;
+        out.kind = origin_host_kind::ipv6;
+        out.host = std::string_view(out.ipv6_text);
+        i = close + 1;
+    } else {
+        std::size_t dots = 0, label_start = i, previous_start = i;
+        for (; i < n; ++i) {
+            if (origin_is(s[i], origin_cc_label)) continue;
+            if (s[i] != '.') break;
+            if (i == label_start || i - label_start > 63) return origin_syntax::bad_label;
+            if (dots < 16) out.dot_at[dots] = i - host_start;
+            ++dots;
+            previous_start = label_start;
+            label_start = i + 1;
+        }
+        if (i - label_start > 63) return origin_syntax::bad_label;
+        out.host = s.substr(host_start, i - host_start);
+        if (out.host.empty()) {
+            if (i < n && s[i] != ':') return origin_stray_char(s[i]);
+            return out.wildcard ? origin_syntax::bad_wildcard : origin_syntax::no_host;
+        }
+        out.labels = dots + 1;
+        const bool trailing_dot = i == label_start;
+        if (out.host.size() - trailing_dot > 253) return origin_syntax::bad_label;
+        // Only a last label that starts with a digit can be a number.
+        const std::size_t last_label = trailing_dot ? previous_start : label_start;
+        if (origin_is(s[last_label], origin_cc_digit) && origin_ends_in_number(out.host)) {
+            if (out.wildcard) return origin_syntax::wildcard_ip;
+            if (!origin_is_dotted_quad(out.host)) return origin_syntax::bad_ipv4;
+            out.kind = origin_host_kind::ipv4;
+        }
+    }
+    if (i < n && s[i] == ':') {
+        ++i;
+        if (pattern && i + 1 == n && s[i] == '*') {
+            out.any_port = true;
+            out.has_port = true;
+            return origin_syntax::ok;
+        }
+        const std::size_t start = i;
+        std::uint32_t value = 0;
+        while (i < n && origin_is(s[i], origin_cc_digit) && i - start < 5) {
+            value = value * 10 + static_cast<std::uint32_t>(s[i] - '0');
+            ++i;
+        }
+        const std::size_t digits = i - start;
+        if (digits == 0 || value > 65535 || (digits > 1 && s[start] == '0')) return origin_syntax::bad_port;
+        if (i < n && origin_is(s[i], origin_cc_digit)) return origin_syntax::bad_port;
+        out.has_port = true;
+        out.port = value;
+    }
+    if (i < n) {
+        if (s[i] == '*') return origin_syntax::bad_wildcard;
+        if (s[i] == ':' || (out.has_port && origin_is(s[i], origin_cc_alpha))) return origin_syntax::bad_port;
+        return origin_stray_char(s[i]);
+    }
+    return origin_syntax::ok;
+}
+
+// Parses "scheme://host[:port]". Schemes other than http and https parse (an
+// extension's origin is well formed) but can never be allowed.
+inline origin_syntax origin_parse(std::string_view s, origin_parse_mode mode, origin_parts& out) noexcept {
+    const std::size_t n = s.size();
+    // Scheme bytes are letters, digits, + - and .: OR 0x20 lowercases the
+    // letters and leaves the others unequal to any letter.
+    const auto is = [&](std::size_t k, char lower) { return (s[k] | 0x20) == lower; };
+    std::size_t i = 0;
+    if (n > 8 && is(0, 'h') && is(1, 't') && is(2, 't') && is(3, 'p')) {  // the common case, first
+        if (s[4] == ':' && s[5] == '/' && s[6] == '/') {
+            out.scheme = origin_scheme_http;
+            i = 7;
+        } else if (is(4, 's') && s[5] == ':' && s[6] == '/' && s[7] == '/') {
+            out.scheme = origin_scheme_https;
+            i = 8;
+        }
+    }
+    if (i == 0) {
+        if (n == 0 || !origin_is(s[0], origin_cc_alpha)) {
+            if (n > 0 && s[0] == '*') return origin_syntax::bad_wildcard;
+            return origin_syntax::no_scheme;
+        }
+        while (i < n && origin_is(s[i], origin_cc_scheme)) ++i;
+        if (i + 3 > n || s[i] != ':' || s[i + 1] != '/' || s[i + 2] != '/') {
+            if (i < n && static_cast<unsigned char>(s[i]) >= 0x80) return origin_syntax::non_ascii;
+            return origin_syntax::no_scheme;  // "example.com", "localhost:8080", "https//x"
+        }
+        if (i >= 4 && i <= 5 && is(0, 'h') && is(1, 't') && is(2, 't') && is(3, 'p') && (i == 4 || is(4, 's'))) {
+            out.scheme = i == 4 ? origin_scheme_http : origin_scheme_https;
+        } else if (i >= 2 && i <= 3 && is(0, 'w') && is(1, 's') && (i == 2 || is(2, 's'))) {
+            return origin_syntax::websocket_scheme;
+        } else if (mode == origin_parse_mode::pattern) {
+            return origin_syntax::unsupported_scheme;
+        } else {
+            out.scheme = origin_scheme_other;
+        }
+        i += 3;
+    }
+    if (mode == origin_parse_mode::pattern) {
+        // Name userinfo before anything else mistakes it for a port or a host.
+        for (std::size_t k = i; k < n && s[k] != '/' && s[k] != '?' && s[k] != '#'; ++k) {
+            if (s[k] == '@') return origin_syntax::userinfo;
+        }
+    }
+    const origin_syntax r = origin_parse_authority(s, i, mode, out);
+    if (r != origin_syntax::ok) return r;
+    if (!out.has_port) {
+        out.port = out.scheme == origin_scheme_http ? 80u : out.scheme == origin_scheme_https ? 443u : 0u;
+    }
+    return origin_syntax::ok;
+}
+
+// ---------------------------------------------------------------------------
+// A flat open-addressing set of (tag, port, host), hashed and compared
+// case-insensitively straight from the header bytes.
+// ---------------------------------------------------------------------------
+// Folding: OR 0x20 into every byte. On the bytes a parsed host can hold
+// (A-Z a-z 0-9 - . _ :) it lowercases letters and is otherwise one-to-one
+// ('_' becomes 0x7f, which no host holds), so folded bytes compare exactly.
+inline constexpr std::uint64_t origin_fold_mask = 0x2020202020202020ULL;
+
+inline std::uint64_t origin_load8_folded(const char* p) noexcept {
+    std::uint64_t w;
+    std::memcpy(&w, p, 8);
+    return w | origin_fold_mask;
+}
+
+// Hosts are hashed and compared by 8-byte words: every whole 8 bytes, then
+// the last 8 bytes (overlapping) for the rest; a host under 8 bytes is
+// assembled byte by byte. Equal lengths give equal word sequences exactly
+// when the folded bytes are equal, and nothing is read outside the host.
+inline std::uint64_t origin_load_short_folded(const char* p, std::size_t n) noexcept {
+    std::uint64_t w = 0;
+    for (std::size_t k = 0; k < n; ++k) w |= static_cast<std::uint64_t>(static_cast<unsigned char>(p[k])) << (8 * k);
+    return w | origin_fold_mask;
+}
+
+inline std::uint64_t origin_hash_round(std::uint64_t h, std::uint64_t w) noexcept {
+    h = (h ^ w) * 0xbf58476d1ce4e5b9ULL;
+    return (h << 29) | (h >> 35);  // low input bits reach every output bit
+}
+
+inline std::uint64_t origin_hash_host(std::string_view host) noexcept {
+    const char* p = host.data();
+    const std::size_t n = host.size();
+    std::uint64_t h = 0x9e3779b97f4a7c15ULL ^ n;
+    if (n < 8) return origin_hash_round(h, origin_load_short_folded(p, n));
+    std::size_t k = 0;
+    for (; k + 8 <= n; k += 8) h = origin_hash_round(h, origin_load8_folded(p + k));
+    return k == n ? h : origin_hash_round(h, origin_load8_folded(p + n - 8));
+}
+
+// `stored` holds a host already folded, of the same length as `host`.
+inline bool origin_folded_equal(const char* host, const char* stored, std::size_t n) noexcept {
+    if (n < 8) return origin_load_short_folded(host, n) == origin_load_short_folded(stored, n);
+    std::size_t k = 0;
+    for (; k + 8 <= n; k += 8) {
+        if (origin_load8_folded(host + k) != origin_load8_folded(stored + k)) return false;
+    }
+    return k == n || origin_load8_folded(host + n - 8) == origin_load8_folded(stored + n - 8);
+}
+
+// Key tags. A tag says what an entry means; the port is part of the key.
+enum : std::uint8_t {
+    origin_tag_exact = 0x10,     // | scheme: scheme://host:port
+    origin_tag_wildcard = 0x20,  // | scheme: scheme://*.host:port
+    origin_tag_any_port = 0x40,  // | one of the above: any port
+    origin_tag_host = 0x80,      // host_allowlist: host:port
+    origin_tag_host_default = 0x81,  // host_allowlist: host with no port (none, 80 or 443)
+};
+
+class origin_table {
+public:
+    // Adds a key once; returns false when it was already there.
+    bool insert(std::uint8_t tag, std::uint32_t port, std::string_view host) {
+        if (host.size() > 255 || arena_.size() > 0xffffff00u) return false;
+        if (find(tag, port, host, origin_hash_host(host))) return false;
+        if ((count_ + 1) * 2 > slots_.size()) grow();
+        place(slot{key_hash(origin_hash_host(host), tag, port), static_cast<std::uint32_t>(arena_.size()),
+                   static_cast<std::uint8_t>(host.size()), tag, static_cast<std::uint16_t>(port)});
+        for (char c : host) arena_ += static_cast<char>(c | 0x20);
+        ++count_;
+        return true;
+    }
+
+    bool find(std::uint8_t tag, std::uint32_t port, std::string_view host, std::uint64_t host_hash) const noexcept {
+        if (slots_.empty()) return false;
+        const std::uint64_t h = key_hash(host_hash, tag, port);
+        const std::size_t mask = slots_.size() - 1;
+        for (std::size_t i = static_cast<std::size_t>(h >> shift_);; i = (i + 1) & mask) {
+            const slot& s = slots_[i];
+            if (s.hash == 0) return false;
+            if (s.hash == h && s.tag == tag && s.port == port && s.length == host.size() &&
+                origin_folded_equal(host.data(), arena_.data() + s.offset, host.size())) {
+                return true;
+            }
+        }
+    }
+
+    std::size_t size() const noexcept { return count_; }
+
+private:
+    struct slot {
+        std::uint64_t hash;  // 0: empty
+        std::uint32_t offset;
+        std::uint8_t length;
+        std::uint8_t tag;
+        std::uint16_t port;
+    };
+
+    // Multiply-shift: the index is the product's top bits, which depend on
+    // every bit of the key.
+    static std::uint64_t key_hash(std::uint64_t host_hash, std::uint8_t tag, std::uint32_t port) noexcept {
+        const std::uint64_t h = (host_hash ^ (static_cast<std::uint64_t>(tag) << 16) ^ port) * 0x9e3779b97f4a7c15ULL;
+        return h == 0 ? 1 : h;
+    }
+
+    void place(const slot& entry) {
+        const std::size_t mask = slots_.size() - 1;
+        std::size_t i = static_cast<std::size_t>(entry.hash >> shift_);
+        while (slots_[i].hash != 0) i = (i + 1) & mask;
+        slots_[i] = entry;
+    }
+
+    void grow() {
+        std::vector<slot> old = std::move(slots_);
+        slots_.assign(old.empty() ? 16 : old.size() * 2, slot{0, 0, 0, 0, 0});
+        shift_ = 64;
+        for (std::size_t size = slots_.size(); size > 1; size >>= 1) --shift_;
+        for (const slot& s : old) {
+            if (s.hash != 0) place(s);
+        }
+    }
+
+    std::vector<slot> slots_;
+    std::string arena_;  // every host, folded, back to back
+    std::size_t count_ = 0;
+    unsigned shift_ = 64;  // 64 - log2(slots_.size())
+};
+
+// Quotes a pattern for an error message, control and non-ASCII bytes escaped.
+inline std::string origin_quote(std::string_view s) {
+    std::string out = "\"";
+    const std::size_t shown = s.size() > 200 ? 200 : s.size();
+    for (std::size_t i = 0; i < shown; ++i) {
+        const unsigned char c = static_cast<unsigned char>(s[i]);
+        if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') {
+            static constexpr char hex[] = "0123456789abcdef";
+            out += "\\x";
+            out += hex[c >> 4];
+            out += hex[c & 15];
+        } else {
+            out += static_cast<char>(c);
+        }
+    }
+    if (shown < s.size()) out += "...";
+    return out + "\"";
+}
+
+inline std::string origin_syntax_message(origin_syntax e, bool host_list) {
+    const char* example = host_list ? "app.example.com, localhost:8080 or [::1]:*" : "https://app.example.com";
+    switch (e) {
+        case origin_syntax::ok: return "ok";
+        case origin_syntax::no_scheme:
+            return host_list ? std::string("is not host[:port]; write e.g. ") + example
+                             : "has no scheme: an origin is scheme://host[:port], e.g. https://app.example.com";
+        case origin_syntax::websocket_scheme:
+            return "uses ws: or wss:, but Origin carries the page's scheme: write http:// or https://";
+        case origin_syntax::unsupported_scheme: return "has a scheme other than http or https";
+        case origin_syntax::no_host: return "has no host";
+        case origin_syntax::userinfo: return "has userinfo (user@): an origin never carries one";
+        case origin_syntax::path:
+            return "has a path, query or fragment (even a trailing \"/\"): an origin is scheme://host[:port] only";
+        case origin_syntax::bad_char:
+            return "has a character no host can hold (whitespace, control byte, %, comma, ...)";
+        case origin_syntax::non_ascii:
+            return "has a non-ASCII host: write its punycode form (xn--...), which is what browsers send";
+        case origin_syntax::bad_label: return "has an empty label, a label over 63 bytes or a name over 253 bytes";
+        case origin_syntax::bad_ipv4:
+            return "has a numeric host that is not a dotted quad such as 127.0.0.1 (browsers rewrite 127.1, 0x7f.1, "
+                   "0127.0.0.1 and a trailing dot)";
+        case origin_syntax::bad_ipv6: return "has an invalid IPv6 literal";
+        case origin_syntax::ipv6_not_canonical: return "has an IPv6 literal not in RFC 5952 form";
+        case origin_syntax::ipv6_zone: return "has an IPv6 zone id, which an origin never carries";
+        case origin_syntax::bad_port: return "has an invalid port (1-5 digits, no leading zero, at most 65535)";
+        case origin_syntax::bad_wildcard:
+            return host_list ? std::string("has a wildcard: list each host; \":*\" after a host means any port")
+                             : "has a wildcard that is not a whole leftmost label (https://*.example.com) or the "
+                               "port (http://localhost:*)";
+        case origin_syntax::wildcard_ip: return "puts a wildcard over an IP address";
+    }
+    return "is invalid";
+}
+
+template <class T, class = void>
+struct origin_is_pattern_range : std::false_type {};
+
+// Any container whose elements convert to std::string_view, but not a string
+// itself (a std::string is a range of chars, not of patterns).
+template <class T>
+using origin_element_t = decltype(*std::begin(std::declval<const T&>()));
+
+template <class T>
+struct origin_is_pattern_range<T, std::void_t<origin_element_t<T>, decltype(std::end(std::declval<const T&>()))>>
+    : std::integral_constant<bool, std::is_convertible<origin_element_t<T>, std::string_view>::value &&
+                                       !std::is_convertible<const T&, std::string_view>::value> {};
+
+template <class Patterns>
+std::vector<std::string_view> origin_views(const Patterns& patterns) {
+    std::vector<std::string_view> views;
+    for (const auto& p : patterns) views.emplace_back(std::string_view(p));
+    return views;
+}
+
+}  // namespace detail
+
+// ---------------------------------------------------------------------------
+// origin_policy
+// ---------------------------------------------------------------------------
+struct origin_options {
+    // Let a handshake with no Origin header through. Browsers always send
+    // Origin on a WebSocket handshake; only set this for non-browser clients
+    // (native apps, server-to-server), and authenticate them another way.
+    bool allow_missing_origin = false;
+    // Accept every well-formed origin: the policy then checks nothing but the
+    // syntax. "null" and malformed values are still refused. Dangerous with
+    // cookies or any ambient credential: any page can open the socket.
+    bool allow_any_origin_unsafe = false;
+};
+
+class origin_policy {
+public:
+    using options = origin_options;
+    // Longer Origin values are refused before they are parsed. A real origin
+    // is at most about 270 bytes (253-byte host, scheme, port).
+    static constexpr std::size_t max_header_length = 2048;
+
+    // Patterns: "https://app.example.com", "https://app.example.com:8443",
+    // "http://[::1]:8080", "https://*.example.com" (one or more labels, not the
+    // apex), "http://localhost:*" (any port). ASCII case and default ports are
+    // folded; everything else is significant.
+    static result<origin_policy> create(std::initializer_list<std::string_view> patterns) {
+        return build(std::vector<std::string_view>(patterns), options{});
+    }
+    static result<origin_policy> create(std::initializer_list<std::string_view> patterns, const options& opts) {
+        return build(std::vector<std::string_view>(patterns), opts);
+    }
+    template <class Patterns, class = std::enable_if_t<detail::origin_is_pattern_range<Patterns>::value>>
+    static result<origin_policy> create(const Patterns& patterns) {
+        return build(detail::origin_views(patterns), options{});
+    }
+    template <class Patterns, class = std::enable_if_t<detail::origin_is_pattern_range<Patterns>::value>>
+    static result<origin_policy> create(const Patterns& patterns, const options& opts) {
+        return build(detail::origin_views(patterns), opts);
+    }
+
+    // `origin_header` is the Origin field value as the HTTP parser gives it;
+    // an empty view means the header was absent.
+    decision check(std::string_view origin_header) const noexcept;
+
+    // Distinct patterns after folding case and default ports.
+    std::size_t size() const noexcept { return table_.size(); }
+    const options& settings() const noexcept { return options_; }
+
+private:
+    origin_policy() = default;
+    static result<origin_policy> build(const std::vector<std::string_view>& patterns, const options& opts);
+
+    detail::origin_table table_;
+    options options_;
+    std::uint64_t wildcard_labels_ = 0;  // bit k-1: some wildcard parent has k labels (k >= 64 -> bit 63)
+    bool any_port_exact_ = false;
+    bool any_port_wildcard_ = false;
+};
+
+inline result<origin_policy> origin_policy::build(const std::vector<std::string_view>& patterns, const options& opts) {
+    origin_policy policy;
+    policy.options_ = opts;
+    if (patterns.empty() && !opts.allow_missing_origin && !opts.allow_any_origin_unsafe) {
+        return result<origin_policy>::failure(
+            "origin_policy: the pattern list is empty, so no browser could ever connect; list the origins of your "
+            "pages (e.g. https://app.example.com), or set options.allow_missing_origin for non-browser clients only");
+    }
+    for (const std::string_view pattern : patterns) {
+        const auto fail = [&](const std::string& why) {
+            return result<origin_policy>::failure("origin_policy: pattern " + detail::origin_quote(pattern) + " " +
+                                                  why);
+        };
+        if (pattern == "*") {
+            return fail(
+                "would allow every origin, which lets any web page open the socket with the user's cookies; "
+                "list your origins, or set options.allow_any_origin_unsafe if you really mean it");
+        }
+        if (detail::origin_iequal(pattern, "null")) {
+            return fail("is the opaque origin of sandboxed iframes, file: pages and some redirects; any site can "
+                        "produce it, so it cannot be allowed");
+        }
+        if (pattern.size() > max_header_length) return fail("is longer than any origin can be");
+        detail::origin_parts parts;
+        const detail::origin_syntax syntax = detail::origin_parse(pattern, detail::origin_parse_mode::pattern, parts);
+        if (syntax != detail::origin_syntax::ok) {
+            std::string why = detail::origin_syntax_message(syntax, false);
+            if (syntax == detail::origin_syntax::ipv6_not_canonical) {
+                why += ": write [" + std::string(parts.ipv6_text) + "]";
+            }
+            return fail(why);
+        }
+        std::uint8_t tag = parts.wildcard ? detail::origin_tag_wildcard : detail::origin_tag_exact;
+        tag = static_cast<std::uint8_t>(tag | parts.scheme | (parts.any_port ? detail::origin_tag_any_port : 0));
+        const std::uint32_t port = parts.any_port ? 0 : parts.port;
+        if (parts.wildcard) {
+            std::string parent;
+            for (char c : parts.host) parent += detail::ascii_lower(c);
+            if (!parent.empty() && parent.back() == '.') parent.pop_back();
+            if (detail::origin_psl_is_public_suffix(parent)) {
+                return fail("puts a wildcard over \"" + parent + "\", " +
+                            (parent.find('.') == std::string::npos ? "a top-level domain" : "a public suffix") +
+                            " (publicsuffix.org): it would match sites of unrelated owners; wildcard a domain you "
+                            "own, e.g. https://*.example.co.uk");
+            }
+            const std::string beneath = detail::origin_psl_rule_beneath(parent);
+            if (!beneath.empty()) {
+                return fail("puts a wildcard over \"" + parent + "\", which has public suffixes beneath it (\"" +
+                            beneath + "\"), so it would match sites of unrelated owners; list your hosts instead");
+            }
+            std::size_t labels = 1;
+            for (char c : parts.host) labels += (c == '.');
+            policy.wildcard_labels_ |= std::uint64_t{1} << (labels >= 64 ? 63 : labels - 1);
+            policy.any_port_wildcard_ = policy.any_port_wildcard_ || parts.any_port;
+        } else {
+            policy.any_port_exact_ = policy.any_port_exact_ || parts.any_port;
+        }
+        (void)policy.table_.insert(tag, port, parts.host);  // a duplicate is harmless
+    }
+    return result<origin_policy>::success(std::move(policy));
+}
+
+inline decision origin_policy::check(std::string_view origin_header) const noexcept {
+    if (origin_header.empty()) {
+        return options_.allow_missing_origin ? decision::allow() : decision(reason::origin_missing);
+    }
+    if (origin_header.size() > max_header_length) return reason::origin_too_long;
+    if (origin_header.size() == 4 && detail::origin_iequal(origin_header, "null")) return reason::origin_null;
+    detail::origin_parts parts;
+    if (detail::origin_parse(origin_header, detail::origin_parse_mode::header, parts) != detail::origin_syntax::ok) {
+        return reason::origin_malformed;
+    }
+    if (options_.allow_any_origin_unsafe) return decision::allow();
+    if (parts.scheme == detail::origin_scheme_other) return reason::origin_not_allowed;
+
+    const std::string_view host = parts.host;
+    const std::uint16_t port = static_cast<std::uint16_t>(parts.port);
+    const std::uint8_t exact = static_cast<std::uint8_t>(detail::origin_tag_exact | parts.scheme);
+    const std::uint64_t host_hash = detail::origin_hash_host(host);
+    if (table_.find(exact, port, host, host_hash)) return decision::allow();
+    const std::uint8_t exact_any_port = static_cast<std::uint8_t>(exact | detail::origin_tag_any_port);
+    if (any_port_exact_ && table_.find(exact_any_port, 0, host, host_hash)) return decision::allow();
+
+    if (wildcard_labels_ == 0 || parts.kind != detail::origin_host_kind::name) return reason::origin_not_allowed;
+    const std::uint8_t wildcard = static_cast<std::uint8_t>(detail::origin_tag_wildcard | parts.scheme);
+    const std::uint8_t wildcard_any_port = static_cast<std::uint8_t>(wildcard | detail::origin_tag_any_port);
+    // Each proper parent domain, longest first: a.b.example.com -> b.example.com
+    // -> example.com -> com. Only label counts some wildcard has are probed.
+    std::size_t start = 0;
+    for (std::size_t parent_labels = parts.labels - 1, dot = 0; parent_labels >= 1; --parent_labels, ++dot) {
+        if (dot < 16) {
+            start = parts.dot_at[dot] + 1;
+        } else {
+            while (host[start] != '.') ++start;
+            ++start;
+        }
+        const std::uint64_t bit = std::uint64_t{1} << (parent_labels >= 64 ? 63 : parent_labels - 1);
+        if ((wildcard_labels_ & bit) == 0) continue;
+        const std::string_view parent = host.substr(start);
+        if (parent.empty()) break;  // "example.com." has an empty last "label"
+        const std::uint64_t parent_hash = detail::origin_hash_host(parent);
+        if (table_.find(wildcard, port, parent, parent_hash)) return decision::allow();
+        if (any_port_wildcard_ && table_.find(wildcard_any_port, 0, parent, parent_hash)) {
+            return decision::allow();
+        }
+    }
+    return reason::origin_not_allowed;
+}
+
+// ---------------------------------------------------------------------------
+// host_allowlist: the DNS-rebinding defence
+// ---------------------------------------------------------------------------
+// A page on attacker.example whose DNS answer flips to 127.0.0.1 talks to your
+// local server with Origin and Host both "attacker.example": an "Origin equals
+// Host" check passes, a Host allowlist does not.
+class host_allowlist {
+public:
+    // Patterns: "localhost:8080", "127.0.0.1:8080", "[::1]:8080",
+    // "app.example.com" (no port: matches a Host with no port, :80 or :443),
+    // "localhost:*" (any port). No wildcard hosts.
+    static result<host_allowlist> create(std::initializer_list<std::string_view> patterns) {
+        return build(std::vector<std::string_view>(patterns));
+    }
+    template <class Patterns, class = std::enable_if_t<detail::origin_is_pattern_range<Patterns>::value>>
+    static result<host_allowlist> create(const Patterns& patterns) {
+        return build(detail::origin_views(patterns));
+    }
+
+    // `host_header` is the Host field value; an empty view means it was absent.
+    decision check(std::string_view host_header) const noexcept;
+
+    std::size_t size() const noexcept { return table_.size(); }
+
+private:
+    host_allowlist() = default;
+    static result<host_allowlist> build(const std::vector<std::string_view>& patterns);
+
+    detail::origin_table table_;
+    bool any_port_ = false;
+};
+
+inline result<host_allowlist> host_allowlist::build(const std::vector<std::string_view>& patterns) {
+    if (patterns.empty()) {
+        return result<host_allowlist>::failure(
+            "host_allowlist: the list is empty, so every request would be refused; list the hosts clients use to "
+            "reach this server, e.g. localhost:8080 and 127.0.0.1:8080");
+    }
+    host_allowlist list;
+    for (const std::string_view pattern : patterns) {
+        const auto fail = [&](const std::string& why) {
+            return result<host_allowlist>::failure("host_allowlist: pattern " + detail::origin_quote(pattern) + " " +
+                                                   why);
+        };
+        if (pattern.find("://") != std::string_view::npos) {
+            return fail("has a scheme: a Host value is host[:port], e.g. localhost:8080");
+        }
+        if (pattern.size() > origin_policy::max_header_length) return fail("is longer than any host can be");
+        detail::origin_parts parts;
+        const detail::origin_syntax syntax =
+            detail::origin_parse_authority(pattern, 0, detail::origin_parse_mode::host_pattern, parts);
+        if (syntax != detail::origin_syntax::ok) {
+            std::string why = detail::origin_syntax_message(syntax, true);
+            if (syntax == detail::origin_syntax::ipv6_not_canonical) {
+                why += ": write [" + std::string(parts.ipv6_text) + "]";
+            }
+            return fail(why);
+        }
+        if (parts.any_port) {
+            list.any_port_ = true;
+            (void)list.table_.insert(detail::origin_tag_host | detail::origin_tag_any_port, 0, parts.host);
+        } else if (parts.has_port) {
+            (void)list.table_.insert(detail::origin_tag_host, parts.port, parts.host);
+        } else {
+            (void)list.table_.insert(detail::origin_tag_host_default, 0, parts.host);
+        }
+    }
+    return result<host_allowlist>::success(std::move(list));
+}
+
+inline decision host_allowlist::check(std::string_view host_header) const noexcept {
+    if (host_header.empty()) return reason::host_missing;
+    if (host_header.size() > origin_policy::max_header_length) return reason::host_malformed;
+    detail::origin_parts parts;
+    if (detail::origin_parse_authority(host_header, 0, detail::origin_parse_mode::host_header, parts) !=
+        detail::origin_syntax::ok) {
+        return reason::host_malformed;
+    }
+    const std::uint64_t hash = detail::origin_hash_host(parts.host);
+    const bool default_port = !parts.has_port || parts.port == 80 || parts.port == 443;
+    if (default_port && table_.find(detail::origin_tag_host_default, 0, parts.host, hash)) return decision::allow();
+    if (parts.has_port && table_.find(detail::origin_tag_host, parts.port, parts.host, hash)) return decision::allow();
+    if (any_port_ && table_.find(detail::origin_tag_host | detail::origin_tag_any_port, 0, parts.host, hash)) {
+        return decision::allow();
+    }
+    return reason::host_not_allowed;
+}
+
+// ---------------------------------------------------------------------------
+// Sec-Fetch-Site: an extra denial, never a grant
+// ---------------------------------------------------------------------------
+enum class fetch_site_policy : std::uint8_t {
+    deny_cross_site,               // refuse "cross-site"
+    deny_cross_site_and_same_site, // also refuse "same-site" (sibling subdomains)
+};
+
+// Browsers send Sec-Fetch-Site on every request; older browsers and
+// non-browser clients send none, so an absent value passes. Passing this
+// check grants nothing: the Origin check must still pass.
+inline decision check_sec_fetch_site(std::string_view value,
+                                     fetch_site_policy policy = fetch_site_policy::deny_cross_site) noexcept {
+    if (value.empty() || value == "same-origin" || value == "none") return decision::allow();
+    if (value == "same-site") {
+        if (policy == fetch_site_policy::deny_cross_site) return decision::allow();
+        return reason::fetch_site_cross_site;
+    }
+    if (value == "cross-site") return reason::fetch_site_cross_site;
+    return reason::fetch_site_malformed;
+}
+
+}  // inline namespace WSGUARD_ABI_NS
+}  // namespace wsguard
+
+// ===========================================================================
+// 4. Crypto: sha256, hmac_sha256, base64url, random bytes
+// ===========================================================================
+
+// Which SHA-256 compressions are compiled. Each SIMD path is compiled with a
+// target attribute (no -msha needed) and only ever called after a CPU check.
+#if !WSGUARD_NO_SIMD && (defined(__x86_64__) || defined(_M_X64)) && \
+    (defined(__GNUC__) || defined(__clang__) || defined(_MSC_VER))
+#define WSGUARD_DETAIL_SHA256_SHANI 1
+#else
+#define WSGUARD_DETAIL_SHA256_SHANI 0
+#endif
+
+// Clang before 16 only declares the ARMv8 SHA2 intrinsics when the whole
+// translation unit targets them; GCC and newer Clang accept a target attribute.
+#if !WSGUARD_NO_SIMD && defined(__aarch64__) &&                                                      \
+    (defined(__ARM_FEATURE_SHA2) || defined(__ARM_FEATURE_CRYPTO) ||                                  \
+     (defined(__GNUC__) && !defined(__clang__)) || (defined(__clang__) && __clang_major__ >= 16))
+#define WSGUARD_DETAIL_SHA256_ARMV8 1
+#else
+#define WSGUARD_DETAIL_SHA256_ARMV8 0
+#endif
+
+#if WSGUARD_DETAIL_SHA256_SHANI
+#include <immintrin.h>
+#if defined(_MSC_VER) && !defined(__clang__)
+#include <intrin.h>
+#define WSGUARD_DETAIL_TARGET_SHANI
+#else
+#include <cpuid.h>
+#define WSGUARD_DETAIL_TARGET_SHANI __attribute__((target("sha,sse4.1")))
+#endif
+#endif
+
+#if WSGUARD_DETAIL_SHA256_ARMV8
+#include <arm_neon.h>
+#if defined(__ARM_FEATURE_SHA2) || defined(__ARM_FEATURE_CRYPTO)
+#define WSGUARD_DETAIL_TARGET_ARMV8
+#elif defined(__clang__)
+#define WSGUARD_DETAIL_TARGET_ARMV8 __attribute__((target("sha2")))
+#else
+// GCC 12 declares the SHA2 intrinsics under "+crypto" (SHA2 and AES), later GCC under "+sha2".
+#define WSGUARD_DETAIL_TARGET_ARMV8 __attribute__((target("+crypto")))
+#endif
+#if defined(__linux__) && !(defined(__ARM_FEATURE_SHA2) || defined(__ARM_FEATURE_CRYPTO))
+#include <sys/auxv.h>
+#endif
+#endif
+
+// Random bytes come from the operating system only.
+#if defined(__linux__)
+#include <sys/random.h>
+#elif defined(_WIN32)
+// Declared here rather than through <windows.h>, whose min/max macros would
+// leak into every program that includes wsguard. Same types as <bcrypt.h>
+// (NTSTATUS, BCRYPT_ALG_HANDLE, PUCHAR, ULONG), so both may be included.
+// MinGW users link -lbcrypt.
+extern "C" long __stdcall BCryptGenRandom(void* algorithm, unsigned char* buffer, unsigned long size,
+                                          unsigned long flags);
+#if defined(_MSC_VER)
+#pragma comment(lib, "bcrypt")
+#endif
+#endif
+
+namespace wsguard {
+inline namespace WSGUARD_ABI_NS {
+
+using sha256_digest = std::array<std::uint8_t, 32>;
+
+namespace detail {
+
+// Compresses `count` consecutive 64-byte blocks into `state` (FIPS 180-4 6.2.2).
+using sha256_compress_fn = void (*)(std::uint32_t* state, const std::uint8_t* blocks, std::size_t count) noexcept;
+
+enum class sha256_backend : std::uint8_t { portable, x86_shani, armv8_sha2 };
+
+constexpr const char* sha256_backend_name(sha256_backend b) noexcept {
+    switch (b) {
+        case sha256_backend::portable: return "portable";
+        case sha256_backend::x86_shani: return "x86_shani";
+        case sha256_backend::armv8_sha2: return "armv8_sha2";
+    }
+    return "unknown";
+}
+
+alignas(64) inline constexpr std::uint32_t sha256_round_constants[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+};
+
+inline constexpr std::uint32_t sha256_initial_state[8] = {
+    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+};
+
+constexpr std::uint32_t sha256_load_be32(const std::uint8_t* p) noexcept {
+    return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) | std::uint32_t{p[3]};
+}
+
+inline void sha256_store_be32(std::uint8_t* p, std::uint32_t v) noexcept {
+    p[0] = static_cast<std::uint8_t>(v >> 24);
+    p[1] = static_cast<std::uint8_t>(v >> 16);
+    p[2] = static_cast<std::uint8_t>(v >> 8);
+    p[3] = static_cast<std::uint8_t>(v);
+}
+
+constexpr std::uint32_t sha256_rotr(std::uint32_t x, int n) noexcept { return (x >> n) | (x << (32 - n)); }
+
+// Erases secrets (key pads, hash states derived from a key) in a way the
+// compiler cannot drop as a dead store: memset followed by an empty asm that
+// claims to read the memory (as explicit_bzero does), or volatile stores where
+// inline asm is not available.
+inline void crypto_wipe(void* p, std::size_t size) noexcept {
+#if defined(__GNUC__) || defined(__clang__)
+    if (size == 0) return;
+    std::memset(p, 0, size);
+    __asm__ __volatile__("" : : "r"(p) : "memory");
+#else
+    volatile std::uint8_t* bytes = static_cast<volatile std::uint8_t*>(p);
+    for (std::size_t i = 0; i < size; ++i) bytes[i] = 0;
+#endif
+}
+
+// constant-time: no branch or index depends on the data, only on the block count.
+inline void sha256_compress_portable(std::uint32_t* state, const std::uint8_t* blocks, std::size_t count) noexcept {
+    for (std::size_t block = 0; block < count; ++block, blocks += 64) {
+        std::uint32_t w[64];
+        for (int i = 0; i < 16; ++i) w[i] = sha256_load_be32(blocks + 4 * i);
+        for (int i = 16; i < 64; ++i) {
+            const std::uint32_t s0 = sha256_rotr(w[i - 15], 7) ^ sha256_rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
+            const std::uint32_t s1 = sha256_rotr(w[i - 2], 17) ^ sha256_rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
+            w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+        }
+        std::uint32_t a = state[0], b = state[1], c = state[2], d = state[3];
+        std::uint32_t e = state[4], f = state[5], g = state[6], h = state[7];
+        for (int i = 0; i < 64; ++i) {
+            const std::uint32_t s1 = sha256_rotr(e, 6) ^ sha256_rotr(e, 11) ^ sha256_rotr(e, 25);
+            const std::uint32_t choose = (e & f) ^ (~e & g);
+            const std::uint32_t t1 = h + s1 + choose + sha256_round_constants[i] + w[i];
+            const std::uint32_t s0 = sha256_rotr(a, 2) ^ sha256_rotr(a, 13) ^ sha256_rotr(a, 22);
+            const std::uint32_t majority = (a & b) ^ (a & c) ^ (b & c);
+            const std::uint32_t t2 = s0 + majority;
+            h = g;
+            g = f;
+            f = e;
+            e = d + t1;
+            d = c;
+            c = b;
+            b = a;
+            a = t1 + t2;
+        }
+        state[0] += a;
+        state[1] += b;
+        state[2] += c;
+        state[3] += d;
+        state[4] += e;
+        state[5] += f;
+        state[6] += g;
+        state[7] += h;
+    }
+}
+
+#if WSGUARD_DETAIL_SHA256_SHANI
+// Four rounds with message words w (already in SHA-NI lane order) and round constants k.
+WSGUARD_DETAIL_TARGET_SHANI inline void sha256_shani_rounds4(__m128i& abef, __m128i& cdgh, __m128i w,
+                                                             const std::uint32_t* k) noexcept {
+    __m128i wk = _mm_add_epi32(w, _mm_loadu_si128(reinterpret_cast<const __m128i*>(k)));
+    cdgh = _mm_sha256rnds2_epu32(cdgh, abef, wk);
+    wk = _mm_shuffle_epi32(wk, 0x0E);
+    abef = _mm_sha256rnds2_epu32(abef, cdgh, wk);
+}
+
+// Completes the next four message words: next + sigma-free part + sigma1(current).
+WSGUARD_DETAIL_TARGET_SHANI inline __m128i sha256_shani_schedule(__m128i next, __m128i current, __m128i previous) noexcept {
+    return _mm_sha256msg2_epu32(_mm_add_epi32(next, _mm_alignr_epi8(current, previous, 4)), current);
+}
+
+// constant-time: fixed instruction sequence per block.
+WSGUARD_DETAIL_TARGET_SHANI inline void sha256_compress_shani(std::uint32_t* state, const std::uint8_t* blocks,
+                                                              std::size_t count) noexcept {
+    const std::uint32_t* k = sha256_round_constants;
+    const __m128i byte_swap = _mm_set_epi64x(0x0c0d0e0f08090a0bLL, 0x0405060700010203LL);
+    // The instructions want the state as ABEF and CDGH.
+    __m128i tmp = _mm_shuffle_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(state)), 0xB1);  // CDAB
+    __m128i cdgh = _mm_shuffle_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(state + 4)), 0x1B);  // EFGH
+    __m128i abef = _mm_alignr_epi8(tmp, cdgh, 8);
+    cdgh = _mm_blend_epi16(cdgh, tmp, 0xF0);
+
+    for (std::size_t block = 0; block < count; ++block, blocks += 64) {
+        const __m128i abef_before = abef;
+        const __m128i cdgh_before = cdgh;
+        __m128i w0 = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blocks)), byte_swap);
+        __m128i w1 = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blocks + 16)), byte_swap);
+        __m128i w2 = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blocks + 32)), byte_swap);
+        __m128i w3 = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blocks + 48)), byte_swap);
+
+        sha256_shani_rounds4(abef, cdgh, w0, k + 0);
+        sha256_shani_rounds4(abef, cdgh, w1, k + 4);
+        w0 = _mm_sha256msg1_epu32(w0, w1);
+        sha256_shani_rounds4(abef, cdgh, w2, k + 8);
+        w1 = _mm_sha256msg1_epu32(w1, w2);
+        sha256_shani_rounds4(abef, cdgh, w3, k + 12);
+        w0 = sha256_shani_schedule(w0, w3, w2);
+        w2 = _mm_sha256msg1_epu32(w2, w3);
+        // Rounds 16-47: the same four steps twice, the message words rotating
+        // (written out: GCC -O2 would keep a loop here).
+        sha256_shani_rounds4(abef, cdgh, w0, k + 16);
+        w1 = sha256_shani_schedule(w1, w0, w3);
+        w3 = _mm_sha256msg1_epu32(w3, w0);
+        sha256_shani_rounds4(abef, cdgh, w1, k + 20);
+        w2 = sha256_shani_schedule(w2, w1, w0);
+        w0 = _mm_sha256msg1_epu32(w0, w1);
+        sha256_shani_rounds4(abef, cdgh, w2, k + 24);
+        w3 = sha256_shani_schedule(w3, w2, w1);
+        w1 = _mm_sha256msg1_epu32(w1, w2);
+        sha256_shani_rounds4(abef, cdgh, w3, k + 28);
+        w0 = sha256_shani_schedule(w0, w3, w2);
+        w2 = _mm_sha256msg1_epu32(w2, w3);
+        sha256_shani_rounds4(abef, cdgh, w0, k + 32);
+        w1 = sha256_shani_schedule(w1, w0, w3);
+        w3 = _mm_sha256msg1_epu32(w3, w0);
+        sha256_shani_rounds4(abef, cdgh, w1, k + 36);
+        w2 = sha256_shani_schedule(w2, w1, w0);
+        w0 = _mm_sha256msg1_epu32(w0, w1);
+        sha256_shani_rounds4(abef, cdgh, w2, k + 40);
+        w3 = sha256_shani_schedule(w3, w2, w1);
+        w1 = _mm_sha256msg1_epu32(w1, w2);
+        sha256_shani_rounds4(abef, cdgh, w3, k + 44);
+        w0 = sha256_shani_schedule(w0, w3, w2);
+        w2 = _mm_sha256msg1_epu32(w2, w3);
+        sha256_shani_rounds4(abef, cdgh, w0, k + 48);
+        w1 = sha256_shani_schedule(w1, w0, w3);
+        w3 = _mm_sha256msg1_epu32(w3, w0);
+        sha256_shani_rounds4(abef, cdgh, w1, k + 52);
+        w2 = sha256_shani_schedule(w2, w1, w0);
+        sha256_shani_rounds4(abef, cdgh, w2, k + 56);
+        w3 = sha256_shani_schedule(w3, w2, w1);
+        sha256_shani_rounds4(abef, cdgh, w3, k + 60);
+
+        abef = _mm_add_epi32(abef, abef_before);
+        cdgh = _mm_add_epi32(cdgh, cdgh_before);
+    }
+
+    tmp = _mm_shuffle_epi32(abef, 0x1B);                  // FEBA
+    cdgh = _mm_shuffle_epi32(cdgh, 0xB1);                 // DCHG
+    abef = _mm_blend_epi16(tmp, cdgh, 0xF0);              // DCBA
+    cdgh = _mm_alignr_epi8(cdgh, tmp, 8);                 // HGFE
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(state), abef);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(state + 4), cdgh);
+}
+
+inline bool sha256_cpu_has_shani() noexcept {
+    // SHA (leaf 7 EBX bit 29) plus the SSSE3/SSE4.1 shuffles and blends the path uses.
+#if defined(_MSC_VER) && !defined(__clang__)
+    int regs[4];
+    __cpuid(regs, 0);
+    if (regs[0] < 7) return false;
+    __cpuid(regs, 1);
+    const unsigned ecx1 = static_cast<unsigned>(regs[2]);
+    __cpuidex(regs, 7, 0);
+    const unsigned ebx7 = static_cast<unsigned>(regs[1]);
+#else
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    if (__get_cpuid_max(0, nullptr) < 7) return false;
+    __cpuid_count(1, 0, eax, ebx, ecx, edx);
+    const unsigned ecx1 = ecx;
+    __cpuid_count(7, 0, eax, ebx, ecx, edx);
+    const unsigned ebx7 = ebx;
+#endif
+    const bool ssse3 = (ecx1 >> 9) & 1u;
+    const bool sse41 = (ecx1 >> 19) & 1u;
+    const bool sha = (ebx7 >> 29) & 1u;
+    return ssse3 && sse41 && sha;
+}
+#endif  // WSGUARD_DETAIL_SHA256_SHANI
+
+#if WSGUARD_DETAIL_SHA256_ARMV8
+// Four rounds with message words `current`, then `current` becomes the words
+// four groups ahead (computed from it and the next three groups).
+WSGUARD_DETAIL_TARGET_ARMV8 inline void sha256_armv8_rounds4(uint32x4_t& abcd, uint32x4_t& efgh, uint32x4_t& current,
+                                                             uint32x4_t next1, uint32x4_t next2, uint32x4_t next3,
+                                                             const std::uint32_t* k, bool schedule) noexcept {
+    const uint32x4_t wk = vaddq_u32(current, vld1q_u32(k));
+    if (schedule) current = vsha256su1q_u32(vsha256su0q_u32(current, next1), next2, next3);
+    const uint32x4_t abcd_before = abcd;
+    abcd = vsha256hq_u32(abcd, efgh, wk);
+    efgh = vsha256h2q_u32(efgh, abcd_before, wk);
+}
+
+// constant-time: fixed instruction sequence per block.
+WSGUARD_DETAIL_TARGET_ARMV8 inline void sha256_compress_armv8(std::uint32_t* state, const std::uint8_t* blocks,
+                                                              std::size_t count) noexcept {
+    const std::uint32_t* k = sha256_round_constants;
+    uint32x4_t abcd = vld1q_u32(state);
+    uint32x4_t efgh = vld1q_u32(state + 4);
+    for (std::size_t block = 0; block < count; ++block, blocks += 64) {
+        const uint32x4_t abcd_before = abcd;
+        const uint32x4_t efgh_before = efgh;
+        uint32x4_t w0 = vreinterpretq_u32_u8(vrev32q_u8(vld1q_u8(blocks)));
+        uint32x4_t w1 = vreinterpretq_u32_u8(vrev32q_u8(vld1q_u8(blocks + 16)));
+        uint32x4_t w2 = vreinterpretq_u32_u8(vrev32q_u8(vld1q_u8(blocks + 32)));
+        uint32x4_t w3 = vreinterpretq_u32_u8(vrev32q_u8(vld1q_u8(blocks + 48)));
+        // Rounds 0-47 schedule the words of rounds 16-63; rounds 48-63 only consume.
+        for (int i = 0; i < 64; i += 16) {
+            const bool schedule = i < 48;
+            sha256_armv8_rounds4(abcd, efgh, w0, w1, w2, w3, k + i, schedule);
+            sha256_armv8_rounds4(abcd, efgh, w1, w2, w3, w0, k + i + 4, schedule);
+            sha256_armv8_rounds4(abcd, efgh, w2, w3, w0, w1, k + i + 8, schedule);
+            sha256_armv8_rounds4(abcd, efgh, w3, w0, w1, w2, k + i + 12, schedule);
+        }
+        abcd = vaddq_u32(abcd, abcd_before);
+        efgh = vaddq_u32(efgh, efgh_before);
+    }
+    vst1q_u32(state, abcd);
+    vst1q_u32(state + 4, efgh);
+}
+
+inline bool sha256_cpu_has_armv8_sha2() noexcept {
+#if defined(__ARM_FEATURE_SHA2) || defined(__ARM_FEATURE_CRYPTO)
+    return true;  // the whole program is compiled for a CPU that has it
+#elif defined(__linux__)
+    const unsigned long hwcap_sha2 = 1ul << 6;  // HWCAP_SHA2 in the kernel's <asm/hwcap.h> for arm64
+    return (getauxval(AT_HWCAP) & hwcap_sha2) != 0;
+#else
+    return false;
+#endif
+}
+#endif  // WSGUARD_DETAIL_SHA256_ARMV8
+
+// Whether this build and this CPU can run a backend.
+inline bool sha256_backend_available(sha256_backend b) noexcept {
+    switch (b) {
+        case sha256_backend::portable: return true;
+        case sha256_backend::x86_shani:
+#if WSGUARD_DETAIL_SHA256_SHANI
+        {
+            static const bool has = sha256_cpu_has_shani();
+            return has;
+        }
+#else
+            return false;
+#endif
+        case sha256_backend::armv8_sha2:
+#if WSGUARD_DETAIL_SHA256_ARMV8
+        {
+            static const bool has = sha256_cpu_has_armv8_sha2();
+            return has;
+        }
+#else
+            return false;
+#endif
+    }
+    return false;
+}
+
+// The compression for a backend; a backend this CPU lacks gets the portable
+// code (never an illegal instruction).
+inline sha256_compress_fn sha256_compress_for(sha256_backend b) noexcept {
+#if WSGUARD_DETAIL_SHA256_SHANI
+    if (b == sha256_backend::x86_shani && sha256_backend_available(b)) return &sha256_compress_shani;
+#endif
+#if WSGUARD_DETAIL_SHA256_ARMV8
+    if (b == sha256_backend::armv8_sha2 && sha256_backend_available(b)) return &sha256_compress_armv8;
+#endif
+    static_cast<void>(b);
+    return &sha256_compress_portable;
+}
+
+// Every backend this build and CPU can run, portable first (for tests and benchmarks).
+inline std::vector<sha256_backend> available_backends() {
+    std::vector<sha256_backend> out;
+    for (sha256_backend b : {sha256_backend::portable, sha256_backend::x86_shani, sha256_backend::armv8_sha2}) {
+        if (sha256_backend_available(b)) out.push_back(b);
+    }
+    return out;
+}
+
+// The fastest backend, chosen once (a function-local static is initialised
+// exactly once even when threads race to it).
+inline sha256_backend sha256_active_backend() noexcept {
+    static const sha256_backend chosen = sha256_backend_available(sha256_backend::x86_shani)    ? sha256_backend::x86_shani
+                                         : sha256_backend_available(sha256_backend::armv8_sha2) ? sha256_backend::armv8_sha2
+                                                                                                : sha256_backend::portable;
+    return chosen;
+}
+
+inline sha256_compress_fn sha256_active_compress() noexcept {
+    static const sha256_compress_fn chosen = sha256_compress_for(sha256_active_backend());
+    return chosen;
+}
+
+inline void sha256_store_digest(const std::uint32_t* state, std::uint8_t* out) noexcept {
+    for (int i = 0; i < 8; ++i) sha256_store_be32(out + 4 * i, state[i]);
+}
+
+// Hashes `data` to its end, padding included, into a state that has already
+// absorbed `prefix` bytes (a multiple of 64). A short message (under two
+// blocks, e.g. an HMAC of a ticket) is copied so that one call compresses it
+// all; a longer one is compressed in place, only its tail copied.
+inline void sha256_absorb_final(std::uint32_t* state, std::uint64_t prefix, const std::uint8_t* data, std::size_t size,
+                                sha256_compress_fn compress) noexcept {
+    const std::size_t in_place = size >= 128 ? size / 64 : 0;
+    if (in_place != 0) compress(state, data, in_place);
+    const std::size_t rest = size - in_place * 64;  // 0..127
+    const std::size_t blocks = (rest + 1 + 8 + 63) / 64;  // room for 0x80 and the 64-bit length
+    std::uint8_t last[192];
+    if (rest != 0) std::memcpy(last, data + in_place * 64, rest);
+    last[rest] = 0x80;
+    std::memset(last + rest + 1, 0, blocks * 64 - rest - 1 - 8);
+    const std::uint64_t bits = (prefix + size) * 8;
+    sha256_store_be32(last + blocks * 64 - 8, static_cast<std::uint32_t>(bits >> 32));
+    sha256_store_be32(last + blocks * 64 - 4, static_cast<std::uint32_t>(bits));
+    compress(state, last, blocks);
+    crypto_wipe(last, blocks * 64);
+}
+
+// Buffered incremental SHA-256 from any starting state.
+struct sha256_engine {
+    std::uint32_t state[8];
+    std::uint8_t buffer[64];
+    std::size_t buffered;  // 0..63
+    std::uint64_t total;   // bytes absorbed, including the prefix a start state stands for
+    sha256_compress_fn compress;
+
+    void start(const std::uint32_t* initial, std::uint64_t prefix, sha256_compress_fn fn) noexcept {
+        std::memcpy(state, initial, sizeof state);
+        buffered = 0;
+        total = prefix;
+        compress = fn;
+    }
+
+    void update(const std::uint8_t* data, std::size_t size) noexcept {
+        if (size == 0) return;
+        total += size;
+        if (buffered != 0) {
+            const std::size_t take = size < 64 - buffered ? size : 64 - buffered;
+            std::memcpy(buffer + buffered, data, take);
+            buffered += take;
+            data += take;
+            size -= take;
+            if (buffered < 64) return;
+            compress(state, buffer, 1);
+            buffered = 0;
+        }
+        const std::size_t whole = size / 64;
+        if (whole != 0) compress(state, data, whole);
+        buffered = size % 64;
+        if (buffered != 0) std::memcpy(buffer, data + whole * 64, buffered);
+    }
+
+    void finish(std::uint8_t* out) noexcept {
+        sha256_absorb_final(state, total - buffered, buffer, buffered, compress);
+        sha256_store_digest(state, out);
+    }
+
+    void wipe() noexcept { crypto_wipe(this, sizeof *this); }
+};
+
+}  // namespace detail
+
+// ---------------------------------------------------------------------------
+// SHA-256
+// ---------------------------------------------------------------------------
+
+// Incremental SHA-256. finish() returns the digest and resets the hasher.
+class sha256_hasher {
+public:
+    sha256_hasher() noexcept : sha256_hasher(detail::sha256_active_backend()) {}
+    // Forces one compression backend (tests, benchmarks); one the CPU lacks runs portable code.
+    explicit sha256_hasher(detail::sha256_backend backend) noexcept {
+        engine_.start(detail::sha256_initial_state, 0, detail::sha256_compress_for(backend));
+    }
+    sha256_hasher(const sha256_hasher&) noexcept = default;
+    sha256_hasher& operator=(const sha256_hasher&) noexcept = default;
+    ~sha256_hasher() { engine_.wipe(); }
+
+    void update(const std::uint8_t* data, std::size_t size) noexcept { engine_.update(data, size); }
+    void update(std::string_view data) noexcept {
+        engine_.update(reinterpret_cast<const std::uint8_t*>(data.data()), data.size());
+    }
+    sha256_digest finish() noexcept {
+        sha256_digest out;
+        engine_.finish(out.data());
+        engine_.start(detail::sha256_initial_state, 0, engine_.compress);
+        return out;
+    }
+
+private:
+    detail::sha256_engine engine_;
+};
+
+namespace detail {
+inline sha256_digest sha256_with(sha256_compress_fn compress, const std::uint8_t* data, std::size_t size) noexcept {
+    std::uint32_t state[8];
+    std::memcpy(state, sha256_initial_state, sizeof state);
+    sha256_absorb_final(state, 0, data, size, compress);
+    sha256_digest out;
+    sha256_store_digest(state, out.data());
+    return out;
+}
+}  // namespace detail
+
+inline sha256_digest sha256(const std::uint8_t* data, std::size_t size) noexcept {
+    return detail::sha256_with(detail::sha256_active_compress(), data, size);
+}
+inline sha256_digest sha256(std::string_view data) noexcept {
+    return sha256(reinterpret_cast<const std::uint8_t*>(data.data()), data.size());
+}
+
+// ---------------------------------------------------------------------------
+// HMAC-SHA256 (RFC 2104)
+// ---------------------------------------------------------------------------
+
+// A MAC key with its inner and outer pad blocks already compressed, so each MAC
+// costs only the message's compressions plus one. Wiped on destruction.
+class hmac_sha256_key {
+public:
+    explicit hmac_sha256_key(std::string_view key) noexcept
+        : hmac_sha256_key(reinterpret_cast<const std::uint8_t*>(key.data()), key.size()) {}
+    hmac_sha256_key(const std::uint8_t* key, std::size_t size) noexcept
+        : hmac_sha256_key(key, size, detail::sha256_active_backend()) {}
+    // Forces one compression backend (tests, benchmarks); one the CPU lacks runs portable code.
+    hmac_sha256_key(const std::uint8_t* key, std::size_t size, detail::sha256_backend backend) noexcept {
+        compress_ = detail::sha256_compress_for(backend);
+        // RFC 2104: a key longer than the block is replaced by its hash, then zero-padded.
+        std::uint8_t block[64] = {};
+        if (size > 64) {
+            const sha256_digest hashed = detail::sha256_with(compress_, key, size);
+            std::memcpy(block, hashed.data(), hashed.size());
+            detail::crypto_wipe(const_cast<std::uint8_t*>(hashed.data()), hashed.size());
+        } else if (size != 0) {
+            std::memcpy(block, key, size);
+        }
+        for (std::uint8_t& byte : block) byte ^= 0x36;
+        std::memcpy(inner_, detail::sha256_initial_state, sizeof inner_);
+        compress_(inner_, block, 1);
+        for (std::uint8_t& byte : block) byte ^= 0x36 ^ 0x5c;
+        std::memcpy(outer_, detail::sha256_initial_state, sizeof outer_);
+        compress_(outer_, block, 1);
+        detail::crypto_wipe(block, sizeof block);
+    }
+    hmac_sha256_key(const hmac_sha256_key&) noexcept = default;
+    hmac_sha256_key& operator=(const hmac_sha256_key&) noexcept = default;
+    ~hmac_sha256_key() {
+        detail::crypto_wipe(inner_, sizeof inner_);
+        detail::crypto_wipe(outer_, sizeof outer_);
+    }
+
+    sha256_digest mac(const std::uint8_t* message, std::size_t size) const noexcept {
+        std::uint32_t state[8];
+        std::memcpy(state, inner_, sizeof state);
+        detail::sha256_absorb_final(state, 64, message, size, compress_);
+        std::uint8_t inner_digest[32];
+        detail::sha256_store_digest(state, inner_digest);
+        sha256_digest out = finish_outer(outer_, inner_digest, compress_);
+        detail::crypto_wipe(inner_digest, sizeof inner_digest);
+        detail::crypto_wipe(state, sizeof state);
+        return out;
+    }
+    sha256_digest mac(std::string_view message) const noexcept {
+        return mac(reinterpret_cast<const std::uint8_t*>(message.data()), message.size());
+    }
+
+    // An incremental MAC over several parts, without copying them together.
+    // finish() once; begin() again for the next message.
+    class stream {
+    public:
+        stream(const stream&) noexcept = default;
+        stream& operator=(const stream&) noexcept = default;
+        ~stream() {
+            inner_.wipe();
+            detail::crypto_wipe(outer_, sizeof outer_);
+        }
+        void update(const std::uint8_t* data, std::size_t size) noexcept { inner_.update(data, size); }
+        void update(std::string_view data) noexcept {
+            inner_.update(reinterpret_cast<const std::uint8_t*>(data.data()), data.size());
+        }
+        sha256_digest finish() noexcept {
+            std::uint8_t inner_digest[32];
+            inner_.finish(inner_digest);
+            sha256_digest out = hmac_sha256_key::finish_outer(outer_, inner_digest, inner_.compress);
+            detail::crypto_wipe(inner_digest, sizeof inner_digest);
+            return out;
+        }
+
+    private:
+        friend class hmac_sha256_key;
+        explicit stream(const hmac_sha256_key& key) noexcept {
+            inner_.start(key.inner_, 64, key.compress_);
+            std::memcpy(outer_, key.outer_, sizeof outer_);
+        }
+        detail::sha256_engine inner_;
+        std::uint32_t outer_[8];
+    };
+
+    stream begin() const noexcept { return stream(*this); }
+
+private:
+    // The outer hash: H((K ^ opad) || inner digest), from the precomputed outer state.
+    static sha256_digest finish_outer(const std::uint32_t* outer, const std::uint8_t* inner_digest,
+                                      detail::sha256_compress_fn compress) noexcept {
+        std::uint32_t state[8];
+        std::memcpy(state, outer, sizeof state);
+        detail::sha256_absorb_final(state, 64, inner_digest, 32, compress);
+        sha256_digest out;
+        detail::sha256_store_digest(state, out.data());
+        return out;
+    }
+
+    std::uint32_t inner_[8];
+    std::uint32_t outer_[8];
+    detail::sha256_compress_fn compress_;
+};
+
+inline sha256_digest hmac_sha256(const std::uint8_t* key, std::size_t key_size, const std::uint8_t* message,
+                                 std::size_t message_size) noexcept {
+    return hmac_sha256_key(key, key_size).mac(message, message_size);
+}
+inline sha256_digest hmac_sha256(std::string_view key, std::string_view message) noexcept {
+    return hmac_sha256_key(key).mac(message);
+}
+
+// ---------------------------------------------------------------------------
+// Constant-time comparison
+// ---------------------------------------------------------------------------
+
+// True when the two buffers are equal. constant-time: the time depends only on
+// size, never on where or whether the buffers differ.
+inline bool constant_time_equal(const std::uint8_t* a, const std::uint8_t* b, std::size_t size) noexcept {
+    std::uint32_t difference = 0;
+    for (std::size_t i = 0; i < size; ++i) {
+        difference |= static_cast<std::uint32_t>(a[i] ^ b[i]);
+#if defined(__GNUC__) || defined(__clang__)
+        // Hides the accumulator from the optimiser, which could otherwise stop
+        // early once it saw every bit set.
+        __asm__("" : "+r"(difference));
+#endif
+    }
+    // 0 -> 1, 1..255 -> 0, without a comparison the compiler could branch on.
+    return static_cast<bool>(((difference - 1u) >> 8) & 1u);
+}
+inline bool constant_time_equal(const sha256_digest& a, const sha256_digest& b) noexcept {
+    return constant_time_equal(a.data(), b.data(), a.size());
+}
+
+// ---------------------------------------------------------------------------
+// base64url (RFC 4648 section 5), no padding, strict and canonical
+// ---------------------------------------------------------------------------
+
+// Characters needed for `bytes` bytes; saturates at SIZE_MAX (no buffer is that large).
+constexpr std::size_t base64url_encoded_size(std::size_t bytes) noexcept {
+    return bytes / 3 > std::numeric_limits<std::size_t>::max() / 4 - 1
+               ? std::numeric_limits<std::size_t>::max()
+               : bytes / 3 * 4 + (bytes % 3 == 0 ? 0 : bytes % 3 + 1);
+}
+// Bytes that `chars` characters decode to at most (exactly, when they are valid).
+constexpr std::size_t base64url_max_decoded_size(std::size_t chars) noexcept {
+    return chars / 4 * 3 + (chars % 4) * 3 / 4;
+}
+
+namespace detail {
+// All-ones when the condition holds, else zero; keeps the codec free of
+// branches and tables indexed by data, so encoding or decoding a secret (a key,
+// a MAC) does not leak it through timing.
+constexpr std::uint32_t base64url_mask(bool condition) noexcept { return 0u - static_cast<std::uint32_t>(condition); }
+
+constexpr char base64url_char(std::uint32_t six_bits) noexcept {
+    const std::uint32_t v = six_bits & 63u;
+    std::uint32_t c = v + 'A';
+    c += base64url_mask(v >= 26) & ('a' - 'A' - 26);
+    c -= base64url_mask(v >= 52) & ('a' + 26 - '0');  // 'a' + (52 - 26) down to '0'
+    c -= base64url_mask(v >= 62) & ('0' + 10 - '-');
+    c += base64url_mask(v >= 63) & ('_' - '-' - 1);
+    return static_cast<char>(c);
+}
+
+// The six bits a character stands for, or 0x100 and above when it is not in the alphabet.
+constexpr std::uint32_t base64url_value(unsigned char c) noexcept {
+    const std::uint32_t x = c;
+    const std::uint32_t upper = base64url_mask(x >= 'A') & base64url_mask(x <= 'Z');
+    const std::uint32_t lower = base64url_mask(x >= 'a') & base64url_mask(x <= 'z');
+    const std::uint32_t digit = base64url_mask(x >= '0') & base64url_mask(x <= '9');
+    const std::uint32_t dash = base64url_mask(x == '-');
+    const std::uint32_t underscore = base64url_mask(x == '_');
+    const std::uint32_t value = (upper & (x - 'A')) | (lower & (x - 'a' + 26)) | (digit & (x - '0' + 52)) |
+                                (dash & 62u) | (underscore & 63u);
+    const std::uint32_t valid = upper | lower | digit | dash | underscore;
+    return value | (~valid & 0x100u);
+}
+}  // namespace detail
+
+// Writes the encoding of in[0..size) to out (no terminator). Returns the number
+// of characters written, or 0 when out_capacity is too small (and size > 0).
+inline std::size_t base64url_encode(const std::uint8_t* in, std::size_t size, char* out,
+                                    std::size_t out_capacity) noexcept {
+    const std::size_t needed = base64url_encoded_size(size);
+    if (needed > out_capacity) return 0;
+    std::size_t o = 0;
+    std::size_t i = 0;
+    for (; i + 3 <= size; i += 3) {
+        const std::uint32_t v = (std::uint32_t{in[i]} << 16) | (std::uint32_t{in[i + 1]} << 8) | in[i + 2];
+        out[o++] = detail::base64url_char(v >> 18);
+        out[o++] = detail::base64url_char(v >> 12);
+        out[o++] = detail::base64url_char(v >> 6);
+        out[o++] = detail::base64url_char(v);
+    }
+    if (size - i == 1) {
+        const std::uint32_t v = std::uint32_t{in[i]} << 16;
+        out[o++] = detail::base64url_char(v >> 18);
+        out[o++] = detail::base64url_char(v >> 12);
+    } else if (size - i == 2) {
+        const std::uint32_t v = (std::uint32_t{in[i]} << 16) | (std::uint32_t{in[i + 1]} << 8);
+        out[o++] = detail::base64url_char(v >> 18);
+        out[o++] = detail::base64url_char(v >> 12);
+        out[o++] = detail::base64url_char(v >> 6);
+    }
+    return o;
+}
+
+// Convenience for configuration and tests (allocates: not for the request path).
+inline std::string base64url_encode(const std::uint8_t* in, std::size_t size) {
+    std::string out(base64url_encoded_size(size), '\0');
+    const std::size_t written = base64url_encode(in, size, &out[0], out.size());
+    out.resize(written);
+    return out;
+}
+
+// Decodes canonical unpadded base64url into out[0..out_capacity). Refuses (and
+// sets out_size to 0) anything but the one encoding an encoder would produce:
+// a character outside A-Z a-z 0-9 - _ (so '=', '+', '/', whitespace), a length
+// of 1 mod 4, non-zero unused bits in the last character, or an output larger
+// than out_capacity. Nothing is written past out_capacity; on refusal the
+// bytes written so far are zeroed.
+inline bool base64url_decode(std::string_view in, std::uint8_t* out, std::size_t out_capacity,
+                             std::size_t& out_size) noexcept {
+    out_size = 0;
+    const std::size_t n = in.size();
+    if (n % 4 == 1) return false;
+    const std::size_t decoded = base64url_max_decoded_size(n);
+    if (decoded > out_capacity) return false;
+    std::uint32_t characters = 0;  // bit 8 set by any character outside the alphabet
+    std::uint32_t unused_bits = 0;  // must stay zero for the encoding to be canonical
+    std::size_t o = 0;
+    std::size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const std::uint32_t a = detail::base64url_value(static_cast<unsigned char>(in[i]));
+        const std::uint32_t b = detail::base64url_value(static_cast<unsigned char>(in[i + 1]));
+        const std::uint32_t c = detail::base64url_value(static_cast<unsigned char>(in[i + 2]));
+        const std::uint32_t d = detail::base64url_value(static_cast<unsigned char>(in[i + 3]));
+        characters |= a | b | c | d;
+        const std::uint32_t v = (a << 18) | (b << 12) | (c << 6) | d;
+        out[o++] = static_cast<std::uint8_t>(v >> 16);
+        out[o++] = static_cast<std::uint8_t>(v >> 8);
+        out[o++] = static_cast<std::uint8_t>(v);
+    }
+    const std::size_t rest = n - i;  // 0, 2 or 3
+    if (rest != 0) {
+        const std::uint32_t a = detail::base64url_value(static_cast<unsigned char>(in[i]));
+        const std::uint32_t b = detail::base64url_value(static_cast<unsigned char>(in[i + 1]));
+        const std::uint32_t c = rest == 3 ? detail::base64url_value(static_cast<unsigned char>(in[i + 2])) : 0;
+        characters |= a | b | c;
+        const std::uint32_t v = (a << 18) | (b << 12) | (c << 6);
+        out[o++] = static_cast<std::uint8_t>(v >> 16);
+        if (rest == 3) out[o++] = static_cast<std::uint8_t>(v >> 8);
+        // Canonical: the bits below the last whole byte must be zero.
+        unused_bits = rest == 2 ? (v & 0xFFFFu) : (v & 0xFFu);
+    }
+    if ((characters & 0x100u) != 0 || unused_bits != 0) {
+        detail::crypto_wipe(out, o);
+        return false;
+    }
+    out_size = o;
+    return true;
+}
+
+namespace detail {
+// 0..63 for the alphabet, 0xFF for every other byte. Indexed by input byte, so
+// only for public input (see base64url_decode_public).
+struct base64url_table {
+    std::uint8_t value[256];
+    constexpr base64url_table() noexcept : value() {
+        for (int c = 0; c < 256; ++c) {
+            const std::uint32_t v = base64url_value(static_cast<unsigned char>(c));
+            value[c] = v > 63 ? std::uint8_t{0xFF} : static_cast<std::uint8_t>(v);
+        }
+    }
+};
+inline constexpr base64url_table base64url_lookup{};
+}  // namespace detail
+
+// The same strict, canonical decoding as base64url_decode, but NOT constant
+// time: a table lookup per character and an early exit on the first bad one.
+// Only for input that is not secret, such as a ticket the client already holds
+// (its MAC is checked afterwards, in constant time). About 5x faster.
+inline bool base64url_decode_public(std::string_view in, std::uint8_t* out, std::size_t out_capacity,
+                                    std::size_t& out_size) noexcept {
+    out_size = 0;
+    const std::size_t n = in.size();
+    if (n % 4 == 1 || base64url_max_decoded_size(n) > out_capacity) return false;
+    const std::uint8_t* table = detail::base64url_lookup.value;
+    std::size_t o = 0;
+    std::size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const std::uint32_t a = table[static_cast<unsigned char>(in[i])];
+        const std::uint32_t b = table[static_cast<unsigned char>(in[i + 1])];
+        const std::uint32_t c = table[static_cast<unsigned char>(in[i + 2])];
+        const std::uint32_t d = table[static_cast<unsigned char>(in[i + 3])];
+        if ((a | b | c | d) > 63) return false;
+        const std::uint32_t v = (a << 18) | (b << 12) | (c << 6) | d;
+        out[o++] = static_cast<std::uint8_t>(v >> 16);
+        out[o++] = static_cast<std::uint8_t>(v >> 8);
+        out[o++] = static_cast<std::uint8_t>(v);
+    }
+    const std::size_t rest = n - i;  // 0, 2 or 3
+    if (rest != 0) {
+        const std::uint32_t a = table[static_cast<unsigned char>(in[i])];
+        const std::uint32_t b = table[static_cast<unsigned char>(in[i + 1])];
+        const std::uint32_t c = rest == 3 ? table[static_cast<unsigned char>(in[i + 2])] : 0;
+        if ((a | b | c) > 63) return false;
+        const std::uint32_t v = (a << 18) | (b << 12) | (c << 6);
+        // Canonical: the bits below the last whole byte must be zero.
+        if ((rest == 2 ? (v & 0xFFFFu) : (v & 0xFFu)) != 0) return false;
+        out[o++] = static_cast<std::uint8_t>(v >> 16);
+        if (rest == 3) out[o++] = static_cast<std::uint8_t>(v >> 8);
+    }
+    out_size = o;
+    return true;
+}
+
+// ---------------------------------------------------------------------------
+// Random bytes from the operating system
+// ---------------------------------------------------------------------------
+
+// Fills out[0..size) from the OS generator. Fails closed: anything but a full
+// fill answers reason::random_unavailable (and the buffer is zeroed).
+inline reason random_bytes(std::uint8_t* out, std::size_t size) noexcept {
+    std::size_t filled = 0;
+#if defined(__linux__)
+    // getrandom() blocks only until the pool is first seeded; a signal may cut
+    // it short (EINTR) and large requests may come back partial.
+    while (filled < size) {
+        const ssize_t got = getrandom(out + filled, size - filled, 0);
+        if (got > 0) {
+            filled += static_cast<std::size_t>(got);
+        } else if (got < 0 && errno == EINTR) {
+            continue;
+        } else {
+            break;
+        }
+    }
+#elif defined(__APPLE__) || defined(__FreeBSD__) || defined(__OpenBSD__) || defined(__NetBSD__) || \
+    defined(__DragonFly__)
+    if (size != 0) arc4random_buf(out, size);  // cannot fail
+    filled = size;
+#elif defined(_WIN32)
+    const unsigned long use_system_preferred_rng = 0x00000002;  // BCRYPT_USE_SYSTEM_PREFERRED_RNG
+    while (filled < size) {
+        const std::size_t chunk_max = 0x40000000;  // fits the ULONG size argument
+        const std::size_t chunk = size - filled < chunk_max ? size - filled : chunk_max;
+        const long status = BCryptGenRandom(nullptr, out + filled, static_cast<unsigned long>(chunk), use_system_preferred_rng);
+        if (status < 0) break;  // NT_SUCCESS(status) is status >= 0
+        filled += chunk;
+    }
+#endif
+    if (filled != size) {
+        if (size != 0) detail::crypto_wipe(out, size);
+        return reason::random_unavailable;
+    }
+    return reason::ok;
+}
+
+}  // inline namespace WSGUARD_ABI_NS
+}  // namespace wsguard
+
+// ===========================================================================
+// 5. Tickets: keyring, issuer, verifier, replay store, transport helpers
+// ===========================================================================
+//
+// The browser WebSocket API cannot send an Authorization header. The page
+// fetches a ticket with an authenticated HTTP POST, presents it once in the
+// upgrade request (Sec-WebSocket-Protocol or a query parameter), and the server
+// verifies it before answering 101. A ticket is short-lived, works once, and is
+// bound to the origin it was issued for and to one endpoint (audience).
+//
+// Wire format: base64url without padding (valid in a query string and as a
+// Sec-WebSocket-Protocol token) of
+//   version u8 = 1 | key id u32 | issued_at i64 | expires_at i64 | nonce 16 bytes
+//   | subject u8-len | origin u16-len | audience u16-len | scope count u8,
+//     each scope u8-len | HMAC-SHA256 32 bytes
+// Integers big-endian; times in milliseconds since the Unix epoch (wall clock:
+// tickets cross machines). The MAC covers one 64-byte block, "wsguard-ticket-v1"
+// zero-padded (domain separation), then every ticket byte before the MAC. The
+// block is absorbed once per key, at construction, so it costs nothing per ticket.
+
+namespace wsguard {
+inline namespace WSGUARD_ABI_NS {
+
+template <class ReplayStore>
+class ticket_verifier;
+class ticket_issuer;
+
+// The 128-bit random nonce that makes a ticket one-time. Replay stores key on
+// these decoded bytes, never on the ticket string.
+using ticket_nonce = std::array<std::uint8_t, 16>;
+
+// Field caps, checked when issuing (ticket_field_too_long) and when parsing.
+struct ticket_limits {
+    static constexpr std::size_t max_subject = 128;
+    static constexpr std::size_t max_origin = 256;
+    static constexpr std::size_t max_audience = 256;
+    static constexpr std::size_t max_scopes = 8;
+    static constexpr std::size_t max_scope = 32;
+    // Largest decoded ticket and its base64url length: longer input is refused
+    // (ticket_too_long) before it is decoded.
+    static constexpr std::size_t max_bytes = 37 + (1 + max_subject) + (2 + max_origin) + (2 + max_audience) +
+                                             1 + max_scopes * (1 + max_scope) + 32;
+    static constexpr std::size_t max_chars = (max_bytes / 3) * 4 + (max_bytes % 3 == 0 ? 0 : max_bytes % 3 + 1);
+};
+
+namespace detail {
+
+inline constexpr char ticket_domain[] = "wsguard-ticket-v1";  // zero-padded to one SHA-256 block
+inline constexpr std::uint8_t ticket_version = 1;
+inline constexpr std::size_t ticket_header_size = 1 + 4 + 8 + 8 + 16;
+inline constexpr std::size_t ticket_mac_size = 32;
+// Header, empty subject/origin/audience, no scopes, MAC.
+inline constexpr std::size_t ticket_min_bytes = ticket_header_size + 1 + 2 + 2 + 1 + ticket_mac_size;
+// Times outside [0, ticket_max_unix_ms] are refused: they fit any system_clock.
+inline constexpr std::int64_t ticket_max_unix_ms = 8'000'000'000'000;  // year 2223
+
+inline void ticket_store_be(std::uint8_t* out, std::uint64_t value, int bytes) noexcept {
+    for (int i = bytes - 1; i >= 0; --i) {
+        out[i] = static_cast<std::uint8_t>(value);
+        value >>= 8;
+    }
+}
+
+inline std::uint64_t ticket_load_be(const std::uint8_t* in, int bytes) noexcept {
+    std::uint64_t value = 0;
+    for (int i = 0; i < bytes; ++i) value = (value << 8) | in[i];
+    return value;
+}
+
+inline std::int64_t ticket_unix_ms(std::chrono::system_clock::time_point t) noexcept {
+    return std::chrono::floor<std::chrono::milliseconds>(t.time_since_epoch()).count();
+}
+
+inline std::chrono::system_clock::time_point ticket_time_point(std::int64_t unix_ms) noexcept {
+    return std::chrono::system_clock::time_point(
+        std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::milliseconds(unix_ms)));
+}
+
+
+// Origins are compared after the folding the Origin policy applies: scheme and
+// host are case-insensitive and a default port (:443 for https/wss, :80 for
+// http/ws) is dropped. Returns the folded length (never longer than the input).
+inline std::size_t ticket_fold_origin(std::string_view origin, char* out) noexcept {
+    for (std::size_t i = 0; i < origin.size(); ++i) out[i] = ascii_lower(origin[i]);
+    const std::string_view folded(out, origin.size());
+    const auto drop = [&](std::string_view scheme, std::string_view port) {
+        return folded.size() > scheme.size() + port.size() && folded.compare(0, scheme.size(), scheme) == 0 &&
+               folded.compare(folded.size() - port.size(), port.size(), port) == 0;
+    };
+    if (drop("https://", ":443") || drop("wss://", ":443")) return folded.size() - 4;
+    if (drop("http://", ":80") || drop("ws://", ":80")) return folded.size() - 3;
+    return folded.size();
+}
+
+// Scopes are given as one space-separated string ("chat:read chat:write"), as
+// OAuth does. Calls visit(scope) for each; false when over the caps.
+template <class Visit>
+bool ticket_for_each_scope(std::string_view scopes, Visit&& visit) noexcept {
+    std::size_t count = 0;
+    std::size_t i = 0;
+    while (i < scopes.size()) {
+        if (scopes[i] == ' ') {
+            ++i;
+            continue;
+        }
+        std::size_t end = scopes.find(' ', i);
+        if (end == std::string_view::npos) end = scopes.size();
+        const std::string_view scope = scopes.substr(i, end - i);
+        if (scope.size() > ticket_limits::max_scope || ++count > ticket_limits::max_scopes) return false;
+        visit(scope);
+        i = end;
+    }
+    return true;
+}
+
+struct ticket_key_entry {
+    std::uint32_t id;
+    hmac_sha256_key::stream after_domain;  // HMAC state with the domain block absorbed
+    std::chrono::system_clock::time_point verify_until;  // max(): no end
+};
+
+inline hmac_sha256_key::stream ticket_mac_start(std::string_view secret) noexcept {
+    std::uint8_t block[64] = {};
+    std::memcpy(block, ticket_domain, sizeof ticket_domain - 1);
+    hmac_sha256_key::stream mac = hmac_sha256_key(secret).begin();
+    mac.update(block, sizeof block);
+    return mac;
+}
+
+inline sha256_digest ticket_mac(const hmac_sha256_key::stream& after_domain, const std::uint8_t* bytes,
+                                std::size_t size) noexcept {
+    hmac_sha256_key::stream mac = after_domain;
+    mac.update(bytes, size);
+    return mac.finish();
+}
+
+}  // namespace detail
+
+// ---------------------------------------------------------------------------
+// keyring: HMAC keys by id. One key issues; older keys keep verifying until
+// their verify_until, so tickets issued just before a rotation still work.
+// ---------------------------------------------------------------------------
+struct keyring_key {
+    std::uint32_t id = 0;
+    std::string_view secret;  // raw bytes, at least 32 (e.g. 32 bytes from a CSPRNG)
+    // When set, the key stops verifying at this time (ticket_unknown_key after).
+    // Rotating: keep the old key with verify_until = now + the longest ticket lifetime.
+    std::optional<std::chrono::system_clock::time_point> verify_until;
+};
+
+class keyring {
+public:
+    static constexpr std::size_t max_keys = 16;
+    static constexpr std::size_t min_secret_size = 32;
+
+    static result<keyring> create(std::uint32_t issuing_key_id, std::initializer_list<keyring_key> keys) {
+        return create(issuing_key_id, keys.begin(), keys.size());
+    }
+
+    static result<keyring> create(std::uint32_t issuing_key_id, const keyring_key* keys, std::size_t count) {
+        using failure = result<keyring>;
+        if (count == 0) return failure::failure("keyring: no keys; give at least the key that issues tickets");
+        if (count > max_keys)
+            return failure::failure("keyring: " + std::to_string(count) + " keys; at most " + std::to_string(max_keys));
+        keyring ring;
+        ring.issuing_key_id_ = issuing_key_id;
+        bool has_issuing_key = false;
+        for (std::size_t i = 0; i < count; ++i) {
+            const keyring_key& k = keys[i];
+            const std::string name = "keyring: key " + std::to_string(k.id);
+            if (k.secret.size() < min_secret_size)
+                return failure::failure(name + " is " + std::to_string(k.secret.size()) +
+                                        " bytes; HMAC-SHA256 keys must be at least 32 random bytes");
+            for (std::size_t j = 0; j < i; ++j) {
+                if (keys[j].id == k.id) return failure::failure(name + " appears twice; key ids must be unique");
+            }
+            if (k.id == issuing_key_id) {
+                has_issuing_key = true;
+                if (k.verify_until)
+                    return failure::failure(name + " issues tickets, so it cannot have a verify_until");
+            }
+            ring.keys_.push_back(detail::ticket_key_entry{
+                k.id, detail::ticket_mac_start(k.secret), k.verify_until.value_or(std::chrono::system_clock::time_point::max())});
+        }
+        if (!has_issuing_key)
+            return failure::failure("keyring: the issuing key id " + std::to_string(issuing_key_id) +
+                                    " is not among the keys");
+        return failure::success(std::move(ring));
+    }
+
+    std::uint32_t issuing_key_id() const noexcept { return issuing_key_id_; }
+    std::size_t size() const noexcept { return keys_.size(); }
+
+    // True when a ticket under key `id` verifies at `now`.
+    bool verifies(std::uint32_t id, std::chrono::system_clock::time_point now) const noexcept {
+        return verifying_key(id, now) != nullptr;
+    }
+
+private:
+    friend class ticket_issuer;
+    template <class ReplayStore>
+    friend class ticket_verifier;
+
+    keyring() = default;
+
+    // The precomputed key for issuing / for a ticket's key id.
+    const hmac_sha256_key::stream& issuing_key() const noexcept {
+        for (const detail::ticket_key_entry& e : keys_) {
+            if (e.id == issuing_key_id_) return e.after_domain;
+        }
+        detail::contract_violation("keyring without its issuing key");
+    }
+    const hmac_sha256_key::stream* verifying_key(std::uint32_t id,
+                                                 std::chrono::system_clock::time_point now) const noexcept {
+        for (const detail::ticket_key_entry& e : keys_) {
+            if (e.id == id) return now < e.verify_until ? &e.after_domain : nullptr;
+        }
+        return nullptr;
+    }
+
+    std::uint32_t issuing_key_id_ = 0;
+    std::vector<detail::ticket_key_entry> keys_;  // at most max_keys, filled at construction
+};
+
+// ---------------------------------------------------------------------------
+// ticket_claims: what a verified ticket says. Fixed capacity, no allocation.
+// ---------------------------------------------------------------------------
+class ticket_claims {
+public:
+    std::string_view subject() const noexcept { return std::string_view(subject_.data(), subject_size_); }
+    std::size_t scope_count() const noexcept { return scope_count_; }
+    std::string_view scope(std::size_t i) const noexcept {
+        return i < scope_count_ ? std::string_view(scopes_[i].data(), scope_sizes_[i]) : std::string_view();
+    }
+    bool has_scope(std::string_view wanted) const noexcept {
+        for (std::size_t i = 0; i < scope_count_; ++i) {
+            if (scope(i) == wanted) return true;
+        }
+        return false;
+    }
+    std::chrono::system_clock::time_point issued_at() const noexcept { return detail::ticket_time_point(issued_ms_); }
+    // The lifetime end the verifier applied (the ticket's, cut to the verifier's max_ttl).
+    std::chrono::system_clock::time_point expires_at() const noexcept { return detail::ticket_time_point(expires_ms_); }
+    std::uint32_t key_id() const noexcept { return key_id_; }
+    const ticket_nonce& nonce() const noexcept { return nonce_; }
+
+    // Empties the claims (cheaply: only the sizes and times are reset).
+    void clear() noexcept {
+        subject_size_ = 0;
+        scope_count_ = 0;
+        key_id_ = 0;
+        issued_ms_ = 0;
+        expires_ms_ = 0;
+        nonce_ = ticket_nonce{};
+    }
+
+private:
+    template <class ReplayStore>
+    friend class ticket_verifier;
+
+    // Filled by ticket_verifier only, from authenticated bytes within the caps.
+    void set_subject(std::string_view s) noexcept {
+        subject_size_ = static_cast<std::uint8_t>(s.size());
+        std::memcpy(subject_.data(), s.data(), s.size());
+    }
+    void add_scope(std::string_view s) noexcept {
+        scope_sizes_[scope_count_] = static_cast<std::uint8_t>(s.size());
+        std::memcpy(scopes_[scope_count_].data(), s.data(), s.size());
+        ++scope_count_;
+    }
+    void set_header(std::uint32_t key_id, std::int64_t issued_ms, std::int64_t expires_ms,
+                    const ticket_nonce& nonce) noexcept {
+        key_id_ = key_id;
+        issued_ms_ = issued_ms;
+        expires_ms_ = expires_ms;
+        nonce_ = nonce;
+    }
+
+    std::array<char, ticket_limits::max_subject> subject_{};
+    std::array<std::array<char, ticket_limits::max_scope>, ticket_limits::max_scopes> scopes_{};
+    std::array<std::uint8_t, ticket_limits::max_scopes> scope_sizes_{};
+    std::uint8_t subject_size_ = 0;
+    std::uint8_t scope_count_ = 0;
+    std::uint32_t key_id_ = 0;
+    std::int64_t issued_ms_ = 0;
+    std::int64_t expires_ms_ = 0;
+    ticket_nonce nonce_{};
+};
+
+// Authorizes one action (e.g. each later message) by scope.
+inline decision require_scope(const ticket_claims& claims, std::string_view scope) noexcept {
+    return claims.has_scope(scope) ? decision::allow() : decision::deny(reason::ticket_scope_missing);
+}
+
+// ---------------------------------------------------------------------------
+// ticket_issuer: answers the authenticated HTTP POST that fetches a ticket.
+// ---------------------------------------------------------------------------
+struct ticket_issuer_options {
+    std::chrono::seconds default_ttl{30};
+    std::chrono::seconds max_ttl{120};  // a request's ttl is cut to this
+};
+
+struct ticket_request {
+    std::string_view subject;   // who (user id); any bytes, at most 128
+    std::string_view origin;    // the page's Origin, e.g. "https://app.example.com"; empty for non-browser clients
+    std::string_view audience;  // the endpoint, e.g. "api.example.com/chat"; the verifier must pass the same
+    std::string_view scopes;    // space-separated, at most 8 of at most 32 bytes: "chat:read chat:write"
+    std::chrono::seconds ttl{0};  // 0: the issuer's default_ttl; cut to max_ttl
+};
+
+struct [[nodiscard]] issued_ticket {
+    wsguard::decision status;  // ok, ticket_field_too_long, random_unavailable or internal_error
+    std::string ticket;        // empty unless status allows
+    std::chrono::system_clock::time_point expires_at{};
+    explicit operator bool() const noexcept { return status.allowed(); }
+};
+
+class ticket_issuer {
+public:
+    static result<ticket_issuer> create(keyring keys, ticket_issuer_options options = {}) {
+        using failure = result<ticket_issuer>;
+        if (options.default_ttl < std::chrono::seconds(1) || options.default_ttl > options.max_ttl)
+            return failure::failure("ticket_issuer: default_ttl must be at least 1 s and at most max_ttl");
+        if (options.max_ttl > std::chrono::hours(1))
+            return failure::failure("ticket_issuer: max_ttl over 1 hour; tickets are meant to be short-lived");
+        return failure::success(ticket_issuer(std::move(keys), options));
+    }
+
+    issued_ticket issue(const ticket_request& request) const { return issue(request, std::chrono::system_clock::now()); }
+
+    issued_ticket issue(const ticket_request& request, std::chrono::system_clock::time_point now) const {
+        issued_ticket out;
+        if (request.subject.size() > ticket_limits::max_subject || request.origin.size() > ticket_limits::max_origin ||
+            request.audience.size() > ticket_limits::max_audience ||
+            !detail::ticket_for_each_scope(request.scopes, [](std::string_view) {})) {
+            out.status = reason::ticket_field_too_long;
+            return out;
+        }
+        std::chrono::seconds ttl = request.ttl > std::chrono::seconds(0) ? request.ttl : options_.default_ttl;
+        if (ttl > options_.max_ttl) ttl = options_.max_ttl;
+        const std::int64_t issued_ms = detail::ticket_unix_ms(now);
+        const std::int64_t expires_ms = issued_ms + std::chrono::milliseconds(ttl).count();
+        if (issued_ms < 0 || expires_ms > detail::ticket_max_unix_ms) {
+            out.status = reason::internal_error;  // the clock is outside any sane range
+            return out;
+        }
+
+        std::uint8_t body[ticket_limits::max_bytes];
+        std::uint8_t* p = body;
+        *p++ = detail::ticket_version;
+        detail::ticket_store_be(p, keys_.issuing_key_id(), 4);
+        detail::ticket_store_be(p + 4, static_cast<std::uint64_t>(issued_ms), 8);
+        detail::ticket_store_be(p + 12, static_cast<std::uint64_t>(expires_ms), 8);
+        const reason random = random_bytes(p + 20, 16);
+        if (random != reason::ok) {
+            out.status = random;
+            return out;
+        }
+        p += 36;
+        *p++ = static_cast<std::uint8_t>(request.subject.size());
+        p = put(p, request.subject);
+        char origin[ticket_limits::max_origin];
+        const std::size_t origin_size = detail::ticket_fold_origin(request.origin, origin);
+        detail::ticket_store_be(p, origin_size, 2);
+        p = put(p + 2, std::string_view(origin, origin_size));
+        detail::ticket_store_be(p, request.audience.size(), 2);
+        p = put(p + 2, request.audience);
+        std::uint8_t* const scope_count = p++;
+        *scope_count = 0;
+        (void)detail::ticket_for_each_scope(request.scopes, [&](std::string_view scope) {
+            ++*scope_count;
+            *p++ = static_cast<std::uint8_t>(scope.size());
+            p = put(p, scope);
+        });
+        const sha256_digest mac = detail::ticket_mac(keys_.issuing_key(), body, static_cast<std::size_t>(p - body));
+        std::memcpy(p, mac.data(), detail::ticket_mac_size);
+        p += detail::ticket_mac_size;
+
+        out.ticket = base64url_encode(body, static_cast<std::size_t>(p - body));
+        out.expires_at = detail::ticket_time_point(expires_ms);
+        out.status = reason::ok;
+        return out;
+    }
+
+    const keyring& keys() const noexcept { return keys_; }
+    const ticket_issuer_options& options() const noexcept { return options_; }
+
+private:
+    ticket_issuer(keyring keys, ticket_issuer_options options) : keys_(std::move(keys)), options_(options) {}
+    static std::uint8_t* put(std::uint8_t* p, std::string_view s) noexcept {
+        if (!s.empty()) std::memcpy(p, s.data(), s.size());
+        return p + s.size();
+    }
+    keyring keys_;
+    ticket_issuer_options options_;
+};
+
+// ---------------------------------------------------------------------------
+// memory_replay_store: the default ReplayStore; one process, bounded, thread-safe.
+//
+// ReplayStore concept (what ticket_verifier calls; a shared store, e.g. Redis
+// SET NX PX, implements the same two members):
+//   wsguard::reason try_spend(const wsguard::ticket_nonce& nonce,
+//                             std::chrono::system_clock::time_point expires_at,
+//                             std::chrono::system_clock::time_point now) noexcept;
+//       ok: first use, remembered until expires_at; ticket_replayed: already
+//       spent; replay_store_full / store_unavailable: fail closed.
+//   std::chrono::system_clock::time_point accepts_issued_after() const noexcept;
+//       tickets issued before this are refused (ticket_before_store_start): a
+//       fresh in-memory store does not know what the previous process spent, so
+//       it returns its construction time; a shared store returns time_point::min().
+//
+// Layout: 4 x capacity slots (24 bytes each) in up to 64 shards, each behind
+// its own mutex. A nonce may sit in any of the 32 slots after its keyed hash
+// position in its shard; a slot whose nonce has expired is reused. When those
+// 32 slots all hold live nonces the store refuses (replay_store_full) rather
+// than forget one. At or below `capacity` live nonces that happens with
+// probability < 1e-8 per ticket; size capacity >= peak tickets per second x
+// the longest ticket lifetime.
+// ---------------------------------------------------------------------------
+namespace detail {
+
+struct replay_slot {
+    std::uint64_t low = 0;
+    std::uint64_t high = 0;
+    std::int64_t expires_ms = 0;  // 0: never used (ends a probe); <= now: expired, reusable
+};
+
+struct alignas(64) replay_shard {
+    std::mutex lock;
+};
+
+inline constexpr std::size_t replay_window = 32;
+inline constexpr std::size_t replay_min_shard_slots = 64;
+inline constexpr std::size_t replay_max_shards = 64;
+
+inline std::uint64_t replay_mix(std::uint64_t x) noexcept {  // splitmix64 finalizer
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    return x;
+}
+
+}  // namespace detail
+
+class memory_replay_store {
+public:
+    static constexpr std::size_t max_capacity = std::size_t(1) << 24;
+
+    static result<memory_replay_store> create(std::size_t capacity) {
+        return create(capacity, std::chrono::system_clock::now());
+    }
+
+    // `now`: the creation time; tickets issued before it are refused.
+    static result<memory_replay_store> create(std::size_t capacity, std::chrono::system_clock::time_point now) {
+        using failure = result<memory_replay_store>;
+        if (capacity == 0 || capacity > max_capacity)
+            return failure::failure("memory_replay_store: capacity must be between 1 and " +
+                                    std::to_string(max_capacity) +
+                                    " live tickets (peak tickets per second x longest ticket lifetime)");
+        memory_replay_store store;
+        store.capacity_ = capacity;
+        std::size_t slots = detail::replay_min_shard_slots;
+        while (slots < 4 * capacity) slots *= 2;
+        std::size_t shards = 1;
+        while (shards < detail::replay_max_shards && slots / (shards * 2) >= detail::replay_min_shard_slots) shards *= 2;
+        store.shard_count_ = shards;
+        store.shard_slots_ = slots / shards;
+        store.slots_.reset(new detail::replay_slot[slots]);
+        store.shards_.reset(new detail::replay_shard[shards]);
+        // A keyed hash, so nonces chosen by someone holding a valid MAC cannot
+        // be lined up on one probe window. Not a secret that guards anything else.
+        std::uint8_t seed[16];
+        if (random_bytes(seed, sizeof seed) != reason::ok) {
+            const std::uint64_t fallback = static_cast<std::uint64_t>(
+                std::chrono::steady_clock::now().time_since_epoch().count()) ^ reinterpret_cast<std::uintptr_t>(&store);
+            std::memcpy(seed, &fallback, 8);
+            std::memcpy(seed + 8, &fallback, 8);
+        }
+        store.seed_low_ = detail::ticket_load_be(seed, 8);
+        store.seed_high_ = detail::ticket_load_be(seed + 8, 8);
+        store.created_ = now;
+        return failure::success(std::move(store));
+    }
+
+    reason try_spend(const ticket_nonce& nonce, std::chrono::system_clock::time_point expires_at,
+                     std::chrono::system_clock::time_point now) noexcept {
+        if (!slots_) return reason::store_unavailable;  // a moved-from store
+        const std::uint64_t low = detail::ticket_load_be(nonce.data(), 8);
+        const std::uint64_t high = detail::ticket_load_be(nonce.data() + 8, 8);
+        const std::uint64_t hash = detail::replay_mix(detail::replay_mix(low ^ seed_low_) ^ high ^ seed_high_);
+        const std::size_t shard = static_cast<std::size_t>(hash >> 40) & (shard_count_ - 1);
+        const std::size_t start = static_cast<std::size_t>(hash) & (shard_slots_ - 1);
+        detail::replay_slot* const base = slots_.get() + shard * shard_slots_;
+        const std::int64_t now_ms = detail::ticket_unix_ms(now);
+        std::int64_t expires_ms = detail::ticket_unix_ms(expires_at);
+        if (expires_ms < 1) expires_ms = 1;
+
+        const std::lock_guard<std::mutex> guard(shards_[shard].lock);
+        detail::replay_slot* free_slot = nullptr;
+        for (std::size_t k = 0; k < detail::replay_window; ++k) {
+            detail::replay_slot& slot = base[(start + k) & (shard_slots_ - 1)];
+            if (slot.expires_ms == 0) {
+                // Slots are never emptied, only reused: the nonce, if present,
+                // was stored before this never-used slot.
+                if (!free_slot) free_slot = &slot;
+                break;
+            }
+            if (slot.expires_ms > now_ms) {
+                if (slot.low == low && slot.high == high) return reason::ticket_replayed;
+            } else if (!free_slot) {
+                free_slot = &slot;
+            }
+        }
+        if (!free_slot) return reason::replay_store_full;
+        *free_slot = detail::replay_slot{low, high, expires_ms};
+        return reason::ok;
+    }
+
+    std::chrono::system_clock::time_point accepts_issued_after() const noexcept { return created_; }
+    std::size_t capacity() const noexcept { return capacity_; }
+    std::size_t slot_count() const noexcept { return shard_count_ * shard_slots_; }
+
+private:
+    memory_replay_store() = default;
+    std::unique_ptr<detail::replay_slot[]> slots_;
+    std::unique_ptr<detail::replay_shard[]> shards_;
+    std::size_t capacity_ = 0;
+    std::size_t shard_count_ = 1;
+    std::size_t shard_slots_ = 0;
+    std::uint64_t seed_low_ = 0;
+    std::uint64_t seed_high_ = 0;
+    std::chrono::system_clock::time_point created_{};
+};
+
+// ---------------------------------------------------------------------------
+// ticket_verifier: checks a presented ticket, cheapest first, and spends it.
+// Holds a pointer to the store: the store must outlive every verifier using it
+// (and not be moved while they do). Several verifiers (routes) may share one.
+// ---------------------------------------------------------------------------
+struct ticket_verifier_options {
+    // A ticket claiming a longer lifetime is cut to this (keys shared with a
+    // more generous issuer cannot widen this server's window).
+    std::chrono::seconds max_ttl{120};
+    // How far an issuer's clock may run ahead: a ticket issued later than
+    // now + clock_skew is ticket_not_yet_valid. Expiry gets no such allowance.
+    std::chrono::seconds clock_skew{5};
+};
+
+template <class ReplayStore = memory_replay_store>
+class ticket_verifier {
+public:
+    static result<ticket_verifier> create(keyring keys, ReplayStore& store, ticket_verifier_options options = {}) {
+        using failure = result<ticket_verifier>;
+        if (options.max_ttl < std::chrono::seconds(1) || options.max_ttl > std::chrono::hours(1))
+            return failure::failure("ticket_verifier: max_ttl must be between 1 s and 1 hour");
+        if (options.clock_skew < std::chrono::seconds(0) || options.clock_skew > std::chrono::minutes(1))
+            return failure::failure("ticket_verifier: clock_skew must be between 0 and 60 s");
+        return failure::success(ticket_verifier(std::move(keys), store, options));
+    }
+
+    // `origin`: the request's Origin header (empty when absent); `audience`:
+    // this endpoint, as passed to the issuer. On ok, `claims` holds the ticket's
+    // claims; otherwise it is cleared. Never allocates.
+    decision verify(std::string_view ticket, std::string_view origin, std::string_view audience,
+                    ticket_claims& claims) const noexcept {
+        return verify(ticket, origin, audience, claims, std::chrono::system_clock::now());
+    }
+
+    decision verify(std::string_view ticket, std::string_view origin, std::string_view audience, ticket_claims& claims,
+                    std::chrono::system_clock::time_point now) const noexcept {
+        claims.clear();
+        if (ticket.empty()) return reason::ticket_missing;
+        if (ticket.size() > ticket_limits::max_chars) return reason::ticket_too_long;
+
+        std::uint8_t body[ticket_limits::max_bytes];
+        std::size_t size = 0;
+        // The ticket is public (the client holds it): no need for the constant-time decoder.
+        if (!base64url_decode_public(ticket, body, ticket_limits::max_bytes, size)) return reason::ticket_malformed;
+        if (size < detail::ticket_min_bytes) return reason::ticket_malformed;
+        if (body[0] != detail::ticket_version) return reason::ticket_bad_version;
+        const std::uint32_t key_id = static_cast<std::uint32_t>(detail::ticket_load_be(body + 1, 4));
+        const hmac_sha256_key::stream* key = keys_.verifying_key(key_id, now);
+        if (!key) return reason::ticket_unknown_key;
+
+        const std::size_t signed_size = size - detail::ticket_mac_size;
+        sha256_digest mac = detail::ticket_mac(*key, body, signed_size);
+        // constant-time: the whole MAC is compared, whatever byte differs first.
+        const bool authentic = constant_time_equal(mac.data(), body + signed_size, detail::ticket_mac_size);
+        // The expected MAC of a forged body would make it valid: leave no copy on the stack.
+        detail::crypto_wipe(mac.data(), mac.size());
+        if (!authentic) return reason::ticket_bad_mac;
+
+        // Authenticated from here on; the layout is still checked field by field.
+        const std::int64_t issued_ms = static_cast<std::int64_t>(detail::ticket_load_be(body + 5, 8));
+        std::int64_t expires_ms = static_cast<std::int64_t>(detail::ticket_load_be(body + 13, 8));
+        if (issued_ms < 0 || issued_ms >= expires_ms || expires_ms > detail::ticket_max_unix_ms)
+            return reason::ticket_malformed;
+        ticket_nonce nonce;
+        std::memcpy(nonce.data(), body + 21, nonce.size());
+        const std::uint8_t* p = body + detail::ticket_header_size;
+        const std::uint8_t* const end = body + signed_size;
+        std::string_view subject, ticket_origin, ticket_audience;
+        if (!take(p, end, 1, ticket_limits::max_subject, subject) ||
+            !take(p, end, 2, ticket_limits::max_origin, ticket_origin) ||
+            !take(p, end, 2, ticket_limits::max_audience, ticket_audience) || p == end)
+            return reason::ticket_malformed;
+        const std::size_t scope_count = *p++;
+        if (scope_count > ticket_limits::max_scopes) return reason::ticket_malformed;
+        std::string_view scopes[ticket_limits::max_scopes];
+        for (std::size_t i = 0; i < scope_count; ++i) {
+            if (!take(p, end, 1, ticket_limits::max_scope, scopes[i])) return reason::ticket_malformed;
+        }
+        if (p != end) return reason::ticket_malformed;
+
+        const std::int64_t now_ms = detail::ticket_unix_ms(now);
+        const std::int64_t max_ttl_ms = std::chrono::milliseconds(options_.max_ttl).count();
+        if (expires_ms - issued_ms > max_ttl_ms) expires_ms = issued_ms + max_ttl_ms;
+        if (now_ms >= expires_ms) return reason::ticket_expired;
+        if (issued_ms > now_ms + std::chrono::milliseconds(options_.clock_skew).count())
+            return reason::ticket_not_yet_valid;
+        if (!origin_matches(origin, ticket_origin)) return reason::ticket_origin_mismatch;
+        if (audience != ticket_audience) return reason::ticket_audience_mismatch;
+        if (detail::ticket_time_point(issued_ms) < store_->accepts_issued_after())
+            return reason::ticket_before_store_start;
+        // Remembered past expiry by the skew, so a server whose clock runs behind
+        // cannot accept the ticket after another forgot it.
+        const std::chrono::system_clock::time_point remember_until =
+            detail::ticket_time_point(expires_ms) + options_.clock_skew;
+        const reason spent = store_->try_spend(nonce, remember_until, now);
+        if (spent != reason::ok) return spent;
+
+        claims.set_header(key_id, issued_ms, expires_ms, nonce);
+        claims.set_subject(subject);
+        for (std::size_t i = 0; i < scope_count; ++i) claims.add_scope(scopes[i]);
+        return decision::allow();
+    }
+
+    const keyring& keys() const noexcept { return keys_; }
+    const ticket_verifier_options& options() const noexcept { return options_; }
+
+private:
+    ticket_verifier(keyring keys, ReplayStore& store, ticket_verifier_options options)
+        : keys_(std::move(keys)), store_(&store), options_(options) {}
+
+    // A length-prefixed field of at most `cap` bytes.
+    static bool take(const std::uint8_t*& p, const std::uint8_t* end, int prefix, std::size_t cap,
+                     std::string_view& field) noexcept {
+        if (end - p < prefix) return false;
+        const std::size_t size = static_cast<std::size_t>(detail::ticket_load_be(p, prefix));
+        p += prefix;
+        if (size > cap || static_cast<std::size_t>(end - p) < size) return false;
+        field = std::string_view(reinterpret_cast<const char*>(p), size);
+        p += size;
+        return true;
+    }
+
+    // The ticket holds the folded origin; fold the request's the same way.
+    static bool origin_matches(std::string_view request_origin, std::string_view ticket_origin) noexcept {
+        if (request_origin.size() > ticket_limits::max_origin) return false;
+        char folded[ticket_limits::max_origin];
+        const std::size_t size = detail::ticket_fold_origin(request_origin, folded);
+        return std::string_view(folded, size) == ticket_origin;
+    }
+
+    keyring keys_;
+    ReplayStore* store_;
+    ticket_verifier_options options_;
+};
+
+// ---------------------------------------------------------------------------
+// Transport helpers: where the browser puts the ticket. All allocation-free;
+// the views point into the caller's header or query.
+// ---------------------------------------------------------------------------
+
+// The subprotocol marker that carries a ticket: new WebSocket(url, ["wsguard.v1", ticket]).
+inline constexpr std::string_view ticket_subprotocol = "wsguard.v1";
+
+struct [[nodiscard]] ticket_source {
+    std::string_view ticket;         // pass to ticket_verifier::verify
+    std::string_view echo_protocol;  // the server's Sec-WebSocket-Protocol answer: "wsguard.v1", never the ticket
+    wsguard::reason reason = wsguard::reason::ticket_missing;
+    explicit operator bool() const noexcept { return reason == wsguard::reason::ok; }
+};
+
+// Sec-WebSocket-Protocol: "wsguard.v1, <ticket>". Comma-separated tokens with
+// optional spaces or tabs; empty list elements are skipped. The ticket is the
+// token right after the first "wsguard.v1". Other offered protocols are ignored.
+inline ticket_source ticket_from_subprotocol(std::string_view header) noexcept {
+    ticket_source out;
+    bool marker_seen = false;
+    std::size_t i = 0;
+    while (i <= header.size()) {
+        std::size_t end = header.find(',', i);
+        if (end == std::string_view::npos) end = header.size();
+        std::string_view token = header.substr(i, end - i);
+        while (!token.empty() && (token.front() == ' ' || token.front() == '\t')) token.remove_prefix(1);
+        while (!token.empty() && (token.back() == ' ' || token.back() == '\t')) token.remove_suffix(1);
+        i = end + 1;
+        if (token.empty()) continue;
+        if (marker_seen) {
+            out.ticket = token;
+            out.echo_protocol = ticket_subprotocol;
+            out.reason = reason::ok;
+            return out;
+        }
+        if (token == ticket_subprotocol) marker_seen = true;
+    }
+    return out;  // no marker, or no token after it: ticket_missing
+}
+
+// The fallback: "?ticket=<ticket>" (a leading '?' and a '#fragment' are
+// tolerated). Exact, case-sensitive name; first occurrence. base64url needs no
+// percent-encoding, so a '%' in the value means a mangled ticket: malformed.
+inline ticket_source ticket_from_query(std::string_view query) noexcept {
+    ticket_source out;
+    if (!query.empty() && query.front() == '?') query.remove_prefix(1);
+    const std::size_t fragment = query.find('#');
+    if (fragment != std::string_view::npos) query = query.substr(0, fragment);
+    std::size_t i = 0;
+    while (i <= query.size()) {
+        std::size_t end = query.find('&', i);
+        if (end == std::string_view::npos) end = query.size();
+        const std::string_view pair = query.substr(i, end - i);
+        i = end + 1;
+        const std::size_t equals = pair.find('=');
+        if (pair.substr(0, equals) != "ticket") continue;
+        if (equals == std::string_view::npos || equals + 1 == pair.size()) return out;  // ticket_missing
+        out.ticket = pair.substr(equals + 1);
+        out.reason = out.ticket.find('%') == std::string_view::npos ? reason::ok : reason::ticket_malformed;
+        if (!out) out.ticket = {};
+        return out;
+    }
+    return out;
+}
+
+// ---------------------------------------------------------------------------
+// first_message_gate: for stacks that can carry the ticket in neither the
+// subprotocol nor the URL. One per connection (not thread-safe, like the
+// connection). The first message must be "wsguard.v1 <ticket>" and arrive
+// within the deadline; until then nothing reaches the application, and any
+// refusal is final.
+//
+//   auto verdict = gate.on_message(msg, verifier, origin, audience, claims);
+//   if (!verdict.decision) ws.close(verdict.decision.close_code(), to_string(verdict.decision.reason));
+//   else if (verdict.deliver) handle(msg);   // false for the ticket message itself
+// ---------------------------------------------------------------------------
+struct [[nodiscard]] gate_verdict {
+    wsguard::decision decision;
+    bool deliver = false;  // hand this message to the application
+};
+
+class first_message_gate {
+public:
+    static constexpr std::string_view message_prefix = "wsguard.v1 ";
+
+    explicit first_message_gate(std::chrono::milliseconds deadline = std::chrono::seconds(10)) noexcept
+        : first_message_gate(std::chrono::steady_clock::now(), deadline) {}
+    // `connected_at`: when the connection opened (101 sent).
+    first_message_gate(std::chrono::steady_clock::time_point connected_at,
+                       std::chrono::milliseconds deadline = std::chrono::seconds(10)) noexcept
+        : deadline_(connected_at + deadline) {}
+
+    bool is_open() const noexcept { return state_ == state::open; }
+
+    // For a timer: ticket_deadline_passed (and the gate closes for good) once
+    // the deadline passed without a ticket; the final reason after a refusal;
+    // ok while open or still within the deadline.
+    decision poll() noexcept { return poll(std::chrono::steady_clock::now()); }
+    decision poll(std::chrono::steady_clock::time_point now) noexcept {
+        if (state_ == state::waiting && now >= deadline_) refuse(reason::ticket_deadline_passed);
+        return refused_;
+    }
+
+    template <class Verifier>
+    gate_verdict on_message(std::string_view message, const Verifier& verifier, std::string_view origin,
+                            std::string_view audience, ticket_claims& claims) noexcept {
+        return on_message(message, verifier, origin, audience, claims, std::chrono::steady_clock::now(),
+                          std::chrono::system_clock::now());
+    }
+
+    // `now`: the connection's clock for the deadline; `wall_now`: the wall clock for the ticket.
+    template <class Verifier>
+    gate_verdict on_message(std::string_view message, const Verifier& verifier, std::string_view origin,
+                            std::string_view audience, ticket_claims& claims, std::chrono::steady_clock::time_point now,
+                            std::chrono::system_clock::time_point wall_now) noexcept {
+        if (state_ == state::open) return gate_verdict{decision::allow(), true};
+        if (!poll(now)) return gate_verdict{refused_, false};
+        if (message.substr(0, message_prefix.size()) != message_prefix) {
+            refuse(reason::ticket_message_expected);
+            return gate_verdict{refused_, false};
+        }
+        const decision verified =
+            verifier.verify(message.substr(message_prefix.size()), origin, audience, claims, wall_now);
+        if (!verified) {
+            refuse(verified.reason);
+            return gate_verdict{refused_, false};
+        }
+        state_ = state::open;
+        return gate_verdict{decision::allow(), false};
+    }
+
+private:
+    enum class state : std::uint8_t { waiting, open, refused };
+    void refuse(reason r) noexcept {
+        state_ = state::refused;
+        refused_ = r;
+    }
+    std::chrono::steady_clock::time_point deadline_;
+    state state_ = state::waiting;
+    decision refused_{};
+};
+
+}  // inline namespace WSGUARD_ABI_NS
+}  // namespace wsguard
+
+// ===========================================================================
+// 6. Rate limits: token_bucket, keyed_limiter, connection_limiter, address keys
+// ===========================================================================
+//
+// Time is integer nanoseconds of std::chrono::steady_clock, pushed in by the
+// caller (every call has an overload that reads the clock). No floating point,
+// every addition and product saturates, and a clock that goes backwards can
+// only make a limiter stricter, never grant extra.
+
+namespace wsguard {
+inline namespace WSGUARD_ABI_NS {
+
+// A rate: `count` events per `period`, e.g. rate{3, std::chrono::seconds(1)} or
+// rate{1, std::chrono::hours(24)}. Rates below one per second need no floats.
+struct rate {
+    std::uint64_t count = 0;
+    std::chrono::nanoseconds period{std::chrono::seconds(1)};
+
+    static constexpr rate per_second(std::uint64_t n) noexcept { return rate{n, std::chrono::seconds(1)}; }
+    static constexpr rate per_minute(std::uint64_t n) noexcept { return rate{n, std::chrono::minutes(1)}; }
+    static constexpr rate per_hour(std::uint64_t n) noexcept { return rate{n, std::chrono::hours(1)}; }
+};
+
+namespace detail {
+
+inline constexpr std::uint64_t limits_u64_max = std::numeric_limits<std::uint64_t>::max();
+// The longest window a bucket may span (burst x interval): 100 years. Beyond
+// that a configuration is a mistake, and the bound keeps every sum below 2^64.
+inline constexpr std::uint64_t limits_max_window_ns = 100ull * 366 * 24 * 3600 * 1000000000ull;
+// How many slots a lookup inspects: bounds the work per request and is the
+// neighbourhood in which the stalest entry is evicted.
+inline constexpr std::uint32_t limits_probe_window = 8;
+inline constexpr std::uint32_t limits_max_shards = 64;
+inline constexpr std::size_t limits_max_capacity = std::size_t{1} << 28;
+
+static_assert(std::ratio_less_equal<std::chrono::steady_clock::period, std::nano>::value,
+              "wsguard rate limits need a steady_clock with at least nanosecond resolution");
+
+// steady_clock time as unsigned nanoseconds, order-preserving over the whole
+// int64 range (min maps to 0, max to 2^64-1), so no subtraction can wrap.
+inline std::uint64_t limits_ticks(std::chrono::steady_clock::time_point t) noexcept {
+    const std::int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+    return static_cast<std::uint64_t>(ns) ^ (std::uint64_t{1} << 63);
+}
+
+// A refusal's wait, rounded up to whole milliseconds and never zero: a client
+// that retries exactly at retry_after must succeed, not be refused again.
+inline std::chrono::milliseconds limits_wait(std::uint64_t wait_ns) noexcept {
+    std::uint64_t ms = wait_ns / 1000000 + (wait_ns % 1000000 != 0 ? 1 : 0);
+    if (ms == 0) ms = 1;
+    return std::chrono::milliseconds(static_cast<std::chrono::milliseconds::rep>(ms));
+}
+
+// The validated constants of one GCRA bucket, shared by token_bucket and
+// keyed_limiter. `tat` is the theoretical arrival time: the instant at which
+// the bucket would be full again. A request of n passes if, after charging
+// n x interval, the bucket is at most burst x interval ahead of now.
+struct limits_gcra {
+    std::uint64_t interval_ns = 0;  // 1/rate, rounded up: never faster than asked
+    std::uint64_t window_ns = 0;    // burst x interval
+    std::uint64_t horizon = 0;      // latest usable clock value, see clamp()
+    std::uint32_t burst = 0;
+
+    // Validates once; returns an empty string when the configuration is good.
+    static std::string configure(rate r, std::uint32_t burst_size, limits_gcra& out) {
+        const std::int64_t period = r.period.count();
+        if (r.count == 0) return "rate: count must be at least 1 (a limiter that refuses everything is a configuration error)";
+        if (period <= 0) return "rate: period must be positive";
+        if (r.count > static_cast<std::uint64_t>(period))
+            return "rate: more than one event per nanosecond (over 1e9 per second) is not supported";
+        if (burst_size == 0) return "burst must be at least 1 (0 would refuse every request)";
+        const std::uint64_t p = static_cast<std::uint64_t>(period);
+        const std::uint64_t interval = p / r.count + (p % r.count != 0 ? 1 : 0);
+        if (interval > limits_max_window_ns / burst_size)
+            return "burst / rate spans more than 100 years: lower the burst or raise the rate";
+        out.interval_ns = interval;
+        out.window_ns = interval * burst_size;
+        // Clock values above the horizon are clamped to it, so tat (at most
+        // now + window) never reaches 2^64: near the end of time the bucket
+        // stops refilling instead of wrapping around (fails closed).
+        out.horizon = limits_u64_max - 2 * out.window_ns;
+        out.burst = burst_size;
+        return std::string();
+    }
+
+    std::uint64_t clamp(std::chrono::steady_clock::time_point now) const noexcept {
+        const std::uint64_t t = limits_ticks(now);
+        return t < horizon ? t : horizon;
+    }
+
+    // One step of the algorithm on a loaded tat. On success writes the new tat.
+    // Preconditions: 1 <= n <= burst, t == clamp(now).
+    decision step(std::uint64_t tat, std::uint64_t t, std::uint32_t n, std::uint64_t& new_tat) const noexcept {
+        const std::uint64_t cost = interval_ns * n;                 // <= window_ns
+        const std::uint64_t base = tat > t ? tat : t;               // an idle bucket starts from now
+        const std::uint64_t debt = base - t;                        // how far ahead the bucket runs
+        if (debt > window_ns - cost) return decision(reason::rate_limited, limits_wait(debt + cost - window_ns));
+        new_tat = base + cost;
+        return decision::allow();
+    }
+};
+
+// SipHash-c-d (Aumasson and Bernstein), portable and endian-independent.
+// Keyed with a random seed, so a remote client cannot choose keys that collide.
+inline std::uint64_t limits_load_le64(const unsigned char* p) noexcept {
+    std::uint64_t v = 0;
+    for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
+    return v;
+}
+
+template <int CompressionRounds, int FinalRounds>
+inline std::uint64_t limits_siphash(std::uint64_t k0, std::uint64_t k1, const void* data, std::size_t len) noexcept {
+    const auto* in = static_cast<const unsigned char*>(data);
+    std::uint64_t v0 = 0x736f6d6570736575ull ^ k0;
+    std::uint64_t v1 = 0x646f72616e646f6dull ^ k1;
+    std::uint64_t v2 = 0x6c7967656e657261ull ^ k0;
+    std::uint64_t v3 = 0x7465646279746573ull ^ k1;
+    auto rotl = [](std::uint64_t x, int b) noexcept { return (x << b) | (x >> (64 - b)); };
+    auto sip_round = [&]() noexcept {
+        v0 += v1; v1 = rotl(v1, 13); v1 ^= v0; v0 = rotl(v0, 32);
+        v2 += v3; v3 = rotl(v3, 16); v3 ^= v2;
+        v0 += v3; v3 = rotl(v3, 21); v3 ^= v0;
+        v2 += v1; v1 = rotl(v1, 17); v1 ^= v2; v2 = rotl(v2, 32);
+    };
+    const std::size_t whole = len - len % 8;
+    for (std::size_t i = 0; i < whole; i += 8) {
+        const std::uint64_t m = limits_load_le64(in + i);
+        v3 ^= m;
+        for (int r = 0; r < CompressionRounds; ++r) sip_round();
+        v0 ^= m;
+    }
+    std::uint64_t last = static_cast<std::uint64_t>(len) << 56;
+    for (std::size_t i = 0; i < len % 8; ++i) last |= static_cast<std::uint64_t>(in[whole + i]) << (8 * i);
+    v3 ^= last;
+    for (int r = 0; r < CompressionRounds; ++r) sip_round();
+    v0 ^= last;
+    v2 ^= 0xff;
+    for (int r = 0; r < FinalRounds; ++r) sip_round();
+    return v0 ^ v1 ^ v2 ^ v3;
+}
+
+inline std::uint64_t limits_siphash24(std::uint64_t k0, std::uint64_t k1, const void* data, std::size_t len) noexcept {
+    return limits_siphash<2, 4>(k0, k1, data, len);
+}
+inline std::uint64_t limits_siphash13(std::uint64_t k0, std::uint64_t k1, const void* data, std::size_t len) noexcept {
+    return limits_siphash<1, 3>(k0, k1, data, len);
+}
+
+// Two independent 128-bit SipHash keys, drawn from the OS at construction.
+struct limits_seed {
+    std::uint64_t k[4] = {0, 0, 0, 0};
+};
+
+// From the OS through the crypto section; false if the OS refused.
+inline bool limits_make_seed(limits_seed& seed) noexcept {
+    std::uint8_t raw[32] = {};
+    if (random_bytes(raw, sizeof raw) != reason::ok) return false;
+    for (int i = 0; i < 4; ++i) seed.k[i] = limits_load_le64(raw + 8 * i);
+    return true;
+}
+
+// A 128-bit keyed fingerprint: what the tables store for variable-length keys.
+// Two different strings share one with probability 2^-128 for a party that
+// does not know the seed.
+struct limits_fingerprint {
+    std::uint64_t lo = 0;
+    std::uint64_t hi = 0;
+};
+
+template <class T>
+struct limits_always_false : std::false_type {};
+
+// How a Key is stored in a fixed-size slot and hashed. Fixed-size keys with no
+// padding (address_key, integers, arrays of bytes) are stored as they are;
+// string keys as a fingerprint. Any other Key does not compile.
+template <class Key, class Enable = void>
+struct limits_key_traits {
+    static_assert(limits_always_false<Key>::value,
+                  "wsguard limiter keys must be trivially copyable with no padding bits "
+                  "(address_key, std::uint64_t, std::array<std::uint8_t, N>) or std::string_view / std::string");
+};
+
+template <class Key>
+struct limits_key_traits<Key, std::enable_if_t<std::is_trivially_copyable<Key>::value &&
+                                               std::has_unique_object_representations<Key>::value>> {
+    using stored = Key;
+    struct digest {
+        stored key;
+        std::uint64_t hash;
+    };
+    static digest make(const Key& key, const limits_seed& seed) noexcept {
+        return digest{key, limits_siphash13(seed.k[0], seed.k[1], &key, sizeof key)};
+    }
+    static bool equal(const stored& a, const stored& b) noexcept { return std::memcmp(&a, &b, sizeof a) == 0; }
+};
+
+struct limits_string_key_traits {
+    using stored = limits_fingerprint;
+    struct digest {
+        stored key;
+        std::uint64_t hash;
+    };
+    static digest make(std::string_view key, const limits_seed& seed) noexcept {
+        stored fp;
+        fp.lo = limits_siphash13(seed.k[0], seed.k[1], key.data(), key.size());
+        fp.hi = limits_siphash13(seed.k[2], seed.k[3], key.data(), key.size());
+        return digest{fp, fp.lo};
+    }
+    static bool equal(const stored& a, const stored& b) noexcept { return a.lo == b.lo && a.hi == b.hi; }
+};
+template <>
+struct limits_key_traits<std::string_view> : limits_string_key_traits {};
+template <>
+struct limits_key_traits<std::string> : limits_string_key_traits {};
+
+// A test-and-test-and-set lock per shard: critical sections are a few dozen
+// instructions, so spinning beats parking; after a while it yields.
+class limits_spinlock {
+public:
+    void lock() noexcept {
+        for (;;) {
+            if (!locked_.exchange(true, std::memory_order_acquire)) return;
+            for (unsigned spins = 0; locked_.load(std::memory_order_relaxed); ++spins) {
+                if (spins >= 64) std::this_thread::yield();
+            }
+        }
+    }
+    void unlock() noexcept { locked_.store(false, std::memory_order_release); }
+
+private:
+    std::atomic<bool> locked_{false};
+};
+
+struct alignas(64) limits_shard {
+    limits_spinlock lock;
+};
+
+class limits_lock_guard {
+public:
+    explicit limits_lock_guard(limits_spinlock& l) noexcept : lock_(l) { lock_.lock(); }
+    ~limits_lock_guard() { lock_.unlock(); }
+    limits_lock_guard(const limits_lock_guard&) = delete;
+    limits_lock_guard& operator=(const limits_lock_guard&) = delete;
+
+private:
+    limits_spinlock& lock_;
+};
+
+// Geometry of a sharded table: shard_count shards (a power of two, up to 64,
+// each with its own lock) of groups_per_shard groups of limits_probe_window
+// slots. A key hashes to one group, its whole probe window; groups are
+// aligned to cache lines (8 x 24-byte slots for address_key: three lines).
+struct limits_geometry {
+    std::uint32_t shard_count = 1;
+    std::uint32_t groups_per_shard = 0;
+
+    static std::string configure(std::size_t capacity, limits_geometry& out) {
+        if (capacity == 0) return "capacity must be at least 1";
+        if (capacity > limits_max_capacity) return "capacity over 2^28 entries: that is gigabytes of table, surely a mistake";
+        std::uint32_t shards = 1;
+        while (shards < limits_max_shards && std::size_t{shards} * 4 * limits_probe_window <= capacity) shards *= 2;
+        const std::size_t per_shard = std::size_t{shards} * limits_probe_window;
+        out.shard_count = shards;
+        out.groups_per_shard = static_cast<std::uint32_t>((capacity + per_shard - 1) / per_shard);
+        return std::string();
+    }
+    std::size_t group_count() const noexcept { return std::size_t{shard_count} * groups_per_shard; }
+    std::size_t capacity() const noexcept { return group_count() * limits_probe_window; }
+    std::uint32_t shard_of(std::uint64_t hash) const noexcept {
+        return static_cast<std::uint32_t>(hash >> 32) & (shard_count - 1);
+    }
+    // The key's group (Lemire's multiply-shift range reduction inside its shard).
+    std::size_t group_of(std::uint64_t hash, std::uint32_t shard) const noexcept {
+        return std::size_t{shard} * groups_per_shard +
+               static_cast<std::size_t>(((hash & 0xffffffffull) * groups_per_shard) >> 32);
+    }
+};
+
+template <class Slot>
+struct alignas(64) limits_group {
+    Slot slots[limits_probe_window];
+};
+
+// Starts loading a group while the shard lock is being taken: under a flood
+// of new keys the group is rarely cached.
+template <class Group>
+inline void limits_prefetch(const Group& group) noexcept {
+#if defined(__GNUC__) || defined(__clang__)
+    const char* bytes = reinterpret_cast<const char*>(&group);
+    for (std::size_t offset = 0; offset < sizeof(Group); offset += 64) __builtin_prefetch(bytes + offset, 1);
+#else
+    (void)group;
+#endif
+}
+
+template <class T>
+std::unique_ptr<T[]> limits_allocate(std::size_t n) noexcept {
+    return std::unique_ptr<T[]>(new (std::nothrow) T[n]());
+}
+
+}  // namespace detail
+
+// ---------------------------------------------------------------------------
+// token_bucket: one lock-free bucket (GCRA) in one atomic 64-bit word.
+// ---------------------------------------------------------------------------
+//
+// From idle, `burst` requests pass at once, the next is refused, then one more
+// passes every 1/rate. A refusal is reason::rate_limited with retry_after
+// (rounded up, never zero) and changes nothing. A request for n > burst can
+// never pass: it is refused with rate_limited and retry_after == 0 (waiting
+// does not help). Safe to call from any number of threads at once.
+class token_bucket {
+public:
+    static result<token_bucket> create(wsguard::rate r, std::uint32_t burst) {
+        detail::limits_gcra gcra;
+        std::string error = detail::limits_gcra::configure(r, burst, gcra);
+        if (!error.empty()) return result<token_bucket>::failure("token_bucket: " + error);
+        return result<token_bucket>::success(token_bucket(gcra));
+    }
+    static result<token_bucket> create(std::uint64_t rate_per_second, std::uint32_t burst) {
+        return create(wsguard::rate::per_second(rate_per_second), burst);
+    }
+
+    // std::atomic is not movable; result<token_bucket> needs a move. Moving
+    // copies the current state and is meant for construction time only: a
+    // bucket other threads are using must not be moved.
+    token_bucket(token_bucket&& other) noexcept
+        : gcra_(other.gcra_), tat_(other.tat_.load(std::memory_order_relaxed)) {}
+    token_bucket& operator=(token_bucket&&) = delete;
+    token_bucket(const token_bucket&) = delete;
+    token_bucket& operator=(const token_bucket&) = delete;
+
+    decision try_acquire(std::chrono::steady_clock::time_point now, std::uint32_t n = 1) noexcept {
+        if (n == 0) return decision::allow();
+        if (n > gcra_.burst) return decision(reason::rate_limited);
+        const std::uint64_t t = gcra_.clamp(now);
+        std::uint64_t tat = tat_.load(std::memory_order_relaxed);
+        for (;;) {
+            std::uint64_t new_tat = 0;
+            const decision d = gcra_.step(tat, t, n, new_tat);
+            if (!d) return d;
+            // The word is the whole state: relaxed ordering is enough.
+            if (tat_.compare_exchange_weak(tat, new_tat, std::memory_order_relaxed, std::memory_order_relaxed)) return d;
+        }
+    }
+    decision try_acquire(std::uint32_t n = 1) noexcept { return try_acquire(std::chrono::steady_clock::now(), n); }
+
+    std::uint32_t burst() const noexcept { return gcra_.burst; }
+    // 1/rate, rounded up to a whole nanosecond.
+    std::chrono::nanoseconds interval() const noexcept {
+        return std::chrono::nanoseconds(static_cast<std::chrono::nanoseconds::rep>(gcra_.interval_ns));
+    }
+
+private:
+    explicit token_bucket(const detail::limits_gcra& gcra) noexcept : gcra_(gcra) {}
+
+    detail::limits_gcra gcra_;
+    std::atomic<std::uint64_t> tat_{0};  // 0 = idle since the beginning of time
+    static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "token_bucket needs a lock-free 64-bit atomic");
+};
+
+// ---------------------------------------------------------------------------
+// keyed_limiter<Key>: one bucket per key in a fixed-capacity table.
+// ---------------------------------------------------------------------------
+//
+// Memory is allocated once, in create(), and never grows. Keys are hashed with
+// SipHash-1-3 under a random 128-bit seed. An entry whose bucket is full again
+// is free for reuse; when a new key's probe window (its group of 8 slots) has
+// no such entry, the stalest one (the closest to full) is evicted, so keys
+// that exhausted their burst are the last to go. Sharded (up to 64 shards)
+// with one small lock per shard.
+template <class Key>
+class keyed_limiter {
+    using traits = detail::limits_key_traits<Key>;
+    using stored_key = typename traits::stored;
+
+public:
+    static result<keyed_limiter> create(wsguard::rate r, std::uint32_t burst, std::size_t capacity) {
+        keyed_limiter limiter;
+        std::string error = detail::limits_gcra::configure(r, burst, limiter.gcra_);
+        if (error.empty()) error = detail::limits_geometry::configure(capacity, limiter.geometry_);
+        if (!error.empty()) return result<keyed_limiter>::failure("keyed_limiter: " + error);
+        if (!detail::limits_make_seed(limiter.seed_))
+            return result<keyed_limiter>::failure("keyed_limiter: the OS refused random bytes for the hash seed");
+        limiter.shards_ = detail::limits_allocate<detail::limits_shard>(limiter.geometry_.shard_count);
+        limiter.groups_ = detail::limits_allocate<group>(limiter.geometry_.group_count());
+        if (!limiter.shards_ || !limiter.groups_) return result<keyed_limiter>::failure("keyed_limiter: out of memory for the table");
+        return result<keyed_limiter>::success(std::move(limiter));
+    }
+    static result<keyed_limiter> create(std::uint64_t rate_per_second, std::uint32_t burst, std::size_t capacity) {
+        return create(wsguard::rate::per_second(rate_per_second), burst, capacity);
+    }
+
+    decision try_acquire(const Key& key, std::chrono::steady_clock::time_point now, std::uint32_t n = 1) noexcept {
+        if (n == 0) return decision::allow();
+        if (n > gcra_.burst) return decision(reason::rate_limited);
+        const auto digest = traits::make(key, seed_);
+        const std::uint64_t t = gcra_.clamp(now);
+        const std::uint32_t shard = geometry_.shard_of(digest.hash);
+        group& candidates = groups_[geometry_.group_of(digest.hash, shard)];
+        detail::limits_prefetch(candidates);
+
+        detail::limits_lock_guard guard(shards_[shard].lock);
+        slot* found = nullptr;
+        slot* stalest = nullptr;
+        for (slot& s : candidates.slots) {
+            if (traits::equal(s.key, digest.key)) {
+                found = &s;
+                break;
+            }
+            if (stalest == nullptr || s.tat < stalest->tat) stalest = &s;
+            // tat 0 marks a slot never used (a grant always leaves tat >= 1).
+            // Slots are never emptied, so the key cannot sit beyond it.
+            if (s.tat == 0) break;
+        }
+        if (found == nullptr) {
+            // Reuse an idle entry (tat <= now: nothing lost) or evict the stalest.
+            found = stalest;
+            found->key = digest.key;
+            found->tat = 0;
+        }
+        std::uint64_t new_tat = 0;
+        const decision d = gcra_.step(found->tat, t, n, new_tat);
+        if (d) found->tat = new_tat;
+        return d;
+    }
+    decision try_acquire(const Key& key, std::uint32_t n = 1) noexcept {
+        return try_acquire(key, std::chrono::steady_clock::now(), n);
+    }
+
+    // Number of keys the table holds at once (the requested capacity, rounded
+    // up to a whole number of slots per shard).
+    std::size_t capacity() const noexcept { return geometry_.capacity(); }
+    // Everything this limiter owns; constant from construction on.
+    std::size_t memory_bytes() const noexcept {
+        return sizeof(*this) + geometry_.group_count() * sizeof(group) +
+               std::size_t{geometry_.shard_count} * sizeof(detail::limits_shard);
+    }
+    std::uint32_t burst() const noexcept { return gcra_.burst; }
+
+private:
+    struct slot {
+        stored_key key;
+        std::uint64_t tat;
+    };
+    using group = detail::limits_group<slot>;
+
+    keyed_limiter() = default;
+
+    detail::limits_gcra gcra_;
+    detail::limits_geometry geometry_;
+    detail::limits_seed seed_;
+    std::unique_ptr<detail::limits_shard[]> shards_;
+    std::unique_ptr<group[]> groups_;
+};
+
+// ---------------------------------------------------------------------------
+// connection_limiter<Key>: at most N concurrent connections per key.
+// ---------------------------------------------------------------------------
+//
+// try_acquire returns a move-only permit; the connection counts until the
+// permit is destroyed or release()d. Fixed-capacity table with the same seeded
+// hashing as keyed_limiter. A key's entry is freed when its count drops to 0;
+// a live count is never evicted: when a key's probe window is full of keys
+// that hold connections, the new key is refused (fails closed). The limiter
+// must outlive its permits.
+template <class Key>
+class connection_limiter {
+    using traits = detail::limits_key_traits<Key>;
+    using stored_key = typename traits::stored;
+
+    struct slot {
+        stored_key key;
+        std::uint32_t count;
+    };
+    using group = detail::limits_group<slot>;
+    struct table {
+        detail::limits_geometry geometry;
+        detail::limits_seed seed;
+        std::uint32_t max_per_key = 0;
+        std::uint32_t max_total = 0;
+        std::atomic<std::uint32_t> total{0};
+        std::unique_ptr<detail::limits_shard[]> shards;
+        std::unique_ptr<group[]> groups;
+    };
+
+public:
+    // How long a refused client is told to wait (Retry-After): connections
+    // end at an unknown time, so this is a polite hint, not a promise.
+    static constexpr std::chrono::milliseconds refusal_retry_after{1000};
+
+    class permit {
+    public:
+        permit() noexcept = default;
+        permit(permit&& other) noexcept
+            : table_(std::exchange(other.table_, nullptr)), slot_(std::exchange(other.slot_, nullptr)),
+              shard_(other.shard_), decision_(other.decision_) {}
+        permit& operator=(permit&& other) noexcept {
+            if (this != &other) {
+                release();
+                table_ = std::exchange(other.table_, nullptr);
+                slot_ = std::exchange(other.slot_, nullptr);
+                shard_ = other.shard_;
+                decision_ = other.decision_;
+            }
+            return *this;
+        }
+        permit(const permit&) = delete;
+        permit& operator=(const permit&) = delete;
+        ~permit() { release(); }
+
+        // True while the permit holds a connection (not after release()).
+        explicit operator bool() const noexcept { return slot_ != nullptr; }
+        // The outcome of try_acquire: ok, or too_many_connections with
+        // retry_after 1 s. A default-constructed permit reads as refused.
+        wsguard::decision decision() const noexcept { return decision_; }
+        // Gives the connection back now instead of at destruction. Idempotent.
+        void release() noexcept {
+            if (slot_ == nullptr) return;
+            {
+                detail::limits_lock_guard guard(table_->shards[shard_].lock);
+                --slot_->count;
+            }
+            table_->total.fetch_sub(1, std::memory_order_relaxed);
+            slot_ = nullptr;
+            table_ = nullptr;
+        }
+
+    private:
+        friend class connection_limiter;
+        permit(table* t, slot* s, std::uint32_t shard) noexcept
+            : table_(t), slot_(s), shard_(shard), decision_(wsguard::decision::allow()) {}
+        explicit permit(wsguard::decision refusal) noexcept : decision_(refusal) {}
+
+        table* table_ = nullptr;
+        slot* slot_ = nullptr;
+        std::uint32_t shard_ = 0;
+        wsguard::decision decision_{reason::too_many_connections, refusal_retry_after};
+    };
+
+    // max_per_key: concurrent connections per key; capacity: distinct keys
+    // with live connections tracked at once; max_total: connections across all
+    // keys (defaults to no cap beyond what the table can hold).
+    static result<connection_limiter> create(std::uint32_t max_per_key, std::size_t capacity,
+                                             std::uint32_t max_total = std::numeric_limits<std::uint32_t>::max()) {
+        if (max_per_key == 0) return result<connection_limiter>::failure("connection_limiter: max_per_key must be at least 1");
+        if (max_total == 0) return result<connection_limiter>::failure("connection_limiter: max_total must be at least 1");
+        connection_limiter limiter;
+        limiter.table_.reset(new (std::nothrow) table());
+        if (!limiter.table_) return result<connection_limiter>::failure("connection_limiter: out of memory");
+        table& t = *limiter.table_;
+        std::string error = detail::limits_geometry::configure(capacity, t.geometry);
+        if (!error.empty()) return result<connection_limiter>::failure("connection_limiter: " + error);
+        if (!detail::limits_make_seed(t.seed))
+            return result<connection_limiter>::failure("connection_limiter: the OS refused random bytes for the hash seed");
+        t.max_per_key = max_per_key;
+        t.max_total = max_total;
+        t.shards = detail::limits_allocate<detail::limits_shard>(t.geometry.shard_count);
+        t.groups = detail::limits_allocate<group>(t.geometry.group_count());
+        if (!t.shards || !t.groups) return result<connection_limiter>::failure("connection_limiter: out of memory for the table");
+        return result<connection_limiter>::success(std::move(limiter));
+    }
+
+    permit try_acquire(const Key& key) noexcept {
+        table& t = *table_;
+        const auto digest = traits::make(key, t.seed);
+        const std::uint32_t shard = t.geometry.shard_of(digest.hash);
+        group& candidates = t.groups[t.geometry.group_of(digest.hash, shard)];
+        detail::limits_prefetch(candidates);
+
+        detail::limits_lock_guard guard(t.shards[shard].lock);
+        slot* found = nullptr;
+        slot* free_slot = nullptr;
+        for (slot& s : candidates.slots) {
+            if (s.count == 0) {
+                if (free_slot == nullptr) free_slot = &s;
+            } else if (traits::equal(s.key, digest.key)) {
+                found = &s;
+                break;
+            }
+        }
+        if (found != nullptr ? found->count >= t.max_per_key : free_slot == nullptr) return refused();
+        if (t.total.fetch_add(1, std::memory_order_relaxed) >= t.max_total) {
+            t.total.fetch_sub(1, std::memory_order_relaxed);
+            return refused();
+        }
+        if (found == nullptr) {
+            found = free_slot;
+            found->key = digest.key;
+        }
+        ++found->count;
+        return permit(&t, found, shard);
+    }
+
+    // Live connections for one key (0 when unknown).
+    std::uint32_t connections(const Key& key) const noexcept {
+        const table& t = *table_;
+        const auto digest = traits::make(key, t.seed);
+        const std::uint32_t shard = t.geometry.shard_of(digest.hash);
+        const group& candidates = t.groups[t.geometry.group_of(digest.hash, shard)];
+        detail::limits_lock_guard guard(t.shards[shard].lock);
+        for (const slot& s : candidates.slots) {
+            if (s.count != 0 && traits::equal(s.key, digest.key)) return s.count;
+        }
+        return 0;
+    }
+    // Live connections across all keys.
+    std::uint32_t total() const noexcept { return table_->total.load(std::memory_order_relaxed); }
+    std::size_t capacity() const noexcept { return table_->geometry.capacity(); }
+    std::size_t memory_bytes() const noexcept {
+        return sizeof(*this) + sizeof(table) + table_->geometry.group_count() * sizeof(group) +
+               std::size_t{table_->geometry.shard_count} * sizeof(detail::limits_shard);
+    }
+
+private:
+    connection_limiter() = default;
+    static permit refused() noexcept {
+        return permit(wsguard::decision(reason::too_many_connections, refusal_retry_after));
+    }
+
+    // On the heap so that moving the limiter leaves permits pointing at it.
+    std::unique_ptr<table> table_;
+};
+
+// ---------------------------------------------------------------------------
+// address_key: a peer address as a rate-limit key.
+// ---------------------------------------------------------------------------
+//
+// A fixed-size value (16 bytes, no padding) with the grouping prefix already
+// applied: by default one key per IPv4 address and one per IPv6 /64 (a single
+// host usually owns a whole /64, so finer keys are free to rotate). IPv4 is
+// held as IPv4-mapped IPv6 (::ffff:a.b.c.d), so an IPv4 address and its
+// mapped spelling are the same key and no IPv6 key can equal an IPv4 one.
+
+struct address_key_options {
+    std::uint8_t ipv4_prefix = 32;  // bits kept of an IPv4 address; values over 32 mean 32
+    std::uint8_t ipv6_prefix = 64;  // bits kept of an IPv6 address; values over 128 mean 128
+};
+
+namespace detail {
+
+inline constexpr std::size_t limits_address_text_cap = 128;  // longer input is refused unread
+inline constexpr std::size_t limits_zone_cap = 32;
+
+inline bool limits_is_digit(char c) noexcept { return c >= '0' && c <= '9'; }
+inline int limits_hex_value(char c) noexcept {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+// Strict dotted quad: exactly four decimal parts 0-255, no leading zeros (a
+// leading zero means octal to inet_aton, so "010.0.0.1" is ambiguous).
+inline bool limits_parse_ipv4(std::string_view s, std::uint8_t out[4]) noexcept {
+    std::size_t i = 0;
+    for (int part = 0; part < 4; ++part) {
+        if (part > 0) {
+            if (i >= s.size() || s[i] != '.') return false;
+            ++i;
+        }
+        const std::size_t begin = i;
+        unsigned value = 0;
+        while (i < s.size() && limits_is_digit(s[i]) && i - begin < 3) value = value * 10 + static_cast<unsigned>(s[i++] - '0');
+        const std::size_t digits = i - begin;
+        if (digits == 0 || value > 255 || (digits > 1 && s[begin] == '0')) return false;
+        out[part] = static_cast<std::uint8_t>(value);
+    }
+    return i == s.size();
+}
+
+// RFC 4291 section 2.2 text forms: eight groups of 1-4 hex digits, at most one
+// "::" standing for one or more zero groups, optionally a dotted quad as the
+// last 32 bits. Case-insensitive.
+inline bool limits_parse_ipv6(std::string_view s, std::uint8_t out[16]) noexcept {
+    std::uint16_t groups[8] = {};
+    int count = 0;
+    int gap = -1;  // index in groups where "::" stands
+    std::size_t i = 0;
+    if (s.size() >= 2 && s[0] == ':' && s[1] == ':') {
+        gap = 0;
+        i = 2;
+    }
+    while (i < s.size()) {
+        std::size_t j = i;
+        while (j < s.size() && limits_hex_value(s[j]) >= 0 && j - i < 5) ++j;
+        if (j < s.size() && s[j] == '.') {
+            std::uint8_t quad[4];
+            if (count > 6 || !limits_parse_ipv4(s.substr(i), quad)) return false;
+            groups[count++] = static_cast<std::uint16_t>(quad[0] << 8 | quad[1]);
+            groups[count++] = static_cast<std::uint16_t>(quad[2] << 8 | quad[3]);
+            i = s.size();
+            break;
+        }
+        if (j == i || j - i > 4 || count == 8) return false;
+        unsigned value = 0;
+        for (std::size_t k = i; k < j; ++k) value = value << 4 | static_cast<unsigned>(limits_hex_value(s[k]));
+        groups[count++] = static_cast<std::uint16_t>(value);
+        i = j;
+        if (i == s.size()) break;
+        if (s[i] != ':') return false;
+        ++i;
+        if (i < s.size() && s[i] == ':') {
+            if (gap >= 0) return false;
+            gap = count;
+            ++i;
+        } else if (i == s.size()) {
+            return false;  // a single trailing colon
+        }
+    }
+    if (gap < 0) {
+        if (count != 8) return false;
+    } else {
+        if (count > 7) return false;  // "::" must stand for at least one group
+        const int tail = count - gap;
+        for (int k = 0; k < tail; ++k) groups[7 - k] = groups[count - 1 - k];
+        for (int k = gap; k < 8 - tail; ++k) groups[k] = 0;
+    }
+    for (int k = 0; k < 8; ++k) {
+        out[2 * k] = static_cast<std::uint8_t>(groups[k] >> 8);
+        out[2 * k + 1] = static_cast<std::uint8_t>(groups[k] & 0xff);
+    }
+    return true;
+}
+
+// A zone id (fe80::1%eth0) names the local interface: it is dropped, after
+// checking that it is a plausible interface name or index.
+inline bool limits_strip_zone(std::string_view& s) noexcept {
+    const std::size_t percent = s.find('%');
+    if (percent == std::string_view::npos) return true;
+    const std::string_view zone = s.substr(percent + 1);
+    if (zone.empty() || zone.size() > limits_zone_cap) return false;
+    for (char c : zone) {
+        const bool ok = limits_hex_value(c) >= 0 || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == '-' || c == '.';
+        if (!ok) return false;
+    }
+    s = s.substr(0, percent);
+    return true;
+}
+
+inline bool limits_parse_port(std::string_view s) noexcept {
+    if (s.empty() || s.size() > 5) return false;
+    unsigned value = 0;
+    for (char c : s) {
+        if (!limits_is_digit(c)) return false;
+        value = value * 10 + static_cast<unsigned>(c - '0');
+    }
+    return value <= 65535;
+}
+
+}  // namespace detail
+
+class address_key {
+public:
+
+    // A bare address: "192.0.2.1", "2001:db8::1", "[2001:db8::1]",
+    // "fe80::1%eth0" (zone dropped), "::ffff:192.0.2.1" (IPv4). No port: use
+    // from_endpoint_text for "ip:port". Anything else, or over 128 bytes, is
+    // nullopt (reason::address_malformed).
+    static std::optional<address_key> from_text(std::string_view text, address_key_options options = {}) noexcept {
+        if (text.size() > detail::limits_address_text_cap) return std::nullopt;
+        if (!text.empty() && text.front() == '[') {
+            if (text.size() < 2 || text.back() != ']') return std::nullopt;
+            return parse_ipv6_text(text.substr(1, text.size() - 2), options);
+        }
+        if (text.find(':') != std::string_view::npos) return parse_ipv6_text(text, options);
+        std::uint8_t quad[4];
+        if (!detail::limits_parse_ipv4(text, quad)) return std::nullopt;
+        return from_bytes(quad, 4, options);
+    }
+
+    // What stacks report as the remote endpoint: "192.0.2.1:443",
+    // "[2001:db8::1]:443", or a bare address. An unbracketed IPv6 address
+    // never carries a port (its last group would be ambiguous).
+    static std::optional<address_key> from_endpoint_text(std::string_view text, address_key_options options = {}) noexcept {
+        if (text.size() > detail::limits_address_text_cap) return std::nullopt;
+        if (!text.empty() && text.front() == '[') {
+            const std::size_t close = text.find(']');
+            if (close == std::string_view::npos) return std::nullopt;
+            const std::string_view rest = text.substr(close + 1);
+            if (!rest.empty() && (rest.front() != ':' || !detail::limits_parse_port(rest.substr(1)))) return std::nullopt;
+            return parse_ipv6_text(text.substr(1, close - 1), options);
+        }
+        const std::size_t colon = text.find(':');
+        if (colon != std::string_view::npos && text.find(':', colon + 1) == std::string_view::npos) {
+            if (!detail::limits_parse_port(text.substr(colon + 1))) return std::nullopt;
+            std::uint8_t quad[4];
+            if (!detail::limits_parse_ipv4(text.substr(0, colon), quad)) return std::nullopt;
+            return from_bytes(quad, 4, options);
+        }
+        return from_text(text, options);
+    }
+
+    // Raw network-order bytes: 4 (IPv4) or 16 (IPv6, e.g. sin6_addr). Other
+    // sizes, or a null pointer, are nullopt.
+    static std::optional<address_key> from_bytes(const std::uint8_t* data, std::size_t size, address_key_options options = {}) noexcept {
+        if (data == nullptr || (size != 4 && size != 16)) return std::nullopt;
+        address_key key;
+        if (size == 16 && !is_v4_mapped(data)) {
+            std::memcpy(key.bytes_, data, 16);
+            key.keep_prefix(0, options.ipv6_prefix > 128 ? 128 : options.ipv6_prefix);
+        } else {
+            key.bytes_[10] = 0xff;
+            key.bytes_[11] = 0xff;
+            std::memcpy(key.bytes_ + 12, size == 16 ? data + 12 : data, 4);
+            key.keep_prefix(12, options.ipv4_prefix > 32 ? 32 : options.ipv4_prefix);
+        }
+        return key;
+    }
+
+    // 4 or 6 (a default-constructed key is the IPv6 key of "::").
+    int family() const noexcept { return is_ipv4() ? 4 : 6; }
+    bool is_ipv4() const noexcept { return is_v4_mapped(bytes_); }
+    // 16 bytes in network order; an IPv4 address is the last 4 (::ffff:a.b.c.d).
+    const std::uint8_t* bytes() const noexcept { return bytes_; }
+
+    friend bool operator==(const address_key& a, const address_key& b) noexcept {
+        return std::memcmp(a.bytes_, b.bytes_, sizeof a.bytes_) == 0;
+    }
+    friend bool operator!=(const address_key& a, const address_key& b) noexcept { return !(a == b); }
+
+private:
+    static bool is_v4_mapped(const std::uint8_t* b) noexcept {
+        for (int i = 0; i < 10; ++i) {
+            if (b[i] != 0) return false;
+        }
+        return b[10] == 0xff && b[11] == 0xff;
+    }
+    static std::optional<address_key> parse_ipv6_text(std::string_view text, address_key_options options) noexcept {
+        if (!detail::limits_strip_zone(text)) return std::nullopt;
+        std::uint8_t raw[16];
+        if (!detail::limits_parse_ipv6(text, raw)) return std::nullopt;
+        return from_bytes(raw, 16, options);
+    }
+    // Zeroes every bit after the first `bits` bits counted from byte `from`.
+    // Precondition: bits <= (16 - from) * 8.
+    void keep_prefix(unsigned from, unsigned bits) noexcept {
+        unsigned i = from + bits / 8;
+        if (i < 16 && bits % 8 != 0) {
+            bytes_[i] = static_cast<std::uint8_t>(bytes_[i] & (0xff << (8 - bits % 8)));
+            ++i;
+        }
+        if (i < 16) std::memset(bytes_ + i, 0, 16 - i);
+    }
+
+    std::uint8_t bytes_[16] = {};
+};
+
+static_assert(std::has_unique_object_representations<address_key>::value && sizeof(address_key) == 16,
+              "address_key is stored and hashed as raw bytes: it must have no padding");
+
+}  // inline namespace WSGUARD_ABI_NS
+}  // namespace wsguard
+
+// ===========================================================================
+// 7. Frames: frame_guard, inflate_budget
+// ===========================================================================
+//
+// frame_guard reads the first bytes of each RFC 6455 frame (2 to 14 bytes of
+// header) and decides, before any payload is buffered, whether the frame may be
+// read at all: masking direction, RSV bits, opcodes, control-frame rules,
+// minimal length encoding, fragmentation order (close 1002), frame and message
+// size caps (1009) and an optional fragments-per-message cap (1008).
+// inflate_budget stops a permessage-deflate decompression bomb while it inflates.
+
+namespace wsguard {
+inline namespace WSGUARD_ABI_NS {
+
+// Which side of the connection the guard sits on. A server receives client
+// frames, which RFC 6455 5.1 requires to be masked; a client receives server
+// frames, which must not be.
+enum class frame_role : std::uint8_t { server = 0, client = 1 };
+
+// The 4-bit opcodes RFC 6455 5.2 defines. frame_verdict::opcode holds the raw
+// value; it compares directly with these (verdict.opcode == frame_opcode::text).
+enum class frame_opcode : std::uint8_t {
+    continuation = 0x0,
+    text = 0x1,
+    binary = 0x2,
+    close = 0x8,
+    ping = 0x9,
+    pong = 0xA,
+};
+constexpr bool operator==(std::uint8_t raw, frame_opcode op) noexcept { return raw == static_cast<std::uint8_t>(op); }
+constexpr bool operator==(frame_opcode op, std::uint8_t raw) noexcept { return raw == op; }
+constexpr bool operator!=(std::uint8_t raw, frame_opcode op) noexcept { return !(raw == op); }
+constexpr bool operator!=(frame_opcode op, std::uint8_t raw) noexcept { return !(raw == op); }
+
+// What the guard enforces on the frames it receives. An aggregate: either
+// `frame_limits limits; limits.max_message_bytes = 1000;` or `frame_limits{1000}`.
+// Every value is meaningful, so there is nothing to validate.
+struct frame_limits {
+    // Cap on one data message: the sum of its fragments' payloads (before any
+    // permessage-deflate inflation; see inflate_budget for the inflated size).
+    // Default 1 MiB. 0 allows only empty messages.
+    std::uint64_t max_message_bytes = std::uint64_t{1} << 20;
+    // Cap on one data frame's payload; 0 means "same as max_message_bytes".
+    // Control frames are bounded by RFC 6455 (125 bytes) and not by these caps,
+    // so a close handshake with a reason text always gets through.
+    std::uint64_t max_frame_bytes = 0;
+    // server: receive client frames (must be masked). client: the reverse.
+    frame_role role = frame_role::server;
+    // permessage-deflate (RFC 7692) was negotiated: RSV1 is then allowed on the
+    // first frame of a data message (text or binary), never on a continuation
+    // or a control frame. RSV2 and RSV3 stay refused.
+    bool permessage_deflate = false;
+    // Cap on the frames of one data message, the first one included; 0 = no cap.
+    std::uint32_t max_fragments = 0;
+};
+
+// The answer to one frame_guard::inspect call: need more bytes, allowed (the
+// header is valid and complete), or refused (close the connection with
+// close_code()).
+class [[nodiscard]] frame_verdict {
+public:
+    enum class state : std::uint8_t { need_more = 0, allowed = 1, refused = 2 };
+
+    // Why the frame was refused; reason::ok while need_more and when allowed.
+    wsguard::reason reason = wsguard::reason::ok;
+    state status = state::need_more;
+
+    // When allowed(): the raw opcode (compare with frame_opcode), FIN, RSV1
+    // (a compressed message under permessage-deflate) and the mask bit.
+    std::uint8_t opcode = 0;
+    bool fin = false;
+    bool rsv1 = false;
+    bool masked = false;
+    // When allowed() and the frame belongs to a data message: the opcode of its
+    // first frame (text or binary, also for continuations) and whether that
+    // frame had RSV1 set (the message is compressed). For control frames, the
+    // control opcode and false.
+    std::uint8_t message_opcode = 0;
+    bool message_compressed = false;
+    // When allowed(): the masking key (zeros when the frame is not masked).
+    std::array<std::uint8_t, 4> masking_key{};
+    // When allowed(): bytes of header, masking key included (2, 4, 6, 8, 10 or
+    // 14); the payload starts at data + header_size.
+    // While need_more(): how many bytes the header needs at least (2 until the
+    // second byte is seen, then the exact header size), so a reader can wait for
+    // that many. 0 on refusal.
+    std::size_t header_size = 0;
+    // When allowed(): the payload length, already checked against the caps.
+    std::uint64_t payload_length = 0;
+
+    constexpr bool need_more() const noexcept { return status == state::need_more; }
+    constexpr bool allowed() const noexcept { return status == state::allowed; }
+    constexpr bool refused() const noexcept { return status == state::refused; }
+    constexpr explicit operator bool() const noexcept { return allowed(); }
+    // The close code to send: 1002, 1008 or 1009 on refusal; 0 otherwise
+    // (nothing to close, unlike decision::close_code() which says 1000 for ok).
+    constexpr int close_code() const noexcept { return refused() ? close_code_of(reason) : 0; }
+    // As a decision, e.g. for logging with the other checks. need_more maps to
+    // an allowing decision: nothing has been refused yet.
+    constexpr wsguard::decision decision() const noexcept { return wsguard::decision{reason}; }
+    constexpr bool is_control() const noexcept { return (opcode & 0x8) != 0; }
+};
+
+namespace detail {
+
+// The first bytes a frame may start with, as a 64-bit set indexed by
+// FIN, RSV1 and the opcode (bit FIN<<5 | RSV1<<4 | opcode): RFC 6455 5.2-5.5
+// for a guard with or without permessage-deflate, inside or outside a
+// fragmented message. RSV2 and RSV3 are never allowed and tested apart.
+constexpr std::uint64_t frame_legal_first_bytes(bool deflate, bool in_message) noexcept {
+    std::uint64_t legal = 0;
+    for (unsigned index = 0; index < 64; ++index) {
+        const bool fin = (index & 0x20u) != 0;
+        const bool rsv1 = (index & 0x10u) != 0;
+        const unsigned opcode = index & 0x0Fu;
+        const bool control = opcode == 0x8 || opcode == 0x9 || opcode == 0xA;
+        const bool starts_message = opcode == 0x1 || opcode == 0x2;
+        bool ok = control ? fin : (opcode == 0x0 ? in_message : starts_message && !in_message);
+        if (rsv1 && !(deflate && starts_message)) ok = false;
+        if (ok) legal |= std::uint64_t{1} << index;
+    }
+    return legal;
+}
+
+// [permessage_deflate][in_message]
+inline constexpr std::uint64_t frame_legal_first_bytes_table[2][2] = {
+    {frame_legal_first_bytes(false, false), frame_legal_first_bytes(false, true)},
+    {frame_legal_first_bytes(true, false), frame_legal_first_bytes(true, true)},
+};
+
+constexpr unsigned frame_first_byte_index(std::uint8_t b0) noexcept {
+    return ((b0 >> 2) & 0x30u) | (b0 & 0x0Fu);  // FIN (bit 7) and RSV1 (bit 6) move to bits 5 and 4
+}
+
+}  // namespace detail
+
+// Inspects the header of every frame a connection receives, in order, and keeps
+// the message state across frames (fragmentation, cumulative size, fragment
+// count). One guard per connection and direction; not thread-safe (a
+// connection's reads are sequential). Never allocates, never throws.
+class frame_guard {
+public:
+    frame_guard() noexcept : frame_guard(frame_limits{}) {}
+    explicit frame_guard(const frame_limits& limits) noexcept
+        : limits_(limits),
+          frame_cap_(limits.max_frame_bytes != 0 ? limits.max_frame_bytes : limits.max_message_bytes),
+          fragment_cap_(limits.max_fragments != 0 ? limits.max_fragments : std::numeric_limits<std::uint64_t>::max()),
+          mask_bit_(limits.role == frame_role::client ? 0x00 : 0x80) {
+        start_message_state();
+    }
+
+    // `data` holds the bytes available from the start of the next frame (any
+    // number, possibly 0, possibly more than the header). Answers:
+    // - need_more(): no violation yet, the header is incomplete. Nothing
+    //   changed: call again with the same bytes plus more.
+    // - allowed(): the header is valid and complete (size >= header_size).
+    //   The guard has now accounted for this frame: consume header_size +
+    //   payload_length bytes, then call inspect for the next frame.
+    // - refused(): fail the connection with close_code(). Sticky: every later
+    //   call answers the same refusal until reset().
+    // A refusal comes as soon as the bytes seen prove a violation (a bad opcode
+    // after 1 byte, a bad mask bit after 2, a bad length after 2, 3, 4 or 10),
+    // never before; the payload is never needed. When a header breaks several
+    // rules, RFC 6455 violations (1002) win over caps, in byte order, then
+    // frame_too_large, message_too_large, too_many_fragments; so every prefix of
+    // the header answers need_more or the very refusal the whole header gets.
+    frame_verdict inspect(const std::uint8_t* data, std::size_t size) noexcept;
+    frame_verdict inspect(std::string_view bytes) noexcept {
+        return inspect(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size());
+    }
+
+    // Back to a fresh connection's state (no message, no refusal); limits kept.
+    void reset() noexcept { *this = frame_guard(limits_); }
+
+    const frame_limits& limits() const noexcept { return limits_; }
+    // A fragmented data message is in progress (its final frame not yet seen).
+    bool message_in_progress() const noexcept { return message_opcode_ != 0; }
+    // Payload bytes and frames of the message in progress (0 when none).
+    std::uint64_t message_bytes() const noexcept { return message_bytes_; }
+    std::uint64_t message_fragments() const noexcept { return message_fragments_; }
+    // The sticky refusal, or reason::ok.
+    wsguard::reason refusal() const noexcept { return refusal_; }
+
+private:
+    frame_verdict refuse(wsguard::reason r) noexcept {
+        refusal_ = r;
+        legal_first_bytes_ = 0;  // every later frame takes the slow path, which repeats r
+        frame_verdict v;
+        v.reason = r;
+        v.status = frame_verdict::state::refused;
+        return v;
+    }
+    wsguard::reason first_byte_violation(std::uint8_t b0) const noexcept;
+    void start_message_state() noexcept {
+        message_opcode_ = 0;
+        message_compressed_ = false;
+        message_bytes_ = 0;
+        message_fragments_ = 0;
+        data_room_ = frame_cap_ < limits_.max_message_bytes ? frame_cap_ : limits_.max_message_bytes;
+        legal_first_bytes_ = detail::frame_legal_first_bytes_table[limits_.permessage_deflate][0];
+    }
+
+    frame_limits limits_;
+    // Derived from limits_ once, for the hot path.
+    std::uint64_t frame_cap_;
+    std::uint64_t fragment_cap_;
+    std::uint8_t mask_bit_;  // the mask bit every received frame must carry
+    // Message state. Invariants: message_bytes_ <= max_message_bytes and
+    // data_room_ == min(frame_cap_, max_message_bytes - message_bytes_), the
+    // largest data frame allowed next.
+    std::uint8_t message_opcode_ = 0;  // text or binary while a message is in progress, else 0
+    bool message_compressed_ = false;
+    wsguard::reason refusal_ = wsguard::reason::ok;
+    std::uint64_t message_bytes_ = 0;
+    std::uint64_t message_fragments_ = 0;
+    std::uint64_t data_room_ = 0;
+    std::uint64_t legal_first_bytes_ = 0;  // frame_legal_first_bytes for the state; 0 once refused
+};
+
+// The precise reason for a first byte the fast test rejected, in the
+// documented order. Kept apart so the common path is one table test.
+inline wsguard::reason frame_guard::first_byte_violation(std::uint8_t b0) const noexcept {
+    if (refusal_ != wsguard::reason::ok) return refusal_;
+    const unsigned opcode = b0 & 0x0Fu;
+    const bool starts_message = opcode == 0x1 || opcode == 0x2;
+    // Defined opcodes 0, 1, 2, 8, 9, A as a bit set; 3-7 and B-F are reserved.
+    if (((0x0707u >> opcode) & 1u) == 0) return wsguard::reason::frame_reserved_opcode;
+    if ((b0 & 0x30) != 0) return wsguard::reason::frame_reserved_bits;
+    if ((b0 & 0x40) != 0 && !(limits_.permessage_deflate && starts_message)) return wsguard::reason::frame_reserved_bits;
+    if ((b0 & 0x88) == 0x08) return wsguard::reason::control_frame_fragmented;
+    if (opcode == 0x0 && message_opcode_ == 0) return wsguard::reason::unexpected_continuation;
+    if (starts_message && message_opcode_ != 0) return wsguard::reason::expected_continuation;
+    return wsguard::reason::internal_error;  // unreachable: the table and this list agree (tested)
+}
+
+inline frame_verdict frame_guard::inspect(const std::uint8_t* data, std::size_t size) noexcept {
+    frame_verdict v;
+    v.header_size = 2;
+    if (size == 0) return refusal_ == wsguard::reason::ok ? v : refuse(refusal_);
+
+    // Byte 0: FIN, RSV1-3, opcode. One table test for the common case (and for
+    // a sticky refusal, whose table is empty).
+    const std::uint8_t b0 = data[0];
+    if (((legal_first_bytes_ >> detail::frame_first_byte_index(b0)) & 1u) == 0 || (b0 & 0x30) != 0) {
+        return refuse(first_byte_violation(b0));
+    }
+    if (size < 2) return v;
+
+    // Byte 1: mask bit and the 7-bit length (126: a 16-bit length follows,
+    // 127: a 64-bit length follows).
+    const std::uint8_t b1 = data[1];
+    const unsigned opcode = b0 & 0x0Fu;
+    const bool control = (b0 & 0x08) != 0;
+    if ((b1 & 0x80) != mask_bit_) {
+        return refuse(mask_bit_ != 0 ? wsguard::reason::frame_not_masked : wsguard::reason::frame_masked);
+    }
+    const std::uint8_t length7 = b1 & 0x7F;
+    if (control) {
+        if (length7 > 125) return refuse(wsguard::reason::control_frame_too_long);
+        if (length7 == 1 && opcode == 0x8) return refuse(wsguard::reason::close_frame_length_one);
+    }
+    const std::size_t length_end = length7 == 127 ? 10 : length7 == 126 ? 4 : 2;
+    const std::size_t header_size = length_end + (mask_bit_ != 0 ? 4 : 0);
+    v.header_size = header_size;
+    if (size < length_end) {
+        // The top bit of a 64-bit length is in byte 2: refuse it without waiting.
+        if (length7 == 127 && size > 2 && (data[2] & 0x80) != 0) return refuse(wsguard::reason::frame_length_msb_set);
+        return v;
+    }
+
+    std::uint64_t length = length7;
+    if (length7 == 126) {
+        length = (std::uint64_t{data[2]} << 8) | data[3];
+        if (length < 126) return refuse(wsguard::reason::frame_length_not_minimal);
+    } else if (length7 == 127) {
+        if ((data[2] & 0x80) != 0) return refuse(wsguard::reason::frame_length_msb_set);
+        length = 0;
+        for (std::size_t i = 2; i < 10; ++i) length = (length << 8) | data[i];
+        if (length <= 0xFFFF) return refuse(wsguard::reason::frame_length_not_minimal);
+    }
+
+    // Caps apply to data frames; control frames are already at most 125 bytes.
+    if (!control) {
+        if (length > data_room_) {
+            return refuse(length > frame_cap_ ? wsguard::reason::frame_too_large : wsguard::reason::message_too_large);
+        }
+        if (message_fragments_ >= fragment_cap_) return refuse(wsguard::reason::too_many_fragments);
+    }
+    if (size < header_size) return v;
+
+    // Allowed: account for the frame. Control frames leave the message alone.
+    const bool fin = (b0 & 0x80) != 0;
+    v.status = frame_verdict::state::allowed;
+    v.opcode = static_cast<std::uint8_t>(opcode);
+    v.fin = fin;
+    v.rsv1 = (b0 & 0x40) != 0;
+    v.masked = mask_bit_ != 0;
+    v.payload_length = length;
+    if (mask_bit_ != 0) std::memcpy(v.masking_key.data(), data + length_end, 4);
+    if (control) {
+        v.message_opcode = static_cast<std::uint8_t>(opcode);
+        return v;
+    }
+    if (opcode != 0x0) {
+        message_opcode_ = static_cast<std::uint8_t>(opcode);
+        message_compressed_ = v.rsv1;
+    }
+    v.message_opcode = message_opcode_;
+    v.message_compressed = message_compressed_;
+    if (fin) {
+        message_opcode_ = 0;
+        message_compressed_ = false;
+        if (message_fragments_ != 0) start_message_state();
+    } else {
+        if (message_fragments_ == 0) legal_first_bytes_ = detail::frame_legal_first_bytes_table[limits_.permessage_deflate][1];
+        ++message_fragments_;
+        message_bytes_ += length;
+        const std::uint64_t message_room = limits_.max_message_bytes - message_bytes_;
+        data_room_ = frame_cap_ < message_room ? frame_cap_ : message_room;
+    }
+    return v;
+}
+
+// Caps for inflating one permessage-deflate message.
+struct inflate_limits {
+    // Cap on the inflated size of one message. Default 1 MiB.
+    std::uint64_t max_inflated_bytes = std::uint64_t{1} << 20;
+    // Cap on inflated / compressed. Deflate reaches about 1032:1 on a bomb;
+    // ordinary text and JSON stay well under 20:1. Default 100.
+    std::uint64_t max_ratio = 100;
+    // The ratio is enforced only once the inflated size passes this many bytes,
+    // so tiny, very repetitive messages (a 10-byte frame inflating to 2 KiB)
+    // are not refused. Default 4 KiB.
+    std::uint64_t ratio_floor_bytes = 4096;
+};
+
+// Decides, after each chunk a server inflates, whether to keep inflating. The
+// caller passes the running totals for the message (compressed bytes consumed,
+// inflated bytes produced); a bomb is stopped after at most one output chunk
+// past the budget. Stateless and const: one budget serves every connection.
+class inflate_budget {
+public:
+    // Validates the limits; the error says which one is wrong.
+    static result<inflate_budget> create(const inflate_limits& limits) {
+        if (limits.max_inflated_bytes == 0) {
+            return result<inflate_budget>::failure("inflate_budget: max_inflated_bytes must be greater than 0");
+        }
+        if (limits.max_ratio == 0) {
+            return result<inflate_budget>::failure(
+                "inflate_budget: max_ratio must be at least 1 (inflated bytes per compressed byte)");
+        }
+        return result<inflate_budget>::success(inflate_budget(limits));
+    }
+    static result<inflate_budget> create(std::uint64_t max_inflated_bytes, std::uint64_t max_ratio) {
+        inflate_limits limits;
+        limits.max_inflated_bytes = max_inflated_bytes;
+        limits.max_ratio = max_ratio;
+        return create(limits);
+    }
+
+    // Refuses with inflate_too_large once inflated_out passes max_inflated_bytes,
+    // else with inflate_ratio_exceeded once inflated_out passes ratio_floor_bytes
+    // and inflated_out > compressed_in * max_ratio (exact integer arithmetic,
+    // no overflow). Equal to a bound is allowed.
+    wsguard::decision check(std::uint64_t compressed_in, std::uint64_t inflated_out) const noexcept {
+        if (inflated_out > limits_.max_inflated_bytes) return wsguard::decision::deny(wsguard::reason::inflate_too_large);
+        if (inflated_out > limits_.ratio_floor_bytes && inflated_out > ratio_bound(compressed_in)) {
+            return wsguard::decision::deny(wsguard::reason::inflate_ratio_exceeded);
+        }
+        return wsguard::decision::allow();
+    }
+
+    // The largest inflated_out that check(compressed_in, ...) allows: size the
+    // next inflate output chunk to at most (this - produced so far) + 1 bytes
+    // and a bomb never gets further than one byte past the budget.
+    std::uint64_t max_output_for(std::uint64_t compressed_in) const noexcept {
+        std::uint64_t bound = ratio_bound(compressed_in);
+        if (bound < limits_.ratio_floor_bytes) bound = limits_.ratio_floor_bytes;
+        return bound < limits_.max_inflated_bytes ? bound : limits_.max_inflated_bytes;
+    }
+
+    const inflate_limits& limits() const noexcept { return limits_; }
+
+private:
+    explicit inflate_budget(const inflate_limits& limits) noexcept : limits_(limits) {}
+
+    // compressed_in * max_ratio, saturating (a saturated bound allows any size).
+    std::uint64_t ratio_bound(std::uint64_t compressed_in) const noexcept {
+        const std::uint64_t max = std::numeric_limits<std::uint64_t>::max();
+        return compressed_in > max / limits_.max_ratio ? max : compressed_in * limits_.max_ratio;
+    }
+
+    inflate_limits limits_;
+};
+
+}  // inline namespace WSGUARD_ABI_NS
+}  // namespace wsguard
+
+// ===========================================================================
+// 8. handshake_guard: the one call that composes them
+// ===========================================================================
+
+namespace wsguard {
+inline namespace WSGUARD_ABI_NS {
+
+// What a stack knows about one upgrade request, borrowed for the call. Every
+// field is the raw header value as the stack's parser gives it; an empty view
+// means the header was absent.
+struct upgrade_request {
+    std::string_view method;                  // "GET"
+    std::string_view path;                    // "/ws"; a "?query" tail is split off if present
+    std::string_view query;                   // "ticket=..." without '?'; may be empty
+    std::string_view origin;                  // Origin
+    std::string_view host;                    // Host
+    std::string_view sec_fetch_site;          // Sec-Fetch-Site
+    std::string_view sec_websocket_protocol;  // Sec-WebSocket-Protocol, e.g. "wsguard.v1, <ticket>"
+    std::string_view remote_address;          // "203.0.113.7", "203.0.113.7:5000", "[2001:db8::1]:443"
+    // Raw peer address (4 or 16 bytes, network order); used instead of
+    // remote_address when set, so stacks with a sockaddr need not format it.
+    const std::uint8_t* remote_address_bytes = nullptr;
+    std::size_t remote_address_size = 0;
+};
+
+// How a route authenticates its handshakes.
+enum class ticket_requirement : std::uint8_t {
+    required,  // a valid one-time ticket or no upgrade (the default)
+    none,      // no ticket: the application authenticates some other way
+};
+
+// One endpoint. Two routes may have different allowlists and audiences.
+struct route_config {
+    std::string path;                         // exact path, e.g. "/ws"
+    std::vector<std::string> origins;         // origin_policy patterns
+    wsguard::origin_options origin_options{};  // e.g. allow_missing_origin for native clients
+    std::vector<std::string> hosts;           // host_allowlist patterns; empty: Host is not checked
+    bool deny_cross_site = true;              // refuse Sec-Fetch-Site: cross-site
+    ticket_requirement ticket = ticket_requirement::required;
+    std::string audience;                     // what the issuer bound the ticket to, e.g. "app.example.com/ws"
+    bool ticket_in_query = true;              // accept "?ticket=" when the subprotocol carries none
+};
+
+// One refusal, as the logging hook sees it. Every text is bounded, printable
+// ASCII (anything else shown as '?'), so it is safe to write to a log line.
+struct refusal_event {
+    wsguard::reason reason = wsguard::reason::ok;
+    std::string_view route;    // the configured path, or the request's (truncated) when no route matched
+    std::string_view origin;   // lowercased, truncated Origin ("" when absent)
+    std::string_view address;  // the rate-limit key: "192.0.2.1" or "2001:db8:0:1::/64"
+};
+
+template <class ReplayStore>
+struct basic_handshake_config {
+    std::vector<route_config> routes;
+    // Verifies tickets for every route that requires one; must outlive the guard.
+    const ticket_verifier<ReplayStore>* verifier = nullptr;
+
+    // Per-address handshake rate (token bucket) and concurrent connection cap.
+    std::uint64_t handshakes_per_second = 10;
+    std::uint32_t handshake_burst = 20;
+    std::uint32_t max_connections_per_address = 32;
+    std::uint32_t max_connections_total = 100000;
+    std::size_t address_table_capacity = 65536;  // distinct addresses tracked at once (fixed memory)
+    address_key_options address_options{};       // IPv6 grouped by /64 by default
+
+    // A header longer than this is refused as request_malformed before any parsing.
+    std::size_t max_field_bytes = 4096;
+
+    // Called once per refusal, at most refusal_reports_per_second (burst
+    // refusal_report_burst); further refusals are only counted.
+    std::function<void(const refusal_event&)> on_refusal;
+    std::uint64_t refusal_reports_per_second = 20;
+    std::uint32_t refusal_report_burst = 50;
+};
+using handshake_config = basic_handshake_config<memory_replay_store>;
+
+// What the stack must do with one upgrade request.
+class [[nodiscard]] handshake_outcome {
+public:
+    using connection_permit = connection_limiter<address_key>::permit;
+
+    wsguard::decision decision;
+
+    bool allowed() const noexcept { return decision.allowed(); }
+    explicit operator bool() const noexcept { return allowed(); }
+    // 0 when allowed (answer 101); otherwise the status to answer instead.
+    int http_status() const noexcept { return decision.http_status(); }
+    // A short plain-text body for the refusal: the reason's stable name.
+    std::string_view body() const noexcept { return allowed() ? std::string_view() : to_string(decision.reason); }
+    // > 0: send "Retry-After: <n>" with the refusal (429).
+    std::int64_t retry_after_seconds() const noexcept { return decision.retry_after_seconds(); }
+    // The Sec-WebSocket-Protocol value to answer with ("wsguard.v1"), or empty
+    // for none. Never the ticket: echoing it would log it in every proxy.
+    std::string_view subprotocol() const noexcept { return subprotocol_; }
+    // The verified ticket's claims (subject, scopes); empty without a ticket.
+    const ticket_claims& claims() const noexcept { return claims_; }
+    // The route that matched (its configured path), empty if none did.
+    std::string_view route() const noexcept { return route_; }
+
+    // Keep this alive as long as the connection: destroying it (or the
+    // outcome) gives the per-address connection slot back.
+    connection_permit& permit() noexcept { return permit_; }
+    connection_permit take_permit() noexcept { return std::move(permit_); }
+
+private:
+    template <class>
+    friend class basic_handshake_guard;
+
+    std::string_view subprotocol_;
+    std::string_view route_;
+    ticket_claims claims_;
+    connection_permit permit_;
+};
+
+// Reason phrase for the status line of a refusal ("403 Forbidden").
+constexpr std::string_view http_reason_phrase(int status) noexcept {
+    switch (status) {
+        case 400: return "Bad Request";
+        case 401: return "Unauthorized";
+        case 403: return "Forbidden";
+        case 404: return "Not Found";
+        case 405: return "Method Not Allowed";
+        case 429: return "Too Many Requests";
+        case 500: return "Internal Server Error";
+        case 503: return "Service Unavailable";
+        default: return "Error";
+    }
+}
+
+namespace detail {
+
+// Index of a reason in reason_table, for per-reason counters.
+constexpr std::size_t handshake_reason_index(reason r) noexcept {
+    for (std::size_t i = 0; i < std::size(reason_table); ++i) {
+        if (reason_table[i].value == r) return i;
+    }
+    return std::size(reason_table);  // the "unknown" counter
+}
+
+// Copies `text` into `out` for a log line: lowercased, printable ASCII only,
+// truncated with "..." so a hostile header cannot forge or flood log lines.
+template <std::size_t N>
+inline std::string_view handshake_log_text(std::string_view text, std::array<char, N>& out) noexcept {
+    static_assert(N > 3, "room for the ellipsis");
+    const bool truncated = text.size() > N;
+    const std::size_t n = truncated ? N - 3 : text.size();
+    for (std::size_t i = 0; i < n; ++i) {
+        const char c = ascii_lower(text[i]);
+        out[i] = (c >= 0x21 && c <= 0x7e) ? c : '?';
+    }
+    if (!truncated) return std::string_view(out.data(), n);
+    out[N - 3] = out[N - 2] = out[N - 1] = '.';
+    return std::string_view(out.data(), N);
+}
+
+// "192.0.2.1" or "2001:db8:0:1:0:0:0:0/64": the key the limiter counted.
+inline std::string_view handshake_address_text(const address_key& key, unsigned ipv6_prefix,
+                                               std::array<char, 48>& out) noexcept {
+    const std::uint8_t* b = key.bytes();
+    int n = 0;
+    if (key.is_ipv4()) {
+        n = std::snprintf(out.data(), out.size(), "%u.%u.%u.%u", b[12], b[13], b[14], b[15]);  // ::ffff:a.b.c.d
+    } else {
+        unsigned group[8];
+        for (int i = 0; i < 8; ++i) group[i] = (unsigned{b[2 * i]} << 8) | b[2 * i + 1];
+        n = std::snprintf(out.data(), out.size(), "%x:%x:%x:%x:%x:%x:%x:%x/%u", group[0], group[1], group[2],
+                          group[3], group[4], group[5], group[6], group[7], ipv6_prefix);
+    }
+    if (n < 0) n = 0;
+    return std::string_view(out.data(), std::min<std::size_t>(static_cast<std::size_t>(n), out.size() - 1));
+}
+
+// Whether the Sec-WebSocket-Protocol list (comma-separated tokens, optional
+// spaces or tabs) offers `protocol`.
+inline bool handshake_offers_protocol(std::string_view header, std::string_view protocol) noexcept {
+    while (!header.empty()) {
+        const std::size_t comma = header.find(',');
+        std::string_view token = header.substr(0, comma);
+        header = comma == std::string_view::npos ? std::string_view() : header.substr(comma + 1);
+        while (!token.empty() && (token.front() == ' ' || token.front() == '\t')) token.remove_prefix(1);
+        while (!token.empty() && (token.back() == ' ' || token.back() == '\t')) token.remove_suffix(1);
+        if (token == protocol) return true;
+    }
+    return false;
+}
+
+}  // namespace detail
+
+// Composes the components for one upgrade request, cheapest checks first:
+// request shape → route → Origin / Host / Sec-Fetch-Site → per-address rate
+// and connection cap → ticket (the MAC is the expensive step, so it comes last
+// and a flood of forged tickets is rate limited before it is verified).
+template <class ReplayStore = memory_replay_store>
+class basic_handshake_guard {
+public:
+    using config = basic_handshake_config<ReplayStore>;
+
+    static result<basic_handshake_guard> create(config cfg) {
+        using failure = result<basic_handshake_guard>;
+        if (cfg.routes.empty()) return failure::failure("handshake_guard: configure at least one route");
+        if (cfg.max_field_bytes < 256) return failure::failure("handshake_guard: max_field_bytes must be at least 256");
+        basic_handshake_guard guard;
+        for (route_config& rc : cfg.routes) {
+            const std::string where = "handshake_guard route \"" + rc.path + "\": ";
+            if (rc.path.empty() || rc.path.front() != '/' || rc.path.find('?') != std::string::npos)
+                return failure::failure(where + "path must start with '/' and hold no query");
+            for (const route& existing : guard.routes_) {
+                if (existing.path == rc.path) return failure::failure(where + "path is configured twice");
+            }
+            auto origins = origin_policy::create(rc.origins, rc.origin_options);
+            if (!origins) return failure::failure(where + origins.error());
+            std::optional<host_allowlist> hosts;
+            if (!rc.hosts.empty()) {
+                auto allowlist = host_allowlist::create(rc.hosts);
+                if (!allowlist) return failure::failure(where + allowlist.error());
+                hosts.emplace(std::move(allowlist).value());
+            }
+            if (rc.ticket == ticket_requirement::required) {
+                if (cfg.verifier == nullptr)
+                    return failure::failure(where + "requires tickets but the config has no verifier");
+                if (rc.audience.empty())
+                    return failure::failure(where + "requires tickets but has no audience (e.g. \"app.example.com" +
+                                            rc.path + "\")");
+            }
+            guard.routes_.push_back(route{rc.path, std::move(origins).value(), std::move(hosts), rc.deny_cross_site,
+                                          rc.ticket, rc.audience, rc.ticket_in_query});
+        }
+        auto rate = keyed_limiter<address_key>::create(cfg.handshakes_per_second, cfg.handshake_burst,
+                                                       cfg.address_table_capacity);
+        if (!rate) return failure::failure("handshake_guard: " + rate.error());
+        auto connections = connection_limiter<address_key>::create(
+            cfg.max_connections_per_address, cfg.address_table_capacity, cfg.max_connections_total);
+        if (!connections) return failure::failure("handshake_guard: " + connections.error());
+        auto reports = token_bucket::create(cfg.refusal_reports_per_second, cfg.refusal_report_burst);
+        if (!reports) return failure::failure("handshake_guard: refusal reports: " + reports.error());
+
+        guard.verifier_ = cfg.verifier;
+        guard.rate_.emplace(std::move(rate).value());
+        guard.connections_.emplace(std::move(connections).value());
+        guard.report_budget_.reset(new (std::nothrow) token_bucket(std::move(reports).value()));
+        guard.counters_.reset(new (std::nothrow) counters());
+        if (!guard.report_budget_ || !guard.counters_) return failure::failure("handshake_guard: out of memory");
+        guard.address_options_ = cfg.address_options;
+        guard.max_field_bytes_ = cfg.max_field_bytes;
+        guard.on_refusal_ = std::move(cfg.on_refusal);
+        return failure::success(std::move(guard));
+    }
+
+    handshake_outcome check(const upgrade_request& request) noexcept {
+        return check(request, std::chrono::steady_clock::now(), std::chrono::system_clock::now());
+    }
+
+    // `steady_now` drives the rate limits, `wall_now` the ticket lifetime.
+    handshake_outcome check(const upgrade_request& request, std::chrono::steady_clock::time_point steady_now,
+                            std::chrono::system_clock::time_point wall_now) noexcept {
+        handshake_outcome out;
+        std::optional<address_key> address;
+        out.decision = decide(request, steady_now, wall_now, out, address);
+        if (!out.allowed()) {
+            out.permit_.release();
+            out.subprotocol_ = {};
+            out.claims_.clear();
+            report(out.decision.reason, request, out.route_, address);
+        }
+        counters_->by_reason[detail::handshake_reason_index(out.decision.reason)].fetch_add(1, std::memory_order_relaxed);
+        return out;
+    }
+
+    // How many requests ended with `r` since construction (ok counts upgrades).
+    std::uint64_t count(reason r) const noexcept {
+        return counters_->by_reason[detail::handshake_reason_index(r)].load(std::memory_order_relaxed);
+    }
+    // Refusals counted but not passed to on_refusal (over the report rate).
+    std::uint64_t suppressed_reports() const noexcept { return counters_->suppressed.load(std::memory_order_relaxed); }
+    // Live connections across all addresses (permits not yet released).
+    std::uint32_t live_connections() const noexcept { return connections_->total(); }
+
+private:
+    struct route {
+        std::string path;
+        origin_policy origins;
+        std::optional<host_allowlist> hosts;
+        bool deny_cross_site;
+        ticket_requirement ticket;
+        std::string audience;
+        bool ticket_in_query;
+    };
+    struct counters {
+        std::array<std::atomic<std::uint64_t>, std::size(detail::reason_table) + 1> by_reason{};
+        std::atomic<std::uint64_t> suppressed{0};
+    };
+
+    basic_handshake_guard() = default;
+
+    bool field_too_long(const upgrade_request& r) const noexcept {
+        for (std::string_view field : {r.method, r.path, r.query, r.origin, r.host, r.sec_fetch_site,
+                                       r.sec_websocket_protocol, r.remote_address}) {
+            if (field.size() > max_field_bytes_) return true;
+        }
+        return false;
+    }
+
+    decision decide(const upgrade_request& request, std::chrono::steady_clock::time_point steady_now,
+                    std::chrono::system_clock::time_point wall_now, handshake_outcome& out,
+                    std::optional<address_key>& address) noexcept {
+        // 1. Request shape and route.
+        if (field_too_long(request)) return reason::request_malformed;
+        if (request.method != "GET") return reason::method_not_get;
+        std::string_view path = request.path;
+        std::string_view query = request.query;
+        if (const std::size_t mark = path.find('?'); mark != std::string_view::npos) {
+            if (query.empty()) query = path.substr(mark + 1);
+            path = path.substr(0, mark);
+        }
+        const route* matched = nullptr;
+        for (const route& r : routes_) {
+            if (r.path == path) {
+                matched = &r;
+                break;
+            }
+        }
+        if (matched == nullptr) return reason::route_not_found;
+        out.route_ = matched->path;
+
+        // 2. Origin, Host, Sec-Fetch-Site: string checks, no state.
+        if (decision d = matched->origins.check(request.origin); !d) return d;
+        if (matched->hosts) {
+            if (decision d = matched->hosts->check(request.host); !d) return d;
+        }
+        if (matched->deny_cross_site) {
+            if (decision d = check_sec_fetch_site(request.sec_fetch_site); !d) return d;
+        }
+
+        // 3. Per-address rate limit, then the connection cap.
+        address = request.remote_address_bytes != nullptr
+                      ? address_key::from_bytes(request.remote_address_bytes, request.remote_address_size,
+                                                address_options_)
+                      : address_key::from_endpoint_text(request.remote_address, address_options_);
+        if (!address) return reason::address_malformed;
+        if (decision d = rate_->try_acquire(*address, steady_now); !d) return d;
+        out.permit_ = connections_->try_acquire(*address);
+        if (!out.permit_) return out.permit_.decision();
+
+        // 4. The ticket: MAC and replay store last.
+        if (matched->ticket == ticket_requirement::none) return decision::allow();
+        ticket_source source = ticket_from_subprotocol(request.sec_websocket_protocol);
+        if (!source && matched->ticket_in_query) source = ticket_from_query(query);
+        if (!source) return source.reason;
+        if (decision d = verifier_->verify(source.ticket, request.origin, matched->audience, out.claims_, wall_now); !d)
+            return d;
+        // Echo the marker whenever the client offered it (also with a query
+        // ticket): clients such as Node's ws fail a connection whose offered
+        // subprotocols all went unanswered.
+        if (detail::handshake_offers_protocol(request.sec_websocket_protocol, ticket_subprotocol))
+            out.subprotocol_ = ticket_subprotocol;
+        return decision::allow();
+    }
+
+    void report(reason r, const upgrade_request& request, std::string_view route_path,
+                const std::optional<address_key>& address) noexcept {
+        if (!on_refusal_) return;
+        if (!report_budget_->try_acquire()) {
+            counters_->suppressed.fetch_add(1, std::memory_order_relaxed);
+            return;
+        }
+        std::array<char, 128> origin_text{};
+        std::array<char, 64> route_text{};
+        std::array<char, 48> address_text{};
+        refusal_event event;
+        event.reason = r;
+        event.route = route_path.empty() ? detail::handshake_log_text(request.path, route_text) : route_path;
+        event.origin = detail::handshake_log_text(request.origin, origin_text);
+        event.address = address ? detail::handshake_address_text(*address, address_options_.ipv6_prefix, address_text)
+                                : detail::handshake_log_text(request.remote_address, address_text);
+        on_refusal_(event);
+    }
+
+    std::vector<route> routes_;
+    const ticket_verifier<ReplayStore>* verifier_ = nullptr;
+    std::optional<keyed_limiter<address_key>> rate_;
+    std::optional<connection_limiter<address_key>> connections_;
+    std::unique_ptr<token_bucket> report_budget_;
+    std::unique_ptr<counters> counters_;
+    address_key_options address_options_{};
+    std::size_t max_field_bytes_ = 4096;
+    std::function<void(const refusal_event&)> on_refusal_;
+};
+
+using handshake_guard = basic_handshake_guard<memory_replay_store>;
+
+}  // inline namespace WSGUARD_ABI_NS
+}  // namespace wsguard
 
 #endif  // WSGUARD_HPP

@@ -2,10 +2,10 @@
 """Generate wsguard's compact Public Suffix List table (python3, stdlib only).
 
 Rewrites the region between the two marker comments in
-include/wsguard/section_origin.hpp with the rules of the Public Suffix List,
+include/wsguard.hpp with the rules of the Public Suffix List,
 ICANN and private sections both. The list is Debian's `publicsuffix` package:
 
-    python3 tests/psl/generate_psl_table.py [public_suffix_list.dat [section_origin.hpp]]
+    python3 tests/psl/generate_psl_table.py [public_suffix_list.dat [wsguard.hpp]]
 
 Table format (what detail::origin_psl_* in the header reads): one rule per
 line, labels reversed so every rule beneath a domain shares its prefix, a
@@ -21,7 +21,7 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-HEADER = os.path.join(HERE, "..", "..", "include", "wsguard", "section_origin.hpp")
+HEADER = os.path.join(HERE, "..", "..", "include", "wsguard.hpp")
 DEFAULT_DAT = "/usr/share/publicsuffix/public_suffix_list.dat"
 BEGIN = "// BEGIN GENERATED PUBLIC SUFFIX TABLE"
 END = "// END GENERATED PUBLIC SUFFIX TABLE"

@@ -3492,6 +3492,34 @@ inline std::size_t base64url_encode(const std::uint8_t* in, std::size_t size, ch
     return o;
 }
 
+// The same encoding as base64url_encode, NOT constant time (a table lookup per
+// character): only for output that is not secret, such as a ticket about to be
+// handed to the client. Allocates; about 4x faster.
+inline std::string base64url_encode_public(const std::uint8_t* in, std::size_t size) {
+    static constexpr char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    std::string out(base64url_encoded_size(size), '\0');
+    char* o = &out[0];
+    std::size_t i = 0;
+    for (; i + 3 <= size; i += 3) {
+        const std::uint32_t v = (std::uint32_t{in[i]} << 16) | (std::uint32_t{in[i + 1]} << 8) | in[i + 2];
+        *o++ = alphabet[v >> 18];
+        *o++ = alphabet[(v >> 12) & 63];
+        *o++ = alphabet[(v >> 6) & 63];
+        *o++ = alphabet[v & 63];
+    }
+    if (size - i == 1) {
+        const std::uint32_t v = std::uint32_t{in[i]} << 16;
+        *o++ = alphabet[v >> 18];
+        *o++ = alphabet[(v >> 12) & 63];
+    } else if (size - i == 2) {
+        const std::uint32_t v = (std::uint32_t{in[i]} << 16) | (std::uint32_t{in[i + 1]} << 8);
+        *o++ = alphabet[v >> 18];
+        *o++ = alphabet[(v >> 12) & 63];
+        *o++ = alphabet[(v >> 6) & 63];
+    }
+    return out;
+}
+
 // Convenience for configuration and tests (allocates: not for the request path).
 inline std::string base64url_encode(const std::uint8_t* in, std::size_t size) {
     std::string out(base64url_encoded_size(size), '\0');
@@ -4025,7 +4053,8 @@ public:
         std::memcpy(p, mac.data(), detail::ticket_mac_size);
         p += detail::ticket_mac_size;
 
-        out.ticket = base64url_encode(body, static_cast<std::size_t>(p - body));
+        // The ticket is handed to the client: no need for the constant-time encoder.
+        out.ticket = base64url_encode_public(body, static_cast<std::size_t>(p - body));
         out.expires_at = detail::ticket_time_point(expires_ms);
         out.status = reason::ok;
         return out;

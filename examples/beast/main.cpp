@@ -71,7 +71,7 @@ private:
 
     void on_message() {
         if (!message_bucket_.try_acquire()) {
-            const wsguard::decision refusal{wsguard::reason::message_rate_limited};  // closes with 1008
+            const wsguard::decision refusal = example::message_refusal;  // closes with 1008
             app_.count_refusal(refusal.reason);
             const auto code = static_cast<websocket::close_code>(refusal.close_code());
             ws_.async_close(websocket::close_reason(code, wsguard::to_string(refusal.reason)),

@@ -12,7 +12,7 @@
 // Crow caveat: max_payload caps each frame, but Crow appends the fragments of
 // a message without a total cap; a client can grow one fragmented message
 // without bound. Put a cap in front (a proxy) or use a stack with a message cap.
-#include <wsguard.hpp>
+#include "example_app.hpp"
 
 #include <crow.h>
 
@@ -27,30 +27,9 @@
 
 namespace {
 
-struct options {
-    unsigned short port = 0;
-    std::vector<std::string> extra_origins;
-    std::uint64_t max_message_bytes = 64 * 1024;
-    std::string session = "demo-session";
-    std::uint64_t handshake_rate = 10;  // upgrades per second per address...
-    std::uint32_t handshake_burst = 20;  // ...with this burst; 429 beyond
-};
-
-std::optional<options> parse_options(int argc, char** argv) {
-    options parsed;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        const std::string flag = argv[i], value = argv[i + 1];
-        if (flag == "--port") parsed.port = static_cast<unsigned short>(std::strtoul(value.c_str(), nullptr, 10));
-        else if (flag == "--allow-origin") parsed.extra_origins.push_back(value);
-        else if (flag == "--max-message") parsed.max_message_bytes = std::strtoull(value.c_str(), nullptr, 10);
-        else if (flag == "--session") parsed.session = value;
-        else if (flag == "--handshake-rate") parsed.handshake_rate = std::strtoull(value.c_str(), nullptr, 10);
-        else if (flag == "--handshake-burst") parsed.handshake_burst = static_cast<std::uint32_t>(std::strtoul(value.c_str(), nullptr, 10));
-        else return std::nullopt;
-    }
-    if (argc % 2 == 0 || parsed.max_message_bytes == 0) return std::nullopt;
-    return parsed;
-}
+constexpr const char* usage =
+    "usage: wsguard_crow [--port N] [--allow-origin ORIGIN]... [--max-message BYTES] [--session TOKEN]\n"
+    "       [--handshake-rate N] [--handshake-burst N]\n";
 
 // What one open socket keeps: its connection slot and its message budget.
 struct socket_state {
@@ -65,23 +44,10 @@ constexpr const char* audience = "wsguard-example/ws";
 }  // namespace
 
 int main(int argc, char** argv) {
-    const std::optional<options> opts = parse_options(argc, argv);
-    if (!opts) {
-        std::fprintf(stderr, "usage: wsguard_crow [--port N] [--allow-origin ORIGIN]... [--max-message BYTES] [--session TOKEN]\n"
-                             "       [--handshake-rate N] [--handshake-burst N]\n");
-        return 2;
-    }
-
-    // Tickets: a fresh random key per process (a real deployment loads it from
-    // its secret store and shares it between the issuer and every server).
-    std::uint8_t secret[32];
-    if (wsguard::random_bytes(secret, sizeof secret) != wsguard::reason::ok) return 1;
-    auto keys = wsguard::keyring::create(1, {{1, std::string_view(reinterpret_cast<const char*>(secret), sizeof secret), {}}});
-    auto store = wsguard::memory_replay_store::create(100000);
-    if (!keys || !store) return 1;
-    auto verifier = wsguard::ticket_verifier<>::create(*keys, *store);
-    auto issuer = wsguard::ticket_issuer::create(*keys);
-    if (!verifier || !issuer) return 1;
+    const std::optional<example::options> opts = example::parse_options(argc, argv, usage);
+    if (!opts) return 2;
+    const std::unique_ptr<example::tickets> tickets = example::tickets::create(100000);
+    if (!tickets) return 1;
 
     crow::SimpleApp app;
     app.loglevel(crow::LogLevel::Warning);
@@ -97,7 +63,7 @@ int main(int argc, char** argv) {
         ticket.subject = "demo-user";
         ticket.origin = origin;
         ticket.audience = audience;
-        const wsguard::issued_ticket issued = issuer->issue(ticket);
+        const wsguard::issued_ticket issued = tickets->issuer->issue(ticket);
         if (!issued) return crow::response(issued.status.http_status(), wsguard::to_string(issued.status.reason));
         crow::response res(200, "{\"ticket\":\"" + issued.ticket + "\"}\n");
         res.set_header("Content-Type", "application/json");
@@ -129,18 +95,17 @@ int main(int argc, char** argv) {
                 if (outcome.retry_after_seconds() > 0) res->set_header("Retry-After", std::to_string(outcome.retry_after_seconds()));
                 return;
             }
-            auto messages = wsguard::token_bucket::create(20, 40);  // per socket: 20 messages/s, burst 40
-            *userdata = new socket_state{outcome.take_permit(), std::move(messages).value(), std::string(outcome.claims().subject()), false};
+            *userdata = new socket_state{outcome.take_permit(), example::message_bucket(*opts), std::string(outcome.claims().subject()), false};
         })
         .onmessage([](crow::websocket::connection& conn, const std::string& data, bool is_binary) {
             // Crow still delivers messages it had buffered after close() and
             // even after onclose: drop them.
             auto* state = static_cast<socket_state*>(conn.userdata());
             if (state == nullptr || state->closing) return;
-            if (!state->messages.try_acquire()) {  // a bucket answers rate_limited; per message it is 1008
-                constexpr wsguard::reason why = wsguard::reason::message_rate_limited;
+            if (!state->messages.try_acquire()) {  // 1008 message_rate_limited
+                constexpr wsguard::decision why = example::message_refusal;
                 state->closing = true;
-                return conn.close(wsguard::to_string(why), static_cast<std::uint16_t>(wsguard::close_code_of(why)));
+                return conn.close(wsguard::to_string(why.reason), static_cast<std::uint16_t>(why.close_code()));
             }
             is_binary ? conn.send_binary(data) : conn.send_text(data);
         })
@@ -153,23 +118,8 @@ int main(int argc, char** argv) {
     auto running = app.run_async();
     if (app.wait_for_server_start() != std::cv_status::no_timeout) return 1;
 
-    const std::string port = std::to_string(app.port());
-    wsguard::handshake_config config;
-    wsguard::route_config ws;
-    ws.path = "/ws";
-    ws.origins = {"http://127.0.0.1:" + port, "http://localhost:" + port};
-    ws.origins.insert(ws.origins.end(), opts->extra_origins.begin(), opts->extra_origins.end());
-    ws.hosts = {"127.0.0.1:" + port, "localhost:" + port};
-    ws.audience = audience;
-    config.routes.push_back(ws);
-    config.verifier = &verifier.value();
-    config.handshakes_per_second = opts->handshake_rate;
-    config.handshake_burst = opts->handshake_burst;
-    config.on_refusal = [](const wsguard::refusal_event& e) {
-        std::fprintf(stderr, "refused %s origin=%.*s address=%.*s\n", wsguard::to_string(e.reason),
-                     static_cast<int>(e.origin.size()), e.origin.data(), static_cast<int>(e.address.size()), e.address.data());
-    };
-    auto created = wsguard::handshake_guard::create(std::move(config));
+    // The allowed origins and hosts name the port Crow bound.
+    auto created = wsguard::handshake_guard::create(example::handshake_config(app.port(), *opts, audience, *tickets->verifier));
     if (!created) {
         std::fprintf(stderr, "%s\n", created.error().c_str());
         app.stop();
@@ -178,7 +128,7 @@ int main(int argc, char** argv) {
     guard_storage = std::make_unique<wsguard::handshake_guard>(std::move(created).value());
     guard.store(guard_storage.get());
 
-    std::printf("listening %s\n", port.c_str());
+    std::printf("listening %u\n", static_cast<unsigned>(app.port()));
     std::fflush(stdout);
     running.wait();  // Crow stops on SIGINT/SIGTERM
     return 0;

@@ -19,7 +19,7 @@
 // messages, replies are never compressed. Everything is bounded: the request
 // head, each message (frame_guard), each inflated message (inflate_budget),
 // the send queue and the number of connections.
-#include <wsguard.hpp>
+#include "example_app.hpp"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -50,47 +50,9 @@
 
 namespace {
 
-// ---------------------------------------------------------------------------
-// Options
-// ---------------------------------------------------------------------------
-struct options {
-    unsigned short port = 0;  // 0: any free port
-    std::vector<std::string> extra_origins;
-    std::uint64_t max_message_bytes = 64 * 1024;
-    std::uint64_t max_inflated_bytes = 256 * 1024;
-    std::string session = "demo-session";
-    std::uint64_t handshake_rate = 10;  // upgrades per second per address...
-    std::uint32_t handshake_burst = 20;  // ...with this burst; 429 beyond
-};
-
-std::optional<options> parse_options(int argc, char** argv) {
-    options parsed;
-    for (int i = 1; i < argc; ++i) {
-        const std::string_view flag = argv[i];
-        if (i + 1 >= argc) {
-            std::fprintf(stderr, "usage: wsguard_raw_epoll [--port N] [--allow-origin ORIGIN]... [--max-message BYTES]\n"
-                                 "                         [--max-inflated BYTES] [--session TOKEN] [--handshake-rate N] [--handshake-burst N]\n");
-            return std::nullopt;
-        }
-        if (flag == "--allow-origin" || flag == "--session") {
-            (flag == "--session" ? parsed.session : parsed.extra_origins.emplace_back()) = argv[++i];
-            continue;
-        }
-        char* end = nullptr;
-        const unsigned long long value = std::strtoull(argv[++i], &end, 10);
-        const bool numeric = end != argv[i] && *end == '\0';
-        if (numeric && flag == "--port" && value <= 65535) parsed.port = static_cast<unsigned short>(value);
-        else if (numeric && flag == "--max-message" && value >= 1) parsed.max_message_bytes = value;
-        else if (numeric && flag == "--max-inflated" && value >= 1) parsed.max_inflated_bytes = value;
-        else if (numeric && flag == "--handshake-rate" && value >= 1) parsed.handshake_rate = value;
-        else if (numeric && flag == "--handshake-burst" && value >= 1 && value <= 1000000) parsed.handshake_burst = static_cast<std::uint32_t>(value);
-        else {
-            std::fprintf(stderr, "bad option %s %s\n", argv[i - 1], argv[i]);
-            return std::nullopt;
-        }
-    }
-    return parsed;
-}
+constexpr const char* usage =
+    "usage: wsguard_raw_epoll [--port N] [--allow-origin ORIGIN]... [--max-message BYTES]\n"
+    "                         [--max-inflated BYTES] [--session TOKEN] [--handshake-rate N] [--handshake-burst N]\n";
 
 // ---------------------------------------------------------------------------
 // Sec-WebSocket-Accept = base64(SHA-1(key + GUID)) (RFC 6455 4.2.2). SHA-1 is
@@ -286,7 +248,7 @@ struct connection {
 constexpr const char* ticket_audience = "wsguard-example/ws";
 
 struct server {
-    options opts;
+    example::options opts;
     wsguard::frame_limits limits;
     wsguard::inflate_budget budget;
     wsguard::handshake_guard* guard = nullptr;
@@ -383,7 +345,7 @@ void handle_upgrade(server& s, connection& c) {
         return respond(c, outcome.http_status(), std::string(outcome.body()) + "\n", retry);  // logged by on_refusal
     }
     c.permit = outcome.take_permit();
-    c.messages.emplace(wsguard::token_bucket::create(20, 40).value());  // 20 messages/s, burst 40
+    c.messages.emplace(example::message_bucket(s.opts));
 
     c.deflate = accept_permessage_deflate(request.extensions);
     std::string response = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -480,9 +442,9 @@ void handle_frames([[maybe_unused]] server& s, connection& c) {
             c.message += payload;  // within max_message_bytes: frame_guard counted it
         }
         if (!frame.is_control() && frame.fin) {
-            if (!c.messages->try_acquire()) {  // a bucket answers rate_limited; per message it is 1008
-                constexpr wsguard::reason why = wsguard::reason::message_rate_limited;
-                return fail_connection(c, wsguard::close_code_of(why), wsguard::to_string(why));
+            if (!c.messages->try_acquire()) {  // 1008 message_rate_limited
+                constexpr wsguard::decision why = example::message_refusal;
+                return fail_connection(c, why.close_code(), wsguard::to_string(why.reason));
             }
             queue_frame(c, frame.message_opcode, c.message);
             c.message.clear();
@@ -594,7 +556,7 @@ void accept_all(server& s, int listen_fd) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    const std::optional<options> opts = parse_options(argc, argv);
+    const std::optional<example::options> opts = example::parse_options(argc, argv, usage);
     if (!opts) return 2;
 
     wsguard::inflate_limits inflate;
@@ -609,17 +571,9 @@ int main(int argc, char** argv) {
     limits.max_fragments = 64;
     server s{*opts, limits, *budget, nullptr, nullptr, -1, {}};
 
-    // Tickets: a fresh random key per process (a real deployment loads it from
-    // its secret store and shares it between the issuer and every server).
-    std::uint8_t secret[32];
-    if (wsguard::random_bytes(secret, sizeof secret) != wsguard::reason::ok) return 1;
-    auto keys = wsguard::keyring::create(1, {{1, std::string_view(reinterpret_cast<const char*>(secret), sizeof secret), {}}});
-    auto store = wsguard::memory_replay_store::create(100000);
-    if (!keys || !store) return 1;
-    auto verifier = wsguard::ticket_verifier<>::create(*keys, *store);
-    auto issuer = wsguard::ticket_issuer::create(*keys);
-    if (!verifier || !issuer) return 1;
-    s.issuer = &issuer.value();
+    const std::unique_ptr<example::tickets> tickets = example::tickets::create(100000);
+    if (!tickets) return 1;
+    s.issuer = &*tickets->issuer;
 
     // SIGTERM and SIGINT arrive through a signalfd, as one more epoll event.
     sigset_t stop_signals;
@@ -637,23 +591,7 @@ int main(int argc, char** argv) {
     }
 
     // The allowed origins and hosts name the bound port.
-    const std::string p = std::to_string(port);
-    wsguard::handshake_config config;
-    wsguard::route_config ws;
-    ws.path = "/ws";
-    ws.origins = {"http://127.0.0.1:" + p, "http://localhost:" + p};
-    ws.origins.insert(ws.origins.end(), opts->extra_origins.begin(), opts->extra_origins.end());
-    ws.hosts = {"127.0.0.1:" + p, "localhost:" + p};
-    ws.audience = ticket_audience;
-    config.routes.push_back(ws);
-    config.verifier = &verifier.value();
-    config.handshakes_per_second = opts->handshake_rate;
-    config.handshake_burst = opts->handshake_burst;
-    config.on_refusal = [](const wsguard::refusal_event& e) {
-        std::fprintf(stderr, "refused %s origin=%.*s address=%.*s\n", wsguard::to_string(e.reason),
-                     static_cast<int>(e.origin.size()), e.origin.data(), static_cast<int>(e.address.size()), e.address.data());
-    };
-    auto guard = wsguard::handshake_guard::create(std::move(config));
+    auto guard = wsguard::handshake_guard::create(example::handshake_config(port, *opts, ticket_audience, *tickets->verifier));
     if (!guard) {
         std::fprintf(stderr, "%s\n", guard.error().c_str());
         return 2;

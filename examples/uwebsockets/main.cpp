@@ -11,7 +11,7 @@
 //
 // uWebSockets caveat: a message over maxPayloadLength (after inflation too)
 // drops the TCP connection without a close frame, so clients see 1006, not 1009.
-#include <wsguard.hpp>
+#include "example_app.hpp"
 
 #include <App.h>
 
@@ -26,30 +26,9 @@
 
 namespace {
 
-struct options {
-    unsigned short port = 0;
-    std::vector<std::string> extra_origins;
-    unsigned max_message_bytes = 64 * 1024;
-    std::string session = "demo-session";
-    std::uint64_t handshake_rate = 10;  // upgrades per second per address...
-    std::uint32_t handshake_burst = 20;  // ...with this burst; 429 beyond
-};
-
-std::optional<options> parse_options(int argc, char** argv) {
-    options parsed;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        const std::string flag = argv[i], value = argv[i + 1];
-        if (flag == "--port") parsed.port = static_cast<unsigned short>(std::strtoul(value.c_str(), nullptr, 10));
-        else if (flag == "--allow-origin") parsed.extra_origins.push_back(value);
-        else if (flag == "--max-message") parsed.max_message_bytes = static_cast<unsigned>(std::strtoul(value.c_str(), nullptr, 10));
-        else if (flag == "--session") parsed.session = value;
-        else if (flag == "--handshake-rate") parsed.handshake_rate = std::strtoull(value.c_str(), nullptr, 10);
-        else if (flag == "--handshake-burst") parsed.handshake_burst = static_cast<std::uint32_t>(std::strtoul(value.c_str(), nullptr, 10));
-        else return std::nullopt;
-    }
-    if (argc % 2 == 0 || parsed.max_message_bytes == 0) return std::nullopt;
-    return parsed;
-}
+constexpr const char* usage =
+    "usage: wsguard_uwebsockets [--port N] [--allow-origin ORIGIN]... [--max-message BYTES] [--session TOKEN]\n"
+    "       [--handshake-rate N] [--handshake-burst N]\n";
 
 // What one open socket keeps: its connection slot and its message budget.
 struct socket_state {
@@ -63,23 +42,10 @@ volatile std::sig_atomic_t stop_requested = 0;
 }  // namespace
 
 int main(int argc, char** argv) {
-    const std::optional<options> opts = parse_options(argc, argv);
-    if (!opts) {
-        std::fprintf(stderr, "usage: wsguard_uwebsockets [--port N] [--allow-origin ORIGIN]... [--max-message BYTES] [--session TOKEN]\n"
-                             "       [--handshake-rate N] [--handshake-burst N]\n");
-        return 2;
-    }
-
-    // Tickets: a fresh random key per process (a real deployment loads it from
-    // its secret store and shares it between the issuer and every server).
-    std::uint8_t secret[32];
-    if (wsguard::random_bytes(secret, sizeof secret) != wsguard::reason::ok) return 1;
-    auto keys = wsguard::keyring::create(1, {{1, std::string_view(reinterpret_cast<const char*>(secret), sizeof secret), {}}});
-    auto store = wsguard::memory_replay_store::create(100000);
-    if (!keys || !store) return 1;
-    auto verifier = wsguard::ticket_verifier<>::create(*keys, *store);
-    auto issuer = wsguard::ticket_issuer::create(*keys);
-    if (!verifier || !issuer) return 1;
+    const std::optional<example::options> opts = example::parse_options(argc, argv, usage);
+    if (!opts) return 2;
+    const std::unique_ptr<example::tickets> tickets = example::tickets::create(100000);
+    if (!tickets) return 1;
 
     // Created in the listen callback, once the port is known, before the loop
     // serves anything (uWebSockets runs on this one thread).
@@ -97,7 +63,7 @@ int main(int argc, char** argv) {
         ticket.subject = "demo-user";
         ticket.origin = req->getHeader("origin");
         ticket.audience = audience;
-        const wsguard::issued_ticket issued = issuer->issue(ticket);
+        const wsguard::issued_ticket issued = tickets->issuer->issue(ticket);
         if (!issued) {
             const std::string status = std::to_string(issued.status.http_status()) + " Error";
             res->writeStatus(status)->end(wsguard::to_string(issued.status.reason));
@@ -109,7 +75,7 @@ int main(int argc, char** argv) {
 
     app.ws<socket_state>("/ws", {
         .compression = uWS::SHARED_COMPRESSOR,
-        .maxPayloadLength = opts->max_message_bytes,  // the message cap, inflated size included
+        .maxPayloadLength = static_cast<unsigned>(opts->max_message_bytes),  // the message cap, inflated size included
         .idleTimeout = 60,
         .upgrade = [&](auto* res, auto* req, auto* context) {
             wsguard::upgrade_request up;
@@ -131,17 +97,16 @@ int main(int argc, char** argv) {
                 res->end(std::string(outcome.body()) + "\n");
                 return;
             }
-            socket_state state{outcome.take_permit(), std::nullopt};
-            state.messages.emplace(wsguard::token_bucket::create(20, 40).value());  // 20 messages/s, burst 40
+            socket_state state{outcome.take_permit(), example::message_bucket(*opts)};
             // Answer with outcome.subprotocol() ("wsguard.v1"), never the client's header: it holds the ticket.
             res->template upgrade<socket_state>(std::move(state), req->getHeader("sec-websocket-key"), outcome.subprotocol(),
                                                 req->getHeader("sec-websocket-extensions"), context);
         },
         .open = [&](auto* ws) { open_sockets.insert(ws); },
         .message = [](auto* ws, std::string_view message, uWS::OpCode op) {
-            if (!ws->getUserData()->messages->try_acquire()) {  // a bucket answers rate_limited; per message it is 1008
-                constexpr wsguard::reason why = wsguard::reason::message_rate_limited;
-                ws->end(wsguard::close_code_of(why), wsguard::to_string(why));
+            if (!ws->getUserData()->messages->try_acquire()) {  // 1008 message_rate_limited
+                constexpr wsguard::decision why = example::message_refusal;
+                ws->end(why.close_code(), wsguard::to_string(why.reason));
                 return;
             }
             ws->send(message, op);
@@ -154,23 +119,9 @@ int main(int argc, char** argv) {
     app.listen("127.0.0.1", opts->port, [&](auto* listen_socket) {
         if (!listen_socket) return;
         const int port = us_socket_local_port(0, reinterpret_cast<us_socket_t*>(listen_socket));
-        const std::string p = std::to_string(port);
-        wsguard::handshake_config config;
-        wsguard::route_config ws;
-        ws.path = "/ws";
-        ws.origins = {"http://127.0.0.1:" + p, "http://localhost:" + p};
-        ws.origins.insert(ws.origins.end(), opts->extra_origins.begin(), opts->extra_origins.end());
-        ws.hosts = {"127.0.0.1:" + p, "localhost:" + p};
-        ws.audience = audience;
-        config.routes.push_back(ws);
-        config.verifier = &verifier.value();
-    config.handshakes_per_second = opts->handshake_rate;
-    config.handshake_burst = opts->handshake_burst;
-        config.on_refusal = [](const wsguard::refusal_event& e) {
-            std::fprintf(stderr, "refused %s origin=%.*s address=%.*s\n", wsguard::to_string(e.reason),
-                         static_cast<int>(e.origin.size()), e.origin.data(), static_cast<int>(e.address.size()), e.address.data());
-        };
-        auto created = wsguard::handshake_guard::create(std::move(config));
+        // The allowed origins and hosts name the port just bound.
+        auto created = wsguard::handshake_guard::create(
+            example::handshake_config(static_cast<unsigned short>(port), *opts, audience, *tickets->verifier));
         if (!created) {
             std::fprintf(stderr, "%s\n", created.error().c_str());
             std::exit(1);

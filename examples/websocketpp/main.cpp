@@ -6,7 +6,7 @@
 //   GET  /ws       the guarded echo socket
 //
 // Usage: wsguard_websocketpp_demo [--port N] [--allow-origin ORIGIN]... [--max-message BYTES]
-#include <wsguard.hpp>
+#include "example_app.hpp"
 
 #include <websocketpp/config/asio_no_tls.hpp>
 #include <websocketpp/server.hpp>
@@ -24,77 +24,8 @@ using server = websocketpp::server<websocketpp::config::asio>;
 
 namespace {
 
-struct options {
-    unsigned short port = 0;
-    std::vector<std::string> extra_origins;
-    std::size_t max_message_bytes = 64 * 1024;
-};
-
-bool parse_options(int argc, char** argv, options& out) {
-    for (int i = 1; i + 1 < argc; i += 2) {
-        const std::string flag = argv[i];
-        const char* value = argv[i + 1];
-        const unsigned long number = std::strtoul(value, nullptr, 10);
-        if (flag == "--allow-origin") out.extra_origins.emplace_back(value);
-        else if (flag == "--port" && number <= 65535) out.port = static_cast<unsigned short>(number);
-        else if (flag == "--max-message" && number > 0) out.max_message_bytes = number;
-        else return false;
-    }
-    return argc % 2 == 1;
-}
-
-// The wsguard pieces, built once and never moved: the verifier points at the
-// replay store, the guard at the verifier.
-struct policy {
-    std::optional<wsguard::memory_replay_store> replay_store;
-    std::optional<wsguard::ticket_verifier<>> verifier;
-    std::optional<wsguard::ticket_issuer> issuer;
-    std::optional<wsguard::origin_policy> ticket_origins;  // who may POST /ticket
-    std::optional<wsguard::handshake_guard> guard;
-    std::string session;                                   // the demo login cookie's value
-};
-
+constexpr const char* usage = "usage: wsguard_websocketpp_demo [--port N] [--allow-origin ORIGIN]... [--max-message BYTES]\n";
 constexpr const char* audience = "wsguard-websocketpp/ws";
-
-bool build_policy(const options& opts, policy& out) {
-    const std::string port = std::to_string(opts.port);
-    std::vector<std::string> origins{"http://127.0.0.1:" + port, "http://localhost:" + port};
-    origins.insert(origins.end(), opts.extra_origins.begin(), opts.extra_origins.end());
-    std::uint8_t secret[32];
-    std::uint8_t session[16];
-    if (wsguard::random_bytes(secret, sizeof secret) != wsguard::reason::ok ||
-        wsguard::random_bytes(session, sizeof session) != wsguard::reason::ok)
-        return false;
-    for (std::uint8_t byte : session) out.session += {"0123456789abcdef"[byte >> 4], "0123456789abcdef"[byte & 15]};
-
-    auto keys = wsguard::keyring::create(1, {{1, std::string_view(reinterpret_cast<const char*>(secret), sizeof secret), {}}});
-    auto store = wsguard::memory_replay_store::create(65536);
-    auto ticket_origins = wsguard::origin_policy::create(origins);
-    if (!keys || !store || !ticket_origins) return false;
-    out.replay_store.emplace(std::move(store).value());
-    auto verifier = wsguard::ticket_verifier<>::create(*keys, *out.replay_store);
-    auto issuer = wsguard::ticket_issuer::create(*keys);
-    if (!verifier || !issuer) return false;
-    out.verifier.emplace(std::move(verifier).value());
-    out.issuer.emplace(std::move(issuer).value());
-    out.ticket_origins.emplace(std::move(ticket_origins).value());
-
-    wsguard::handshake_config config;
-    wsguard::route_config route;
-    route.path = "/ws";
-    route.origins = origins;
-    route.hosts = {"127.0.0.1:" + port, "localhost:" + port};
-    route.audience = audience;
-    config.routes.push_back(route);
-    config.verifier = &*out.verifier;
-    auto guard = wsguard::handshake_guard::create(std::move(config));
-    if (!guard) {
-        std::fprintf(stderr, "%s\n", guard.error().c_str());
-        return false;
-    }
-    out.guard.emplace(std::move(guard).value());
-    return true;
-}
 
 // What the server keeps per open socket: the outcome holds the per-address
 // connection slot, released when the entry is erased on close.
@@ -106,29 +37,37 @@ struct open_socket {
 }  // namespace
 
 int main(int argc, char** argv) {
-    options opts;
-    if (!parse_options(argc, argv, opts)) {
-        std::fputs("usage: wsguard_websocketpp_demo [--port N] [--allow-origin ORIGIN]... [--max-message BYTES]\n", stderr);
-        return 2;
-    }
+    std::optional<example::options> opts = example::parse_options(argc, argv, usage);
+    if (!opts) return 2;
     server srv;
     srv.clear_access_channels(websocketpp::log::alevel::all);
     srv.clear_error_channels(websocketpp::log::elevel::all);
     srv.init_asio();
     srv.set_reuse_addr(true);
-    srv.set_max_message_size(opts.max_message_bytes);  // websocketpp closes with 1009 above it
+    srv.set_max_message_size(opts->max_message_bytes);  // websocketpp closes with 1009 above it
     websocketpp::lib::error_code ec;
-    srv.listen(boost::asio::ip::tcp::endpoint(boost::asio::ip::make_address("127.0.0.1"), opts.port), ec);
+    srv.listen(boost::asio::ip::tcp::endpoint(boost::asio::ip::make_address("127.0.0.1"), opts->port), ec);
     if (ec) {
-        std::fprintf(stderr, "cannot listen on 127.0.0.1:%u: %s\n", opts.port, ec.message().c_str());
+        std::fprintf(stderr, "cannot listen on 127.0.0.1:%u: %s\n", static_cast<unsigned>(opts->port), ec.message().c_str());
         return 1;
     }
     boost::system::error_code endpoint_error;
-    opts.port = srv.get_local_endpoint(endpoint_error).port();
+    opts->port = srv.get_local_endpoint(endpoint_error).port();
 
-    policy wsguard_policy;
-    if (!build_policy(opts, wsguard_policy)) return 2;
-    wsguard::handshake_guard& guard = *wsguard_policy.guard;
+    // The wsguard pieces, once the port is known: the tickets (never moved,
+    // the guard points at their verifier), who may POST /ticket, the guard.
+    const std::unique_ptr<example::tickets> tickets = example::tickets::create(65536);
+    const std::string session = example::random_hex(16);  // the demo login cookie's value
+    auto ticket_origins = wsguard::origin_policy::create(example::allowed_origins(opts->port, *opts));
+    if (!tickets || session.empty() || !ticket_origins) return 2;
+    wsguard::handshake_config config = example::handshake_config(opts->port, *opts, audience, *tickets->verifier);
+    config.on_refusal = nullptr;  // this demo has never logged refusals: its output stays as it was
+    auto created = wsguard::handshake_guard::create(std::move(config));
+    if (!created) {
+        std::fprintf(stderr, "%s\n", created.error().c_str());
+        return 2;
+    }
+    wsguard::handshake_guard& guard = created.value();
     std::map<websocketpp::connection_hdl, open_socket, std::owner_less<websocketpp::connection_hdl>> sockets;
 
     srv.set_validate_handler([&](websocketpp::connection_hdl hdl) {
@@ -157,7 +96,7 @@ int main(int argc, char** argv) {
             return false;
         }
         if (!outcome.subprotocol().empty()) con->select_subprotocol(std::string(outcome.subprotocol()));
-        sockets.emplace(hdl, open_socket{std::move(outcome), wsguard::token_bucket::create(20, 40).value()});
+        sockets.emplace(hdl, open_socket{std::move(outcome), example::message_bucket(*opts)});
         return true;
     });
     const auto forget = [&](websocketpp::connection_hdl hdl) { sockets.erase(hdl); };
@@ -169,7 +108,7 @@ int main(int argc, char** argv) {
         if (it == sockets.end()) return;
         websocketpp::lib::error_code ignored;
         if (!it->second.messages.try_acquire()) {
-            const wsguard::decision refusal{wsguard::reason::message_rate_limited};
+            const wsguard::decision refusal = example::message_refusal;
             srv.close(hdl, static_cast<websocketpp::close::status::value>(refusal.close_code()),
                       wsguard::to_string(refusal.reason), ignored);
             return;
@@ -183,18 +122,18 @@ int main(int argc, char** argv) {
         const std::string& method = con->get_request().get_method();
         con->append_header("Cache-Control", "no-store");
         if (con->get_resource() == "/" && method == "GET") {
-            con->append_header("Set-Cookie", "wsguard_demo_session=" + wsguard_policy.session + "; Path=/; HttpOnly; SameSite=Strict");
+            con->append_header("Set-Cookie", "wsguard_demo_session=" + session + "; Path=/; HttpOnly; SameSite=Strict");
             con->set_status(websocketpp::http::status_code::ok);
             con->set_body("demo session started: POST /ticket from an allowed Origin\n");
         } else if (con->get_resource() == "/ticket" && method == "POST") {
             const std::string& origin = con->get_request_header("Origin");
-            if (con->get_request_header("Cookie").find("wsguard_demo_session=" + wsguard_policy.session) == std::string::npos) {
+            if (con->get_request_header("Cookie").find("wsguard_demo_session=" + session) == std::string::npos) {
                 con->set_status(websocketpp::http::status_code::unauthorized);
                 con->set_body("login required\n");
-            } else if (!wsguard_policy.ticket_origins->check(origin)) {
+            } else if (!ticket_origins->check(origin)) {
                 con->set_status(websocketpp::http::status_code::forbidden);
                 con->set_body("origin not allowed\n");
-            } else if (const wsguard::issued_ticket issued = wsguard_policy.issuer->issue({"demo-user", origin, audience, "", {}})) {
+            } else if (const wsguard::issued_ticket issued = tickets->issuer->issue({"demo-user", origin, audience, "", {}})) {
                 con->set_status(websocketpp::http::status_code::ok);
                 con->append_header("Content-Type", "application/json");
                 con->set_body("{\"ticket\":\"" + issued.ticket + "\"}\n");
@@ -212,7 +151,7 @@ int main(int argc, char** argv) {
     if (ec) return 1;
     boost::asio::signal_set signals(srv.get_io_service(), SIGINT, SIGTERM);
     signals.async_wait([&](const boost::system::error_code&, int) { srv.stop(); });
-    std::printf("listening %u\n", static_cast<unsigned>(opts.port));
+    std::printf("listening %u\n", static_cast<unsigned>(opts->port));
     std::fflush(stdout);
     srv.run();
     std::printf("stopped\n");

@@ -1,0 +1,158 @@
+// What every example server shares and that has nothing to do with its
+// WebSocket stack: the command line, the ticket machinery, the guard's
+// configuration and the refusal log. Each example's main.cpp keeps the part
+// worth reading: how wsguard plugs into that stack's upgrade hook.
+#pragma once
+
+#include <wsguard.hpp>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace example {
+
+// Every flag any example takes; each example reads the ones its usage names.
+struct options {
+    unsigned short port = 0;                       // 0: any free port
+    std::vector<std::string> extra_origins;        // besides http://127.0.0.1:PORT and http://localhost:PORT
+    std::uint64_t max_message_bytes = 64 * 1024;   // the stack's message cap
+    std::uint64_t max_inflated_bytes = 256 * 1024; // raw_epoll: inflate_budget
+    std::string session = "demo-session";          // stands in for the application's login
+    std::uint64_t message_rate = 20;               // messages per second per socket...
+    std::uint32_t message_burst = 40;              // ...with this burst; 1008 beyond
+    // The guard's own defaults, so an example without these flags keeps them.
+    std::uint64_t handshake_rate = wsguard::handshake_config{}.handshakes_per_second;  // per address...
+    std::uint32_t handshake_burst = wsguard::handshake_config{}.handshake_burst;       // ...429 beyond
+    std::uint32_t max_connections = wsguard::handshake_config{}.max_connections_per_address;
+};
+
+// Parses "--flag value" pairs into `parsed` (the example's defaults). `usage` is its usage
+// text and doubles as its list of flags: a flag it does not name is refused,
+// so the text a user reads is exactly what the program takes. On a bad
+// command line prints why and the usage, and returns nothing (exit 2).
+inline std::optional<options> parse_options(int argc, char** argv, const char* usage, options parsed = {}) {
+    const auto refuse = [usage](const char* why, std::string_view what) {
+        if (why != nullptr) std::fprintf(stderr, "%s %.*s\n", why, static_cast<int>(what.size()), what.data());
+        std::fputs(usage, stderr);
+        return std::nullopt;
+    };
+    const std::string_view listed = usage;
+    for (int i = 1; i < argc; i += 2) {
+        const std::string_view flag = argv[i];
+        if (flag.substr(0, 2) != "--" || listed.find(std::string(flag) + " ") == std::string_view::npos)
+            return refuse(flag == "--help" || flag == "-h" ? nullptr : "unknown option", flag);
+        if (i + 1 >= argc) return refuse("missing value for", flag);
+        const char* value = argv[i + 1];
+        if (flag == "--allow-origin") { parsed.extra_origins.emplace_back(value); continue; }
+        if (flag == "--session") { parsed.session = value; continue; }
+        char* end = nullptr;
+        const unsigned long long number = std::strtoull(value, &end, 10);
+        if (end == value || *end != '\0' || value[0] == '-' || number > 1000000000)
+            return refuse("needs a number up to 1e9:", flag);
+        if (flag == "--port" && number <= 65535) parsed.port = static_cast<unsigned short>(number);
+        else if (flag == "--max-message" && number >= 1) parsed.max_message_bytes = number;
+        else if (flag == "--max-inflated" && number >= 1) parsed.max_inflated_bytes = number;
+        else if (flag == "--message-rate") parsed.message_rate = number;
+        else if (flag == "--message-burst") parsed.message_burst = static_cast<std::uint32_t>(number);
+        else if (flag == "--handshake-rate") parsed.handshake_rate = number;
+        else if (flag == "--handshake-burst") parsed.handshake_burst = static_cast<std::uint32_t>(number);
+        else if (flag == "--max-connections") parsed.max_connections = static_cast<std::uint32_t>(number);
+        else return refuse("out of range:", flag);
+    }
+    return parsed;
+}
+
+// The keys, replay store, verifier and issuer, in one heap object that never
+// moves: the verifier points at the store, and a guard will point at the verifier.
+struct tickets {
+    std::optional<wsguard::memory_replay_store> store;
+    std::optional<wsguard::ticket_verifier<>> verifier;
+    std::optional<wsguard::ticket_issuer> issuer;
+
+    // A fresh random key per process: a real deployment loads it from its
+    // secret store and shares it between the issuer and every server. On
+    // failure prints why and returns null.
+    static std::unique_ptr<tickets> create(std::size_t replay_capacity) {
+        const auto fail = [](const std::string& why) {
+            std::fprintf(stderr, "tickets: %s\n", why.c_str());
+            return nullptr;
+        };
+        std::uint8_t secret[32];
+        if (wsguard::random_bytes(secret, sizeof secret) != wsguard::reason::ok) return fail("the operating system gave no random bytes");
+        auto keys = wsguard::keyring::create(1, {{1, std::string_view(reinterpret_cast<const char*>(secret), sizeof secret), {}}});
+        if (!keys) return fail(keys.error());
+        auto store = wsguard::memory_replay_store::create(replay_capacity);
+        if (!store) return fail(store.error());
+        auto made = std::make_unique<tickets>();
+        made->store.emplace(std::move(store).value());
+        auto verifier = wsguard::ticket_verifier<>::create(*keys, *made->store);
+        if (!verifier) return fail(verifier.error());
+        made->verifier.emplace(std::move(verifier).value());
+        auto issuer = wsguard::ticket_issuer::create(*keys);
+        if (!issuer) return fail(issuer.error());
+        made->issuer.emplace(std::move(issuer).value());
+        return made;
+    }
+};
+
+// Hex of `bytes` random bytes (a demo session value); empty if the OS has none.
+inline std::string random_hex(std::size_t bytes) {
+    std::vector<std::uint8_t> raw(bytes);
+    if (wsguard::random_bytes(raw.data(), raw.size()) != wsguard::reason::ok) return {};
+    std::string text;
+    for (std::uint8_t byte : raw) text += {"0123456789abcdef"[byte >> 4], "0123456789abcdef"[byte & 15]};
+    return text;
+}
+
+// The pages a browser may open the socket from. They name the bound port, so
+// they are known only once the server listens (--port 0 picks a free one).
+inline std::vector<std::string> allowed_origins(unsigned short port, const options& opts) {
+    const std::string p = std::to_string(port);
+    std::vector<std::string> origins{"http://127.0.0.1:" + p, "http://localhost:" + p};
+    origins.insert(origins.end(), opts.extra_origins.begin(), opts.extra_origins.end());
+    return origins;
+}
+
+// "refused <reason> origin=... address=..." on stderr (the guard rate-limits these calls).
+inline void log_refusal(const wsguard::refusal_event& e) {
+    std::fprintf(stderr, "refused %s origin=%.*s address=%.*s\n", wsguard::to_string(e.reason),
+                 static_cast<int>(e.origin.size()), e.origin.data(), static_cast<int>(e.address.size()), e.address.data());
+}
+
+// One guarded route, /ws, for the bound port: Origin and Host allowlists
+// (Host against DNS rebinding), tickets for `audience`, the per-address rates
+// and cap from the options, refusals logged by log_refusal.
+inline wsguard::handshake_config handshake_config(unsigned short port, const options& opts, const char* audience,
+                                                  const wsguard::ticket_verifier<>& verifier) {
+    const std::string p = std::to_string(port);
+    wsguard::route_config route;
+    route.path = "/ws";
+    route.origins = allowed_origins(port, opts);
+    route.hosts = {"127.0.0.1:" + p, "localhost:" + p};
+    route.audience = audience;
+    wsguard::handshake_config config;
+    config.routes.push_back(route);
+    config.verifier = &verifier;
+    config.handshakes_per_second = opts.handshake_rate;
+    config.handshake_burst = opts.handshake_burst;
+    config.max_connections_per_address = opts.max_connections;
+    config.on_refusal = log_refusal;
+    return config;
+}
+
+// One message budget per socket. The rates are the defaults or were checked at
+// startup (token_bucket::create refuses a zero rate or burst). An empty bucket
+// closes the socket with message_refusal: a bucket answers rate_limited, but
+// per message it is a policy violation, 1008.
+inline wsguard::token_bucket message_bucket(const options& opts) {
+    return wsguard::token_bucket::create(opts.message_rate, opts.message_burst).value();
+}
+inline constexpr wsguard::decision message_refusal{wsguard::reason::message_rate_limited};
+
+}  // namespace example

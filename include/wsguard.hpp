@@ -6009,7 +6009,7 @@ public:
             out.permit_.release();
             out.subprotocol_ = {};
             out.claims_.clear();
-            report(out.decision.reason, request, out.route_, address);
+            report(out.decision.reason, request, out.route_, address, steady_now);
         }
         counters_->by_reason[detail::handshake_reason_index(out.decision.reason)].fetch_add(1, std::memory_order_relaxed);
         return out;
@@ -6106,9 +6106,9 @@ private:
     }
 
     void report(reason r, const upgrade_request& request, std::string_view route_path,
-                const std::optional<address_key>& address) noexcept {
+                const std::optional<address_key>& address, std::chrono::steady_clock::time_point now) noexcept {
         if (!on_refusal_) return;
-        if (!report_budget_->try_acquire()) {
+        if (!report_budget_->try_acquire(now)) {
             counters_->suppressed.fetch_add(1, std::memory_order_relaxed);
             return;
         }

@@ -285,6 +285,9 @@ TEST_CASE("handshake_guard reports refusals once each, sanitized and rate-limite
     CHECK(f.event_texts[0] == "origin_malformed|/chat|https://evil.example??x-injected:?1|192.0.2.10:50000");
     CHECK(guard.count(reason::origin_malformed) == 10);
     CHECK(guard.suppressed_reports() == 8);
+    // The report budget runs on the injected clock: one more report a second later.
+    CHECK(guard.check(req, steady_t0 + 1s, wall_t0).decision.reason == reason::origin_malformed);
+    CHECK(f.event_texts.size() == 3);
 
     // A later refusal reports the normalized address key the limiter used.
     fixture g;

@@ -798,14 +798,39 @@ TEST_CASE("four processes sharing one redis_limiter key get the combined rate", 
     CHECK(allowed <= expected * 1.1);
 }
 
-TEST_CASE("decisions fail closed while Redis is stopped and recover after it restarts", "[redis]") {
+// A running redis-server with a replay store and a limiter on it, both shown
+// to work once (nonce 1 spent, key "k" charged) before a test breaks Redis.
+struct working_backends {
     redis_server server;
-    REQUIRE(server.running());
-    auto store = make_store(server.port());
-    auto limiter = make_limiter(server.port(), 1000, 1000);
-    const auto expires = system_clock::now() + std::chrono::seconds{30};
-    REQUIRE(store.try_spend(nonce_of(1), expires, system_clock::now()) == reason::ok);
-    REQUIRE(limiter.try_acquire("k").allowed());
+    wsguard::redis_replay_store store;
+    wsguard::redis_limiter limiter;
+    system_clock::time_point expires = system_clock::now() + std::chrono::seconds{30};
+
+    working_backends() : store(make_store(server.port())), limiter(make_limiter(server.port(), 1000, 1000)) {
+        REQUIRE(server.running());
+        REQUIRE(store.try_spend(nonce_of(1), expires, system_clock::now()) == reason::ok);
+        REQUIRE(limiter.try_acquire("k").allowed());
+    }
+
+    // Polls (bounded: 300 x 10 ms) until the store has spent `nonce` and the
+    // limiter has allowed "k" again. Each is tracked on its own: the store
+    // answers ticket_replayed once it has spent the nonce, so waiting for both
+    // in the same attempt could miss a store that recovered one attempt early.
+    bool recovers(const wsguard::ticket_nonce& nonce) {
+        bool store_back = false;
+        bool limiter_back = false;
+        for (int attempt = 0; attempt < 300 && !(store_back && limiter_back); ++attempt) {
+            store_back = store_back || store.try_spend(nonce, expires, system_clock::now()) == reason::ok;
+            limiter_back = limiter_back || limiter.try_acquire("k").allowed();
+            if (!(store_back && limiter_back)) std::this_thread::sleep_for(milliseconds{10});
+        }
+        return store_back && limiter_back;
+    }
+};
+
+TEST_CASE("decisions fail closed while Redis is stopped and recover after it restarts", "[redis]") {
+    working_backends b;
+    auto& [server, store, limiter, expires] = b;
 
     server.stop();
     // Every decision fails closed, none waits longer than its timeouts (with a
@@ -821,26 +846,13 @@ TEST_CASE("decisions fail closed while Redis is stopped and recover after it res
 
     // Redis restarted empty (no persistence here): decisions work again.
     REQUIRE(server.start());
-    bool store_back = false;
-    bool limiter_back = false;
-    for (int attempt = 0; attempt < 300 && !(store_back && limiter_back); ++attempt) {
-        store_back = store_back || store.try_spend(nonce_of(2), expires, system_clock::now()) == reason::ok;
-        limiter_back = limiter_back || limiter.try_acquire("k").allowed();
-        std::this_thread::sleep_for(milliseconds{10});
-    }
-    CHECK(store_back);
-    CHECK(limiter_back);
+    CHECK(b.recovers(nonce_of(2)));
     CHECK(store.try_spend(nonce_of(2), expires, system_clock::now()) == reason::ticket_replayed);
 }
 
 TEST_CASE("decisions fail closed within the timeout while Redis hangs, then recover", "[redis]") {
-    redis_server server;
-    REQUIRE(server.running());
-    auto store = make_store(server.port());
-    auto limiter = make_limiter(server.port(), 1000, 1000);
-    const auto expires = system_clock::now() + std::chrono::seconds{30};
-    REQUIRE(store.try_spend(nonce_of(1), expires, system_clock::now()) == reason::ok);
-    REQUIRE(limiter.try_acquire("k").allowed());
+    working_backends b;
+    auto& [server, store, limiter, expires] = b;
 
     server.pause();
     for (std::uint32_t i = 0; i < 5; ++i) {
@@ -850,23 +862,12 @@ TEST_CASE("decisions fail closed within the timeout while Redis hangs, then reco
         CHECK(steady_clock::now() - before < milliseconds{2 * (100 + 100) + 2000});
     }
     server.resume();
-    bool back = false;
-    for (int attempt = 0; attempt < 300 && !back; ++attempt) {
-        back = store.try_spend(nonce_of(2), expires, system_clock::now()) == reason::ok &&
-               limiter.try_acquire("k").allowed();
-        if (!back) std::this_thread::sleep_for(milliseconds{10});
-    }
-    CHECK(back);
+    CHECK(b.recovers(nonce_of(2)));
 }
 
 TEST_CASE("an error answer from Redis fails closed and keeps the connection", "[redis]") {
-    redis_server server;
-    REQUIRE(server.running());
-    auto store = make_store(server.port());
-    auto limiter = make_limiter(server.port(), 1000, 1000);
-    const auto expires = system_clock::now() + std::chrono::seconds{30};
-    REQUIRE(store.try_spend(nonce_of(1), expires, system_clock::now()) == reason::ok);
-    REQUIRE(limiter.try_acquire("k").allowed());
+    working_backends b;
+    auto& [server, store, limiter, expires] = b;
 
     // Out of memory: Redis refuses every write with an -OOM error.
     REQUIRE(admin(server.port(), {"CONFIG", "SET", "maxmemory", "1"}) != nullptr);

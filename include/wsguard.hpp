@@ -2817,9 +2817,11 @@ inline decision check_sec_fetch_site(std::string_view value,
 #endif
 #endif
 
-// Random bytes come from the operating system only.
+// Random bytes come from the operating system only. (<sys/mman.h>: huge
+// pages for the keyed limiter's table.)
 #if defined(__linux__)
 #include <sys/random.h>
+#include <sys/mman.h>
 #elif defined(_WIN32)
 // Declared here rather than through <windows.h>, whose min/max macros would
 // leak into every program that includes wsguard. Same types as <bcrypt.h>
@@ -4524,8 +4526,10 @@ inline constexpr std::uint64_t limits_u64_max = std::numeric_limits<std::uint64_
 // that a configuration is a mistake, and the bound keeps every sum below 2^64.
 inline constexpr std::uint64_t limits_max_window_ns = 100ull * 366 * 24 * 3600 * 1000000000ull;
 // How many slots a lookup inspects: bounds the work per request and is the
-// neighbourhood in which the stalest entry is evicted.
-inline constexpr std::uint32_t limits_probe_window = 8;
+// neighbourhood in which the stalest entry is evicted. keyed_limiter's four
+// 16-byte slots fill one cache line, so a decision costs one cache miss.
+inline constexpr std::uint32_t limits_keyed_window = 4;
+inline constexpr std::uint32_t limits_connection_window = 8;
 inline constexpr std::uint32_t limits_max_shards = 64;
 inline constexpr std::size_t limits_max_capacity = std::size_t{1} << 28;
 
@@ -4604,11 +4608,19 @@ inline std::uint64_t limits_load_le64(const unsigned char* p) noexcept {
     return v;
 }
 
+struct limits_siphash_output {
+    std::uint64_t lo = 0;
+    std::uint64_t hi = 0;  // only with wide output
+};
+
+// `wide`: the 128-bit variant of the reference implementation (hi is then
+// the second 64 bits; lo differs from the 64-bit variant's output).
 template <int CompressionRounds, int FinalRounds>
-inline std::uint64_t limits_siphash(std::uint64_t k0, std::uint64_t k1, const void* data, std::size_t len) noexcept {
+inline limits_siphash_output limits_siphash(std::uint64_t k0, std::uint64_t k1, const void* data, std::size_t len,
+                                            bool wide = false) noexcept {
     const auto* in = static_cast<const unsigned char*>(data);
     std::uint64_t v0 = 0x736f6d6570736575ull ^ k0;
-    std::uint64_t v1 = 0x646f72616e646f6dull ^ k1;
+    std::uint64_t v1 = 0x646f72616e646f6dull ^ k1 ^ (wide ? 0xee : 0);
     std::uint64_t v2 = 0x6c7967656e657261ull ^ k0;
     std::uint64_t v3 = 0x7465646279746573ull ^ k1;
     auto rotl = [](std::uint64_t x, int b) noexcept { return (x << b) | (x >> (64 - b)); };
@@ -4630,34 +4642,47 @@ inline std::uint64_t limits_siphash(std::uint64_t k0, std::uint64_t k1, const vo
     v3 ^= last;
     for (int r = 0; r < CompressionRounds; ++r) sip_round();
     v0 ^= last;
-    v2 ^= 0xff;
+    v2 ^= wide ? 0xee : 0xff;
     for (int r = 0; r < FinalRounds; ++r) sip_round();
-    return v0 ^ v1 ^ v2 ^ v3;
+    limits_siphash_output out;
+    out.lo = v0 ^ v1 ^ v2 ^ v3;
+    if (wide) {
+        v1 ^= 0xdd;
+        for (int r = 0; r < FinalRounds; ++r) sip_round();
+        out.hi = v0 ^ v1 ^ v2 ^ v3;
+    }
+    return out;
 }
 
 inline std::uint64_t limits_siphash24(std::uint64_t k0, std::uint64_t k1, const void* data, std::size_t len) noexcept {
-    return limits_siphash<2, 4>(k0, k1, data, len);
+    return limits_siphash<2, 4>(k0, k1, data, len).lo;
 }
 inline std::uint64_t limits_siphash13(std::uint64_t k0, std::uint64_t k1, const void* data, std::size_t len) noexcept {
-    return limits_siphash<1, 3>(k0, k1, data, len);
+    return limits_siphash<1, 3>(k0, k1, data, len).lo;
+}
+// SipHash-1-3 with its 128-bit output: `lo` places a key in the table and
+// `hi` is the independent 64-bit tag stored to recognise it.
+inline limits_siphash_output limits_siphash13_128(std::uint64_t k0, std::uint64_t k1, const void* data,
+                                                  std::size_t len) noexcept {
+    return limits_siphash<1, 3>(k0, k1, data, len, true);
 }
 
-// Two independent 128-bit SipHash keys, drawn from the OS at construction.
+// The 128-bit SipHash key, drawn from the OS at construction.
 struct limits_seed {
-    std::uint64_t k[4] = {0, 0, 0, 0};
+    std::uint64_t k[2] = {0, 0};
 };
 
 // From the OS through the crypto section; false if the OS refused.
 inline bool limits_make_seed(limits_seed& seed) noexcept {
-    std::uint8_t raw[32] = {};
+    std::uint8_t raw[16] = {};
     if (random_bytes(raw, sizeof raw) != reason::ok) return false;
-    for (int i = 0; i < 4; ++i) seed.k[i] = limits_load_le64(raw + 8 * i);
+    for (int i = 0; i < 2; ++i) seed.k[i] = limits_load_le64(raw + 8 * i);
     return true;
 }
 
-// A 128-bit keyed fingerprint: what the tables store for variable-length keys.
-// Two different strings share one with probability 2^-128 for a party that
-// does not know the seed.
+// A 128-bit keyed fingerprint: what connection_limiter stores for
+// variable-length keys. Two different strings share one with probability
+// 2^-128 for a party that does not know the seed.
 struct limits_fingerprint {
     std::uint64_t lo = 0;
     std::uint64_t hi = 0;
@@ -4666,9 +4691,13 @@ struct limits_fingerprint {
 template <class T>
 struct limits_always_false : std::false_type {};
 
-// How a Key is stored in a fixed-size slot and hashed. Fixed-size keys with no
-// padding (address_key, integers, arrays of bytes) are stored as they are;
-// string keys as a fingerprint. Any other Key does not compile.
+// How a Key is hashed and stored. `hash` places it in a table; `tag` is an
+// independent 64-bit keyed hash, all keyed_limiter stores (two keys share a
+// bucket only if they agree on both: probability 2^-64 per lookup for a party
+// that does not know the seed). connection_limiter, which must never confuse
+// two keys' connection counts, stores `key`: fixed-size keys with no padding
+// (address_key, integers, arrays of bytes) as they are, strings as a 128-bit
+// fingerprint. Any other Key does not compile.
 template <class Key, class Enable = void>
 struct limits_key_traits {
     static_assert(limits_always_false<Key>::value,
@@ -4683,9 +4712,11 @@ struct limits_key_traits<Key, std::enable_if_t<std::is_trivially_copyable<Key>::
     struct digest {
         stored key;
         std::uint64_t hash;
+        std::uint64_t tag;
     };
     static digest make(const Key& key, const limits_seed& seed) noexcept {
-        return digest{key, limits_siphash13(seed.k[0], seed.k[1], &key, sizeof key)};
+        const limits_siphash_output h = limits_siphash13_128(seed.k[0], seed.k[1], &key, sizeof key);
+        return digest{key, h.lo, h.hi};
     }
     static bool equal(const stored& a, const stored& b) noexcept { return std::memcmp(&a, &b, sizeof a) == 0; }
 };
@@ -4695,12 +4726,11 @@ struct limits_string_key_traits {
     struct digest {
         stored key;
         std::uint64_t hash;
+        std::uint64_t tag;
     };
     static digest make(std::string_view key, const limits_seed& seed) noexcept {
-        stored fp;
-        fp.lo = limits_siphash13(seed.k[0], seed.k[1], key.data(), key.size());
-        fp.hi = limits_siphash13(seed.k[2], seed.k[3], key.data(), key.size());
-        return digest{fp, fp.lo};
+        const limits_siphash_output h = limits_siphash13_128(seed.k[0], seed.k[1], key.data(), key.size());
+        return digest{stored{h.lo, h.hi}, h.lo, h.hi};
     }
     static bool equal(const stored& a, const stored& b) noexcept { return a.lo == b.lo && a.hi == b.hi; }
 };
@@ -4743,25 +4773,27 @@ private:
 };
 
 // Geometry of a sharded table: shard_count shards (a power of two, up to 64,
-// each with its own lock) of groups_per_shard groups of limits_probe_window
-// slots. A key hashes to one group, its whole probe window; groups are
-// aligned to cache lines (8 x 24-byte slots for address_key: three lines).
+// each with its own lock) of groups_per_shard groups of `window` slots. A key
+// hashes to one group, its whole probe window; groups are aligned to cache
+// lines.
 struct limits_geometry {
     std::uint32_t shard_count = 1;
     std::uint32_t groups_per_shard = 0;
+    std::uint32_t window = 1;
 
-    static std::string configure(std::size_t capacity, limits_geometry& out) {
+    static std::string configure(std::size_t capacity, std::uint32_t window, limits_geometry& out) {
         if (capacity == 0) return "capacity must be at least 1";
         if (capacity > limits_max_capacity) return "capacity over 2^28 entries: that is gigabytes of table, surely a mistake";
         std::uint32_t shards = 1;
-        while (shards < limits_max_shards && std::size_t{shards} * 4 * limits_probe_window <= capacity) shards *= 2;
-        const std::size_t per_shard = std::size_t{shards} * limits_probe_window;
+        while (shards < limits_max_shards && std::size_t{shards} * 4 * window <= capacity) shards *= 2;
+        const std::size_t per_shard = std::size_t{shards} * window;
         out.shard_count = shards;
         out.groups_per_shard = static_cast<std::uint32_t>((capacity + per_shard - 1) / per_shard);
+        out.window = window;
         return std::string();
     }
     std::size_t group_count() const noexcept { return std::size_t{shard_count} * groups_per_shard; }
-    std::size_t capacity() const noexcept { return group_count() * limits_probe_window; }
+    std::size_t capacity() const noexcept { return group_count() * window; }
     std::uint32_t shard_of(std::uint64_t hash) const noexcept {
         return static_cast<std::uint32_t>(hash >> 32) & (shard_count - 1);
     }
@@ -4772,9 +4804,9 @@ struct limits_geometry {
     }
 };
 
-template <class Slot>
+template <class Slot, std::uint32_t Window>
 struct alignas(64) limits_group {
-    Slot slots[limits_probe_window];
+    Slot slots[Window];
 };
 
 // Starts loading a group while the shard lock is being taken: under a flood
@@ -4793,6 +4825,60 @@ template <class T>
 std::unique_ptr<T[]> limits_allocate(std::size_t n) noexcept {
     return std::unique_ptr<T[]>(new (std::nothrow) T[n]());
 }
+
+// A zeroed array of groups, allocated once. Tables of 2 MiB or more are
+// 2 MiB-aligned and, on Linux, offered transparent huge pages: a random key
+// then costs one cache miss rather than a miss plus a page-table walk. Every
+// page is written here, at construction, so no request ever takes a page fault.
+template <class Group>
+class limits_table {
+    static_assert(std::is_trivially_copyable<Group>::value && std::is_trivially_destructible<Group>::value,
+                  "limits_table holds plain slots");
+
+public:
+    limits_table() noexcept = default;
+    limits_table(limits_table&& other) noexcept
+        : groups_(std::exchange(other.groups_, nullptr)), alignment_(other.alignment_) {}
+    limits_table& operator=(limits_table&& other) noexcept {
+        if (this != &other) {
+            release();
+            groups_ = std::exchange(other.groups_, nullptr);
+            alignment_ = other.alignment_;
+        }
+        return *this;
+    }
+    limits_table(const limits_table&) = delete;
+    limits_table& operator=(const limits_table&) = delete;
+    ~limits_table() { release(); }
+
+    bool allocate(std::size_t count) noexcept {
+        release();
+        constexpr std::size_t huge_page = std::size_t{2} << 20;
+        std::size_t bytes = count * sizeof(Group);
+        alignment_ = bytes >= huge_page ? huge_page : alignof(Group);
+        bytes = (bytes + alignment_ - 1) / alignment_ * alignment_;
+        void* memory = ::operator new(bytes, std::align_val_t(alignment_), std::nothrow);
+        if (memory == nullptr) return false;
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+        if (alignment_ == huge_page) (void)::madvise(memory, bytes, MADV_HUGEPAGE);  // a hint: fine if refused
+#endif
+        std::memset(memory, 0, bytes);
+        groups_ = static_cast<Group*>(memory);
+        return true;
+    }
+    explicit operator bool() const noexcept { return groups_ != nullptr; }
+    Group& operator[](std::size_t i) noexcept { return groups_[i]; }
+    const Group& operator[](std::size_t i) const noexcept { return groups_[i]; }
+
+private:
+    void release() noexcept {
+        if (groups_ != nullptr) ::operator delete(groups_, std::align_val_t(alignment_));
+        groups_ = nullptr;
+    }
+
+    Group* groups_ = nullptr;
+    std::size_t alignment_ = alignof(Group);
+};
 
 }  // namespace detail
 
@@ -4860,27 +4946,28 @@ private:
 // ---------------------------------------------------------------------------
 //
 // Memory is allocated once, in create(), and never grows. Keys are hashed with
-// SipHash-1-3 under a random 128-bit seed. An entry whose bucket is full again
-// is free for reuse; when a new key's probe window (its group of 8 slots) has
-// no such entry, the stalest one (the closest to full) is evicted, so keys
-// that exhausted their burst are the last to go. Sharded (up to 64 shards)
-// with one small lock per shard.
+// SipHash-1-3 under a random 128-bit seed, and an entry is 16 bytes: a 64-bit
+// keyed tag that recognises the key and the bucket's 64-bit state. A key's
+// probe window is a group of 4 entries in one cache line. An entry whose
+// bucket is full again is free for reuse; when a new key's group has no such
+// entry, the stalest one (the closest to full) is evicted, so keys that
+// exhausted their burst are the last to go. Sharded (up to 64 shards) with one
+// small lock per shard.
 template <class Key>
 class keyed_limiter {
     using traits = detail::limits_key_traits<Key>;
-    using stored_key = typename traits::stored;
 
 public:
     static result<keyed_limiter> create(wsguard::rate r, std::uint32_t burst, std::size_t capacity) {
         keyed_limiter limiter;
         std::string error = detail::limits_gcra::configure(r, burst, limiter.gcra_);
-        if (error.empty()) error = detail::limits_geometry::configure(capacity, limiter.geometry_);
+        if (error.empty()) error = detail::limits_geometry::configure(capacity, detail::limits_keyed_window, limiter.geometry_);
         if (!error.empty()) return result<keyed_limiter>::failure("keyed_limiter: " + error);
         if (!detail::limits_make_seed(limiter.seed_))
             return result<keyed_limiter>::failure("keyed_limiter: the OS refused random bytes for the hash seed");
         limiter.shards_ = detail::limits_allocate<detail::limits_shard>(limiter.geometry_.shard_count);
-        limiter.groups_ = detail::limits_allocate<group>(limiter.geometry_.group_count());
-        if (!limiter.shards_ || !limiter.groups_) return result<keyed_limiter>::failure("keyed_limiter: out of memory for the table");
+        if (!limiter.shards_ || !limiter.groups_.allocate(limiter.geometry_.group_count()))
+            return result<keyed_limiter>::failure("keyed_limiter: out of memory for the table");
         return result<keyed_limiter>::success(std::move(limiter));
     }
     static result<keyed_limiter> create(std::uint64_t rate_per_second, std::uint32_t burst, std::size_t capacity) {
@@ -4897,27 +4984,10 @@ public:
         detail::limits_prefetch(candidates);
 
         detail::limits_lock_guard guard(shards_[shard].lock);
-        slot* found = nullptr;
-        slot* stalest = nullptr;
-        for (slot& s : candidates.slots) {
-            if (traits::equal(s.key, digest.key)) {
-                found = &s;
-                break;
-            }
-            if (stalest == nullptr || s.tat < stalest->tat) stalest = &s;
-            // tat 0 marks a slot never used (a grant always leaves tat >= 1).
-            // Slots are never emptied, so the key cannot sit beyond it.
-            if (s.tat == 0) break;
-        }
-        if (found == nullptr) {
-            // Reuse an idle entry (tat <= now: nothing lost) or evict the stalest.
-            found = stalest;
-            found->key = digest.key;
-            found->tat = 0;
-        }
+        slot& entry = find_or_evict(candidates, digest.tag);
         std::uint64_t new_tat = 0;
-        const decision d = gcra_.step(found->tat, t, n, new_tat);
-        if (d) found->tat = new_tat;
+        const decision d = gcra_.step(entry.tat, t, n, new_tat);
+        if (d) entry.tat = new_tat;
         return d;
     }
     decision try_acquire(const Key& key, std::uint32_t n = 1) noexcept {
@@ -4936,18 +5006,45 @@ public:
 
 private:
     struct slot {
-        stored_key key;
-        std::uint64_t tat;
+        std::uint64_t tag;
+        std::uint64_t tat;  // 0: never used, the same as an idle (full) bucket
     };
-    using group = detail::limits_group<slot>;
+    using group = detail::limits_group<slot, detail::limits_keyed_window>;
+    static_assert(sizeof(group) == 64, "a keyed_limiter group is one cache line");
 
     keyed_limiter() = default;
+
+    // The key's entry, or the stalest entry of its group reset for it. A
+    // never-used entry has tat 0, so it is the stalest. Matching one by its tag
+    // is harmless: an idle bucket is what a new key starts from anyway.
+    //
+    // Written without data-dependent branches: under a flood the group is a
+    // cache miss, and a mispredicted branch on it would stall the next request
+    // behind this one instead of letting both misses overlap.
+    static slot& find_or_evict(group& candidates, std::uint64_t tag) noexcept {
+        constexpr std::size_t none = detail::limits_keyed_window;
+        std::size_t match = none;
+        std::size_t stalest = 0;
+        std::uint64_t stalest_tat = candidates.slots[0].tat;
+        for (std::size_t i = 0; i < detail::limits_keyed_window; ++i) {
+            const slot& s = candidates.slots[i];
+            match = (s.tag == tag && match == none) ? i : match;
+            const bool staler = s.tat < stalest_tat;
+            stalest = staler ? i : stalest;
+            stalest_tat = staler ? s.tat : stalest_tat;
+        }
+        const bool found = match != none;
+        slot& entry = candidates.slots[found ? match : stalest];
+        entry.tat = found ? entry.tat : 0;
+        entry.tag = tag;
+        return entry;
+    }
 
     detail::limits_gcra gcra_;
     detail::limits_geometry geometry_;
     detail::limits_seed seed_;
     std::unique_ptr<detail::limits_shard[]> shards_;
-    std::unique_ptr<group[]> groups_;
+    detail::limits_table<group> groups_;
 };
 
 // ---------------------------------------------------------------------------
@@ -4969,7 +5066,7 @@ class connection_limiter {
         stored_key key;
         std::uint32_t count;
     };
-    using group = detail::limits_group<slot>;
+    using group = detail::limits_group<slot, detail::limits_connection_window>;
     struct table {
         detail::limits_geometry geometry;
         detail::limits_seed seed;
@@ -5045,7 +5142,7 @@ public:
         limiter.table_.reset(new (std::nothrow) table());
         if (!limiter.table_) return result<connection_limiter>::failure("connection_limiter: out of memory");
         table& t = *limiter.table_;
-        std::string error = detail::limits_geometry::configure(capacity, t.geometry);
+        std::string error = detail::limits_geometry::configure(capacity, detail::limits_connection_window, t.geometry);
         if (!error.empty()) return result<connection_limiter>::failure("connection_limiter: " + error);
         if (!detail::limits_make_seed(t.seed))
             return result<connection_limiter>::failure("connection_limiter: the OS refused random bytes for the hash seed");

@@ -242,6 +242,19 @@ TEST_CASE("hmac_sha256 matches every vector on every backend: one-shot, key obje
             wsguard::hmac_sha256_key::stream pieces = key.begin();
             feed_in_pieces(pieces, v.data, rng);
             CHECK(pieces.finish() == mac);
+
+            // finish_with: a prefix absorbed once (whole blocks or not), the
+            // rest given per MAC; the stream stays reusable.
+            for (std::size_t split : {std::size_t{0}, std::size_t{64}, std::size_t{128}, v.data.size() / 2}) {
+                if (split > v.data.size()) continue;
+                CAPTURE(split);
+                wsguard::hmac_sha256_key::stream prefix = key.begin();
+                prefix.update(v.data.data(), split);
+                CHECK(prefix.finish_with(v.data.data() + split, v.data.size() - split) == mac);
+                CHECK(prefix.finish_with(v.data.data() + split, v.data.size() - split) == mac);
+                prefix.update(v.data.data() + split, v.data.size() - split);
+                CHECK(prefix.finish() == mac);
+            }
         }
     }
     for (const vector_case& v : vectors()) {
@@ -272,9 +285,18 @@ TEST_CASE("every backend agrees with the portable one on random keys and message
             simd.update(message.data(), message.size());
             portable.update(message.data(), message.size());
             CHECK(simd.finish() == portable.finish());
-            CHECK(wsguard::hmac_sha256_key(key.data(), key.size(), backend).mac(message.data(), message.size()) ==
-                  wsguard::hmac_sha256_key(key.data(), key.size(), sha256_backend::portable)
-                      .mac(message.data(), message.size()));
+            const wsguard::sha256_digest expected =
+                wsguard::hmac_sha256_key(key.data(), key.size(), sha256_backend::portable).mac(message.data(), message.size());
+            const wsguard::hmac_sha256_key simd_key(key.data(), key.size(), backend);
+            CHECK(simd_key.mac(message.data(), message.size()) == expected);
+            // The fused finish after a prefix of whole blocks (the ticket MAC's
+            // shape) and after a partly buffered one.
+            for (std::size_t split : {std::size_t{64}, std::size_t{5}, size}) {
+                if (split > size) continue;
+                wsguard::hmac_sha256_key::stream stream = simd_key.begin();
+                stream.update(message.data(), split);
+                CHECK(stream.finish_with(message.data() + split, size - split) == expected);
+            }
         }
     }
 }

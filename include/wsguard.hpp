@@ -2800,6 +2800,13 @@ inline decision check_sec_fetch_site(std::string_view value,
 #include <cpuid.h>
 #define WSGUARD_DETAIL_TARGET_SHANI __attribute__((target("sha,sse4.1")))
 #endif
+// For the per-block helpers: GCC -O2 would otherwise call a block that several
+// functions use, passing the state through memory.
+#if defined(__GNUC__) || defined(__clang__)
+#define WSGUARD_DETAIL_SHANI_INLINE __attribute__((always_inline)) inline
+#else
+#define WSGUARD_DETAIL_SHANI_INLINE inline
+#endif
 #endif
 
 #if WSGUARD_DETAIL_SHA256_ARMV8
@@ -2937,8 +2944,8 @@ inline void sha256_compress_portable(std::uint32_t* state, const std::uint8_t* b
 
 #if WSGUARD_DETAIL_SHA256_SHANI
 // Four rounds with message words w (already in SHA-NI lane order) and round constants k.
-WSGUARD_DETAIL_TARGET_SHANI inline void sha256_shani_rounds4(__m128i& abef, __m128i& cdgh, __m128i w,
-                                                             const std::uint32_t* k) noexcept {
+WSGUARD_DETAIL_TARGET_SHANI WSGUARD_DETAIL_SHANI_INLINE
+void sha256_shani_rounds4(__m128i& abef, __m128i& cdgh, __m128i w, const std::uint32_t* k) noexcept {
     __m128i wk = _mm_add_epi32(w, _mm_loadu_si128(reinterpret_cast<const __m128i*>(k)));
     cdgh = _mm_sha256rnds2_epu32(cdgh, abef, wk);
     wk = _mm_shuffle_epi32(wk, 0x0E);
@@ -2946,18 +2953,20 @@ WSGUARD_DETAIL_TARGET_SHANI inline void sha256_shani_rounds4(__m128i& abef, __m1
 }
 
 // Completes the next four message words: next + sigma-free part + sigma1(current).
-WSGUARD_DETAIL_TARGET_SHANI inline __m128i sha256_shani_schedule(__m128i next, __m128i current, __m128i previous) noexcept {
+WSGUARD_DETAIL_TARGET_SHANI WSGUARD_DETAIL_SHANI_INLINE
+__m128i sha256_shani_schedule(__m128i next, __m128i current, __m128i previous) noexcept {
     return _mm_sha256msg2_epu32(_mm_add_epi32(next, _mm_alignr_epi8(current, previous, 4)), current);
 }
 
 // The byte order of SHA-256 message words (big-endian) within each 32-bit lane.
-WSGUARD_DETAIL_TARGET_SHANI inline __m128i sha256_shani_byte_swap() noexcept {
+WSGUARD_DETAIL_TARGET_SHANI WSGUARD_DETAIL_SHANI_INLINE
+__m128i sha256_shani_byte_swap() noexcept {
     return _mm_set_epi64x(0x0c0d0e0f08090a0bLL, 0x0405060700010203LL);
 }
 
 // The instructions want the state as ABEF and CDGH.
-WSGUARD_DETAIL_TARGET_SHANI inline void sha256_shani_load_state(const std::uint32_t* state, __m128i& abef,
-                                                                __m128i& cdgh) noexcept {
+WSGUARD_DETAIL_TARGET_SHANI WSGUARD_DETAIL_SHANI_INLINE
+void sha256_shani_load_state(const std::uint32_t* state, __m128i& abef, __m128i& cdgh) noexcept {
     const __m128i tmp = _mm_shuffle_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(state)), 0xB1);  // CDAB
     cdgh = _mm_shuffle_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(state + 4)), 0x1B);         // EFGH
     abef = _mm_alignr_epi8(tmp, cdgh, 8);
@@ -2965,8 +2974,8 @@ WSGUARD_DETAIL_TARGET_SHANI inline void sha256_shani_load_state(const std::uint3
 }
 
 // Back from ABEF and CDGH to the state words in order: abcd holds A B C D, efgh E F G H.
-WSGUARD_DETAIL_TARGET_SHANI inline void sha256_shani_state_words(__m128i abef, __m128i cdgh, __m128i& abcd,
-                                                                 __m128i& efgh) noexcept {
+WSGUARD_DETAIL_TARGET_SHANI WSGUARD_DETAIL_SHANI_INLINE
+void sha256_shani_state_words(__m128i abef, __m128i cdgh, __m128i& abcd, __m128i& efgh) noexcept {
     const __m128i feba = _mm_shuffle_epi32(abef, 0x1B);
     const __m128i dchg = _mm_shuffle_epi32(cdgh, 0xB1);
     abcd = _mm_blend_epi16(feba, dchg, 0xF0);
@@ -2975,8 +2984,8 @@ WSGUARD_DETAIL_TARGET_SHANI inline void sha256_shani_state_words(__m128i abef, _
 
 // One 64-byte block on a state held in registers; w0..w3 are its sixteen
 // message words (already in lane order). constant-time: fixed instruction sequence.
-WSGUARD_DETAIL_TARGET_SHANI inline void sha256_shani_block(__m128i& abef, __m128i& cdgh, __m128i w0, __m128i w1,
-                                                           __m128i w2, __m128i w3) noexcept {
+WSGUARD_DETAIL_TARGET_SHANI WSGUARD_DETAIL_SHANI_INLINE
+void sha256_shani_block(__m128i& abef, __m128i& cdgh, __m128i w0, __m128i w1, __m128i w2, __m128i w3) noexcept {
     const std::uint32_t* k = sha256_round_constants;
     const __m128i abef_before = abef;
     const __m128i cdgh_before = cdgh;
@@ -3028,8 +3037,8 @@ WSGUARD_DETAIL_TARGET_SHANI inline void sha256_shani_block(__m128i& abef, __m128
 }
 
 // Sixteen message words from 64 bytes of input.
-WSGUARD_DETAIL_TARGET_SHANI inline void sha256_shani_block_from(__m128i& abef, __m128i& cdgh,
-                                                                const std::uint8_t* block) noexcept {
+WSGUARD_DETAIL_TARGET_SHANI WSGUARD_DETAIL_SHANI_INLINE
+void sha256_shani_block_from(__m128i& abef, __m128i& cdgh, const std::uint8_t* block) noexcept {
     const __m128i byte_swap = sha256_shani_byte_swap();
     const __m128i w0 = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block)), byte_swap);
     const __m128i w1 = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 16)), byte_swap);

@@ -4287,6 +4287,11 @@ private:
 //       tickets issued before this are refused (ticket_before_store_start): a
 //       fresh in-memory store does not know what the previous process spent, so
 //       it returns its construction time; a shared store returns time_point::min().
+// Optional (used when present, detected at compile time):
+//   void prefetch(const wsguard::ticket_nonce& nonce) const noexcept;
+//       a hint given before the MAC check, with a nonce not yet authenticated,
+//       so the store can start fetching what try_spend will touch. Must change
+//       nothing observable.
 //
 // Layout: 4 x capacity slots (24 bytes each) in up to 64 shards, each behind
 // its own mutex. A nonce may sit in any of the 32 slots after its keyed hash
@@ -4311,6 +4316,14 @@ struct alignas(64) replay_shard {
 inline constexpr std::size_t replay_window = 32;
 inline constexpr std::size_t replay_min_shard_slots = 64;
 inline constexpr std::size_t replay_max_shards = 64;
+
+// Whether a ReplayStore has the optional prefetch(nonce) hint.
+template <class Store, class = void>
+struct replay_store_has_prefetch : std::false_type {};
+template <class Store>
+struct replay_store_has_prefetch<
+    Store, std::void_t<decltype(std::declval<const Store&>().prefetch(std::declval<const ticket_nonce&>()))>>
+    : std::true_type {};
 
 inline std::uint64_t replay_mix(std::uint64_t x) noexcept {  // splitmix64 finalizer
     x ^= x >> 30;
@@ -4368,9 +4381,8 @@ public:
         if (!slots_) return reason::store_unavailable;  // a moved-from store
         const std::uint64_t low = detail::ticket_load_be(nonce.data(), 8);
         const std::uint64_t high = detail::ticket_load_be(nonce.data() + 8, 8);
-        const std::uint64_t hash = detail::replay_mix(detail::replay_mix(low ^ seed_low_) ^ high ^ seed_high_);
-        const std::size_t shard = static_cast<std::size_t>(hash >> 40) & (shard_count_ - 1);
-        const std::size_t start = static_cast<std::size_t>(hash) & (shard_slots_ - 1);
+        std::size_t shard = 0, start = 0;
+        locate(low, high, shard, start);
         detail::replay_slot* const base = slots_.get() + shard * shard_slots_;
         const std::int64_t now_ms = detail::ticket_unix_ms(now);
         std::int64_t expires_ms = detail::ticket_unix_ms(expires_at);
@@ -4397,12 +4409,40 @@ public:
         return reason::ok;
     }
 
+    // A hint, optional in the ReplayStore concept: starts loading the slots
+    // try_spend(nonce) will probe, so that the likely cache miss in a large
+    // table overlaps the verifier's MAC instead of following it. Changes
+    // nothing; the nonce need not be authentic (the position is a keyed hash,
+    // so a client cannot aim it).
+    void prefetch(const ticket_nonce& nonce) const noexcept {
+        if (!slots_) return;
+        std::size_t shard = 0, start = 0;
+        locate(detail::ticket_load_be(nonce.data(), 8), detail::ticket_load_be(nonce.data() + 8, 8), shard, start);
+        // The first slot and the line after it: a probe almost always ends
+        // there, at a never-used slot or a free one.
+        const char* first = reinterpret_cast<const char*>(slots_.get() + shard * shard_slots_ + start);
+#if defined(__GNUC__) || defined(__clang__)
+        __builtin_prefetch(first, 1);
+        __builtin_prefetch(first + 64, 1);
+        __builtin_prefetch(&shards_[shard].lock, 1);
+#else
+        static_cast<void>(first);
+#endif
+    }
+
     std::chrono::system_clock::time_point accepts_issued_after() const noexcept { return created_; }
     std::size_t capacity() const noexcept { return capacity_; }
     std::size_t slot_count() const noexcept { return shard_count_ * shard_slots_; }
 
 private:
     memory_replay_store() = default;
+
+    // Where a nonce's probe window begins: its shard and first slot there.
+    void locate(std::uint64_t low, std::uint64_t high, std::size_t& shard, std::size_t& start) const noexcept {
+        const std::uint64_t hash = detail::replay_mix(detail::replay_mix(low ^ seed_low_) ^ high ^ seed_high_);
+        shard = static_cast<std::size_t>(hash >> 40) & (shard_count_ - 1);
+        start = static_cast<std::size_t>(hash) & (shard_slots_ - 1);
+    }
     std::unique_ptr<detail::replay_slot[]> slots_;
     std::unique_ptr<detail::replay_shard[]> shards_;
     std::size_t capacity_ = 0;
@@ -4463,6 +4503,11 @@ public:
         const hmac_sha256_key::stream* key = keys_.verifying_key(key_id, now);
         if (!key) return reason::ticket_unknown_key;
 
+        ticket_nonce nonce;
+        std::memcpy(nonce.data(), body + 21, nonce.size());
+        // Not a check: lets the store's likely cache miss overlap the MAC.
+        if constexpr (detail::replay_store_has_prefetch<ReplayStore>::value) store_->prefetch(nonce);
+
         const std::size_t signed_size = size - detail::ticket_mac_size;
         sha256_digest mac = detail::ticket_mac(*key, body, signed_size);
         // constant-time: the whole MAC is compared, whatever byte differs first.
@@ -4476,8 +4521,6 @@ public:
         std::int64_t expires_ms = static_cast<std::int64_t>(detail::ticket_load_be(body + 13, 8));
         if (issued_ms < 0 || issued_ms >= expires_ms || expires_ms > detail::ticket_max_unix_ms)
             return reason::ticket_malformed;
-        ticket_nonce nonce;
-        std::memcpy(nonce.data(), body + 21, nonce.size());
         const std::uint8_t* p = body + detail::ticket_header_size;
         const std::uint8_t* const end = body + signed_size;
         std::string_view subject, ticket_origin, ticket_audience;

@@ -4425,6 +4425,9 @@ public:
         __builtin_prefetch(first, 1);
         __builtin_prefetch(first + 64, 1);
         __builtin_prefetch(&shards_[shard].lock, 1);
+        // GCC deems a function that only prefetches free of effects and deletes
+        // calls to it (prefetches and all); an empty volatile asm keeps them.
+        __asm__ __volatile__("" : : "r"(first));
 #else
         static_cast<void>(first);
 #endif

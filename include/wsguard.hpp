@@ -4533,9 +4533,12 @@ public:
             return reason::ticket_malformed;
         const std::size_t scope_count = *p++;
         if (scope_count > ticket_limits::max_scopes) return reason::ticket_malformed;
-        std::string_view scopes[ticket_limits::max_scopes];
+        // Checked now, copied into the claims at the end by walking them again
+        // (cheaper than keeping an array of views, which would be zeroed per call).
+        const std::uint8_t* const scopes = p;
         for (std::size_t i = 0; i < scope_count; ++i) {
-            if (!take(p, end, 1, ticket_limits::max_scope, scopes[i])) return reason::ticket_malformed;
+            std::string_view scope;
+            if (!take(p, end, 1, ticket_limits::max_scope, scope)) return reason::ticket_malformed;
         }
         if (p != end) return reason::ticket_malformed;
 
@@ -4558,7 +4561,12 @@ public:
 
         claims.set_header(key_id, issued_ms, expires_ms, nonce);
         claims.set_subject(subject);
-        for (std::size_t i = 0; i < scope_count; ++i) claims.add_scope(scopes[i]);
+        p = scopes;
+        for (std::size_t i = 0; i < scope_count; ++i) {
+            std::string_view scope;
+            static_cast<void>(take(p, end, 1, ticket_limits::max_scope, scope));  // succeeded above
+            claims.add_scope(scope);
+        }
         return decision::allow();
     }
 

@@ -151,29 +151,21 @@ WSGUARD_DETAIL_TARGET_SHANI void floor_hmac_shaped_shani_blocks(std::uint32_t* o
     _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 4), cdgh);
 }
 
-void floor_hmac_shaped_shani_registers(benchmark::State& state) {
+// Times one of the SHA-NI floors above; skipped on a CPU without SHA-NI.
+template <void (*blocks_of)(std::uint32_t*)>
+void shani_floor(benchmark::State& state) {
     if (!wsguard::detail::sha256_backend_available(sha256_backend::x86_shani)) {
         state.SkipWithError("no SHA-NI on this CPU");
         return;
     }
     for (auto _ : state) {
         std::uint32_t s[8];
-        floor_hmac_shaped_shani_blocks(s);
+        blocks_of(s);
         benchmark::DoNotOptimize(s);
     }
 }
-
-void floor_3_compressions_shani_registers(benchmark::State& state) {
-    if (!wsguard::detail::sha256_backend_available(sha256_backend::x86_shani)) {
-        state.SkipWithError("no SHA-NI on this CPU");
-        return;
-    }
-    for (auto _ : state) {
-        std::uint32_t s[8];
-        floor_3_shani_blocks(s);
-        benchmark::DoNotOptimize(s);
-    }
-}
+void floor_3_compressions_shani_registers(benchmark::State& state) { shani_floor<floor_3_shani_blocks>(state); }
+void floor_hmac_shaped_shani_registers(benchmark::State& state) { shani_floor<floor_hmac_shaped_shani_blocks>(state); }
 #endif
 
 #if WSGUARD_BENCH_OPENSSL

@@ -613,10 +613,8 @@ TEST_CASE("the public decoder (SIMD where the CPU has it) agrees with the scalar
         std::size_t ct_size = 99, fast_size = 99, scalar_size = 99;
         const bool ct_ok = wsguard::base64url_decode(text, ct, sizeof ct, ct_size);
         const bool fast_ok = wsguard::base64url_decode_public(text, fast, sizeof fast, fast_size);
-        bool scalar_ok = false;
-        if (text.size() % 4 != 1) {
-            scalar_ok = wsguard::detail::base64url_decode_public_scalar(text.data(), text.size(), scalar, scalar_size);
-        }
+        const bool scalar_ok =
+            wsguard::detail::base64url_decode_public_scalar(text.data(), text.size(), scalar, scalar_size);
         CAPTURE(text);
         REQUIRE(ct_ok == fast_ok);
         REQUIRE(ct_size == fast_size);

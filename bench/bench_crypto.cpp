@@ -371,6 +371,7 @@ void print_ratio(const recording_reporter& r, const char* label, const char* our
     std::printf("  %-58s %8.1f ns vs %8.1f ns  = %5.2fx faster\n", label, a->second, b->second, b->second / a->second);
 }
 
+#if WSGUARD_BENCH_OPENSSL
 // What a MAC of 96 bytes cannot go below, beside what a ratio goal of 2x the
 // best reused OpenSSL context would need. Each floor runs like the MAC
 // benchmarks (independent iterations, which the CPU partly overlaps).
@@ -384,19 +385,26 @@ void print_floor(const recording_reporter& r, double best_reused_ns) {
     const double dispatched = time("floor_3_compressions_dispatched");
     const double openssl = time("floor_3_compressions_openssl");
     const double mac = time("wsguard_hmac_key_object");
-    std::printf("  floor, 3 chained SHA-256 compressions: %.1f ns dispatched (one call per block), %.1f ns OpenSSL "
-                "SHA256_Transform, %.1f ns SHA-NI in registers\n",
-                dispatched, openssl, chained);
-    const double floor = hmac_shaped > 0 ? hmac_shaped : dispatched;
+    const char* backend = wsguard::detail::sha256_backend_name(wsguard::detail::sha256_active_backend());
+    std::printf("  floor, 3 chained SHA-256 compressions: %.1f ns dispatched (%s, one call per block), %.1f ns "
+                "OpenSSL SHA256_Transform",
+                dispatched, backend, openssl);
+    if (chained > 0) std::printf(", %.1f ns SHA-NI in registers", chained);
+    std::printf("\n");
+    // Without SHA-NI (another CPU, WSGUARD_NO_SIMD=1) the dispatched chain is the floor.
+    const bool shani = hmac_shaped > 0;
+    const double floor = shani ? hmac_shaped : dispatched;
     if (floor > 0 && mac > 0 && best_reused_ns > 0) {
         const double goal = best_reused_ns / 2;
-        std::printf("  floor of an HMAC (outer block fed by the inner digest, SHA-NI in registers): %.1f ns; "
-                    "key object = floor + %.1f ns\n",
+        std::printf("  floor of an HMAC (%s): %.1f ns; key object = floor + %.1f ns\n",
+                    shani ? "outer block fed by the inner digest, SHA-NI in registers" : "3 dispatched compressions",
                     floor, mac - floor);
-        std::printf("  2x best reused OpenSSL needs <= %.1f ns per MAC: %s (at the HMAC floor: %.2fx)\n", goal,
-                    goal < floor ? "out of reach with SHA-NI on this CPU" : "within reach", best_reused_ns / floor);
+        std::printf("  2x best reused OpenSSL needs <= %.1f ns per MAC: %s %s (at the HMAC floor: %.2fx)\n", goal,
+                    goal < floor ? "out of reach with" : "within reach with", shani ? "SHA-NI on this CPU" : backend,
+                    best_reused_ns / floor);
     }
 }
+#endif
 
 }  // namespace
 

@@ -2828,6 +2828,12 @@ inline decision check_sec_fetch_site(std::string_view value,
 #if defined(__linux__) && !(defined(__ARM_FEATURE_SHA2) || defined(__ARM_FEATURE_CRYPTO))
 #include <sys/auxv.h>
 #endif
+// As WSGUARD_DETAIL_SHANI_INLINE: one block's code in each caller, no call.
+#if defined(__GNUC__) || defined(__clang__)
+#define WSGUARD_DETAIL_ARMV8_INLINE __attribute__((always_inline)) inline
+#else
+#define WSGUARD_DETAIL_ARMV8_INLINE inline
+#endif
 #endif
 
 // Random bytes come from the operating system only.
@@ -2946,6 +2952,23 @@ inline void sha256_compress_portable(std::uint32_t* state, const std::uint8_t* b
         state[6] += g;
         state[7] += h;
     }
+}
+
+// The last one or two blocks of a message whose whole blocks are already
+// compressed: its final size % 64 bytes, 0x80, zeros and the length in bits
+// of everything (`prefix` bytes before data, then `size`). Returns the blocks
+// written to tail[0..128).
+inline std::size_t sha256_padded_tail(std::uint64_t prefix, const std::uint8_t* data, std::size_t size,
+                                      std::uint8_t* tail) noexcept {
+    const std::size_t rest = size % 64;
+    const std::size_t blocks = rest + 1 + 8 <= 64 ? 1 : 2;  // room for 0x80 and the 64-bit length
+    std::memset(tail, 0, 128);
+    if (rest != 0) std::memcpy(tail, data + (size - rest), rest);
+    tail[rest] = 0x80;
+    const std::uint64_t bits = (prefix + size) * 8;
+    sha256_store_be32(tail + blocks * 64 - 8, static_cast<std::uint32_t>(bits >> 32));
+    sha256_store_be32(tail + blocks * 64 - 4, static_cast<std::uint32_t>(bits));
+    return blocks;
 }
 
 #if WSGUARD_DETAIL_SHA256_SHANI
@@ -3079,14 +3102,8 @@ WSGUARD_DETAIL_TARGET_SHANI inline void hmac_sha256_finish_shani(const std::uint
     // The padded tail first: it does not depend on the state, so the CPU builds
     // it while the whole blocks below are still compressing.
     const std::size_t whole = size / 64;
-    const std::size_t rest = size % 64;
-    const std::size_t tail_blocks = rest + 1 + 8 <= 64 ? 1 : 2;  // room for 0x80 and the 64-bit length
-    alignas(16) std::uint8_t tail[128] = {};
-    if (rest != 0) std::memcpy(tail, data + whole * 64, rest);
-    tail[rest] = 0x80;
-    const std::uint64_t bits = (prefix + size) * 8;
-    sha256_store_be32(tail + tail_blocks * 64 - 8, static_cast<std::uint32_t>(bits >> 32));
-    sha256_store_be32(tail + tail_blocks * 64 - 4, static_cast<std::uint32_t>(bits));
+    alignas(16) std::uint8_t tail[128];
+    const std::size_t tail_blocks = sha256_padded_tail(prefix, data, size, tail);
 
     __m128i abef, cdgh;
     sha256_shani_load_state(inner, abef, cdgh);
@@ -3149,32 +3166,74 @@ WSGUARD_DETAIL_TARGET_ARMV8 inline void sha256_armv8_rounds4(uint32x4_t& abcd, u
     efgh = vsha256h2q_u32(efgh, abcd_before, wk);
 }
 
+// One 64-byte block on a state held in registers (A B C D and E F G H); w0..w3
+// are its sixteen message words. constant-time: fixed instruction sequence.
+WSGUARD_DETAIL_TARGET_ARMV8 WSGUARD_DETAIL_ARMV8_INLINE
+void sha256_armv8_block(uint32x4_t& abcd, uint32x4_t& efgh, uint32x4_t w0, uint32x4_t w1, uint32x4_t w2,
+                        uint32x4_t w3) noexcept {
+    const std::uint32_t* k = sha256_round_constants;
+    const uint32x4_t abcd_before = abcd;
+    const uint32x4_t efgh_before = efgh;
+    // Rounds 0-47 schedule the words of rounds 16-63; rounds 48-63 only consume.
+    for (int i = 0; i < 64; i += 16) {
+        const bool schedule = i < 48;
+        sha256_armv8_rounds4(abcd, efgh, w0, w1, w2, w3, k + i, schedule);
+        sha256_armv8_rounds4(abcd, efgh, w1, w2, w3, w0, k + i + 4, schedule);
+        sha256_armv8_rounds4(abcd, efgh, w2, w3, w0, w1, k + i + 8, schedule);
+        sha256_armv8_rounds4(abcd, efgh, w3, w0, w1, w2, k + i + 12, schedule);
+    }
+    abcd = vaddq_u32(abcd, abcd_before);
+    efgh = vaddq_u32(efgh, efgh_before);
+}
+
+// Sixteen message words (big-endian) from 64 bytes of input.
+WSGUARD_DETAIL_TARGET_ARMV8 WSGUARD_DETAIL_ARMV8_INLINE
+void sha256_armv8_block_from(uint32x4_t& abcd, uint32x4_t& efgh, const std::uint8_t* block) noexcept {
+    sha256_armv8_block(abcd, efgh, vreinterpretq_u32_u8(vrev32q_u8(vld1q_u8(block))),
+                       vreinterpretq_u32_u8(vrev32q_u8(vld1q_u8(block + 16))),
+                       vreinterpretq_u32_u8(vrev32q_u8(vld1q_u8(block + 32))),
+                       vreinterpretq_u32_u8(vrev32q_u8(vld1q_u8(block + 48))));
+}
+
 // constant-time: fixed instruction sequence per block.
 WSGUARD_DETAIL_TARGET_ARMV8 inline void sha256_compress_armv8(std::uint32_t* state, const std::uint8_t* blocks,
                                                               std::size_t count) noexcept {
-    const std::uint32_t* k = sha256_round_constants;
     uint32x4_t abcd = vld1q_u32(state);
     uint32x4_t efgh = vld1q_u32(state + 4);
-    for (std::size_t block = 0; block < count; ++block, blocks += 64) {
-        const uint32x4_t abcd_before = abcd;
-        const uint32x4_t efgh_before = efgh;
-        uint32x4_t w0 = vreinterpretq_u32_u8(vrev32q_u8(vld1q_u8(blocks)));
-        uint32x4_t w1 = vreinterpretq_u32_u8(vrev32q_u8(vld1q_u8(blocks + 16)));
-        uint32x4_t w2 = vreinterpretq_u32_u8(vrev32q_u8(vld1q_u8(blocks + 32)));
-        uint32x4_t w3 = vreinterpretq_u32_u8(vrev32q_u8(vld1q_u8(blocks + 48)));
-        // Rounds 0-47 schedule the words of rounds 16-63; rounds 48-63 only consume.
-        for (int i = 0; i < 64; i += 16) {
-            const bool schedule = i < 48;
-            sha256_armv8_rounds4(abcd, efgh, w0, w1, w2, w3, k + i, schedule);
-            sha256_armv8_rounds4(abcd, efgh, w1, w2, w3, w0, k + i + 4, schedule);
-            sha256_armv8_rounds4(abcd, efgh, w2, w3, w0, w1, k + i + 8, schedule);
-            sha256_armv8_rounds4(abcd, efgh, w3, w0, w1, w2, k + i + 12, schedule);
-        }
-        abcd = vaddq_u32(abcd, abcd_before);
-        efgh = vaddq_u32(efgh, efgh_before);
-    }
+    for (std::size_t block = 0; block < count; ++block, blocks += 64) sha256_armv8_block_from(abcd, efgh, blocks);
     vst1q_u32(state, abcd);
     vst1q_u32(state + 4, efgh);
+}
+
+// The end of an HMAC in one call, as hmac_sha256_finish_shani: the state stays
+// in registers from the inner tail through the outer block, whose first eight
+// message words are the inner digest as it stands (this state order needs no
+// shuffle). constant-time: the branches and the copy depend only on `size`.
+WSGUARD_DETAIL_TARGET_ARMV8 inline void hmac_sha256_finish_armv8(const std::uint32_t* inner, std::uint64_t prefix,
+                                                                 const std::uint8_t* data, std::size_t size,
+                                                                 const std::uint32_t* outer,
+                                                                 std::uint8_t* out) noexcept {
+    const std::size_t whole = size / 64;
+    alignas(16) std::uint8_t tail[128];
+    const std::size_t tail_blocks = sha256_padded_tail(prefix, data, size, tail);
+
+    uint32x4_t abcd = vld1q_u32(inner);
+    uint32x4_t efgh = vld1q_u32(inner + 4);
+    for (std::size_t block = 0; block < whole; ++block) sha256_armv8_block_from(abcd, efgh, data + block * 64);
+    sha256_armv8_block_from(abcd, efgh, tail);
+    if (tail_blocks == 2) sha256_armv8_block_from(abcd, efgh, tail + 64);
+    crypto_wipe(tail, sizeof tail);
+
+    // Outer block: the inner digest as words 0-7, then 0x80, zeros and the
+    // length (64 + 32 bytes = 768 bits) as word 15.
+    static constexpr std::uint32_t padding[8] = {0x80000000u, 0, 0, 0, 0, 0, 0, 768};
+    const uint32x4_t w0 = abcd;
+    const uint32x4_t w1 = efgh;
+    abcd = vld1q_u32(outer);
+    efgh = vld1q_u32(outer + 4);
+    sha256_armv8_block(abcd, efgh, w0, w1, vld1q_u32(padding), vld1q_u32(padding + 4));
+    vst1q_u8(out, vrev32q_u8(vreinterpretq_u8_u32(abcd)));
+    vst1q_u8(out + 16, vrev32q_u8(vreinterpretq_u8_u32(efgh)));
 }
 
 inline bool sha256_cpu_has_armv8_sha2() noexcept {
@@ -3328,6 +3387,12 @@ inline void hmac_sha256_finish(sha256_compress_fn compress, const std::uint32_t*
     // sha256_compress_for hands out this pointer only after the CPU check.
     if (compress == &sha256_compress_shani) {
         hmac_sha256_finish_shani(inner, prefix, data, size, outer, out);
+        return;
+    }
+#endif
+#if WSGUARD_DETAIL_SHA256_ARMV8
+    if (compress == &sha256_compress_armv8) {
+        hmac_sha256_finish_armv8(inner, prefix, data, size, outer, out);
         return;
     }
 #endif

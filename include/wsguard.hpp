@@ -2957,12 +2957,12 @@ inline void sha256_compress_portable(std::uint32_t* state, const std::uint8_t* b
 // The last one or two blocks of a message whose whole blocks are already
 // compressed: its final size % 64 bytes, 0x80, zeros and the length in bits
 // of everything (`prefix` bytes before data, then `size`). Returns the blocks
-// written to tail[0..128).
+// written to tail[0..128), which the caller zeroes (as `= {}`: GCC makes a
+// memset here a slow `rep stos`).
 inline std::size_t sha256_padded_tail(std::uint64_t prefix, const std::uint8_t* data, std::size_t size,
                                       std::uint8_t* tail) noexcept {
     const std::size_t rest = size % 64;
     const std::size_t blocks = rest + 1 + 8 <= 64 ? 1 : 2;  // room for 0x80 and the 64-bit length
-    std::memset(tail, 0, 128);
     if (rest != 0) std::memcpy(tail, data + (size - rest), rest);
     tail[rest] = 0x80;
     const std::uint64_t bits = (prefix + size) * 8;
@@ -3102,7 +3102,7 @@ WSGUARD_DETAIL_TARGET_SHANI inline void hmac_sha256_finish_shani(const std::uint
     // The padded tail first: it does not depend on the state, so the CPU builds
     // it while the whole blocks below are still compressing.
     const std::size_t whole = size / 64;
-    alignas(16) std::uint8_t tail[128];
+    alignas(16) std::uint8_t tail[128] = {};
     const std::size_t tail_blocks = sha256_padded_tail(prefix, data, size, tail);
 
     __m128i abef, cdgh;
@@ -3214,7 +3214,7 @@ WSGUARD_DETAIL_TARGET_ARMV8 inline void hmac_sha256_finish_armv8(const std::uint
                                                                  const std::uint32_t* outer,
                                                                  std::uint8_t* out) noexcept {
     const std::size_t whole = size / 64;
-    alignas(16) std::uint8_t tail[128];
+    alignas(16) std::uint8_t tail[128] = {};
     const std::size_t tail_blocks = sha256_padded_tail(prefix, data, size, tail);
 
     uint32x4_t abcd = vld1q_u32(inner);

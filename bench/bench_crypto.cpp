@@ -95,6 +95,79 @@ void wsguard_sha256_1k_portable(benchmark::State& state) {
     state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * 1024);
 }
 
+// ---- The hardware floor ----------------------------------------------------
+// An HMAC of 96 bytes needs three SHA-256 compressions in a chain: two inner
+// blocks, then the outer block whose message is the inner digest. These
+// benchmarks time exactly that chain and nothing else (each iteration starts
+// afresh, as a MAC does), so the summary can tell a ratio goal that is
+// physically out of reach from one that is merely missed.
+
+struct floor_blocks {
+    std::uint8_t block[3][64];
+    floor_blocks() {
+        for (int b = 0; b < 3; ++b)
+            for (int i = 0; i < 64; ++i) block[b][i] = static_cast<std::uint8_t>(b * 64 + i);
+    }
+};
+const floor_blocks blocks;
+
+// Through the dispatched compression, one call per block (the chain passes through memory).
+void floor_3_compressions_dispatched(benchmark::State& state) {
+    const wsguard::detail::sha256_compress_fn compress = wsguard::detail::sha256_active_compress();
+    for (auto _ : state) {
+        std::uint32_t s[8];
+        std::memcpy(s, wsguard::detail::sha256_initial_state, sizeof s);
+        for (int b = 0; b < 3; ++b) compress(s, blocks.block[b], 1);
+        benchmark::DoNotOptimize(s);
+    }
+}
+
+#if WSGUARD_DETAIL_SHA256_SHANI
+// The lower bound for SHA-NI: three blocks on a state that never leaves the
+// registers, no loads of the state, no padding, no output conversion.
+WSGUARD_DETAIL_TARGET_SHANI void floor_3_shani_blocks(std::uint32_t* out) {
+    __m128i abef, cdgh;
+    wsguard::detail::sha256_shani_load_state(wsguard::detail::sha256_initial_state, abef, cdgh);
+    for (int b = 0; b < 3; ++b) wsguard::detail::sha256_shani_block_from(abef, cdgh, blocks.block[b]);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out), abef);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 4), cdgh);
+}
+
+// An HMAC's own shape, still without padding, bytes or function calls: two
+// chained inner blocks, then the outer block from the outer pad state with the
+// inner digest as its first eight message words. Unlike the chain above, the
+// third block's message schedule cannot start before the second block ends.
+WSGUARD_DETAIL_TARGET_SHANI void floor_hmac_shaped_shani_blocks(std::uint32_t* out) {
+    __m128i abef, cdgh;
+    wsguard::detail::sha256_shani_load_state(wsguard::detail::sha256_initial_state, abef, cdgh);
+    for (int b = 0; b < 2; ++b) wsguard::detail::sha256_shani_block_from(abef, cdgh, blocks.block[b]);
+    __m128i w0, w1;
+    wsguard::detail::sha256_shani_state_words(abef, cdgh, w0, w1);
+    const __m128i w2 = _mm_set_epi32(0, 0, 0, static_cast<int>(0x80000000u));
+    const __m128i w3 = _mm_set_epi32(768, 0, 0, 0);
+    wsguard::detail::sha256_shani_load_state(wsguard::detail::sha256_round_constants, abef, cdgh);  // any state
+    wsguard::detail::sha256_shani_block(abef, cdgh, w0, w1, w2, w3);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out), abef);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 4), cdgh);
+}
+
+// Times one of the SHA-NI floors above; skipped on a CPU without SHA-NI.
+template <void (*blocks_of)(std::uint32_t*)>
+void shani_floor(benchmark::State& state) {
+    if (!wsguard::detail::sha256_backend_available(sha256_backend::x86_shani)) {
+        state.SkipWithError("no SHA-NI on this CPU");
+        return;
+    }
+    for (auto _ : state) {
+        std::uint32_t s[8];
+        blocks_of(s);
+        benchmark::DoNotOptimize(s);
+    }
+}
+void floor_3_compressions_shani_registers(benchmark::State& state) { shani_floor<floor_3_shani_blocks>(state); }
+void floor_hmac_shaped_shani_registers(benchmark::State& state) { shani_floor<floor_hmac_shaped_shani_blocks>(state); }
+#endif
+
 #if WSGUARD_BENCH_OPENSSL
 // ---- OpenSSL -------------------------------------------------------------
 
@@ -225,6 +298,17 @@ void openssl_evp_md_pad_copy(benchmark::State& state) {
     }
 }
 
+// OpenSSL's own compression (its SHA-NI assembly where the CPU has it), three
+// blocks chained through SHA256_Transform (deprecated, still exported).
+void floor_3_compressions_openssl(benchmark::State& state) {
+    for (auto _ : state) {
+        SHA256_CTX ctx;
+        SHA256_Init(&ctx);
+        for (int b = 0; b < 3; ++b) SHA256_Transform(&ctx, blocks.block[b]);
+        benchmark::DoNotOptimize(ctx.h);
+    }
+}
+
 void openssl_sha256_1k(benchmark::State& state) {
     for (auto _ : state) {
         unsigned char d[32];
@@ -287,6 +371,41 @@ void print_ratio(const recording_reporter& r, const char* label, const char* our
     std::printf("  %-58s %8.1f ns vs %8.1f ns  = %5.2fx faster\n", label, a->second, b->second, b->second / a->second);
 }
 
+#if WSGUARD_BENCH_OPENSSL
+// What a MAC of 96 bytes cannot go below, beside what a ratio goal of 2x the
+// best reused OpenSSL context would need. Each floor runs like the MAC
+// benchmarks (independent iterations, which the CPU partly overlaps).
+void print_floor(const recording_reporter& r, double best_reused_ns) {
+    const auto time = [&](const char* name) {
+        const auto it = r.ns.find(name);
+        return it == r.ns.end() ? 0.0 : it->second;
+    };
+    const double chained = time("floor_3_compressions_shani_registers");
+    const double hmac_shaped = time("floor_hmac_shaped_shani_registers");
+    const double dispatched = time("floor_3_compressions_dispatched");
+    const double openssl = time("floor_3_compressions_openssl");
+    const double mac = time("wsguard_hmac_key_object");
+    const char* backend = wsguard::detail::sha256_backend_name(wsguard::detail::sha256_active_backend());
+    std::printf("  floor, 3 chained SHA-256 compressions: %.1f ns dispatched (%s, one call per block), %.1f ns "
+                "OpenSSL SHA256_Transform",
+                dispatched, backend, openssl);
+    if (chained > 0) std::printf(", %.1f ns SHA-NI in registers", chained);
+    std::printf("\n");
+    // Without SHA-NI (another CPU, WSGUARD_NO_SIMD=1) the dispatched chain is the floor.
+    const bool shani = hmac_shaped > 0;
+    const double floor = shani ? hmac_shaped : dispatched;
+    if (floor > 0 && mac > 0 && best_reused_ns > 0) {
+        const double goal = best_reused_ns / 2;
+        std::printf("  floor of an HMAC (%s): %.1f ns; key object = floor + %.1f ns\n",
+                    shani ? "outer block fed by the inner digest, SHA-NI in registers" : "3 dispatched compressions",
+                    floor, mac - floor);
+        std::printf("  2x best reused OpenSSL needs <= %.1f ns per MAC: %s %s (at the HMAC floor: %.2fx)\n", goal,
+                    goal < floor ? "out of reach with" : "within reach with", shani ? "SHA-NI on this CPU" : backend,
+                    best_reused_ns / floor);
+    }
+}
+#endif
+
 }  // namespace
 
 BENCHMARK(wsguard_hmac_one_shot);
@@ -295,6 +414,11 @@ BENCHMARK(wsguard_hmac_one_shot_portable);
 BENCHMARK(wsguard_hmac_key_object_portable);
 BENCHMARK(wsguard_sha256_1k);
 BENCHMARK(wsguard_sha256_1k_portable);
+BENCHMARK(floor_3_compressions_dispatched);
+#if WSGUARD_DETAIL_SHA256_SHANI
+BENCHMARK(floor_3_compressions_shani_registers);
+BENCHMARK(floor_hmac_shaped_shani_registers);
+#endif
 #if WSGUARD_BENCH_OPENSSL
 BENCHMARK(openssl_hmac_one_shot);
 BENCHMARK(openssl_evp_mac_reinit);
@@ -302,6 +426,7 @@ BENCHMARK(openssl_evp_mac_dup);
 BENCHMARK(openssl_hmac_ctx_reuse);
 BENCHMARK(openssl_evp_md_pad_copy);
 BENCHMARK(openssl_sha256_1k);
+BENCHMARK(floor_3_compressions_openssl);
 #endif
 
 int main(int argc, char** argv) {
@@ -333,6 +458,7 @@ int main(int argc, char** argv) {
         print_ratio(reporter, label.c_str(), "wsguard_hmac_key_object", best);
         const std::string portable = std::string("portable key object vs best reused OpenSSL");
         print_ratio(reporter, portable.c_str(), "wsguard_hmac_key_object_portable", best);
+        print_floor(reporter, reporter.ns[best]);
     }
     print_ratio(reporter, "portable one-shot vs OpenSSL HMAC()", "wsguard_hmac_one_shot_portable", "openssl_hmac_one_shot");
     print_ratio(reporter, "sha256 1 KiB vs OpenSSL SHA256()", "wsguard_sha256_1k", "openssl_sha256_1k");

@@ -90,18 +90,43 @@ void BM_wsguard_verify_forged(benchmark::State& state) {
 }
 BENCHMARK(BM_wsguard_verify_forged);
 
-// Parts of a verify, to see where the time goes.
-void BM_part_base64url_decode(benchmark::State& state) {
+// Parts of a verify, to see where the time goes: decoding one ticket.
+template <class Decode>
+void decode_ticket(benchmark::State& state, Decode decode) {
     const std::string ticket = issuer().issue(request).ticket;
     std::uint8_t bytes[wsguard::ticket_limits::max_bytes];
     std::size_t size = 0;
     for (auto _ : state) {
-        benchmark::DoNotOptimize(wsguard::base64url_decode(ticket, bytes, sizeof bytes, size));
+        benchmark::DoNotOptimize(decode(ticket, bytes, sizeof bytes, size));
         benchmark::ClobberMemory();
     }
     state.SetLabel(std::to_string(ticket.size()) + " chars");
 }
+
+// The constant-time decoder (for secrets).
+void BM_part_base64url_decode(benchmark::State& state) {
+    decode_ticket(state, [](std::string_view t, std::uint8_t* out, std::size_t capacity, std::size_t& size) {
+        return wsguard::base64url_decode(t, out, capacity, size);
+    });
+}
 BENCHMARK(BM_part_base64url_decode);
+
+// The decoder verify uses: tickets are public, so the variable-time one (SIMD
+// where the CPU has it); and its portable scalar path.
+void BM_part_base64url_decode_public(benchmark::State& state) {
+    decode_ticket(state, [](std::string_view t, std::uint8_t* out, std::size_t capacity, std::size_t& size) {
+        return wsguard::base64url_decode_public(t, out, capacity, size);
+    });
+    if (wsguard::detail::base64url_simd_available()) state.SetLabel("SIMD");
+}
+BENCHMARK(BM_part_base64url_decode_public);
+
+void BM_part_base64url_decode_public_scalar(benchmark::State& state) {
+    decode_ticket(state, [](std::string_view t, std::uint8_t* out, std::size_t, std::size_t& size) {
+        return wsguard::detail::base64url_decode_public_scalar(t.data(), t.size(), out, size);
+    });
+}
+BENCHMARK(BM_part_base64url_decode_public_scalar);
 
 void BM_part_hmac(benchmark::State& state) {
     const std::string ticket = issuer().issue(request).ticket;
@@ -334,8 +359,10 @@ int main(int argc, char** argv) {
         const auto it = reporter.ns.find(name);
         return it == reporter.ns.end() ? 0.0 : it->second;
     };
-    std::printf("verify parts: base64url decode %.1f ns, HMAC %.1f ns, replay store %.1f ns\n",
-                part("BM_part_base64url_decode"), part("BM_part_hmac"), part("BM_part_replay_store"));
+    std::printf("verify parts: base64url decode %.1f ns (constant-time), %.1f ns (public, as verify uses; "
+                "scalar path %.1f ns), HMAC %.1f ns, replay store %.1f ns\n",
+                part("BM_part_base64url_decode"), part("BM_part_base64url_decode_public"),
+                part("BM_part_base64url_decode_public_scalar"), part("BM_part_hmac"), part("BM_part_replay_store"));
 #if !WSGUARD_BENCH_OPENSSL
     std::printf("(built without libcrypto: no OpenSSL baseline)\n");
 #endif

@@ -242,6 +242,19 @@ TEST_CASE("hmac_sha256 matches every vector on every backend: one-shot, key obje
             wsguard::hmac_sha256_key::stream pieces = key.begin();
             feed_in_pieces(pieces, v.data, rng);
             CHECK(pieces.finish() == mac);
+
+            // finish_with: a prefix absorbed once (whole blocks or not), the
+            // rest given per MAC; the stream stays reusable.
+            for (std::size_t split : {std::size_t{0}, std::size_t{64}, std::size_t{128}, v.data.size() / 2}) {
+                if (split > v.data.size()) continue;
+                CAPTURE(split);
+                wsguard::hmac_sha256_key::stream prefix = key.begin();
+                prefix.update(v.data.data(), split);
+                CHECK(prefix.finish_with(v.data.data() + split, v.data.size() - split) == mac);
+                CHECK(prefix.finish_with(v.data.data() + split, v.data.size() - split) == mac);
+                prefix.update(v.data.data() + split, v.data.size() - split);
+                CHECK(prefix.finish() == mac);
+            }
         }
     }
     for (const vector_case& v : vectors()) {
@@ -272,9 +285,18 @@ TEST_CASE("every backend agrees with the portable one on random keys and message
             simd.update(message.data(), message.size());
             portable.update(message.data(), message.size());
             CHECK(simd.finish() == portable.finish());
-            CHECK(wsguard::hmac_sha256_key(key.data(), key.size(), backend).mac(message.data(), message.size()) ==
-                  wsguard::hmac_sha256_key(key.data(), key.size(), sha256_backend::portable)
-                      .mac(message.data(), message.size()));
+            const wsguard::sha256_digest expected =
+                wsguard::hmac_sha256_key(key.data(), key.size(), sha256_backend::portable).mac(message.data(), message.size());
+            const wsguard::hmac_sha256_key simd_key(key.data(), key.size(), backend);
+            CHECK(simd_key.mac(message.data(), message.size()) == expected);
+            // The fused finish after a prefix of whole blocks (the ticket MAC's
+            // shape) and after a partly buffered one.
+            for (std::size_t split : {std::size_t{64}, std::size_t{5}, size}) {
+                if (split > size) continue;
+                wsguard::hmac_sha256_key::stream stream = simd_key.begin();
+                stream.update(message.data(), split);
+                CHECK(stream.finish_with(message.data() + split, size - split) == expected);
+            }
         }
     }
 }
@@ -573,4 +595,79 @@ TEST_CASE("the public (variable-time) base64url codec agrees with the constant-t
     std::uint8_t small[2];
     std::size_t size = 0;
     CHECK_FALSE(wsguard::base64url_decode_public("AAAA", small, sizeof small, size));  // 3 bytes do not fit
+}
+
+TEST_CASE("the public decoder (SIMD where the CPU has it) agrees with the scalar and constant-time ones at every length") {
+    // Three decoders must read every input alike: base64url_decode_public (the
+    // SIMD blocks plus the scalar tail), its scalar path alone, and the
+    // constant-time base64url_decode. Lengths 0..300 cross every SIMD block
+    // boundary; each length is tried valid, with every byte value planted at
+    // several positions, and with every last character (non-canonical tails).
+    std::printf("crypto: base64url_decode_public SIMD path on this machine: %s\n",
+                wsguard::detail::base64url_simd_available() ? "yes" : "no");
+    const std::string alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    std::mt19937 rng(4648);
+    std::size_t accepted = 0, refused = 0;
+    const auto agree = [&](const std::string& text) {
+        std::uint8_t ct[240], fast[240], scalar[240];
+        std::size_t ct_size = 99, fast_size = 99, scalar_size = 99;
+        const bool ct_ok = wsguard::base64url_decode(text, ct, sizeof ct, ct_size);
+        const bool fast_ok = wsguard::base64url_decode_public(text, fast, sizeof fast, fast_size);
+        const bool scalar_ok =
+            wsguard::detail::base64url_decode_public_scalar(text.data(), text.size(), scalar, scalar_size);
+        CAPTURE(text);
+        REQUIRE(ct_ok == fast_ok);
+        REQUIRE(ct_size == fast_size);
+        REQUIRE(scalar_ok == ct_ok);
+        if (ct_ok) {
+            ++accepted;
+            REQUIRE(std::memcmp(ct, fast, ct_size) == 0);
+            REQUIRE(scalar_size == ct_size);
+            REQUIRE(std::memcmp(ct, scalar, ct_size) == 0);
+        } else {
+            ++refused;
+        }
+    };
+    for (std::size_t length = 0; length <= 300; ++length) {
+        CAPTURE(length);
+        std::string valid(length, 'A');
+        for (char& c : valid) c = alphabet[rng() % 64];
+        // The unused bits of a short last group must be zero to be canonical.
+        if (length % 4 == 2) valid.back() = alphabet[(rng() % 4) * 16];
+        if (length % 4 == 3) valid.back() = alphabet[(rng() % 16) * 4];
+        agree(valid);
+        if (length == 0) continue;
+        for (int byte = 0; byte < 256; ++byte) {
+            for (std::size_t position : {std::size_t{0}, length - 1, (static_cast<std::size_t>(byte) * 7 + length) % length}) {
+                std::string text = valid;
+                text[position] = static_cast<char>(byte);
+                agree(text);
+            }
+        }
+        for (char last : alphabet) {
+            std::string text = valid;
+            text.back() = last;
+            agree(text);
+        }
+    }
+    CHECK(accepted > 10000);
+    CHECK(refused > 10000);
+}
+
+TEST_CASE("the public decoder writes nothing past out_capacity, even when its SIMD blocks store 16 bytes") {
+    const std::string alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    for (std::size_t length = 0; length <= 300; ++length) {
+        if (length % 4 == 1) continue;
+        std::string text(length, 'A');
+        for (std::size_t i = 0; i < length; ++i) text[i] = alphabet[(i * 37) % 64];
+        if (length % 4 == 2) text.back() = 'A';
+        if (length % 4 == 3) text.back() = 'E';
+        const std::size_t exact = wsguard::base64url_max_decoded_size(length);
+        std::vector<std::uint8_t> buffer(exact + 32, 0xEE);
+        std::size_t size = 0;
+        CAPTURE(length);
+        REQUIRE(wsguard::base64url_decode_public(text, buffer.data(), exact, size));
+        CHECK(size == exact);
+        for (std::size_t i = exact; i < buffer.size(); ++i) REQUIRE(buffer[i] == 0xEE);
+    }
 }

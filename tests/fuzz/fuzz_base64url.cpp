@@ -1,6 +1,7 @@
 // base64url_decode on arbitrary input: when it accepts, re-encoding gives back
 // exactly the input (canonical); it accepts exactly what a naive reference
-// decoder accepts; it never writes past the capacity it was given (the output
+// decoder accepts; the public decoder (SIMD where the CPU has it) and its
+// scalar path agree with it; it never writes past the capacity it was given (the output
 // buffers are exactly sized heap blocks, so ASan sees any overflow); and
 // encoding arbitrary bytes always decodes back to them.
 #include <wsguard.hpp>
@@ -74,6 +75,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             if (wsguard::base64url_decode_public(text, small.get(), capacity - 1, fast_size))
                 fail("base64url_decode_public decoded into a buffer that is too small");
         }
+        // Its scalar path alone (the portable build's, and the SIMD path's tail).
+        std::unique_ptr<std::uint8_t[]> scalar = exact_buffer(capacity);
+        std::size_t scalar_size = 0;
+        const bool scalar_ok =
+            wsguard::detail::base64url_decode_public_scalar(text.data(), size, scalar.get(), scalar_size);
+        if (scalar_ok != accepted ||
+            (accepted && (scalar_size != out_size || std::memcmp(scalar.get(), out.get(), out_size) != 0)))
+            fail("the scalar public decoder disagrees with base64url_decode");
     }
 
     // One byte less than needed: refused, nothing written past the buffer.

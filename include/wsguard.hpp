@@ -5337,27 +5337,15 @@ private:
     // The key's entry, or the stalest entry of its group reset for it. A
     // never-used entry has tat 0, so it is the stalest. Matching one by its tag
     // is harmless: an idle bucket is what a new key starts from anyway.
-    //
-    // Written without data-dependent branches: under a flood the group is a
-    // cache miss, and a mispredicted branch on it would stall the next request
-    // behind this one instead of letting both misses overlap.
     static slot& find_or_evict(group& candidates, std::uint64_t tag) noexcept {
-        constexpr std::size_t none = detail::limits_keyed_window;
-        std::size_t match = none;
-        std::size_t stalest = 0;
-        std::uint64_t stalest_tat = candidates.slots[0].tat;
-        for (std::size_t i = 0; i < detail::limits_keyed_window; ++i) {
-            const slot& s = candidates.slots[i];
-            match = (s.tag == tag && match == none) ? i : match;
-            const bool staler = s.tat < stalest_tat;
-            stalest = staler ? i : stalest;
-            stalest_tat = staler ? s.tat : stalest_tat;
+        slot* stalest = &candidates.slots[0];
+        for (slot& s : candidates.slots) {
+            if (s.tag == tag) return s;
+            if (s.tat < stalest->tat) stalest = &s;
         }
-        const bool found = match != none;
-        slot& entry = candidates.slots[found ? match : stalest];
-        entry.tat = found ? entry.tat : 0;
-        entry.tag = tag;
-        return entry;
+        stalest->tag = tag;
+        stalest->tat = 0;
+        return *stalest;
     }
 
     detail::limits_gcra gcra_;

@@ -3092,11 +3092,12 @@ WSGUARD_DETAIL_TARGET_SHANI inline void sha256_compress_shani(std::uint32_t* sta
 
 // The end of an HMAC in one call, the state never leaving registers between
 // blocks (a 96-byte MAC on Zen 4: 125 ns through compress() per block, 97 ns
-// here, within 2 ns of three bare compressions of the same shape): the inner hash continues from `inner` (standing for `prefix` bytes, a multiple of
-// 64) over data[0..size) and its padding; its digest, already in message-word
-// order, becomes the outer block with the constant padding of a 32-byte
-// message after the 64-byte pad. constant-time: the branches and the copy
-// depend only on `size`.
+// here, within a few ns of three bare compressions of the same shape). The
+// inner hash continues from `inner` (standing for `prefix` bytes, a multiple
+// of 64) over data[0..size) and its padding; its digest, already in
+// message-word order, becomes the outer block with the constant padding of a
+// 32-byte message after the 64-byte pad. constant-time: the branches and the
+// copy depend only on `size`.
 WSGUARD_DETAIL_TARGET_SHANI inline void hmac_sha256_finish_shani(const std::uint32_t* inner, std::uint64_t prefix,
                                                                  const std::uint8_t* data, std::size_t size,
                                                                  const std::uint32_t* outer,

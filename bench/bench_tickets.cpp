@@ -9,7 +9,8 @@
 //   both replay stores are emptied (wsguard: a new store of that capacity;
 //   baseline: clear()). So each timed verify is a first use that is stored.
 // - Both sides read the wall clock (system_clock::now()) in every call, as a
-//   server does; both share the base64url codec, so the difference is the MAC,
+//   server does; both share the base64url codec (the public one the verifier
+//   uses, SSSE3 where the CPU has it), so the difference is the MAC,
 //   the replay store and the parsing.
 #include <wsguard.hpp>
 
@@ -209,8 +210,8 @@ std::string issue(const wsguard::ticket_request& r) {
     HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
          reinterpret_cast<const unsigned char*>(body.data()), body.size(), mac, &mac_size);
     body.append(reinterpret_cast<const char*>(mac), mac_size);
-    return wsguard::base64url_encode(reinterpret_cast<const std::uint8_t*>(body.data()) + sizeof domain,
-                                     body.size() - sizeof domain);
+    return wsguard::base64url_encode_public(reinterpret_cast<const std::uint8_t*>(body.data()) + sizeof domain,
+                                            body.size() - sizeof domain);
 }
 
 struct replay_set {
@@ -224,7 +225,8 @@ bool verify(std::string_view ticket, std::string_view want_origin, std::string_v
     std::uint8_t* body = buffer + sizeof domain;
     std::size_t size = 0;
     if (ticket.size() > wsguard::ticket_limits::max_chars) return false;
-    if (!wsguard::base64url_decode(ticket, body, wsguard::ticket_limits::max_bytes, size) || size < 75) return false;
+    if (!wsguard::base64url_decode_public(ticket, body, wsguard::ticket_limits::max_bytes, size) || size < 75)
+        return false;
     if (body[0] != 1 || get_be(body + 1, 4) != 1) return false;
     unsigned char mac[EVP_MAX_MD_SIZE];
     unsigned int mac_size = 0;

@@ -4975,12 +4975,6 @@ inline limits_siphash_output limits_siphash(std::uint64_t k0, std::uint64_t k1, 
     return out;
 }
 
-inline std::uint64_t limits_siphash24(std::uint64_t k0, std::uint64_t k1, const void* data, std::size_t len) noexcept {
-    return limits_siphash<2, 4>(k0, k1, data, len).lo;
-}
-inline std::uint64_t limits_siphash13(std::uint64_t k0, std::uint64_t k1, const void* data, std::size_t len) noexcept {
-    return limits_siphash<1, 3>(k0, k1, data, len).lo;
-}
 // SipHash-1-3 with its 128-bit output: `lo` places a key in the table and
 // `hi` is the independent 64-bit tag stored to recognise it.
 inline limits_siphash_output limits_siphash13_128(std::uint64_t k0, std::uint64_t k1, const void* data,

@@ -81,7 +81,7 @@ inline namespace WSGUARD_ABI_NS {
 // keeps its number and a new one takes the next free number in its block.
 // Blocks: 0 ok, 1xx request shape, 2xx origin/host, 3xx ticket, 4xx rate limits,
 // 5xx frames, 9xx unavailable/internal.
-enum class reason : std::uint16_t {
+enum class [[nodiscard]] reason : std::uint16_t {
     ok = 0,
 
     // Request shape (handshake_guard)

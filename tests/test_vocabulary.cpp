@@ -151,10 +151,15 @@ TEST_CASE("a failed result is falsy and says what is wrong", "[vocabulary]") {
     CHECK(r.error().find("every origin") != std::string::npos);
 }
 
-TEST_CASE("decision and result are nodiscard and decisions are trivially copyable", "[vocabulary]") {
+// That decision, result and reason are [[nodiscard]] is a compile-fail test
+// (tests/compile_fail/, registered as the meson test "nodiscard").
+TEST_CASE("a decision is trivially copyable and small", "[vocabulary]") {
     static_assert(std::is_trivially_copyable<wsguard::decision>::value, "decision must be cheap to copy");
     static_assert(sizeof(wsguard::decision) <= 16, "decision stays small");
-    CHECK(true);
+    const wsguard::decision refused = wsguard::reason::rate_limited;
+    const wsguard::decision copy = refused;
+    CHECK(copy.reason == wsguard::reason::rate_limited);
+    CHECK_FALSE(copy.allowed());
 }
 
 TEST_CASE("the README's reason table matches the library, row by row", "[vocabulary]") {

@@ -38,6 +38,16 @@
 #define WSGUARD_NO_SIMD 0
 #endif
 
+// Test hook, not a configuration macro: the constant-time job (tests/ct/)
+// defines it to valgrind's VALGRIND_MAKE_MEM_DEFINED so that the few values the
+// library means to branch on although they derive from a secret (the answer of
+// a MAC comparison) are declassified there, and every other secret-dependent
+// branch is still reported. It expands to nothing otherwise and changes no
+// layout; never define it in production code.
+#ifndef WSGUARD_CT_DECLASSIFY
+#define WSGUARD_CT_DECLASSIFY(address, size) static_cast<void>(0)
+#endif
+
 #if WSGUARD_NO_SIMD
 #define WSGUARD_ABI_NS abi_v0_1_portable
 #else
@@ -3588,7 +3598,9 @@ inline bool constant_time_equal(const std::uint8_t* a, const std::uint8_t* b, st
 #endif
     }
     // 0 -> 1, 1..255 -> 0, without a comparison the compiler could branch on.
-    return static_cast<bool>(((difference - 1u) >> 8) & 1u);
+    const bool equal = static_cast<bool>(((difference - 1u) >> 8) & 1u);
+    WSGUARD_CT_DECLASSIFY(&equal, sizeof equal);  // the answer is public; how it was reached is not
+    return equal;
 }
 inline bool constant_time_equal(const sha256_digest& a, const sha256_digest& b) noexcept {
     return constant_time_equal(a.data(), b.data(), a.size());
@@ -4322,8 +4334,10 @@ public:
         std::memcpy(p, mac.data(), detail::ticket_mac_size);
         p += detail::ticket_mac_size;
 
-        // The ticket is handed to the client: no need for the constant-time encoder.
-        out.ticket = base64url_encode_public(body, static_cast<std::size_t>(p - body));
+        // constant-time: until the client spends it, the ticket is a bearer
+        // credential, so its nonce and MAC must not index a table (a cache
+        // observer on this host could read them and spend the ticket first).
+        out.ticket = base64url_encode(body, static_cast<std::size_t>(p - body));
         out.expires_at = detail::ticket_time_point(expires_ms);
         out.status = reason::ok;
         return out;

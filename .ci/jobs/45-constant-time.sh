@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Constant-time check of the secret-handling crypto ("ctgrind"): tests/ct/ct_crypto.cpp
-# runs HMAC-SHA256 (key object, stream, one-shot), constant_time_equal and base64url
-# encoding on secrets that valgrind's memcheck sees as uninitialised, so any branch or
-# memory index on a secret is reported. A negative control (a memcmp-style early-exit
-# comparison in the same program) must be reported, proving the check can fail.
+# Constant-time check of the secret-handling code ("ctgrind"): tests/ct/ct_crypto.cpp
+# runs HMAC-SHA256 (key object, stream, finish_with, one-shot), constant_time_equal,
+# base64url encoding, keyring::create, ticket_issuer::issue and ticket_verifier::verify
+# on secrets that valgrind's memcheck sees as uninitialised, so any branch or memory
+# index on a secret is reported. Two negative controls must be reported, proving the
+# check can fail: a memcmp-style early-exit comparison in the same program, and a
+# build without the library's declassification hook (verify's branch on the MAC
+# comparison must then show up, so the ticket path really ran on secret data).
 # memcheck.h ships in Debian's `valgrind` package.
 set -euo pipefail
 out=build-ci/ct
@@ -26,6 +29,16 @@ for cxx in g++ clang++; do
       echo "FAIL: the negative control failed, but not with memcheck's report on leaky_equal"; cat "$log"; exit 1
     fi
     echo "   negative control reported by valgrind, as it must be"
+    exe_nd="$out/ct_crypto-$cxx$opt-no-declassify"
+    $cxx "${strict[@]}" "$opt" -DCT_WITHOUT_DECLASSIFY tests/ct/ct_crypto.cpp -o "$exe_nd"
+    log="$out/no-declassify-$cxx$opt.log"
+    if "${vg[@]}" "$exe_nd" >"$log" 2>&1; then
+      echo "FAIL: without the declassification hook valgrind must report verify's MAC branch ($cxx $opt)"; cat "$log"; exit 1
+    fi
+    if ! grep -q 'ticket_verifier<.*>::verify' "$log"; then
+      echo "FAIL: the no-declassify control failed, but not in ticket_verifier::verify"; cat "$log"; exit 1
+    fi
+    echo "   without the hook, verify's branch on the MAC comparison is reported, as it must be"
   done
 done
 

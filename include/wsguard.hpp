@@ -2640,10 +2640,10 @@ inline sha256_digest ticket_mac(const hmac_sha256_key::stream& after_domain, con
 // ---------------------------------------------------------------------------
 struct keyring_key {
     std::uint32_t id = 0;
-    std::string_view secret;  // raw bytes, at least 32 (e.g. 32 bytes from a CSPRNG)
+    std::string_view secret = {};  // raw bytes, at least 32 (e.g. 32 bytes from a CSPRNG)
     // When set, the key stops verifying at this time (ticket_unknown_key after).
     // Rotating: keep the old key with verify_until = now + the longest ticket lifetime.
-    std::optional<std::chrono::system_clock::time_point> verify_until;
+    std::optional<std::chrono::system_clock::time_point> verify_until = {};
 };
 
 class keyring {

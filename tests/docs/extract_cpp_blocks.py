@@ -15,7 +15,9 @@ checked without touching this script. Each block is one of:
   that the rest of a program would use); every other warning is an error;
 - an excerpt, first line `// excerpt: examples/<dir>/<file>`: code from a
   stack CI cannot always compile (Crow, uWebSockets, ...), checked instead to
-  appear line by line, in order, in that file, which the example build compiles.
+  appear line by line, in order, in that file, which the example build compiles
+  (a line `// ...` marks lines left out; each part between such lines must
+  appear in order, the parts themselves anywhere).
 
 Flags: -std=c++17 -Wall -Wextra -Wpedantic -Wundef -Wshadow -Werror
 -fno-exceptions -fno-rtti -Iinclude, plus `pkg-config --cflags hiredis` for a
@@ -23,6 +25,7 @@ block that includes <wsguard/redis.hpp>. Exit status 1 if any block fails.
 The conventions are documented in docs/maintaining.md.
 """
 import argparse
+import concurrent.futures
 import glob
 import os
 import re
@@ -145,7 +148,8 @@ def normalize(line):
 
 
 def check_excerpt(block):
-    """Every code line of the block appears, in order, in block.source."""
+    """Each part of the block (parts are separated by `// ...` lines) appears in
+    block.source with its code lines in order (whitespace runs folded)."""
     path = os.path.join(ROOT, block.source)
     if not os.path.isfile(path):
         return False, "excerpt source %s does not exist" % block.source
@@ -154,12 +158,15 @@ def check_excerpt(block):
     pos = 0
     for line in block.text.splitlines()[1:]:
         needle = normalize(line)
+        if needle == "// ...":  # lines left out: the next part may be anywhere in the file
+            pos = 0
+            continue
         if not needle:
             continue
         while pos < len(haystack) and haystack[pos] != needle:
             pos += 1
         if pos == len(haystack):
-            return False, "line not found (in order) in %s:\n    %s" % (block.source, line.strip())
+            return False, "line not found (in order) in %s:\n    %s" % (block.source, needle)
         pos += 1
     return True, ""
 
@@ -169,6 +176,7 @@ def main():
     ap.add_argument("files", nargs="*", help="Markdown files (default: README.md docs/**/*.md)")
     ap.add_argument("--compiler", action="append", help="g++ and clang++ unless given")
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--jobs", type=int, default=2, help="compilers run at once (default 2)")
     args = ap.parse_args()
     compilers = args.compiler or ["g++", "clang++"]
     files = args.files or ([os.path.join(ROOT, "README.md")]
@@ -176,24 +184,27 @@ def main():
     files = [os.path.abspath(f) for f in files]
 
     failures, counts = [], {"fragment": 0, "unit": 0, "excerpt": 0}
-    with tempfile.TemporaryDirectory(prefix="wsguard-docs-") as workdir:
-        for path in files:
-            for block in blocks_of(path):
-                counts[block.kind] += 1
-                if block.kind == "excerpt":
-                    ok, message = check_excerpt(block)
-                    print("%s %s (excerpt of %s)" % ("ok  " if ok else "FAIL", block.where, block.source))
-                    if not ok:
-                        failures.append((block, "excerpt", message, block.text))
-                    continue
-                status = []
-                for cxx in compilers:
-                    ok, message, source = compile_block(block, cxx, workdir, args.verbose)
-                    status.append(cxx + (" ok" if ok else " FAILED"))
-                    if not ok:
-                        failures.append((block, cxx, message, source))
-                print("%s %s (%s): %s" % ("ok  " if all(s.endswith(" ok") for s in status) else "FAIL",
-                                          block.where, block.kind, ", ".join(status)))
+    blocks = [block for path in files for block in blocks_of(path)]
+    with tempfile.TemporaryDirectory(prefix="wsguard-docs-") as workdir, \
+            concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        jobs = {(id(b), cxx): pool.submit(compile_block, b, cxx, workdir, args.verbose)
+                for b in blocks if b.kind != "excerpt" for cxx in compilers}
+        for block in blocks:
+            counts[block.kind] += 1
+            if block.kind == "excerpt":
+                ok, message = check_excerpt(block)
+                print("%s %s (excerpt of %s)" % ("ok  " if ok else "FAIL", block.where, block.source))
+                if not ok:
+                    failures.append((block, "excerpt", message, block.text))
+                continue
+            status = []
+            for cxx in compilers:
+                ok, message, source = jobs[(id(block), cxx)].result()
+                status.append(cxx + (" ok" if ok else " FAILED"))
+                if not ok:
+                    failures.append((block, cxx, message, source))
+            print("%s %s (%s): %s" % ("ok  " if all(s.endswith(" ok") for s in status) else "FAIL",
+                                      block.where, block.kind, ", ".join(status)), flush=True)
     total = sum(counts.values())
     for block, cxx, message, source in failures:
         print("\n==== %s (%s) with %s" % (block.where, block.kind, cxx))

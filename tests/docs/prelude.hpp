@@ -35,6 +35,8 @@ inline const std::string& secret_from_config = secret_of_at_least_32_bytes;
 inline int reject(int /*http_status*/, std::string_view /*body*/ = {}, std::int64_t /*retry_after_seconds*/ = 0) { return 0; }
 inline int reject(wsguard::reason /*why*/, std::int64_t /*retry_after_seconds*/ = 0) { return 0; }
 inline int accept(std::string_view /*sec_websocket_protocol*/ = {}) { return 0; }
+// After the upgrade: close the socket with a close code (1008, ...) and a reason.
+inline int close_socket(int /*close_code*/, std::string_view /*reason*/ = {}) { return 0; }
 
 // Your per-connection state.
 struct session_state {

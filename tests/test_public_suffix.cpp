@@ -1,6 +1,9 @@
-// The Public Suffix List table generated into section 3 matches the list it
-// came from: Debian's publicsuffix package, parsed here at test time.
-// Regenerate with: python3 tests/psl/generate_psl_table.py
+// The Public Suffix List table generated into wsguard/detail/public_suffix_data.hpp
+// matches the list it came from: the snapshot committed as
+// tests/psl/public_suffix_list.dat (never the build host's list, which differs
+// between distributions), parsed here at test time. Its version, date and
+// sha256 are in tests/psl/README.md. Regenerate with:
+// python3 tests/psl/generate_psl_table.py (docs/maintaining.md).
 #include <wsguard.hpp>
 
 #include <cstdint>
@@ -14,9 +17,11 @@
 
 #include "catch.hpp"
 
-#ifndef WSGUARD_PSL_PATH
-#define WSGUARD_PSL_PATH "/usr/share/publicsuffix/public_suffix_list.dat"
+#ifndef WSGUARD_SOURCE_DIR
+#error "tests/meson.build defines WSGUARD_SOURCE_DIR (the checkout's root)"
 #endif
+#define WSGUARD_PSL_PATH WSGUARD_SOURCE_DIR "/tests/psl/public_suffix_list.dat"
+#define WSGUARD_PSL_METADATA_PATH WSGUARD_SOURCE_DIR "/tests/psl/README.md"
 
 namespace {
 
@@ -27,13 +32,23 @@ std::string read_file(const char* path) {
     return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
-std::uint64_t fnv1a64(std::string_view data) {
-    std::uint64_t h = 0xcbf29ce484222325ULL;
-    for (unsigned char c : data) {
-        h ^= c;
-        h *= 0x100000001b3ULL;
+std::string hex(const wsguard::sha256_digest& digest) {
+    static const char digits[] = "0123456789abcdef";
+    std::string out;
+    for (std::uint8_t b : digest) {
+        out += digits[b >> 4];
+        out += digits[b & 15];
     }
-    return h;
+    return out;
+}
+
+// A "- key: value" line of tests/psl/README.md, or "" when there is none.
+std::string metadata_field(const std::string& readme, const std::string& key) {
+    const std::string marker = "\n- " + key + ": ";
+    const std::size_t at = readme.find(marker);
+    if (at == std::string::npos) return "";
+    const std::size_t start = at + marker.size();
+    return readme.substr(start, readme.find('\n', start) - start);
 }
 
 // RFC 3492 Punycode, encoding only: the list writes IDN rules in Unicode, the
@@ -215,27 +230,23 @@ TEST_CASE("the punycode encoder used to read the list matches known IDN labels",
     CHECK(to_ascii_rule("\xe4\xb8\xad\xe5\x9b\xbd.com") == "xn--fiqs8s.com");
 }
 
-TEST_CASE("the public suffix table is pinned to the list it was generated from", "[psl]") {
+TEST_CASE("the public suffix table is pinned to the committed list it was generated from", "[psl]") {
     const std::string text = read_file(WSGUARD_PSL_PATH);
-    INFO("list: " WSGUARD_PSL_PATH " (Debian package publicsuffix; CI installs it)");
+    INFO("list: " WSGUARD_PSL_PATH);
     REQUIRE_FALSE(text.empty());
-    INFO("the installed list differs from the one the table was generated from: "
-         "run python3 tests/psl/generate_psl_table.py and commit the result");
-    CHECK(fnv1a64(text) == d::origin_psl_source_fnv1a64);
+    const std::string readme = read_file(WSGUARD_PSL_METADATA_PATH);
+    REQUIRE_FALSE(readme.empty());
+
+    // The committed list is the one its metadata names, and the header was
+    // generated from exactly that list (the generator copies these fields).
+    const std::string sha256 = hex(wsguard::sha256(text));
+    CHECK(metadata_field(readme, "sha256") == sha256);
+    CHECK(sha256 == d::origin_psl_source_sha256);
+    CHECK(metadata_field(readme, "version") == d::origin_psl_version);
+    CHECK(metadata_field(readme, "date") == d::origin_psl_date);
     CHECK(the_list().rule_lines == d::origin_psl_rule_count);
     CHECK(the_list().icann > 5000);
     CHECK(the_list().private_ > 1000);
-
-    // The version string names the Debian package the list came from; where
-    // dpkg's database is readable, it must be the installed one.
-    const std::string status = read_file("/var/lib/dpkg/status");
-    const std::size_t at = status.find("\nPackage: publicsuffix\n");
-    if (at != std::string::npos) {
-        const std::size_t version = status.find("\nVersion: ", at);
-        const std::size_t eol = status.find('\n', version + 1);
-        REQUIRE(version != std::string::npos);
-        CHECK(status.substr(version + 10, eol - version - 10) == d::origin_psl_version);
-    }
 }
 
 TEST_CASE("the public suffix table holds exactly the rules of the list, IDN rules in punycode", "[psl]") {

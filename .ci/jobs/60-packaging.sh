@@ -19,7 +19,7 @@ no_extras=(-Dtests=disabled -Dbenchmarks=disabled -Dexamples=disabled -Dfuzzing=
 # nothing arch-specific: no lib/, no bin/, pkg-config and CMake under share/).
 check_layout() {
   local prefix=$1
-  for f in include/wsguard.hpp share/pkgconfig/wsguard.pc \
+  for f in include/wsguard.hpp include/wsguard/detail/public_suffix_data.hpp share/pkgconfig/wsguard.pc \
            share/wsguard/wsguardConfig.cmake share/wsguard/wsguardConfigVersion.cmake; do
     [ -f "$prefix/$f" ] || fail "$f missing under $prefix"
   done

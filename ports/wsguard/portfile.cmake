@@ -23,7 +23,8 @@ vcpkg_install_meson()
 # this keeps vcpkg's own checks in charge of the .pc file.
 vcpkg_fixup_pkgconfig()
 
-# Installed by meson: include/wsguard.hpp, share/pkgconfig/wsguard.pc,
+# Installed by meson: include/wsguard.hpp and the generated data it includes,
+# include/wsguard/detail/public_suffix_data.hpp, share/pkgconfig/wsguard.pc,
 # share/wsguard/wsguardConfig.cmake and wsguardConfigVersion.cmake. Both files
 # locate the header relative to themselves, so no vcpkg_cmake_config_fixup.
 file(INSTALL "${CMAKE_CURRENT_LIST_DIR}/usage" DESTINATION "${CURRENT_PACKAGES_DIR}/share/${PORT}")

@@ -79,7 +79,13 @@ describe('Beast demo with ws: handshake', { skip, timeout: 60000 }, withServer([
     assert.ok((await refusals(ctx.port)).host_not_allowed >= 1);
   });
 
-  test('Sec-Fetch-Site: cross-site is refused with 403', async () => {
+  // SYNTHETIC header: Node's `ws` sets Sec-Fetch-Site only because this test
+  // asks it to. No browser was seen sending it on a WebSocket handshake here
+  // (headless Chromium 156 sent no Sec-Fetch-* at all, even from http://localhost
+  // to ws://localhost: browser_fetch_metadata.test.js), so this proves the
+  // server's refusal path, not that a browser triggers it. See
+  // docs/components.md, "Sec-Fetch-Site: an extra denial, never a grant".
+  test('a synthetic Sec-Fetch-Site: cross-site (set by this test, not a browser) is refused with 403', async () => {
     const ticket = await fetchTicket(ctx.port);
     const result = await tryWebSocket(ctx.url, {
       protocols: ['wsguard.v1', ticket], origin: ctx.origin, headers: { 'Sec-Fetch-Site': 'cross-site' },

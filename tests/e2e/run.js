@@ -11,7 +11,7 @@ const path = require('node:path');
 
 const groups = {
   ws: { files: ['beast_ws.test.js', 'websocketpp_ws.test.js'], packages: ['ws'] },
-  browser: { files: ['beast_browser.test.js'], packages: ['ws', 'playwright-core'], chromium: true },
+  browser: { files: ['beast_browser.test.js', 'browser_fetch_metadata.test.js'], packages: ['ws', 'playwright-core'], chromium: true },
 };
 const group = groups[process.argv[2]];
 if (!group) {

@@ -1,39 +1,50 @@
 #!/usr/bin/env python3
-"""Generate wsguard's compact Public Suffix List table (python3, stdlib only).
+"""Generate include/wsguard/detail/public_suffix_data.hpp (python3, stdlib only).
 
-Rewrites the region between the two marker comments in
-include/wsguard.hpp with the rules of the Public Suffix List,
-ICANN and private sections both. The list is Debian's `publicsuffix` package:
+    python3 tests/psl/generate_psl_table.py            # write the header
+    python3 tests/psl/generate_psl_table.py --check    # fail if the header differs
 
-    python3 tests/psl/generate_psl_table.py [public_suffix_list.dat [wsguard.hpp]]
+The input is the committed snapshot tests/psl/public_suffix_list.dat; its
+version, date and sha256 are read from tests/psl/README.md, and the generator
+refuses to run when the file's sha256 is not the one written there (so the
+header's banner can never name a list it was not generated from). The output
+depends on nothing else: no dpkg, no clock, no host list. To take a newer list,
+see docs/maintaining.md.
 
-Table format (what detail::origin_psl_* in the header reads): one rule per
+Table format (what detail::origin_psl_* in wsguard.hpp reads): one rule per
 line, labels reversed so every rule beneath a domain shares its prefix, a
 wildcard rule `*.ck` written `ck.*`, an exception rule `!www.ck` written
 `ck.www!`, Unicode labels in their punycode (xn--) form. Lines are sorted by
 byte and split into chunks of at most 16000 bytes (MSVC's string-literal limit
-is 64 KiB after concatenation). tests/test_public_suffix.cpp parses the .dat
-at test time and checks every rule against this table, and that the pinned
-fingerprint below matches the file.
+is 64 KiB after concatenation). tests/test_public_suffix.cpp parses the
+committed list at test time and checks every rule against this table.
 """
+import argparse
+import hashlib
 import os
-import subprocess
+import re
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-HEADER = os.path.join(HERE, "..", "..", "include", "wsguard.hpp")
-DEFAULT_DAT = "/usr/share/publicsuffix/public_suffix_list.dat"
-BEGIN = "// BEGIN GENERATED PUBLIC SUFFIX TABLE"
-END = "// END GENERATED PUBLIC SUFFIX TABLE"
+ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
+LIST = os.path.join(HERE, "public_suffix_list.dat")
+METADATA = os.path.join(HERE, "README.md")
+OUTPUT = os.path.join(ROOT, "include", "wsguard", "detail", "public_suffix_data.hpp")
 CHUNK_BYTES = 16000
 
 
-def fnv1a64(data):
-    h = 0xCBF29CE484222325
-    for b in data:
-        h ^= b
-        h = (h * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return h
+def read_metadata(path):
+    """The `- key: value` lines of tests/psl/README.md."""
+    fields = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            m = re.match(r"^- (version|date|sha256|source): (.+)$", line.rstrip("\n"))
+            if m:
+                fields[m.group(1)] = m.group(2).strip()
+    missing = [k for k in ("version", "date", "sha256", "source") if k not in fields]
+    if missing:
+        sys.exit("%s: missing metadata line(s) %s" % (path, ", ".join(missing)))
+    return fields
 
 
 def to_ascii_label(label):
@@ -68,19 +79,7 @@ def encode(rule):
     return ".".join(reversed(labels)) + kind
 
 
-def debian_version():
-    try:
-        out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "publicsuffix"],
-                             capture_output=True, text=True, check=False)
-        return out.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
-
-
-def main():
-    dat = sys.argv[1] if len(sys.argv) > 1 else DEFAULT_DAT
-    with open(dat, "rb") as f:
-        data = f.read()
+def generate(data, meta):
     rules = list(parse_rules(data.decode("utf-8")))
     icann = sum(1 for _, s in rules if s == "icann")
     private = sum(1 for _, s in rules if s == "private")
@@ -96,14 +95,45 @@ def main():
         current.append(line)
     chunks.append(current)
 
-    out = [BEGIN + " (tests/psl/generate_psl_table.py; do not edit by hand)"]
-    out.append("// Source: %s, Debian publicsuffix %s" % (os.path.basename(dat), debian_version()))
-    out.append("// %d rules (%d ICANN, %d private), %d distinct lines, %d bytes"
-               % (len(rules), icann, private, len(lines), sum(len(l) + 1 for l in lines)))
-    out.append('inline constexpr const char origin_psl_version[] = "%s";' % debian_version())
-    out.append("inline constexpr std::size_t origin_psl_rule_count = %d;" % len(rules))
-    out.append("inline constexpr std::uint64_t origin_psl_source_fnv1a64 = 0x%016xULL;" % fnv1a64(data))
-    out.append("inline constexpr std::string_view origin_psl_chunks[] = {")
+    out = [
+        "// wsguard/detail/public_suffix_data.hpp: a part of wsguard.hpp, which includes it.",
+        "// Include <wsguard.hpp>, not this file; copy the whole include/ folder.",
+        "//",
+        "// GENERATED FILE, DO NOT EDIT. Generated by tests/psl/generate_psl_table.py from",
+        "// tests/psl/public_suffix_list.dat, the Public Suffix List of %s" % meta["date"],
+        "// (%s)," % meta["source"],
+        "// sha256 %s." % meta["sha256"],
+        "// To change it, change the list and rerun the generator (docs/maintaining.md);",
+        "// .ci/jobs/15-generated.sh regenerates this file and fails on any difference.",
+        "//",
+        "// The Public Suffix List (https://publicsuffix.org/, Mozilla Public License 2.0),",
+        "// ICANN and private sections, as a compact sorted table. Only origin_policy::create()",
+        "// reads it, to refuse wildcards such as https://*.co.uk or https://*.github.io.",
+        "// Format (read by detail::origin_psl_* in wsguard.hpp): one rule per line, labels",
+        "// reversed (co.uk -> uk.co), *.ck -> ck.*, !www.ck -> ck.www!, IDN labels in punycode,",
+        "// sorted by byte, in chunks of at most %d bytes (MSVC's string-literal limit)." % CHUNK_BYTES,
+        "#ifndef WSGUARD_DETAIL_PUBLIC_SUFFIX_DATA_HPP",
+        "#define WSGUARD_DETAIL_PUBLIC_SUFFIX_DATA_HPP",
+        "",
+        "#ifndef WSGUARD_HPP",
+        '#error "wsguard/detail/public_suffix_data.hpp is a part of wsguard.hpp: include <wsguard.hpp>"',
+        "#endif",
+        "",
+        "#include <cstddef>",
+        "#include <string_view>",
+        "",
+        "namespace wsguard {",
+        "inline namespace WSGUARD_ABI_NS {",
+        "namespace detail {",
+        "",
+        "// %d rules (%d ICANN, %d private), %d distinct lines, %d bytes"
+        % (len(rules), icann, private, len(lines), sum(len(l) + 1 for l in lines)),
+        'inline constexpr const char origin_psl_version[] = "%s";' % meta["version"],
+        'inline constexpr const char origin_psl_date[] = "%s";' % meta["date"],
+        'inline constexpr const char origin_psl_source_sha256[] = "%s";' % meta["sha256"],
+        "inline constexpr std::size_t origin_psl_rule_count = %d;" % len(rules),
+        "inline constexpr std::string_view origin_psl_chunks[] = {",
+    ]
     for chunk in chunks:
         pieces, piece = [], ""
         for l in chunk:
@@ -116,18 +146,55 @@ def main():
         for p in pieces:
             out.append('        "%s"' % p)
         out.append("    , %d)," % sum(len(l) + 1 for l in chunk))
-    out.append("};")
-    out.append(END)
+    out += [
+        "};",
+        "",
+        "}  // namespace detail",
+        "}  // inline namespace WSGUARD_ABI_NS",
+        "}  // namespace wsguard",
+        "",
+        "#endif  // WSGUARD_DETAIL_PUBLIC_SUFFIX_DATA_HPP",
+        "",
+    ]
+    return "\n".join(out), len(lines), len(chunks)
 
-    header_path = sys.argv[2] if len(sys.argv) > 2 else HEADER
-    with open(header_path, encoding="utf-8") as f:
-        header = f.read()
-    start = header.index(BEGIN)
-    stop = header.index(END) + len(END)
-    header = header[:start] + "\n".join(out) + header[stop:]
-    with open(header_path, "w", encoding="utf-8") as f:
-        f.write(header)
-    print("wrote %d lines in %d chunks to %s" % (len(lines), len(chunks), header_path))
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true",
+                    help="regenerate in memory and exit 1 if the header differs")
+    ap.add_argument("--output", default=OUTPUT, help="header to write or check")
+    args = ap.parse_args()
+
+    meta = read_metadata(METADATA)
+    with open(LIST, "rb") as f:
+        data = f.read()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != meta["sha256"]:
+        sys.exit("%s has sha256 %s but tests/psl/README.md says %s: update its version, date, "
+                 "sha256 and source lines (docs/maintaining.md)" % (LIST, digest, meta["sha256"]))
+
+    text, nlines, nchunks = generate(data, meta)
+    if args.check:
+        try:
+            with open(args.output, encoding="utf-8", newline="") as f:
+                current = f.read()
+        except OSError as e:
+            sys.exit("cannot read %s: %s" % (args.output, e))
+        if current != text:
+            import difflib
+            diff = list(difflib.unified_diff(current.splitlines(), text.splitlines(),
+                                             "committed", "regenerated", lineterm="", n=1))
+            print("\n".join(diff[:40]))
+            sys.exit("%s differs from what tests/psl/generate_psl_table.py generates from "
+                     "tests/psl/public_suffix_list.dat (%d diff lines): regenerate it, do not edit it"
+                     % (os.path.relpath(args.output, ROOT), len(diff)))
+        print("%s is up to date (%d lines, list sha256 %s)"
+              % (os.path.relpath(args.output, ROOT), nlines, digest))
+        return
+    with open(args.output, "w", encoding="utf-8", newline="\n") as f:
+        f.write(text)
+    print("wrote %d lines in %d chunks to %s" % (nlines, nchunks, os.path.relpath(args.output, ROOT)))
 
 
 if __name__ == "__main__":

@@ -4850,7 +4850,6 @@ inline constexpr std::uint64_t limits_max_window_ns = 100ull * 366 * 24 * 3600 *
 // neighbourhood in which the stalest entry is evicted. keyed_limiter's four
 // 16-byte slots fill one cache line, so a decision costs one cache miss.
 inline constexpr std::uint32_t limits_keyed_window = 4;
-inline constexpr std::uint32_t limits_connection_window = 8;
 inline constexpr std::uint32_t limits_max_shards = 64;
 inline constexpr std::size_t limits_max_capacity = std::size_t{1} << 28;
 
@@ -5355,11 +5354,20 @@ private:
 // ---------------------------------------------------------------------------
 //
 // try_acquire returns a move-only permit; the connection counts until the
-// permit is destroyed or release()d. Fixed-capacity table with the same seeded
-// hashing as keyed_limiter. A key's entry is freed when its count drops to 0;
-// a live count is never evicted: when a key's probe window is full of keys
-// that hold connections, the new key is refused (fails closed). The limiter
-// must outlive its permits.
+// permit is destroyed or release()d. The limiter must outlive its permits.
+//
+// Exact capacity: a new key is refused only when `capacity` distinct keys
+// hold connections (or its per-key count, or the total, is at its cap) —
+// never because of where its hash falls. The table is one open-addressing
+// array of 2 x capacity slots with linear probing over the whole array, and a
+// count of live keys checked before a new key is placed: at most half the
+// slots are ever in use, so every probe ends at an empty slot (expected 2.5
+// slots for a miss, 1.5 for a hit at full load; the seeded hash keeps a remote
+// client from building clusters). A key's slot is emptied when its count
+// drops to 0, by backward-shift deletion (no tombstones), so the table never
+// degrades with churn. A live count is never evicted. One lock guards the
+// table: a connection is acquired and released once each, and exactness needs
+// one table rather than shards that could fill unevenly.
 template <class Key>
 class connection_limiter {
     using traits = detail::limits_key_traits<Key>;
@@ -5367,17 +5375,47 @@ class connection_limiter {
 
     struct slot {
         stored_key key;
-        std::uint32_t count;
+        std::uint32_t count;  // 0: empty
+        std::uint32_t home;   // the slot the key hashes to, for deletion
     };
-    using group = detail::limits_group<slot, detail::limits_connection_window>;
     struct table {
-        detail::limits_geometry geometry;
         detail::limits_seed seed;
+        std::size_t capacity = 0;
+        std::uint32_t slot_count = 0;
         std::uint32_t max_per_key = 0;
         std::uint32_t max_total = 0;
-        std::atomic<std::uint32_t> total{0};
-        std::unique_ptr<detail::limits_shard[]> shards;
-        std::unique_ptr<group[]> groups;
+        std::size_t live_keys = 0;  // under `lock`
+        alignas(64) detail::limits_spinlock lock;
+        std::atomic<std::uint32_t> total{0};  // written under `lock`, read without it
+        detail::limits_table<slot> slots;
+
+        std::uint32_t home_of(std::uint64_t hash) const noexcept {
+            return static_cast<std::uint32_t>(((hash >> 32) * slot_count) >> 32);
+        }
+        std::uint32_t next(std::uint32_t i) const noexcept { return i + 1 == slot_count ? 0 : i + 1; }
+        // The key's slot, or the empty slot that ends its probe. Under `lock`.
+        slot& find(const stored_key& key, std::uint32_t home) noexcept {
+            std::uint32_t i = home;
+            while (slots[i].count != 0 && !traits::equal(slots[i].key, key)) i = next(i);
+            return slots[i];
+        }
+        // Backward-shift deletion: pulls each later entry of the cluster that
+        // may sit earlier into the hole, so no probe ever crosses a gap it
+        // should not. Under `lock`.
+        void erase(std::uint32_t hole) noexcept {
+            for (std::uint32_t j = next(hole); slots[j].count != 0; j = next(j)) {
+                const std::uint32_t h = slots[j].home;
+                const std::uint32_t from_home = j >= h ? j - h : j + slot_count - h;
+                const std::uint32_t from_hole = j >= hole ? j - hole : j + slot_count - hole;
+                if (from_home >= from_hole) {
+                    slots[hole] = slots[j];
+                    hole = j;
+                }
+            }
+            slots[hole].count = 0;
+            --live_keys;
+        }
+        std::uint32_t index_of(const slot& s) const noexcept { return static_cast<std::uint32_t>(&s - &slots[0]); }
     };
 
 public:
@@ -5389,14 +5427,14 @@ public:
     public:
         permit() noexcept = default;
         permit(permit&& other) noexcept
-            : table_(std::exchange(other.table_, nullptr)), slot_(std::exchange(other.slot_, nullptr)),
-              shard_(other.shard_), decision_(other.decision_) {}
+            : table_(std::exchange(other.table_, nullptr)), key_(other.key_), home_(other.home_),
+              decision_(other.decision_) {}
         permit& operator=(permit&& other) noexcept {
             if (this != &other) {
                 release();
                 table_ = std::exchange(other.table_, nullptr);
-                slot_ = std::exchange(other.slot_, nullptr);
-                shard_ = other.shard_;
+                key_ = other.key_;
+                home_ = other.home_;
                 decision_ = other.decision_;
             }
             return *this;
@@ -5406,106 +5444,99 @@ public:
         ~permit() { release(); }
 
         // True while the permit holds a connection (not after release()).
-        explicit operator bool() const noexcept { return slot_ != nullptr; }
+        explicit operator bool() const noexcept { return table_ != nullptr; }
         // The outcome of try_acquire: ok, or too_many_connections with
         // retry_after 1 s. A default-constructed permit reads as refused.
         wsguard::decision decision() const noexcept { return decision_; }
         // Gives the connection back now instead of at destruction. Idempotent.
         void release() noexcept {
-            if (slot_ == nullptr) return;
+            if (table_ == nullptr) return;
             {
-                detail::limits_lock_guard guard(table_->shards[shard_].lock);
-                --slot_->count;
+                detail::limits_lock_guard guard(table_->lock);
+                slot& s = table_->find(key_, home_);  // entries move on deletion: found again by key
+                if (s.count != 0 && --s.count == 0) table_->erase(table_->index_of(s));
+                table_->total.fetch_sub(1, std::memory_order_relaxed);
             }
-            table_->total.fetch_sub(1, std::memory_order_relaxed);
-            slot_ = nullptr;
             table_ = nullptr;
         }
 
     private:
         friend class connection_limiter;
-        permit(table* t, slot* s, std::uint32_t shard) noexcept
-            : table_(t), slot_(s), shard_(shard), decision_(wsguard::decision::allow()) {}
+        permit(table* t, const stored_key& key, std::uint32_t home) noexcept
+            : table_(t), key_(key), home_(home), decision_(wsguard::decision::allow()) {}
         explicit permit(wsguard::decision refusal) noexcept : decision_(refusal) {}
 
         table* table_ = nullptr;
-        slot* slot_ = nullptr;
-        std::uint32_t shard_ = 0;
+        stored_key key_{};
+        std::uint32_t home_ = 0;
         wsguard::decision decision_{reason::too_many_connections, refusal_retry_after};
     };
 
     // max_per_key: concurrent connections per key; capacity: distinct keys
-    // with live connections tracked at once; max_total: connections across all
-    // keys (defaults to no cap beyond what the table can hold).
+    // with live connections at once, exactly (memory: 2 x capacity slots);
+    // max_total: connections across all keys (defaults to no cap beyond what
+    // max_per_key x capacity allows).
     static result<connection_limiter> create(std::uint32_t max_per_key, std::size_t capacity,
                                              std::uint32_t max_total = std::numeric_limits<std::uint32_t>::max()) {
         if (max_per_key == 0) return result<connection_limiter>::failure("connection_limiter: max_per_key must be at least 1");
         if (max_total == 0) return result<connection_limiter>::failure("connection_limiter: max_total must be at least 1");
+        if (capacity == 0) return result<connection_limiter>::failure("connection_limiter: capacity must be at least 1");
+        if (capacity > detail::limits_max_capacity)
+            return result<connection_limiter>::failure(
+                "connection_limiter: capacity over 2^28 keys: that is gigabytes of table, surely a mistake");
         connection_limiter limiter;
         limiter.table_.reset(new (std::nothrow) table());
         if (!limiter.table_) return result<connection_limiter>::failure("connection_limiter: out of memory");
         table& t = *limiter.table_;
-        std::string error = detail::limits_geometry::configure(capacity, detail::limits_connection_window, t.geometry);
-        if (!error.empty()) return result<connection_limiter>::failure("connection_limiter: " + error);
         if (!detail::limits_make_seed(t.seed))
             return result<connection_limiter>::failure("connection_limiter: the OS refused random bytes for the hash seed");
+        t.capacity = capacity;
+        t.slot_count = static_cast<std::uint32_t>(2 * capacity);  // load factor at most 1/2
         t.max_per_key = max_per_key;
         t.max_total = max_total;
-        t.shards = detail::limits_allocate<detail::limits_shard>(t.geometry.shard_count);
-        t.groups = detail::limits_allocate<group>(t.geometry.group_count());
-        if (!t.shards || !t.groups) return result<connection_limiter>::failure("connection_limiter: out of memory for the table");
+        if (!t.slots.allocate(t.slot_count)) return result<connection_limiter>::failure("connection_limiter: out of memory for the table");
         return result<connection_limiter>::success(std::move(limiter));
     }
 
     permit try_acquire(const Key& key) noexcept {
         table& t = *table_;
         const auto digest = traits::make(key, t.seed);
-        const std::uint32_t shard = t.geometry.shard_of(digest.hash);
-        group& candidates = t.groups[t.geometry.group_of(digest.hash, shard)];
-        detail::limits_prefetch(candidates);
+        const std::uint32_t home = t.home_of(digest.hash);
+        detail::limits_prefetch(t.slots[home]);
 
-        detail::limits_lock_guard guard(t.shards[shard].lock);
-        slot* found = nullptr;
-        slot* free_slot = nullptr;
-        for (slot& s : candidates.slots) {
-            if (s.count == 0) {
-                if (free_slot == nullptr) free_slot = &s;
-            } else if (traits::equal(s.key, digest.key)) {
-                found = &s;
-                break;
-            }
+        detail::limits_lock_guard guard(t.lock);
+        slot& s = t.find(digest.key, home);
+        if (s.count != 0 ? s.count >= t.max_per_key : t.live_keys >= t.capacity) return refused();
+        if (t.total.load(std::memory_order_relaxed) >= t.max_total) return refused();
+        t.total.fetch_add(1, std::memory_order_relaxed);
+        if (s.count == 0) {
+            s.key = digest.key;
+            s.home = home;
+            ++t.live_keys;
         }
-        if (found != nullptr ? found->count >= t.max_per_key : free_slot == nullptr) return refused();
-        if (t.total.fetch_add(1, std::memory_order_relaxed) >= t.max_total) {
-            t.total.fetch_sub(1, std::memory_order_relaxed);
-            return refused();
-        }
-        if (found == nullptr) {
-            found = free_slot;
-            found->key = digest.key;
-        }
-        ++found->count;
-        return permit(&t, found, shard);
+        ++s.count;
+        return permit(&t, digest.key, home);
     }
 
     // Live connections for one key (0 when unknown).
     std::uint32_t connections(const Key& key) const noexcept {
-        const table& t = *table_;
+        table& t = *table_;
         const auto digest = traits::make(key, t.seed);
-        const std::uint32_t shard = t.geometry.shard_of(digest.hash);
-        const group& candidates = t.groups[t.geometry.group_of(digest.hash, shard)];
-        detail::limits_lock_guard guard(t.shards[shard].lock);
-        for (const slot& s : candidates.slots) {
-            if (s.count != 0 && traits::equal(s.key, digest.key)) return s.count;
-        }
-        return 0;
+        detail::limits_lock_guard guard(t.lock);
+        return t.find(digest.key, t.home_of(digest.hash)).count;
     }
     // Live connections across all keys.
     std::uint32_t total() const noexcept { return table_->total.load(std::memory_order_relaxed); }
-    std::size_t capacity() const noexcept { return table_->geometry.capacity(); }
+    // Distinct keys holding at least one connection.
+    std::size_t live_keys() const noexcept {
+        detail::limits_lock_guard guard(table_->lock);
+        return table_->live_keys;
+    }
+    // Distinct keys held at once: exactly the capacity given to create().
+    std::size_t capacity() const noexcept { return table_->capacity; }
+    // Everything this limiter owns; constant from construction on.
     std::size_t memory_bytes() const noexcept {
-        return sizeof(*this) + sizeof(table) + table_->geometry.group_count() * sizeof(group) +
-               std::size_t{table_->geometry.shard_count} * sizeof(detail::limits_shard);
+        return sizeof(*this) + sizeof(table) + std::size_t{table_->slot_count} * sizeof(slot);
     }
 
 private:

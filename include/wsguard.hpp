@@ -4362,13 +4362,20 @@ private:
 //       so the store can start fetching what try_spend will touch. Must change
 //       nothing observable.
 //
-// Layout: 4 x capacity slots (24 bytes each) in up to 64 shards, each behind
-// its own mutex. A nonce may sit in any of the 32 slots after its keyed hash
-// position in its shard; a slot whose nonce has expired is reused. When those
-// 32 slots all hold live nonces the store refuses (replay_store_full) rather
-// than forget one. At or below `capacity` live nonces that happens with
-// probability < 1e-8 per ticket; size capacity >= peak tickets per second x
-// the longest ticket lifetime.
+// Exact capacity: up to `capacity` unexpired nonces are always stored, and
+// the next one is refused (replay_store_full) rather than a live one
+// forgotten; size capacity >= peak tickets per second x the longest ticket
+// lifetime (+ skew). Layout: one open-addressing array of 2 x capacity slots
+// (24 bytes each) with linear probing over the whole array, behind one mutex,
+// and a count of stored nonces checked before one is added: at most half the
+// slots are in use, so a probe always ends at an empty slot (expected 2.5
+// slots). Expired nonces are removed by backward-shift deletion (no
+// tombstones): a few slots behind a moving cursor on every spend, and the
+// whole array when the count reaches `capacity` while some stored nonce has
+// expired (the earliest expiry is tracked, so a store full of live nonces
+// refuses at once without a sweep). Creation is rounded up to the next whole
+// millisecond: a ticket issued in the very millisecond of creation may have
+// been spent by the previous process, so it is refused.
 // ---------------------------------------------------------------------------
 namespace detail {
 
@@ -4378,13 +4385,9 @@ struct replay_slot {
     std::int64_t expires_ms = 0;  // 0: never used (ends a probe); <= now: expired, reusable
 };
 
-struct alignas(64) replay_shard {
-    std::mutex lock;
-};
-
-inline constexpr std::size_t replay_window = 32;
-inline constexpr std::size_t replay_min_shard_slots = 64;
-inline constexpr std::size_t replay_max_shards = 64;
+// Slots examined for expired nonces on every spend, behind a moving cursor:
+// keeps expired entries from piling up, so the full sweep stays rare.
+inline constexpr std::size_t replay_reclaim_per_spend = 2;
 
 // Whether a ReplayStore has the optional prefetch(nonce) hint.
 template <class Store, class = void>
@@ -4413,7 +4416,8 @@ public:
         return create(capacity, std::chrono::system_clock::now());
     }
 
-    // `now`: the creation time; tickets issued before it are refused.
+    // `now`: the creation time; tickets issued before it, or in its
+    // millisecond, are refused.
     static result<memory_replay_store> create(std::size_t capacity, std::chrono::system_clock::time_point now) {
         using failure = result<memory_replay_store>;
         if (capacity == 0 || capacity > max_capacity)
@@ -4421,17 +4425,15 @@ public:
                                     std::to_string(max_capacity) +
                                     " live tickets (peak tickets per second x longest ticket lifetime)");
         memory_replay_store store;
-        store.capacity_ = capacity;
-        std::size_t slots = detail::replay_min_shard_slots;
-        while (slots < 4 * capacity) slots *= 2;
-        std::size_t shards = 1;
-        while (shards < detail::replay_max_shards && slots / (shards * 2) >= detail::replay_min_shard_slots) shards *= 2;
-        store.shard_count_ = shards;
-        store.shard_slots_ = slots / shards;
-        store.slots_.reset(new detail::replay_slot[slots]);
-        store.shards_.reset(new detail::replay_shard[shards]);
+        store.state_.reset(new (std::nothrow) state());
+        if (!store.state_) return failure::failure("memory_replay_store: out of memory");
+        state& st = *store.state_;
+        st.capacity = capacity;
+        st.slot_count = 2 * capacity;  // load factor at most 1/2
+        st.slots.reset(new (std::nothrow) detail::replay_slot[st.slot_count]());
+        if (!st.slots) return failure::failure("memory_replay_store: out of memory for the table");
         // A keyed hash, so nonces chosen by someone holding a valid MAC cannot
-        // be lined up on one probe window. Not a secret that guards anything else.
+        // be lined up into one long cluster. Not a secret that guards anything else.
         std::uint8_t seed[16];
         if (random_bytes(seed, sizeof seed) != reason::ok) {
             const std::uint64_t fallback = static_cast<std::uint64_t>(
@@ -4439,61 +4441,63 @@ public:
             std::memcpy(seed, &fallback, 8);
             std::memcpy(seed + 8, &fallback, 8);
         }
-        store.seed_low_ = detail::ticket_load_be(seed, 8);
-        store.seed_high_ = detail::ticket_load_be(seed + 8, 8);
-        store.created_ = now;
+        st.seed_low = detail::ticket_load_be(seed, 8);
+        st.seed_high = detail::ticket_load_be(seed + 8, 8);
+        // The first whole millisecond after creation: tickets carry
+        // milliseconds, and one issued in the creation millisecond may predate it.
+        store.created_ = detail::ticket_time_point(detail::ticket_unix_ms(now) + 1);
         return failure::success(std::move(store));
     }
 
     reason try_spend(const ticket_nonce& nonce, std::chrono::system_clock::time_point expires_at,
                      std::chrono::system_clock::time_point now) noexcept {
-        if (!slots_) return reason::store_unavailable;  // a moved-from store
+        if (!state_) return reason::store_unavailable;  // a moved-from store
+        state& st = *state_;
         const std::uint64_t low = detail::ticket_load_be(nonce.data(), 8);
         const std::uint64_t high = detail::ticket_load_be(nonce.data() + 8, 8);
-        std::size_t shard = 0, start = 0;
-        locate(low, high, shard, start);
-        detail::replay_slot* const base = slots_.get() + shard * shard_slots_;
         const std::int64_t now_ms = detail::ticket_unix_ms(now);
         std::int64_t expires_ms = detail::ticket_unix_ms(expires_at);
         if (expires_ms < 1) expires_ms = 1;
 
-        const std::lock_guard<std::mutex> guard(shards_[shard].lock);
-        detail::replay_slot* free_slot = nullptr;
-        for (std::size_t k = 0; k < detail::replay_window; ++k) {
-            detail::replay_slot& slot = base[(start + k) & (shard_slots_ - 1)];
-            if (slot.expires_ms == 0) {
-                // Slots are never emptied, only reused: the nonce, if present,
-                // was stored before this never-used slot.
-                if (!free_slot) free_slot = &slot;
-                break;
+        const std::lock_guard<std::mutex> guard(st.lock);
+        st.reclaim_some(now_ms);
+        for (bool swept = false;; swept = true) {
+            std::size_t i = st.home_of(low, high);
+            for (; st.slots[i].expires_ms != 0; i = st.next(i)) {
+                detail::replay_slot& slot = st.slots[i];
+                if (slot.low != low || slot.high != high) continue;
+                if (slot.expires_ms > now_ms) return reason::ticket_replayed;
+                slot.expires_ms = expires_ms;  // the same nonce, expired: remembered again
+                st.earliest_ms = std::min(st.earliest_ms, expires_ms);
+                return reason::ok;
             }
-            if (slot.expires_ms > now_ms) {
-                if (slot.low == low && slot.high == high) return reason::ticket_replayed;
-            } else if (!free_slot) {
-                free_slot = &slot;
+            if (st.stored < st.capacity) {
+                st.slots[i] = detail::replay_slot{low, high, expires_ms};
+                ++st.stored;
+                st.earliest_ms = std::min(st.earliest_ms, expires_ms);
+                return reason::ok;
             }
+            // Full: exactly `capacity` live nonces unless one has expired.
+            if (swept || st.earliest_ms > now_ms) return reason::replay_store_full;
+            st.sweep(now_ms);  // entries moved: probe again
         }
-        if (!free_slot) return reason::replay_store_full;
-        *free_slot = detail::replay_slot{low, high, expires_ms};
-        return reason::ok;
     }
 
-    // A hint, optional in the ReplayStore concept: starts loading the slots
-    // try_spend(nonce) will probe, so that the likely cache miss in a large
-    // table overlaps the verifier's MAC instead of following it. Changes
+    // A hint, optional in the ReplayStore concept: starts loading the slot
+    // try_spend(nonce) will probe first, so that the likely cache miss in a
+    // large table overlaps the verifier's MAC instead of following it. Changes
     // nothing; the nonce need not be authentic (the position is a keyed hash,
     // so a client cannot aim it).
     void prefetch(const ticket_nonce& nonce) const noexcept {
-        if (!slots_) return;
-        std::size_t shard = 0, start = 0;
-        locate(detail::ticket_load_be(nonce.data(), 8), detail::ticket_load_be(nonce.data() + 8, 8), shard, start);
-        // The first slot and the line after it: a probe almost always ends
-        // there, at a never-used slot or a free one.
-        const char* first = reinterpret_cast<const char*>(slots_.get() + shard * shard_slots_ + start);
+        if (!state_) return;
+        const state& st = *state_;
+        const std::size_t home =
+            st.home_of(detail::ticket_load_be(nonce.data(), 8), detail::ticket_load_be(nonce.data() + 8, 8));
+        // The first slot and the line after it: a probe almost always ends there.
+        const char* first = reinterpret_cast<const char*>(st.slots.get() + home);
 #if defined(__GNUC__) || defined(__clang__)
         __builtin_prefetch(first, 1);
         __builtin_prefetch(first + 64, 1);
-        __builtin_prefetch(&shards_[shard].lock, 1);
         // GCC deems a function that only prefetches free of effects and deletes
         // calls to it (prefetches and all); an empty volatile asm keeps them.
         __asm__ __volatile__("" : : "r"(first));
@@ -4503,25 +4507,74 @@ public:
     }
 
     std::chrono::system_clock::time_point accepts_issued_after() const noexcept { return created_; }
-    std::size_t capacity() const noexcept { return capacity_; }
-    std::size_t slot_count() const noexcept { return shard_count_ * shard_slots_; }
+    // Unexpired nonces always stored: exactly the capacity given to create().
+    std::size_t capacity() const noexcept { return state_ ? state_->capacity : 0; }
+    std::size_t slot_count() const noexcept { return state_ ? state_->slot_count : 0; }
+    // Everything this store owns; constant from construction on.
+    std::size_t memory_bytes() const noexcept {
+        return sizeof(*this) + (state_ ? sizeof(state) + state_->slot_count * sizeof(detail::replay_slot) : 0);
+    }
 
 private:
+    struct state {
+        std::mutex lock;
+        std::unique_ptr<detail::replay_slot[]> slots;
+        std::size_t capacity = 0;
+        std::size_t slot_count = 0;
+        std::size_t stored = 0;  // occupied slots, live or expired-not-yet-removed
+        std::size_t cursor = 0;  // where reclaim_some looks next
+        std::int64_t earliest_ms = std::numeric_limits<std::int64_t>::max();  // <= every stored expiry
+        std::uint64_t seed_low = 0;
+        std::uint64_t seed_high = 0;
+
+        std::size_t home_of(std::uint64_t low, std::uint64_t high) const noexcept {
+            const std::uint64_t hash = detail::replay_mix(detail::replay_mix(low ^ seed_low) ^ high ^ seed_high);
+            return static_cast<std::size_t>(((hash >> 32) * slot_count) >> 32);
+        }
+        std::size_t next(std::size_t i) const noexcept { return i + 1 == slot_count ? 0 : i + 1; }
+        // Backward-shift deletion of the entry at `hole` (see connection_limiter).
+        void erase(std::size_t hole) noexcept {
+            for (std::size_t j = next(hole); slots[j].expires_ms != 0; j = next(j)) {
+                const std::size_t h = home_of(slots[j].low, slots[j].high);
+                const std::size_t from_home = j >= h ? j - h : j + slot_count - h;
+                const std::size_t from_hole = j >= hole ? j - hole : j + slot_count - hole;
+                if (from_home >= from_hole) {
+                    slots[hole] = slots[j];
+                    hole = j;
+                }
+            }
+            slots[hole] = detail::replay_slot{};
+            --stored;
+        }
+        bool expired_at(std::size_t i, std::int64_t now_ms) const noexcept {
+            return slots[i].expires_ms != 0 && slots[i].expires_ms <= now_ms;
+        }
+        void reclaim_some(std::int64_t now_ms) noexcept {
+            for (std::size_t k = 0; k < detail::replay_reclaim_per_spend; ++k) {
+                if (expired_at(cursor, now_ms)) {
+                    erase(cursor);  // look at the same slot again next time: something may have moved in
+                } else {
+                    cursor = next(cursor);
+                }
+            }
+        }
+        // Removes every expired nonce and recomputes the earliest expiry. An
+        // entry moved by a deletion only moves to the slot being examined or
+        // to one not yet reached (or, across the wrap, among slots already
+        // kept), so every expired entry is seen once.
+        void sweep(std::int64_t now_ms) noexcept {
+            earliest_ms = std::numeric_limits<std::int64_t>::max();
+            for (std::size_t i = 0; i < slot_count; ++i) {
+                while (expired_at(i, now_ms)) erase(i);
+                if (slots[i].expires_ms != 0) earliest_ms = std::min(earliest_ms, slots[i].expires_ms);
+            }
+        }
+    };
+
     memory_replay_store() = default;
 
-    // Where a nonce's probe window begins: its shard and first slot there.
-    void locate(std::uint64_t low, std::uint64_t high, std::size_t& shard, std::size_t& start) const noexcept {
-        const std::uint64_t hash = detail::replay_mix(detail::replay_mix(low ^ seed_low_) ^ high ^ seed_high_);
-        shard = static_cast<std::size_t>(hash >> 40) & (shard_count_ - 1);
-        start = static_cast<std::size_t>(hash) & (shard_slots_ - 1);
-    }
-    std::unique_ptr<detail::replay_slot[]> slots_;
-    std::unique_ptr<detail::replay_shard[]> shards_;
-    std::size_t capacity_ = 0;
-    std::size_t shard_count_ = 1;
-    std::size_t shard_slots_ = 0;
-    std::uint64_t seed_low_ = 0;
-    std::uint64_t seed_high_ = 0;
+    // On the heap so the store moves (the mutex does not).
+    std::unique_ptr<state> state_;
     std::chrono::system_clock::time_point created_{};
 };
 

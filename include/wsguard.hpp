@@ -124,6 +124,10 @@ enum class reason : std::uint16_t {
     too_many_connections = 401,   // per-key concurrent connection cap
     message_rate_limited = 402,   // per-connection message rate
     address_malformed = 403,      // peer address could not be parsed into a key
+    too_many_pending = 404,       // accept_gate: too many handshakes in progress (per client or in total)
+    handshake_deadline_passed = 405,  // accept_gate: no complete upgrade request within the deadline
+    client_penalized = 406,       // penalty box: banned after repeated forged tickets; retry_after says when
+    too_many_connections_for_subject = 407,  // per-subject (ticket subject) concurrent connection cap
 
     // Frames (RFC 6455 section 5)
     frame_too_large = 500,        // one frame's payload over its cap (1009)
@@ -209,6 +213,10 @@ inline constexpr reason_info reason_table[] = {
     {reason::too_many_connections, "too_many_connections", reason_category::rate_limit, 429, 1013},
     {reason::message_rate_limited, "message_rate_limited", reason_category::rate_limit, 429, 1008},
     {reason::address_malformed, "address_malformed", reason_category::request, 400, 1008},
+    {reason::too_many_pending, "too_many_pending", reason_category::rate_limit, 503, 1013},
+    {reason::handshake_deadline_passed, "handshake_deadline_passed", reason_category::rate_limit, 408, 1008},
+    {reason::client_penalized, "client_penalized", reason_category::rate_limit, 429, 1008},
+    {reason::too_many_connections_for_subject, "too_many_connections_for_subject", reason_category::rate_limit, 429, 1013},
     {reason::frame_too_large, "frame_too_large", reason_category::protocol, 400, 1009},
     {reason::message_too_large, "message_too_large", reason_category::protocol, 400, 1009},
     {reason::frame_not_masked, "frame_not_masked", reason_category::protocol, 400, 1002},
@@ -5344,18 +5352,12 @@ public:
     decision try_acquire(const Key& key, std::chrono::steady_clock::time_point now, std::uint32_t n = 1) noexcept {
         if (n == 0) return decision::allow();
         if (n > gcra_.burst) return decision(reason::rate_limited);
-        const auto digest = traits::make(key, seed_);
-        const std::uint64_t t = gcra_.clamp(now);
-        const std::uint32_t shard = geometry_.shard_of(digest.hash);
-        group& candidates = groups_[geometry_.group_of(digest.hash, shard)];
-        detail::limits_prefetch(candidates);
-
-        detail::limits_lock_guard guard(shards_[shard].lock);
-        slot& entry = find_or_evict(candidates, digest.tag);
-        std::uint64_t new_tat = 0;
-        const decision d = gcra_.step(entry.tat, t, n, new_tat);
-        if (d) entry.tat = new_tat;
-        return d;
+        return with_entry(key, now, true, [&](slot& entry, std::uint64_t t) noexcept {
+            std::uint64_t new_tat = 0;
+            const decision d = gcra_.step(entry.tat, t, n, new_tat);
+            if (d) entry.tat = new_tat;
+            return d;
+        });
     }
     decision try_acquire(const Key& key, std::uint32_t n = 1) noexcept {
         return try_acquire(key, std::chrono::steady_clock::now(), n);
@@ -5379,7 +5381,30 @@ private:
     using group = detail::limits_group<slot, detail::limits_keyed_window>;
     static_assert(sizeof(group) == 64, "a keyed_limiter group is one cache line");
 
+    friend class penalty_box;  // keeps its bans in a keyed_limiter's table
+
     keyed_limiter() = default;
+
+    // Runs visit(entry, clamped now) on the key's entry under its shard lock
+    // and returns its decision. Without `insert`, a key that has no entry is
+    // allowed without visiting (a lookup must not evict anyone).
+    template <class Visit>
+    decision with_entry(const Key& key, std::chrono::steady_clock::time_point now, bool insert, Visit visit) noexcept {
+        const auto digest = traits::make(key, seed_);
+        const std::uint64_t t = gcra_.clamp(now);
+        const std::uint32_t shard = geometry_.shard_of(digest.hash);
+        group& candidates = groups_[geometry_.group_of(digest.hash, shard)];
+        detail::limits_prefetch(candidates);
+
+        detail::limits_lock_guard guard(shards_[shard].lock);
+        if (!insert) {
+            for (slot& s : candidates.slots) {
+                if (s.tag == digest.tag) return visit(s, t);
+            }
+            return decision::allow();
+        }
+        return visit(find_or_evict(candidates, digest.tag), t);
+    }
 
     // The key's entry, or the stalest entry of its group reset for it. A
     // never-used entry has tat 0, so it is the stalest. Matching one by its tag
@@ -5828,6 +5853,232 @@ private:
 
 static_assert(std::has_unique_object_representations<address_key>::value && sizeof(address_key) == 16,
               "address_key is stored and hashed as raw bytes: it must have no padding");
+
+// ---------------------------------------------------------------------------
+// accept_gate: admission at accept time, before any byte of HTTP is read.
+// ---------------------------------------------------------------------------
+//
+// A server's socket budget is shared by everyone, so a client that opens
+// sockets and sends nothing (or trickles a header, slowloris) must not be able
+// to fill it. Call try_admit right after accept(): at most
+// max_pending_per_address handshakes in progress per client (IPv4 address or
+// IPv6 /64, like address_key; the client behind a trusted PROXY header when
+// one came first) and max_pending_total in all, each with a deadline by which
+// its upgrade request must be complete. The returned accept_permit holds the
+// pending slot; the slot returns when the handshake ends either way — upgraded
+// (the connection_limiter permit from handshake_guard takes over) or dropped —
+// by release() or destruction. A refusal is too_many_pending: answer 503 with
+// Retry-After, or simply close the socket (cheaper, and what a flood deserves).
+// A stack polls permit.expired(now) (or arms a timer at deadline()) and closes
+// the socket when the deadline passed: handshake_deadline_passed is the reason
+// to log (408, or a close without an answer). Fixed capacity (the exact
+// connection_limiter table), seeded hashing, no allocation after create.
+struct accept_limits {
+    std::uint32_t max_pending_per_address = 8;   // handshakes in progress per client
+    std::uint32_t max_pending_total = 1024;      // in progress across all clients
+    std::chrono::milliseconds handshake_deadline{10000};  // accept to complete upgrade request
+    std::size_t table_capacity = 65536;          // clients with a pending handshake at once (exact)
+    address_key_options address_options{};       // for address_of(); IPv6 grouped by /64 by default
+};
+
+class [[nodiscard]] accept_permit {
+public:
+    // How long a refused client is told to wait when the stack answers 503.
+    static constexpr std::chrono::milliseconds refusal_retry_after{1000};
+
+    // Refused (too_many_pending) and holding nothing.
+    accept_permit() noexcept = default;
+    accept_permit(accept_permit&&) noexcept = default;
+    accept_permit& operator=(accept_permit&&) noexcept = default;
+    accept_permit(const accept_permit&) = delete;
+    accept_permit& operator=(const accept_permit&) = delete;
+
+    // True while the permit holds a pending slot (not after release()).
+    explicit operator bool() const noexcept { return static_cast<bool>(slot_); }
+    // ok, or too_many_pending with retry_after 1 s.
+    wsguard::decision decision() const noexcept { return decision_; }
+    // When the upgrade request must be complete (try_admit's now + deadline).
+    std::chrono::steady_clock::time_point deadline() const noexcept { return deadline_; }
+    // True from the deadline on: close the socket, log handshake_deadline_passed.
+    bool expired(std::chrono::steady_clock::time_point now) const noexcept { return now >= deadline_; }
+    bool expired() const noexcept { return expired(std::chrono::steady_clock::now()); }
+    // ok before the deadline, handshake_deadline_passed from it on: for logs
+    // and for stacks that answer 408 before closing.
+    wsguard::decision check_deadline(std::chrono::steady_clock::time_point now) const noexcept {
+        return expired(now) ? wsguard::decision(reason::handshake_deadline_passed) : wsguard::decision::allow();
+    }
+    wsguard::decision check_deadline() const noexcept { return check_deadline(std::chrono::steady_clock::now()); }
+    // Gives the pending slot back now (the handshake ended: upgraded or
+    // dropped). Idempotent; the destructor does the same.
+    void release() noexcept { slot_.release(); }
+
+private:
+    friend class accept_gate;
+    accept_permit(connection_limiter<address_key>::permit slot, wsguard::decision d,
+                  std::chrono::steady_clock::time_point deadline) noexcept
+        : slot_(std::move(slot)), decision_(d), deadline_(deadline) {}
+
+    connection_limiter<address_key>::permit slot_;
+    wsguard::decision decision_{reason::too_many_pending, refusal_retry_after};
+    std::chrono::steady_clock::time_point deadline_{};
+};
+
+class accept_gate {
+public:
+    static result<accept_gate> create(const accept_limits& limits) {
+        if (limits.handshake_deadline <= std::chrono::milliseconds::zero())
+            return result<accept_gate>::failure("accept_gate: handshake_deadline must be positive (10 s is a good default)");
+        if (limits.max_pending_per_address > limits.max_pending_total)
+            return result<accept_gate>::failure("accept_gate: max_pending_per_address is over max_pending_total");
+        auto table = connection_limiter<address_key>::create(limits.max_pending_per_address, limits.table_capacity,
+                                                             limits.max_pending_total);
+        if (!table) return result<accept_gate>::failure("accept_gate: " + table.error());
+        return result<accept_gate>::success(accept_gate(std::move(table).value(), limits));
+    }
+
+    // Call right after accept(), before reading anything from the socket.
+    accept_permit try_admit(const address_key& client, std::chrono::steady_clock::time_point now) noexcept {
+        connection_limiter<address_key>::permit slot = pending_.try_acquire(client);
+        if (!slot) return accept_permit(std::move(slot), refusal(), now);
+        return accept_permit(std::move(slot), wsguard::decision::allow(), now + limits_.handshake_deadline);
+    }
+    accept_permit try_admit(const address_key& client) noexcept {
+        return try_admit(client, std::chrono::steady_clock::now());
+    }
+
+    // The key for a peer, grouped by this gate's address options: raw
+    // network-order bytes (4 or 16, e.g. from sockaddr) or endpoint text.
+    std::optional<address_key> address_of(const std::uint8_t* data, std::size_t size) const noexcept {
+        return address_key::from_bytes(data, size, limits_.address_options);
+    }
+    std::optional<address_key> address_of(std::string_view endpoint_text) const noexcept {
+        return address_key::from_endpoint_text(endpoint_text, limits_.address_options);
+    }
+
+    // Handshakes in progress, in total and for one client.
+    std::uint32_t pending() const noexcept { return pending_.total(); }
+    std::uint32_t pending(const address_key& client) const noexcept { return pending_.connections(client); }
+    std::chrono::milliseconds handshake_deadline() const noexcept { return limits_.handshake_deadline; }
+    // Everything this gate owns; constant from construction on.
+    std::size_t memory_bytes() const noexcept { return sizeof(*this) - sizeof(pending_) + pending_.memory_bytes(); }
+
+private:
+    accept_gate(connection_limiter<address_key> table, const accept_limits& limits) noexcept
+        : pending_(std::move(table)), limits_(limits) {}
+    static wsguard::decision refusal() noexcept {
+        return wsguard::decision(reason::too_many_pending, accept_permit::refusal_retry_after);
+    }
+
+    connection_limiter<address_key> pending_;
+    accept_limits limits_;
+};
+
+// ---------------------------------------------------------------------------
+// penalty_box: bans a client that keeps presenting forged tickets.
+// ---------------------------------------------------------------------------
+//
+// A forged ticket costs the server a MAC; a client that sends them by the
+// thousand is an attacker, not a user. record_failure counts the failures that
+// only forgery or replay produce — ticket_bad_mac, ticket_unknown_key,
+// ticket_replayed, ticket_malformed — and ignores every other reason (an
+// expired ticket from a stale page, a clock skew, a wrong origin are honest
+// mistakes). A client may fail max_failures times at once and one more time
+// every window / max_failures after that; the failure beyond that bans it for
+// `ban`. check() refuses a banned client with client_penalized (429, with
+// retry_after until the ban ends) and is meant to run before any MAC is
+// computed. After a ban the client's failure budget refills from empty: a
+// client that resumes forging at once is banned again on its first failure.
+// Defaults: 20 failures (per 60 s) and a 5-minute ban; a user with a stale
+// page fails with ticket_expired, which is not counted, and a reload spends a
+// fresh ticket, so an ordinary user is never banned.
+//
+// Storage is keyed_limiter's fixed table (one 16-byte entry per client,
+// seeded hashing, sharded locks, no allocation after create): a ban is stored
+// as a bucket state far in the future, so bans are the last entries evicted
+// when a flood of new clients passes through; when a probe group holds only
+// bans, the one closest to its end goes first.
+struct penalty_options {
+    std::uint32_t max_failures = 20;                       // tolerated at once
+    std::chrono::milliseconds window = std::chrono::minutes(1);  // max_failures more per window
+    std::chrono::milliseconds ban = std::chrono::minutes(5);
+    std::size_t capacity = 65536;                          // clients tracked at once
+    bool enabled = true;                                   // read by handshake_guard only
+};
+
+class penalty_box {
+public:
+    static result<penalty_box> create(const penalty_options& options) {
+        if (options.max_failures == 0) return result<penalty_box>::failure("penalty_box: max_failures must be at least 1");
+        if (options.window <= std::chrono::milliseconds::zero())
+            return result<penalty_box>::failure("penalty_box: window must be positive");
+        if (options.ban <= std::chrono::milliseconds::zero() || options.ban > std::chrono::hours(24 * 365))
+            return result<penalty_box>::failure("penalty_box: ban must be positive and at most a year");
+        auto table = keyed_limiter<address_key>::create(wsguard::rate{options.max_failures, options.window},
+                                                         options.max_failures, options.capacity);
+        if (!table) return result<penalty_box>::failure("penalty_box: " + table.error());
+        const std::uint64_t ban_ns = static_cast<std::uint64_t>(std::chrono::nanoseconds(options.ban).count());
+        return result<penalty_box>::success(penalty_box(std::move(table).value(), ban_ns));
+    }
+
+    // Whether a failure with this reason counts towards a ban.
+    static constexpr bool counts(reason r) noexcept {
+        return r == reason::ticket_bad_mac || r == reason::ticket_unknown_key || r == reason::ticket_replayed ||
+               r == reason::ticket_malformed;
+    }
+
+    // ok, or client_penalized with retry_after until the ban ends. Never
+    // creates an entry.
+    decision check(const address_key& client, std::chrono::steady_clock::time_point now) noexcept {
+        return table_.with_entry(client, now, false, [&](const slot& entry, std::uint64_t t) noexcept {
+            return ban_left(entry, t);
+        });
+    }
+    decision check(const address_key& client) noexcept { return check(client, std::chrono::steady_clock::now()); }
+
+    // Counts one failure of `r` (ignored unless counts(r)). Returns ok while the
+    // client is tolerated, client_penalized (retry_after: the ban) when this
+    // failure started a ban or one is running.
+    decision record_failure(const address_key& client, reason r, std::chrono::steady_clock::time_point now) noexcept {
+        if (!counts(r)) return decision::allow();
+        const detail::limits_gcra& gcra = table_.gcra_;
+        return table_.with_entry(client, now, true, [&](slot& entry, std::uint64_t t) noexcept {
+            if (decision running = ban_left(entry, t); !running) return running;
+            std::uint64_t new_tat = 0;
+            if (gcra.step(entry.tat, t, 1, new_tat)) {
+                entry.tat = new_tat;
+                return decision::allow();
+            }
+            // Banned: the bucket runs `ban` beyond full debt, see ban_left.
+            const std::uint64_t room = detail::limits_u64_max - gcra.window_ns - t;  // t <= horizon: no wrap
+            entry.tat = t + gcra.window_ns + (ban_ns_ < room ? ban_ns_ : room);
+            return decision(reason::client_penalized, detail::limits_wait(ban_ns_));
+        });
+    }
+    decision record_failure(const address_key& client, reason r) noexcept {
+        return record_failure(client, r, std::chrono::steady_clock::now());
+    }
+
+    std::size_t capacity() const noexcept { return table_.capacity(); }
+    std::size_t memory_bytes() const noexcept { return sizeof(*this) - sizeof(table_) + table_.memory_bytes(); }
+
+private:
+    using slot = keyed_limiter<address_key>::slot;
+
+    penalty_box(keyed_limiter<address_key> table, std::uint64_t ban_ns) noexcept
+        : table_(std::move(table)), ban_ns_(ban_ns) {}
+
+    // A bucket never runs more than one window ahead of now unless banned:
+    // the excess is what is left of the ban. The bucket is clamped below
+    // 2^64 by the clock horizon, and ban_ns is at most a year.
+    decision ban_left(const slot& entry, std::uint64_t t) const noexcept {
+        const std::uint64_t window = table_.gcra_.window_ns;
+        if (entry.tat <= t || entry.tat - t <= window) return decision::allow();
+        return decision(reason::client_penalized, detail::limits_wait(entry.tat - t - window));
+    }
+
+    keyed_limiter<address_key> table_;
+    std::uint64_t ban_ns_ = 0;
+};
 
 }  // inline namespace WSGUARD_ABI_NS
 }  // namespace wsguard
@@ -6353,6 +6604,7 @@ constexpr std::string_view http_reason_phrase(int status) noexcept {
         case 403: return "Forbidden";
         case 404: return "Not Found";
         case 405: return "Method Not Allowed";
+        case 408: return "Request Timeout";
         case 429: return "Too Many Requests";
         case 500: return "Internal Server Error";
         case 503: return "Service Unavailable";

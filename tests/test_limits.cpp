@@ -357,6 +357,32 @@ TEST_CASE("keyed_limiter accepts string keys through a seeded 64-bit tag", "[lim
     CHECK_FALSE(strings->try_acquire(std::string("a"), t0));
 }
 
+TEST_CASE("keyed_limiter evicts the stalest bucket of a full group, so exhausted keys go last", "[limits][keyed_limiter]") {
+    // Capacity 4 is one group of 4 entries: every key competes for it.
+    auto created = keyed_limiter<std::uint64_t>::create(wsguard::rate::per_second(1), 5, 4);
+    REQUIRE(created);
+    auto& limiter = *created;
+    REQUIRE(limiter.capacity() == 4);
+    const clock_point t0 = at_ns(0);
+    struct row {
+        std::uint64_t key;
+        int taken;  // tokens spent at t0: the more, the later the bucket is full again
+    };
+    const std::vector<row> table = {{1, 1}, {2, 5}, {3, 3}, {4, 2}};
+    for (const row& r : table) {
+        for (int i = 0; i < r.taken; ++i) REQUIRE(limiter.try_acquire(r.key, t0));
+    }
+    // A fifth key takes the entry of key 1, the closest to full again.
+    CHECK(limiter.try_acquire(std::uint64_t{5}, t0));
+    // Key 1 starts over with a full burst (its state was evicted) ...
+    for (int i = 0; i < 5; ++i) CHECK(limiter.try_acquire(std::uint64_t{1}, t0));
+    // ... and the exhausted and half-spent keys kept theirs.
+    CHECK_FALSE(limiter.try_acquire(std::uint64_t{2}, t0));
+    CHECK(limiter.try_acquire(std::uint64_t{3}, t0));
+    CHECK(limiter.try_acquire(std::uint64_t{3}, t0));
+    CHECK_FALSE(limiter.try_acquire(std::uint64_t{3}, t0));
+}
+
 TEST_CASE("keyed_limiter survives a flood of ten million random keys at a fixed memory cap", "[limits][keyed_limiter][flood]") {
     // 1 request per second, burst 5: the hot keys exhaust their burst, then a
     // flood of fresh keys (each allowed once) runs through a 64k-entry table.

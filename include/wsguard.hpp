@@ -139,6 +139,10 @@ enum class [[nodiscard]] reason : std::uint16_t {
     too_many_connections = 401,   // per-key concurrent connection cap
     message_rate_limited = 402,   // per-connection message rate
     address_malformed = 403,      // peer address could not be parsed into a key
+    too_many_pending = 404,       // accept_gate: too many handshakes in progress (per client or in total)
+    handshake_deadline_passed = 405,  // accept_gate: no complete upgrade request within the deadline
+    client_penalized = 406,       // penalty box: banned after repeated forged tickets; retry_after says when
+    too_many_connections_for_subject = 407,  // per-subject (ticket subject) concurrent connection cap
 
     // Frames (RFC 6455 section 5)
     frame_too_large = 500,        // one frame's payload over its cap (1009)
@@ -224,6 +228,10 @@ inline constexpr reason_info reason_table[] = {
     {reason::too_many_connections, "too_many_connections", reason_category::rate_limit, 429, 1013},
     {reason::message_rate_limited, "message_rate_limited", reason_category::rate_limit, 429, 1008},
     {reason::address_malformed, "address_malformed", reason_category::request, 400, 1008},
+    {reason::too_many_pending, "too_many_pending", reason_category::rate_limit, 503, 1013},
+    {reason::handshake_deadline_passed, "handshake_deadline_passed", reason_category::rate_limit, 408, 1008},
+    {reason::client_penalized, "client_penalized", reason_category::rate_limit, 429, 1008},
+    {reason::too_many_connections_for_subject, "too_many_connections_for_subject", reason_category::rate_limit, 429, 1013},
     {reason::frame_too_large, "frame_too_large", reason_category::protocol, 400, 1009},
     {reason::message_too_large, "message_too_large", reason_category::protocol, 400, 1009},
     {reason::frame_not_masked, "frame_not_masked", reason_category::protocol, 400, 1002},
@@ -2928,13 +2936,20 @@ private:
 //       so the store can start fetching what try_spend will touch. Must change
 //       nothing observable.
 //
-// Layout: 4 x capacity slots (24 bytes each) in up to 64 shards, each behind
-// its own mutex. A nonce may sit in any of the 32 slots after its keyed hash
-// position in its shard; a slot whose nonce has expired is reused. When those
-// 32 slots all hold live nonces the store refuses (replay_store_full) rather
-// than forget one. At or below `capacity` live nonces that happens with
-// probability < 1e-8 per ticket; size capacity >= peak tickets per second x
-// the longest ticket lifetime.
+// Exact capacity: up to `capacity` unexpired nonces are always stored, and
+// the next one is refused (replay_store_full) rather than a live one
+// forgotten; size capacity >= peak tickets per second x the longest ticket
+// lifetime (+ skew). Layout: one open-addressing array of 2 x capacity slots
+// (24 bytes each) with linear probing over the whole array, behind one mutex,
+// and a count of stored nonces checked before one is added: at most half the
+// slots are in use, so a probe always ends at an empty slot (expected 2.5
+// slots). Expired nonces are removed by backward-shift deletion (no
+// tombstones): a few slots behind a moving cursor on every spend, and the
+// whole array when the count reaches `capacity` while some stored nonce has
+// expired (the earliest expiry is tracked, so a store full of live nonces
+// refuses at once without a sweep). Creation is rounded up to the next whole
+// millisecond: a ticket issued in the very millisecond of creation may have
+// been spent by the previous process, so it is refused.
 // ---------------------------------------------------------------------------
 namespace detail {
 
@@ -2944,13 +2959,9 @@ struct replay_slot {
     std::int64_t expires_ms = 0;  // 0: never used (ends a probe); <= now: expired, reusable
 };
 
-struct alignas(64) replay_shard {
-    std::mutex lock;
-};
-
-inline constexpr std::size_t replay_window = 32;
-inline constexpr std::size_t replay_min_shard_slots = 64;
-inline constexpr std::size_t replay_max_shards = 64;
+// Slots examined for expired nonces on every spend, behind a moving cursor:
+// keeps expired entries from piling up, so the full sweep stays rare.
+inline constexpr std::size_t replay_reclaim_per_spend = 2;
 
 // Whether a ReplayStore has the optional prefetch(nonce) hint.
 template <class Store, class = void>
@@ -2979,7 +2990,8 @@ public:
         return create(capacity, std::chrono::system_clock::now());
     }
 
-    // `now`: the creation time; tickets issued before it are refused.
+    // `now`: the creation time; tickets issued before it, or in its
+    // millisecond, are refused.
     static result<memory_replay_store> create(std::size_t capacity, std::chrono::system_clock::time_point now) {
         using failure = result<memory_replay_store>;
         if (capacity == 0 || capacity > max_capacity)
@@ -2987,17 +2999,15 @@ public:
                                     std::to_string(max_capacity) +
                                     " live tickets (peak tickets per second x longest ticket lifetime)");
         memory_replay_store store;
-        store.capacity_ = capacity;
-        std::size_t slots = detail::replay_min_shard_slots;
-        while (slots < 4 * capacity) slots *= 2;
-        std::size_t shards = 1;
-        while (shards < detail::replay_max_shards && slots / (shards * 2) >= detail::replay_min_shard_slots) shards *= 2;
-        store.shard_count_ = shards;
-        store.shard_slots_ = slots / shards;
-        store.slots_.reset(new detail::replay_slot[slots]);
-        store.shards_.reset(new detail::replay_shard[shards]);
+        store.state_.reset(new (std::nothrow) state());
+        if (!store.state_) return failure::failure("memory_replay_store: out of memory");
+        state& st = *store.state_;
+        st.capacity = capacity;
+        st.slot_count = 2 * capacity;  // load factor at most 1/2
+        st.slots.reset(new (std::nothrow) detail::replay_slot[st.slot_count]());
+        if (!st.slots) return failure::failure("memory_replay_store: out of memory for the table");
         // A keyed hash, so nonces chosen by someone holding a valid MAC cannot
-        // be lined up on one probe window. Not a secret that guards anything else.
+        // be lined up into one long cluster. Not a secret that guards anything else.
         std::uint8_t seed[16];
         if (random_bytes(seed, sizeof seed) != reason::ok) {
             const std::uint64_t fallback = static_cast<std::uint64_t>(
@@ -3005,61 +3015,63 @@ public:
             std::memcpy(seed, &fallback, 8);
             std::memcpy(seed + 8, &fallback, 8);
         }
-        store.seed_low_ = detail::ticket_load_be(seed, 8);
-        store.seed_high_ = detail::ticket_load_be(seed + 8, 8);
-        store.created_ = now;
+        st.seed_low = detail::ticket_load_be(seed, 8);
+        st.seed_high = detail::ticket_load_be(seed + 8, 8);
+        // The first whole millisecond after creation: tickets carry
+        // milliseconds, and one issued in the creation millisecond may predate it.
+        store.created_ = detail::ticket_time_point(detail::ticket_unix_ms(now) + 1);
         return failure::success(std::move(store));
     }
 
     reason try_spend(const ticket_nonce& nonce, std::chrono::system_clock::time_point expires_at,
                      std::chrono::system_clock::time_point now) noexcept {
-        if (!slots_) return reason::store_unavailable;  // a moved-from store
+        if (!state_) return reason::store_unavailable;  // a moved-from store
+        state& st = *state_;
         const std::uint64_t low = detail::ticket_load_be(nonce.data(), 8);
         const std::uint64_t high = detail::ticket_load_be(nonce.data() + 8, 8);
-        std::size_t shard = 0, start = 0;
-        locate(low, high, shard, start);
-        detail::replay_slot* const base = slots_.get() + shard * shard_slots_;
         const std::int64_t now_ms = detail::ticket_unix_ms(now);
         std::int64_t expires_ms = detail::ticket_unix_ms(expires_at);
         if (expires_ms < 1) expires_ms = 1;
 
-        const std::lock_guard<std::mutex> guard(shards_[shard].lock);
-        detail::replay_slot* free_slot = nullptr;
-        for (std::size_t k = 0; k < detail::replay_window; ++k) {
-            detail::replay_slot& slot = base[(start + k) & (shard_slots_ - 1)];
-            if (slot.expires_ms == 0) {
-                // Slots are never emptied, only reused: the nonce, if present,
-                // was stored before this never-used slot.
-                if (!free_slot) free_slot = &slot;
-                break;
+        const std::lock_guard<std::mutex> guard(st.lock);
+        st.reclaim_some(now_ms);
+        for (bool swept = false;; swept = true) {
+            std::size_t i = st.home_of(low, high);
+            for (; st.slots[i].expires_ms != 0; i = st.next(i)) {
+                detail::replay_slot& slot = st.slots[i];
+                if (slot.low != low || slot.high != high) continue;
+                if (slot.expires_ms > now_ms) return reason::ticket_replayed;
+                slot.expires_ms = expires_ms;  // the same nonce, expired: remembered again
+                st.earliest_ms = std::min(st.earliest_ms, expires_ms);
+                return reason::ok;
             }
-            if (slot.expires_ms > now_ms) {
-                if (slot.low == low && slot.high == high) return reason::ticket_replayed;
-            } else if (!free_slot) {
-                free_slot = &slot;
+            if (st.stored < st.capacity) {
+                st.slots[i] = detail::replay_slot{low, high, expires_ms};
+                ++st.stored;
+                st.earliest_ms = std::min(st.earliest_ms, expires_ms);
+                return reason::ok;
             }
+            // Full: exactly `capacity` live nonces unless one has expired.
+            if (swept || st.earliest_ms > now_ms) return reason::replay_store_full;
+            st.sweep(now_ms);  // entries moved: probe again
         }
-        if (!free_slot) return reason::replay_store_full;
-        *free_slot = detail::replay_slot{low, high, expires_ms};
-        return reason::ok;
     }
 
-    // A hint, optional in the ReplayStore concept: starts loading the slots
-    // try_spend(nonce) will probe, so that the likely cache miss in a large
-    // table overlaps the verifier's MAC instead of following it. Changes
+    // A hint, optional in the ReplayStore concept: starts loading the slot
+    // try_spend(nonce) will probe first, so that the likely cache miss in a
+    // large table overlaps the verifier's MAC instead of following it. Changes
     // nothing; the nonce need not be authentic (the position is a keyed hash,
     // so a client cannot aim it).
     void prefetch(const ticket_nonce& nonce) const noexcept {
-        if (!slots_) return;
-        std::size_t shard = 0, start = 0;
-        locate(detail::ticket_load_be(nonce.data(), 8), detail::ticket_load_be(nonce.data() + 8, 8), shard, start);
-        // The first slot and the line after it: a probe almost always ends
-        // there, at a never-used slot or a free one.
-        const char* first = reinterpret_cast<const char*>(slots_.get() + shard * shard_slots_ + start);
+        if (!state_) return;
+        const state& st = *state_;
+        const std::size_t home =
+            st.home_of(detail::ticket_load_be(nonce.data(), 8), detail::ticket_load_be(nonce.data() + 8, 8));
+        // The first slot and the line after it: a probe almost always ends there.
+        const char* first = reinterpret_cast<const char*>(st.slots.get() + home);
 #if defined(__GNUC__) || defined(__clang__)
         __builtin_prefetch(first, 1);
         __builtin_prefetch(first + 64, 1);
-        __builtin_prefetch(&shards_[shard].lock, 1);
         // GCC deems a function that only prefetches free of effects and deletes
         // calls to it (prefetches and all); an empty volatile asm keeps them.
         __asm__ __volatile__("" : : "r"(first));
@@ -3069,25 +3081,74 @@ public:
     }
 
     std::chrono::system_clock::time_point accepts_issued_after() const noexcept { return created_; }
-    std::size_t capacity() const noexcept { return capacity_; }
-    std::size_t slot_count() const noexcept { return shard_count_ * shard_slots_; }
+    // Unexpired nonces always stored: exactly the capacity given to create().
+    std::size_t capacity() const noexcept { return state_ ? state_->capacity : 0; }
+    std::size_t slot_count() const noexcept { return state_ ? state_->slot_count : 0; }
+    // Everything this store owns; constant from construction on.
+    std::size_t memory_bytes() const noexcept {
+        return sizeof(*this) + (state_ ? sizeof(state) + state_->slot_count * sizeof(detail::replay_slot) : 0);
+    }
 
 private:
+    struct state {
+        std::mutex lock;
+        std::unique_ptr<detail::replay_slot[]> slots;
+        std::size_t capacity = 0;
+        std::size_t slot_count = 0;
+        std::size_t stored = 0;  // occupied slots, live or expired-not-yet-removed
+        std::size_t cursor = 0;  // where reclaim_some looks next
+        std::int64_t earliest_ms = std::numeric_limits<std::int64_t>::max();  // <= every stored expiry
+        std::uint64_t seed_low = 0;
+        std::uint64_t seed_high = 0;
+
+        std::size_t home_of(std::uint64_t low, std::uint64_t high) const noexcept {
+            const std::uint64_t hash = detail::replay_mix(detail::replay_mix(low ^ seed_low) ^ high ^ seed_high);
+            return static_cast<std::size_t>(((hash >> 32) * slot_count) >> 32);
+        }
+        std::size_t next(std::size_t i) const noexcept { return i + 1 == slot_count ? 0 : i + 1; }
+        // Backward-shift deletion of the entry at `hole` (see connection_limiter).
+        void erase(std::size_t hole) noexcept {
+            for (std::size_t j = next(hole); slots[j].expires_ms != 0; j = next(j)) {
+                const std::size_t h = home_of(slots[j].low, slots[j].high);
+                const std::size_t from_home = j >= h ? j - h : j + slot_count - h;
+                const std::size_t from_hole = j >= hole ? j - hole : j + slot_count - hole;
+                if (from_home >= from_hole) {
+                    slots[hole] = slots[j];
+                    hole = j;
+                }
+            }
+            slots[hole] = detail::replay_slot{};
+            --stored;
+        }
+        bool expired_at(std::size_t i, std::int64_t now_ms) const noexcept {
+            return slots[i].expires_ms != 0 && slots[i].expires_ms <= now_ms;
+        }
+        void reclaim_some(std::int64_t now_ms) noexcept {
+            for (std::size_t k = 0; k < detail::replay_reclaim_per_spend; ++k) {
+                if (expired_at(cursor, now_ms)) {
+                    erase(cursor);  // look at the same slot again next time: something may have moved in
+                } else {
+                    cursor = next(cursor);
+                }
+            }
+        }
+        // Removes every expired nonce and recomputes the earliest expiry. An
+        // entry moved by a deletion only moves to the slot being examined or
+        // to one not yet reached (or, across the wrap, among slots already
+        // kept), so every expired entry is seen once.
+        void sweep(std::int64_t now_ms) noexcept {
+            earliest_ms = std::numeric_limits<std::int64_t>::max();
+            for (std::size_t i = 0; i < slot_count; ++i) {
+                while (expired_at(i, now_ms)) erase(i);
+                if (slots[i].expires_ms != 0) earliest_ms = std::min(earliest_ms, slots[i].expires_ms);
+            }
+        }
+    };
+
     memory_replay_store() = default;
 
-    // Where a nonce's probe window begins: its shard and first slot there.
-    void locate(std::uint64_t low, std::uint64_t high, std::size_t& shard, std::size_t& start) const noexcept {
-        const std::uint64_t hash = detail::replay_mix(detail::replay_mix(low ^ seed_low_) ^ high ^ seed_high_);
-        shard = static_cast<std::size_t>(hash >> 40) & (shard_count_ - 1);
-        start = static_cast<std::size_t>(hash) & (shard_slots_ - 1);
-    }
-    std::unique_ptr<detail::replay_slot[]> slots_;
-    std::unique_ptr<detail::replay_shard[]> shards_;
-    std::size_t capacity_ = 0;
-    std::size_t shard_count_ = 1;
-    std::size_t shard_slots_ = 0;
-    std::uint64_t seed_low_ = 0;
-    std::uint64_t seed_high_ = 0;
+    // On the heap so the store moves (the mutex does not).
+    std::unique_ptr<state> state_;
     std::chrono::system_clock::time_point created_{};
 };
 
@@ -3416,7 +3477,6 @@ inline constexpr std::uint64_t limits_max_window_ns = 100ull * 366 * 24 * 3600 *
 // neighbourhood in which the stalest entry is evicted. keyed_limiter's four
 // 16-byte slots fill one cache line, so a decision costs one cache miss.
 inline constexpr std::uint32_t limits_keyed_window = 4;
-inline constexpr std::uint32_t limits_connection_window = 8;
 inline constexpr std::uint32_t limits_max_shards = 64;
 inline constexpr std::size_t limits_max_capacity = std::size_t{1} << 28;
 
@@ -3858,18 +3918,12 @@ public:
     decision try_acquire(const Key& key, std::chrono::steady_clock::time_point now, std::uint32_t n = 1) noexcept {
         if (n == 0) return decision::allow();
         if (n > gcra_.burst) return decision(reason::rate_limited);
-        const auto digest = traits::make(key, seed_);
-        const std::uint64_t t = gcra_.clamp(now);
-        const std::uint32_t shard = geometry_.shard_of(digest.hash);
-        group& candidates = groups_[geometry_.group_of(digest.hash, shard)];
-        detail::limits_prefetch(candidates);
-
-        detail::limits_lock_guard guard(shards_[shard].lock);
-        slot& entry = find_or_evict(candidates, digest.tag);
-        std::uint64_t new_tat = 0;
-        const decision d = gcra_.step(entry.tat, t, n, new_tat);
-        if (d) entry.tat = new_tat;
-        return d;
+        return with_entry(key, now, true, [&](slot& entry, std::uint64_t t) noexcept {
+            std::uint64_t new_tat = 0;
+            const decision d = gcra_.step(entry.tat, t, n, new_tat);
+            if (d) entry.tat = new_tat;
+            return d;
+        });
     }
     decision try_acquire(const Key& key, std::uint32_t n = 1) noexcept {
         return try_acquire(key, std::chrono::steady_clock::now(), n);
@@ -3893,7 +3947,30 @@ private:
     using group = detail::limits_group<slot, detail::limits_keyed_window>;
     static_assert(sizeof(group) == 64, "a keyed_limiter group is one cache line");
 
+    friend class penalty_box;  // keeps its bans in a keyed_limiter's table
+
     keyed_limiter() = default;
+
+    // Runs visit(entry, clamped now) on the key's entry under its shard lock
+    // and returns its decision. Without `insert`, a key that has no entry is
+    // allowed without visiting (a lookup must not evict anyone).
+    template <class Visit>
+    decision with_entry(const Key& key, std::chrono::steady_clock::time_point now, bool insert, Visit visit) noexcept {
+        const auto digest = traits::make(key, seed_);
+        const std::uint64_t t = gcra_.clamp(now);
+        const std::uint32_t shard = geometry_.shard_of(digest.hash);
+        group& candidates = groups_[geometry_.group_of(digest.hash, shard)];
+        detail::limits_prefetch(candidates);
+
+        detail::limits_lock_guard guard(shards_[shard].lock);
+        if (!insert) {
+            for (slot& s : candidates.slots) {
+                if (s.tag == digest.tag) return visit(s, t);
+            }
+            return decision::allow();
+        }
+        return visit(find_or_evict(candidates, digest.tag), t);
+    }
 
     // The key's entry, or the stalest entry of its group reset for it. A
     // never-used entry has tat 0, so it is the stalest. Matching one by its tag
@@ -3921,11 +3998,20 @@ private:
 // ---------------------------------------------------------------------------
 //
 // try_acquire returns a move-only permit; the connection counts until the
-// permit is destroyed or release()d. Fixed-capacity table with the same seeded
-// hashing as keyed_limiter. A key's entry is freed when its count drops to 0;
-// a live count is never evicted: when a key's probe window is full of keys
-// that hold connections, the new key is refused (fails closed). The limiter
-// must outlive its permits.
+// permit is destroyed or release()d. The limiter must outlive its permits.
+//
+// Exact capacity: a new key is refused only when `capacity` distinct keys
+// hold connections (or its per-key count, or the total, is at its cap) —
+// never because of where its hash falls. The table is one open-addressing
+// array of 2 x capacity slots with linear probing over the whole array, and a
+// count of live keys checked before a new key is placed: at most half the
+// slots are ever in use, so every probe ends at an empty slot (expected 2.5
+// slots for a miss, 1.5 for a hit at full load; the seeded hash keeps a remote
+// client from building clusters). A key's slot is emptied when its count
+// drops to 0, by backward-shift deletion (no tombstones), so the table never
+// degrades with churn. A live count is never evicted. One lock guards the
+// table: a connection is acquired and released once each, and exactness needs
+// one table rather than shards that could fill unevenly.
 template <class Key>
 class connection_limiter {
     using traits = detail::limits_key_traits<Key>;
@@ -3933,17 +4019,47 @@ class connection_limiter {
 
     struct slot {
         stored_key key;
-        std::uint32_t count;
+        std::uint32_t count;  // 0: empty
+        std::uint32_t home;   // the slot the key hashes to, for deletion
     };
-    using group = detail::limits_group<slot, detail::limits_connection_window>;
     struct table {
-        detail::limits_geometry geometry;
         detail::limits_seed seed;
+        std::size_t capacity = 0;
+        std::uint32_t slot_count = 0;
         std::uint32_t max_per_key = 0;
         std::uint32_t max_total = 0;
-        std::atomic<std::uint32_t> total{0};
-        std::unique_ptr<detail::limits_shard[]> shards;
-        std::unique_ptr<group[]> groups;
+        std::size_t live_keys = 0;  // under `lock`
+        alignas(64) detail::limits_spinlock lock;
+        std::atomic<std::uint32_t> total{0};  // written under `lock`, read without it
+        detail::limits_table<slot> slots;
+
+        std::uint32_t home_of(std::uint64_t hash) const noexcept {
+            return static_cast<std::uint32_t>(((hash >> 32) * slot_count) >> 32);
+        }
+        std::uint32_t next(std::uint32_t i) const noexcept { return i + 1 == slot_count ? 0 : i + 1; }
+        // The key's slot, or the empty slot that ends its probe. Under `lock`.
+        slot& find(const stored_key& key, std::uint32_t home) noexcept {
+            std::uint32_t i = home;
+            while (slots[i].count != 0 && !traits::equal(slots[i].key, key)) i = next(i);
+            return slots[i];
+        }
+        // Backward-shift deletion: pulls each later entry of the cluster that
+        // may sit earlier into the hole, so no probe ever crosses a gap it
+        // should not. Under `lock`.
+        void erase(std::uint32_t hole) noexcept {
+            for (std::uint32_t j = next(hole); slots[j].count != 0; j = next(j)) {
+                const std::uint32_t h = slots[j].home;
+                const std::uint32_t from_home = j >= h ? j - h : j + slot_count - h;
+                const std::uint32_t from_hole = j >= hole ? j - hole : j + slot_count - hole;
+                if (from_home >= from_hole) {
+                    slots[hole] = slots[j];
+                    hole = j;
+                }
+            }
+            slots[hole].count = 0;
+            --live_keys;
+        }
+        std::uint32_t index_of(const slot& s) const noexcept { return static_cast<std::uint32_t>(&s - &slots[0]); }
     };
 
 public:
@@ -3955,14 +4071,14 @@ public:
     public:
         permit() noexcept = default;
         permit(permit&& other) noexcept
-            : table_(std::exchange(other.table_, nullptr)), slot_(std::exchange(other.slot_, nullptr)),
-              shard_(other.shard_), decision_(other.decision_) {}
+            : table_(std::exchange(other.table_, nullptr)), key_(other.key_), home_(other.home_),
+              decision_(other.decision_) {}
         permit& operator=(permit&& other) noexcept {
             if (this != &other) {
                 release();
                 table_ = std::exchange(other.table_, nullptr);
-                slot_ = std::exchange(other.slot_, nullptr);
-                shard_ = other.shard_;
+                key_ = other.key_;
+                home_ = other.home_;
                 decision_ = other.decision_;
             }
             return *this;
@@ -3972,106 +4088,99 @@ public:
         ~permit() { release(); }
 
         // True while the permit holds a connection (not after release()).
-        explicit operator bool() const noexcept { return slot_ != nullptr; }
+        explicit operator bool() const noexcept { return table_ != nullptr; }
         // The outcome of try_acquire: ok, or too_many_connections with
         // retry_after 1 s. A default-constructed permit reads as refused.
         wsguard::decision decision() const noexcept { return decision_; }
         // Gives the connection back now instead of at destruction. Idempotent.
         void release() noexcept {
-            if (slot_ == nullptr) return;
+            if (table_ == nullptr) return;
             {
-                detail::limits_lock_guard guard(table_->shards[shard_].lock);
-                --slot_->count;
+                detail::limits_lock_guard guard(table_->lock);
+                slot& s = table_->find(key_, home_);  // entries move on deletion: found again by key
+                if (s.count != 0 && --s.count == 0) table_->erase(table_->index_of(s));
+                table_->total.fetch_sub(1, std::memory_order_relaxed);
             }
-            table_->total.fetch_sub(1, std::memory_order_relaxed);
-            slot_ = nullptr;
             table_ = nullptr;
         }
 
     private:
         friend class connection_limiter;
-        permit(table* t, slot* s, std::uint32_t shard) noexcept
-            : table_(t), slot_(s), shard_(shard), decision_(wsguard::decision::allow()) {}
+        permit(table* t, const stored_key& key, std::uint32_t home) noexcept
+            : table_(t), key_(key), home_(home), decision_(wsguard::decision::allow()) {}
         explicit permit(wsguard::decision refusal) noexcept : decision_(refusal) {}
 
         table* table_ = nullptr;
-        slot* slot_ = nullptr;
-        std::uint32_t shard_ = 0;
+        stored_key key_{};
+        std::uint32_t home_ = 0;
         wsguard::decision decision_{reason::too_many_connections, refusal_retry_after};
     };
 
     // max_per_key: concurrent connections per key; capacity: distinct keys
-    // with live connections tracked at once; max_total: connections across all
-    // keys (defaults to no cap beyond what the table can hold).
+    // with live connections at once, exactly (memory: 2 x capacity slots);
+    // max_total: connections across all keys (defaults to no cap beyond what
+    // max_per_key x capacity allows).
     static result<connection_limiter> create(std::uint32_t max_per_key, std::size_t capacity,
                                              std::uint32_t max_total = std::numeric_limits<std::uint32_t>::max()) {
         if (max_per_key == 0) return result<connection_limiter>::failure("connection_limiter: max_per_key must be at least 1");
         if (max_total == 0) return result<connection_limiter>::failure("connection_limiter: max_total must be at least 1");
+        if (capacity == 0) return result<connection_limiter>::failure("connection_limiter: capacity must be at least 1");
+        if (capacity > detail::limits_max_capacity)
+            return result<connection_limiter>::failure(
+                "connection_limiter: capacity over 2^28 keys: that is gigabytes of table, surely a mistake");
         connection_limiter limiter;
         limiter.table_.reset(new (std::nothrow) table());
         if (!limiter.table_) return result<connection_limiter>::failure("connection_limiter: out of memory");
         table& t = *limiter.table_;
-        std::string error = detail::limits_geometry::configure(capacity, detail::limits_connection_window, t.geometry);
-        if (!error.empty()) return result<connection_limiter>::failure("connection_limiter: " + error);
         if (!detail::limits_make_seed(t.seed))
             return result<connection_limiter>::failure("connection_limiter: the OS refused random bytes for the hash seed");
+        t.capacity = capacity;
+        t.slot_count = static_cast<std::uint32_t>(2 * capacity);  // load factor at most 1/2
         t.max_per_key = max_per_key;
         t.max_total = max_total;
-        t.shards = detail::limits_allocate<detail::limits_shard>(t.geometry.shard_count);
-        t.groups = detail::limits_allocate<group>(t.geometry.group_count());
-        if (!t.shards || !t.groups) return result<connection_limiter>::failure("connection_limiter: out of memory for the table");
+        if (!t.slots.allocate(t.slot_count)) return result<connection_limiter>::failure("connection_limiter: out of memory for the table");
         return result<connection_limiter>::success(std::move(limiter));
     }
 
     permit try_acquire(const Key& key) noexcept {
         table& t = *table_;
         const auto digest = traits::make(key, t.seed);
-        const std::uint32_t shard = t.geometry.shard_of(digest.hash);
-        group& candidates = t.groups[t.geometry.group_of(digest.hash, shard)];
-        detail::limits_prefetch(candidates);
+        const std::uint32_t home = t.home_of(digest.hash);
+        detail::limits_prefetch(t.slots[home]);
 
-        detail::limits_lock_guard guard(t.shards[shard].lock);
-        slot* found = nullptr;
-        slot* free_slot = nullptr;
-        for (slot& s : candidates.slots) {
-            if (s.count == 0) {
-                if (free_slot == nullptr) free_slot = &s;
-            } else if (traits::equal(s.key, digest.key)) {
-                found = &s;
-                break;
-            }
+        detail::limits_lock_guard guard(t.lock);
+        slot& s = t.find(digest.key, home);
+        if (s.count != 0 ? s.count >= t.max_per_key : t.live_keys >= t.capacity) return refused();
+        if (t.total.load(std::memory_order_relaxed) >= t.max_total) return refused();
+        t.total.fetch_add(1, std::memory_order_relaxed);
+        if (s.count == 0) {
+            s.key = digest.key;
+            s.home = home;
+            ++t.live_keys;
         }
-        if (found != nullptr ? found->count >= t.max_per_key : free_slot == nullptr) return refused();
-        if (t.total.fetch_add(1, std::memory_order_relaxed) >= t.max_total) {
-            t.total.fetch_sub(1, std::memory_order_relaxed);
-            return refused();
-        }
-        if (found == nullptr) {
-            found = free_slot;
-            found->key = digest.key;
-        }
-        ++found->count;
-        return permit(&t, found, shard);
+        ++s.count;
+        return permit(&t, digest.key, home);
     }
 
     // Live connections for one key (0 when unknown).
     std::uint32_t connections(const Key& key) const noexcept {
-        const table& t = *table_;
+        table& t = *table_;
         const auto digest = traits::make(key, t.seed);
-        const std::uint32_t shard = t.geometry.shard_of(digest.hash);
-        const group& candidates = t.groups[t.geometry.group_of(digest.hash, shard)];
-        detail::limits_lock_guard guard(t.shards[shard].lock);
-        for (const slot& s : candidates.slots) {
-            if (s.count != 0 && traits::equal(s.key, digest.key)) return s.count;
-        }
-        return 0;
+        detail::limits_lock_guard guard(t.lock);
+        return t.find(digest.key, t.home_of(digest.hash)).count;
     }
     // Live connections across all keys.
     std::uint32_t total() const noexcept { return table_->total.load(std::memory_order_relaxed); }
-    std::size_t capacity() const noexcept { return table_->geometry.capacity(); }
+    // Distinct keys holding at least one connection.
+    std::size_t live_keys() const noexcept {
+        detail::limits_lock_guard guard(table_->lock);
+        return table_->live_keys;
+    }
+    // Distinct keys held at once: exactly the capacity given to create().
+    std::size_t capacity() const noexcept { return table_->capacity; }
+    // Everything this limiter owns; constant from construction on.
     std::size_t memory_bytes() const noexcept {
-        return sizeof(*this) + sizeof(table) + table_->geometry.group_count() * sizeof(group) +
-               std::size_t{table_->geometry.shard_count} * sizeof(detail::limits_shard);
+        return sizeof(*this) + sizeof(table) + std::size_t{table_->slot_count} * sizeof(slot);
     }
 
 private:
@@ -4310,6 +4419,232 @@ private:
 
 static_assert(std::has_unique_object_representations<address_key>::value && sizeof(address_key) == 16,
               "address_key is stored and hashed as raw bytes: it must have no padding");
+
+// ---------------------------------------------------------------------------
+// accept_gate: admission at accept time, before any byte of HTTP is read.
+// ---------------------------------------------------------------------------
+//
+// A server's socket budget is shared by everyone, so a client that opens
+// sockets and sends nothing (or trickles a header, slowloris) must not be able
+// to fill it. Call try_admit right after accept(): at most
+// max_pending_per_address handshakes in progress per client (IPv4 address or
+// IPv6 /64, like address_key; the client behind a trusted PROXY header when
+// one came first) and max_pending_total in all, each with a deadline by which
+// its upgrade request must be complete. The returned accept_permit holds the
+// pending slot; the slot returns when the handshake ends either way — upgraded
+// (the connection_limiter permit from handshake_guard takes over) or dropped —
+// by release() or destruction. A refusal is too_many_pending: answer 503 with
+// Retry-After, or simply close the socket (cheaper, and what a flood deserves).
+// A stack polls permit.expired(now) (or arms a timer at deadline()) and closes
+// the socket when the deadline passed: handshake_deadline_passed is the reason
+// to log (408, or a close without an answer). Fixed capacity (the exact
+// connection_limiter table), seeded hashing, no allocation after create.
+struct accept_limits {
+    std::uint32_t max_pending_per_address = 8;   // handshakes in progress per client
+    std::uint32_t max_pending_total = 1024;      // in progress across all clients
+    std::chrono::milliseconds handshake_deadline{10000};  // accept to complete upgrade request
+    std::size_t table_capacity = 65536;          // clients with a pending handshake at once (exact)
+    address_key_options address_options{};       // for address_of(); IPv6 grouped by /64 by default
+};
+
+class [[nodiscard]] accept_permit {
+public:
+    // How long a refused client is told to wait when the stack answers 503.
+    static constexpr std::chrono::milliseconds refusal_retry_after{1000};
+
+    // Refused (too_many_pending) and holding nothing.
+    accept_permit() noexcept = default;
+    accept_permit(accept_permit&&) noexcept = default;
+    accept_permit& operator=(accept_permit&&) noexcept = default;
+    accept_permit(const accept_permit&) = delete;
+    accept_permit& operator=(const accept_permit&) = delete;
+
+    // True while the permit holds a pending slot (not after release()).
+    explicit operator bool() const noexcept { return static_cast<bool>(slot_); }
+    // ok, or too_many_pending with retry_after 1 s.
+    wsguard::decision decision() const noexcept { return decision_; }
+    // When the upgrade request must be complete (try_admit's now + deadline).
+    std::chrono::steady_clock::time_point deadline() const noexcept { return deadline_; }
+    // True from the deadline on: close the socket, log handshake_deadline_passed.
+    bool expired(std::chrono::steady_clock::time_point now) const noexcept { return now >= deadline_; }
+    bool expired() const noexcept { return expired(std::chrono::steady_clock::now()); }
+    // ok before the deadline, handshake_deadline_passed from it on: for logs
+    // and for stacks that answer 408 before closing.
+    wsguard::decision check_deadline(std::chrono::steady_clock::time_point now) const noexcept {
+        return expired(now) ? wsguard::decision(reason::handshake_deadline_passed) : wsguard::decision::allow();
+    }
+    wsguard::decision check_deadline() const noexcept { return check_deadline(std::chrono::steady_clock::now()); }
+    // Gives the pending slot back now (the handshake ended: upgraded or
+    // dropped). Idempotent; the destructor does the same.
+    void release() noexcept { slot_.release(); }
+
+private:
+    friend class accept_gate;
+    accept_permit(connection_limiter<address_key>::permit slot, wsguard::decision d,
+                  std::chrono::steady_clock::time_point deadline) noexcept
+        : slot_(std::move(slot)), decision_(d), deadline_(deadline) {}
+
+    connection_limiter<address_key>::permit slot_;
+    wsguard::decision decision_{reason::too_many_pending, refusal_retry_after};
+    std::chrono::steady_clock::time_point deadline_{};
+};
+
+class accept_gate {
+public:
+    static result<accept_gate> create(const accept_limits& limits) {
+        if (limits.handshake_deadline <= std::chrono::milliseconds::zero())
+            return result<accept_gate>::failure("accept_gate: handshake_deadline must be positive (10 s is a good default)");
+        if (limits.max_pending_per_address > limits.max_pending_total)
+            return result<accept_gate>::failure("accept_gate: max_pending_per_address is over max_pending_total");
+        auto table = connection_limiter<address_key>::create(limits.max_pending_per_address, limits.table_capacity,
+                                                             limits.max_pending_total);
+        if (!table) return result<accept_gate>::failure("accept_gate: " + table.error());
+        return result<accept_gate>::success(accept_gate(std::move(table).value(), limits));
+    }
+
+    // Call right after accept(), before reading anything from the socket.
+    accept_permit try_admit(const address_key& client, std::chrono::steady_clock::time_point now) noexcept {
+        connection_limiter<address_key>::permit slot = pending_.try_acquire(client);
+        if (!slot) return accept_permit(std::move(slot), refusal(), now);
+        return accept_permit(std::move(slot), wsguard::decision::allow(), now + limits_.handshake_deadline);
+    }
+    accept_permit try_admit(const address_key& client) noexcept {
+        return try_admit(client, std::chrono::steady_clock::now());
+    }
+
+    // The key for a peer, grouped by this gate's address options: raw
+    // network-order bytes (4 or 16, e.g. from sockaddr) or endpoint text.
+    std::optional<address_key> address_of(const std::uint8_t* data, std::size_t size) const noexcept {
+        return address_key::from_bytes(data, size, limits_.address_options);
+    }
+    std::optional<address_key> address_of(std::string_view endpoint_text) const noexcept {
+        return address_key::from_endpoint_text(endpoint_text, limits_.address_options);
+    }
+
+    // Handshakes in progress, in total and for one client.
+    std::uint32_t pending() const noexcept { return pending_.total(); }
+    std::uint32_t pending(const address_key& client) const noexcept { return pending_.connections(client); }
+    std::chrono::milliseconds handshake_deadline() const noexcept { return limits_.handshake_deadline; }
+    // Everything this gate owns; constant from construction on.
+    std::size_t memory_bytes() const noexcept { return sizeof(*this) - sizeof(pending_) + pending_.memory_bytes(); }
+
+private:
+    accept_gate(connection_limiter<address_key> table, const accept_limits& limits) noexcept
+        : pending_(std::move(table)), limits_(limits) {}
+    static wsguard::decision refusal() noexcept {
+        return wsguard::decision(reason::too_many_pending, accept_permit::refusal_retry_after);
+    }
+
+    connection_limiter<address_key> pending_;
+    accept_limits limits_;
+};
+
+// ---------------------------------------------------------------------------
+// penalty_box: bans a client that keeps presenting forged tickets.
+// ---------------------------------------------------------------------------
+//
+// A forged ticket costs the server a MAC; a client that sends them by the
+// thousand is an attacker, not a user. record_failure counts the failures that
+// only forgery or replay produce — ticket_bad_mac, ticket_unknown_key,
+// ticket_replayed, ticket_malformed — and ignores every other reason (an
+// expired ticket from a stale page, a clock skew, a wrong origin are honest
+// mistakes). A client may fail max_failures times at once and one more time
+// every window / max_failures after that; the failure beyond that bans it for
+// `ban`. check() refuses a banned client with client_penalized (429, with
+// retry_after until the ban ends) and is meant to run before any MAC is
+// computed. After a ban the client's failure budget refills from empty: a
+// client that resumes forging at once is banned again on its first failure.
+// Defaults: 20 failures (per 60 s) and a 5-minute ban; a user with a stale
+// page fails with ticket_expired, which is not counted, and a reload spends a
+// fresh ticket, so an ordinary user is never banned.
+//
+// Storage is keyed_limiter's fixed table (one 16-byte entry per client,
+// seeded hashing, sharded locks, no allocation after create): a ban is stored
+// as a bucket state far in the future, so bans are the last entries evicted
+// when a flood of new clients passes through; when a probe group holds only
+// bans, the one closest to its end goes first.
+struct penalty_options {
+    std::uint32_t max_failures = 20;                       // tolerated at once
+    std::chrono::milliseconds window = std::chrono::minutes(1);  // max_failures more per window
+    std::chrono::milliseconds ban = std::chrono::minutes(5);
+    std::size_t capacity = 65536;                          // clients tracked at once
+    bool enabled = true;                                   // read by handshake_guard only
+};
+
+class penalty_box {
+public:
+    static result<penalty_box> create(const penalty_options& options) {
+        if (options.max_failures == 0) return result<penalty_box>::failure("penalty_box: max_failures must be at least 1");
+        if (options.window <= std::chrono::milliseconds::zero())
+            return result<penalty_box>::failure("penalty_box: window must be positive");
+        if (options.ban <= std::chrono::milliseconds::zero() || options.ban > std::chrono::hours(24 * 365))
+            return result<penalty_box>::failure("penalty_box: ban must be positive and at most a year");
+        auto table = keyed_limiter<address_key>::create(wsguard::rate{options.max_failures, options.window},
+                                                         options.max_failures, options.capacity);
+        if (!table) return result<penalty_box>::failure("penalty_box: " + table.error());
+        const std::uint64_t ban_ns = static_cast<std::uint64_t>(std::chrono::nanoseconds(options.ban).count());
+        return result<penalty_box>::success(penalty_box(std::move(table).value(), ban_ns));
+    }
+
+    // Whether a failure with this reason counts towards a ban.
+    static constexpr bool counts(reason r) noexcept {
+        return r == reason::ticket_bad_mac || r == reason::ticket_unknown_key || r == reason::ticket_replayed ||
+               r == reason::ticket_malformed;
+    }
+
+    // ok, or client_penalized with retry_after until the ban ends. Never
+    // creates an entry.
+    decision check(const address_key& client, std::chrono::steady_clock::time_point now) noexcept {
+        return table_.with_entry(client, now, false, [&](const slot& entry, std::uint64_t t) noexcept {
+            return ban_left(entry, t);
+        });
+    }
+    decision check(const address_key& client) noexcept { return check(client, std::chrono::steady_clock::now()); }
+
+    // Counts one failure of `r` (ignored unless counts(r)). Returns ok while the
+    // client is tolerated, client_penalized (retry_after: the ban) when this
+    // failure started a ban or one is running.
+    decision record_failure(const address_key& client, reason r, std::chrono::steady_clock::time_point now) noexcept {
+        if (!counts(r)) return decision::allow();
+        const detail::limits_gcra& gcra = table_.gcra_;
+        return table_.with_entry(client, now, true, [&](slot& entry, std::uint64_t t) noexcept {
+            if (decision running = ban_left(entry, t); !running) return running;
+            std::uint64_t new_tat = 0;
+            if (gcra.step(entry.tat, t, 1, new_tat)) {
+                entry.tat = new_tat;
+                return decision::allow();
+            }
+            // Banned: the bucket runs `ban` beyond full debt, see ban_left.
+            const std::uint64_t room = detail::limits_u64_max - gcra.window_ns - t;  // t <= horizon: no wrap
+            entry.tat = t + gcra.window_ns + (ban_ns_ < room ? ban_ns_ : room);
+            return decision(reason::client_penalized, detail::limits_wait(ban_ns_));
+        });
+    }
+    decision record_failure(const address_key& client, reason r) noexcept {
+        return record_failure(client, r, std::chrono::steady_clock::now());
+    }
+
+    std::size_t capacity() const noexcept { return table_.capacity(); }
+    std::size_t memory_bytes() const noexcept { return sizeof(*this) - sizeof(table_) + table_.memory_bytes(); }
+
+private:
+    using slot = keyed_limiter<address_key>::slot;
+
+    penalty_box(keyed_limiter<address_key> table, std::uint64_t ban_ns) noexcept
+        : table_(std::move(table)), ban_ns_(ban_ns) {}
+
+    // A bucket never runs more than one window ahead of now unless banned:
+    // the excess is what is left of the ban. The bucket is clamped below
+    // 2^64 by the clock horizon, and ban_ns is at most a year.
+    decision ban_left(const slot& entry, std::uint64_t t) const noexcept {
+        const std::uint64_t window = table_.gcra_.window_ns;
+        if (entry.tat <= t || entry.tat - t <= window) return decision::allow();
+        return decision(reason::client_penalized, detail::limits_wait(entry.tat - t - window));
+    }
+
+    keyed_limiter<address_key> table_;
+    std::uint64_t ban_ns_ = 0;
+};
 
 }  // inline namespace WSGUARD_ABI_NS
 }  // namespace wsguard
@@ -4753,6 +5088,11 @@ struct route_config {
     ticket_requirement ticket = ticket_requirement::required;
     std::string audience;                     // what the issuer bound the ticket to, e.g. "app.example.com/ws"
     bool ticket_in_query = true;              // accept "?ticket=" when the subprotocol carries none
+    // Concurrent connections per verified ticket subject (user); 0: no cap.
+    // At the cap a new connection is refused (too_many_connections_for_subject),
+    // never an old one evicted: evicting would let a stolen ticket's holder
+    // disconnect the real user, and the refused client can retry or close a tab.
+    std::uint32_t max_connections_per_subject = 0;
 };
 
 // One refusal, as the logging hook sees it. Every text is bounded, printable
@@ -4777,6 +5117,11 @@ struct basic_handshake_config {
     std::uint32_t max_connections_total = 100000;
     std::size_t address_table_capacity = 65536;  // distinct addresses tracked at once (fixed memory)
     address_key_options address_options{};       // IPv6 grouped by /64 by default
+    std::size_t subject_table_capacity = 65536;  // subjects tracked at once per capped route (exact)
+
+    // Bans a client after repeated forged tickets, checked before any MAC is
+    // computed (penalty_box; on by default: 20 forgeries, then 5 minutes).
+    penalty_options penalty{};
 
     // A header longer than this is refused as request_malformed before any parsing.
     std::size_t max_field_bytes = 4096;
@@ -4789,10 +5134,41 @@ struct basic_handshake_config {
 };
 using handshake_config = basic_handshake_config<memory_replay_store>;
 
+// The slots one upgraded connection holds: its address's connection slot and,
+// on a route with max_connections_per_subject, its subject's. Keep it as long
+// as the connection; destroying it (or release()) gives both back.
+class handshake_permit {
+public:
+    handshake_permit() noexcept = default;
+
+    // True while the permit holds the connection (not after release()).
+    explicit operator bool() const noexcept { return static_cast<bool>(address_); }
+    // ok, or the refusal that stopped the connection (too_many_connections,
+    // too_many_connections_for_subject). A default-constructed permit reads
+    // as refused.
+    wsguard::decision decision() const noexcept { return decision_; }
+    // Gives both slots back now. Idempotent.
+    void release() noexcept {
+        subject_.release();
+        address_.release();
+    }
+
+    const connection_limiter<address_key>::permit& address() const noexcept { return address_; }
+    const connection_limiter<std::string_view>::permit& subject() const noexcept { return subject_; }
+
+private:
+    template <class>
+    friend class basic_handshake_guard;
+
+    connection_limiter<address_key>::permit address_;
+    connection_limiter<std::string_view>::permit subject_;
+    wsguard::decision decision_{reason::too_many_connections, connection_limiter<address_key>::refusal_retry_after};
+};
+
 // What the stack must do with one upgrade request.
 class [[nodiscard]] handshake_outcome {
 public:
-    using connection_permit = connection_limiter<address_key>::permit;
+    using connection_permit = handshake_permit;
 
     wsguard::decision decision;
 
@@ -4813,7 +5189,7 @@ public:
     std::string_view route() const noexcept { return route_; }
 
     // Keep this alive as long as the connection: destroying it (or the
-    // outcome) gives the per-address connection slot back.
+    // outcome) gives the per-address (and per-subject) connection slots back.
     connection_permit& permit() noexcept { return permit_; }
     connection_permit take_permit() noexcept { return std::move(permit_); }
 
@@ -4835,6 +5211,7 @@ constexpr std::string_view http_reason_phrase(int status) noexcept {
         case 403: return "Forbidden";
         case 404: return "Not Found";
         case 405: return "Method Not Allowed";
+        case 408: return "Request Timeout";
         case 429: return "Too Many Requests";
         case 500: return "Internal Server Error";
         case 503: return "Service Unavailable";
@@ -4902,9 +5279,10 @@ inline bool handshake_offers_protocol(std::string_view header, std::string_view 
 }  // namespace detail
 
 // Composes the components for one upgrade request, cheapest checks first:
-// request shape → route → Origin / Host / Sec-Fetch-Site → per-address rate
-// and connection cap → ticket (the MAC is the expensive step, so it comes last
-// and a flood of forged tickets is rate limited before it is verified).
+// request shape → route → Origin / Host / Sec-Fetch-Site → penalty box →
+// per-address rate and connection cap → ticket → per-subject cap (the MAC is
+// the expensive step, so it comes late: a flood of forged tickets is rate
+// limited, and its sender banned, before it is verified).
 template <class ReplayStore = memory_replay_store>
 class basic_handshake_guard {
 public:
@@ -4937,8 +5315,22 @@ public:
                     return failure::failure(where + "requires tickets but has no audience (e.g. \"app.example.com" +
                                             rc.path + "\")");
             }
+            std::optional<connection_limiter<std::string_view>> subjects;
+            if (rc.max_connections_per_subject != 0) {
+                if (rc.ticket != ticket_requirement::required)
+                    return failure::failure(where + "max_connections_per_subject needs tickets (the subject is the ticket's)");
+                auto limiter = connection_limiter<std::string_view>::create(rc.max_connections_per_subject,
+                                                                            cfg.subject_table_capacity);
+                if (!limiter) return failure::failure(where + limiter.error());
+                subjects.emplace(std::move(limiter).value());
+            }
             guard.routes_.push_back(route{rc.path, std::move(origins).value(), std::move(hosts), rc.deny_cross_site,
-                                          rc.ticket, rc.audience, rc.ticket_in_query});
+                                          rc.ticket, rc.audience, rc.ticket_in_query, std::move(subjects)});
+        }
+        if (cfg.penalty.enabled) {
+            auto penalty = penalty_box::create(cfg.penalty);
+            if (!penalty) return failure::failure("handshake_guard: " + penalty.error());
+            guard.penalty_.emplace(std::move(penalty).value());
         }
         auto rate = keyed_limiter<address_key>::create(cfg.handshakes_per_second, cfg.handshake_burst,
                                                        cfg.address_table_capacity);
@@ -4999,6 +5391,9 @@ private:
         ticket_requirement ticket;
         std::string audience;
         bool ticket_in_query;
+        // max_connections_per_subject; mutable: routes are matched through const
+        // pointers, and the limiter synchronises itself.
+        mutable std::optional<connection_limiter<std::string_view>> subjects;
     };
     struct counters {
         std::array<std::atomic<std::uint64_t>, std::size(detail::reason_table) + 1> by_reason{};
@@ -5052,8 +5447,12 @@ private:
                                                 address_options_)
                       : address_key::from_endpoint_text(request.remote_address, address_options_);
         if (!address) return reason::address_malformed;
+        if (penalty_) {
+            if (decision d = penalty_->check(*address, steady_now); !d) return d;
+        }
         if (decision d = rate_->try_acquire(*address, steady_now); !d) return d;
-        out.permit_ = connections_->try_acquire(*address);
+        out.permit_.address_ = connections_->try_acquire(*address);
+        out.permit_.decision_ = out.permit_.address_.decision();
         if (!out.permit_) return out.permit_.decision();
 
         // 4. The ticket: MAC and replay store last.
@@ -5061,8 +5460,19 @@ private:
         ticket_source source = ticket_from_subprotocol(request.sec_websocket_protocol);
         if (!source && matched->ticket_in_query) source = ticket_from_query(query);
         if (!source) return source.reason;
-        if (decision d = verifier_->verify(source.ticket, request.origin, matched->audience, out.claims_, wall_now); !d)
+        if (decision d = verifier_->verify(source.ticket, request.origin, matched->audience, out.claims_, wall_now); !d) {
+            if (penalty_) static_cast<void>(penalty_->record_failure(*address, d.reason, steady_now));
             return d;
+        }
+        // 5. Per-subject cap, once the subject is authentic (the ticket is spent).
+        if (matched->subjects) {
+            out.permit_.subject_ = matched->subjects->try_acquire(out.claims_.subject());
+            if (!out.permit_.subject_) {
+                out.permit_.decision_ = decision(reason::too_many_connections_for_subject,
+                                                 connection_limiter<std::string_view>::refusal_retry_after);
+                return out.permit_.decision_;
+            }
+        }
         // Echo the marker whenever the client offered it (also with a query
         // ticket): clients such as Node's ws fail a connection whose offered
         // subprotocols all went unanswered.
@@ -5094,6 +5504,7 @@ private:
     const ticket_verifier<ReplayStore>* verifier_ = nullptr;
     std::optional<keyed_limiter<address_key>> rate_;
     std::optional<connection_limiter<address_key>> connections_;
+    std::optional<penalty_box> penalty_;
     std::unique_ptr<token_bucket> report_budget_;
     std::unique_ptr<counters> counters_;
     address_key_options address_options_{};

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -356,6 +357,32 @@ TEST_CASE("keyed_limiter accepts string keys through a seeded 64-bit tag", "[lim
     CHECK_FALSE(strings->try_acquire(std::string("a"), t0));
 }
 
+TEST_CASE("keyed_limiter evicts the stalest bucket of a full group, so exhausted keys go last", "[limits][keyed_limiter]") {
+    // Capacity 4 is one group of 4 entries: every key competes for it.
+    auto created = keyed_limiter<std::uint64_t>::create(wsguard::rate::per_second(1), 5, 4);
+    REQUIRE(created);
+    auto& limiter = *created;
+    REQUIRE(limiter.capacity() == 4);
+    const clock_point t0 = at_ns(0);
+    struct row {
+        std::uint64_t key;
+        int taken;  // tokens spent at t0: the more, the later the bucket is full again
+    };
+    const std::vector<row> table = {{1, 1}, {2, 5}, {3, 3}, {4, 2}};
+    for (const row& r : table) {
+        for (int i = 0; i < r.taken; ++i) REQUIRE(limiter.try_acquire(r.key, t0));
+    }
+    // A fifth key takes the entry of key 1, the closest to full again.
+    CHECK(limiter.try_acquire(std::uint64_t{5}, t0));
+    // Key 1 starts over with a full burst (its state was evicted) ...
+    for (int i = 0; i < 5; ++i) CHECK(limiter.try_acquire(std::uint64_t{1}, t0));
+    // ... and the exhausted and half-spent keys kept theirs.
+    CHECK_FALSE(limiter.try_acquire(std::uint64_t{2}, t0));
+    CHECK(limiter.try_acquire(std::uint64_t{3}, t0));
+    CHECK(limiter.try_acquire(std::uint64_t{3}, t0));
+    CHECK_FALSE(limiter.try_acquire(std::uint64_t{3}, t0));
+}
+
 TEST_CASE("keyed_limiter survives a flood of ten million random keys at a fixed memory cap", "[limits][keyed_limiter][flood]") {
     // 1 request per second, burst 5: the hot keys exhaust their burst, then a
     // flood of fresh keys (each allowed once) runs through a 64k-entry table.
@@ -492,30 +519,123 @@ TEST_CASE("connection_limiter enforces a global cap across keys", "[limits][conn
     CHECK(created->try_acquire(4));
 }
 
-TEST_CASE("connection_limiter fails closed when the table is full of live keys", "[limits][connection_limiter]") {
-    auto created = connection_limiter<std::uint64_t>::create(1, 16);
-    REQUIRE(created);
-    REQUIRE(created->capacity() == 16);
-    // Distinct keys until one finds its probe window full of live connections.
-    std::vector<connection_limiter<std::uint64_t>::permit> held;
-    std::uint64_t refused_key = 0;
-    for (std::uint64_t key = 0; key < 1000; ++key) {
-        auto permit = created->try_acquire(key);
-        if (!permit) {
-            CHECK(permit.decision().reason == reason::too_many_connections);
-            refused_key = key;
-            break;
+// Distinct /64 keys: splitmix64's output is a bijection of its counter.
+address_key distinct_ipv6_key(splitmix& rng) {
+    std::uint8_t bytes[16] = {0x20, 0x01};
+    const std::uint64_t bits = rng.next();
+    for (int i = 0; i < 8; ++i) bytes[i] = static_cast<std::uint8_t>(bits >> (8 * i));
+    const auto key = address_key::from_bytes(bytes, 16);
+    REQUIRE(key.has_value());
+    return *key;
+}
+
+TEST_CASE("connection_limiter holds exactly capacity distinct keys, then refuses the next one", "[limits][connection_limiter]") {
+    struct row {
+        std::size_t capacity;
+        std::uint64_t seed;
+    };
+    const std::vector<row> table = {
+        {64, 1}, {64, 2}, {64, 3}, {100, 4}, {1000, 5}, {4096, 6}, {65536, 7}, {65536, 8}, {1000003, 9},
+    };
+    for (const row& r : table) {
+        INFO("capacity " << r.capacity << ", seed " << r.seed);
+        auto created = connection_limiter<address_key>::create(1, r.capacity);
+        REQUIRE(created);
+        auto& limiter = *created;
+        CHECK(limiter.capacity() == r.capacity);
+        const std::size_t memory = limiter.memory_bytes();
+        splitmix rng{r.seed};
+        std::vector<connection_limiter<address_key>::permit> held;
+        held.reserve(r.capacity);
+        std::size_t refusals = 0;
+        for (std::size_t i = 0; i < r.capacity; ++i) {
+            auto permit = limiter.try_acquire(distinct_ipv6_key(rng));
+            if (!permit) ++refusals;
+            held.push_back(std::move(permit));
         }
-        held.push_back(std::move(permit));
+        CHECK(refusals == 0);
+        CHECK(limiter.live_keys() == r.capacity);
+        CHECK(limiter.total() == r.capacity);
+        const address_key next = distinct_ipv6_key(rng);
+        auto refused = limiter.try_acquire(next);
+        CHECK_FALSE(refused);
+        CHECK(refused.decision().reason == reason::too_many_connections);
+        // Release one, and the next key fits; then full again.
+        held[r.capacity / 2].release();
+        CHECK(limiter.try_acquire(next));
+        auto again = limiter.try_acquire(next);
+        CHECK(again);
+        CHECK_FALSE(limiter.try_acquire(distinct_ipv6_key(rng)));
+        CHECK(limiter.memory_bytes() == memory);  // fixed from construction on
+        again.release();
+        held.clear();
+        CHECK(limiter.total() == 0);
+        CHECK(limiter.live_keys() == 0);
     }
-    REQUIRE(refused_key != 0);
-    CHECK(held.size() >= 8);   // at least one full probe window
-    CHECK(held.size() <= 16);  // never more live keys than the capacity
-    for (std::uint64_t key = 0; key < held.size(); ++key) CHECK(created->connections(key) == 1);  // none evicted
-    CHECK_FALSE(created->try_acquire(refused_key));
+}
+
+TEST_CASE("connection_limiter never evicts a live key and finds every key again after churn", "[limits][connection_limiter]") {
+    // Keys come and go at full load: backward-shift deletion must leave every
+    // remaining key reachable, and its count intact.
+    constexpr std::size_t capacity = 512;
+    auto created = connection_limiter<std::uint64_t>::create(3, capacity);
+    REQUIRE(created);
+    auto& limiter = *created;
+    splitmix rng{42};
+    std::vector<std::uint64_t> keys;
+    std::vector<std::vector<connection_limiter<std::uint64_t>::permit>> held;
+    for (std::size_t i = 0; i < capacity; ++i) {
+        keys.push_back(rng.next());
+        held.emplace_back();
+        held.back().push_back(limiter.try_acquire(keys.back()));
+        REQUIRE(held.back().back());
+    }
+    std::size_t refusals = 0;
+    for (int round = 0; round < 20000; ++round) {
+        const std::size_t i = rng.next() % capacity;
+        if (rng.next() % 2 == 0 && !held[i].empty()) {
+            held[i].pop_back();
+            if (held[i].empty()) {  // the key is gone: a new one takes its place
+                keys[i] = rng.next();
+            }
+        } else {
+            auto permit = limiter.try_acquire(keys[i]);
+            if (permit) {
+                held[i].push_back(std::move(permit));
+            } else {
+                ++refusals;
+                CHECK(held[i].size() == 3);  // refused only at the per-key cap
+            }
+        }
+    }
+    std::size_t live = 0, total = 0;
+    for (std::size_t i = 0; i < capacity; ++i) {
+        if (!held[i].empty()) ++live;
+        total += held[i].size();
+        REQUIRE(limiter.connections(keys[i]) == held[i].size());
+    }
+    CHECK(limiter.live_keys() == live);
+    CHECK(limiter.total() == total);
     held.clear();
-    CHECK(created->total() == 0);
-    CHECK(created->try_acquire(refused_key));
+    CHECK(limiter.total() == 0);
+    CHECK(limiter.live_keys() == 0);
+    for (std::uint64_t key : keys) CHECK(limiter.connections(key) == 0);
+    CHECK(refusals > 0);  // the per-key cap was reached along the way
+}
+
+TEST_CASE("connection_limiter with string keys holds exactly capacity subjects", "[limits][connection_limiter]") {
+    auto created = connection_limiter<std::string_view>::create(1, 300);
+    REQUIRE(created);
+    std::vector<connection_limiter<std::string_view>::permit> held;
+    for (int i = 0; i < 300; ++i) {
+        const std::string subject = "user-" + std::to_string(i);
+        held.push_back(created->try_acquire(subject));
+        REQUIRE(held.back());
+        CHECK_FALSE(created->try_acquire(subject));  // per-key cap 1
+    }
+    CHECK_FALSE(created->try_acquire(std::string_view("user-300")));
+    held.front().release();
+    CHECK(created->try_acquire(std::string_view("user-300")));
 }
 
 TEST_CASE("connection_limiter permits survive moving the limiter", "[limits][connection_limiter]") {
@@ -572,6 +692,35 @@ TEST_CASE("connection_limiter never exceeds N per key with two threads and retur
     CHECK_FALSE(over_limit.load());
     CHECK(limiter.total() == 0);
     for (std::uint64_t key = 0; key < live.size(); ++key) CHECK(limiter.connections(key) == 0);
+}
+
+TEST_CASE("connection_limiter grants exactly capacity distinct keys to two threads racing for them", "[limits][connection_limiter][concurrency]") {
+    constexpr std::size_t capacity = 4096;
+    auto created = connection_limiter<std::uint64_t>::create(1, capacity);
+    REQUIRE(created);
+    auto& limiter = *created;
+    std::vector<connection_limiter<std::uint64_t>::permit> held_a, held_b;
+    // Each thread offers capacity keys of its own: together twice what fits.
+    auto worker = [&](std::uint64_t base, std::vector<connection_limiter<std::uint64_t>::permit>& held) {
+        for (std::uint64_t i = 0; i < capacity; ++i) {
+            auto permit = limiter.try_acquire(base + i);
+            if (permit) held.push_back(std::move(permit));
+        }
+    };
+    std::thread a(worker, std::uint64_t{1} << 40, std::ref(held_a));
+    std::thread b(worker, std::uint64_t{2} << 40, std::ref(held_b));
+    a.join();
+    b.join();
+    CHECK(held_a.size() + held_b.size() == capacity);
+    CHECK(limiter.live_keys() == capacity);
+    // Release everything from two threads at once; the table empties.
+    std::thread c([&] { held_a.clear(); });
+    std::thread d([&] { held_b.clear(); });
+    c.join();
+    d.join();
+    CHECK(limiter.total() == 0);
+    CHECK(limiter.live_keys() == 0);
+    CHECK(limiter.try_acquire(std::uint64_t{7}));
 }
 
 // ---------------------------------------------------------------------------

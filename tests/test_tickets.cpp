@@ -37,7 +37,9 @@ wsguard::ticket_issuer make_issuer(wsguard::keyring keys, wsguard::ticket_issuer
     return std::move(created).value();
 }
 
-wsguard::memory_replay_store make_store(std::size_t capacity = 1024, clock_type::time_point created_at = t0) {
+// Created a millisecond before t0, when the tests issue their tickets: a store
+// refuses tickets issued in its own creation millisecond.
+wsguard::memory_replay_store make_store(std::size_t capacity = 1024, clock_type::time_point created_at = t0 - 1ms) {
     auto created = wsguard::memory_replay_store::create(capacity, created_at);
     REQUIRE(created);
     return std::move(created).value();
@@ -342,14 +344,43 @@ TEST_CASE("a ticket is bound to its audience exactly", "[tickets]") {
 TEST_CASE("a new replay store refuses tickets issued before it existed (restart)", "[tickets]") {
     const wsguard::ticket_issuer issuer = make_issuer(default_ring());
     const std::string before = issue(issuer, t0);
-    const std::string at_start = issue(issuer, t0 + 2s);
+    const std::string after_start = issue(issuer, t0 + 2s + 1ms);
     wsguard::memory_replay_store restarted = make_store(1024, t0 + 2s);
-    CHECK(restarted.accepts_issued_after() == t0 + 2s);
+    CHECK(restarted.accepts_issued_after() == t0 + 2s + 1ms);
     const verifier_type verifier = make_verifier(default_ring(), restarted);
     wsguard::ticket_claims claims;
     CHECK(verifier.verify(before, "https://app.example.com", "api.example.com/chat", claims, t0 + 3s).reason ==
           reason::ticket_before_store_start);
-    CHECK(verifier.verify(at_start, "https://app.example.com", "api.example.com/chat", claims, t0 + 3s).allowed());
+    CHECK(verifier.verify(after_start, "https://app.example.com", "api.example.com/chat", claims, t0 + 3s).allowed());
+}
+
+TEST_CASE("a replay store refuses a ticket issued in its creation millisecond, on the boundary or inside it", "[tickets]") {
+    const wsguard::ticket_issuer issuer = make_issuer(default_ring());
+    struct row {
+        clock_type::duration created;  // after t0 (a whole millisecond)
+        clock_type::duration issued;
+        bool allowed;
+    };
+    using std::chrono::microseconds;
+    const std::vector<row> table = {
+        {2s, 2s, false},                                  // created exactly on the boundary, same millisecond
+        {2s, 2s - 1ms, false},                            // the millisecond before
+        {2s, 2s + 1ms, true},                             // the next millisecond
+        {2s + microseconds(500), 2s, false},              // created inside the millisecond
+        {2s + microseconds(999), 2s + 1ms, true},
+        {2s + microseconds(1), 2s + 1ms, true},
+    };
+    for (const row& r : table) {
+        INFO("created t0+" << std::chrono::duration_cast<microseconds>(r.created).count() << "us, issued t0+"
+                           << std::chrono::duration_cast<microseconds>(r.issued).count() << "us");
+        wsguard::memory_replay_store store = make_store(64, t0 + r.created);
+        const verifier_type verifier = make_verifier(default_ring(), store);
+        wsguard::ticket_claims claims;
+        const wsguard::decision d = verifier.verify(issue(issuer, t0 + r.issued), "https://app.example.com",
+                                                    "api.example.com/chat", claims, t0 + 3s);
+        CHECK(d.allowed() == r.allowed);
+        if (!r.allowed) CHECK(d.reason == reason::ticket_before_store_start);
+    }
 }
 
 TEST_CASE("two threads racing on the same tickets: exactly one wins each", "[tickets][concurrency]") {
@@ -391,36 +422,57 @@ wsguard::ticket_nonce nonce_of(std::uint64_t n) {
 }
 }  // namespace
 
-TEST_CASE("memory_replay_store fails closed when full and never forgets a live nonce", "[tickets]") {
-    wsguard::memory_replay_store store = make_store(16);
-    REQUIRE(store.slot_count() == 64);
-    std::vector<std::uint64_t> spent;
-    int full = 0;
-    for (std::uint64_t n = 0; n < 1000; ++n) {
-        const reason r = store.try_spend(nonce_of(n), t0 + 60s, t0);
-        if (r == reason::ok) spent.push_back(n);
-        else {
-            REQUIRE(r == reason::replay_store_full);
-            ++full;
+TEST_CASE("memory_replay_store holds exactly capacity live nonces, then fails closed", "[tickets]") {
+    for (std::size_t capacity : {std::size_t{1}, std::size_t{16}, std::size_t{1000}, std::size_t{65536}}) {
+        for (std::uint64_t seed = 1; seed <= 3; ++seed) {
+            INFO("capacity " << capacity << ", seed " << seed);
+            wsguard::memory_replay_store store = make_store(capacity);
+            CHECK(store.capacity() == capacity);
+            CHECK(store.slot_count() == 2 * capacity);
+            const std::size_t memory = store.memory_bytes();
+            const std::uint64_t base = seed << 40;
+            std::size_t refused = 0;
+            for (std::uint64_t n = 0; n < capacity; ++n) {
+                if (store.try_spend(nonce_of(base + n), t0 + 60s, t0) != reason::ok) ++refused;
+            }
+            CHECK(refused == 0);
+            CHECK(store.try_spend(nonce_of(base + capacity), t0 + 60s, t0 + 1s) == reason::replay_store_full);
+            CHECK(store.try_spend(nonce_of(base + 7 % capacity), t0 + 60s, t0 + 59s) == reason::ticket_replayed);
+            // Every nonce is still remembered: none was forgotten to make room.
+            std::size_t remembered = 0;
+            for (std::uint64_t n = 0; n < capacity; ++n) {
+                remembered += store.try_spend(nonce_of(base + n), t0 + 60s, t0 + 59s) == reason::ticket_replayed;
+            }
+            CHECK(remembered == capacity);
+            CHECK(store.memory_bytes() == memory);
+            // Once they expire, a full store takes new nonces again.
+            CHECK(store.try_spend(nonce_of(base + capacity), t0 + 120s, t0 + 60s) == reason::ok);
         }
     }
-    CHECK(spent.size() >= store.capacity());
-    CHECK(spent.size() <= store.slot_count());
-    CHECK(full == 1000 - static_cast<int>(spent.size()));
-    for (std::uint64_t n : spent) REQUIRE(store.try_spend(nonce_of(n), t0 + 60s, t0 + 59s) == reason::ticket_replayed);
 
     // Through the verifier: a full store refuses a valid ticket.
+    wsguard::memory_replay_store store = make_store(16);
     const wsguard::ticket_issuer issuer = make_issuer(default_ring());
     const verifier_type verifier = make_verifier(default_ring(), store);
     wsguard::ticket_claims claims;
-    int refused_full = 0;
-    for (int i = 0; i < 50; ++i) {
-        const wsguard::decision d =
-            verifier.verify(issue(issuer, t0), "https://app.example.com", "api.example.com/chat", claims, t0 + 1s);
-        if (d.reason == reason::replay_store_full) ++refused_full;
-        else REQUIRE(d.allowed());
+    for (int i = 0; i < 16; ++i) {
+        REQUIRE(verifier.verify(issue(issuer, t0), "https://app.example.com", "api.example.com/chat", claims, t0 + 1s)
+                    .allowed());
     }
-    CHECK(refused_full > 0);
+    CHECK(verifier.verify(issue(issuer, t0), "https://app.example.com", "api.example.com/chat", claims, t0 + 1s).reason ==
+          reason::replay_store_full);
+}
+
+TEST_CASE("memory_replay_store frees exactly the expired nonces when full, and keeps the live ones", "[tickets]") {
+    wsguard::memory_replay_store store = make_store(100);
+    // 40 nonces live until t0+10s, 60 until t0+100s: full.
+    for (std::uint64_t n = 0; n < 100; ++n) REQUIRE(store.try_spend(nonce_of(n), t0 + (n < 40 ? 10s : 100s), t0) == reason::ok);
+    CHECK(store.try_spend(nonce_of(1000), t0 + 100s, t0 + 5s) == reason::replay_store_full);
+    // At t0+10s the first 40 have expired: exactly 40 new ones fit.
+    for (std::uint64_t n = 1000; n < 1040; ++n) REQUIRE(store.try_spend(nonce_of(n), t0 + 100s, t0 + 10s) == reason::ok);
+    CHECK(store.try_spend(nonce_of(1040), t0 + 100s, t0 + 10s) == reason::replay_store_full);
+    for (std::uint64_t n = 40; n < 100; ++n) REQUIRE(store.try_spend(nonce_of(n), t0 + 100s, t0 + 10s) == reason::ticket_replayed);
+    for (std::uint64_t n = 1000; n < 1040; ++n) REQUIRE(store.try_spend(nonce_of(n), t0 + 100s, t0 + 10s) == reason::ticket_replayed);
 }
 
 TEST_CASE("memory_replay_store reuses expired slots: capacity N serves N x k tickets over time", "[tickets]") {

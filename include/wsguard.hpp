@@ -5992,7 +5992,7 @@ private:
 // skipped with bounds checks (a TLV running past the header is malformed).
 // v1 is read strictly: single spaces, dotted quads without leading zeros,
 // ports 0-65535 without leading zeros.
-proxy_header parse_proxy_header(const std::uint8_t* data, std::size_t size) noexcept;
+inline proxy_header parse_proxy_header(const std::uint8_t* data, std::size_t size) noexcept;
 
 // ---------------------------------------------------------------------------
 // Bodies

@@ -5803,7 +5803,7 @@ struct trusted_proxy_options {
     bool trust_everything_unsafe = false;
 };
 
-// The client behind the proxies, or why there is none. A value: 64 bytes, no
+// The client behind the proxies, or why there is none. A plain value: no
 // pointer into the request.
 class [[nodiscard]] client_address {
 public:

@@ -2058,6 +2058,9 @@ inline sha256_digest sha256(std::string_view data) noexcept {
 
 // A MAC key with its inner and outer pad blocks already compressed, so each MAC
 // costs only the message's compressions plus one. Wiped on destruction.
+// Any key length is accepted, as RFC 2104 (and RFC 4231's 20-byte vectors) has
+// it: this is the primitive. Ticket keys go through keyring::create, which
+// refuses secrets shorter than 32 bytes.
 class hmac_sha256_key {
 public:
     explicit hmac_sha256_key(std::string_view key) noexcept

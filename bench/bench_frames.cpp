@@ -21,6 +21,9 @@
 
 #include <benchmark/benchmark.h>
 
+#include "../tests/frame_header_bytes.hpp"
+#include "bench_summary.hpp"
+
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -38,22 +41,7 @@ struct stream_frame {
 };
 
 std::vector<std::uint8_t> make_header(std::uint8_t b0, std::uint64_t length, bool masked) {
-    std::vector<std::uint8_t> h{b0};
-    const std::uint8_t m = masked ? 0x80 : 0x00;
-    if (length < 126) {
-        h.push_back(static_cast<std::uint8_t>(m | length));
-    } else if (length <= 0xFFFF) {
-        h.push_back(m | 126);
-        h.push_back(static_cast<std::uint8_t>(length >> 8));
-        h.push_back(static_cast<std::uint8_t>(length));
-    } else {
-        h.push_back(m | 127);
-        for (int shift = 56; shift >= 0; shift -= 8) h.push_back(static_cast<std::uint8_t>(length >> shift));
-    }
-    if (masked) {
-        for (std::uint8_t k : {0x37, 0xfa, 0x21, 0x3d}) h.push_back(k);
-    }
-    return h;
+    return wsguard_test::frame_header_bytes(b0, length, masked);
 }
 
 // 8 headers: sizes 2, 6, 8, 2, 14, 6, 6, 6.
@@ -293,37 +281,16 @@ BENCHMARK(BM_naive_full_check);
 BENCHMARK(BM_frame_guard_byte_by_byte);
 BENCHMARK(BM_inflate_budget_check);
 
-// Keeps each run's CPU time per iteration for the summary (CPU rather than
-// wall time: on a shared machine the wall clock also counts preemption).
-class summary_reporter : public benchmark::ConsoleReporter {
-public:
-    std::map<std::string, double> ns_per_iteration;
-    void ReportRuns(const std::vector<Run>& runs) override {
-        for (const Run& run : runs) {
-            if (run.run_type == Run::RT_Iteration && run.iterations > 0 && !run.error_occurred) {
-                const double scale = run.time_unit == benchmark::kNanosecond    ? 1.0
-                                     : run.time_unit == benchmark::kMicrosecond ? 1e3
-                                     : run.time_unit == benchmark::kMillisecond ? 1e6
-                                                                                : 1e9;
-                ns_per_iteration[run.benchmark_name()] = run.GetAdjustedCPUTime() * scale;
-            }
-        }
-        ConsoleReporter::ReportRuns(runs);
-    }
-};
 
 }  // namespace
 
 int main(int argc, char** argv) {
     benchmark::Initialize(&argc, argv);
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-    summary_reporter reporter;
+    wsguard_bench::summary_reporter reporter;
     benchmark::RunSpecifiedBenchmarks(&reporter);
 
-    const auto ns = [&](const char* name) {
-        const auto it = reporter.ns_per_iteration.find(name);
-        return it == reporter.ns_per_iteration.end() ? 0.0 : it->second;
-    };
+    const auto ns = [&](const char* name) { return reporter.ns(name); };
     const double guard = ns("BM_frame_guard"), typical = ns("BM_typical_parser"), naive = ns("BM_naive_full_check");
     std::printf("\nFrame header inspection, CPU ns per header (mix of 2/6/8/14-byte headers)\n");
     std::printf("  frame_guard (every RFC 6455 rule + caps): %6.2f ns\n", guard);

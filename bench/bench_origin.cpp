@@ -7,6 +7,8 @@
 
 #include <benchmark/benchmark.h>
 
+#include "bench_summary.hpp"
+
 #include <cstdio>
 #include <map>
 #include <regex>
@@ -138,30 +140,13 @@ BENCHMARK(BM_std_regex)->Arg(10000)->Iterations(64);
 BENCHMARK(BM_linear_exact)->Arg(1)->Arg(10)->Arg(100)->Arg(10000);
 
 // Keeps each run's time per iteration for the summary.
-class summary_reporter : public benchmark::ConsoleReporter {
-public:
-    std::map<std::string, double> ns_per_check;
-    void ReportRuns(const std::vector<Run>& runs) override {
-        for (const Run& run : runs) {
-            if (run.run_type == Run::RT_Iteration && run.iterations > 0) {
-                // CPU time: stable on a shared machine, and equal to real
-                // time for this single-threaded, syscall-free loop.
-                ns_per_check[run.benchmark_name()] = run.GetAdjustedCPUTime() *
-                    (run.time_unit == benchmark::kNanosecond ? 1.0
-                     : run.time_unit == benchmark::kMicrosecond ? 1e3
-                     : run.time_unit == benchmark::kMillisecond ? 1e6 : 1e9);
-            }
-        }
-        ConsoleReporter::ReportRuns(runs);
-    }
-};
 
 }  // namespace
 
 int main(int argc, char** argv) {
     benchmark::Initialize(&argc, argv);
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-    summary_reporter reporter;
+    wsguard_bench::summary_reporter reporter;
     benchmark::RunSpecifiedBenchmarks(&reporter);
 
     std::printf("\nOrigin check, CPU ns per check (16 queries rotating, half allowed)\n");
@@ -169,7 +154,7 @@ int main(int argc, char** argv) {
                 "regex/wsguard", "linear/wsguard");
     for (const char* n : {"1", "10", "100", "10000"}) {
         const auto find = [&](const std::string& prefix) {
-            for (const auto& entry : reporter.ns_per_check) {
+            for (const auto& entry : reporter.ns_per_iteration) {
                 if (entry.first.rfind(prefix + "/" + n, 0) == 0) return entry.second;
             }
             return 0.0;

@@ -19,7 +19,7 @@ public:
 
     void ReportRuns(const std::vector<Run>& runs) override {
         for (const Run& run : runs) {
-            if (run.run_type == Run::RT_Iteration && run.iterations > 0) {
+            if (run.run_type == Run::RT_Iteration && run.iterations > 0 && !run.error_occurred) {
                 ns_per_iteration[run.benchmark_name()] = run.GetAdjustedCPUTime() *
                     (run.time_unit == benchmark::kNanosecond ? 1.0
                      : run.time_unit == benchmark::kMicrosecond ? 1e3

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "catch.hpp"
+#include "frame_header_bytes.hpp"
 
 using wsguard::frame_guard;
 using wsguard::frame_limits;
@@ -26,24 +27,11 @@ using bytes = std::vector<std::uint8_t>;
 
 constexpr std::uint64_t u64_max = std::numeric_limits<std::uint64_t>::max();
 
-const std::uint8_t mask_key[4] = {0x37, 0xfa, 0x21, 0x3d};
+const auto& mask_key = wsguard_test::frame_mask_key;
 
 // A header in minimal length encoding, with the masking key when masked.
 bytes header(std::uint8_t first_byte, std::uint64_t length, bool masked) {
-    bytes h{first_byte};
-    const std::uint8_t mask_bit = masked ? 0x80 : 0x00;
-    if (length < 126) {
-        h.push_back(static_cast<std::uint8_t>(mask_bit | length));
-    } else if (length <= 0xFFFF) {
-        h.push_back(mask_bit | 126);
-        h.push_back(static_cast<std::uint8_t>(length >> 8));
-        h.push_back(static_cast<std::uint8_t>(length));
-    } else {
-        h.push_back(mask_bit | 127);
-        for (int shift = 56; shift >= 0; shift -= 8) h.push_back(static_cast<std::uint8_t>(length >> shift));
-    }
-    if (masked) h.insert(h.end(), mask_key, mask_key + 4);
-    return h;
+    return wsguard_test::frame_header_bytes(first_byte, length, masked);
 }
 
 bool masked_for(frame_role role) { return role == frame_role::server; }

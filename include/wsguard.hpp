@@ -6275,9 +6275,11 @@ private:
     connection_permit permit_;
 };
 
-// Reason phrase for the status line of a refusal ("403 Forbidden").
+// Reason phrase for a status line ("403 Forbidden"): refusals, and the ticket endpoint's 200 and 204.
 constexpr std::string_view http_reason_phrase(int status) noexcept {
     switch (status) {
+        case 200: return "OK";
+        case 204: return "No Content";
         case 400: return "Bad Request";
         case 401: return "Unauthorized";
         case 403: return "Forbidden";

@@ -1,6 +1,7 @@
 // wsguard in a Crow server (Crow v1.3+: onaccept can answer with a response).
 //
-//   POST /ticket  Authorization: Bearer <session>  -> {"ticket":"..."} bound to the caller's Origin
+//   POST /ticket  Authorization: Bearer <session>, X-Wsguard-Ticket: 1  -> {"ticket":"..."} bound to
+//                 the caller's Origin (mint_guard; OPTIONS /ticket is the CORS preflight)
 //   GET  /ws      the guarded echo socket: Origin, Host, rate limits, connection cap and a
 //                 one-time ticket in "Sec-WebSocket-Protocol: wsguard.v1, <ticket>" (or ?ticket=)
 //
@@ -56,18 +57,28 @@ int main(int argc, char** argv) {
     std::unique_ptr<wsguard::handshake_guard> guard_storage;
     std::atomic<wsguard::handshake_guard*> guard{nullptr};
 
-    CROW_ROUTE(app, "/ticket").methods(crow::HTTPMethod::Post)([&](const crow::request& req) {
-        if (req.get_header_value("Authorization") != "Bearer " + opts->session) return crow::response(401, "login required\n");
-        const std::string& origin = req.get_header_value("Origin");
-        wsguard::ticket_request ticket;
-        ticket.subject = "demo-user";
-        ticket.origin = origin;
-        ticket.audience = audience;
-        const wsguard::issued_ticket issued = tickets->issuer->issue(ticket);
-        if (!issued) return crow::response(issued.status.http_status(), wsguard::to_string(issued.status.reason));
-        crow::response res(200, "{\"ticket\":\"" + issued.ticket + "\"}\n");
-        res.set_header("Content-Type", "application/json");
+    // POST /ticket and its CORS preflight: the shared endpoint (mint_guard),
+    // with the bearer token as the login; created with the guard below.
+    std::unique_ptr<example::ticket_endpoint> ticket_storage;
+    std::atomic<example::ticket_endpoint*> ticket_endpoint{nullptr};
+    CROW_ROUTE(app, "/ticket").methods(crow::HTTPMethod::Post, crow::HTTPMethod::Options)([&](const crow::request& req) {
+        example::ticket_endpoint* endpoint = ticket_endpoint.load();
+        if (endpoint == nullptr) return crow::response(503, "starting\n");
+        const std::string method = crow::method_name(req.method);
+        wsguard::mint_request mint;
+        mint.method = method;
+        mint.origin = req.get_header_value("Origin");
+        mint.sec_fetch_site = req.get_header_value("Sec-Fetch-Site");
+        mint.marker = req.get_header_value(example::ticket_endpoint::marker_header);
+        mint.subject = req.get_header_value("Authorization") == "Bearer " + opts->session ? "demo-user" : "";
+        mint.remote_address = req.remote_ip_address;
+        mint.access_control_request_method = req.get_header_value("Access-Control-Request-Method");
+        mint.access_control_request_headers = req.get_header_value("Access-Control-Request-Headers");
+        const example::http_answer answer = endpoint->answer(mint);
+        crow::response res(answer.status, answer.body);
+        res.set_header("Content-Type", answer.content_type);
         res.set_header("Cache-Control", "no-store");
+        for (const auto& [name, value] : answer.headers) res.set_header(name, value);
         return res;
     });
 
@@ -127,6 +138,12 @@ int main(int argc, char** argv) {
     }
     guard_storage = std::make_unique<wsguard::handshake_guard>(std::move(created).value());
     guard.store(guard_storage.get());
+    ticket_storage = example::ticket_endpoint::create(app.port(), *opts, *tickets->issuer, audience);
+    if (!ticket_storage) {
+        app.stop();
+        return 1;
+    }
+    ticket_endpoint.store(ticket_storage.get());
 
     std::printf("listening %u\n", static_cast<unsigned>(app.port()));
     std::fflush(stdout);

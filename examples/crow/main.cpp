@@ -42,6 +42,44 @@ struct socket_state {
 
 constexpr const char* audience = "wsguard-example/ws";
 
+// POST /ticket and its CORS preflight through the shared endpoint (mint_guard),
+// with the bearer token as the login. Null until the port is known: 503.
+crow::response answer_ticket(example::ticket_endpoint* endpoint, const crow::request& req, const std::string& session) {
+    if (endpoint == nullptr) return crow::response(503, "starting\n");
+    const std::string method = crow::method_name(req.method);
+    wsguard::mint_request mint;
+    mint.method = method;
+    mint.origin = req.get_header_value("Origin");
+    mint.sec_fetch_site = req.get_header_value("Sec-Fetch-Site");
+    mint.marker = req.get_header_value(example::ticket_endpoint::marker_header);
+    mint.subject = req.get_header_value("Authorization") == "Bearer " + session ? "demo-user" : "";
+    mint.remote_address = req.remote_ip_address;
+    mint.access_control_request_method = req.get_header_value("Access-Control-Request-Method");
+    mint.access_control_request_headers = req.get_header_value("Access-Control-Request-Headers");
+    const example::http_answer answer = endpoint->answer(mint);
+    crow::response res(answer.status, answer.body);
+    res.set_header("Content-Type", answer.content_type);
+    res.set_header("Cache-Control", "no-store");
+    for (const auto& [name, value] : answer.headers) res.set_header(name, value);
+    return res;
+}
+
+// Crow answers every OPTIONS request itself (204 with Allow), as soon as the
+// headers are parsed, without calling any route or before_handle. Only the
+// middlewares' after_handle still runs, so the CORS preflight of /ticket
+// replaces Crow's answer there.
+struct ticket_preflight {
+    struct context {};
+    const std::atomic<example::ticket_endpoint*>* endpoint = nullptr;
+    const std::string* session = nullptr;
+
+    void before_handle(crow::request&, crow::response&, context&) {}
+    void after_handle(crow::request& req, crow::response& res, context&) {
+        if (req.method != crow::HTTPMethod::Options || req.url != example::ticket_endpoint::path) return;
+        res = answer_ticket(endpoint->load(), req, *session);
+    }
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -50,36 +88,19 @@ int main(int argc, char** argv) {
     const std::unique_ptr<example::tickets> tickets = example::tickets::create(100000);
     if (!tickets) return 1;
 
-    crow::SimpleApp app;
+    std::unique_ptr<example::ticket_endpoint> ticket_storage;  // created with the guard, below
+    std::atomic<example::ticket_endpoint*> ticket_endpoint{nullptr};
+    crow::App<ticket_preflight> app;
+    app.get_middleware<ticket_preflight>().endpoint = &ticket_endpoint;
+    app.get_middleware<ticket_preflight>().session = &opts->session;
     app.loglevel(crow::LogLevel::Warning);
     // The allowed origins name the port, known only once Crow has bound it:
     // until the guard exists every upgrade is refused.
     std::unique_ptr<wsguard::handshake_guard> guard_storage;
     std::atomic<wsguard::handshake_guard*> guard{nullptr};
 
-    // POST /ticket and its CORS preflight: the shared endpoint (mint_guard),
-    // with the bearer token as the login; created with the guard below.
-    std::unique_ptr<example::ticket_endpoint> ticket_storage;
-    std::atomic<example::ticket_endpoint*> ticket_endpoint{nullptr};
-    CROW_ROUTE(app, "/ticket").methods(crow::HTTPMethod::Post, crow::HTTPMethod::Options)([&](const crow::request& req) {
-        example::ticket_endpoint* endpoint = ticket_endpoint.load();
-        if (endpoint == nullptr) return crow::response(503, "starting\n");
-        const std::string method = crow::method_name(req.method);
-        wsguard::mint_request mint;
-        mint.method = method;
-        mint.origin = req.get_header_value("Origin");
-        mint.sec_fetch_site = req.get_header_value("Sec-Fetch-Site");
-        mint.marker = req.get_header_value(example::ticket_endpoint::marker_header);
-        mint.subject = req.get_header_value("Authorization") == "Bearer " + opts->session ? "demo-user" : "";
-        mint.remote_address = req.remote_ip_address;
-        mint.access_control_request_method = req.get_header_value("Access-Control-Request-Method");
-        mint.access_control_request_headers = req.get_header_value("Access-Control-Request-Headers");
-        const example::http_answer answer = endpoint->answer(mint);
-        crow::response res(answer.status, answer.body);
-        res.set_header("Content-Type", answer.content_type);
-        res.set_header("Cache-Control", "no-store");
-        for (const auto& [name, value] : answer.headers) res.set_header(name, value);
-        return res;
+    CROW_ROUTE(app, "/ticket").methods(crow::HTTPMethod::Post)([&](const crow::request& req) {
+        return answer_ticket(ticket_endpoint.load(), req, opts->session);
     });
 
     CROW_WEBSOCKET_ROUTE(app, "/ws")

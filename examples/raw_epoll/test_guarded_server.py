@@ -78,11 +78,15 @@ def http_exchange(port, request):
     try:
         sock.sendall(request)
         response = b""
-        while True:
+        while True:  # until the server closes, or the whole body (Content-Length) arrived: keep-alive stacks stay open
             chunk = sock.recv(65536)
             if not chunk:
                 break
             response += chunk
+            head, sep, body = response.partition(b"\r\n\r\n")
+            length = [int(l.split(b":")[1]) for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")]
+            if sep and len(body) >= (length[0] if length else 0):
+                break
     except ConnectionResetError:
         pass  # the server may close before reading everything we sent
     sock.close()

@@ -28,7 +28,7 @@ window.result = (async () => {
     .then(async (r) => { if (r.ok) minted = (await r.json()).ticket; return "status " + r.status; },
           (e) => "blocked: " + e.message);
   return await new Promise((resolve) => {
-    const ws = new WebSocket("ws://127.0.0.1:" + params.get("demo") + "/ws", ["wsguard.v1", params.get("ticket") || minted]);
+    const ws = new WebSocket("ws://127.0.0.1:" + params.get("demo") + "/ws", ["wsguard.v1", params.get("ticket") || minted || "no-ticket"]);
     let opened = false;
     ws.onopen = () => { opened = true; ws.send("from elsewhere"); };
     ws.onmessage = (e) => { resolve({ fetched, opened, echo: e.data }); ws.close(); };

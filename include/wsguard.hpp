@@ -6816,7 +6816,8 @@ public:
 
     // OPTIONS /ticket, the CORS preflight: allowed (204 with
     // Access-Control-Allow-Origin/-Credentials/-Methods/-Headers/-Max-Age and
-    // Vary) only for an allowed origin asking for POST; otherwise refused with
+    // Vary) only for an allowed origin asking for POST with the marker header
+    // among Access-Control-Request-Headers; otherwise refused with
     // only Vary: Origin, so the browser never sends the POST. Spends no rate.
     mint_answer preflight(const mint_request& request) const noexcept;
 
@@ -6854,6 +6855,20 @@ inline bool mint_iequal(std::string_view a, std::string_view b) noexcept {
         if (ascii_lower(a[i]) != ascii_lower(b[i])) return false;
     }
     return true;
+}
+
+// Whether a comma-separated header-name list (Access-Control-Request-Headers,
+// e.g. "content-type,x-wsguard-ticket") names `header`, ASCII case-insensitive.
+inline bool mint_lists_header(std::string_view list, std::string_view header) noexcept {
+    while (!list.empty()) {
+        const std::size_t comma = list.find(',');
+        std::string_view name = list.substr(0, comma);
+        list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
+        while (!name.empty() && (name.front() == ' ' || name.front() == '\t')) name.remove_prefix(1);
+        while (!name.empty() && (name.back() == ' ' || name.back() == '\t')) name.remove_suffix(1);
+        if (mint_iequal(name, header)) return true;
+    }
+    return false;
 }
 
 }  // namespace detail
@@ -6954,6 +6969,12 @@ inline mint_answer mint_guard::preflight(const mint_request& request) const noex
     // normalized only for DELETE/GET/HEAD/OPTIONS/POST/PUT, and fetch() sends "POST").
     if (request.access_control_request_method != "POST") {
         answer.decision = reason::mint_method_not_post;
+        return answer;
+    }
+    // A browser lists the non-safelisted headers the POST will carry: without
+    // the marker among them, the POST would be refused anyway.
+    if (!detail::mint_lists_header(request.access_control_request_headers, marker_header_)) {
+        answer.decision = reason::mint_not_preflighted;
         return answer;
     }
     add_cors(answer, request.origin);

@@ -212,6 +212,15 @@ TEST_CASE("mint_guard refuses the preflight of any other origin and sends no All
         CHECK(headers.count("Access-Control-Allow-Headers") == 0);
         CHECK(headers.at("Vary") == "Origin");
     }
+    // The marker must be among the headers the POST will carry (any case, any spacing).
+    wsguard::mint_request without_marker = preflight_from(page);
+    without_marker.access_control_request_headers = "content-type";
+    CHECK(guard.preflight(without_marker).decision.reason == reason::mint_not_preflighted);
+    without_marker.access_control_request_headers = {};
+    CHECK(guard.preflight(without_marker).decision.reason == reason::mint_not_preflighted);
+    wsguard::mint_request listed = preflight_from(page);
+    listed.access_control_request_headers = "content-type , X-WSGUARD-TICKET";
+    CHECK(guard.preflight(listed).allowed());
     // A POST sent to preflight() is not a preflight.
     CHECK(guard.preflight(page_post()).decision.reason == reason::mint_method_not_post);
 }
@@ -333,7 +342,9 @@ TEST_CASE("mint_guard takes a custom marker header and names it in the preflight
     cfg.marker_header = "X-Requested-With";
     wsguard::mint_guard guard = make_guard(cfg);
     CHECK(guard.marker_header() == "X-Requested-With");
-    CHECK(headers_of(guard.preflight(preflight_from(page))).at("Access-Control-Allow-Headers") == "X-Requested-With");
+    wsguard::mint_request request = preflight_from(page);
+    request.access_control_request_headers = "x-requested-with";
+    CHECK(headers_of(guard.preflight(request)).at("Access-Control-Allow-Headers") == "X-Requested-With");
 }
 
 // ---------------------------------------------------------------------------

@@ -6336,18 +6336,24 @@ inline std::string_view handshake_address_text(const address_key& key, unsigned 
     return std::string_view(out.data(), std::min<std::size_t>(static_cast<std::size_t>(n), out.size() - 1));
 }
 
-// Whether the Sec-WebSocket-Protocol list (comma-separated tokens, optional
-// spaces or tabs) offers `protocol`.
-inline bool handshake_offers_protocol(std::string_view header, std::string_view protocol) noexcept {
-    while (!header.empty()) {
-        const std::size_t comma = header.find(',');
-        std::string_view token = header.substr(0, comma);
-        header = comma == std::string_view::npos ? std::string_view() : header.substr(comma + 1);
+// Whether a comma-separated header list (optional spaces or tabs around each
+// element) has an element for which `match` is true.
+template <class Match>
+inline bool header_list_has(std::string_view list, Match match) noexcept {
+    while (!list.empty()) {
+        const std::size_t comma = list.find(',');
+        std::string_view token = list.substr(0, comma);
+        list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
         while (!token.empty() && (token.front() == ' ' || token.front() == '\t')) token.remove_prefix(1);
         while (!token.empty() && (token.back() == ' ' || token.back() == '\t')) token.remove_suffix(1);
-        if (token == protocol) return true;
+        if (match(token)) return true;
     }
     return false;
+}
+
+// Whether the Sec-WebSocket-Protocol list offers `protocol` (case-sensitive).
+inline bool handshake_offers_protocol(std::string_view header, std::string_view protocol) noexcept {
+    return header_list_has(header, [protocol](std::string_view token) { return token == protocol; });
 }
 
 }  // namespace detail
@@ -6849,26 +6855,10 @@ inline bool mint_is_token_char(char c) noexcept {
     return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
 }
 
-inline bool mint_iequal(std::string_view a, std::string_view b) noexcept {
-    if (a.size() != b.size()) return false;
-    for (std::size_t i = 0; i < a.size(); ++i) {
-        if (ascii_lower(a[i]) != ascii_lower(b[i])) return false;
-    }
-    return true;
-}
-
-// Whether a comma-separated header-name list (Access-Control-Request-Headers,
-// e.g. "content-type,x-wsguard-ticket") names `header`, ASCII case-insensitive.
+// Whether a header-name list (Access-Control-Request-Headers, e.g.
+// "content-type,x-wsguard-ticket") names `header`, ASCII case-insensitive.
 inline bool mint_lists_header(std::string_view list, std::string_view header) noexcept {
-    while (!list.empty()) {
-        const std::size_t comma = list.find(',');
-        std::string_view name = list.substr(0, comma);
-        list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
-        while (!name.empty() && (name.front() == ' ' || name.front() == '\t')) name.remove_prefix(1);
-        while (!name.empty() && (name.back() == ' ' || name.back() == '\t')) name.remove_suffix(1);
-        if (mint_iequal(name, header)) return true;
-    }
-    return false;
+    return header_list_has(list, [header](std::string_view name) { return origin_iequal(name, header); });
 }
 
 }  // namespace detail
@@ -6880,14 +6870,14 @@ inline std::string mint_guard::validate_marker(std::string_view name) {
     }
     // CORS-safelisted headers need no preflight: they would prove nothing.
     for (std::string_view safelisted : {"accept", "accept-language", "content-language", "content-type", "range"}) {
-        if (detail::mint_iequal(name, safelisted))
+        if (detail::origin_iequal(name, safelisted))
             return "marker_header \"" + std::string(name) +
                    "\" is CORS-safelisted: a cross-site page may send it without a preflight";
     }
     // Forbidden request headers: a page's script cannot set them at all.
     const std::string_view lower_prefix[] = {"sec-", "proxy-"};
     for (std::string_view prefix : lower_prefix) {
-        if (name.size() >= prefix.size() && detail::mint_iequal(name.substr(0, prefix.size()), prefix))
+        if (name.size() >= prefix.size() && detail::origin_iequal(name.substr(0, prefix.size()), prefix))
             return "marker_header \"" + std::string(name) + "\" starts with " + std::string(prefix) +
                    ", which browsers forbid scripts to set";
     }
@@ -6895,7 +6885,7 @@ inline std::string mint_guard::validate_marker(std::string_view name) {
          {"accept-charset", "accept-encoding", "access-control-request-headers", "access-control-request-method",
           "connection", "content-length", "cookie", "cookie2", "date", "dnt", "expect", "host", "keep-alive", "origin",
           "referer", "set-cookie", "te", "trailer", "transfer-encoding", "upgrade", "via"}) {
-        if (detail::mint_iequal(name, forbidden))
+        if (detail::origin_iequal(name, forbidden))
             return "marker_header \"" + std::string(name) + "\" is a header browsers forbid scripts to set";
     }
     return std::string();

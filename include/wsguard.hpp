@@ -6730,7 +6730,10 @@ struct mint_request {
     // The user the application authenticated from its cookie or session, or
     // empty when the caller is not logged in. At most ticket_limits::max_subject bytes.
     std::string_view subject;
-    std::string_view remote_address;  // "203.0.113.7", "203.0.113.7:5000", "[2001:db8::1]:443"
+    // The client (after your trusted-proxy logic), for the per-address rate:
+    // "203.0.113.7", "203.0.113.7:5000", "[2001:db8::1]:443". Required by
+    // check(): neither this nor the bytes below is address_malformed.
+    std::string_view remote_address;
     // Raw peer address (4 or 16 bytes, network order); used instead of
     // remote_address when set.
     const std::uint8_t* remote_address_bytes = nullptr;

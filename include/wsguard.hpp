@@ -20,6 +20,8 @@
 //  6b. client address behind proxies: trusted_proxies, client_address, PROXY protocol
 //   7. frames: frame_guard, inflate_budget
 //   8. handshake_guard: the one call that composes them
+//   9. request_head_budget: byte and line caps on a raw request head
+//  10. mint_guard: the application's ticket endpoint (POST /ticket, CORS)
 #ifndef WSGUARD_HPP
 #define WSGUARD_HPP
 
@@ -110,6 +112,12 @@ enum class [[nodiscard]] reason : std::uint16_t {
     proxy_header_malformed = 106,   // PROXY protocol header that breaks the spec
     proxy_header_missing = 107,   // the connection does not start with a PROXY header
     proxy_header_unsupported = 108,  // PROXY v2 with another version, command, family or protocol
+    request_head_too_large = 110,  // request_head_budget: the head is over its byte cap (431)
+    too_many_header_lines = 111,  // request_head_budget: over its header-line cap (431)
+    mint_method_not_post = 112,   // mint_guard: the ticket endpoint takes POST (and the OPTIONS preflight)
+    mint_not_preflighted = 113,   // mint_guard: the non-simple marker header is missing (a form or beacon POST)
+    mint_rate_limited = 114,      // mint_guard: this subject minted too many tickets; retry_after says when
+    mint_subject_missing = 115,   // mint_guard: no authenticated subject (the application found no login)
 
     // Origin, Host and Sec-Fetch-Site
     origin_missing = 200,         // no Origin header, and non-browser clients are not allowed
@@ -211,6 +219,12 @@ inline constexpr reason_info reason_table[] = {
     {reason::proxy_header_malformed, "proxy_header_malformed", reason_category::request, 400, 1002},
     {reason::proxy_header_missing, "proxy_header_missing", reason_category::request, 400, 1002},
     {reason::proxy_header_unsupported, "proxy_header_unsupported", reason_category::request, 400, 1002},
+    {reason::request_head_too_large, "request_head_too_large", reason_category::request, 431, 1008},
+    {reason::too_many_header_lines, "too_many_header_lines", reason_category::request, 431, 1008},
+    {reason::mint_method_not_post, "mint_method_not_post", reason_category::request, 405, 1008},
+    {reason::mint_not_preflighted, "mint_not_preflighted", reason_category::request, 403, 1008},
+    {reason::mint_rate_limited, "mint_rate_limited", reason_category::rate_limit, 429, 1013},
+    {reason::mint_subject_missing, "mint_subject_missing", reason_category::ticket, 401, 1008},
     {reason::origin_missing, "origin_missing", reason_category::origin, 403, 1008},
     {reason::origin_null, "origin_null", reason_category::origin, 403, 1008},
     {reason::origin_malformed, "origin_malformed", reason_category::origin, 403, 1008},
@@ -6018,9 +6032,11 @@ private:
     connection_permit permit_;
 };
 
-// Reason phrase for the status line of a refusal ("403 Forbidden").
+// Reason phrase for a status line ("403 Forbidden"): refusals, and the ticket endpoint's 200 and 204.
 constexpr std::string_view http_reason_phrase(int status) noexcept {
     switch (status) {
+        case 200: return "OK";
+        case 204: return "No Content";
         case 400: return "Bad Request";
         case 401: return "Unauthorized";
         case 403: return "Forbidden";
@@ -6028,6 +6044,7 @@ constexpr std::string_view http_reason_phrase(int status) noexcept {
         case 405: return "Method Not Allowed";
         case 408: return "Request Timeout";
         case 429: return "Too Many Requests";
+        case 431: return "Request Header Fields Too Large";
         case 500: return "Internal Server Error";
         case 503: return "Service Unavailable";
         default: return "Error";
@@ -6075,18 +6092,24 @@ inline std::string_view handshake_address_text(const address_key& key, unsigned 
     return std::string_view(out.data(), std::min(n, out.size() - 1));
 }
 
-// Whether the Sec-WebSocket-Protocol list (comma-separated tokens, optional
-// spaces or tabs) offers `protocol`.
-inline bool handshake_offers_protocol(std::string_view header, std::string_view protocol) noexcept {
-    while (!header.empty()) {
-        const std::size_t comma = header.find(',');
-        std::string_view token = header.substr(0, comma);
-        header = comma == std::string_view::npos ? std::string_view() : header.substr(comma + 1);
+// Whether a comma-separated header list (optional spaces or tabs around each
+// element) has an element for which `match` is true.
+template <class Match>
+inline bool header_list_has(std::string_view list, Match match) noexcept {
+    while (!list.empty()) {
+        const std::size_t comma = list.find(',');
+        std::string_view token = list.substr(0, comma);
+        list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
         while (!token.empty() && (token.front() == ' ' || token.front() == '\t')) token.remove_prefix(1);
         while (!token.empty() && (token.back() == ' ' || token.back() == '\t')) token.remove_suffix(1);
-        if (token == protocol) return true;
+        if (match(token)) return true;
     }
     return false;
+}
+
+// Whether the Sec-WebSocket-Protocol list offers `protocol` (case-sensitive).
+inline bool handshake_offers_protocol(std::string_view header, std::string_view protocol) noexcept {
+    return header_list_has(header, [protocol](std::string_view token) { return token == protocol; });
 }
 
 }  // namespace detail
@@ -6350,6 +6373,451 @@ private:
 };
 
 using handshake_guard = basic_handshake_guard<memory_replay_store>;
+
+}  // inline namespace WSGUARD_ABI_NS
+}  // namespace wsguard
+
+
+// ===========================================================================
+// 9. request_head_budget: caps on the upgrade request's head, byte by byte
+// ===========================================================================
+//
+// For stacks that read raw bytes (an epoll loop, a custom parser): feed every
+// chunk as it arrives, before buffering or parsing it. The budget answers as
+// soon as the answer is known, so a client that streams an endless head or
+// thousands of tiny header lines is refused at the first byte over a cap,
+// and the answer does not depend on how the bytes were split into chunks.
+//
+//   auto verdict = budget.feed(chunk.data(), chunk.size());
+//   if (verdict.status == wsguard::head_status::refused) answer(verdict.decision.http_status());  // 431 or 400
+//   else if (verdict.status == wsguard::head_status::complete) parse(buffer.substr(0, verdict.head_size));
+//
+// Line endings are CRLF only. A bare LF, a bare CR, a NUL byte or an obs-fold
+// continuation line (RFC 9112 5.2) is refused as request_malformed: two
+// parsers that disagree on where a line ends are how requests get smuggled,
+// and no browser sends any of them. Empty lines before the request line are
+// skipped as RFC 9112 2.2 asks (their bytes still count).
+
+namespace wsguard {
+inline namespace WSGUARD_ABI_NS {
+
+struct head_limits {
+    // The whole head: request line, header lines and the blank line (CRLF
+    // included). Browsers send 0.5-2 KB for an upgrade; cookies make it more.
+    std::size_t max_head_bytes = 8 * 1024;
+    // Header field lines after the request line. A browser upgrade has 10-20.
+    std::size_t max_header_lines = 64;
+};
+
+enum class head_status : std::uint8_t {
+    need_more,  // no blank line yet and no cap crossed: read more
+    complete,   // the head ends at head_size (bytes from the first one fed)
+    refused,    // decision says why; nothing more is read
+};
+
+struct [[nodiscard]] head_verdict {
+    head_status status = head_status::need_more;
+    // complete: bytes from the first byte ever fed through the blank line's
+    // LF. Bytes after it (a body, the first WebSocket frame) are not the head's.
+    std::size_t head_size = 0;
+    // ok unless refused: request_head_too_large or too_many_header_lines (431),
+    // request_malformed (400).
+    wsguard::decision decision;
+    // False once refused: the connection gets decision.http_status() and closes.
+    explicit operator bool() const noexcept { return status != head_status::refused; }
+};
+
+class request_head_budget {
+public:
+    static result<request_head_budget> create(head_limits limits = {}) {
+        if (limits.max_head_bytes < 64)
+            return result<request_head_budget>::failure(
+                "request_head_budget: max_head_bytes under 64 cannot hold a request line and a Host header");
+        if (limits.max_head_bytes > 1024 * 1024)
+            return result<request_head_budget>::failure(
+                "request_head_budget: max_head_bytes over 1 MiB; a head that large is an attack, not a browser");
+        if (limits.max_header_lines < 1 || limits.max_header_lines > 10000)
+            return result<request_head_budget>::failure(
+                "request_head_budget: max_header_lines must be 1 to 10000 (a browser upgrade sends 10-20)");
+        return result<request_head_budget>::success(request_head_budget(limits));
+    }
+
+    // Inspects `n` more bytes of the request. After complete or refused,
+    // further calls change nothing and answer the same verdict.
+    head_verdict feed(const char* data, std::size_t n) noexcept;
+    head_verdict feed(std::string_view bytes) noexcept { return feed(bytes.data(), bytes.size()); }
+
+    // The verdict so far (need_more before the first byte).
+    head_verdict verdict() const noexcept { return verdict_; }
+    // Bytes inspected so far (never more than head_size once complete).
+    std::size_t bytes_seen() const noexcept { return bytes_; }
+    // For the next request on the same connection.
+    void reset() noexcept { *this = request_head_budget(limits_); }
+    const head_limits& limits() const noexcept { return limits_; }
+
+private:
+    explicit request_head_budget(head_limits limits) noexcept : limits_(limits) {}
+    head_verdict refuse(reason r) noexcept {
+        verdict_.status = head_status::refused;
+        verdict_.decision = r;
+        return verdict_;
+    }
+
+    head_limits limits_;
+    head_verdict verdict_{};
+    std::size_t bytes_ = 0;
+    std::size_t header_lines_ = 0;
+    std::size_t line_bytes_ = 0;     // bytes of the current line before its CR
+    bool request_line_seen_ = false;
+    bool after_cr_ = false;
+};
+
+inline head_verdict request_head_budget::feed(const char* data, std::size_t n) noexcept {
+    if (verdict_.status != head_status::need_more || data == nullptr) return verdict_;
+    for (std::size_t i = 0; i < n; ++i) {
+        const char c = data[i];
+        if (++bytes_ > limits_.max_head_bytes) return refuse(reason::request_head_too_large);
+        if (after_cr_) {
+            if (c != '\n') return refuse(reason::request_malformed);  // a bare CR
+            after_cr_ = false;
+            if (line_bytes_ == 0 && request_line_seen_) {
+                verdict_.status = head_status::complete;
+                verdict_.head_size = bytes_;
+                return verdict_;
+            }
+            if (line_bytes_ != 0) request_line_seen_ = true;  // else an empty line before the request line
+            line_bytes_ = 0;
+            continue;
+        }
+        if (c == '\r') {
+            after_cr_ = true;
+            continue;
+        }
+        if (c == '\n' || c == '\0') return refuse(reason::request_malformed);  // a bare LF, a NUL
+        if (line_bytes_ == 0 && request_line_seen_) {
+            if (c == ' ' || c == '\t') return refuse(reason::request_malformed);  // obs-fold
+            // Counted at its first byte, so the line over the cap is refused
+            // before the rest of it arrives.
+            if (++header_lines_ > limits_.max_header_lines) return refuse(reason::too_many_header_lines);
+        }
+        ++line_bytes_;
+    }
+    return verdict_;
+}
+
+}  // inline namespace WSGUARD_ABI_NS
+}  // namespace wsguard
+
+// ===========================================================================
+// 10. mint_guard: the application's ticket endpoint (POST /ticket)
+// ===========================================================================
+//
+// The endpoint that turns a login (a cookie) into a ticket is the next thing a
+// cross-site page attacks: if evil.example can make the browser POST /ticket
+// with the user's cookie and read the answer, it has a ticket. mint_guard
+// decides, before the application issues anything:
+//   1. POST only (OPTIONS is the CORS preflight, answered by preflight()).
+//   2. Origin on the allowlist (the same origin_policy rules as the socket).
+//   3. Sec-Fetch-Site, when the browser sends it: cross-site refused (unless
+//      configured), same-site per configuration.
+//   4. A marker header (default "X-Wsguard-Ticket: 1") that no HTML form,
+//      <img>, navigator.sendBeacon or "simple" fetch can send: a browser sends
+//      a custom header cross-origin only after a CORS preflight this guard
+//      answers for the allowed origins alone. A cross-site form POST, which
+//      needs no preflight, therefore never carries it.
+//   5. A per-address rate, then an authenticated subject, then a per-subject
+//      mint rate (keyed, fixed-memory tables, like keyed_limiter).
+// Every answer carries the CORS response headers to send, so a page on
+// another allowed origin can read its ticket and no other page can.
+
+namespace wsguard {
+inline namespace WSGUARD_ABI_NS {
+
+// What the application knows about one request to its ticket endpoint,
+// borrowed for the call. Header values as the parser gives them; an empty view
+// means the header was absent.
+struct mint_request {
+    std::string_view method;          // "POST", or "OPTIONS" for a preflight
+    std::string_view origin;          // Origin
+    std::string_view sec_fetch_site;  // Sec-Fetch-Site
+    std::string_view marker;          // the value of mint_config::marker_header ("X-Wsguard-Ticket")
+    // The user the application authenticated from its cookie or session, or
+    // empty when the caller is not logged in. At most ticket_limits::max_subject bytes.
+    std::string_view subject;
+    // The client (after your trusted-proxy logic), for the per-address rate:
+    // "203.0.113.7", "203.0.113.7:5000", "[2001:db8::1]:443". Required by
+    // check(): neither this nor the bytes below is address_malformed.
+    std::string_view remote_address;
+    // Raw peer address (4 or 16 bytes, network order); used instead of
+    // remote_address when set.
+    const std::uint8_t* remote_address_bytes = nullptr;
+    std::size_t remote_address_size = 0;
+    // Preflight only: Access-Control-Request-Method and -Headers.
+    std::string_view access_control_request_method;
+    std::string_view access_control_request_headers;
+};
+
+struct mint_config {
+    // The pages that may fetch a ticket: origin_policy patterns (exact
+    // origins, whole-label wildcards; never "*" nor "null").
+    std::vector<std::string> origins;
+    // allow_missing_origin lets clients that send no Origin (native apps,
+    // scripts with a bearer token) mint; browsers always send one on a POST.
+    wsguard::origin_options origin_options{};
+    // Sec-Fetch-Site: "same-site" passes with deny_cross_site (the default),
+    // is refused with deny_cross_site_and_same_site.
+    fetch_site_policy fetch_site = fetch_site_policy::deny_cross_site;
+    // Set only when a listed origin is on another site than this endpoint
+    // (app.example.com calling tickets.example.net): the browser then says
+    // "cross-site", and the Origin allowlist alone decides.
+    bool allow_cross_site = false;
+    // The non-simple header the page must send with the value "1". An HTTP
+    // token that is neither CORS-safelisted nor forbidden to scripts.
+    std::string marker_header = "X-Wsguard-Ticket";
+    // Per remote address (IPv6 by /64), spent before the subject is looked
+    // at: caps login guessing and one address minting for many subjects.
+    wsguard::rate address_rate = rate::per_minute(120);
+    std::uint32_t address_burst = 60;
+    std::size_t address_table_capacity = 65536;
+    address_key_options address_options{};
+    // Per authenticated subject: a page fetches one ticket per socket it opens.
+    wsguard::rate subject_rate = rate::per_minute(30);
+    std::uint32_t subject_burst = 20;
+    std::size_t subject_table_capacity = 65536;
+    // How long a browser may cache an allowed preflight (Access-Control-Max-Age).
+    // Chromium caps it at 2 hours, Firefox at 24.
+    std::chrono::seconds preflight_max_age{600};
+};
+
+// One response header to send: views into the request and the guard.
+struct http_header {
+    std::string_view name;
+    std::string_view value;
+};
+
+// The verdict on one request, with the exact headers the response carries.
+// Borrows from the mint_request (the allowed origin) and the guard.
+class [[nodiscard]] mint_answer {
+public:
+    static constexpr std::size_t max_headers = 6;
+
+    wsguard::decision decision;
+
+    bool allowed() const noexcept { return decision.allowed(); }
+    explicit operator bool() const noexcept { return allowed(); }
+    // Allowed: 204 for a preflight, 200 for the POST (the application writes
+    // the ticket into the body). Refused: the reason's status (403, 405, 429, ...).
+    int http_status() const noexcept { return allowed() ? success_status_ : decision.http_status(); }
+    // > 0: send "Retry-After: <n>" (429).
+    std::int64_t retry_after_seconds() const noexcept { return decision.retry_after_seconds(); }
+    // A short plain-text body for a refusal: the reason's stable name.
+    std::string_view body() const noexcept { return allowed() ? std::string_view() : to_string(decision.reason); }
+    // The response headers, allowed or refused (Vary: Origin always; the
+    // Access-Control-Allow-* pair only for an allowed origin).
+    const http_header* begin() const noexcept { return headers_.data(); }
+    const http_header* end() const noexcept { return headers_.data() + header_count_; }
+    std::size_t header_count() const noexcept { return header_count_; }
+
+private:
+    friend class mint_guard;
+    void add(std::string_view name, std::string_view value) noexcept {
+        if (header_count_ < max_headers) headers_[header_count_++] = http_header{name, value};
+    }
+    std::array<http_header, max_headers> headers_{};
+    std::uint8_t header_count_ = 0;
+    std::uint16_t success_status_ = 200;
+};
+
+class mint_guard {
+public:
+    static result<mint_guard> create(mint_config config);
+
+    // POST /ticket. Allowed: issue the ticket for request.subject bound to
+    // request.origin, answer 200 with the answer's headers. Thread-safe.
+    mint_answer check(const mint_request& request) noexcept { return check(request, std::chrono::steady_clock::now()); }
+    mint_answer check(const mint_request& request, std::chrono::steady_clock::time_point now) noexcept;
+
+    // OPTIONS /ticket, the CORS preflight: allowed (204 with
+    // Access-Control-Allow-Origin/-Credentials/-Methods/-Headers/-Max-Age and
+    // Vary) only for an allowed origin asking for POST with the marker header
+    // among Access-Control-Request-Headers; otherwise refused with
+    // only Vary: Origin, so the browser never sends the POST. Spends no rate.
+    mint_answer preflight(const mint_request& request) const noexcept;
+
+    // The header name the page must send ("X-Wsguard-Ticket") with value "1".
+    std::string_view marker_header() const noexcept { return marker_header_; }
+    static constexpr std::string_view marker_value = "1";
+
+private:
+    mint_guard() = default;
+    static std::string validate_marker(std::string_view name);
+    decision decide(const mint_request& request, std::chrono::steady_clock::time_point now) noexcept;
+    decision check_origin_and_site(const mint_request& request) const noexcept;
+    void add_cors(mint_answer& answer, std::string_view origin) const noexcept;
+
+    std::optional<origin_policy> origins_;
+    fetch_site_policy fetch_site_ = fetch_site_policy::deny_cross_site;
+    bool allow_cross_site_ = false;
+    std::string marker_header_;
+    std::string max_age_;
+    address_key_options address_options_{};
+    std::optional<keyed_limiter<address_key>> address_rate_;
+    std::optional<keyed_limiter<std::string_view>> subject_rate_;
+};
+
+namespace detail {
+
+inline bool mint_is_token_char(char c) noexcept {
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
+    return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+}
+
+// Whether a header-name list (Access-Control-Request-Headers, e.g.
+// "content-type,x-wsguard-ticket") names `header`, ASCII case-insensitive.
+inline bool mint_lists_header(std::string_view list, std::string_view header) noexcept {
+    return header_list_has(list, [header](std::string_view name) { return origin_iequal(name, header); });
+}
+
+}  // namespace detail
+
+inline std::string mint_guard::validate_marker(std::string_view name) {
+    if (name.empty() || name.size() > 64) return "marker_header must be 1 to 64 characters, e.g. X-Wsguard-Ticket";
+    for (char c : name) {
+        if (!detail::mint_is_token_char(c)) return "marker_header \"" + std::string(name) + "\" is not an HTTP token";
+    }
+    // CORS-safelisted headers need no preflight: they would prove nothing.
+    for (std::string_view safelisted : {"accept", "accept-language", "content-language", "content-type", "range"}) {
+        if (detail::origin_iequal(name, safelisted))
+            return "marker_header \"" + std::string(name) +
+                   "\" is CORS-safelisted: a cross-site page may send it without a preflight";
+    }
+    // Forbidden request headers: a page's script cannot set them at all.
+    const std::string_view lower_prefix[] = {"sec-", "proxy-"};
+    for (std::string_view prefix : lower_prefix) {
+        if (name.size() >= prefix.size() && detail::origin_iequal(name.substr(0, prefix.size()), prefix))
+            return "marker_header \"" + std::string(name) + "\" starts with " + std::string(prefix) +
+                   ", which browsers forbid scripts to set";
+    }
+    for (std::string_view forbidden :
+         {"accept-charset", "accept-encoding", "access-control-request-headers", "access-control-request-method",
+          "connection", "content-length", "cookie", "cookie2", "date", "dnt", "expect", "host", "keep-alive", "origin",
+          "referer", "set-cookie", "te", "trailer", "transfer-encoding", "upgrade", "via"}) {
+        if (detail::origin_iequal(name, forbidden))
+            return "marker_header \"" + std::string(name) + "\" is a header browsers forbid scripts to set";
+    }
+    return std::string();
+}
+
+inline result<mint_guard> mint_guard::create(mint_config config) {
+    using failure = result<mint_guard>;
+    mint_guard guard;
+    auto origins = origin_policy::create(config.origins, config.origin_options);
+    if (!origins) return failure::failure("mint_guard: " + origins.error());
+    if (config.origin_options.allow_any_origin_unsafe)
+        return failure::failure(
+            "mint_guard: origin_options.allow_any_origin_unsafe would let every page fetch tickets with the "
+            "user's cookies; list the origins of your pages");
+    guard.origins_.emplace(std::move(origins).value());
+    const std::string marker_error = validate_marker(config.marker_header);
+    if (!marker_error.empty()) return failure::failure("mint_guard: " + marker_error);
+    if (config.preflight_max_age < std::chrono::seconds(0) || config.preflight_max_age > std::chrono::hours(24))
+        return failure::failure("mint_guard: preflight_max_age must be 0 to 86400 s (browsers cap it lower)");
+    auto address_rate =
+        keyed_limiter<address_key>::create(config.address_rate, config.address_burst, config.address_table_capacity);
+    if (!address_rate) return failure::failure("mint_guard: address rate: " + address_rate.error());
+    auto subject_rate = keyed_limiter<std::string_view>::create(config.subject_rate, config.subject_burst,
+                                                                config.subject_table_capacity);
+    if (!subject_rate) return failure::failure("mint_guard: subject rate: " + subject_rate.error());
+    guard.fetch_site_ = config.fetch_site;
+    guard.allow_cross_site_ = config.allow_cross_site;
+    guard.marker_header_ = std::move(config.marker_header);
+    guard.max_age_ = std::to_string(config.preflight_max_age.count());
+    guard.address_options_ = config.address_options;
+    guard.address_rate_.emplace(std::move(address_rate).value());
+    guard.subject_rate_.emplace(std::move(subject_rate).value());
+    return failure::success(std::move(guard));
+}
+
+inline decision mint_guard::check_origin_and_site(const mint_request& request) const noexcept {
+    if (decision d = origins_->check(request.origin); !d) return d;
+    if (allow_cross_site_ && request.sec_fetch_site == "cross-site") return decision::allow();
+    return check_sec_fetch_site(request.sec_fetch_site, fetch_site_);
+}
+
+inline void mint_guard::add_cors(mint_answer& answer, std::string_view origin) const noexcept {
+    // Only an origin that passed the allowlist is echoed; without it the
+    // browser hides the answer from the page. Never "*": credentials need an
+    // exact origin, and "*" would hand tickets to every page.
+    if (!origin.empty()) {
+        answer.add("Access-Control-Allow-Origin", origin);
+        answer.add("Access-Control-Allow-Credentials", "true");
+    }
+}
+
+inline mint_answer mint_guard::preflight(const mint_request& request) const noexcept {
+    mint_answer answer;
+    answer.success_status_ = 204;
+    answer.add("Vary", "Origin");
+    if (request.method != "OPTIONS") {
+        answer.decision = reason::mint_method_not_post;
+        return answer;
+    }
+    // A preflight always has an Origin: without one this is no browser's
+    // preflight, and allow_missing_origin does not apply.
+    if (request.origin.empty()) {
+        answer.decision = reason::origin_missing;
+        return answer;
+    }
+    if (decision d = check_origin_and_site(request); !d) {
+        answer.decision = d;
+        return answer;
+    }
+    // Access-Control-Request-Method is case-sensitive (Fetch: methods are
+    // normalized only for DELETE/GET/HEAD/OPTIONS/POST/PUT, and fetch() sends "POST").
+    if (request.access_control_request_method != "POST") {
+        answer.decision = reason::mint_method_not_post;
+        return answer;
+    }
+    // A browser lists the non-safelisted headers the POST will carry: without
+    // the marker among them, the POST would be refused anyway.
+    if (!detail::mint_lists_header(request.access_control_request_headers, marker_header_)) {
+        answer.decision = reason::mint_not_preflighted;
+        return answer;
+    }
+    add_cors(answer, request.origin);
+    answer.add("Access-Control-Allow-Methods", "POST");
+    answer.add("Access-Control-Allow-Headers", marker_header_);
+    answer.add("Access-Control-Max-Age", max_age_);
+    return answer;
+}
+
+inline mint_answer mint_guard::check(const mint_request& request, std::chrono::steady_clock::time_point now) noexcept {
+    mint_answer answer;
+    answer.add("Vary", "Origin");
+    answer.decision = decide(request, now);
+    if (answer.decision.reason == reason::mint_method_not_post) answer.add("Allow", "POST, OPTIONS");
+    // The pair is sent whenever the origin itself passed, also on a later
+    // refusal (429, 401), so an allowed page can read why and when to retry.
+    if (!request.origin.empty() && check_origin_and_site(request)) add_cors(answer, request.origin);
+    return answer;
+}
+
+inline decision mint_guard::decide(const mint_request& request, std::chrono::steady_clock::time_point now) noexcept {
+    if (request.method != "POST") return reason::mint_method_not_post;
+    if (decision d = check_origin_and_site(request); !d) return d;
+    if (request.marker != marker_value) return reason::mint_not_preflighted;
+    const std::optional<address_key> address =
+        request.remote_address_bytes != nullptr
+            ? address_key::from_bytes(request.remote_address_bytes, request.remote_address_size, address_options_)
+            : address_key::from_endpoint_text(request.remote_address, address_options_);
+    if (!address) return reason::address_malformed;
+    if (decision d = address_rate_->try_acquire(*address, now); !d) return d;  // rate_limited
+    if (request.subject.empty()) return reason::mint_subject_missing;
+    if (request.subject.size() > ticket_limits::max_subject) return reason::ticket_field_too_long;
+    if (decision d = subject_rate_->try_acquire(request.subject, now); !d)
+        return decision(reason::mint_rate_limited, d.retry_after);
+    return decision::allow();
+}
 
 }  // inline namespace WSGUARD_ABI_NS
 }  // namespace wsguard

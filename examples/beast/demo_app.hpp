@@ -33,11 +33,6 @@ inline std::optional<options> parse_options(int argc, char** argv) {
     return example::parse_options(argc, argv, usage, defaults);
 }
 
-struct ticket_answer {
-    int http_status;
-    std::string body;
-};
-
 // Everything the server shares between connections. Built once on the heap and
 // never moved: the verifier points at the replay store, the guard at the verifier.
 class app {
@@ -53,9 +48,8 @@ public:
         if (!made->tickets_) return nullptr;
         made->session_ = example::random_hex(16);
         if (made->session_.empty()) return fail("the operating system gave no random bytes");
-        auto ticket_origins = wsguard::origin_policy::create(example::allowed_origins(opts.port, opts));
-        if (!ticket_origins) return fail(ticket_origins.error());
-        made->ticket_origins_.emplace(std::move(ticket_origins).value());
+        made->ticket_endpoint_ = example::ticket_endpoint::create(opts.port, opts, *made->tickets_->issuer, audience);
+        if (!made->ticket_endpoint_) return nullptr;
         auto probe = wsguard::token_bucket::create(opts.message_rate, opts.message_burst);
         if (!probe) return fail("--message-rate/--message-burst: " + probe.error());
 
@@ -80,22 +74,18 @@ public:
         return std::string(cookie_name) + "=" + session_ + "; Path=/; HttpOnly; SameSite=Strict";
     }
 
-    // POST /ticket: a logged-in caller gets a one-time ticket bound to the
-    // Origin it asked from (if that origin may use the socket) and to /ws.
-    ticket_answer issue_ticket(std::string_view cookie_header, std::string_view origin) const {
+    // POST /ticket and its preflight (OPTIONS /ticket): the shared endpoint,
+    // with the session cookie as the login. A logged-in caller gets a one-time
+    // ticket bound to its Origin and to /ws; refusals are counted for /metrics.
+    example::http_answer ticket(wsguard::mint_request request, std::string_view cookie_header) {
         const std::string_view presented = cookie_value(cookie_header);
         const bool logged_in = presented.size() == session_.size() &&  // constant-time: a secret
             wsguard::constant_time_equal(reinterpret_cast<const std::uint8_t*>(presented.data()),
                                          reinterpret_cast<const std::uint8_t*>(session_.data()), session_.size());
-        if (!logged_in) return {401, "login required\n"};
-        if (!ticket_origins_->check(origin)) return {403, "origin not allowed\n"};
-        wsguard::ticket_request request;
-        request.subject = "demo-user";
-        request.origin = origin;
-        request.audience = audience;
-        const wsguard::issued_ticket issued = tickets_->issuer->issue(request);
-        if (!issued) return {issued.status.http_status(), std::string(wsguard::to_string(issued.status.reason)) + "\n"};
-        return {200, "{\"ticket\":\"" + issued.ticket + "\"}\n"};
+        request.subject = logged_in ? "demo-user" : "";
+        example::http_answer answer = ticket_endpoint_->answer(request);
+        if (answer.reason != wsguard::reason::ok) count_refusal(answer.reason);
+        return answer;
     }
 
     // One per connection; the configuration was validated in create().
@@ -144,7 +134,7 @@ private:
 
     std::string session_;
     std::unique_ptr<example::tickets> tickets_;  // before guard_, which points into it
-    std::optional<wsguard::origin_policy> ticket_origins_;
+    std::unique_ptr<example::ticket_endpoint> ticket_endpoint_;  // points at tickets_' issuer
     std::optional<wsguard::handshake_guard> guard_;
     std::map<wsguard::reason, std::uint64_t> after_upgrade_;
 };

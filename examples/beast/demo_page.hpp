@@ -20,7 +20,10 @@ const setStatus = (text) => { document.getElementById("status").textContent = te
 // A one-time ticket, bound to this page's origin and to /ws. The session
 // cookie (set with this page) stands in for the application's login.
 async function fetchTicket() {
-  const response = await fetch("/ticket", { method: "POST", credentials: "same-origin" });
+  // The X-Wsguard-Ticket header makes this a non-simple request: a form or a
+  // script on another site cannot send it without a CORS preflight, which the
+  // server answers only for its allowed origins (see docs/ticket-endpoint.md).
+  const response = await fetch("/ticket", { method: "POST", credentials: "same-origin", headers: { "X-Wsguard-Ticket": "1" } });
   if (!response.ok) throw new Error("ticket refused: " + response.status);
   return (await response.json()).ticket;
 }

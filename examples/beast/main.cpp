@@ -1,7 +1,9 @@
 // wsguard demo server on Boost.Beast: one thread, asynchronous, loopback only.
 //
 //   GET  /         the demo page; sets a demo session cookie (stands in for a login)
-//   POST /ticket   a one-time ticket for the request's Origin and the /ws audience
+//   POST /ticket   a one-time ticket for the request's Origin and the /ws audience; needs
+//                  the session cookie and "X-Wsguard-Ticket: 1" (OPTIONS /ticket: the CORS
+//                  preflight, answered for the allowed origins only)
 //   GET  /ws       the guarded echo socket: Origin, Host, Sec-Fetch-Site, per-address
 //                  rate limit and connection cap, ticket; then a message size cap
 //                  and a per-connection message rate limit
@@ -123,11 +125,20 @@ private:
             response->set(http::field::content_type, "text/html; charset=utf-8");
             response->set(http::field::set_cookie, app_.session_cookie());
             response->body() = demo::page_html;
-        } else if (path == "/ticket" && request.method() == http::verb::post) {
-            const demo::ticket_answer answer =
-                app_.issue_ticket(header(request, http::field::cookie), header(request, http::field::origin));
-            response->result(static_cast<unsigned>(answer.http_status));
-            if (answer.http_status == 200) response->set(http::field::content_type, "application/json");
+        } else if (path == example::ticket_endpoint::path) {
+            wsguard::mint_request mint;  // POST, or OPTIONS for the CORS preflight
+            const std::string address = remote_address();
+            mint.method = std::string_view(request.method_string().data(), request.method_string().size());
+            mint.origin = header(request, http::field::origin);
+            mint.sec_fetch_site = header(request, "Sec-Fetch-Site");
+            mint.marker = header(request, example::ticket_endpoint::marker_header);
+            mint.remote_address = address;
+            mint.access_control_request_method = header(request, "Access-Control-Request-Method");
+            mint.access_control_request_headers = header(request, "Access-Control-Request-Headers");
+            const example::http_answer answer = app_.ticket(mint, header(request, http::field::cookie));
+            response->result(static_cast<unsigned>(answer.status));
+            response->set(http::field::content_type, answer.content_type);
+            for (const auto& [name, value] : answer.headers) response->set(name, value);
             response->body() = answer.body;
         } else if (path == "/metrics" && request.method() == http::verb::get) {
             response->body() = app_.metrics();

@@ -13,6 +13,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace example {
@@ -145,6 +146,90 @@ inline wsguard::handshake_config handshake_config(unsigned short port, const opt
     config.on_refusal = log_refusal;
     return config;
 }
+
+// The ticket endpoint every example serves: POST /ticket and its CORS
+// preflight, OPTIONS /ticket. mint_guard decides (Origin, Sec-Fetch-Site,
+// POST, the X-Wsguard-Ticket marker, per-address and per-subject rates), then
+// the issuer binds the ticket to the caller's Origin and to `audience`.
+// A page fetches one with:
+//   fetch("/ticket", { method: "POST", credentials: "include", headers: { "X-Wsguard-Ticket": "1" } })
+// and a page on another allowed origin (--allow-origin) with the full URL: the
+// browser preflights it, and only the allowed origins get an answer.
+struct http_answer {
+    int status = 200;
+    std::string content_type = "text/plain; charset=utf-8";
+    std::vector<std::pair<std::string, std::string>> headers;  // CORS, Vary, Allow, Retry-After
+    std::string body;
+    wsguard::reason reason = wsguard::reason::ok;  // why it was refused, for the metrics
+};
+
+class ticket_endpoint {
+public:
+    static constexpr const char* path = "/ticket";
+    // The header the page sends with the value "1"; the stack reads it into mint_request::marker.
+    static constexpr const char* marker_header = "X-Wsguard-Ticket";
+
+    // The allowed origins name the bound port. Prints why and returns null on a bad configuration.
+    static std::unique_ptr<ticket_endpoint> create(unsigned short port, const options& opts,
+                                                   const wsguard::ticket_issuer& issuer, std::string audience) {
+        wsguard::mint_config config;
+        config.origins = allowed_origins(port, opts);
+        config.marker_header = marker_header;
+        // Generous for a demo whose one user opens many sockets (and whose
+        // tests mint hundreds of tickets from 127.0.0.1); a real application
+        // sizes these for one user's pages.
+        config.address_rate = wsguard::rate::per_second(50);
+        config.address_burst = 200;
+        config.subject_rate = wsguard::rate::per_second(20);
+        config.subject_burst = 200;
+        auto guard = wsguard::mint_guard::create(std::move(config));
+        if (!guard) {
+            std::fprintf(stderr, "ticket endpoint: %s\n", guard.error().c_str());
+            return nullptr;
+        }
+        return std::unique_ptr<ticket_endpoint>(new ticket_endpoint(std::move(guard).value(), issuer, std::move(audience)));
+    }
+
+    // The whole answer to any request for /ticket. `request.subject` is who
+    // the example authenticated (its session cookie or bearer token), empty
+    // for nobody.
+    http_answer answer(const wsguard::mint_request& request) {
+        const bool preflight = request.method == "OPTIONS";
+        const wsguard::mint_answer verdict = preflight ? guard_.preflight(request) : guard_.check(request);
+        http_answer out;
+        out.status = verdict.http_status();
+        out.reason = verdict.decision.reason;
+        for (const wsguard::http_header& h : verdict) out.headers.emplace_back(std::string(h.name), std::string(h.value));
+        if (verdict.retry_after_seconds() > 0) out.headers.emplace_back("Retry-After", std::to_string(verdict.retry_after_seconds()));
+        if (!verdict) {
+            out.body = std::string(verdict.body()) + "\n";
+            return out;
+        }
+        if (preflight) return out;  // 204, no body
+        wsguard::ticket_request ticket;
+        ticket.subject = request.subject;
+        ticket.origin = request.origin;
+        ticket.audience = audience_;
+        const wsguard::issued_ticket issued = issuer_.issue(ticket);
+        if (!issued) {
+            out.status = issued.status.http_status();
+            out.reason = issued.status.reason;
+            out.body = std::string(wsguard::to_string(issued.status.reason)) + "\n";
+            return out;
+        }
+        out.content_type = "application/json";
+        out.body = "{\"ticket\":\"" + issued.ticket + "\"}\n";
+        return out;
+    }
+
+private:
+    ticket_endpoint(wsguard::mint_guard guard, const wsguard::ticket_issuer& issuer, std::string audience)
+        : guard_(std::move(guard)), issuer_(issuer), audience_(std::move(audience)) {}
+
+    wsguard::mint_guard guard_;
+    const wsguard::ticket_issuer& issuer_;
+    std::string audience_;
+};
 
 // One message budget per socket. The rates are the defaults or were checked at
 // startup (token_bucket::create refuses a zero rate or burst). An empty bucket

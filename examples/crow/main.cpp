@@ -1,6 +1,7 @@
 // wsguard in a Crow server (Crow v1.3+: onaccept can answer with a response).
 //
-//   POST /ticket  Authorization: Bearer <session>  -> {"ticket":"..."} bound to the caller's Origin
+//   POST /ticket  Authorization: Bearer <session>, X-Wsguard-Ticket: 1  -> {"ticket":"..."} bound to
+//                 the caller's Origin (mint_guard; OPTIONS /ticket is the CORS preflight)
 //   GET  /ws      the guarded echo socket: Origin, Host, rate limits, connection cap and a
 //                 one-time ticket in "Sec-WebSocket-Protocol: wsguard.v1, <ticket>" (or ?ticket=)
 //
@@ -41,6 +42,44 @@ struct socket_state {
 
 constexpr const char* audience = "wsguard-example/ws";
 
+// POST /ticket and its CORS preflight through the shared endpoint (mint_guard),
+// with the bearer token as the login. Null until the port is known: 503.
+crow::response answer_ticket(example::ticket_endpoint* endpoint, const crow::request& req, const std::string& session) {
+    if (endpoint == nullptr) return crow::response(503, "starting\n");
+    const std::string method = crow::method_name(req.method);
+    wsguard::mint_request mint;
+    mint.method = method;
+    mint.origin = req.get_header_value("Origin");
+    mint.sec_fetch_site = req.get_header_value("Sec-Fetch-Site");
+    mint.marker = req.get_header_value(example::ticket_endpoint::marker_header);
+    mint.subject = req.get_header_value("Authorization") == "Bearer " + session ? "demo-user" : "";
+    mint.remote_address = req.remote_ip_address;
+    mint.access_control_request_method = req.get_header_value("Access-Control-Request-Method");
+    mint.access_control_request_headers = req.get_header_value("Access-Control-Request-Headers");
+    const example::http_answer answer = endpoint->answer(mint);
+    crow::response res(answer.status, answer.body);
+    res.set_header("Content-Type", answer.content_type);
+    res.set_header("Cache-Control", "no-store");
+    for (const auto& [name, value] : answer.headers) res.set_header(name, value);
+    return res;
+}
+
+// Crow answers every OPTIONS request itself (204 with Allow), as soon as the
+// headers are parsed, without calling any route or before_handle. Only the
+// middlewares' after_handle still runs, so the CORS preflight of /ticket
+// replaces Crow's answer there.
+struct ticket_preflight {
+    struct context {};
+    const std::atomic<example::ticket_endpoint*>* endpoint = nullptr;
+    const std::string* session = nullptr;
+
+    void before_handle(crow::request&, crow::response&, context&) {}
+    void after_handle(crow::request& req, crow::response& res, context&) {
+        if (req.method != crow::HTTPMethod::Options || req.url != example::ticket_endpoint::path) return;
+        res = answer_ticket(endpoint->load(), req, *session);
+    }
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -49,7 +88,11 @@ int main(int argc, char** argv) {
     const std::unique_ptr<example::tickets> tickets = example::tickets::create(100000);
     if (!tickets) return 1;
 
-    crow::SimpleApp app;
+    std::unique_ptr<example::ticket_endpoint> ticket_storage;  // created with the guard, below
+    std::atomic<example::ticket_endpoint*> ticket_endpoint{nullptr};
+    crow::App<ticket_preflight> app;
+    app.get_middleware<ticket_preflight>().endpoint = &ticket_endpoint;
+    app.get_middleware<ticket_preflight>().session = &opts->session;
     app.loglevel(crow::LogLevel::Warning);
     // The allowed origins name the port, known only once Crow has bound it:
     // until the guard exists every upgrade is refused.
@@ -57,18 +100,7 @@ int main(int argc, char** argv) {
     std::atomic<wsguard::handshake_guard*> guard{nullptr};
 
     CROW_ROUTE(app, "/ticket").methods(crow::HTTPMethod::Post)([&](const crow::request& req) {
-        if (req.get_header_value("Authorization") != "Bearer " + opts->session) return crow::response(401, "login required\n");
-        const std::string& origin = req.get_header_value("Origin");
-        wsguard::ticket_request ticket;
-        ticket.subject = "demo-user";
-        ticket.origin = origin;
-        ticket.audience = audience;
-        const wsguard::issued_ticket issued = tickets->issuer->issue(ticket);
-        if (!issued) return crow::response(issued.status.http_status(), wsguard::to_string(issued.status.reason));
-        crow::response res(200, "{\"ticket\":\"" + issued.ticket + "\"}\n");
-        res.set_header("Content-Type", "application/json");
-        res.set_header("Cache-Control", "no-store");
-        return res;
+        return answer_ticket(ticket_endpoint.load(), req, opts->session);
     });
 
     CROW_WEBSOCKET_ROUTE(app, "/ws")
@@ -127,6 +159,12 @@ int main(int argc, char** argv) {
     }
     guard_storage = std::make_unique<wsguard::handshake_guard>(std::move(created).value());
     guard.store(guard_storage.get());
+    ticket_storage = example::ticket_endpoint::create(app.port(), *opts, *tickets->issuer, audience);
+    if (!ticket_storage) {
+        app.stop();
+        return 1;
+    }
+    ticket_endpoint.store(ticket_storage.get());
 
     std::printf("listening %u\n", static_cast<unsigned>(app.port()));
     std::fflush(stdout);

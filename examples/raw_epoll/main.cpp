@@ -4,7 +4,8 @@
 // before a payload byte is buffered. With zlib it negotiates permessage-deflate
 // and inflates under an inflate_budget, so a compression bomb closes with 1009.
 //
-//   POST /ticket  Authorization: Bearer <session>  -> {"ticket":"..."} bound to the caller's Origin
+//   POST /ticket  Authorization: Bearer <session>, X-Wsguard-Ticket: 1  -> {"ticket":"..."} bound to
+//                 the caller's Origin (mint_guard; OPTIONS /ticket is the CORS preflight)
 //   GET  /ws      the guarded echo socket: Origin, Host, rate limits, connection cap and a
 //                 one-time ticket in "Sec-WebSocket-Protocol: wsguard.v1, <ticket>" (or ?ticket=)
 //
@@ -144,6 +145,7 @@ bool has_token(std::string_view value, std::string_view token) {
 struct http_request {
     std::string_view method, target, host, origin, upgrade, connection, key, version, extensions, protocol;
     std::string_view fetch_site, authorization;
+    std::string_view ticket_marker, cors_method, cors_headers;  // the ticket endpoint's X-Wsguard-Ticket, preflight
     int duplicate_security_headers = 0;  // a second Origin/Host/Key is an attack, not a list
 };
 
@@ -177,6 +179,9 @@ bool parse_request(std::string_view head, http_request& request) {
         else if (iequals(name, "Sec-WebSocket-Protocol")) set_once(request.protocol);
         else if (iequals(name, "Sec-Fetch-Site")) set_once(request.fetch_site);
         else if (iequals(name, "Authorization")) set_once(request.authorization);
+        else if (iequals(name, example::ticket_endpoint::marker_header)) set_once(request.ticket_marker);
+        else if (iequals(name, "Access-Control-Request-Method")) set_once(request.cors_method);
+        else if (iequals(name, "Access-Control-Request-Headers")) request.cors_headers = value;
     }
     return true;
 }
@@ -224,6 +229,7 @@ struct connection {
     bool upgraded = false;
     bool closing = false;  // close after the send queue drains
     std::string in, out;
+    std::optional<wsguard::request_head_budget> head;  // bytes and lines of the request head, decided as they arrive
 
     wsguard::frame_guard guard;
     std::optional<wsguard::frame_verdict> header;  // allowed header whose payload is still arriving
@@ -252,7 +258,8 @@ struct server {
     wsguard::frame_limits limits;
     wsguard::inflate_budget budget;
     wsguard::handshake_guard* guard = nullptr;
-    const wsguard::ticket_issuer* issuer = nullptr;
+    example::ticket_endpoint* tickets = nullptr;
+    std::optional<wsguard::request_head_budget> head_budget;  // copied for each request
     int epoll_fd = -1;
     std::map<int, std::unique_ptr<connection>> connections;
 };
@@ -298,30 +305,41 @@ void refuse_upgrade(connection& c, int status, std::string_view why) {
     respond(c, status, std::string(why) + "\n", "Content-Type: text/plain\r\n");
 }
 
-// POST /ticket: a logged-in caller gets a one-time ticket bound to its Origin.
-void issue_ticket(const server& s, connection& c, const http_request& request) {
-    if (request.authorization != "Bearer " + s.opts.session) return respond(c, 401, "login required\n");
-    wsguard::ticket_request ticket;
-    ticket.subject = "demo-user";
-    ticket.origin = request.origin;
-    ticket.audience = ticket_audience;
-    const wsguard::issued_ticket issued = s.issuer->issue(ticket);
-    if (!issued) return respond(c, issued.status.http_status(), wsguard::to_string(issued.status.reason));
-    respond(c, 200, "{\"ticket\":\"" + issued.ticket + "\"}\n", "Content-Type: application/json\r\n");
+// POST /ticket (and its CORS preflight): the shared endpoint, with the
+// bearer token as the login. A logged-in caller gets a one-time ticket bound to its Origin.
+void answer_ticket(const server& s, connection& c, const http_request& request) {
+    wsguard::mint_request mint;
+    mint.method = request.method;
+    mint.origin = request.origin;
+    mint.sec_fetch_site = request.fetch_site;
+    mint.marker = request.ticket_marker;
+    mint.subject = request.authorization == "Bearer " + s.opts.session ? "demo-user" : "";
+    mint.remote_address_bytes = c.peer_bytes;
+    mint.remote_address_size = sizeof c.peer_bytes;
+    mint.access_control_request_method = request.cors_method;
+    mint.access_control_request_headers = request.cors_headers;
+    const example::http_answer answer = s.tickets->answer(mint);
+    if (answer.reason != wsguard::reason::ok)
+        std::fprintf(stderr, "refused %s ticket peer=%s\n", wsguard::to_string(answer.reason), c.peer.c_str());
+    std::string headers = "Content-Type: " + answer.content_type + "\r\n";
+    for (const auto& [name, value] : answer.headers) headers += name + ": " + value + "\r\n";
+    respond(c, answer.status, answer.body, headers);
 }
 
 void handle_upgrade(server& s, connection& c) {
-    const std::size_t head_end = c.in.find("\r\n\r\n");
-    if (head_end == std::string::npos) {
-        if (c.in.size() > max_request_head) refuse_upgrade(c, 431, "request_malformed");
-        return;
-    }
+    // Only the bytes not yet inspected: the budget answers as soon as a cap is crossed.
+    if (!c.head) c.head.emplace(*s.head_budget);
+    const wsguard::head_verdict head = c.head->feed(c.in.data() + c.head->bytes_seen(), c.in.size() - c.head->bytes_seen());
+    if (head.status == wsguard::head_status::refused)
+        return refuse_upgrade(c, head.decision.http_status(), wsguard::to_string(head.decision.reason));
+    if (head.status == wsguard::head_status::need_more) return;
+    const std::size_t head_end = head.head_size - 4;  // the blank line's CRLF CRLF
     http_request request;
-    if (head_end > max_request_head || !parse_request(std::string_view(c.in).substr(0, head_end), request) ||
+    if (!parse_request(std::string_view(c.in).substr(0, head_end), request) ||
         request.duplicate_security_headers != 0) {
         return refuse_upgrade(c, 400, "request_malformed");
     }
-    if (request.method == "POST" && request.target == "/ticket") return issue_ticket(s, c, request);
+    if (request.target == example::ticket_endpoint::path) return answer_ticket(s, c, request);
     // RFC 6455 shape first, so a malformed upgrade never spends its ticket.
     if (request.method == "GET" && (!iequals(request.upgrade, "websocket") || !has_token(request.connection, "upgrade") ||
                                     request.version != "13" || request.key.size() != 24)) {
@@ -569,11 +587,11 @@ int main(int argc, char** argv) {
     wsguard::frame_limits limits;
     limits.max_message_bytes = opts->max_message_bytes;
     limits.max_fragments = 64;
-    server s{*opts, limits, *budget, nullptr, nullptr, -1, {}};
+    server s{*opts, limits, *budget, nullptr, nullptr, std::nullopt, -1, {}};
+    s.head_budget = wsguard::request_head_budget::create({max_request_head, 64}).value();
 
     const std::unique_ptr<example::tickets> tickets = example::tickets::create(100000);
     if (!tickets) return 1;
-    s.issuer = &*tickets->issuer;
 
     // SIGTERM and SIGINT arrive through a signalfd, as one more epoll event.
     sigset_t stop_signals;
@@ -597,6 +615,10 @@ int main(int argc, char** argv) {
         return 2;
     }
     s.guard = &guard.value();
+    const std::unique_ptr<example::ticket_endpoint> ticket_endpoint =
+        example::ticket_endpoint::create(port, *opts, *tickets->issuer, ticket_audience);
+    if (!ticket_endpoint) return 2;
+    s.tickets = ticket_endpoint.get();
 
     s.epoll_fd = epoll_create1(EPOLL_CLOEXEC);
     for (const int fd : {listen_fd, signal_fd}) {

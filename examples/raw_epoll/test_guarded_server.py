@@ -72,10 +72,40 @@ def http_head(sock):
     return head.decode("latin-1")
 
 
-def post_ticket(port, origin=None, session="demo-session"):
+def http_exchange(port, request):
+    """Sends raw request bytes; returns (status, {lowercased name: value}, body)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    try:
+        sock.sendall(request)
+        response = b""
+        while True:  # until the server closes, or the whole body (Content-Length) arrived: keep-alive stacks stay open
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            response += chunk
+            head, sep, body = response.partition(b"\r\n\r\n")
+            length = [int(l.split(b":")[1]) for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")]
+            if sep and len(body) >= (length[0] if length else 0):
+                break
+    except ConnectionResetError:
+        pass  # the server may close before reading everything we sent
+    sock.close()
+    head, _, body = response.decode("latin-1").partition("\r\n\r\n")
+    lines = head.split("\r\n")
+    status = int(lines[0].split()[1]) if head else 0
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers, body
+
+
+def post_ticket(port, origin=None, session="demo-session", marker=True):
+    """POST /ticket as fetch() sends it: with the X-Wsguard-Ticket marker."""
     origin = origin or "http://127.0.0.1:%d" % port
     sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
     auth = "Authorization: Bearer %s\r\n" % session if session else ""
+    auth += "X-Wsguard-Ticket: 1\r\n" if marker else ""
     sock.sendall(("POST /ticket HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nOrigin: %s\r\n%sContent-Length: 0\r\n"
                   "Connection: close\r\n\r\n" % (port, origin, auth)).encode())
     response = b""
@@ -207,6 +237,47 @@ def guarded_handshake(port):
     sock.close()
 
 
+def ticket_endpoint(port):
+    """mint_guard in front of POST /ticket, and the CORS preflight."""
+    page = "http://127.0.0.1:%d" % port
+    check(post_ticket(port, marker=False)[0] == 403,
+          "POST /ticket without X-Wsguard-Ticket (a form could send it) is refused with 403")
+    check(post_ticket(port, origin="http://evil.example")[0] == 403, "POST /ticket from another origin is refused with 403")
+    status, headers, body = http_exchange(port, (
+        "POST /ticket HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nOrigin: %s\r\nAuthorization: Bearer demo-session\r\n"
+        "X-Wsguard-Ticket: 1\r\nContent-Length: 0\r\n\r\n" % (port, OTHER_ORIGIN)).encode())
+    check(status == 200 and headers.get("access-control-allow-origin") == OTHER_ORIGIN
+          and headers.get("access-control-allow-credentials") == "true",
+          "a ticket for another allowed origin carries that origin's CORS pair")
+    check(http_exchange(port, ("GET /ticket HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nOrigin: %s\r\n\r\n"
+                               % (port, page)).encode())[0] == 405, "GET /ticket is refused with 405")
+
+    def preflight(origin):
+        return http_exchange(port, (
+            "OPTIONS /ticket HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nOrigin: %s\r\nSec-Fetch-Site: same-site\r\n"
+            "Access-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: x-wsguard-ticket\r\n\r\n"
+            % (port, origin)).encode())
+    status, headers, _ = preflight(OTHER_ORIGIN)
+    expected = {"access-control-allow-origin": OTHER_ORIGIN, "access-control-allow-credentials": "true",
+                "access-control-allow-methods": "POST", "access-control-allow-headers": "X-Wsguard-Ticket",
+                "access-control-max-age": "600", "vary": "Origin"}
+    check(status == 204 and all(headers.get(k) == v for k, v in expected.items()),
+          "the preflight of an allowed origin is answered 204 with exactly its CORS headers (%d %s)" % (status, headers))
+    status, headers, _ = preflight("http://evil.example")
+    check(status == 403 and "access-control-allow-origin" not in headers,
+          "the preflight of another origin is refused with 403 and no Allow-Origin")
+
+
+def head_budget(port):
+    """request_head_budget: caps on the raw head, decided as bytes arrive."""
+    status, _, body = http_exchange(port, b"GET /ws HTTP/1.1\r\nX-Long: " + b"a" * 9000 + b"\r\n\r\n")
+    check(status == 431 and body.startswith("request_head_too_large"), "a head over 8 KiB is refused with 431")
+    status, _, body = http_exchange(port, b"GET /ws HTTP/1.1\r\n" + b"A: b\r\n" * 65 + b"\r\n")
+    check(status == 431 and body.startswith("too_many_header_lines"), "65 header lines are refused with 431")
+    status, _, _ = http_exchange(port, b"GET /ws HTTP/1.1\nHost: 127.0.0.1\n\n")
+    check(status == 400, "bare LF line ends are refused with 400")
+
+
 def caps(port):
     sock, _ = open_socket(port)
     sock.sendall(frame(0x2, b"x" * 2000))
@@ -270,9 +341,11 @@ def main():
     proc, port = start("--max-message", "1024", "--handshake-burst", "1000", "--handshake-rate", "1000", *extra)
     try:
         guarded_handshake(port)
+        ticket_endpoint(port)
         caps(port)
         if STACK == "raw_epoll":
             raw_frames(port)
+            head_budget(port)
     finally:
         check(stop(proc) == 0, "SIGTERM stops the server with status 0")
     rate_limit()

@@ -1,6 +1,7 @@
 // wsguard in a uWebSockets server (no TLS: uSockets built with LIBUS_NO_SSL).
 //
-//   POST /ticket  Authorization: Bearer <session>  -> {"ticket":"..."} bound to the caller's Origin
+//   POST /ticket  Authorization: Bearer <session>, X-Wsguard-Ticket: 1  -> {"ticket":"..."} bound to
+//                 the caller's Origin (mint_guard; OPTIONS /ticket is the CORS preflight)
 //   GET  /ws      the guarded echo socket: Origin, Host, rate limits, connection cap and a
 //                 one-time ticket in "Sec-WebSocket-Protocol: wsguard.v1, <ticket>" (or ?ticket=)
 //
@@ -54,23 +55,26 @@ int main(int argc, char** argv) {
     std::set<socket_type*> open_sockets;
 
     uWS::App app;
-    app.post("/ticket", [&](auto* res, auto* req) {
-        if (req->getHeader("authorization") != "Bearer " + opts->session) {
-            res->writeStatus("401 Unauthorized")->end("login required\n");
-            return;
-        }
-        wsguard::ticket_request ticket;
-        ticket.subject = "demo-user";
-        ticket.origin = req->getHeader("origin");
-        ticket.audience = audience;
-        const wsguard::issued_ticket issued = tickets->issuer->issue(ticket);
-        if (!issued) {
-            const std::string status = std::to_string(issued.status.http_status()) + " Error";
-            res->writeStatus(status)->end(wsguard::to_string(issued.status.reason));
-            return;
-        }
-        res->writeHeader("Content-Type", "application/json")->writeHeader("Cache-Control", "no-store")
-            ->end("{\"ticket\":\"" + issued.ticket + "\"}\n");
+    // POST /ticket and its CORS preflight (any other method: 405): the shared
+    // endpoint (mint_guard), with the bearer token as the login.
+    std::unique_ptr<example::ticket_endpoint> ticket_endpoint;  // created with the guard, once the port is known
+    app.any(example::ticket_endpoint::path, [&](auto* res, auto* req) {
+        wsguard::mint_request mint;
+        mint.method = req->getCaseSensitiveMethod();
+        mint.origin = req->getHeader("origin");
+        mint.sec_fetch_site = req->getHeader("sec-fetch-site");
+        mint.marker = req->getHeader("x-wsguard-ticket");  // uWebSockets wants the lowercase name
+        mint.subject = req->getHeader("authorization") == "Bearer " + opts->session ? "demo-user" : "";
+        const std::string_view peer = res->getRemoteAddress();  // 4 or 16 raw bytes
+        mint.remote_address_bytes = reinterpret_cast<const std::uint8_t*>(peer.data());
+        mint.remote_address_size = peer.size();
+        mint.access_control_request_method = req->getHeader("access-control-request-method");
+        mint.access_control_request_headers = req->getHeader("access-control-request-headers");
+        const example::http_answer answer = ticket_endpoint->answer(mint);
+        res->writeStatus(std::to_string(answer.status) + " " + std::string(wsguard::http_reason_phrase(answer.status)));
+        res->writeHeader("Content-Type", answer.content_type)->writeHeader("Cache-Control", "no-store");
+        for (const auto& [name, value] : answer.headers) res->writeHeader(name, value);
+        res->end(answer.body);
     });
 
     app.ws<socket_state>("/ws", {
@@ -127,6 +131,8 @@ int main(int argc, char** argv) {
             std::exit(1);
         }
         guard.emplace(std::move(created).value());
+        ticket_endpoint = example::ticket_endpoint::create(static_cast<unsigned short>(port), *opts, *tickets->issuer, audience);
+        if (!ticket_endpoint) std::exit(1);
         std::printf("listening %d\n", port);
         std::fflush(stdout);
     });

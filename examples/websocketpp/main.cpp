@@ -58,8 +58,10 @@ int main(int argc, char** argv) {
     // the guard points at their verifier), who may POST /ticket, the guard.
     const std::unique_ptr<example::tickets> tickets = example::tickets::create(65536);
     const std::string session = example::random_hex(16);  // the demo login cookie's value
-    auto ticket_origins = wsguard::origin_policy::create(example::allowed_origins(opts->port, *opts));
-    if (!tickets || session.empty() || !ticket_origins) return 2;
+    if (!tickets || session.empty()) return 2;
+    const std::unique_ptr<example::ticket_endpoint> ticket_endpoint =
+        example::ticket_endpoint::create(opts->port, *opts, *tickets->issuer, audience);
+    if (!ticket_endpoint) return 2;
     wsguard::handshake_config config = example::handshake_config(opts->port, *opts, audience, *tickets->verifier);
     config.on_refusal = nullptr;  // this demo has never logged refusals: its output stays as it was
     auto created = wsguard::handshake_guard::create(std::move(config));
@@ -125,22 +127,25 @@ int main(int argc, char** argv) {
             con->append_header("Set-Cookie", "wsguard_demo_session=" + session + "; Path=/; HttpOnly; SameSite=Strict");
             con->set_status(websocketpp::http::status_code::ok);
             con->set_body("demo session started: POST /ticket from an allowed Origin\n");
-        } else if (con->get_resource() == "/ticket" && method == "POST") {
-            const std::string& origin = con->get_request_header("Origin");
-            if (con->get_request_header("Cookie").find("wsguard_demo_session=" + session) == std::string::npos) {
-                con->set_status(websocketpp::http::status_code::unauthorized);
-                con->set_body("login required\n");
-            } else if (!ticket_origins->check(origin)) {
-                con->set_status(websocketpp::http::status_code::forbidden);
-                con->set_body("origin not allowed\n");
-            } else if (const wsguard::issued_ticket issued = tickets->issuer->issue({"demo-user", origin, audience, "", {}})) {
-                con->set_status(websocketpp::http::status_code::ok);
-                con->append_header("Content-Type", "application/json");
-                con->set_body("{\"ticket\":\"" + issued.ticket + "\"}\n");
-            } else {
-                con->set_status(websocketpp::http::status_code::service_unavailable);
-                con->set_body(std::string(wsguard::to_string(issued.status.reason)) + "\n");
-            }
+        } else if (con->get_resource() == example::ticket_endpoint::path) {  // POST, or OPTIONS (preflight)
+            boost::system::error_code peer_error;
+            const std::string address = con->get_raw_socket().remote_endpoint(peer_error).address().to_string();
+            wsguard::mint_request mint;
+            mint.method = method;
+            mint.origin = con->get_request_header("Origin");
+            mint.sec_fetch_site = con->get_request_header("Sec-Fetch-Site");
+            mint.marker = con->get_request_header(example::ticket_endpoint::marker_header);
+            const bool logged_in =
+                con->get_request_header("Cookie").find("wsguard_demo_session=" + session) != std::string::npos;
+            mint.subject = logged_in ? "demo-user" : "";
+            mint.remote_address = peer_error ? std::string_view() : std::string_view(address);
+            mint.access_control_request_method = con->get_request_header("Access-Control-Request-Method");
+            mint.access_control_request_headers = con->get_request_header("Access-Control-Request-Headers");
+            const example::http_answer answer = ticket_endpoint->answer(mint);
+            con->set_status(static_cast<websocketpp::http::status_code::value>(answer.status));
+            con->append_header("Content-Type", answer.content_type);
+            for (const auto& [name, value] : answer.headers) con->append_header(name, value);
+            con->set_body(answer.body);
         } else {
             con->set_status(websocketpp::http::status_code::not_found);
             con->set_body("not found\n");

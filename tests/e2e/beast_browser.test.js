@@ -12,15 +12,23 @@ const CHROMIUM = process.env.WSGUARD_CHROMIUM || '/usr/bin/chromium';
 const skip = !DEMO ? 'WSGUARD_BEAST_DEMO is not set (the Beast demo was not built)'
   : !fs.existsSync(CHROMIUM) ? `no Chromium at ${CHROMIUM}` : false;
 
-// A page on another origin that opens the demo's socket with a ticket it was
-// handed (it cannot fetch one: the demo answers POST /ticket only for its own origins).
+// A page on another origin. It asks the demo for a ticket the way a page on
+// an --allow-origin origin would (a credentialed fetch with the marker header,
+// so the browser sends a CORS preflight first), then opens the socket with the
+// ticket it was handed in ?ticket=, or else with the one it fetched.
+// window.simplePost() sends what a cross-site form can: a POST without the marker.
 const crossOriginPage = `<!doctype html><meta charset="utf-8"><p id="status">starting</p><script>
 const params = new URLSearchParams(location.search);
+const ticketUrl = "http://127.0.0.1:" + params.get("demo") + "/ticket";
+window.simplePost = () => fetch(ticketUrl, { method: "POST", mode: "no-cors", credentials: "include" })
+  .then((r) => r.type, (e) => "blocked: " + e.message);
 window.result = (async () => {
-  const fetched = await fetch("http://127.0.0.1:" + params.get("demo") + "/ticket", { method: "POST", credentials: "include" })
-    .then((r) => "status " + r.status, (e) => "blocked: " + e.message);
+  let minted = "";
+  const fetched = await fetch(ticketUrl, { method: "POST", credentials: "include", headers: { "X-Wsguard-Ticket": "1" } })
+    .then(async (r) => { if (r.ok) minted = (await r.json()).ticket; return "status " + r.status; },
+          (e) => "blocked: " + e.message);
   return await new Promise((resolve) => {
-    const ws = new WebSocket("ws://127.0.0.1:" + params.get("demo") + "/ws", ["wsguard.v1", params.get("ticket")]);
+    const ws = new WebSocket("ws://127.0.0.1:" + params.get("demo") + "/ws", ["wsguard.v1", params.get("ticket") || minted || "no-ticket"]);
     let opened = false;
     ws.onopen = () => { opened = true; ws.send("from elsewhere"); };
     ws.onmessage = (e) => { resolve({ fetched, opened, echo: e.data }); ws.close(); };
@@ -76,7 +84,7 @@ describe('Beast demo in Chromium', { skip, timeout: 120000 }, () => {
     return page;
   }
 
-  const crossOriginUrl = (server, ticket) =>
+  const crossOriginUrl = (server, ticket = '') =>
     `http://127.0.0.1:${server.address().port}/cross.html?demo=${demo.port}&ticket=${encodeURIComponent(ticket)}`;
 
   test('the demo page gets a ticket and its socket echoes', async (t) => {
@@ -96,7 +104,8 @@ describe('Beast demo in Chromium', { skip, timeout: 120000 }, () => {
     assert.equal(result.closeCode, 1006);
     assert.match(result.fetched, /^blocked/, 'the page cannot read a ticket from POST /ticket');
     assert.ok(page.console.some((line) => /Unexpected response code: 403/.test(line)), page.console.join('\n'));
-    assert.equal(await delta(before, 'origin_not_allowed'), 1);
+    // Refused twice: the ticket endpoint's CORS preflight, then the socket.
+    assert.equal(await delta(before, 'origin_not_allowed'), 2);
   });
 
   test('a sandboxed iframe (Origin null) cannot open the socket', async (t) => {
@@ -144,6 +153,7 @@ describe('Beast demo in Chromium', { skip, timeout: 120000 }, () => {
     await page.goto(crossOriginUrl(pageServers.allowed, demoTicket));
     const stolen = await page.evaluate(() => window.result);
     assert.equal(stolen.opened, false);
+    assert.equal(stolen.fetched, 'status 200', 'the allowed page could fetch a ticket of its own');
     assert.equal(await delta(before, 'ticket_origin_mismatch'), 1);
 
     // Control: the same page opens the socket with a ticket issued for its own origin.
@@ -151,5 +161,31 @@ describe('Beast demo in Chromium', { skip, timeout: 120000 }, () => {
     await page.goto(crossOriginUrl(pageServers.allowed, ownTicket));
     assert.deepEqual(await page.evaluate(() => window.result),
       { fetched: stolen.fetched, opened: true, echo: 'from elsewhere' });
+  });
+
+  test('a page on an --allow-origin origin fetches its own ticket through the CORS preflight and its socket echoes', async (t) => {
+    const page = await newPage(t);
+    await page.goto(`http://127.0.0.1:${demo.port}/`);  // the login: the session cookie
+    await page.goto(crossOriginUrl(pageServers.allowed));
+    assert.deepEqual(await page.evaluate(() => window.result),
+      { fetched: 'status 200', opened: true, echo: 'from elsewhere' });
+  });
+
+  test('a simple POST to /ticket (what a form sends) mints nothing, even from an allowed origin', async (t) => {
+    const page = await newPage(t);
+    await page.goto(`http://127.0.0.1:${demo.port}/`);
+    await page.goto(crossOriginUrl(pageServers.allowed));
+    await page.evaluate(() => window.result);
+    const before = await refusals(demo.port);
+    assert.equal(await page.evaluate(() => window.simplePost()), 'opaque', 'the browser sent it without a preflight');
+    assert.equal(await delta(before, 'mint_not_preflighted'), 1);
+
+    const foreign = await newPage(t);
+    await foreign.goto(`http://127.0.0.1:${demo.port}/`);
+    await foreign.goto(crossOriginUrl(pageServers.foreign));
+    await foreign.evaluate(() => window.result);
+    const beforeForeign = await refusals(demo.port);
+    assert.equal(await foreign.evaluate(() => window.simplePost()), 'opaque');
+    assert.equal(await delta(beforeForeign, 'origin_not_allowed'), 1);
   });
 });

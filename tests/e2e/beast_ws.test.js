@@ -3,7 +3,7 @@
 
 const { test, describe, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { startServer, stopServer, request, sessionCookie, fetchTicket, refusals, tryWebSocket } = require('./lib/servers');
+const { startServer, stopServer, request, sessionCookie, fetchTicket, refusals, tryWebSocket, TICKET_MARKER } = require('./lib/servers');
 
 const DEMO = process.env.WSGUARD_BEAST_DEMO;
 const skip = DEMO ? false : 'WSGUARD_BEAST_DEMO is not set (the Beast demo was not built)';
@@ -118,13 +118,38 @@ describe('Beast demo with ws: handshake', { skip, timeout: 60000 }, withServer([
     assert.ok((await refusals(ctx.port)).ticket_origin_mismatch >= 1);
   });
 
-  test('POST /ticket needs the session cookie and an allowed Origin', async () => {
+  test('POST /ticket needs the marker header, an allowed Origin and the session cookie', async () => {
     const cookie = await sessionCookie(ctx.port);
-    assert.equal((await request(ctx.port, 'POST', '/ticket', { Origin: ctx.origin })).status, 401);
-    assert.equal((await request(ctx.port, 'POST', '/ticket', { Cookie: 'wsguard_demo_session=guess', Origin: ctx.origin })).status, 401);
-    assert.equal((await request(ctx.port, 'POST', '/ticket', { Cookie: cookie, Origin: 'http://evil.example' })).status, 403);
-    assert.equal((await request(ctx.port, 'POST', '/ticket', { Cookie: cookie })).status, 403);
-    assert.equal((await request(ctx.port, 'POST', '/ticket', { Cookie: cookie, Origin: ctx.origin })).status, 200);
+    const post = async (headers) => (await request(ctx.port, 'POST', '/ticket', headers)).status;
+    assert.equal(await post({ Cookie: cookie, Origin: ctx.origin }), 403, 'a simple POST (what a form sends) is refused');
+    assert.equal(await post({ Origin: ctx.origin, ...TICKET_MARKER }), 401);
+    assert.equal(await post({ Cookie: 'wsguard_demo_session=guess', Origin: ctx.origin, ...TICKET_MARKER }), 401);
+    assert.equal(await post({ Cookie: cookie, Origin: 'http://evil.example', ...TICKET_MARKER }), 403);
+    assert.equal(await post({ Cookie: cookie, ...TICKET_MARKER }), 403);
+    assert.equal(await post({ Cookie: cookie, Origin: ctx.origin, 'Sec-Fetch-Site': 'cross-site', ...TICKET_MARKER }), 403);
+    assert.equal((await request(ctx.port, 'GET', '/ticket', { Cookie: cookie, Origin: ctx.origin })).status, 405);
+    const answer = await request(ctx.port, 'POST', '/ticket', { Cookie: cookie, Origin: ctx.origin, ...TICKET_MARKER });
+    assert.equal(answer.status, 200);
+    assert.equal(answer.headers['access-control-allow-origin'], ctx.origin);
+    assert.equal(answer.headers['access-control-allow-credentials'], 'true');
+    assert.equal(answer.headers.vary, 'Origin');
+    const counts = await refusals(ctx.port);
+    assert.ok(counts.mint_not_preflighted >= 1 && counts.mint_subject_missing >= 2 && counts.origin_not_allowed >= 1);
+  });
+
+  test('OPTIONS /ticket answers the CORS preflight for an allowed origin only', async () => {
+    const preflight = (origin, method = 'POST') => request(ctx.port, 'OPTIONS', '/ticket', {
+      Origin: origin, 'Access-Control-Request-Method': method, 'Access-Control-Request-Headers': 'x-wsguard-ticket' });
+    const allowed = await preflight(`http://localhost:${ctx.port}`);
+    assert.equal(allowed.status, 204);
+    for (const [name, value] of Object.entries({
+      'access-control-allow-origin': `http://localhost:${ctx.port}`, 'access-control-allow-credentials': 'true',
+      'access-control-allow-methods': 'POST', 'access-control-allow-headers': 'X-Wsguard-Ticket',
+      'access-control-max-age': '600', vary: 'Origin' })) assert.equal(allowed.headers[name], value, name);
+    const foreign = await preflight('http://evil.example');
+    assert.equal(foreign.status, 403);
+    assert.equal(foreign.headers['access-control-allow-origin'], undefined);
+    assert.equal((await preflight(ctx.origin, 'DELETE')).status, 405);
   });
 }));
 

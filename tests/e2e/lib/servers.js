@@ -71,9 +71,13 @@ async function sessionCookie(port) {
   return setCookie[0].split(';')[0];
 }
 
+// The header a page sends with POST /ticket (mint_guard refuses the request without it).
+const TICKET_MARKER = { 'X-Wsguard-Ticket': '1' };
+
 // POST /ticket as a logged-in caller on `origin`; resolves with the ticket.
 async function fetchTicket(port, origin = `http://127.0.0.1:${port}`, cookie = null) {
-  const answer = await request(port, 'POST', '/ticket', { Cookie: cookie ?? await sessionCookie(port), Origin: origin });
+  const answer = await request(port, 'POST', '/ticket',
+    { Cookie: cookie ?? await sessionCookie(port), Origin: origin, ...TICKET_MARKER });
   if (answer.status !== 200) throw new Error(`POST /ticket answered ${answer.status}: ${answer.body}`);
   return JSON.parse(answer.body).ticket;
 }
@@ -117,4 +121,4 @@ function tryWebSocket(url, { protocols = [], origin, headers, send = [], timeout
   });
 }
 
-module.exports = { startServer, stopServer, request, sessionCookie, fetchTicket, refusals, tryWebSocket };
+module.exports = { startServer, stopServer, request, sessionCookie, fetchTicket, refusals, tryWebSocket, TICKET_MARKER };

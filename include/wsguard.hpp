@@ -4879,7 +4879,8 @@ private:
 }  // namespace wsguard
 
 // ===========================================================================
-// 6. Rate limits: token_bucket, keyed_limiter, connection_limiter, address keys
+// 6. Rate limits: token_bucket, keyed_limiter, connection_limiter, address keys,
+//    accept_gate, penalty_box
 // ===========================================================================
 //
 // Time is integer nanoseconds of std::chrono::steady_clock, pushed in by the

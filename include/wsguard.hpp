@@ -16,7 +16,8 @@
 //   3. origin policy, host allowlist, Sec-Fetch-Site
 //   4. crypto: sha256, hmac_sha256, base64url, random bytes
 //   5. tickets: keyring, issuer, verifier, replay store, transport helpers
-//   6. rate limits: token_bucket, keyed_limiter, connection_limiter, address keys
+//   6. rate limits: token_bucket, keyed_limiter, connection_limiter, address keys,
+//      accept_gate, penalty_box
 //  6b. client address behind proxies: trusted_proxies, client_address, PROXY protocol
 //   7. frames: frame_guard, inflate_budget
 //   8. handshake_guard: the one call that composes them
@@ -3482,7 +3483,8 @@ private:
 }  // namespace wsguard
 
 // ===========================================================================
-// 6. Rate limits: token_bucket, keyed_limiter, connection_limiter, address keys
+// 6. Rate limits: token_bucket, keyed_limiter, connection_limiter, address keys,
+//    accept_gate, penalty_box
 // ===========================================================================
 //
 // Time is integer nanoseconds of std::chrono::steady_clock, pushed in by the

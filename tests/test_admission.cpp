@@ -102,6 +102,7 @@ TEST_CASE("accept_gate caps pending handshakes per address and returns each slot
     CHECK_FALSE(third);
     CHECK(third.decision().reason == reason::too_many_pending);
     CHECK(third.decision().http_status() == 503);
+    CHECK(wsguard::http_reason_phrase(third.decision().http_status()) == "Service Unavailable");
     CHECK(third.decision().retry_after == milliseconds(1000));
     CHECK(gate.pending(attacker) == 2);
     CHECK(gate.pending() == 2);
@@ -193,6 +194,7 @@ TEST_CASE("accept_permit deadline is admission time plus handshake_deadline, on 
         if (r.expired) {
             CHECK(late.reason == reason::handshake_deadline_passed);
             CHECK(late.http_status() == 408);
+            CHECK(wsguard::http_reason_phrase(late.http_status()) == "Request Timeout");
         }
     }
 }

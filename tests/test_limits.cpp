@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -621,6 +622,38 @@ TEST_CASE("connection_limiter never evicts a live key and finds every key again 
     CHECK(limiter.live_keys() == 0);
     for (std::uint64_t key : keys) CHECK(limiter.connections(key) == 0);
     CHECK(refusals > 0);  // the per-key cap was reached along the way
+}
+
+TEST_CASE("connection_limiter agrees with a reference model through random churn at every size", "[limits][connection_limiter]") {
+    for (std::size_t capacity : {std::size_t{1}, std::size_t{2}, std::size_t{3}, std::size_t{7}, std::size_t{64}, std::size_t{500}}) {
+        INFO("capacity " << capacity);
+        auto created = connection_limiter<std::uint64_t>::create(2, capacity);
+        REQUIRE(created);
+        auto& limiter = *created;
+        std::map<std::uint64_t, std::vector<connection_limiter<std::uint64_t>::permit>> held;
+        std::size_t live = 0;  // keys with at least one permit
+        splitmix rng{capacity};
+        for (int i = 0; i < 20000; ++i) {
+            const std::uint64_t key = rng.next() % (capacity * 3);
+            std::vector<connection_limiter<std::uint64_t>::permit>& mine = held[key];
+            if (rng.next() % 2 == 0) {
+                const bool expected = mine.empty() ? live < capacity : mine.size() < 2;
+                auto permit = limiter.try_acquire(key);
+                REQUIRE(static_cast<bool>(permit) == expected);
+                if (permit) {
+                    live += mine.empty() ? 1 : 0;
+                    mine.push_back(std::move(permit));
+                }
+            } else if (!mine.empty()) {
+                mine.pop_back();
+                live -= mine.empty() ? 1 : 0;
+            }
+            if (i % 500 == 0) {
+                for (const auto& entry : held) REQUIRE(limiter.connections(entry.first) == entry.second.size());
+                REQUIRE(limiter.live_keys() == live);
+            }
+        }
+    }
 }
 
 TEST_CASE("connection_limiter with string keys holds exactly capacity subjects", "[limits][connection_limiter]") {

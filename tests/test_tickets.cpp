@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
@@ -473,6 +474,43 @@ TEST_CASE("memory_replay_store frees exactly the expired nonces when full, and k
     CHECK(store.try_spend(nonce_of(1040), t0 + 100s, t0 + 10s) == reason::replay_store_full);
     for (std::uint64_t n = 40; n < 100; ++n) REQUIRE(store.try_spend(nonce_of(n), t0 + 100s, t0 + 10s) == reason::ticket_replayed);
     for (std::uint64_t n = 1000; n < 1040; ++n) REQUIRE(store.try_spend(nonce_of(n), t0 + 100s, t0 + 10s) == reason::ticket_replayed);
+}
+
+TEST_CASE("memory_replay_store agrees with a reference model through random spends and expiries", "[tickets]") {
+    for (std::size_t capacity : {std::size_t{1}, std::size_t{2}, std::size_t{5}, std::size_t{64}, std::size_t{300}}) {
+        INFO("capacity " << capacity);
+        wsguard::memory_replay_store store = make_store(capacity);
+        std::map<std::uint64_t, std::int64_t> remembered;  // nonce -> expiry, ms after t0
+        std::uint64_t state = capacity;
+        auto next = [&state] {  // splitmix64
+            std::uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+            z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+            z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+            return z ^ (z >> 31);
+        };
+        std::int64_t now = 0;
+        for (int i = 0; i < 20000; ++i) {
+            now += static_cast<std::int64_t>(next() % 3);
+            const std::uint64_t n = next() % (capacity * 4);
+            const std::int64_t expires = now + 1 + static_cast<std::int64_t>(next() % 200);
+            std::size_t live = 0;
+            for (const auto& entry : remembered) live += entry.second > now ? 1 : 0;
+            const auto known = remembered.find(n);
+            const bool spent = known != remembered.end() && known->second > now;
+            const reason got = store.try_spend(nonce_of(n), t0 + std::chrono::milliseconds(expires),
+                                               t0 + std::chrono::milliseconds(now));
+            if (spent) {
+                REQUIRE(got == reason::ticket_replayed);
+            } else if (live < capacity) {
+                REQUIRE(got == reason::ok);
+            } else {
+                // Full of live nonces. An expired copy of this very nonce may
+                // still be stored and is then renewed in place.
+                REQUIRE((got == reason::replay_store_full || (got == reason::ok && known != remembered.end())));
+            }
+            if (got == reason::ok) remembered[n] = expires;
+        }
+    }
 }
 
 TEST_CASE("memory_replay_store reuses expired slots: capacity N serves N x k tickets over time", "[tickets]") {

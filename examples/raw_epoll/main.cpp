@@ -11,7 +11,7 @@
 // Usage: wsguard_raw_epoll [--port N] [--allow-origin ORIGIN]... [--max-message BYTES]
 //                          [--max-inflated BYTES] [--session TOKEN] [--handshake-rate N] [--handshake-burst N]
 //                          [--max-pending-per-address N] [--max-pending-total N] [--handshake-deadline-ms MS]
-//                          [--address-table N] [--replay-capacity N] [--guard 0|1]
+//                          [--max-connections N] [--address-table N] [--replay-capacity N] [--guard 0|1]
 // Binds 127.0.0.1, prints "listening <port>" once ready, exits on SIGTERM/SIGINT.
 // Refusals are logged to stderr as "refused <reason> ...". The session token
 // stands in for the application's login.
@@ -66,7 +66,7 @@ constexpr const char* usage =
     "usage: wsguard_raw_epoll [--port N] [--allow-origin ORIGIN]... [--max-message BYTES]\n"
     "                         [--max-inflated BYTES] [--session TOKEN] [--handshake-rate N] [--handshake-burst N]\n"
     "                         [--max-pending-per-address N] [--max-pending-total N] [--handshake-deadline-ms MS]\n"
-    "                         [--address-table N] [--replay-capacity N] [--guard 0|1]\n";
+    "                         [--max-connections N] [--address-table N] [--replay-capacity N] [--guard 0|1]\n";
 
 // ---------------------------------------------------------------------------
 // Sec-WebSocket-Accept = base64(SHA-1(key + GUID)) (RFC 6455 4.2.2). SHA-1 is

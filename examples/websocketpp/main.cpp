@@ -6,6 +6,7 @@
 //   GET  /ws       the guarded echo socket
 //
 // Usage: wsguard_websocketpp_demo [--port N] [--allow-origin ORIGIN]... [--max-message BYTES]
+//        [--handshake-rate N] [--handshake-burst N]
 //        [--max-pending-per-address N] [--max-pending-total N] [--handshake-deadline-ms MS]
 //
 // Admission at accept: websocketpp's tcp_post_init handler runs once the socket
@@ -33,6 +34,7 @@ namespace {
 
 constexpr const char* usage =
     "usage: wsguard_websocketpp_demo [--port N] [--allow-origin ORIGIN]... [--max-message BYTES]\n"
+    "       [--handshake-rate N] [--handshake-burst N]\n"
     "       [--max-pending-per-address N] [--max-pending-total N] [--handshake-deadline-ms MS]\n";
 constexpr const char* audience = "wsguard-websocketpp/ws";
 

@@ -1,6 +1,7 @@
 // Rate limits against the baselines a user would otherwise write:
 //   token_bucket (one atomic word, integer ns)  vs  std::mutex + double tokens
 //   keyed_limiter (fixed table, seeded hash)    vs  std::unordered_map + std::mutex
+//   connection_limiter / accept_gate at 90% load vs  std::unordered_map of counts + std::mutex
 // Time is supplied by the benchmark in both, so neither pays for the clock.
 // After the runs a summary prints baseline/wsguard ratios and the memory each
 // keyed variant holds after a churn of random keys.
@@ -274,6 +275,113 @@ void BM_floor_hash_and_one_line(benchmark::State& state) {
 }
 BENCHMARK(BM_floor_hash_and_one_line)->Iterations(churn_iterations);
 
+// ---- Connections and pending handshakes: acquire + release at 90% load ------
+//
+// The guard's default address table (65,536 keys) with 90% of its keys holding
+// a connection; each iteration a new random key acquires and releases one.
+// Baseline: what a server would otherwise write, a mutex around an
+// unordered_map of counts, erased at zero, with the same capacity check.
+
+constexpr std::size_t connection_capacity = 1 << 16;
+constexpr std::size_t connection_load = connection_capacity * 9 / 10;
+
+struct mutex_map_connections {
+    std::mutex mutex;
+    std::unordered_map<address_key, std::uint32_t, address_hash> counts;
+    bool acquire(const address_key& key) {
+        std::lock_guard<std::mutex> lock(mutex);
+        const auto it = counts.find(key);
+        if (it != counts.end()) {
+            if (it->second >= 8) return false;
+            ++it->second;
+            return true;
+        }
+        if (counts.size() >= connection_capacity) return false;
+        counts.emplace(key, 1u);
+        return true;
+    }
+    void release(const address_key& key) {
+        std::lock_guard<std::mutex> lock(mutex);
+        const auto it = counts.find(key);
+        if (it != counts.end() && --it->second == 0) counts.erase(it);
+    }
+};
+
+struct loaded_connections {
+    wsguard::connection_limiter<address_key> limiter =
+        wsguard::connection_limiter<address_key>::create(8, connection_capacity).value();
+    std::vector<wsguard::connection_limiter<address_key>::permit> held;
+    loaded_connections() {
+        splitmix rng{99};
+        for (std::size_t i = 0; i < connection_load; ++i) held.push_back(limiter.try_acquire(random_v6_key(rng)));
+    }
+};
+
+struct loaded_gate {
+    wsguard::accept_gate gate = wsguard::accept_gate::create(limits()).value();
+    std::vector<wsguard::accept_permit> held;
+    static wsguard::accept_limits limits() {
+        wsguard::accept_limits l;
+        l.table_capacity = connection_capacity;
+        l.max_pending_total = 1u << 30;
+        return l;
+    }
+    loaded_gate() {
+        splitmix rng{99};
+        const clock_point now = clock_point(std::chrono::hours(1));
+        for (std::size_t i = 0; i < connection_load; ++i) held.push_back(gate.try_admit(random_v6_key(rng), now));
+    }
+};
+
+mutex_map_connections& loaded_baseline() {
+    static mutex_map_connections* map = [] {
+        auto* m = new mutex_map_connections();
+        splitmix rng{99};
+        for (std::size_t i = 0; i < connection_load; ++i) m->acquire(random_v6_key(rng));
+        return m;
+    }();
+    return *map;
+}
+
+void BM_wsguard_connection_90(benchmark::State& state) {
+    static loaded_connections loaded;
+    splitmix rng{1000 + static_cast<std::uint64_t>(state.thread_index())};
+    std::int64_t refused = 0;
+    for (auto _ : state) {
+        auto permit = loaded.limiter.try_acquire(random_v6_key(rng));
+        refused += permit ? 0 : 1;
+    }  // the permit's destructor releases
+    if (refused != 0) state.SkipWithError("a key was refused below capacity");
+}
+BENCHMARK(BM_wsguard_connection_90)->Threads(1)->Threads(2);
+
+void BM_wsguard_accept_gate_90(benchmark::State& state) {
+    static loaded_gate loaded;
+    splitmix rng{2000 + static_cast<std::uint64_t>(state.thread_index())};
+    clock_point now = clock_point(std::chrono::hours(1));
+    std::int64_t refused = 0;
+    for (auto _ : state) {
+        now += std::chrono::nanoseconds(100);
+        const wsguard::accept_permit permit = loaded.gate.try_admit(random_v6_key(rng), now);
+        refused += permit ? 0 : 1;
+    }
+    if (refused != 0) state.SkipWithError("a client was refused below capacity");
+}
+BENCHMARK(BM_wsguard_accept_gate_90)->Threads(1)->Threads(2);
+
+void BM_baseline_map_connection_90(benchmark::State& state) {
+    auto& map = loaded_baseline();
+    splitmix rng{1000 + static_cast<std::uint64_t>(state.thread_index())};
+    std::int64_t refused = 0;
+    for (auto _ : state) {
+        const address_key key = random_v6_key(rng);
+        if (map.acquire(key)) map.release(key);
+        else ++refused;
+    }
+    if (refused != 0) state.SkipWithError("a key was refused below capacity");
+}
+BENCHMARK(BM_baseline_map_connection_90)->Threads(1)->Threads(2);
+
 // ---- Summary --------------------------------------------------------------------
 
 class recording_reporter : public benchmark::ConsoleReporter {
@@ -292,7 +400,7 @@ void print_ratio(const recording_reporter& r, const char* what, const std::strin
     const auto a = r.ns_per_op.find(ours);
     const auto b = r.ns_per_op.find(theirs);
     if (a == r.ns_per_op.end() || b == r.ns_per_op.end() || a->second <= 0) return;
-    std::printf("  %-34s wsguard %8.1f ns   baseline %8.1f ns   baseline/wsguard %5.2fx\n", what, a->second, b->second,
+    std::printf("  %-42s wsguard %8.1f ns   baseline %8.1f ns   baseline/wsguard %5.2fx\n", what, a->second, b->second,
                 b->second / a->second);
 }
 
@@ -311,6 +419,14 @@ int main(int argc, char** argv) {
                 "BM_baseline_mutex_double_bucket/threads:2");
     print_ratio(reporter, "keyed, 1024 hot keys, 1 thread", "BM_wsguard_keyed_hot/threads:1", "BM_baseline_map_hot/threads:1");
     print_ratio(reporter, "keyed, 1024 hot keys, 2 threads", "BM_wsguard_keyed_hot/threads:2", "BM_baseline_map_hot/threads:2");
+    print_ratio(reporter, "connection acquire+release, 90%, 1 thr", "BM_wsguard_connection_90/threads:1",
+                "BM_baseline_map_connection_90/threads:1");
+    print_ratio(reporter, "connection acquire+release, 90%, 2 thr", "BM_wsguard_connection_90/threads:2",
+                "BM_baseline_map_connection_90/threads:2");
+    print_ratio(reporter, "accept_gate try_admit+release, 90%, 1 thr", "BM_wsguard_accept_gate_90/threads:1",
+                "BM_baseline_map_connection_90/threads:1");
+    print_ratio(reporter, "accept_gate try_admit+release, 90%, 2 thr", "BM_wsguard_accept_gate_90/threads:2",
+                "BM_baseline_map_connection_90/threads:2");
     const std::string churn_suffix = "/iterations:" + std::to_string(churn_iterations);
     print_ratio(reporter, "keyed, random-key churn", "BM_wsguard_keyed_churn" + churn_suffix, "BM_baseline_map_churn" + churn_suffix);
     const auto churn = reporter.ns_per_op.find("BM_wsguard_keyed_churn" + churn_suffix);

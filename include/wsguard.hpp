@@ -6522,6 +6522,11 @@ struct route_config {
     ticket_requirement ticket = ticket_requirement::required;
     std::string audience;                     // what the issuer bound the ticket to, e.g. "app.example.com/ws"
     bool ticket_in_query = true;              // accept "?ticket=" when the subprotocol carries none
+    // Concurrent connections per verified ticket subject (user); 0: no cap.
+    // At the cap a new connection is refused (too_many_connections_for_subject),
+    // never an old one evicted: evicting would let a stolen ticket's holder
+    // disconnect the real user, and the refused client can retry or close a tab.
+    std::uint32_t max_connections_per_subject = 0;
 };
 
 // One refusal, as the logging hook sees it. Every text is bounded, printable
@@ -6546,6 +6551,11 @@ struct basic_handshake_config {
     std::uint32_t max_connections_total = 100000;
     std::size_t address_table_capacity = 65536;  // distinct addresses tracked at once (fixed memory)
     address_key_options address_options{};       // IPv6 grouped by /64 by default
+    std::size_t subject_table_capacity = 65536;  // subjects tracked at once per capped route (exact)
+
+    // Bans a client after repeated forged tickets, checked before any MAC is
+    // computed (penalty_box; on by default: 20 forgeries, then 5 minutes).
+    penalty_options penalty{};
 
     // A header longer than this is refused as request_malformed before any parsing.
     std::size_t max_field_bytes = 4096;
@@ -6558,10 +6568,41 @@ struct basic_handshake_config {
 };
 using handshake_config = basic_handshake_config<memory_replay_store>;
 
+// The slots one upgraded connection holds: its address's connection slot and,
+// on a route with max_connections_per_subject, its subject's. Keep it as long
+// as the connection; destroying it (or release()) gives both back.
+class handshake_permit {
+public:
+    handshake_permit() noexcept = default;
+
+    // True while the permit holds the connection (not after release()).
+    explicit operator bool() const noexcept { return static_cast<bool>(address_); }
+    // ok, or the refusal that stopped the connection (too_many_connections,
+    // too_many_connections_for_subject). A default-constructed permit reads
+    // as refused.
+    wsguard::decision decision() const noexcept { return decision_; }
+    // Gives both slots back now. Idempotent.
+    void release() noexcept {
+        subject_.release();
+        address_.release();
+    }
+
+    const connection_limiter<address_key>::permit& address() const noexcept { return address_; }
+    const connection_limiter<std::string_view>::permit& subject() const noexcept { return subject_; }
+
+private:
+    template <class>
+    friend class basic_handshake_guard;
+
+    connection_limiter<address_key>::permit address_;
+    connection_limiter<std::string_view>::permit subject_;
+    wsguard::decision decision_{reason::too_many_connections, connection_limiter<address_key>::refusal_retry_after};
+};
+
 // What the stack must do with one upgrade request.
 class [[nodiscard]] handshake_outcome {
 public:
-    using connection_permit = connection_limiter<address_key>::permit;
+    using connection_permit = handshake_permit;
 
     wsguard::decision decision;
 
@@ -6582,7 +6623,7 @@ public:
     std::string_view route() const noexcept { return route_; }
 
     // Keep this alive as long as the connection: destroying it (or the
-    // outcome) gives the per-address connection slot back.
+    // outcome) gives the per-address (and per-subject) connection slots back.
     connection_permit& permit() noexcept { return permit_; }
     connection_permit take_permit() noexcept { return std::move(permit_); }
 
@@ -6672,9 +6713,10 @@ inline bool handshake_offers_protocol(std::string_view header, std::string_view 
 }  // namespace detail
 
 // Composes the components for one upgrade request, cheapest checks first:
-// request shape → route → Origin / Host / Sec-Fetch-Site → per-address rate
-// and connection cap → ticket (the MAC is the expensive step, so it comes last
-// and a flood of forged tickets is rate limited before it is verified).
+// request shape → route → Origin / Host / Sec-Fetch-Site → penalty box →
+// per-address rate and connection cap → ticket → per-subject cap (the MAC is
+// the expensive step, so it comes late: a flood of forged tickets is rate
+// limited, and its sender banned, before it is verified).
 template <class ReplayStore = memory_replay_store>
 class basic_handshake_guard {
 public:
@@ -6707,8 +6749,22 @@ public:
                     return failure::failure(where + "requires tickets but has no audience (e.g. \"app.example.com" +
                                             rc.path + "\")");
             }
+            std::optional<connection_limiter<std::string_view>> subjects;
+            if (rc.max_connections_per_subject != 0) {
+                if (rc.ticket != ticket_requirement::required)
+                    return failure::failure(where + "max_connections_per_subject needs tickets (the subject is the ticket's)");
+                auto limiter = connection_limiter<std::string_view>::create(rc.max_connections_per_subject,
+                                                                            cfg.subject_table_capacity);
+                if (!limiter) return failure::failure(where + limiter.error());
+                subjects.emplace(std::move(limiter).value());
+            }
             guard.routes_.push_back(route{rc.path, std::move(origins).value(), std::move(hosts), rc.deny_cross_site,
-                                          rc.ticket, rc.audience, rc.ticket_in_query});
+                                          rc.ticket, rc.audience, rc.ticket_in_query, std::move(subjects)});
+        }
+        if (cfg.penalty.enabled) {
+            auto penalty = penalty_box::create(cfg.penalty);
+            if (!penalty) return failure::failure("handshake_guard: " + penalty.error());
+            guard.penalty_.emplace(std::move(penalty).value());
         }
         auto rate = keyed_limiter<address_key>::create(cfg.handshakes_per_second, cfg.handshake_burst,
                                                        cfg.address_table_capacity);
@@ -6769,6 +6825,9 @@ private:
         ticket_requirement ticket;
         std::string audience;
         bool ticket_in_query;
+        // max_connections_per_subject; mutable: routes are matched through const
+        // pointers, and the limiter synchronises itself.
+        mutable std::optional<connection_limiter<std::string_view>> subjects;
     };
     struct counters {
         std::array<std::atomic<std::uint64_t>, std::size(detail::reason_table) + 1> by_reason{};
@@ -6822,8 +6881,12 @@ private:
                                                 address_options_)
                       : address_key::from_endpoint_text(request.remote_address, address_options_);
         if (!address) return reason::address_malformed;
+        if (penalty_) {
+            if (decision d = penalty_->check(*address, steady_now); !d) return d;
+        }
         if (decision d = rate_->try_acquire(*address, steady_now); !d) return d;
-        out.permit_ = connections_->try_acquire(*address);
+        out.permit_.address_ = connections_->try_acquire(*address);
+        out.permit_.decision_ = out.permit_.address_.decision();
         if (!out.permit_) return out.permit_.decision();
 
         // 4. The ticket: MAC and replay store last.
@@ -6831,8 +6894,19 @@ private:
         ticket_source source = ticket_from_subprotocol(request.sec_websocket_protocol);
         if (!source && matched->ticket_in_query) source = ticket_from_query(query);
         if (!source) return source.reason;
-        if (decision d = verifier_->verify(source.ticket, request.origin, matched->audience, out.claims_, wall_now); !d)
+        if (decision d = verifier_->verify(source.ticket, request.origin, matched->audience, out.claims_, wall_now); !d) {
+            if (penalty_) static_cast<void>(penalty_->record_failure(*address, d.reason, steady_now));
             return d;
+        }
+        // 5. Per-subject cap, once the subject is authentic (the ticket is spent).
+        if (matched->subjects) {
+            out.permit_.subject_ = matched->subjects->try_acquire(out.claims_.subject());
+            if (!out.permit_.subject_) {
+                out.permit_.decision_ = decision(reason::too_many_connections_for_subject,
+                                                 connection_limiter<std::string_view>::refusal_retry_after);
+                return out.permit_.decision_;
+            }
+        }
         // Echo the marker whenever the client offered it (also with a query
         // ticket): clients such as Node's ws fail a connection whose offered
         // subprotocols all went unanswered.
@@ -6864,6 +6938,7 @@ private:
     const ticket_verifier<ReplayStore>* verifier_ = nullptr;
     std::optional<keyed_limiter<address_key>> rate_;
     std::optional<connection_limiter<address_key>> connections_;
+    std::optional<penalty_box> penalty_;
     std::unique_ptr<token_bucket> report_budget_;
     std::unique_ptr<counters> counters_;
     address_key_options address_options_{};

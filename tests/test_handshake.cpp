@@ -343,3 +343,145 @@ TEST_CASE("handshake_guard refuses a configuration that could never be safe, wit
         CHECK_FALSE(wsguard::handshake_guard::create(std::move(cfg)));
     }
 }
+
+namespace {
+
+// A config for the admission tests: generous rate and address caps, so only
+// the feature under test refuses.
+wsguard::handshake_config roomy_config(fixture& f) {
+    auto cfg = f.config();
+    cfg.handshakes_per_second = 1000;
+    cfg.handshake_burst = 1000;
+    cfg.max_connections_per_address = 100;
+    return cfg;
+}
+
+std::string ticket_for(fixture& f, std::string_view subject, std::chrono::system_clock::time_point at = wall_t0) {
+    wsguard::ticket_request req;
+    req.subject = subject;
+    req.origin = "https://app.example.com";
+    req.audience = "api.example.com/chat";
+    req.scopes = "chat:read";
+    auto issued = f.issuer.issue(req, at);
+    REQUIRE(issued);
+    return issued.ticket;
+}
+
+// The same ticket with one character of its MAC changed.
+std::string forged(std::string ticket) {
+    char& c = ticket[ticket.size() - 5];
+    c = c == 'A' ? 'B' : 'A';
+    return ticket;
+}
+
+}  // namespace
+
+TEST_CASE("handshake_guard bans a client after repeated forged tickets, before any MAC, and not its neighbours", "[handshake][penalty]") {
+    fixture f;
+    auto cfg = roomy_config(f);
+    cfg.penalty.max_failures = 3;
+    cfg.penalty.ban = 60s;
+    auto guard = wsguard::handshake_guard::create(cfg).value();
+    const std::string bad = "wsguard.v1, " + forged(ticket_for(f, "mallory"));
+    for (int i = 0; i < 4; ++i) {  // three tolerated, the fourth starts the ban; each still says why
+        auto out = guard.check(chat_request(bad), steady_t0, wall_t0);
+        CHECK(out.decision.reason == reason::ticket_bad_mac);
+    }
+    // Now even a valid ticket is refused before it is verified: it stays unspent.
+    const std::string good = "wsguard.v1, " + ticket_for(f, "mallory");
+    auto banned = guard.check(chat_request(good), steady_t0 + 1s, wall_t0 + 1s);
+    CHECK(banned.decision.reason == reason::client_penalized);
+    CHECK(banned.http_status() == 429);
+    CHECK(banned.retry_after_seconds() == 59);
+    CHECK(guard.live_connections() == 0);
+    CHECK(guard.count(reason::client_penalized) == 1);
+
+    // A neighbour at another address is not affected.
+    const std::string neighbour_protocols = "wsguard.v1, " + ticket_for(f, "alice");
+    auto neighbour = chat_request(neighbour_protocols);
+    neighbour.remote_address = "192.0.2.11:40000";
+    CHECK(guard.check(neighbour, steady_t0 + 1s, wall_t0 + 1s).allowed());
+
+    // When the ban ends, the unspent valid ticket is accepted: no MAC ran on it.
+    CHECK(guard.check(chat_request(good), steady_t0 + 61s, wall_t0 + 2s).decision.reason == reason::ok);
+}
+
+TEST_CASE("handshake_guard never bans a user whose page is stale, with the default penalty box", "[handshake][penalty]") {
+    fixture f;
+    auto guard = wsguard::handshake_guard::create(roomy_config(f)).value();
+    const std::string stale = "wsguard.v1, " + ticket_for(f, "alice", wall_t0 - 10min);
+    for (int i = 0; i < 200; ++i) {
+        auto out = guard.check(chat_request(stale), steady_t0 + std::chrono::milliseconds(10 * i), wall_t0);
+        REQUIRE(out.decision.reason == reason::ticket_expired);
+    }
+    // A reload fetches a fresh ticket and connects.
+    CHECK(guard.check(chat_request("wsguard.v1, " + ticket_for(f, "alice")), steady_t0 + 3s, wall_t0).allowed());
+}
+
+TEST_CASE("handshake_guard without the penalty box answers every forgery with its own reason", "[handshake][penalty]") {
+    fixture f;
+    auto cfg = roomy_config(f);
+    cfg.penalty.enabled = false;
+    auto guard = wsguard::handshake_guard::create(cfg).value();
+    const std::string bad = "wsguard.v1, " + forged(ticket_for(f, "mallory"));
+    for (int i = 0; i < 100; ++i) REQUIRE(guard.check(chat_request(bad), steady_t0, wall_t0).decision.reason == reason::ticket_bad_mac);
+}
+
+TEST_CASE("handshake_guard caps connections per ticket subject and releases them with the same permit", "[handshake][subject]") {
+    fixture f;
+    auto cfg = roomy_config(f);
+    cfg.routes[0].max_connections_per_subject = 2;
+    auto guard = wsguard::handshake_guard::create(cfg).value();
+    // One user on two devices (two addresses), then a third.
+    const char* addresses[] = {"192.0.2.20:1", "198.51.100.20:2", "203.0.113.20:3"};
+    std::vector<wsguard::handshake_outcome::connection_permit> held;
+    for (int i = 0; i < 2; ++i) {
+        const std::string protocols = "wsguard.v1, " + ticket_for(f, "user-7");
+        auto req = chat_request(protocols);
+        req.remote_address = addresses[i];
+        auto out = guard.check(req, steady_t0, wall_t0);
+        REQUIRE(out.allowed());
+        CHECK(out.permit().decision().allowed());
+        held.push_back(out.take_permit());
+        CHECK(held.back());
+    }
+    const std::string third_protocols = "wsguard.v1, " + ticket_for(f, "user-7");
+    auto third = chat_request(third_protocols);
+    third.remote_address = addresses[2];
+    auto refused = guard.check(third, steady_t0, wall_t0);
+    CHECK(refused.decision.reason == reason::too_many_connections_for_subject);
+    CHECK(refused.http_status() == 429);
+    CHECK(refused.retry_after_seconds() == 1);
+    CHECK(refused.permit().decision().reason == reason::too_many_connections_for_subject);
+    CHECK_FALSE(refused.permit());
+    CHECK(guard.live_connections() == 2);  // the refused request's address slot was given back
+
+    // Another user is not affected.
+    const std::string other = "wsguard.v1, " + ticket_for(f, "user-8");
+    CHECK(guard.check(chat_request(other), steady_t0, wall_t0).allowed());
+
+    // Closing one connection (its permit) lets the user connect again.
+    held[0].release();
+    held[0].release();  // idempotent
+    CHECK_FALSE(held[0]);
+    CHECK(guard.live_connections() == 1);
+    const std::string again = "wsguard.v1, " + ticket_for(f, "user-7");
+    auto retry = chat_request(again);
+    retry.remote_address = addresses[2];
+    auto out = guard.check(retry, steady_t0 + 1s, wall_t0);
+    CHECK(out.allowed());
+    held.clear();
+    CHECK(guard.live_connections() == 1);  // `out` still holds its permit
+}
+
+TEST_CASE("handshake_guard refuses a per-subject cap on a route without tickets", "[handshake][subject]") {
+    fixture f;
+    auto cfg = f.config();
+    cfg.routes[2].max_connections_per_subject = 1;
+    auto r = wsguard::handshake_guard::create(cfg);
+    REQUIRE_FALSE(r);
+    CHECK(r.error().find("needs tickets") != std::string::npos);
+    auto bad_penalty = f.config();
+    bad_penalty.penalty.max_failures = 0;
+    CHECK_FALSE(wsguard::handshake_guard::create(bad_penalty));
+}

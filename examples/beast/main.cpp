@@ -11,6 +11,12 @@
 //
 // Usage: wsguard_beast_demo [--port N] [--allow-origin ORIGIN]... [--max-message BYTES]
 //        [--message-rate N] [--handshake-rate N] [--max-connections N]
+//        [--max-pending-per-address N] [--max-pending-total N] [--handshake-deadline-ms MS]
+//
+// Admission happens at accept, before Beast reads a byte: an accept_gate caps the
+// sockets per address (64) and in total (384) that have not upgraded yet, so one
+// address cannot fill the 512 open sockets, and every socket must complete its
+// upgrade within the deadline (10 s from accept, a slowloris trickle included).
 #include "demo_page.hpp"
 #include "demo_app.hpp"
 
@@ -96,17 +102,22 @@ private:
     beast::flat_buffer buffer_;
 };
 
-// Before 101: plain HTTP with keep-alive, small header and body caps, a read timeout.
+// Before 101: plain HTTP with keep-alive and small header and body caps, all
+// before one deadline counted from accept (keep-alive requests included: a
+// socket that never upgrades holds its pending slot no longer than that).
 class http_session : public std::enable_shared_from_this<http_session> {
 public:
-    http_session(tcp::socket&& socket, demo::app& app) : stream_(std::move(socket)), app_(app) {}
+    http_session(tcp::socket&& socket, demo::app& app, wsguard::accept_permit pending,
+                 std::chrono::steady_clock::time_point deadline)
+        : stream_(std::move(socket)), app_(app), pending_(std::move(pending)), deadline_(deadline) {}
 
     void read() {
         parser_.emplace();
         parser_->header_limit(8 * 1024);
         parser_->body_limit(1024);
-        stream_.expires_after(std::chrono::seconds(10));
+        stream_.expires_at(deadline_);
         http::async_read(stream_, buffer_, *parser_, [self = shared_from_this()](beast::error_code ec, std::size_t) {
+            if (ec == beast::error::timeout) self->app_.count_refusal(wsguard::reason::handshake_deadline_passed);
             if (!ec) self->on_request(self->parser_->release());
         });
     }
@@ -170,6 +181,7 @@ private:
         }
         wsguard::handshake_outcome outcome = app_.guard().check(view);
         if (!outcome) return refuse(request.version(), outcome.decision);
+        pending_.release();  // a connection now, under the guard's per-address cap
         std::make_shared<websocket_session>(std::move(stream_), app_, std::move(outcome))->accept(request);
     }
 
@@ -212,15 +224,37 @@ private:
     session_slot slot_;
     beast::tcp_stream stream_;
     demo::app& app_;
+    wsguard::accept_permit pending_;  // the accept_gate's slot until the upgrade
+    std::chrono::steady_clock::time_point deadline_;
     beast::flat_buffer buffer_;
     std::optional<http::request_parser<http::string_body>> parser_;
 };
 
-void accept_loop(tcp::acceptor& acceptor, demo::app& app) {
-    acceptor.async_accept([&acceptor, &app](beast::error_code ec, tcp::socket socket) {
+// Admission before any HTTP byte: over the global cap, or over its address's
+// pending cap in the accept_gate (null: no gate), the socket just closes.
+void admit(tcp::socket socket, demo::app& app, wsguard::accept_gate* gate) {
+    if (open_sessions >= max_open_sessions) return;
+    const auto now = std::chrono::steady_clock::now();
+    wsguard::accept_permit pending;
+    auto deadline = now + std::chrono::milliseconds(app.options.handshake_deadline_ms);
+    if (gate != nullptr) {
+        beast::error_code ec;
+        const asio::ip::address peer = socket.remote_endpoint(ec).address();
+        if (ec) return;
+        const std::optional<wsguard::address_key> key =
+            peer.is_v4() ? gate->address_of(peer.to_v4().to_bytes().data(), 4) : gate->address_of(peer.to_v6().to_bytes().data(), 16);
+        pending = gate->try_admit(*key, now);  // 4 or 16 bytes: always a key
+        if (!pending) return app.count_refusal(pending.decision().reason);
+        deadline = pending.deadline();
+    }
+    std::make_shared<http_session>(std::move(socket), app, std::move(pending), deadline)->read();
+}
+
+void accept_loop(tcp::acceptor& acceptor, demo::app& app, wsguard::accept_gate* gate) {
+    acceptor.async_accept([&acceptor, &app, gate](beast::error_code ec, tcp::socket socket) {
         if (ec == asio::error::operation_aborted) return;
-        if (!ec && open_sessions < max_open_sessions) std::make_shared<http_session>(std::move(socket), app)->read();
-        accept_loop(acceptor, app);  // over the cap, the socket just closes
+        if (!ec) admit(std::move(socket), app, gate);
+        accept_loop(acceptor, app, gate);
     });
 }
 
@@ -230,9 +264,10 @@ int main(int argc, char** argv) {
     std::optional<demo::options> options = demo::parse_options(argc, argv);
     if (!options) return 2;
 
-    // Declared before the io_context so that it outlives it: sessions destroyed
-    // with the io_context release their connection slots into the guard.
+    // Declared before the io_context so that they outlive it: sessions destroyed
+    // with the io_context release their slots into the guard and the gate.
     std::unique_ptr<demo::app> app;
+    std::optional<wsguard::accept_gate> gate;
     asio::io_context io;
     tcp::acceptor acceptor(io);
     beast::error_code ec;
@@ -248,13 +283,14 @@ int main(int argc, char** argv) {
     options->port = acceptor.local_endpoint().port();  // --port 0 picks a free port
     app = demo::app::create(*options);
     if (!app) return 2;
+    if (!example::make_accept_gate(*options, gate)) return 2;
 
     asio::signal_set signals(io, SIGINT, SIGTERM);
     signals.async_wait([&](beast::error_code, int) {
         acceptor.close();
         io.stop();
     });
-    accept_loop(acceptor, *app);
+    accept_loop(acceptor, *app, gate ? &*gate : nullptr);
     std::printf("listening %u\n", static_cast<unsigned>(options->port));
     std::fflush(stdout);
     io.run();

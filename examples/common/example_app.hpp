@@ -6,6 +6,7 @@
 
 #include <wsguard.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -31,6 +32,16 @@ struct options {
     std::uint64_t handshake_rate = wsguard::handshake_config{}.handshakes_per_second;  // per address...
     std::uint32_t handshake_burst = wsguard::handshake_config{}.handshake_burst;       // ...429 beyond
     std::uint32_t max_connections = wsguard::handshake_config{}.max_connections_per_address;
+    // Admission at accept (accept_gate), before any HTTP byte: handshakes still
+    // pending per address and in total, and the time from accept to a complete
+    // upgrade. max_pending_per_address 0 turns the gate off (benchmarks compare).
+    std::uint32_t max_pending_per_address = 64;
+    std::uint32_t max_pending_total = 384;
+    std::uint64_t handshake_deadline_ms = 10000;
+    // Table sizes (benchmarks size them for a million clients).
+    std::size_t address_table_capacity = wsguard::handshake_config{}.address_table_capacity;
+    std::size_t replay_capacity = 100000;
+    bool guard = true;  // raw_epoll --guard 0: no wsguard check at all (the benchmark's baseline)
 };
 
 // Parses "--flag value" pairs into `parsed` (the example's defaults). `usage` is its usage
@@ -64,6 +75,12 @@ inline std::optional<options> parse_options(int argc, char** argv, const char* u
         else if (flag == "--handshake-rate") parsed.handshake_rate = number;
         else if (flag == "--handshake-burst") parsed.handshake_burst = static_cast<std::uint32_t>(number);
         else if (flag == "--max-connections") parsed.max_connections = static_cast<std::uint32_t>(number);
+        else if (flag == "--max-pending-per-address") parsed.max_pending_per_address = static_cast<std::uint32_t>(number);
+        else if (flag == "--max-pending-total" && number >= 1) parsed.max_pending_total = static_cast<std::uint32_t>(number);
+        else if (flag == "--handshake-deadline-ms" && number >= 1) parsed.handshake_deadline_ms = number;
+        else if (flag == "--address-table" && number >= 1) parsed.address_table_capacity = number;
+        else if (flag == "--replay-capacity" && number >= 1) parsed.replay_capacity = number;
+        else if (flag == "--guard" && number <= 1) parsed.guard = number == 1;
         else return refuse("out of range:", flag);
     }
     return parsed;
@@ -143,6 +160,7 @@ inline wsguard::handshake_config handshake_config(unsigned short port, const opt
     config.handshakes_per_second = opts.handshake_rate;
     config.handshake_burst = opts.handshake_burst;
     config.max_connections_per_address = opts.max_connections;
+    config.address_table_capacity = opts.address_table_capacity;
     config.on_refusal = log_refusal;
     return config;
 }
@@ -230,6 +248,29 @@ private:
     const wsguard::ticket_issuer& issuer_;
     std::string audience_;
 };
+// The accept_gate's limits from the options: pending handshakes per address
+// and in total, and the deadline from accept to a complete upgrade request.
+inline wsguard::accept_limits accept_limits(const options& opts) {
+    wsguard::accept_limits limits;
+    limits.max_pending_per_address = opts.max_pending_per_address;
+    limits.max_pending_total = opts.max_pending_total;
+    limits.handshake_deadline = std::chrono::milliseconds(opts.handshake_deadline_ms);
+    return limits;
+}
+
+// The gate the example admits every accepted socket through, or nothing when
+// --max-pending-per-address is 0 (the deadline alone still applies). On a bad
+// configuration prints why and returns false.
+inline bool make_accept_gate(const options& opts, std::optional<wsguard::accept_gate>& gate) {
+    if (opts.max_pending_per_address == 0) return true;
+    auto made = wsguard::accept_gate::create(accept_limits(opts));
+    if (!made) {
+        std::fprintf(stderr, "accept_gate: %s\n", made.error().c_str());
+        return false;
+    }
+    gate.emplace(std::move(made).value());
+    return true;
+}
 
 // One message budget per socket. The rates are the defaults or were checked at
 // startup (token_bucket::create refuses a zero rate or burst). An empty bucket

@@ -6,7 +6,11 @@
 //                 one-time ticket in "Sec-WebSocket-Protocol: wsguard.v1, <ticket>" (or ?ticket=)
 //
 // Usage: wsguard_crow [--port N] [--allow-origin ORIGIN]... [--max-message BYTES] [--session TOKEN]
-//        [--handshake-rate N] [--handshake-burst N]
+//        [--handshake-rate N] [--handshake-burst N] [--handshake-deadline-ms MS]
+//
+// Crow has no hook between accept and its HTTP parser, so no accept_gate here:
+// its connection timeout (app.timeout, seconds, set from the deadline, 10 s by
+// default) is the only bound on a slow request. See docs/stacks-admission.md.
 // Binds 127.0.0.1, prints "listening <port>" once ready, exits on SIGTERM/SIGINT.
 // The session token stands in for the application's login.
 //
@@ -17,6 +21,7 @@
 
 #include <crow.h>
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <cstdio>
@@ -30,7 +35,7 @@ namespace {
 
 constexpr const char* usage =
     "usage: wsguard_crow [--port N] [--allow-origin ORIGIN]... [--max-message BYTES] [--session TOKEN]\n"
-    "       [--handshake-rate N] [--handshake-burst N]\n";
+    "       [--handshake-rate N] [--handshake-burst N] [--handshake-deadline-ms MS]\n";
 
 // What one open socket keeps: its connection slot and its message budget.
 struct socket_state {
@@ -146,6 +151,9 @@ int main(int argc, char** argv) {
             conn.userdata(nullptr);
         });
 
+    // Whole seconds, 1 to 255: Crow's timeout is a std::uint8_t.
+    const auto timeout_seconds = static_cast<std::uint8_t>(std::min<std::uint64_t>(255, (opts->handshake_deadline_ms + 999) / 1000));
+    app.timeout(timeout_seconds);
     app.bindaddr("127.0.0.1").port(opts->port).signal_clear().signal_add(SIGINT).signal_add(SIGTERM);
     auto running = app.run_async();
     if (app.wait_for_server_start() != std::cv_status::no_timeout) return 1;

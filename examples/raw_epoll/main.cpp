@@ -11,15 +11,25 @@
 //
 // Usage: wsguard_raw_epoll [--port N] [--allow-origin ORIGIN]... [--max-message BYTES]
 //                          [--max-inflated BYTES] [--session TOKEN] [--handshake-rate N] [--handshake-burst N]
+//                          [--max-pending-per-address N] [--max-pending-total N] [--handshake-deadline-ms MS]
+//                          [--max-connections N] [--address-table N] [--replay-capacity N] [--guard 0|1]
 // Binds 127.0.0.1, prints "listening <port>" once ready, exits on SIGTERM/SIGINT.
 // Refusals are logged to stderr as "refused <reason> ...". The session token
 // stands in for the application's login.
 //
-// Not a complete WebSocket server: no TLS, no idle timeouts (a slow client
-// holds one of the 512 slots until it leaves), no UTF-8 validation of text
-// messages, replies are never compressed. Everything is bounded: the request
-// head, each message (frame_guard), each inflated message (inflate_budget),
-// the send queue and the number of connections.
+// Admission happens at accept, before any HTTP byte: an accept_gate caps the
+// handshakes still pending per address (64) and in total (384), so no single
+// address fills the 512 sockets, and a connection that has not completed its
+// upgrade request within the deadline (10 s) is closed, a slowloris trickle
+// included. The event loop wakes for the earliest deadline (epoll_wait timeout).
+// --guard 0 skips wsguard's upgrade check and --max-pending-per-address 0 the
+// accept_gate: the benchmark's baselines, not settings for a real server.
+//
+// Not a complete WebSocket server: no TLS, no idle timeouts after the upgrade,
+// no UTF-8 validation of text messages, replies are never compressed.
+// Everything is bounded: the request head and the time to send it, each message
+// (frame_guard), each inflated message (inflate_budget), the send queue and the
+// number of connections.
 #include "example_app.hpp"
 
 #include <arpa/inet.h>
@@ -34,10 +44,12 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <list>
 #include <map>
 #include <memory>
 #include <optional>
@@ -53,7 +65,9 @@ namespace {
 
 constexpr const char* usage =
     "usage: wsguard_raw_epoll [--port N] [--allow-origin ORIGIN]... [--max-message BYTES]\n"
-    "                         [--max-inflated BYTES] [--session TOKEN] [--handshake-rate N] [--handshake-burst N]\n";
+    "                         [--max-inflated BYTES] [--session TOKEN] [--handshake-rate N] [--handshake-burst N]\n"
+    "                         [--max-pending-per-address N] [--max-pending-total N] [--handshake-deadline-ms MS]\n"
+    "                         [--max-connections N] [--address-table N] [--replay-capacity N] [--guard 0|1]\n";
 
 // ---------------------------------------------------------------------------
 // Sec-WebSocket-Accept = base64(SHA-1(key + GUID)) (RFC 6455 4.2.2). SHA-1 is
@@ -226,6 +240,11 @@ struct connection {
     int fd = -1;
     std::string peer;
     std::uint8_t peer_bytes[4] = {};
+    // Until the upgrade: the accept_gate's pending slot, and this connection's
+    // place in the server's deadline-ordered list of pending connections.
+    wsguard::accept_permit pending;
+    std::chrono::steady_clock::time_point deadline;
+    std::list<connection*>::iterator in_pending_list;
     bool upgraded = false;
     bool closing = false;  // close after the send queue drains
     std::string in, out;
@@ -262,7 +281,28 @@ struct server {
     std::optional<wsguard::request_head_budget> head_budget;  // copied for each request
     int epoll_fd = -1;
     std::map<int, std::unique_ptr<connection>> connections;
+    std::optional<wsguard::accept_gate> gate;  // empty with --max-pending-per-address 0
+    // Connections not yet upgraded, in accept order: every deadline is accept
+    // time plus the same duration, so the front always expires first.
+    std::list<connection*> pending;
+    // Refusals at accept and deadline drops are logged at this rate; a flood
+    // of them is counted by the kernel's accept queue, not by our stderr.
+    wsguard::token_bucket accept_log = wsguard::token_bucket::create(20, 50).value();
 };
+
+// The pending slot returns and the deadline stops applying: called on upgrade
+// and before a connection is destroyed (idempotent).
+void end_pending(server& s, connection& c) {
+    if (c.in_pending_list == s.pending.end()) return;
+    s.pending.erase(c.in_pending_list);
+    c.in_pending_list = s.pending.end();
+    c.pending.release();
+}
+
+void close_connection(server& s, std::map<int, std::unique_ptr<connection>>::iterator at) {
+    end_pending(s, *at->second);
+    s.connections.erase(at);  // closes the socket
+}
 
 void queue_frame(connection& c, std::uint8_t opcode, std::string_view payload) {
     std::string frame;
@@ -356,7 +396,7 @@ void handle_upgrade(server& s, connection& c) {
     up.sec_websocket_protocol = request.protocol;
     up.remote_address_bytes = c.peer_bytes;
     up.remote_address_size = sizeof c.peer_bytes;
-    wsguard::handshake_outcome outcome = s.guard->check(up);
+    wsguard::handshake_outcome outcome = s.opts.guard ? s.guard->check(up) : wsguard::handshake_outcome{};
     if (!outcome) {
         const std::string retry = outcome.retry_after_seconds() > 0
                                       ? "Retry-After: " + std::to_string(outcome.retry_after_seconds()) + "\r\n" : "";
@@ -385,6 +425,7 @@ void handle_upgrade(server& s, connection& c) {
     c.out += response;
     c.in.erase(0, head_end + 4);
     c.upgraded = true;
+    end_pending(s, c);  // a connection now, under the guard's per-address cap
 }
 
 #if WSGUARD_EXAMPLE_HAVE_ZLIB
@@ -561,6 +602,22 @@ void accept_all(server& s, int listen_fd) {
         inet_ntop(AF_INET, &peer.sin_addr, text, sizeof text);
         c->peer = text;
         std::memcpy(c->peer_bytes, &peer.sin_addr, sizeof c->peer_bytes);
+
+        // Admission before any HTTP byte: over its pending cap (or the total),
+        // the socket closes unanswered and the server has spent one accept.
+        const auto now = std::chrono::steady_clock::now();
+        c->deadline = now + std::chrono::milliseconds(s.opts.handshake_deadline_ms);
+        if (s.gate) {
+            const std::optional<wsguard::address_key> key = s.gate->address_of(c->peer_bytes, sizeof c->peer_bytes);
+            c->pending = s.gate->try_admit(*key, now);  // 4 bytes: always a key
+            if (!c->pending) {
+                if (s.accept_log.try_acquire())
+                    std::fprintf(stderr, "refused %s at accept peer=%s\n", wsguard::to_string(c->pending.decision().reason), text);
+                continue;  // ~connection closes the socket
+            }
+            c->deadline = c->pending.deadline();
+        }
+        c->in_pending_list = s.pending.insert(s.pending.end(), c.get());
         const int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         epoll_event event{};
@@ -568,6 +625,26 @@ void accept_all(server& s, int listen_fd) {
         event.data.fd = fd;
         epoll_ctl(s.epoll_fd, EPOLL_CTL_ADD, fd, &event);
         s.connections[fd] = std::move(c);
+    }
+}
+
+// Milliseconds epoll_wait may sleep: until the earliest handshake deadline
+// (rounded up, so the wake-up is never early), or forever if none is pending.
+int wait_for_deadline(const server& s) {
+    if (s.pending.empty()) return -1;
+    const auto left = s.pending.front()->deadline - std::chrono::steady_clock::now();
+    if (left <= std::chrono::steady_clock::duration::zero()) return 0;
+    return static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(left).count());
+}
+
+// Closes every connection whose upgrade request did not complete in time.
+void close_expired(server& s) {
+    const auto now = std::chrono::steady_clock::now();
+    while (!s.pending.empty() && s.pending.front()->deadline <= now) {
+        connection& c = *s.pending.front();
+        if (s.accept_log.try_acquire())
+            std::fprintf(stderr, "refused %s peer=%s\n", wsguard::to_string(wsguard::reason::handshake_deadline_passed), c.peer.c_str());
+        close_connection(s, s.connections.find(c.fd));
     }
 }
 
@@ -587,10 +664,11 @@ int main(int argc, char** argv) {
     wsguard::frame_limits limits;
     limits.max_message_bytes = opts->max_message_bytes;
     limits.max_fragments = 64;
-    server s{*opts, limits, *budget, nullptr, nullptr, std::nullopt, -1, {}};
+    server s{*opts, limits, *budget, nullptr, nullptr, std::nullopt, -1, {}, {}, {}};
     s.head_budget = wsguard::request_head_budget::create({max_request_head, 64}).value();
+    if (!example::make_accept_gate(*opts, s.gate)) return 2;
 
-    const std::unique_ptr<example::tickets> tickets = example::tickets::create(100000);
+    const std::unique_ptr<example::tickets> tickets = example::tickets::create(opts->replay_capacity);
     if (!tickets) return 1;
 
     // SIGTERM and SIGINT arrive through a signalfd, as one more epoll event.
@@ -632,7 +710,7 @@ int main(int argc, char** argv) {
 
     epoll_event events[64];
     for (bool running = true; running;) {
-        const int ready = epoll_wait(s.epoll_fd, events, 64, -1);
+        const int ready = epoll_wait(s.epoll_fd, events, 64, wait_for_deadline(s));
         if (ready < 0 && errno != EINTR) break;
         for (int i = 0; i < ready; ++i) {
             const int fd = events[i].data.fd;
@@ -646,11 +724,12 @@ int main(int argc, char** argv) {
                 if (events[i].events & (EPOLLIN | EPOLLRDHUP)) on_readable(s, c, keep);
                 else if (events[i].events & EPOLLOUT) keep = flush(s, c);
                 if (keep && (events[i].events & (EPOLLHUP | EPOLLERR))) keep = false;
-                if (!keep) s.connections.erase(found);  // closes the socket
+                if (!keep) close_connection(s, found);
             }
         }
+        close_expired(s);
     }
-    s.connections.clear();
+    while (!s.connections.empty()) close_connection(s, s.connections.begin());
     ::close(listen_fd);
     ::close(signal_fd);
     ::close(s.epoll_fd);

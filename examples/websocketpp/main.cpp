@@ -6,6 +6,14 @@
 //   GET  /ws       the guarded echo socket
 //
 // Usage: wsguard_websocketpp_demo [--port N] [--allow-origin ORIGIN]... [--max-message BYTES]
+//        [--handshake-rate N] [--handshake-burst N]
+//        [--max-pending-per-address N] [--max-pending-total N] [--handshake-deadline-ms MS]
+//
+// Admission at accept: websocketpp's tcp_post_init handler runs once the socket
+// is accepted, before a byte is read; there an accept_gate admits it by peer
+// address or closes it. The pending slot returns once the request is answered
+// (validate or http handler) or the connection fails; the open-handshake
+// timeout (set to the deadline, 10 s) closes a request that never completes.
 #include "example_app.hpp"
 
 #include <websocketpp/config/asio_no_tls.hpp>
@@ -24,7 +32,10 @@ using server = websocketpp::server<websocketpp::config::asio>;
 
 namespace {
 
-constexpr const char* usage = "usage: wsguard_websocketpp_demo [--port N] [--allow-origin ORIGIN]... [--max-message BYTES]\n";
+constexpr const char* usage =
+    "usage: wsguard_websocketpp_demo [--port N] [--allow-origin ORIGIN]... [--max-message BYTES]\n"
+    "       [--handshake-rate N] [--handshake-burst N]\n"
+    "       [--max-pending-per-address N] [--max-pending-total N] [--handshake-deadline-ms MS]\n";
 constexpr const char* audience = "wsguard-websocketpp/ws";
 
 // What the server keeps per open socket: the outcome holds the per-address
@@ -45,6 +56,8 @@ int main(int argc, char** argv) {
     srv.init_asio();
     srv.set_reuse_addr(true);
     srv.set_max_message_size(opts->max_message_bytes);  // websocketpp closes with 1009 above it
+    // From accept to a complete upgrade request (websocketpp's default is 5 s).
+    srv.set_open_handshake_timeout(static_cast<long>(opts->handshake_deadline_ms));
     websocketpp::lib::error_code ec;
     srv.listen(boost::asio::ip::tcp::endpoint(boost::asio::ip::make_address("127.0.0.1"), opts->port), ec);
     if (ec) {
@@ -72,7 +85,32 @@ int main(int argc, char** argv) {
     wsguard::handshake_guard& guard = created.value();
     std::map<websocketpp::connection_hdl, open_socket, std::owner_less<websocketpp::connection_hdl>> sockets;
 
+    // Admission before any HTTP byte. A refused socket is closed here; the
+    // read websocketpp starts next fails, and the connection ends unanswered.
+    std::optional<wsguard::accept_gate> gate;
+    if (!example::make_accept_gate(*opts, gate)) return 2;
+    std::map<websocketpp::connection_hdl, wsguard::accept_permit, std::owner_less<websocketpp::connection_hdl>> pending;
+    srv.set_tcp_post_init_handler([&](websocketpp::connection_hdl hdl) {
+        if (!gate) return;
+        server::connection_ptr con = srv.get_con_from_hdl(hdl);
+        boost::system::error_code peer_error;
+        const boost::asio::ip::address peer = con->get_raw_socket().remote_endpoint(peer_error).address();
+        std::optional<wsguard::address_key> key;
+        if (!peer_error)
+            key = peer.is_v4() ? gate->address_of(peer.to_v4().to_bytes().data(), 4)
+                               : gate->address_of(peer.to_v6().to_bytes().data(), 16);
+        wsguard::accept_permit permit;
+        if (key) permit = gate->try_admit(*key);
+        if (!permit) {
+            con->get_raw_socket().close(peer_error);
+            return;
+        }
+        pending.emplace(hdl, std::move(permit));
+    });
+    const auto end_pending = [&](websocketpp::connection_hdl hdl) { pending.erase(hdl); };
+
     srv.set_validate_handler([&](websocketpp::connection_hdl hdl) {
+        end_pending(hdl);  // the request is complete: answered with 101 or a refusal
         server::connection_ptr con = srv.get_con_from_hdl(hdl);
         const std::string& resource = con->get_resource();  // path?query
         const std::size_t question = std::min(resource.find('?'), resource.size());
@@ -101,7 +139,10 @@ int main(int argc, char** argv) {
         sockets.emplace(hdl, open_socket{std::move(outcome), example::message_bucket(*opts)});
         return true;
     });
-    const auto forget = [&](websocketpp::connection_hdl hdl) { sockets.erase(hdl); };
+    const auto forget = [&](websocketpp::connection_hdl hdl) {
+        end_pending(hdl);  // a connection that failed before its request completed
+        sockets.erase(hdl);
+    };
     srv.set_close_handler(forget);
     srv.set_fail_handler(forget);
 
@@ -120,6 +161,7 @@ int main(int argc, char** argv) {
 
     // Plain HTTP: the login stand-in and the ticket endpoint.
     srv.set_http_handler([&](websocketpp::connection_hdl hdl) {
+        end_pending(hdl);  // websocketpp answers and closes: no fail or close handler follows
         server::connection_ptr con = srv.get_con_from_hdl(hdl);
         const std::string& method = con->get_request().get_method();
         con->append_header("Cache-Control", "no-store");

@@ -3,6 +3,7 @@
 // missing. Set WSGUARD_E2E_REQUIRED=1 (CI) to make a missing dependency fail.
 //   node run.js ws        the `ws` client tests (Beast and websocketpp servers)
 //   node run.js browser   the headless Chromium tests (Beast demo)
+//   node run.js admission attacker vs victim on two loopback addresses (Beast demo, raw_epoll)
 'use strict';
 
 const { spawnSync } = require('node:child_process');
@@ -12,6 +13,7 @@ const path = require('node:path');
 const groups = {
   ws: { files: ['beast_ws.test.js', 'websocketpp_ws.test.js'], packages: ['ws'] },
   browser: { files: ['beast_browser.test.js', 'browser_fetch_metadata.test.js'], packages: ['ws', 'playwright-core'], chromium: true },
+  admission: { files: ['admission.test.js'], packages: ['ws'] },
 };
 const group = groups[process.argv[2]];
 if (!group) {

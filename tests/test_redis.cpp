@@ -194,9 +194,23 @@ wsguard::redis_connection_options connection_to(int port) {
     return c;
 }
 
-wsguard::redis_replay_store make_store(int port) {
+// An issue time after every epoch these tests' Redis servers begin, for
+// store-level tests that are not about epochs (they run well under an hour).
+const system_clock::time_point issued_after_epochs = system_clock::now() + std::chrono::hours{1};
+
+// Test stores allow 100 ms of clock skew between issuer and Redis (the same
+// machine): tickets issued that long after an epoch began are accepted.
+constexpr milliseconds test_issuer_skew{100};
+
+wsguard::redis_replay_store_options store_options(int port) {
     wsguard::redis_replay_store_options o;
     o.connection = connection_to(port);
+    o.issuer_clock_skew = test_issuer_skew;
+    return o;
+}
+
+wsguard::redis_replay_store make_store(int port) {
+    const wsguard::redis_replay_store_options o = store_options(port);
     auto created = wsguard::redis_replay_store::create(o);
     REQUIRE(created);
     return std::move(created).value();
@@ -245,6 +259,17 @@ std::vector<std::string> issue_tickets(std::size_t count, system_clock::time_poi
         tickets.push_back(issued.ticket);
     }
     return tickets;
+}
+
+// Begins the epoch of the Redis on `port` (one spend) and answers the first
+// issue time its stores accept: tickets issued then verify normally.
+system_clock::time_point begin_epoch(int port) {
+    auto store = make_store(port);
+    const auto now = system_clock::now();
+    REQUIRE(store.try_spend(nonce_of(0xffffffff, 0xffffffff), issued_after_epochs, now + std::chrono::seconds{30},
+                            now) == reason::ok);
+    REQUIRE(store.accepts_issued_after() > system_clock::time_point::min());
+    return store.accepts_issued_after();
 }
 
 // Forks `count` children that start together; each runs work(index, write_fd) and
@@ -365,7 +390,7 @@ TEST_CASE("redis stores are created while Redis is down and fail closed until it
     auto store = make_store(port);
     auto limiter = make_limiter(port, 10, 5);
     const auto now = system_clock::now();
-    CHECK(store.try_spend(nonce_of(1), now + std::chrono::seconds{30}, now) == reason::store_unavailable);
+    CHECK(store.try_spend(nonce_of(1), issued_after_epochs, now + std::chrono::seconds{30}, now) == reason::store_unavailable);
     const wsguard::decision d = limiter.try_acquire("client");
     CHECK(d.reason == reason::store_unavailable);
     CHECK(d.http_status() == 503);
@@ -376,7 +401,7 @@ TEST_CASE("redis stores are created while Redis is down and fail closed until it
     REQUIRE(server.running());
     bool recovered = false;
     for (int attempt = 0; attempt < 200 && !recovered; ++attempt) {
-        recovered = store.try_spend(nonce_of(1), now + std::chrono::seconds{30}, system_clock::now()) == reason::ok;
+        recovered = store.try_spend(nonce_of(1), issued_after_epochs, now + std::chrono::seconds{30}, system_clock::now()) == reason::ok;
         if (!recovered) std::this_thread::sleep_for(milliseconds{10});
     }
     CHECK(recovered);
@@ -389,9 +414,9 @@ TEST_CASE("redis_replay_store spends a nonce once and keeps it for its lifetime 
     const auto now = system_clock::now();
     const auto expires = now + std::chrono::seconds{30};
 
-    CHECK(store.try_spend(nonce_of(7), expires, now) == reason::ok);
-    CHECK(store.try_spend(nonce_of(7), expires, now) == reason::ticket_replayed);
-    CHECK(store.try_spend(nonce_of(8), expires, now) == reason::ok);
+    CHECK(store.try_spend(nonce_of(7), issued_after_epochs, expires, now) == reason::ok);
+    CHECK(store.try_spend(nonce_of(7), issued_after_epochs, expires, now) == reason::ticket_replayed);
+    CHECK(store.try_spend(nonce_of(8), issued_after_epochs, expires, now) == reason::ok);
 
     // The key is the prefix and the nonce in hex; it lives 30 s + the 10 s margin.
     const std::string key = "wsguard:nonce:07" + std::string(28, '0') + "a5";
@@ -405,13 +430,13 @@ TEST_CASE("redis_replay_store spends a nonce once and keeps it for its lifetime 
 
     // An already expired nonce is still remembered (for the margin), never refused
     // by Redis for a zero or negative PX.
-    CHECK(store.try_spend(nonce_of(9), now - std::chrono::seconds{5}, now) == reason::ok);
-    CHECK(store.try_spend(nonce_of(9), now - std::chrono::seconds{5}, now) == reason::ticket_replayed);
+    CHECK(store.try_spend(nonce_of(9), issued_after_epochs, now - std::chrono::seconds{5}, now) == reason::ok);
+    CHECK(store.try_spend(nonce_of(9), issued_after_epochs, now - std::chrono::seconds{5}, now) == reason::ticket_replayed);
 
     // Extreme time points neither overflow nor make Redis refuse the PX.
-    CHECK(store.try_spend(nonce_of(10), system_clock::time_point::max(), system_clock::time_point::min()) ==
+    CHECK(store.try_spend(nonce_of(10), issued_after_epochs, system_clock::time_point::max(), system_clock::time_point::min()) ==
           reason::ok);
-    CHECK(store.try_spend(nonce_of(11), system_clock::time_point::min(), system_clock::time_point::max()) ==
+    CHECK(store.try_spend(nonce_of(11), issued_after_epochs, system_clock::time_point::min(), system_clock::time_point::max()) ==
           reason::ok);
 }
 
@@ -421,11 +446,11 @@ TEST_CASE("redis_replay_store spends a batch in one round trip with the same out
     auto store = make_store(server.port());
     const auto now = system_clock::now();
     const auto expires = now + std::chrono::seconds{30};
-    REQUIRE(store.try_spend(nonce_of(3), expires, now) == reason::ok);
+    REQUIRE(store.try_spend(nonce_of(3), issued_after_epochs, expires, now) == reason::ok);
 
     std::vector<wsguard::redis_spend> batch;
-    for (std::uint32_t i = 0; i < 600; ++i) batch.push_back({nonce_of(i), expires, reason::internal_error});
-    batch.push_back({nonce_of(5), expires, reason::internal_error});  // twice in one batch
+    for (std::uint32_t i = 0; i < 600; ++i) batch.push_back({nonce_of(i), issued_after_epochs, expires, reason::internal_error});
+    batch.push_back({nonce_of(5), issued_after_epochs, expires, reason::internal_error});  // twice in one batch
     store.try_spend_batch(batch.data(), batch.size(), now);
     for (std::size_t i = 0; i < batch.size(); ++i) {
         INFO("spend " << i);
@@ -445,7 +470,7 @@ TEST_CASE("one redis_replay_store shared by two threads spends each nonce once",
     const auto race = [&](int t) {
         for (std::uint32_t k = 0; k < nonces; ++k) {
             const std::uint32_t i = t == 0 ? k : nonces - 1 - k;
-            const reason r = store.try_spend(nonce_of(i, 5), now + std::chrono::seconds{30}, now);
+            const reason r = store.try_spend(nonce_of(i, 5), issued_after_epochs, now + std::chrono::seconds{30}, now);
             if (r == reason::ok) won[t][i] = 1;
             else if (r != reason::ticket_replayed) ++errors[static_cast<std::size_t>(t)];
         }
@@ -472,17 +497,17 @@ TEST_CASE("redis_replay_store with wait_replicas fails closed without enough rep
     auto& store = created.value();
     const auto now = system_clock::now();
     // No replica acknowledges: the spend may not survive a failover, so refuse.
-    CHECK(store.try_spend(nonce_of(1), now + std::chrono::seconds{30}, now) == reason::store_unavailable);
+    CHECK(store.try_spend(nonce_of(1), issued_after_epochs, now + std::chrono::seconds{30}, now) == reason::store_unavailable);
 
     redis_server replica(free_loopback_port(), {"--replicaof", "127.0.0.1", std::to_string(primary.port())});
     REQUIRE(replica.running());
     bool acknowledged = false;
     for (std::uint32_t attempt = 0; attempt < 500 && !acknowledged; ++attempt) {
-        acknowledged = store.try_spend(nonce_of(100 + attempt), now + std::chrono::seconds{30}, now) == reason::ok;
+        acknowledged = store.try_spend(nonce_of(100 + attempt), issued_after_epochs, now + std::chrono::seconds{30}, now) == reason::ok;
         if (!acknowledged) std::this_thread::sleep_for(milliseconds{10});
     }
     CHECK(acknowledged);
-    CHECK(store.try_spend(nonce_of(1), now + std::chrono::seconds{30}, now) == reason::ticket_replayed);
+    CHECK(store.try_spend(nonce_of(1), issued_after_epochs, now + std::chrono::seconds{30}, now) == reason::ticket_replayed);
 }
 
 TEST_CASE("redis stores authenticate, select their database and connect over a unix socket", "[redis]") {
@@ -496,20 +521,20 @@ TEST_CASE("redis stores authenticate, select their database and connect over a u
     o.connection = connection_to(server.port());
     auto no_password = wsguard::redis_replay_store::create(o);
     REQUIRE(no_password);
-    CHECK(no_password->try_spend(nonce_of(1), expires, now) == reason::store_unavailable);  // NOAUTH
+    CHECK(no_password->try_spend(nonce_of(1), issued_after_epochs, expires, now) == reason::store_unavailable);  // NOAUTH
 
     o.connection.password = "wrong";
     auto wrong_password = wsguard::redis_replay_store::create(o);
     REQUIRE(wrong_password);
-    CHECK(wrong_password->try_spend(nonce_of(1), expires, now) == reason::store_unavailable);
+    CHECK(wrong_password->try_spend(nonce_of(1), issued_after_epochs, expires, now) == reason::store_unavailable);
 
     o.connection.password = "s3cret-password";
     o.connection.database = 3;
     o.connection.unix_socket = socket_path;
     auto over_socket = wsguard::redis_replay_store::create(o);
     REQUIRE(over_socket);
-    CHECK(over_socket->try_spend(nonce_of(1), expires, now) == reason::ok);
-    CHECK(over_socket->try_spend(nonce_of(1), expires, now) == reason::ticket_replayed);
+    CHECK(over_socket->try_spend(nonce_of(1), issued_after_epochs, expires, now) == reason::ok);
+    CHECK(over_socket->try_spend(nonce_of(1), issued_after_epochs, expires, now) == reason::ticket_replayed);
 
     // The nonce landed in database 3.
     const timeval tv{1, 0};
@@ -520,7 +545,7 @@ TEST_CASE("redis stores authenticate, select their database and connect over a u
     const reply_ptr size(static_cast<redisReply*>(redisCommand(context, "DBSIZE")));
     redisFree(context);
     REQUIRE(size != nullptr);
-    CHECK(size->integer == 1);
+    CHECK(size->integer == 2);  // the nonce and the epoch record
     server.stop();
     unlink(socket_path.c_str());
 }
@@ -532,8 +557,7 @@ TEST_CASE("each nonce is spent exactly once across four processes racing on the 
     constexpr std::uint32_t nonces = 1000;
     const int port = server.port();
     const auto results = run_children(processes, [port](int child, int out) {
-        wsguard::redis_replay_store_options o;
-        o.connection = connection_to(port);
+        wsguard::redis_replay_store_options o = store_options(port);
         o.connection.command_timeout = milliseconds{2000};  // a loaded CI machine is not a failure here
         auto created = wsguard::redis_replay_store::create(o);
         if (!created) return 2;
@@ -542,7 +566,7 @@ TEST_CASE("each nonce is spent exactly once across four processes racing on the 
         for (std::uint32_t k = 0; k < nonces; ++k) {
             // Children walk in different orders so they collide all over the range.
             const std::uint32_t i = child % 2 == 0 ? k : nonces - 1 - k;
-            const reason r = created->try_spend(nonce_of(i, 77), now + std::chrono::seconds{30}, now);
+            const reason r = created->try_spend(nonce_of(i, 77), issued_after_epochs, now + std::chrono::seconds{30}, now);
             if (r == reason::ok) won[i] = 1;
             else if (r != reason::ticket_replayed) return 3;
         }
@@ -563,13 +587,12 @@ TEST_CASE("each ticket is accepted exactly once across four processes verifying 
     redis_server server;
     REQUIRE(server.running());
     constexpr std::size_t count = 1000;
-    const auto now = system_clock::now();
+    const auto now = begin_epoch(server.port());
     const std::vector<std::string> tickets = issue_tickets(count, now);
     const int port = server.port();
     // Two children verify one ticket per round trip, two in pipelined batches of 50.
     const auto results = run_children(4, [&](int child, int out) {
-        wsguard::redis_replay_store_options o;
-        o.connection = connection_to(port);
+        wsguard::redis_replay_store_options o = store_options(port);
         o.connection.command_timeout = milliseconds{2000};  // a loaded CI machine is not a failure here
         auto store = wsguard::redis_replay_store::create(o);
         if (!store) return 2;
@@ -623,7 +646,7 @@ TEST_CASE("redis_batch_verifier answers each ticket as verify would, with one ro
     redis_server server;
     REQUIRE(server.running());
     auto store = make_store(server.port());
-    const auto now = system_clock::now();
+    const auto now = begin_epoch(server.port());
     const std::vector<std::string> tickets = issue_tickets(3, now);
     auto single = wsguard::ticket_verifier<wsguard::redis_replay_store>::create(test_keys(), store);
     REQUIRE(single);
@@ -808,7 +831,7 @@ struct working_backends {
 
     working_backends() : store(make_store(server.port())), limiter(make_limiter(server.port(), 1000, 1000)) {
         REQUIRE(server.running());
-        REQUIRE(store.try_spend(nonce_of(1), expires, system_clock::now()) == reason::ok);
+        REQUIRE(store.try_spend(nonce_of(1), issued_after_epochs, expires, system_clock::now()) == reason::ok);
         REQUIRE(limiter.try_acquire("k").allowed());
     }
 
@@ -820,7 +843,7 @@ struct working_backends {
         bool store_back = false;
         bool limiter_back = false;
         for (int attempt = 0; attempt < 300 && !(store_back && limiter_back); ++attempt) {
-            store_back = store_back || store.try_spend(nonce, expires, system_clock::now()) == reason::ok;
+            store_back = store_back || store.try_spend(nonce, issued_after_epochs, expires, system_clock::now()) == reason::ok;
             limiter_back = limiter_back || limiter.try_acquire("k").allowed();
             if (!(store_back && limiter_back)) std::this_thread::sleep_for(milliseconds{10});
         }
@@ -838,7 +861,7 @@ TEST_CASE("decisions fail closed while Redis is stopped and recover after it res
     const auto bound = milliseconds{100 + 100 + 1000};
     for (std::uint32_t i = 0; i < 50; ++i) {
         const auto before = steady_clock::now();
-        CHECK(store.try_spend(nonce_of(1000 + i), expires, system_clock::now()) == reason::store_unavailable);
+        CHECK(store.try_spend(nonce_of(1000 + i), issued_after_epochs, expires, system_clock::now()) == reason::store_unavailable);
         CHECK(limiter.try_acquire("k").reason == reason::store_unavailable);
         CHECK(steady_clock::now() - before < 2 * bound);
         std::this_thread::sleep_for(milliseconds{2});
@@ -847,7 +870,7 @@ TEST_CASE("decisions fail closed while Redis is stopped and recover after it res
     // Redis restarted empty (no persistence here): decisions work again.
     REQUIRE(server.start());
     CHECK(b.recovers(nonce_of(2)));
-    CHECK(store.try_spend(nonce_of(2), expires, system_clock::now()) == reason::ticket_replayed);
+    CHECK(store.try_spend(nonce_of(2), issued_after_epochs, expires, system_clock::now()) == reason::ticket_replayed);
 }
 
 TEST_CASE("decisions fail closed within the timeout while Redis hangs, then recover", "[redis]") {
@@ -857,7 +880,7 @@ TEST_CASE("decisions fail closed within the timeout while Redis hangs, then reco
     server.pause();
     for (std::uint32_t i = 0; i < 5; ++i) {
         const auto before = steady_clock::now();
-        CHECK(store.try_spend(nonce_of(100 + i), expires, system_clock::now()) == reason::store_unavailable);
+        CHECK(store.try_spend(nonce_of(100 + i), issued_after_epochs, expires, system_clock::now()) == reason::store_unavailable);
         CHECK(limiter.try_acquire("k").reason == reason::store_unavailable);
         CHECK(steady_clock::now() - before < milliseconds{2 * (100 + 100) + 2000});
     }
@@ -871,10 +894,10 @@ TEST_CASE("an error answer from Redis fails closed and keeps the connection", "[
 
     // Out of memory: Redis refuses every write with an -OOM error.
     REQUIRE(admin(server.port(), {"CONFIG", "SET", "maxmemory", "1"}) != nullptr);
-    CHECK(store.try_spend(nonce_of(2), expires, system_clock::now()) == reason::store_unavailable);
+    CHECK(store.try_spend(nonce_of(2), issued_after_epochs, expires, system_clock::now()) == reason::store_unavailable);
     CHECK(limiter.try_acquire("k2").reason == reason::store_unavailable);
 
     REQUIRE(admin(server.port(), {"CONFIG", "SET", "maxmemory", "0"}) != nullptr);
-    CHECK(store.try_spend(nonce_of(2), expires, system_clock::now()) == reason::ok);
+    CHECK(store.try_spend(nonce_of(2), issued_after_epochs, expires, system_clock::now()) == reason::ok);
     CHECK(limiter.try_acquire("k2").allowed());
 }

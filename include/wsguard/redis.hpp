@@ -428,7 +428,9 @@ public:
     // Inside an exchange: the SHA-1 of the script this connection loaded.
     std::string_view script_sha() const noexcept { return std::string_view(sha_, sizeof sha_); }
     // Inside an exchange: an operator log line, rate-limited per kind.
-    void log(redis_log_kind kind, std::string_view line) noexcept { log_.write(kind, std::chrono::steady_clock::now(), line); }
+    void log(redis_log_kind kind, std::string_view line) noexcept {
+        log_.write(kind, std::chrono::steady_clock::now(), line);
+    }
     const redis_connection_options& options() const noexcept { return options_; }
 
 private:

@@ -63,13 +63,13 @@
 // block even that long can run verify() on a worker thread and complete uWS's async
 // upgrade (res->upgrade) through Loop::defer.
 //
-// Failover and one-time use. Redis replication is asynchronous: a SET NX that the
+// Failover and one-time use. Redis replication is asynchronous: a spend that the
 // primary acknowledged can be lost if the primary dies before a replica received
 // it and that replica is promoted. The same ticket can then be accepted once more,
 // until it expires. Two bounds: tickets are short-lived (default 30 s), so the
 // window of a replay after a failover is at most the ticket lifetime; and
 // wait_replicas = N makes each spend wait (WAIT N wait_timeout, pipelined with the
-// SET) until N replicas acknowledged it, failing closed otherwise. WAIT does not
+// script) until N replicas acknowledged it, failing closed otherwise. WAIT does not
 // make Redis strongly consistent, but a failover that promotes the most up-to-date
 // replica (as Sentinel does) then keeps every acknowledged spend.
 //
@@ -1019,7 +1019,7 @@ private:
 
 // ---------------------------------------------------------------------------
 // redis_batch_verifier: verifies several tickets with one Redis round trip for
-// all their spends (pipelined SET NX), for a server that accepts upgrades in
+// all their spends (pipelined spend scripts), for a server that accepts upgrades in
 // bursts or several per event-loop turn. Each decision is exactly what
 // ticket_verifier::verify would answer. Not thread-safe: one per thread.
 // ---------------------------------------------------------------------------

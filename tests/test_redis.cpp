@@ -1177,6 +1177,18 @@ TEST_CASE("after Redis lost its data, tickets issued before are refused as after
     }
 }
 
+TEST_CASE("a moved-from redis_replay_store fails closed", "[redis]") {
+    redis_server server;
+    REQUIRE(server.running());
+    auto store = make_store(server.port());
+    const auto now = system_clock::now();
+    wsguard::redis_replay_store moved = std::move(store);
+    // Using the moved-from object is the point of this test.
+    CHECK(store.try_spend(nonce_of(1), issued_late, now + std::chrono::seconds{30}, now) ==
+          reason::store_unavailable);
+    CHECK(moved.try_spend(nonce_of(1), issued_late, now + std::chrono::seconds{30}, now) == reason::ok);
+}
+
 TEST_CASE("a spend is one EVALSHA, and one EVAL after Redis forgot the script", "[redis]") {
     redis_server server;
     REQUIRE(server.running());

@@ -689,6 +689,7 @@ public:
     void try_spend_batch(redis_spend* spends, std::size_t count,
                          std::chrono::system_clock::time_point now) noexcept {
         for (std::size_t i = 0; i < count; ++i) spends[i].outcome = reason::store_unavailable;
+        if (!link_) return;  // a moved-from store
         for (std::size_t done = 0; done < count; done += detail::redis_max_batch) {
             const std::size_t n = std::min(detail::redis_max_batch, count - done);
             spend_pipelined(spends + done, n, now);
@@ -702,6 +703,7 @@ public:
     // its data; each spend checks the epoch Redis is in atomically, so a value
     // read here may lag but never lets a ticket through.
     std::chrono::system_clock::time_point accepts_issued_after() const noexcept {
+        if (!epoch_) return std::chrono::system_clock::time_point::min();  // moved-from: every spend fails closed
         const long long ms = epoch_->accepts_after_ms.load(std::memory_order_acquire);
         if (ms == detail::redis_epoch_state::unknown) return std::chrono::system_clock::time_point::min();
         return detail::ticket_time_point(ms);

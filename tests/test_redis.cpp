@@ -1218,6 +1218,19 @@ TEST_CASE("a spend is one EVALSHA, and one EVAL after Redis forgot the script", 
     CHECK(store.try_spend(nonce_of(12), issued_late, expires, now) == reason::ok);
     CHECK(calls("eval") == 1);  // EVAL cached it again: EVALSHA from here on
     CHECK(store.try_spend(nonce_of(11), issued_late, expires, now) == reason::ticket_replayed);
+
+    // A batch after Redis forgot the script: every spend is sent again with EVAL, once.
+    REQUIRE(admin(server.port(), {"SCRIPT", "FLUSH"}) != nullptr);
+    std::vector<wsguard::redis_spend> batch;
+    for (std::uint32_t i = 20; i < 30; ++i)
+        batch.push_back({nonce_of(i), issued_late, expires, reason::internal_error});
+    batch.push_back({nonce_of(12), issued_late, expires, reason::internal_error});  // spent above
+    store.try_spend_batch(batch.data(), batch.size(), now);
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+        INFO("spend " << i);
+        CHECK(batch[i].outcome == (i + 1 == batch.size() ? reason::ticket_replayed : reason::ok));
+    }
+    CHECK(calls("eval") == 1 + 11);
 }
 
 namespace {

@@ -779,13 +779,14 @@ private:
     }
 
     // Reads the replies of append_spends; marks in `send` the spends Redis
-    // answered NOSCRIPT (it lost the script: they ran nothing) and clears the rest.
-    void read_spends(redisContext* context, redis_spend* spends, std::size_t n,
+    // answered NOSCRIPT (it lost the script: they ran nothing) and clears the
+    // rest. false: the connection failed (the rest stay store_unavailable).
+    bool read_spends(redisContext* context, redis_spend* spends, std::size_t n,
                      std::array<bool, detail::redis_max_batch>& send) noexcept {
         for (std::size_t i = 0; i < n; ++i) {
             if (!send[i]) continue;
             const detail::redis_reply_ptr reply = detail::redis_read(context);
-            if (reply == nullptr) return;  // the rest stay store_unavailable
+            if (reply == nullptr) return false;
             send[i] = detail::redis_is_noscript(reply.get());
             spends[i].outcome = outcome_of(*reply);
         }
@@ -800,6 +801,7 @@ private:
                 }
             }
         }
+        return true;
     }
 
     // A script reply: {code} or {code, record, begun}. Anything else (an error
@@ -857,14 +859,14 @@ private:
         const reason link = link_->run(std::chrono::steady_clock::now(), [&](redisContext* context) {
             std::array<bool, detail::redis_max_batch> send{};
             for (std::size_t i = 0; i < n; ++i) send[i] = true;
-            if (!append_spends(context, spends, n, send, true, now)) return;
-            read_spends(context, spends, n, send);
+            if (!append_spends(context, spends, n, send, true, now) || !read_spends(context, spends, n, send))
+                return;
             // Redis forgot the script (restart, SCRIPT FLUSH, failover): EVAL
             // sends it again (and caches it), for those spends only.
             if (std::none_of(send.begin(), send.begin() + static_cast<std::ptrdiff_t>(n), [](bool b) { return b; }))
                 return;
-            if (!append_spends(context, spends, n, send, false, now)) return;
-            read_spends(context, spends, n, send);
+            if (append_spends(context, spends, n, send, false, now))
+                static_cast<void>(read_spends(context, spends, n, send));  // a failure: the link drops the connection
         });
         if (link == reason::ok) return;
         for (std::size_t i = 0; i < n; ++i) {

@@ -1,6 +1,7 @@
 // Ticket verification with the Redis replay store (one round trip per ticket, and
-// pipelined batches) against the in-memory store, and the Redis limiter against
-// the in-memory keyed_limiter, in one binary. Starts its own redis-server on a
+// pipelined batches) against the in-memory store; the store's spend (the epoch
+// script, one EVALSHA) against the plain SET NX PX it sent before epochs; and
+// the Redis limiter against the in-memory keyed_limiter, in one binary. Starts its own redis-server on a
 // free loopback port (WSGUARD_REDIS_SERVER, else redis-server from PATH) and
 // skips with a message when it cannot. Prints the ratios after the run.
 #include <wsguard/redis.hpp>
@@ -19,6 +20,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <string>
 #include <thread>
@@ -119,9 +121,10 @@ const std::string& fresh_ticket() {
 
 system_clock::time_point issued_at;
 
-void issue_tickets(std::size_t count) {
+// Tickets are issued once the epoch has begun (as on a running server): a
+// ticket issued before it would be refused, ticket_before_store_start.
+void issue_tickets(std::size_t count, system_clock::time_point now) {
     auto issuer = wsguard::ticket_issuer::create(keys()).value();
-    const auto now = system_clock::now();
     issued_at = now;
     tickets.reserve(count);
     for (std::size_t i = 0; i < count; ++i) {
@@ -139,6 +142,34 @@ wsguard::redis_connection_options connection() {
     c.port = redis_port;
     c.command_timeout = milliseconds{1000};  // measure throughput, not timeouts
     return c;
+}
+
+wsguard::redis_replay_store_options store_options() {
+    wsguard::redis_replay_store_options o;
+    o.connection = connection();
+    o.issuer_clock_skew = milliseconds{100};  // issuer and Redis share this machine's clock
+    return o;
+}
+
+// Begins the epoch (one spend) and answers the first issue time it accepts.
+system_clock::time_point begin_epoch() {
+    auto store = wsguard::redis_replay_store::create(store_options()).value();
+    const auto now = system_clock::now();
+    const wsguard::reason r =
+        store.try_spend(wsguard::ticket_nonce{}, now + std::chrono::hours{1}, now + std::chrono::seconds{30}, now);
+    if (r != wsguard::reason::ok) {
+        std::fprintf(stderr, "bench_redis: could not begin the epoch: %s\n", wsguard::to_string(r));
+        std::abort();
+    }
+    return store.accepts_issued_after();
+}
+
+// A distinct nonce per spend of the store-level benchmarks.
+wsguard::ticket_nonce nonce_number(std::uint64_t n, std::uint8_t tag) {
+    wsguard::ticket_nonce nonce{};
+    std::memcpy(nonce.data(), &n, sizeof n);
+    nonce[15] = tag;
+    return nonce;
 }
 
 // Wall and this thread's CPU ns per item of each benchmark, for the summary.
@@ -181,8 +212,7 @@ void BM_verify_memory_store(benchmark::State& state) {
 }
 
 void BM_verify_redis_store(benchmark::State& state) {
-    wsguard::redis_replay_store_options o;
-    o.connection = connection();
+    wsguard::redis_replay_store_options o = store_options();
     o.connection.guard_sigpipe = state.range(0) != 0;
     auto store = wsguard::redis_replay_store::create(o).value();
     auto verifier = wsguard::ticket_verifier<wsguard::redis_replay_store>::create(keys(), store).value();
@@ -194,9 +224,7 @@ void BM_verify_redis_store(benchmark::State& state) {
 
 void BM_verify_redis_pipelined(benchmark::State& state) {
     const auto batch = static_cast<std::size_t>(state.range(0));
-    wsguard::redis_replay_store_options o;
-    o.connection = connection();
-    auto store = wsguard::redis_replay_store::create(o).value();
+    auto store = wsguard::redis_replay_store::create(store_options()).value();
     auto verifier = wsguard::redis_batch_verifier::create(keys(), store).value();
     std::vector<wsguard::presented_ticket> presented(batch);
     std::vector<wsguard::decision> decisions(batch);
@@ -208,6 +236,44 @@ void BM_verify_redis_pipelined(benchmark::State& state) {
         std::size_t failures = 0;
         for (const auto& d : decisions) failures += d.allowed() ? 0 : 1;
         return failures;
+    });
+}
+
+// The spend itself, at the store level: today's script (epoch check + SET NX
+// PX, one EVALSHA) against the plain SET NX PX the store sent before epochs,
+// over the same connection machinery (mutex, SIGPIPE guard, timeouts).
+void BM_spend_epoch_script(benchmark::State& state) {
+    auto store = wsguard::redis_replay_store::create(store_options()).value();
+    const auto issued = system_clock::now() + std::chrono::hours{1};
+    std::uint64_t n = 0;
+    measure(state, "spend, epoch script", 1, [&] {
+        const auto now = system_clock::now();
+        return store.try_spend(nonce_number(n++, 0xe1), issued, now + std::chrono::seconds{30}, now) ==
+                       wsguard::reason::ok
+                   ? 0
+                   : 1;
+    });
+}
+
+void BM_spend_plain_set_nx(benchmark::State& state) {
+    static constexpr char unused_script[] = "return 1";  // the link loads a script on connect; unused here
+    wsguard::detail::redis_link link(connection(),
+                                     wsguard::detail::redis_link_requirements{"bench", false, false, unused_script});
+    const std::string prefix = "wsguard:nonce:";
+    std::uint64_t n = 0;
+    measure(state, "spend, plain SET NX PX", 1, [&] {
+        const wsguard::ticket_nonce nonce = nonce_number(n++, 0x5e);
+        const wsguard::detail::redis_key key(prefix, nonce.data());
+        const wsguard::detail::redis_number ttl(35'000);
+        bool spent = false;
+        const wsguard::reason r = link.run(std::chrono::steady_clock::now(), [&](redisContext* context) {
+            const char* argv[6] = {"SET", key.text.data(), "1", "NX", "PX", ttl.text};
+            const std::size_t lens[6] = {3, key.size, 1, 2, 2, ttl.size};
+            const wsguard::detail::redis_reply_ptr reply(
+                static_cast<redisReply*>(redisCommandArgv(context, 6, argv, lens)));
+            spent = reply != nullptr && reply->type == REDIS_REPLY_STATUS;
+        });
+        return r == wsguard::reason::ok && spent ? 0 : 1;
     });
 }
 
@@ -255,6 +321,8 @@ BENCHMARK(BM_verify_redis_store)->Arg(0)->Iterations(redis_iterations)->Unit(ben
 BENCHMARK(BM_verify_redis_pipelined)->Arg(16)->Iterations(pipelined_tickets / 16)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_verify_redis_pipelined)->Arg(64)->Iterations(pipelined_tickets / 64)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_verify_redis_pipelined)->Arg(256)->Iterations(pipelined_tickets / 256)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_spend_plain_set_nx)->Iterations(redis_iterations)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_spend_epoch_script)->Iterations(redis_iterations)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_limiter_memory)->Unit(benchmark::kNanosecond);
 BENCHMARK(BM_limiter_redis)->Unit(benchmark::kMicrosecond);
 
@@ -266,12 +334,14 @@ int main(int argc, char** argv) {
         stop_redis();
         return 0;
     }
-    issue_tickets(static_cast<std::size_t>(memory_iterations + 2 * redis_iterations + 3 * pipelined_tickets));
+    issue_tickets(static_cast<std::size_t>(memory_iterations + 2 * redis_iterations + 3 * pipelined_tickets),
+                  begin_epoch());
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();
     stop_redis();
 
-    std::printf("\nSummary per ticket (verify) or decision (limiter); ratio = cost / in-memory cost, lower is better\n");
+    std::printf("\nSummary per ticket (verify), spend or decision (limiter); ratio = cost / baseline (the in-memory\n"
+                "store or limiter; for the spend, the plain SET NX PX the store sent before epochs), lower is better\n");
     std::printf("  %-28s %10s %8s %10s %8s %12s\n", "", "wall ns", "ratio", "CPU ns", "ratio", "wall /s");
     const auto row = [](const char* name, const char* baseline) {
         const auto it = ns_per_item.find(name);
@@ -288,6 +358,8 @@ int main(int argc, char** argv) {
     row("redis pipelined x16", "memory");
     row("redis pipelined x64", "memory");
     row("redis pipelined x256", "memory");
+    row("spend, plain SET NX PX", "spend, plain SET NX PX");
+    row("spend, epoch script", "spend, plain SET NX PX");
     row("limiter memory", "limiter memory");
     row("limiter redis", "limiter memory");
     const auto single = ns_per_item.find("redis");

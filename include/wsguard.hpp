@@ -183,6 +183,8 @@ enum class [[nodiscard]] reason : std::uint16_t {
     store_unavailable = 901,      // shared backend (e.g. Redis) unreachable, slow or erroring
     random_unavailable = 902,     // the OS refused to give random bytes
     internal_error = 903,
+    store_evicting = 904,         // shared replay store's Redis may evict keys (maxmemory-policy)
+    store_policy_unknown = 905,   // shared replay store could not read Redis's maxmemory-policy
 };
 
 // Coarse grouping for dashboards and for code that only cares "whose fault".
@@ -280,6 +282,8 @@ inline constexpr reason_info reason_table[] = {
     {reason::store_unavailable, "store_unavailable", reason_category::unavailable, 503, 1011},
     {reason::random_unavailable, "random_unavailable", reason_category::unavailable, 503, 1011},
     {reason::internal_error, "internal_error", reason_category::unavailable, 500, 1011},
+    {reason::store_evicting, "store_evicting", reason_category::unavailable, 503, 1011},
+    {reason::store_policy_unknown, "store_policy_unknown", reason_category::unavailable, 503, 1011},
 };
 
 inline constexpr reason_info unknown_reason_info{reason::internal_error, "unknown", reason_category::unavailable, 500, 1011};
@@ -2967,7 +2971,18 @@ private:
 //   std::chrono::system_clock::time_point accepts_issued_after() const noexcept;
 //       tickets issued before this are refused (ticket_before_store_start): a
 //       fresh in-memory store does not know what the previous process spent, so
-//       it returns its construction time; a shared store returns time_point::min().
+//       it returns its construction time.
+// A store whose start can move while it runs (a shared store that detects that
+// its backend lost data, e.g. redis_replay_store) implements instead of the
+// three-argument try_spend:
+//   wsguard::reason try_spend(const wsguard::ticket_nonce& nonce,
+//                             std::chrono::system_clock::time_point issued_at,
+//                             std::chrono::system_clock::time_point expires_at,
+//                             std::chrono::system_clock::time_point now) noexcept;
+//       as above, and ticket_before_store_start when issued_at is before the
+//       store's start, decided atomically with the spend. The verifier calls
+//       this form when it exists; accepts_issued_after() is then the start the
+//       store last saw (a cheap early refusal, not the final word).
 // Optional (used when present, detected at compile time):
 //   void prefetch(const wsguard::ticket_nonce& nonce) const noexcept;
 //       a hint given before the MAC check, with a nonce not yet authenticated,
@@ -3008,6 +3023,16 @@ template <class Store>
 struct replay_store_has_prefetch<
     Store, std::void_t<decltype(std::declval<const Store&>().prefetch(std::declval<const ticket_nonce&>()))>>
     : std::true_type {};
+
+// Whether a ReplayStore spends with the ticket's issue time (a store whose start can move).
+template <class Store, class = void>
+struct replay_store_spends_with_issued_at : std::false_type {};
+template <class Store>
+struct replay_store_spends_with_issued_at<
+    Store, std::void_t<decltype(std::declval<Store&>().try_spend(
+               std::declval<const ticket_nonce&>(), std::declval<std::chrono::system_clock::time_point>(),
+               std::declval<std::chrono::system_clock::time_point>(),
+               std::declval<std::chrono::system_clock::time_point>()))>> : std::true_type {};
 
 inline std::uint64_t replay_mix(std::uint64_t x) noexcept {  // splitmix64 finalizer
     x ^= x >> 30;
@@ -3290,7 +3315,11 @@ public:
         // cannot accept the ticket after another forgot it.
         const std::chrono::system_clock::time_point remember_until =
             detail::ticket_time_point(expires_ms) + options_.clock_skew;
-        const reason spent = store_->try_spend(nonce, remember_until, now);
+        reason spent;
+        if constexpr (detail::replay_store_spends_with_issued_at<ReplayStore>::value)
+            spent = store_->try_spend(nonce, detail::ticket_time_point(issued_ms), remember_until, now);
+        else
+            spent = store_->try_spend(nonce, remember_until, now);
         if (spent != reason::ok) return spent;
 
         claims.set_header(key_id, issued_ms, expires_ms, nonce);

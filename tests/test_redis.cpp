@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -17,9 +18,15 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <functional>
+#include <limits>
+#include <map>
+#include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "catch.hpp"
@@ -194,9 +201,24 @@ wsguard::redis_connection_options connection_to(int port) {
     return c;
 }
 
-wsguard::redis_replay_store make_store(int port) {
+// An issue time after every epoch these tests' Redis servers begin, for
+// store-level tests that are not about epochs (they run well under an hour).
+const system_clock::time_point issued_late = system_clock::now() + std::chrono::hours{1};
+
+// Test stores allow 100 ms of clock skew between issuer and Redis (the same
+// machine): tickets issued that long after an epoch began are accepted.
+constexpr milliseconds test_issuer_skew{100};
+
+wsguard::redis_replay_store_options store_options(int port) {
     wsguard::redis_replay_store_options o;
     o.connection = connection_to(port);
+    o.issuer_clock_skew = test_issuer_skew;
+    o.connection.log = [](std::string_view) {};  // each new Redis begins an epoch; tests that read the log capture it
+    return o;
+}
+
+wsguard::redis_replay_store make_store(int port) {
+    const wsguard::redis_replay_store_options o = store_options(port);
     auto created = wsguard::redis_replay_store::create(o);
     REQUIRE(created);
     return std::move(created).value();
@@ -247,6 +269,17 @@ std::vector<std::string> issue_tickets(std::size_t count, system_clock::time_poi
     return tickets;
 }
 
+// Begins the epoch of the Redis on `port` (one spend) and answers the first
+// issue time its stores accept: tickets issued then verify normally.
+system_clock::time_point begin_epoch(int port) {
+    auto store = make_store(port);
+    const auto now = system_clock::now();
+    REQUIRE(store.try_spend(nonce_of(0xffffffff, 0xffffffff), issued_late, now + std::chrono::seconds{30},
+                            now) == reason::ok);
+    REQUIRE(store.accepts_issued_after() > system_clock::time_point::min());
+    return store.accepts_issued_after();
+}
+
 // Forks `count` children that start together; each runs work(index, write_fd) and
 // exits with its return value. Returns every child's bytes, in child order; empty
 // for a child that failed.
@@ -294,16 +327,23 @@ std::vector<std::string> run_children(int count, Work work) {
     return results;
 }
 
-bool write_all(int fd, const void* data, std::size_t size) {
-    const char* p = static_cast<const char*>(data);
+// All `size` bytes through read(2) or write(2), looping over short transfers.
+template <class Byte, class Io>
+bool transfer_all(Io io, int fd, Byte* p, std::size_t size) {
     while (size > 0) {
-        const ssize_t n = write(fd, p, size);
+        const ssize_t n = io(fd, p, size);
         if (n <= 0) return false;
         p += n;
         size -= static_cast<std::size_t>(n);
     }
     return true;
 }
+
+bool write_all(int fd, const void* data, std::size_t size) {
+    return transfer_all(::write, fd, static_cast<const char*>(data), size);
+}
+
+bool read_all(int fd, void* data, std::size_t size) { return transfer_all(::read, fd, static_cast<char*>(data), size); }
 
 }  // namespace
 
@@ -365,7 +405,7 @@ TEST_CASE("redis stores are created while Redis is down and fail closed until it
     auto store = make_store(port);
     auto limiter = make_limiter(port, 10, 5);
     const auto now = system_clock::now();
-    CHECK(store.try_spend(nonce_of(1), now + std::chrono::seconds{30}, now) == reason::store_unavailable);
+    CHECK(store.try_spend(nonce_of(1), issued_late, now + std::chrono::seconds{30}, now) == reason::store_unavailable);
     const wsguard::decision d = limiter.try_acquire("client");
     CHECK(d.reason == reason::store_unavailable);
     CHECK(d.http_status() == 503);
@@ -376,7 +416,8 @@ TEST_CASE("redis stores are created while Redis is down and fail closed until it
     REQUIRE(server.running());
     bool recovered = false;
     for (int attempt = 0; attempt < 200 && !recovered; ++attempt) {
-        recovered = store.try_spend(nonce_of(1), now + std::chrono::seconds{30}, system_clock::now()) == reason::ok;
+        recovered = store.try_spend(nonce_of(1), issued_late, now + std::chrono::seconds{30}, system_clock::now()) ==
+                    reason::ok;
         if (!recovered) std::this_thread::sleep_for(milliseconds{10});
     }
     CHECK(recovered);
@@ -389,9 +430,9 @@ TEST_CASE("redis_replay_store spends a nonce once and keeps it for its lifetime 
     const auto now = system_clock::now();
     const auto expires = now + std::chrono::seconds{30};
 
-    CHECK(store.try_spend(nonce_of(7), expires, now) == reason::ok);
-    CHECK(store.try_spend(nonce_of(7), expires, now) == reason::ticket_replayed);
-    CHECK(store.try_spend(nonce_of(8), expires, now) == reason::ok);
+    CHECK(store.try_spend(nonce_of(7), issued_late, expires, now) == reason::ok);
+    CHECK(store.try_spend(nonce_of(7), issued_late, expires, now) == reason::ticket_replayed);
+    CHECK(store.try_spend(nonce_of(8), issued_late, expires, now) == reason::ok);
 
     // The key is the prefix and the nonce in hex; it lives 30 s + the 10 s margin.
     const std::string key = "wsguard:nonce:07" + std::string(28, '0') + "a5";
@@ -405,14 +446,14 @@ TEST_CASE("redis_replay_store spends a nonce once and keeps it for its lifetime 
 
     // An already expired nonce is still remembered (for the margin), never refused
     // by Redis for a zero or negative PX.
-    CHECK(store.try_spend(nonce_of(9), now - std::chrono::seconds{5}, now) == reason::ok);
-    CHECK(store.try_spend(nonce_of(9), now - std::chrono::seconds{5}, now) == reason::ticket_replayed);
+    CHECK(store.try_spend(nonce_of(9), issued_late, now - std::chrono::seconds{5}, now) == reason::ok);
+    CHECK(store.try_spend(nonce_of(9), issued_late, now - std::chrono::seconds{5}, now) == reason::ticket_replayed);
 
     // Extreme time points neither overflow nor make Redis refuse the PX.
-    CHECK(store.try_spend(nonce_of(10), system_clock::time_point::max(), system_clock::time_point::min()) ==
-          reason::ok);
-    CHECK(store.try_spend(nonce_of(11), system_clock::time_point::min(), system_clock::time_point::max()) ==
-          reason::ok);
+    const auto max = system_clock::time_point::max();
+    const auto min = system_clock::time_point::min();
+    CHECK(store.try_spend(nonce_of(10), issued_late, max, min) == reason::ok);
+    CHECK(store.try_spend(nonce_of(11), issued_late, min, max) == reason::ok);
 }
 
 TEST_CASE("redis_replay_store spends a batch in one round trip with the same outcomes", "[redis]") {
@@ -421,11 +462,12 @@ TEST_CASE("redis_replay_store spends a batch in one round trip with the same out
     auto store = make_store(server.port());
     const auto now = system_clock::now();
     const auto expires = now + std::chrono::seconds{30};
-    REQUIRE(store.try_spend(nonce_of(3), expires, now) == reason::ok);
+    REQUIRE(store.try_spend(nonce_of(3), issued_late, expires, now) == reason::ok);
 
     std::vector<wsguard::redis_spend> batch;
-    for (std::uint32_t i = 0; i < 600; ++i) batch.push_back({nonce_of(i), expires, reason::internal_error});
-    batch.push_back({nonce_of(5), expires, reason::internal_error});  // twice in one batch
+    for (std::uint32_t i = 0; i < 600; ++i)
+        batch.push_back({nonce_of(i), issued_late, expires, reason::internal_error});
+    batch.push_back({nonce_of(5), issued_late, expires, reason::internal_error});  // twice in one batch
     store.try_spend_batch(batch.data(), batch.size(), now);
     for (std::size_t i = 0; i < batch.size(); ++i) {
         INFO("spend " << i);
@@ -445,7 +487,7 @@ TEST_CASE("one redis_replay_store shared by two threads spends each nonce once",
     const auto race = [&](int t) {
         for (std::uint32_t k = 0; k < nonces; ++k) {
             const std::uint32_t i = t == 0 ? k : nonces - 1 - k;
-            const reason r = store.try_spend(nonce_of(i, 5), now + std::chrono::seconds{30}, now);
+            const reason r = store.try_spend(nonce_of(i, 5), issued_late, now + std::chrono::seconds{30}, now);
             if (r == reason::ok) won[t][i] = 1;
             else if (r != reason::ticket_replayed) ++errors[static_cast<std::size_t>(t)];
         }
@@ -472,17 +514,18 @@ TEST_CASE("redis_replay_store with wait_replicas fails closed without enough rep
     auto& store = created.value();
     const auto now = system_clock::now();
     // No replica acknowledges: the spend may not survive a failover, so refuse.
-    CHECK(store.try_spend(nonce_of(1), now + std::chrono::seconds{30}, now) == reason::store_unavailable);
+    CHECK(store.try_spend(nonce_of(1), issued_late, now + std::chrono::seconds{30}, now) == reason::store_unavailable);
 
     redis_server replica(free_loopback_port(), {"--replicaof", "127.0.0.1", std::to_string(primary.port())});
     REQUIRE(replica.running());
     bool acknowledged = false;
     for (std::uint32_t attempt = 0; attempt < 500 && !acknowledged; ++attempt) {
-        acknowledged = store.try_spend(nonce_of(100 + attempt), now + std::chrono::seconds{30}, now) == reason::ok;
+        acknowledged = store.try_spend(nonce_of(100 + attempt), issued_late, now + std::chrono::seconds{30}, now) ==
+                       reason::ok;
         if (!acknowledged) std::this_thread::sleep_for(milliseconds{10});
     }
     CHECK(acknowledged);
-    CHECK(store.try_spend(nonce_of(1), now + std::chrono::seconds{30}, now) == reason::ticket_replayed);
+    CHECK(store.try_spend(nonce_of(1), issued_late, now + std::chrono::seconds{30}, now) == reason::ticket_replayed);
 }
 
 TEST_CASE("redis stores authenticate, select their database and connect over a unix socket", "[redis]") {
@@ -496,20 +539,20 @@ TEST_CASE("redis stores authenticate, select their database and connect over a u
     o.connection = connection_to(server.port());
     auto no_password = wsguard::redis_replay_store::create(o);
     REQUIRE(no_password);
-    CHECK(no_password->try_spend(nonce_of(1), expires, now) == reason::store_unavailable);  // NOAUTH
+    CHECK(no_password->try_spend(nonce_of(1), issued_late, expires, now) == reason::store_unavailable);  // NOAUTH
 
     o.connection.password = "wrong";
     auto wrong_password = wsguard::redis_replay_store::create(o);
     REQUIRE(wrong_password);
-    CHECK(wrong_password->try_spend(nonce_of(1), expires, now) == reason::store_unavailable);
+    CHECK(wrong_password->try_spend(nonce_of(1), issued_late, expires, now) == reason::store_unavailable);
 
     o.connection.password = "s3cret-password";
     o.connection.database = 3;
     o.connection.unix_socket = socket_path;
     auto over_socket = wsguard::redis_replay_store::create(o);
     REQUIRE(over_socket);
-    CHECK(over_socket->try_spend(nonce_of(1), expires, now) == reason::ok);
-    CHECK(over_socket->try_spend(nonce_of(1), expires, now) == reason::ticket_replayed);
+    CHECK(over_socket->try_spend(nonce_of(1), issued_late, expires, now) == reason::ok);
+    CHECK(over_socket->try_spend(nonce_of(1), issued_late, expires, now) == reason::ticket_replayed);
 
     // The nonce landed in database 3.
     const timeval tv{1, 0};
@@ -520,7 +563,7 @@ TEST_CASE("redis stores authenticate, select their database and connect over a u
     const reply_ptr size(static_cast<redisReply*>(redisCommand(context, "DBSIZE")));
     redisFree(context);
     REQUIRE(size != nullptr);
-    CHECK(size->integer == 1);
+    CHECK(size->integer == 2);  // the nonce and the epoch record
     server.stop();
     unlink(socket_path.c_str());
 }
@@ -532,8 +575,7 @@ TEST_CASE("each nonce is spent exactly once across four processes racing on the 
     constexpr std::uint32_t nonces = 1000;
     const int port = server.port();
     const auto results = run_children(processes, [port](int child, int out) {
-        wsguard::redis_replay_store_options o;
-        o.connection = connection_to(port);
+        wsguard::redis_replay_store_options o = store_options(port);
         o.connection.command_timeout = milliseconds{2000};  // a loaded CI machine is not a failure here
         auto created = wsguard::redis_replay_store::create(o);
         if (!created) return 2;
@@ -542,7 +584,7 @@ TEST_CASE("each nonce is spent exactly once across four processes racing on the 
         for (std::uint32_t k = 0; k < nonces; ++k) {
             // Children walk in different orders so they collide all over the range.
             const std::uint32_t i = child % 2 == 0 ? k : nonces - 1 - k;
-            const reason r = created->try_spend(nonce_of(i, 77), now + std::chrono::seconds{30}, now);
+            const reason r = created->try_spend(nonce_of(i, 77), issued_late, now + std::chrono::seconds{30}, now);
             if (r == reason::ok) won[i] = 1;
             else if (r != reason::ticket_replayed) return 3;
         }
@@ -563,13 +605,12 @@ TEST_CASE("each ticket is accepted exactly once across four processes verifying 
     redis_server server;
     REQUIRE(server.running());
     constexpr std::size_t count = 1000;
-    const auto now = system_clock::now();
+    const auto now = begin_epoch(server.port());
     const std::vector<std::string> tickets = issue_tickets(count, now);
     const int port = server.port();
     // Two children verify one ticket per round trip, two in pipelined batches of 50.
     const auto results = run_children(4, [&](int child, int out) {
-        wsguard::redis_replay_store_options o;
-        o.connection = connection_to(port);
+        wsguard::redis_replay_store_options o = store_options(port);
         o.connection.command_timeout = milliseconds{2000};  // a loaded CI machine is not a failure here
         auto store = wsguard::redis_replay_store::create(o);
         if (!store) return 2;
@@ -623,7 +664,7 @@ TEST_CASE("redis_batch_verifier answers each ticket as verify would, with one ro
     redis_server server;
     REQUIRE(server.running());
     auto store = make_store(server.port());
-    const auto now = system_clock::now();
+    const auto now = begin_epoch(server.port());
     const std::vector<std::string> tickets = issue_tickets(3, now);
     auto single = wsguard::ticket_verifier<wsguard::redis_replay_store>::create(test_keys(), store);
     REQUIRE(single);
@@ -760,7 +801,7 @@ TEST_CASE("four processes sharing one redis_limiter key get the combined rate", 
     constexpr std::uint32_t burst = 50;
     constexpr auto window = milliseconds{2000};
     const int port = server.port();
-    const auto start = steady_clock::now() + milliseconds{300};
+    const auto start = steady_clock::now() + milliseconds{1000};
     const auto results = run_children(4, [&](int, int out) {
         wsguard::redis_limiter_options o;
         o.connection = connection_to(port);
@@ -769,6 +810,9 @@ TEST_CASE("four processes sharing one redis_limiter key get the combined rate", 
         o.burst = burst;
         auto created = wsguard::redis_limiter::create(o);
         if (!created) return 2;
+        // Connected before the window opens: a slow connect (valgrind, a loaded
+        // machine) must not eat into the time the rate is measured over.
+        if (created->try_acquire("warm-up").reason == reason::store_unavailable) return 5;
         std::this_thread::sleep_until(start);
         std::uint32_t allowed = 0;
         std::uint32_t refused = 0;
@@ -808,7 +852,7 @@ struct working_backends {
 
     working_backends() : store(make_store(server.port())), limiter(make_limiter(server.port(), 1000, 1000)) {
         REQUIRE(server.running());
-        REQUIRE(store.try_spend(nonce_of(1), expires, system_clock::now()) == reason::ok);
+        REQUIRE(store.try_spend(nonce_of(1), issued_late, expires, system_clock::now()) == reason::ok);
         REQUIRE(limiter.try_acquire("k").allowed());
     }
 
@@ -820,7 +864,7 @@ struct working_backends {
         bool store_back = false;
         bool limiter_back = false;
         for (int attempt = 0; attempt < 300 && !(store_back && limiter_back); ++attempt) {
-            store_back = store_back || store.try_spend(nonce, expires, system_clock::now()) == reason::ok;
+            store_back = store_back || store.try_spend(nonce, issued_late, expires, system_clock::now()) == reason::ok;
             limiter_back = limiter_back || limiter.try_acquire("k").allowed();
             if (!(store_back && limiter_back)) std::this_thread::sleep_for(milliseconds{10});
         }
@@ -838,7 +882,8 @@ TEST_CASE("decisions fail closed while Redis is stopped and recover after it res
     const auto bound = milliseconds{100 + 100 + 1000};
     for (std::uint32_t i = 0; i < 50; ++i) {
         const auto before = steady_clock::now();
-        CHECK(store.try_spend(nonce_of(1000 + i), expires, system_clock::now()) == reason::store_unavailable);
+        CHECK(store.try_spend(nonce_of(1000 + i), issued_late, expires, system_clock::now()) ==
+              reason::store_unavailable);
         CHECK(limiter.try_acquire("k").reason == reason::store_unavailable);
         CHECK(steady_clock::now() - before < 2 * bound);
         std::this_thread::sleep_for(milliseconds{2});
@@ -847,7 +892,7 @@ TEST_CASE("decisions fail closed while Redis is stopped and recover after it res
     // Redis restarted empty (no persistence here): decisions work again.
     REQUIRE(server.start());
     CHECK(b.recovers(nonce_of(2)));
-    CHECK(store.try_spend(nonce_of(2), expires, system_clock::now()) == reason::ticket_replayed);
+    CHECK(store.try_spend(nonce_of(2), issued_late, expires, system_clock::now()) == reason::ticket_replayed);
 }
 
 TEST_CASE("decisions fail closed within the timeout while Redis hangs, then recover", "[redis]") {
@@ -857,7 +902,8 @@ TEST_CASE("decisions fail closed within the timeout while Redis hangs, then reco
     server.pause();
     for (std::uint32_t i = 0; i < 5; ++i) {
         const auto before = steady_clock::now();
-        CHECK(store.try_spend(nonce_of(100 + i), expires, system_clock::now()) == reason::store_unavailable);
+        CHECK(store.try_spend(nonce_of(100 + i), issued_late, expires, system_clock::now()) ==
+              reason::store_unavailable);
         CHECK(limiter.try_acquire("k").reason == reason::store_unavailable);
         CHECK(steady_clock::now() - before < milliseconds{2 * (100 + 100) + 2000});
     }
@@ -871,10 +917,571 @@ TEST_CASE("an error answer from Redis fails closed and keeps the connection", "[
 
     // Out of memory: Redis refuses every write with an -OOM error.
     REQUIRE(admin(server.port(), {"CONFIG", "SET", "maxmemory", "1"}) != nullptr);
-    CHECK(store.try_spend(nonce_of(2), expires, system_clock::now()) == reason::store_unavailable);
+    CHECK(store.try_spend(nonce_of(2), issued_late, expires, system_clock::now()) == reason::store_unavailable);
     CHECK(limiter.try_acquire("k2").reason == reason::store_unavailable);
 
     REQUIRE(admin(server.port(), {"CONFIG", "SET", "maxmemory", "0"}) != nullptr);
-    CHECK(store.try_spend(nonce_of(2), expires, system_clock::now()) == reason::ok);
+    CHECK(store.try_spend(nonce_of(2), issued_late, expires, system_clock::now()) == reason::ok);
     CHECK(limiter.try_acquire("k2").allowed());
+}
+
+// ---------------------------------------------------------------------------
+// Eviction: the replay store refuses a Redis that may forget spent nonces.
+// ---------------------------------------------------------------------------
+
+namespace {
+
+// Log lines of a store or limiter, kept for the test to read.
+struct captured_log {
+    std::shared_ptr<std::vector<std::string>> lines = std::make_shared<std::vector<std::string>>();
+    std::function<void(std::string_view)> sink() const {
+        auto kept = lines;
+        return [kept](std::string_view line) { kept->emplace_back(line); };
+    }
+    std::size_t containing(std::string_view text) const {
+        return static_cast<std::size_t>(std::count_if(lines->begin(), lines->end(), [&](const std::string& l) {
+            return l.find(text) != std::string::npos;
+        }));
+    }
+};
+
+// Calls spend() until it answers something other than store_unavailable
+// (Redis restarting, the backoff running), at most 500 x 10 ms.
+template <class Spend>
+reason settled(Spend spend) {
+    reason r = spend();
+    for (int attempt = 0; attempt < 500 && r == reason::store_unavailable; ++attempt) {
+        std::this_thread::sleep_for(milliseconds{10});
+        r = spend();
+    }
+    return r;
+}
+
+}  // namespace
+
+TEST_CASE("redis_replay_store fails closed on an evicting maxmemory-policy, with its reason and a log line",
+          "[redis]") {
+    for (const char* policy : {"allkeys-lru", "volatile-ttl"}) {
+        INFO(policy);
+        redis_server server(free_loopback_port(), {"--maxmemory", "4mb", "--maxmemory-policy", policy});
+        REQUIRE(server.running());
+        const auto now = system_clock::now();
+
+        captured_log log;
+        auto options = store_options(server.port());
+        options.connection.log = log.sink();
+        auto created = wsguard::redis_replay_store::create(options);
+        REQUIRE(created);
+        auto& store = created.value();
+        for (int i = 0; i < 3; ++i) {
+            const reason r = store.try_spend(nonce_of(1), issued_late, now + std::chrono::seconds{30}, now);
+            CHECK(r == reason::store_evicting);
+            CHECK(wsguard::decision(r).http_status() == 503);
+            CHECK(wsguard::decision(r).close_code() == 1011);
+            std::this_thread::sleep_for(milliseconds{20});  // past the backoff: each try reconnects and re-reads
+        }
+        CHECK(all_keys(server.port()).empty());  // refused before anything was written
+        // One line (the others fall within log_interval), naming the policy, the reason and the fix.
+        REQUIRE(log.lines->size() == 1);
+        CHECK(log.containing(std::string("maxmemory-policy ") + policy) == 1);
+        CHECK(log.containing("store_evicting") == 1);
+        CHECK(log.containing("noeviction") == 1);
+
+        // The limiter runs on it (a lost bucket grants one burst) and says so.
+        captured_log limiter_log;
+        wsguard::redis_limiter_options limit;
+        limit.connection = connection_to(server.port());
+        limit.connection.log = limiter_log.sink();
+        auto limiter = wsguard::redis_limiter::create(limit);
+        REQUIRE(limiter);
+        CHECK(limiter->try_acquire("k").allowed());
+        CHECK(limiter_log.containing("extra burst") == 1);
+
+        // The loudly named option runs the store anyway, and the log says UNSAFE.
+        captured_log unsafe_log;
+        auto unsafe_options = store_options(server.port());
+        unsafe_options.allow_evicting_policy_unsafe = true;
+        unsafe_options.connection.log = unsafe_log.sink();
+        auto unsafe = wsguard::redis_replay_store::create(unsafe_options);
+        REQUIRE(unsafe);
+        CHECK(unsafe->try_spend(nonce_of(2), issued_late, now + std::chrono::seconds{30}, now) == reason::ok);
+        CHECK(unsafe->try_spend(nonce_of(2), issued_late, now + std::chrono::seconds{30}, now) ==
+              reason::ticket_replayed);
+        CHECK(unsafe_log.containing("UNSAFE") == 1);
+
+        // Fixed by the operator: the next connection reads noeviction and the store runs.
+        REQUIRE(admin(server.port(), {"CONFIG", "SET", "maxmemory-policy", "noeviction"}) != nullptr);
+        CHECK(settled([&] {
+                  const reason r =
+                      store.try_spend(nonce_of(3), issued_late, now + std::chrono::seconds{30}, now);
+                  return r == reason::store_evicting ? reason::store_unavailable : r;
+              }) == reason::ok);
+    }
+}
+
+TEST_CASE("redis_replay_store fails closed when INFO is disabled, and needs no CONFIG command", "[redis]") {
+    const auto now = system_clock::now();
+    {
+        redis_server server(free_loopback_port(), {"--rename-command", "INFO", ""});
+        REQUIRE(server.running());
+        captured_log log;
+        auto options = store_options(server.port());
+        options.connection.log = log.sink();
+        auto store = wsguard::redis_replay_store::create(options);
+        REQUIRE(store);
+        CHECK(store->try_spend(nonce_of(1), issued_late, now + std::chrono::seconds{30}, now) ==
+              reason::store_policy_unknown);
+        CHECK(log.containing("did not report maxmemory-policy") == 1);
+        CHECK(log.containing("store_policy_unknown") == 1);
+    }
+    {
+        // As on managed services: CONFIG renamed away, INFO memory still answers.
+        redis_server server(free_loopback_port(), {"--rename-command", "CONFIG", ""});
+        REQUIRE(server.running());
+        auto store = make_store(server.port());
+        CHECK(store.try_spend(nonce_of(1), issued_late, now + std::chrono::seconds{30}, now) == reason::ok);
+    }
+}
+
+TEST_CASE("the log hook writes one line per kind per log_interval and counts the lines it left out", "[redis]") {
+    redis_server server(free_loopback_port(), {"--maxmemory-policy", "allkeys-lru"});
+    REQUIRE(server.running());
+    const auto now = system_clock::now();
+    const auto attempts = [&](milliseconds interval, int count) {
+        captured_log log;
+        auto options = store_options(server.port());
+        options.connection.log = log.sink();
+        options.connection.log_interval = interval;
+        auto store = wsguard::redis_replay_store::create(options);
+        REQUIRE(store);
+        for (int i = 0; i < count; ++i) {
+            CHECK(store->try_spend(nonce_of(1), issued_late, now + std::chrono::seconds{30}, now) ==
+                  reason::store_evicting);
+            std::this_thread::sleep_for(milliseconds{120});  // past the longest backoff of these tests
+        }
+        return log;
+    };
+    CHECK(attempts(milliseconds{60'000}, 4).lines->size() == 1);
+    const captured_log every = attempts(milliseconds{0}, 3);
+    CHECK(every.lines->size() == 3);
+
+    // The interval on an injected clock: lines of one kind inside it are left
+    // out and counted; another kind has its own interval.
+    captured_log direct;
+    wsguard::detail::redis_log log(direct.sink(), milliseconds{1000});
+    const auto t0 = steady_clock::now();
+    using kind = wsguard::detail::redis_log_kind;
+    log.write(kind::memory_policy, t0, "policy 1");
+    log.write(kind::memory_policy, t0 + milliseconds{500}, "policy 2");
+    log.write(kind::epoch, t0 + milliseconds{600}, "epoch 1");
+    log.write(kind::memory_policy, t0 + milliseconds{999}, "policy 3");
+    log.write(kind::memory_policy, t0 + milliseconds{1000}, "policy 4");
+    log.write(kind::memory_policy, t0 + milliseconds{1500}, "policy 5");
+    const std::vector<std::string> expected = {"policy 1", "epoch 1", "policy 4 (2 similar lines left out)"};
+    CHECK(*direct.lines == expected);
+}
+
+TEST_CASE("with noeviction and memory full, no spent nonce is accepted again", "[redis]") {
+    redis_server server(free_loopback_port(), {"--maxmemory", "3mb", "--maxmemory-policy", "noeviction"});
+    REQUIRE(server.running());
+    auto store = make_store(server.port());
+    const auto now = system_clock::now();
+    const auto expires = now + std::chrono::seconds{30};
+    constexpr std::uint32_t spent = 200;
+    for (std::uint32_t i = 0; i < spent; ++i)
+        REQUIRE(store.try_spend(nonce_of(i), issued_late, expires, now) == reason::ok);
+
+    // Ordinary traffic fills memory until Redis refuses writes (OOM).
+    const std::string filler(64 * 1024, 'x');
+    bool full = false;
+    for (int i = 0; i < 200 && !full; ++i) {
+        const reply_ptr r = admin(server.port(), {"SET", "filler:" + std::to_string(i), filler});
+        REQUIRE(r != nullptr);
+        full = r->type == REDIS_REPLY_ERROR;
+    }
+    REQUIRE(full);
+
+    std::uint32_t replayed = 0;
+    std::uint32_t unavailable = 0;
+    for (std::uint32_t i = 0; i < spent; ++i) {
+        const reason r = store.try_spend(nonce_of(i), issued_late, expires, now);
+        CHECK(r != reason::ok);
+        if (r == reason::ticket_replayed) ++replayed;
+        if (r == reason::store_unavailable) ++unavailable;  // OOM: the script may not write
+    }
+    CAPTURE(replayed, unavailable);
+    CHECK(replayed + unavailable == spent);
+    // A fresh nonce is refused when Redis cannot write, or accepted only once remembered.
+    if (store.try_spend(nonce_of(spent), issued_late, expires, now) == reason::ok)
+        CHECK(store.try_spend(nonce_of(spent), issued_late, expires, now) == reason::ticket_replayed);
+}
+
+// ---------------------------------------------------------------------------
+// Epochs: a Redis that lost its data is detected.
+// ---------------------------------------------------------------------------
+
+TEST_CASE("after Redis lost its data, tickets issued before are refused as after a restart of the in-memory store",
+          "[redis]") {
+    struct row {
+        const char* what;
+        void (*lose)(redis_server&);
+    };
+    const row rows[] = {
+        {"restart without persistence", [](redis_server& s) { s.stop(); REQUIRE(s.start()); }},
+        {"FLUSHALL", [](redis_server& s) { REQUIRE(admin(s.port(), {"FLUSHALL"}) != nullptr); }},
+        {"FLUSHDB", [](redis_server& s) { REQUIRE(admin(s.port(), {"FLUSHDB"}) != nullptr); }},
+        {"the epoch record alone evicted", [](redis_server& s) {
+             REQUIRE(admin(s.port(), {"DEL", "wsguard:nonce:epoch"}) != nullptr);
+         }},
+    };
+    for (const row& r : rows) {
+        INFO(r.what);
+        redis_server server;
+        REQUIRE(server.running());
+        auto store = make_store(server.port());
+        auto verifier = wsguard::ticket_verifier<wsguard::redis_replay_store>::create(test_keys(), store);
+        REQUIRE(verifier);
+        const std::string origin = "https://app.example.com";
+        const std::string audience = "api.example.com/chat";
+        wsguard::ticket_claims claims;
+        const auto verify = [&](const std::string& ticket) {
+            return settled(
+                [&] { return verifier->verify(ticket, origin, audience, claims, system_clock::now()).reason; });
+        };
+
+        const system_clock::time_point first = begin_epoch(server.port());
+        CHECK(store.accepts_issued_after() == system_clock::time_point::min());  // not yet looked
+        const std::vector<std::string> old = issue_tickets(2, first);
+        CHECK(verify(old[0]) == reason::ok);
+        CHECK(store.accepts_issued_after() == first);  // adopted the epoch another store began
+
+        r.lose(server);
+
+        // Spent before the loss, or never spent: both issued before the new epoch.
+        CHECK(verify(old[0]) == reason::ticket_before_store_start);
+        CHECK(verify(old[1]) == reason::ticket_before_store_start);
+        const system_clock::time_point second = store.accepts_issued_after();
+        CHECK(second > first);
+        // The record holds Redis's own clock: the new bound is near this machine's now.
+        CHECK(second - system_clock::now() < std::chrono::seconds{2});
+        CHECK(system_clock::now() - second < std::chrono::seconds{2});
+
+        // Tickets issued after the new epoch work once, as before.
+        const std::vector<std::string> fresh = issue_tickets(1, second);
+        CHECK(verify(fresh[0]) == reason::ok);
+        CHECK(verify(fresh[0]) == reason::ticket_replayed);
+        // The early refusal by accepts_issued_after() answers without Redis.
+        server.stop();
+        CHECK(verifier->verify(old[1], origin, audience, claims, system_clock::now()).reason ==
+              reason::ticket_before_store_start);
+    }
+}
+
+TEST_CASE("a moved-from redis_replay_store fails closed", "[redis]") {
+    redis_server server;
+    REQUIRE(server.running());
+    auto store = make_store(server.port());
+    const auto now = system_clock::now();
+    wsguard::redis_replay_store moved = std::move(store);
+    // Using the moved-from object is the point of this test.
+    CHECK(store.try_spend(nonce_of(1), issued_late, now + std::chrono::seconds{30}, now) ==
+          reason::store_unavailable);
+    CHECK(moved.try_spend(nonce_of(1), issued_late, now + std::chrono::seconds{30}, now) == reason::ok);
+}
+
+TEST_CASE("a spend is one EVALSHA, and one EVAL after Redis forgot the script", "[redis]") {
+    redis_server server;
+    REQUIRE(server.running());
+    auto store = make_store(server.port());
+    const auto now = system_clock::now();
+    const auto expires = now + std::chrono::seconds{30};
+    REQUIRE(store.try_spend(nonce_of(0), issued_late, expires, now) == reason::ok);  // connects
+    const auto calls = [&](const char* command) {
+        const reply_ptr info = admin(server.port(), {"INFO", "commandstats"});
+        REQUIRE(info != nullptr);
+        REQUIRE(info->type == REDIS_REPLY_STRING);
+        const std::string_view value = wsguard::detail::redis_info_field(
+            std::string_view(info->str, info->len), std::string("cmdstat_") + command);
+        const std::size_t at = value.find("calls=");
+        return at == std::string_view::npos ? 0 : std::atoi(std::string(value.substr(at + 6)).c_str());
+    };
+    REQUIRE(admin(server.port(), {"CONFIG", "RESETSTAT"}) != nullptr);
+    for (std::uint32_t i = 1; i <= 10; ++i)
+        CHECK(store.try_spend(nonce_of(i), issued_late, expires, now) == reason::ok);
+    CHECK(calls("evalsha") == 10);
+    CHECK(calls("eval") == 0);
+    CHECK(calls("script") == 0);
+
+    REQUIRE(admin(server.port(), {"SCRIPT", "FLUSH"}) != nullptr);
+    CHECK(store.try_spend(nonce_of(11), issued_late, expires, now) == reason::ok);  // NOSCRIPT, then EVAL
+    CHECK(calls("eval") == 1);
+    CHECK(store.try_spend(nonce_of(12), issued_late, expires, now) == reason::ok);
+    CHECK(calls("eval") == 1);  // EVAL cached it again: EVALSHA from here on
+    CHECK(store.try_spend(nonce_of(11), issued_late, expires, now) == reason::ticket_replayed);
+
+    // A batch after Redis forgot the script: every spend is sent again with EVAL, once.
+    REQUIRE(admin(server.port(), {"SCRIPT", "FLUSH"}) != nullptr);
+    std::vector<wsguard::redis_spend> batch;
+    for (std::uint32_t i = 20; i < 30; ++i)
+        batch.push_back({nonce_of(i), issued_late, expires, reason::internal_error});
+    batch.push_back({nonce_of(12), issued_late, expires, reason::internal_error});  // spent above
+    store.try_spend_batch(batch.data(), batch.size(), now);
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+        INFO("spend " << i);
+        CHECK(batch[i].outcome == (i + 1 == batch.size() ? reason::ticket_replayed : reason::ok));
+    }
+    CHECK(calls("eval") == 1 + 11);
+}
+
+namespace {
+
+// Verifier processes for the data-loss races: each child owns its own
+// redis_replay_store (its own connection) and ticket_verifier. The parent sends
+// every child the same list of tickets, lets them go at once, may break Redis
+// meanwhile, then collects each child's final answer per ticket (a
+// store_unavailable answer is retried, as a client retries a 503) and the
+// accepts_issued_after() each child ended with.
+class verifier_processes {
+public:
+    struct answers {
+        std::vector<reason> outcome;  // per ticket, in list order
+        long long accepts_after_ms = 0;
+    };
+
+    verifier_processes(int port, int count) {
+        for (int c = 0; c < count; ++c) {
+            int down[2];
+            int up[2];
+            // Close-on-exec: a redis-server the test (re)starts later must not
+            // hold these pipes open, or a child would never see their end.
+            REQUIRE(pipe2(down, O_CLOEXEC) == 0);
+            REQUIRE(pipe2(up, O_CLOEXEC) == 0);
+            const pid_t pid = fork();
+            REQUIRE(pid >= 0);
+            if (pid == 0) {
+                close(down[1]);
+                close(up[0]);
+                for (const child& other : children_) {  // only this child's pipes stay open
+                    close(other.to);
+                    close(other.from);
+                }
+                _exit(serve(port, c, down[0], up[1]));
+            }
+            close(down[0]);
+            close(up[1]);
+            children_.push_back({pid, down[1], up[0]});
+        }
+    }
+    ~verifier_processes() {
+        for (const child& c : children_) {
+            const std::uint32_t stop[2] = {0, 0};  // an empty list: the child exits
+            static_cast<void>(write_all(c.to, stop, sizeof stop));
+            close(c.to);
+            close(c.from);
+            waitpid(c.pid, nullptr, 0);
+        }
+    }
+    verifier_processes(const verifier_processes&) = delete;
+    verifier_processes& operator=(const verifier_processes&) = delete;
+
+    // Sends the list to every child; they start together once all have it, and
+    // pause `pace` after each ticket (so that a loss the parent causes meanwhile
+    // lands mid-run).
+    void start(const std::vector<std::string>& tickets, std::chrono::microseconds pace = {}) {
+        count_ = tickets.size();
+        for (const child& c : children_) {
+            const std::uint32_t header[2] = {static_cast<std::uint32_t>(tickets.size()),
+                                             static_cast<std::uint32_t>(pace.count())};
+            REQUIRE(write_all(c.to, header, sizeof header));
+            for (const std::string& t : tickets) {
+                const auto size = static_cast<std::uint16_t>(t.size());
+                REQUIRE(write_all(c.to, &size, sizeof size));
+                REQUIRE(write_all(c.to, t.data(), t.size()));
+            }
+        }
+        for (const child& c : children_) {
+            const char go = 'g';
+            REQUIRE(write_all(c.to, &go, 1));
+        }
+    }
+
+    std::vector<answers> finish() {
+        std::vector<answers> all;
+        for (const child& c : children_) {
+            answers a;
+            std::vector<std::uint16_t> codes(count_);
+            REQUIRE(read_all(c.from, codes.data(), codes.size() * sizeof(std::uint16_t)));
+            REQUIRE(read_all(c.from, &a.accepts_after_ms, sizeof a.accepts_after_ms));
+            for (std::uint16_t code : codes) a.outcome.push_back(static_cast<reason>(code));
+            all.push_back(std::move(a));
+        }
+        return all;
+    }
+
+private:
+    struct child {
+        pid_t pid;
+        int to;
+        int from;
+    };
+
+    // The child's loop: no Catch2 here, only exit codes.
+    static int serve(int port, int index, int in, int out) {
+        wsguard::redis_replay_store_options o = store_options(port);
+        o.connection.command_timeout = milliseconds{2000};  // a loaded CI machine is not a failure here
+        auto store = wsguard::redis_replay_store::create(o);
+        if (!store) return 2;
+        auto verifier = wsguard::ticket_verifier<wsguard::redis_replay_store>::create(test_keys(), *store);
+        if (!verifier) return 2;
+        wsguard::ticket_claims claims;
+        for (;;) {
+            std::uint32_t header[2] = {0, 0};
+            if (!read_all(in, header, sizeof header) || header[0] == 0) return 0;
+            const std::uint32_t n = header[0];
+            std::vector<std::string> tickets(n);
+            for (std::string& t : tickets) {
+                std::uint16_t size = 0;
+                if (!read_all(in, &size, sizeof size)) return 3;
+                t.resize(size);
+                if (!read_all(in, t.data(), size)) return 3;
+            }
+            char go = 0;
+            if (!read_all(in, &go, 1)) return 3;
+            std::vector<std::uint16_t> codes(n);
+            for (std::uint32_t k = 0; k < n; ++k) {
+                // Children walk in opposite orders so they collide all over the list.
+                const std::uint32_t i = index % 2 == 0 ? k : n - 1 - k;
+                const reason r = settled([&] {
+                    return verifier->verify(tickets[i], "https://app.example.com", "api.example.com/chat", claims,
+                                            system_clock::now())
+                        .reason;
+                });
+                codes[i] = static_cast<std::uint16_t>(r);
+                if (header[1] != 0) std::this_thread::sleep_for(std::chrono::microseconds{header[1]});
+            }
+            const auto after = store->accepts_issued_after();
+            const long long after_ms =
+                after == system_clock::time_point::min()
+                    ? std::numeric_limits<long long>::min()
+                    : std::chrono::duration_cast<milliseconds>(after.time_since_epoch()).count();
+            if (!write_all(out, codes.data(), codes.size() * sizeof(std::uint16_t)) ||
+                !write_all(out, &after_ms, sizeof after_ms))
+                return 4;
+        }
+    }
+
+    std::vector<child> children_;
+    std::size_t count_ = 0;
+};
+
+// Waits (bounded: 2000 x 1 ms) until Redis holds at least `keys` keys: the
+// children are mid-run.
+void wait_for_keys(int port, long long keys) {
+    for (int attempt = 0; attempt < 2000; ++attempt) {
+        const reply_ptr size = admin(port, {"DBSIZE"});
+        if (size != nullptr && size->type == REDIS_REPLY_INTEGER && size->integer >= keys) return;
+        std::this_thread::sleep_for(milliseconds{1});
+    }
+}
+
+system_clock::time_point from_ms(long long ms) { return system_clock::time_point(milliseconds{ms}); }
+
+}  // namespace
+
+TEST_CASE("two processes accept no ticket twice while Redis restarts empty and is flushed, mid-run and between runs",
+          "[redis]") {
+    redis_server server;
+    REQUIRE(server.running());
+    const int port = server.port();
+    constexpr std::size_t batch = 300;
+    std::map<std::string, int> accepted;       // ticket -> times accepted, over every phase and process
+    std::map<reason, std::size_t> refused;     // every refusal, counted by reason
+    std::vector<std::vector<std::string>> sets;
+    verifier_processes children(port, 2);
+    const auto nothing = [] {};
+
+    // Runs one phase over `tickets`; `meanwhile` breaks Redis while the
+    // children verify. Answers the bound both children ended with (it must be
+    // the same: they adopted the same epoch).
+    const auto phase = [&](const char* name, const std::vector<std::string>& tickets, auto meanwhile) {
+        INFO(name);
+        constexpr bool mid_run = !std::is_same_v<decltype(meanwhile), decltype(nothing)>;
+        children.start(tickets, std::chrono::microseconds{mid_run ? 2000 : 0});
+        meanwhile();
+        const auto answers = children.finish();
+        REQUIRE(answers.size() == 2);
+        for (const auto& a : answers) {
+            for (std::size_t i = 0; i < tickets.size(); ++i) {
+                if (a.outcome[i] == reason::ok) ++accepted[tickets[i]];
+                else ++refused[a.outcome[i]];
+            }
+        }
+        CHECK(answers[0].accepts_after_ms == answers[1].accepts_after_ms);
+        return answers;
+    };
+    const auto issue_after = [&](const auto& answers) {
+        sets.push_back(issue_tickets(batch, from_ms(answers[0].accepts_after_ms)));
+        return sets.back();
+    };
+
+    // 1. A race on fresh tickets: each accepted exactly once.
+    const std::vector<std::string> a = issue_tickets(batch, begin_epoch(port));
+    const auto first = phase("race", a, nothing);
+    for (const std::string& t : a) REQUIRE(accepted[t] == 1);
+
+    // 2. Redis restarted empty between runs: every ticket of before is refused,
+    //    with ticket_before_store_start, by both processes; both find the loss
+    //    and adopt one new epoch.
+    server.stop();
+    REQUIRE(server.start());
+    const auto refused_before = refused[reason::ticket_before_store_start];
+    const auto second = phase("after an empty restart", a, nothing);
+    CHECK(refused[reason::ticket_before_store_start] - refused_before == 2 * batch);
+    CHECK(second[0].accepts_after_ms > first[0].accepts_after_ms);
+
+    // 3. FLUSHALL while both verify fresh tickets: a spend in flight is before
+    //    or after the flush, never both.
+    const std::vector<std::string> b = issue_after(second);
+    const auto third = phase("FLUSHALL mid-run", b, [&] {
+        wait_for_keys(port, batch / 4);
+        REQUIRE(admin(port, {"FLUSHALL"}) != nullptr);
+    });
+    // Paced at 2 ms a ticket, the children are still running when the flush lands.
+    CHECK(third[0].accepts_after_ms > second[0].accepts_after_ms);
+
+    // 4. An empty restart (SIGTERM) while both verify fresh tickets; the
+    //    children retry the answers they lost with the connection.
+    const std::vector<std::string> c = issue_after(third);
+    const auto fourth = phase("empty restart mid-run", c, [&] {
+        wait_for_keys(port, batch / 4);
+        server.stop();
+        REQUIRE(server.start());
+    });
+    CHECK(fourth[0].accepts_after_ms > third[0].accepts_after_ms);
+
+    // 5. Everything seen so far once more, then fresh tickets: the old ones are
+    //    all refused, the fresh ones accepted exactly once.
+    std::vector<std::string> everything = a;
+    everything.insert(everything.end(), b.begin(), b.end());
+    everything.insert(everything.end(), c.begin(), c.end());
+    const auto before_replays = accepted;
+    const auto fifth = phase("everything again", everything, nothing);
+    CHECK(accepted == before_replays);
+    CHECK(fifth[0].accepts_after_ms == fourth[0].accepts_after_ms);
+    const std::vector<std::string> d = issue_after(fifth);
+    phase("fresh after the losses", d, nothing);
+    for (const std::string& t : d) CHECK(accepted[t] == 1);
+
+    // Zero tickets accepted twice, over every phase and both processes.
+    std::size_t twice = 0;
+    for (const auto& [ticket, times] : accepted) twice += times > 1 ? 1 : 0;
+    CHECK(twice == 0);
+    std::printf("data-loss race, 2 processes: %zu tickets accepted once, %zu twice; refused:", accepted.size(), twice);
+    for (const auto& [why, n] : refused) std::printf(" %s %zu", wsguard::to_string(why), n);
+    std::printf("\n");
+    // Every refusal is one the store explains; none is a failure to answer.
+    for (const auto& [why, n] : refused) {
+        INFO(wsguard::to_string(why));
+        CHECK((why == reason::ticket_replayed || why == reason::ticket_before_store_start));
+    }
 }

@@ -916,6 +916,44 @@ TEST_CASE("the verifier gives the store its prefetch hint when it has one, and w
     CHECK(hinted.hinted[2] == hinted.spent[0]);
 }
 
+namespace {
+// A store whose start moves while it runs (as the Redis store's after a data
+// loss): it spends with the ticket's issue time and judges it itself.
+struct moving_start_store {
+    clock_type::time_point start = clock_type::time_point::min();  // the store's own, current start
+    std::vector<clock_type::time_point> issued;                     // what the verifier passed
+    reason try_spend(const wsguard::ticket_nonce&, clock_type::time_point issued_at, clock_type::time_point,
+                     clock_type::time_point) noexcept {
+        issued.push_back(issued_at);
+        return issued_at < start ? reason::ticket_before_store_start : reason::ok;
+    }
+    // What the store last told anyone: lags behind `start` on purpose.
+    clock_type::time_point accepts_issued_after() const noexcept { return clock_type::time_point::min(); }
+};
+}  // namespace
+
+TEST_CASE("the verifier spends with the ticket's issue time when the store's start can move", "[tickets]") {
+    static_assert(wsguard::detail::replay_store_spends_with_issued_at<moving_start_store>::value, "");
+    static_assert(!wsguard::detail::replay_store_spends_with_issued_at<minimal_store>::value, "");
+    static_assert(!wsguard::detail::replay_store_spends_with_issued_at<wsguard::memory_replay_store>::value, "");
+
+    const wsguard::ticket_issuer issuer = make_issuer(default_ring());
+    const std::string before = issue(issuer, t0);
+    const std::string after = issue(issuer, t0 + 2s);
+    moving_start_store store;
+    auto verifier = wsguard::ticket_verifier<moving_start_store>::create(default_ring(), store).value();
+    wsguard::ticket_claims claims;
+    const auto verify = [&](const std::string& t) {
+        return verifier.verify(t, "https://app.example.com", "api.example.com/chat", claims, t0 + 3s).reason;
+    };
+    store.start = t0 + 1s;  // the start moved after accepts_issued_after() was last read
+    CHECK(verify(before) == reason::ticket_before_store_start);
+    CHECK(claims.subject().empty());
+    CHECK(verify(after) == reason::ok);
+    const std::vector<clock_type::time_point> expected = {t0, t0 + 2s};
+    CHECK(store.issued == expected);
+}
+
 TEST_CASE("memory_replay_store's prefetch changes nothing, even on a moved-from store", "[tickets]") {
     wsguard::memory_replay_store store = make_store(16);
     for (std::uint64_t n = 0; n < 200; ++n) {

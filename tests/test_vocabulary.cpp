@@ -84,6 +84,8 @@ TEST_CASE("to_string of every reason is pinned and never changes", "[vocabulary]
         {reason::store_unavailable, 901, "store_unavailable"},
         {reason::random_unavailable, 902, "random_unavailable"},
         {reason::internal_error, 903, "internal_error"},
+        {reason::store_evicting, 904, "store_evicting"},
+        {reason::store_policy_unknown, 905, "store_policy_unknown"},
     };
     // Every reason in the library's table is pinned here, and vice versa.
     REQUIRE(table.size() == std::size(wsguard::detail::reason_table));

@@ -9,9 +9,36 @@
 // header <wsguard.hpp> never includes it and stays dependency-free.
 //
 //   wsguard::redis_replay_store  the ReplayStore of ticket_verifier, shared by every
-//                                server: SET <prefix><hex(nonce)> 1 NX PX <ttl>.
+//                                server: one Lua script per spend checks the epoch
+//                                and runs SET <prefix><hex(nonce)> 1 NX PX <ttl>.
 //   wsguard::redis_limiter       a keyed GCRA limiter whose decision is one atomic
 //                                Lua script on the Redis server's clock (TIME).
+// Operations (durability, eviction, failover, what the log says):
+// docs/redis-operations.md.
+//
+// Eviction. Each new connection reads maxmemory-policy from INFO memory (which
+// works where CONFIG is renamed or disabled) and loads its script, in one
+// pipelined round trip. A policy that evicts keys (allkeys-*, volatile-*)
+// would forget spent nonces: the replay store refuses that connection, logs
+// why, and answers store_evicting (store_policy_unknown when INFO does not name
+// a policy) until a reconnect finds noeviction, unless
+// allow_evicting_policy_unsafe is set. The limiter runs on any policy (a lost
+// bucket grants one extra burst) and logs it.
+//
+// Epochs: a Redis that lost its data is detected. The store keeps a record
+// <prefix>epoch in Redis, begun with SET NX on Redis's own clock (TIME), and
+// every spend is one script that reads it, begins a new one when it is missing
+// (a restart without persistence, FLUSHALL, a failover to an empty replica),
+// refuses a ticket issued before the epoch began (+ issuer_clock_skew) with
+// ticket_before_store_start, and only then SET NX PX the nonce. Scripts run
+// alone on Redis, so two servers that both find the record missing adopt the
+// one the first began, and a spend is entirely before or entirely after a
+// loss. A nonce spent before the loss belongs to a ticket issued before the
+// new epoch: it cannot be accepted again. The script is called with EVALSHA
+// (one round trip) and sent again with EVAL when Redis forgot it.
+// A partial loss that keeps the record (an RDB snapshot older than the last
+// spends, AOF everysec's last second, a failover to a lagging replica) is not
+// detected: that is what AOF fsync always and wait_replicas are for.
 //
 // Failing closed. When Redis is unreachable, slower than the configured timeout,
 // or answers an error, every decision is store_unavailable (HTTP 503, close 1011):
@@ -19,7 +46,7 @@
 // and a limiter never waves traffic through. Nothing waits without bound: opening
 // a connection waits at most connect_timeout, and each reply at most
 // command_timeout (a decision reads one or two replies, plus AUTH / SELECT on a
-// new connection and SCRIPT LOAD once per limiter). A broken connection is dropped and re-opened
+// new connection, and INFO memory + SCRIPT LOAD pipelined). A broken connection is dropped and re-opened
 // lazily by a later decision, after a backoff that doubles up to
 // max_reconnect_backoff, so a dead Redis is not hammered and decisions recover by
 // themselves once it is back.
@@ -36,13 +63,13 @@
 // block even that long can run verify() on a worker thread and complete uWS's async
 // upgrade (res->upgrade) through Loop::defer.
 //
-// Failover and one-time use. Redis replication is asynchronous: a SET NX that the
+// Failover and one-time use. Redis replication is asynchronous: a spend that the
 // primary acknowledged can be lost if the primary dies before a replica received
 // it and that replica is promoted. The same ticket can then be accepted once more,
 // until it expires. Two bounds: tickets are short-lived (default 30 s), so the
 // window of a replay after a failover is at most the ticket lifetime; and
 // wait_replicas = N makes each spend wait (WAIT N wait_timeout, pipelined with the
-// SET) until N replicas acknowledged it, failing closed otherwise. WAIT does not
+// script) until N replicas acknowledged it, failing closed otherwise. WAIT does not
 // make Redis strongly consistent, but a failover that promotes the most up-to-date
 // replica (as Sentinel does) then keeps every acknowledged spend.
 //
@@ -69,12 +96,15 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <functional>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -98,6 +128,12 @@ struct redis_connection_options {
     std::chrono::milliseconds reconnect_backoff{25};        // first wait after a failure
     std::chrono::milliseconds max_reconnect_backoff{1000};  // the doubling stops here
     bool guard_sigpipe = true;       // see "Signals" above
+    // Where the backend reports what an operator must act on (an evicting
+    // maxmemory-policy, a detected loss of Redis's data): one line, no newline,
+    // called from the deciding thread. Empty: standard error. At most one line
+    // of each kind per log_interval; the next one counts those left out.
+    std::function<void(std::string_view line)> log;
+    std::chrono::milliseconds log_interval{10'000};
 };
 
 struct redis_replay_store_options {
@@ -114,6 +150,15 @@ struct redis_replay_store_options {
     // N replicas acknowledged it, at most wait_timeout, else store_unavailable.
     int wait_replicas = 0;
     std::chrono::milliseconds wait_timeout{10};  // must be below connection.command_timeout
+    // Data loss (see "Epochs" above): after Redis lost its data, tickets issued
+    // before the new epoch's start + issuer_clock_skew are refused. Cover how far
+    // an issuer's clock may run ahead of the clock of any Redis host you run.
+    std::chrono::milliseconds issuer_clock_skew{5'000};
+    // A Redis whose maxmemory-policy evicts keys (allkeys-*, volatile-*), or
+    // whose policy cannot be read, forgets spent nonces: the store refuses to run
+    // on it (store_evicting, store_policy_unknown). true runs anyway, and an
+    // evicted nonce lets its ticket be accepted again. Never in production.
+    bool allow_evicting_policy_unsafe = false;
 };
 
 struct redis_limiter_options {
@@ -126,9 +171,12 @@ struct redis_limiter_options {
     std::uint32_t burst = 20;  // requests that pass at once from idle
 };
 
-// One nonce of a pipelined batch: in nonce and expires_at, out outcome.
+// One nonce of a pipelined batch: in nonce, issued_at and expires_at, out outcome.
+// issued_at is the ticket's issue time (ticket_claims::issued_at()); left at its
+// default the spend is refused (ticket_before_store_start), never waved through.
 struct redis_spend {
     ticket_nonce nonce{};
+    std::chrono::system_clock::time_point issued_at = std::chrono::system_clock::time_point::min();
     std::chrono::system_clock::time_point expires_at{};
     reason outcome = reason::store_unavailable;
 };
@@ -187,6 +235,8 @@ inline std::string redis_validate_connection(const redis_connection_options& o) 
     if (!in(o.reconnect_backoff, milliseconds{0}, milliseconds{60'000}) ||
         !in(o.max_reconnect_backoff, o.reconnect_backoff, milliseconds{600'000}))
         return "redis: need 0 <= reconnect_backoff <= max_reconnect_backoff <= 600 s";
+    if (!in(o.log_interval, milliseconds{0}, milliseconds{3'600'000}))
+        return "redis: log_interval must be 0 to 1 h";
     return {};
 }
 
@@ -257,53 +307,151 @@ private:
     sigset_t old_{};
 };
 
+// Reads one reply; nullptr when the connection failed or timed out.
+inline redis_reply_ptr redis_read(redisContext* context) noexcept {
+    void* reply = nullptr;
+    if (redisGetReply(context, &reply) != REDIS_OK) return nullptr;
+    return redis_reply_ptr(static_cast<redisReply*>(reply));
+}
+
+// Rate-limited operator log lines: at most one per kind per interval, the next
+// one saying how many were left out. Used under the link's mutex only.
+enum class redis_log_kind : std::uint8_t { memory_policy = 0, epoch = 1 };
+
+class redis_log {
+public:
+    redis_log(std::function<void(std::string_view)> sink, std::chrono::milliseconds interval) noexcept
+        : sink_(std::move(sink)), interval_(interval) {}
+
+    void write(redis_log_kind kind, std::chrono::steady_clock::time_point now, std::string_view line) noexcept {
+        const auto k = static_cast<std::size_t>(kind);
+        if (written_[k] && now - last_[k] < interval_) {
+            ++left_out_[k];
+            return;
+        }
+        written_[k] = true;
+        last_[k] = now;
+        char text[640];
+        int n = std::snprintf(text, sizeof text, "%.*s", static_cast<int>(line.size()), line.data());
+        if (left_out_[k] > 0 && n > 0 && static_cast<std::size_t>(n) < sizeof text) {
+            const int more = std::snprintf(text + n, sizeof text - static_cast<std::size_t>(n),
+                                           " (%llu similar lines left out)", left_out_[k]);
+            if (more > 0) n += more;
+        }
+        left_out_[k] = 0;
+        const std::string_view out(text, std::min(static_cast<std::size_t>(n > 0 ? n : 0), sizeof text - 1));
+        if (sink_) {
+            sink_(out);
+        } else {
+            std::fprintf(stderr, "%.*s\n", static_cast<int>(out.size()), out.data());
+        }
+    }
+
+private:
+    std::function<void(std::string_view)> sink_;
+    std::chrono::milliseconds interval_;
+    std::array<bool, 2> written_{};
+    std::array<std::chrono::steady_clock::time_point, 2> last_{};
+    std::array<unsigned long long, 2> left_out_{};
+};
+
+// What `INFO memory` says about eviction.
+enum class redis_memory_policy : std::uint8_t { unknown, noeviction, evicting };
+
+// The value of maxmemory_policy in an INFO reply, or empty.
+inline std::string_view redis_info_field(std::string_view info, std::string_view field) noexcept {
+    for (std::size_t at = 0; at < info.size();) {
+        std::size_t end = info.find('\n', at);
+        if (end == std::string_view::npos) end = info.size();
+        std::string_view line = info.substr(at, end - at);
+        if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+        if (line.size() > field.size() && line.compare(0, field.size(), field) == 0 && line[field.size()] == ':')
+            return line.substr(field.size() + 1);
+        at = end + 1;
+    }
+    return {};
+}
+
+inline redis_memory_policy redis_classify_policy(std::string_view policy) noexcept {
+    if (policy == "noeviction") return redis_memory_policy::noeviction;
+    if (policy.rfind("allkeys-", 0) == 0 || policy.rfind("volatile-", 0) == 0) return redis_memory_policy::evicting;
+    return redis_memory_policy::unknown;
+}
+
+// What a new connection must satisfy beyond AUTH and SELECT.
+struct redis_link_requirements {
+    const char* component;          // names the owner in log lines
+    bool refuse_evicting;           // an evicting or unreadable maxmemory-policy fails closed
+    bool unsafe_accepted;           // refuse_evicting was waived by an _unsafe option (log says so)
+    std::string_view script;        // loaded (SCRIPT LOAD) on every connection
+};
+
 // One connection to Redis, opened lazily and re-opened after a failure once the
-// backoff has passed. Every use holds the mutex.
+// backoff has passed. Every use holds the mutex. Each connection first reads
+// maxmemory-policy (INFO memory, which works where CONFIG is renamed or
+// disabled) and loads the owner's Lua script, in one pipelined round trip.
 class redis_link {
 public:
-    explicit redis_link(redis_connection_options options) noexcept
-        : options_(std::move(options)), backoff_(options_.reconnect_backoff) {}
+    redis_link(redis_connection_options options, redis_link_requirements requirements) noexcept
+        : options_(std::move(options)),
+          requirements_(requirements),
+          log_(options_.log, options_.log_interval),
+          backoff_(options_.reconnect_backoff) {}
     ~redis_link() {
         if (context_ != nullptr) redisFree(context_);
     }
     redis_link(const redis_link&) = delete;
     redis_link& operator=(const redis_link&) = delete;
 
-    // Runs exchange(redisContext*) -> R with a live connection, or returns
-    // unavailable without waiting when there is none and the backoff has not
-    // passed. A connection that failed during the exchange is dropped.
-    template <class R, class Exchange>
-    R run(std::chrono::steady_clock::time_point now, R unavailable, Exchange&& exchange) noexcept {
+    // Runs exchange(redisContext*) with a live connection and answers ok, or
+    // answers without waiting why there is none (store_unavailable while the
+    // backoff runs; store_evicting / store_policy_unknown when the last
+    // connection was refused for its policy). A connection that failed during
+    // the exchange is dropped (store_unavailable).
+    template <class Exchange>
+    reason run(std::chrono::steady_clock::time_point now, Exchange&& exchange) noexcept {
         std::lock_guard<std::mutex> lock(mutex_);
         redis_sigpipe_guard sigpipe(options_.guard_sigpipe);
-        if (!connect_if_due(now)) return unavailable;
-        R outcome = exchange(context_);
+        const reason connected = connect_if_due(now);
+        if (connected != reason::ok) return connected;
+        exchange(context_);
         if (context_->err != 0) {
             // An I/O error or a timeout: a late reply could still arrive on this
             // socket and be taken for the answer to a later command, so drop it.
-            drop(now);
-            return unavailable;
+            drop(now, reason::store_unavailable);
+            return reason::store_unavailable;
         }
         backoff_ = options_.reconnect_backoff;
-        return outcome;
+        return reason::ok;
     }
 
+    // Inside an exchange: the SHA-1 of the script this connection loaded.
+    std::string_view script_sha() const noexcept { return std::string_view(sha_, sizeof sha_); }
+    // Inside an exchange: an operator log line, rate-limited per kind.
+    void log(redis_log_kind kind, std::string_view line) noexcept {
+        log_.write(kind, std::chrono::steady_clock::now(), line);
+    }
     const redis_connection_options& options() const noexcept { return options_; }
 
 private:
-    bool connect_if_due(std::chrono::steady_clock::time_point now) noexcept {
-        if (context_ != nullptr) return true;
-        if (now < retry_at_) return false;
+    reason connect_if_due(std::chrono::steady_clock::time_point now) noexcept {
+        if (context_ != nullptr) return reason::ok;
+        if (now < retry_at_) return refusal_;
         const timeval connect_tv = redis_timeval(options_.connect_timeout);
         context_ = options_.unix_socket.empty()
                        ? redisConnectWithTimeout(options_.host.c_str(), options_.port, connect_tv)
                        : redisConnectUnixWithTimeout(options_.unix_socket.c_str(), connect_tv);
         if (context_ == nullptr || context_->err != 0 ||
             redisSetTimeout(context_, redis_timeval(options_.command_timeout)) != REDIS_OK || !handshake()) {
-            drop(now);
-            return false;
+            drop(now, reason::store_unavailable);
+            return reason::store_unavailable;
         }
-        return true;
+        const reason checked = check_policy_and_load_script();
+        if (checked != reason::ok || context_->err != 0) {
+            drop(now, checked != reason::ok ? checked : reason::store_unavailable);
+            return refusal_;
+        }
+        return reason::ok;
     }
 
     // AUTH and SELECT, when configured.
@@ -331,25 +479,95 @@ private:
         return true;
     }
 
-    void drop(std::chrono::steady_clock::time_point now) noexcept {
+    // INFO memory and SCRIPT LOAD, pipelined: ok, or why this connection is refused.
+    reason check_policy_and_load_script() noexcept {
+        const char* info_argv[2] = {"INFO", "memory"};
+        const std::size_t info_lens[2] = {4, 6};
+        const char* load_argv[3] = {"SCRIPT", "LOAD", requirements_.script.data()};
+        const std::size_t load_lens[3] = {6, 4, requirements_.script.size()};
+        if (redisAppendCommandArgv(context_, 2, info_argv, info_lens) != REDIS_OK ||
+            redisAppendCommandArgv(context_, 3, load_argv, load_lens) != REDIS_OK)
+            return reason::store_unavailable;
+        const redis_reply_ptr info = redis_read(context_);
+        const redis_reply_ptr loaded = redis_read(context_);
+        if (loaded == nullptr || loaded->type != REDIS_REPLY_STRING || loaded->len != sizeof sha_)
+            return reason::store_unavailable;
+        std::memcpy(sha_, loaded->str, sizeof sha_);
+
+        std::string_view policy;
+        if (info != nullptr && info->type == REDIS_REPLY_STRING)
+            policy = redis_info_field(std::string_view(info->str, info->len), "maxmemory_policy");
+        const redis_memory_policy kind = redis_classify_policy(policy);
+        if (kind == redis_memory_policy::noeviction) return reason::ok;
+
+        const bool refuse = requirements_.refuse_evicting && !requirements_.unsafe_accepted;
+        const char* consequence =
+            !requirements_.refuse_evicting
+                ? "an evicted bucket grants its key one extra burst; running anyway"
+                : refuse ? "spent nonces could be evicted and their tickets accepted twice; refusing to run "
+                           "(set maxmemory-policy noeviction, see docs/redis-operations.md)"
+                         : "UNSAFE: allow_evicting_policy_unsafe is set, so an evicted nonce lets its ticket be "
+                           "accepted again; running anyway";
+        char line[512];
+        const int n = std::snprintf(
+            line, sizeof line, "wsguard %s: Redis at %s:%d %s%.*s%s: %s%s", requirements_.component,
+            options_.unix_socket.empty() ? options_.host.c_str() : options_.unix_socket.c_str(),
+            options_.unix_socket.empty() ? options_.port : 0,
+            kind == redis_memory_policy::evicting ? "has maxmemory-policy " : "did not report maxmemory-policy",
+            kind == redis_memory_policy::evicting ? static_cast<int>(std::min<std::size_t>(policy.size(), 64)) : 0,
+            policy.data() != nullptr ? policy.data() : "",
+            kind == redis_memory_policy::evicting ? "" : " in INFO memory", consequence,
+            !refuse ? ""
+                    : kind == redis_memory_policy::evicting ? "; decisions are store_evicting"
+                                                            : "; decisions are store_policy_unknown");
+        log(redis_log_kind::memory_policy,
+            std::string_view(line, std::min(static_cast<std::size_t>(n > 0 ? n : 0), sizeof line - 1)));
+        if (!refuse) return reason::ok;
+        return kind == redis_memory_policy::evicting ? reason::store_evicting : reason::store_policy_unknown;
+    }
+
+    void drop(std::chrono::steady_clock::time_point now, reason why) noexcept {
         if (context_ != nullptr) redisFree(context_);
         context_ = nullptr;
+        refusal_ = why;
         retry_at_ = now + backoff_;
         backoff_ = std::min(options_.max_reconnect_backoff, backoff_ * 2 + std::chrono::milliseconds{1});
     }
 
     std::mutex mutex_;
     redis_connection_options options_;
+    redis_link_requirements requirements_;
+    redis_log log_;
     redisContext* context_ = nullptr;
     std::chrono::steady_clock::time_point retry_at_{};
     std::chrono::milliseconds backoff_;
+    reason refusal_ = reason::store_unavailable;
+    char sha_[40]{};
 };
 
-// Reads one reply; nullptr when the connection failed or timed out.
-inline redis_reply_ptr redis_read(redisContext* context) noexcept {
-    void* reply = nullptr;
-    if (redisGetReply(context, &reply) != REDIS_OK) return nullptr;
-    return redis_reply_ptr(static_cast<redisReply*>(reply));
+// Appends `EVALSHA sha|EVAL script numkeys keys... args...` to the pipeline.
+template <std::size_t N>
+bool redis_append_script(redisContext* context, bool by_sha, std::string_view sha, std::string_view script,
+                         std::size_t key_count, const std::array<std::string_view, N>& keys_and_args) noexcept {
+    const char* argv[N + 3];
+    std::size_t lens[N + 3];
+    const std::string_view body = by_sha ? sha : script;
+    const redis_number keys(static_cast<long long>(key_count));
+    argv[0] = by_sha ? "EVALSHA" : "EVAL";
+    lens[0] = by_sha ? 7 : 4;
+    argv[1] = body.data();
+    lens[1] = body.size();
+    argv[2] = keys.text;
+    lens[2] = keys.size;
+    for (std::size_t i = 0; i < N; ++i) {
+        argv[i + 3] = keys_and_args[i].data();
+        lens[i + 3] = keys_and_args[i].size();
+    }
+    return redisAppendCommandArgv(context, static_cast<int>(N + 3), argv, lens) == REDIS_OK;
+}
+
+inline bool redis_is_noscript(const redisReply* reply) noexcept {
+    return reply != nullptr && reply->type == REDIS_REPLY_ERROR && std::strncmp(reply->str, "NOSCRIPT", 8) == 0;
 }
 
 // GCRA on the Redis server's clock, in microseconds (doubles hold them exactly).
@@ -371,6 +589,58 @@ inline constexpr const char redis_gcra_script[] =
     "           string.format('%d', math.max(1, math.ceil((new_tat - now) / 1000))))\n"
     "return {1, 0}\n";
 
+// One spend, atomically with the data-loss check (see "Epochs" in the header
+// comment). KEYS[1] the epoch record, KEYS[2] the nonce. ARGV[1] the epoch this
+// store last saw ("" at first); ARGV[2] the ticket's issue time, Unix ms on the
+// issuer's clock; ARGV[3] the nonce's lifetime in ms; ARGV[4] issuer_clock_skew
+// in ms; ARGV[5] this store's random id.
+// The record is "<start, Unix us on Redis's clock>-<id of the store that began
+// it>". Missing (Redis lost its data), it is begun here: nothing else runs
+// inside a script, so of two servers that both find it missing the first to
+// run begins it and the second adopts it. A ticket issued before the start +
+// skew is refused (2) without spending; otherwise SET NX PX: 1 spent, 0 replay.
+// The reply is {code} while the record is ARGV[1], else {code, record, begun}.
+inline constexpr const char redis_spend_script[] =
+    "local epoch = redis.call('GET', KEYS[1])\n"
+    "local begun = 0\n"
+    "if not epoch then\n"
+    "  local t = redis.call('TIME')\n"
+    "  epoch = t[1] .. string.format('%06d', tonumber(t[2])) .. '-' .. ARGV[5]\n"
+    "  redis.call('SET', KEYS[1], epoch, 'NX')\n"
+    "  begun = 1\n"
+    "end\n"
+    "local start_us = tonumber(string.match(epoch, '^(%d+)%-'))\n"
+    "if not start_us then return redis.error_reply('WSGUARD malformed epoch record') end\n"
+    "local code = 1\n"
+    "if tonumber(ARGV[2]) < math.ceil(start_us / 1000) + tonumber(ARGV[4]) then\n"
+    "  code = 2\n"
+    "elseif not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[3]) then\n"
+    "  code = 0\n"
+    "end\n"
+    "if epoch == ARGV[1] then return {code} end\n"
+    "return {code, epoch, begun}\n";
+
+// The start of an epoch record (Unix ms on Redis's clock, rounded up, as the
+// script rounds it), or -1 when the record is not one the script writes.
+inline long long redis_epoch_start_ms(std::string_view record) noexcept {
+    unsigned long long us = 0;
+    std::size_t i = 0;
+    for (; i < record.size() && i < 17 && record[i] >= '0' && record[i] <= '9'; ++i)
+        us = us * 10 + static_cast<unsigned>(record[i] - '0');
+    if (i == 0 || i >= record.size() || record[i] != '-') return -1;
+    return static_cast<long long>((us + 999) / 1000);
+}
+
+// What a redis_replay_store last saw of the epoch: the record (compared by the
+// script) under the link's mutex, its acceptance bound also lock-free for
+// accepts_issued_after().
+struct redis_epoch_state {
+    static constexpr long long unknown = std::numeric_limits<long long>::min();
+    std::array<char, 64> record{};
+    std::size_t record_size = 0;
+    std::atomic<long long> accepts_after_ms{unknown};
+};
+
 }  // namespace detail
 
 // ---------------------------------------------------------------------------
@@ -381,54 +651,87 @@ public:
     // Validates the options; does not contact Redis, so a server starts even when
     // Redis is down (its decisions then fail closed until Redis answers).
     static result<redis_replay_store> create(redis_replay_store_options options) {
+        using std::chrono::milliseconds;
         std::string error = detail::redis_validate_connection(options.connection);
         if (!error.empty()) return result<redis_replay_store>::failure(std::move(error));
         if (!detail::redis_prefix_valid(options.key_prefix))
             return result<redis_replay_store>::failure(
                 "redis_replay_store: key_prefix must be 1 to 64 of [A-Za-z0-9:_.-]");
-        if (options.expiry_margin < std::chrono::milliseconds{0} ||
-            options.expiry_margin > std::chrono::hours{24})
+        if (options.expiry_margin < milliseconds{0} || options.expiry_margin > std::chrono::hours{24})
             return result<redis_replay_store>::failure("redis_replay_store: expiry_margin must be 0 to 24 h");
         if (options.wait_replicas < 0 || options.wait_replicas > 64)
             return result<redis_replay_store>::failure("redis_replay_store: wait_replicas must be 0 to 64");
-        if (options.wait_replicas > 0 && (options.wait_timeout < std::chrono::milliseconds{1} ||
-                                          options.wait_timeout >= options.connection.command_timeout))
+        if (options.wait_replicas > 0 &&
+            (options.wait_timeout < milliseconds{1} || options.wait_timeout >= options.connection.command_timeout))
             return result<redis_replay_store>::failure(
                 "redis_replay_store: wait_timeout must be at least 1 ms and below command_timeout");
+        if (options.issuer_clock_skew < milliseconds{0} || options.issuer_clock_skew > std::chrono::minutes{10})
+            return result<redis_replay_store>::failure("redis_replay_store: issuer_clock_skew must be 0 to 10 min");
         return result<redis_replay_store>::success(redis_replay_store(std::move(options)));
     }
 
     // ok: first use, remembered until expires_at + expiry_margin; ticket_replayed:
-    // already spent (on any server); store_unavailable: Redis did not answer in
-    // time or answered an error, so the ticket is refused.
-    reason try_spend(const ticket_nonce& nonce, std::chrono::system_clock::time_point expires_at,
+    // already spent (on any server); ticket_before_store_start: issued before
+    // the epoch Redis is in (Redis lost its data since); store_unavailable: Redis
+    // did not answer in time or answered an error; store_evicting /
+    // store_policy_unknown: Redis may evict keys (see the options). One round
+    // trip (EVALSHA), plus WAIT in the same write when wait_replicas is set.
+    reason try_spend(const ticket_nonce& nonce, std::chrono::system_clock::time_point issued_at,
+                     std::chrono::system_clock::time_point expires_at,
                      std::chrono::system_clock::time_point now) noexcept {
-        redis_spend one{nonce, expires_at, reason::store_unavailable};
+        redis_spend one{nonce, issued_at, expires_at, reason::store_unavailable};
         try_spend_batch(&one, 1, now);
         return one.outcome;
     }
 
-    // Spends several nonces in one round trip (pipelined SETs, then one WAIT when
-    // wait_replicas is set). Each spend's outcome is as try_spend would answer.
+    // Spends several nonces in one round trip (pipelined scripts, then one WAIT
+    // when wait_replicas is set). Each spend's outcome is as try_spend answers.
     void try_spend_batch(redis_spend* spends, std::size_t count,
                          std::chrono::system_clock::time_point now) noexcept {
         for (std::size_t i = 0; i < count; ++i) spends[i].outcome = reason::store_unavailable;
+        if (!link_) return;  // a moved-from store
         for (std::size_t done = 0; done < count; done += detail::redis_max_batch) {
             const std::size_t n = std::min(detail::redis_max_batch, count - done);
             spend_pipelined(spends + done, n, now);
         }
     }
 
-    // A shared store remembers spends across restarts of any one server.
+    // The start of the epoch this store last saw in Redis + issuer_clock_skew:
+    // tickets issued before it are refused (ticket_before_store_start), as the
+    // in-memory store refuses tickets issued before a restart. time_point::min()
+    // until the first spend has reached Redis. It moves forward when Redis lost
+    // its data; each spend checks the epoch Redis is in atomically, so a value
+    // read here may lag but never lets a ticket through.
     std::chrono::system_clock::time_point accepts_issued_after() const noexcept {
-        return std::chrono::system_clock::time_point::min();
+        if (!epoch_) return std::chrono::system_clock::time_point::min();  // moved-from: every spend fails closed
+        const long long ms = epoch_->accepts_after_ms.load(std::memory_order_acquire);
+        if (ms == detail::redis_epoch_state::unknown) return std::chrono::system_clock::time_point::min();
+        return detail::ticket_time_point(ms);
     }
 
     const redis_replay_store_options& options() const noexcept { return options_; }
 
 private:
     explicit redis_replay_store(redis_replay_store_options options)
-        : options_(std::move(options)), link_(std::make_unique<detail::redis_link>(options_.connection)) {}
+        : options_(std::move(options)),
+          link_(std::make_unique<detail::redis_link>(
+              options_.connection,
+              detail::redis_link_requirements{"redis_replay_store", true, options_.allow_evicting_policy_unsafe,
+                                              std::string_view(detail::redis_spend_script,
+                                                               sizeof(detail::redis_spend_script) - 1)})),
+          epoch_(std::make_unique<detail::redis_epoch_state>()),
+          epoch_key_(options_.key_prefix + "epoch"),
+          skew_text_(options_.issuer_clock_skew.count()) {
+        // Only names who began an epoch, so two stores beginning one in the same
+        // microsecond still write different records: not a secret.
+        std::uint8_t id[8];
+        if (random_bytes(id, sizeof id) != reason::ok) {
+            const auto mix = static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
+                             reinterpret_cast<std::uintptr_t>(this);
+            std::memcpy(id, &mix, sizeof id);
+        }
+        detail::redis_hex(id, sizeof id, store_id_);
+    }
 
     long long ttl_ms(std::chrono::system_clock::time_point expires_at,
                      std::chrono::system_clock::time_point now) const noexcept {
@@ -444,49 +747,139 @@ private:
         return std::max<long long>(1, capped + options_.expiry_margin.count());
     }
 
-    void spend_pipelined(redis_spend* spends, std::size_t n, std::chrono::system_clock::time_point now) noexcept {
-        const std::string_view prefix = options_.key_prefix;
-        link_->run(std::chrono::steady_clock::now(), 0, [&](redisContext* context) {
-            for (std::size_t i = 0; i < n; ++i) {
-                const detail::redis_key key(prefix, spends[i].nonce.data());
-                const detail::redis_number ttl(ttl_ms(spends[i].expires_at, now));
-                const char* argv[6] = {"SET", key.text.data(), "1", "NX", "PX", ttl.text};
-                const std::size_t lens[6] = {3, key.size, 1, 2, 2, ttl.size};
-                if (redisAppendCommandArgv(context, 6, argv, lens) != REDIS_OK) return 0;
-            }
+    // Appends the spend script for every spend marked in `send`.
+    bool append_spends(redisContext* context, const redis_spend* spends, std::size_t n,
+                       const std::array<bool, detail::redis_max_batch>& send, bool by_sha,
+                       std::chrono::system_clock::time_point now) noexcept {
+        const std::string_view known(epoch_->record.data(), epoch_->record_size);
+        for (std::size_t i = 0; i < n; ++i) {
+            if (!send[i]) continue;
+            const detail::redis_key key(options_.key_prefix, spends[i].nonce.data());
+            const detail::redis_number issued(
+                std::chrono::floor<std::chrono::milliseconds>(spends[i].issued_at.time_since_epoch()).count());
+            const detail::redis_number ttl(ttl_ms(spends[i].expires_at, now));
+            const std::array<std::string_view, 7> keys_and_args = {
+                epoch_key_, std::string_view(key.text.data(), key.size), known,
+                std::string_view(issued.text, issued.size), std::string_view(ttl.text, ttl.size),
+                std::string_view(skew_text_.text, skew_text_.size), std::string_view(store_id_, sizeof store_id_)};
+            if (!detail::redis_append_script(context, by_sha, link_->script_sha(),
+                                             std::string_view(detail::redis_spend_script,
+                                                              sizeof(detail::redis_spend_script) - 1),
+                                             2, keys_and_args))
+                return false;
+        }
+        if (options_.wait_replicas > 0) {
             const detail::redis_number replicas(options_.wait_replicas);
             const detail::redis_number wait_ms(options_.wait_timeout.count());
-            if (options_.wait_replicas > 0) {
-                const char* argv[3] = {"WAIT", replicas.text, wait_ms.text};
-                const std::size_t lens[3] = {4, replicas.size, wait_ms.size};
-                if (redisAppendCommandArgv(context, 3, argv, lens) != REDIS_OK) return 0;
-            }
-            for (std::size_t i = 0; i < n; ++i) {
-                const detail::redis_reply_ptr reply = detail::redis_read(context);
-                if (reply == nullptr) return 0;  // the rest stay store_unavailable
-                if (reply->type == REDIS_REPLY_STATUS && std::strcmp(reply->str, "OK") == 0) {
-                    spends[i].outcome = reason::ok;
-                } else if (reply->type == REDIS_REPLY_NIL) {
-                    spends[i].outcome = reason::ticket_replayed;
-                }  // an error reply (OOM, READONLY, ...) leaves store_unavailable
-            }
-            if (options_.wait_replicas > 0) {
-                const detail::redis_reply_ptr reply = detail::redis_read(context);
-                const bool acknowledged = reply != nullptr && reply->type == REDIS_REPLY_INTEGER &&
-                                          reply->integer >= options_.wait_replicas;
-                if (!acknowledged) {
-                    // Spent on the primary, but a failover could still lose it.
-                    for (std::size_t i = 0; i < n; ++i) {
-                        if (spends[i].outcome == reason::ok) spends[i].outcome = reason::store_unavailable;
-                    }
+            const char* argv[3] = {"WAIT", replicas.text, wait_ms.text};
+            const std::size_t lens[3] = {4, replicas.size, wait_ms.size};
+            if (redisAppendCommandArgv(context, 3, argv, lens) != REDIS_OK) return false;
+        }
+        return true;
+    }
+
+    // Reads the replies of append_spends; marks in `send` the spends Redis
+    // answered NOSCRIPT (it lost the script: they ran nothing) and clears the
+    // rest. false: the connection failed (the rest stay store_unavailable).
+    bool read_spends(redisContext* context, redis_spend* spends, std::size_t n,
+                     std::array<bool, detail::redis_max_batch>& send) noexcept {
+        for (std::size_t i = 0; i < n; ++i) {
+            if (!send[i]) continue;
+            const detail::redis_reply_ptr reply = detail::redis_read(context);
+            if (reply == nullptr) return false;
+            send[i] = detail::redis_is_noscript(reply.get());
+            spends[i].outcome = outcome_of(*reply);
+        }
+        if (options_.wait_replicas > 0) {
+            const detail::redis_reply_ptr reply = detail::redis_read(context);
+            const bool acknowledged =
+                reply != nullptr && reply->type == REDIS_REPLY_INTEGER && reply->integer >= options_.wait_replicas;
+            if (!acknowledged) {
+                // Spent on the primary, but a failover could still lose it.
+                for (std::size_t i = 0; i < n; ++i) {
+                    if (spends[i].outcome == reason::ok) spends[i].outcome = reason::store_unavailable;
                 }
             }
-            return 0;
+        }
+        return true;
+    }
+
+    // A script reply: {code} or {code, record, begun}. Anything else (an error
+    // such as OOM or READONLY, a malformed record) fails closed.
+    reason outcome_of(const redisReply& reply) noexcept {
+        if (reply.type != REDIS_REPLY_ARRAY || (reply.elements != 1 && reply.elements != 3) ||
+            reply.element[0]->type != REDIS_REPLY_INTEGER)
+            return reason::store_unavailable;
+        if (reply.elements == 3) {
+            const redisReply& record = *reply.element[1];
+            if (record.type != REDIS_REPLY_STRING ||
+                record.len > static_cast<std::size_t>(epoch_->record.size()) ||
+                reply.element[2]->type != REDIS_REPLY_INTEGER)
+                return reason::store_unavailable;
+            if (!adopt_epoch(std::string_view(record.str, record.len), reply.element[2]->integer == 1))
+                return reason::store_unavailable;
+        }
+        switch (reply.element[0]->integer) {
+            case 1: return reason::ok;
+            case 0: return reason::ticket_replayed;
+            case 2: return reason::ticket_before_store_start;
+            default: return reason::store_unavailable;
+        }
+    }
+
+    // Redis is in an epoch other than the one this store last saw: remember it,
+    // and tell the operator when that means Redis lost its data.
+    bool adopt_epoch(std::string_view record, bool begun_here) noexcept {
+        const std::string_view known(epoch_->record.data(), epoch_->record_size);
+        if (record == known) return true;  // an earlier reply of this batch already adopted it
+        const long long start_ms = detail::redis_epoch_start_ms(record);
+        if (start_ms < 0) return false;
+        const bool lost = epoch_->record_size != 0 || begun_here;
+        std::memcpy(epoch_->record.data(), record.data(), record.size());
+        epoch_->record_size = record.size();
+        const long long accepts_after = start_ms + options_.issuer_clock_skew.count();
+        epoch_->accepts_after_ms.store(accepts_after, std::memory_order_release);
+        if (!lost) return true;  // the first look of this store at a running epoch
+        char line[512];
+        const int n = std::snprintf(
+            line, sizeof line,
+            "wsguard redis_replay_store: Redis %s (a restart without persistence, FLUSHALL/FLUSHDB, a failover "
+            "to an empty replica, an evicted record): epoch %.*s began at %lld ms Unix time on Redis's clock; "
+            "tickets issued before %lld ms are refused with ticket_before_store_start",
+            begun_here ? "had no epoch record (its first use by wsguard, or it lost its data), so this server "
+                         "began one"
+                       : "lost its data",
+            static_cast<int>(record.size()), record.data(), start_ms, accepts_after);
+        link_->log(detail::redis_log_kind::epoch,
+                   std::string_view(line, std::min(static_cast<std::size_t>(n > 0 ? n : 0), sizeof line - 1)));
+        return true;
+    }
+
+    void spend_pipelined(redis_spend* spends, std::size_t n, std::chrono::system_clock::time_point now) noexcept {
+        const reason link = link_->run(std::chrono::steady_clock::now(), [&](redisContext* context) {
+            std::array<bool, detail::redis_max_batch> send{};
+            for (std::size_t i = 0; i < n; ++i) send[i] = true;
+            if (!append_spends(context, spends, n, send, true, now) || !read_spends(context, spends, n, send))
+                return;
+            // Redis forgot the script (restart, SCRIPT FLUSH, failover): EVAL
+            // sends it again (and caches it), for those spends only.
+            if (std::none_of(send.begin(), send.begin() + static_cast<std::ptrdiff_t>(n), [](bool b) { return b; }))
+                return;
+            if (append_spends(context, spends, n, send, false, now))
+                static_cast<void>(read_spends(context, spends, n, send));  // a failure: the link drops the connection
         });
+        if (link == reason::ok) return;
+        for (std::size_t i = 0; i < n; ++i) {
+            if (spends[i].outcome == reason::store_unavailable) spends[i].outcome = link;
+        }
     }
 
     redis_replay_store_options options_;
     std::unique_ptr<detail::redis_link> link_;
+    std::unique_ptr<detail::redis_epoch_state> epoch_;  // behind a pointer: the store moves, atomics do not
+    std::string epoch_key_;
+    detail::redis_number skew_text_;
+    char store_id_[16]{};
 };
 
 // ---------------------------------------------------------------------------
@@ -526,9 +919,9 @@ public:
         const std::array<std::uint8_t, 32> digest = sha256(key);
         const detail::redis_key bucket(options_.key_prefix, digest.data());
         const detail::redis_number cost(n);
-        return link_->run(now, decision(reason::store_unavailable), [&](redisContext* context) {
-            return evaluate(context, bucket, cost);
-        });
+        decision verdict(reason::store_unavailable);
+        const reason link = link_->run(now, [&](redisContext* context) { verdict = evaluate(context, bucket, cost); });
+        return link == reason::ok ? verdict : decision(link);
     }
     decision try_acquire(std::string_view key, std::uint32_t n = 1) noexcept {
         return try_acquire(key, std::chrono::steady_clock::now(), n);
@@ -566,7 +959,12 @@ public:
 private:
     explicit redis_limiter(redis_limiter_options options)
         : options_(std::move(options)),
-          link_(std::make_unique<detail::redis_link>(options_.connection)),
+          link_(std::make_unique<detail::redis_link>(
+              options_.connection,
+              // A lost bucket only grants one extra burst: an evicting Redis is logged, not refused.
+              detail::redis_link_requirements{
+                  "redis_limiter", false, false,
+                  std::string_view(detail::redis_gcra_script, sizeof(detail::redis_gcra_script) - 1)})),
           interval_us_(interval_us(options_.rate)) {
         const int n = std::snprintf(interval_text_, sizeof interval_text_, "%llu", interval_us_);
         interval_size_ = n > 0 ? static_cast<std::size_t>(n) : 0;
@@ -586,16 +984,13 @@ private:
         return std::chrono::milliseconds(ms < 1.0 ? 1 : static_cast<long long>(std::min(ms, 1e12)));
     }
 
-    // EVALSHA when the script's SHA-1 is known (SCRIPT LOAD, once per limiter),
-    // EVAL when Redis lost the script (restart, SCRIPT FLUSH, failover): EVAL also
-    // caches it again, so the next call is an EVALSHA once more.
+    // EVALSHA with the SHA-1 of the script the connection loaded; EVAL when
+    // Redis lost it since (SCRIPT FLUSH): EVAL also caches it again, so the next
+    // call is an EVALSHA once more.
     decision evaluate(redisContext* context, const detail::redis_key& bucket,
                       const detail::redis_number& cost) noexcept {
-        if (sha_size_ == 0 && !load_script(context)) return decision(reason::store_unavailable);
-        detail::redis_reply_ptr reply = call(context, "EVALSHA", std::string_view(sha_, sha_size_), bucket, cost);
-        if (reply != nullptr && reply->type == REDIS_REPLY_ERROR && std::strncmp(reply->str, "NOSCRIPT", 8) == 0) {
-            reply = call(context, "EVAL", std::string_view(detail::redis_gcra_script), bucket, cost);
-        }
+        detail::redis_reply_ptr reply = call(context, true, bucket, cost);
+        if (detail::redis_is_noscript(reply.get())) reply = call(context, false, bucket, cost);
         if (reply == nullptr || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
             reply->element[0]->type != REDIS_REPLY_INTEGER || reply->element[1]->type != REDIS_REPLY_INTEGER)
             return decision(reason::store_unavailable);
@@ -603,23 +998,17 @@ private:
         return decision(reason::rate_limited, wait_ms(static_cast<double>(reply->element[1]->integer)));
     }
 
-    detail::redis_reply_ptr call(redisContext* context, const char* verb, std::string_view script_or_sha,
-                                 const detail::redis_key& bucket, const detail::redis_number& cost) noexcept {
-        const char* argv[7] = {verb, script_or_sha.data(), "1", bucket.text.data(), interval_text_, burst_text_,
-                               cost.text};
-        const std::size_t lens[7] = {std::strlen(verb), script_or_sha.size(), 1, bucket.size, interval_size_,
-                                     burst_size_, cost.size};
-        return detail::redis_reply_ptr(static_cast<redisReply*>(redisCommandArgv(context, 7, argv, lens)));
-    }
-
-    bool load_script(redisContext* context) noexcept {
-        const char* argv[3] = {"SCRIPT", "LOAD", detail::redis_gcra_script};
-        const std::size_t lens[3] = {6, 4, sizeof(detail::redis_gcra_script) - 1};
-        const detail::redis_reply_ptr reply(static_cast<redisReply*>(redisCommandArgv(context, 3, argv, lens)));
-        if (reply == nullptr || reply->type != REDIS_REPLY_STRING || reply->len != sizeof sha_) return false;
-        std::memcpy(sha_, reply->str, sizeof sha_);
-        sha_size_ = sizeof sha_;
-        return true;
+    detail::redis_reply_ptr call(redisContext* context, bool by_sha, const detail::redis_key& bucket,
+                                 const detail::redis_number& cost) noexcept {
+        const std::array<std::string_view, 4> keys_and_args = {
+            std::string_view(bucket.text.data(), bucket.size), std::string_view(interval_text_, interval_size_),
+            std::string_view(burst_text_, burst_size_), std::string_view(cost.text, cost.size)};
+        if (!detail::redis_append_script(context, by_sha, link_->script_sha(),
+                                         std::string_view(detail::redis_gcra_script,
+                                                          sizeof(detail::redis_gcra_script) - 1),
+                                         1, keys_and_args))
+            return nullptr;
+        return detail::redis_read(context);
     }
 
     redis_limiter_options options_;
@@ -629,14 +1018,12 @@ private:
     std::size_t interval_size_ = 0;
     char burst_text_[16]{};
     std::size_t burst_size_ = 0;
-    char sha_[40]{};  // written under the link's mutex, read only there
-    std::size_t sha_size_ = 0;
 };
 
 
 // ---------------------------------------------------------------------------
 // redis_batch_verifier: verifies several tickets with one Redis round trip for
-// all their spends (pipelined SET NX), for a server that accepts upgrades in
+// all their spends (pipelined spend scripts), for a server that accepts upgrades in
 // bursts or several per event-loop turn. Each decision is exactly what
 // ticket_verifier::verify would answer. Not thread-safe: one per thread.
 // ---------------------------------------------------------------------------
@@ -654,12 +1041,13 @@ namespace detail {
 // Redis's answer.
 class redis_spend_recorder {
 public:
-    reason try_spend(const ticket_nonce& nonce, std::chrono::system_clock::time_point expires_at,
-                     std::chrono::system_clock::time_point) noexcept {
+    reason try_spend(const ticket_nonce& nonce, std::chrono::system_clock::time_point issued_at,
+                     std::chrono::system_clock::time_point expires_at, std::chrono::system_clock::time_point) noexcept {
         if (count_ == spends_.size()) return reason::replay_store_full;
-        spends_[count_++] = redis_spend{nonce, expires_at, reason::store_unavailable};
+        spends_[count_++] = redis_spend{nonce, issued_at, expires_at, reason::store_unavailable};
         return reason::ok;
     }
+    // The Redis store's epoch check runs with each recorded spend.
     std::chrono::system_clock::time_point accepts_issued_after() const noexcept {
         return std::chrono::system_clock::time_point::min();
     }

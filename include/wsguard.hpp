@@ -4086,12 +4086,15 @@ inline sha256_digest ticket_mac(const hmac_sha256_key::stream& after_domain, con
 // keyring: HMAC keys by id. One key issues; older keys keep verifying until
 // their verify_until, so tickets issued just before a rotation still work.
 // ---------------------------------------------------------------------------
+// Every member has a default initializer, so {{id, secret}} compiles without
+// -Wmissing-field-initializers (g++ and clang++ warn on an omitted member that
+// has none, even a std::optional).
 struct keyring_key {
     std::uint32_t id = 0;
-    std::string_view secret;  // raw bytes, at least 32 (e.g. 32 bytes from a CSPRNG)
+    std::string_view secret = {};  // raw bytes, at least 32 (e.g. 32 bytes from a CSPRNG)
     // When set, the key stops verifying at this time (ticket_unknown_key after).
     // Rotating: keep the old key with verify_until = now + the longest ticket lifetime.
-    std::optional<std::chrono::system_clock::time_point> verify_until;
+    std::optional<std::chrono::system_clock::time_point> verify_until = std::nullopt;
 };
 
 class keyring {
@@ -4247,10 +4250,10 @@ struct ticket_issuer_options {
 };
 
 struct ticket_request {
-    std::string_view subject;   // who (user id); any bytes, at most 128
-    std::string_view origin;    // the page's Origin, e.g. "https://app.example.com"; empty for non-browser clients
-    std::string_view audience;  // the endpoint, e.g. "api.example.com/chat"; the verifier must pass the same
-    std::string_view scopes;    // space-separated, at most 8 of at most 32 bytes: "chat:read chat:write"
+    std::string_view subject = {};  // who (user id); any bytes, at most 128
+    std::string_view origin = {};   // the page's Origin, e.g. "https://app.example.com"; empty for non-browser clients
+    std::string_view audience = {}; // the endpoint, e.g. "api.example.com/chat"; the verifier must pass the same
+    std::string_view scopes = {};   // space-separated, at most 8 of at most 32 bytes: "chat:read chat:write"
     std::chrono::seconds ttl{0};  // 0: the issuer's default_ttl; cut to max_ttl
 };
 
@@ -6157,14 +6160,14 @@ inline namespace WSGUARD_ABI_NS {
 // field is the raw header value as the stack's parser gives it; an empty view
 // means the header was absent.
 struct upgrade_request {
-    std::string_view method;                  // "GET"
-    std::string_view path;                    // "/ws"; a "?query" tail is split off if present
-    std::string_view query;                   // "ticket=..." without '?'; may be empty
-    std::string_view origin;                  // Origin
-    std::string_view host;                    // Host
-    std::string_view sec_fetch_site;          // Sec-Fetch-Site
-    std::string_view sec_websocket_protocol;  // Sec-WebSocket-Protocol, e.g. "wsguard.v1, <ticket>"
-    std::string_view remote_address;          // "203.0.113.7", "203.0.113.7:5000", "[2001:db8::1]:443"
+    std::string_view method = {};             // "GET"
+    std::string_view path = {};               // "/ws"; a "?query" tail is split off if present
+    std::string_view query = {};              // "ticket=..." without '?'; may be empty
+    std::string_view origin = {};             // Origin
+    std::string_view host = {};               // Host
+    std::string_view sec_fetch_site = {};     // Sec-Fetch-Site
+    std::string_view sec_websocket_protocol = {};  // Sec-WebSocket-Protocol, e.g. "wsguard.v1, <ticket>"
+    std::string_view remote_address = {};     // "203.0.113.7", "203.0.113.7:5000", "[2001:db8::1]:443"
     // Raw peer address (4 or 16 bytes, network order); used instead of
     // remote_address when set, so stacks with a sockaddr need not format it.
     const std::uint8_t* remote_address_bytes = nullptr;
@@ -6179,13 +6182,13 @@ enum class ticket_requirement : std::uint8_t {
 
 // One endpoint. Two routes may have different allowlists and audiences.
 struct route_config {
-    std::string path;                         // exact path, e.g. "/ws"
-    std::vector<std::string> origins;         // origin_policy patterns
+    std::string path = {};                    // exact path, e.g. "/ws"
+    std::vector<std::string> origins = {};    // origin_policy patterns
     wsguard::origin_options origin_options{};  // e.g. allow_missing_origin for native clients
-    std::vector<std::string> hosts;           // host_allowlist patterns; empty: Host is not checked
+    std::vector<std::string> hosts = {};      // host_allowlist patterns; empty: Host is not checked
     bool deny_cross_site = true;              // refuse Sec-Fetch-Site: cross-site
     ticket_requirement ticket = ticket_requirement::required;
-    std::string audience;                     // what the issuer bound the ticket to, e.g. "app.example.com/ws"
+    std::string audience = {};                // what the issuer bound the ticket to, e.g. "app.example.com/ws"
     bool ticket_in_query = true;              // accept "?ticket=" when the subprotocol carries none
 };
 

@@ -4381,8 +4381,38 @@ struct replay_slot {
     std::int64_t expires_ms = 0;  // 0: never used (ends a probe); <= now: expired, reusable
 };
 
+// A test-and-test-and-set lock for short critical sections (a few dozen
+// instructions): spinning beats parking; after a while it yields. The keyed
+// limiters' shards use it, and the replay store where there is no std::mutex.
+class spinlock {
+public:
+    void lock() noexcept {
+        for (;;) {
+            if (!locked_.exchange(true, std::memory_order_acquire)) return;
+            for (unsigned spins = 0; locked_.load(std::memory_order_relaxed); ++spins) {
+                if (spins >= 64) std::this_thread::yield();
+            }
+        }
+    }
+    void unlock() noexcept { locked_.store(false, std::memory_order_release); }
+
+private:
+    std::atomic<bool> locked_{false};
+};
+
+// MinGW-w64's "win32" thread model (Debian's default x86_64-w64-mingw32-g++)
+// builds libstdc++ without gthreads: no std::mutex. The replay store's shards
+// then take the spin lock; elsewhere a mutex parks a waiter instead of
+// spinning. Either way a shard is 64 bytes (alignas), so the store's layout
+// does not change, and one program has one thread model.
+#if defined(__GLIBCXX__) && !defined(_GLIBCXX_HAS_GTHREADS)
+using replay_lock = spinlock;
+#else
+using replay_lock = std::mutex;
+#endif
+
 struct alignas(64) replay_shard {
-    std::mutex lock;
+    replay_lock lock;
 };
 
 inline constexpr std::size_t replay_window = 32;
@@ -4460,7 +4490,7 @@ public:
         std::int64_t expires_ms = detail::ticket_unix_ms(expires_at);
         if (expires_ms < 1) expires_ms = 1;
 
-        const std::lock_guard<std::mutex> guard(shards_[shard].lock);
+        const std::lock_guard<detail::replay_lock> guard(shards_[shard].lock);
         detail::replay_slot* free_slot = nullptr;
         for (std::size_t k = 0; k < detail::replay_window; ++k) {
             detail::replay_slot& slot = base[(start + k) & (shard_slots_ - 1)];
@@ -5057,23 +5087,9 @@ struct limits_key_traits<std::string_view> : limits_string_key_traits {};
 template <>
 struct limits_key_traits<std::string> : limits_string_key_traits {};
 
-// A test-and-test-and-set lock per shard: critical sections are a few dozen
-// instructions, so spinning beats parking; after a while it yields.
-class limits_spinlock {
-public:
-    void lock() noexcept {
-        for (;;) {
-            if (!locked_.exchange(true, std::memory_order_acquire)) return;
-            for (unsigned spins = 0; locked_.load(std::memory_order_relaxed); ++spins) {
-                if (spins >= 64) std::this_thread::yield();
-            }
-        }
-    }
-    void unlock() noexcept { locked_.store(false, std::memory_order_release); }
-
-private:
-    std::atomic<bool> locked_{false};
-};
+// A spin lock per shard (detail::spinlock, section 5): critical sections are a
+// few dozen instructions, so spinning beats parking.
+using limits_spinlock = spinlock;
 
 struct alignas(64) limits_shard {
     limits_spinlock lock;

@@ -57,5 +57,26 @@ for model in posix win32; do
     run "$exe"
   done
 done
+# bcrypt travels with the package forms: the CMake target (add_subdirectory
+# with the MinGW toolchain, no -lbcrypt of the program's own) and the .pc file
+# a Meson cross install writes for Windows.
+echo "== package forms on Windows: bcrypt comes with them"
+echo "-- CMake: wsguard::wsguard links bcrypt"
+cmake -S tests/mingw -B "$out/cmake" -DCMAKE_SYSTEM_NAME=Windows \
+  -DCMAKE_CXX_COMPILER=x86_64-w64-mingw32-g++-posix -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$out/cmake" >/dev/null
+run "$out/cmake/smoke.exe"
+echo "-- Meson cross install: wsguard.pc has Libs: -lbcrypt"
+rm -rf "$out/meson-cross" "$out/meson-prefix"
+meson setup "$out/meson-cross" --cross-file tests/mingw/cross-x86_64-w64-mingw32.ini --prefix="$PWD/$out/meson-prefix" \
+  -Dtests=disabled -Dbenchmarks=disabled -Dexamples=disabled -Dfuzzing=disabled -Dredis=disabled >/dev/null
+meson install -C "$out/meson-cross" >/dev/null
+pc_libs=$(PKG_CONFIG_PATH="$PWD/$out/meson-prefix/share/pkgconfig" pkg-config --libs wsguard)
+echo "pkg-config --libs wsguard: $pc_libs"
+case " $pc_libs " in *" -lbcrypt "*) ;; *) echo "FAIL: the Windows wsguard.pc does not link bcrypt"; exit 1 ;; esac
+x86_64-w64-mingw32-g++-posix "${strict[@]}" $(PKG_CONFIG_PATH="$PWD/$out/meson-prefix/share/pkgconfig" pkg-config --cflags wsguard) \
+  tests/mingw/smoke.cpp tests/mingw/windows_after.cpp -o "$out/smoke-pkgconfig.exe" -static $pc_libs
+run "$out/smoke-pkgconfig.exe"
+
 if [ -n "$wine" ]; then echo "MinGW-w64 (posix and win32 thread models): tests passed under wine"
 else echo "MinGW-w64 (posix and win32 thread models): compiled and linked; NOT run (no wine)"; fi

@@ -6,7 +6,9 @@
 // the replay store's shard locks (a spin lock under the win32 thread model,
 // which has no std::mutex) and the keyed limiter, through handshake_guard's
 // components.
-#define NOMINMAX
+#ifndef NOMINMAX  // libstdc++ on MinGW may define it already
+#define NOMINMAX 1
+#endif
 #include <windows.h>
 #include <bcrypt.h>
 

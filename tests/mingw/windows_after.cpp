@@ -2,7 +2,9 @@
 // then <bcrypt.h>'s. Linked into the smoke program by .ci/jobs/47-mingw.sh.
 #include <wsguard.hpp>
 
-#define NOMINMAX
+#ifndef NOMINMAX  // libstdc++ on MinGW may define it already
+#define NOMINMAX 1
+#endif
 #include <windows.h>
 #include <bcrypt.h>
 

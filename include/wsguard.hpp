@@ -2700,12 +2700,15 @@ inline sha256_digest ticket_mac(const hmac_sha256_key::stream& after_domain, con
 // keyring: HMAC keys by id. One key issues; older keys keep verifying until
 // their verify_until, so tickets issued just before a rotation still work.
 // ---------------------------------------------------------------------------
+// Every member has a default initializer, so {{id, secret}} compiles without
+// -Wmissing-field-initializers (g++ and clang++ warn on an omitted member that
+// has none, even a std::optional).
 struct keyring_key {
     std::uint32_t id = 0;
     std::string_view secret = {};  // raw bytes, at least 32 (e.g. 32 bytes from a CSPRNG)
     // When set, the key stops verifying at this time (ticket_unknown_key after).
     // Rotating: keep the old key with verify_until = now + the longest ticket lifetime.
-    std::optional<std::chrono::system_clock::time_point> verify_until = {};
+    std::optional<std::chrono::system_clock::time_point> verify_until = std::nullopt;
 };
 
 class keyring {
@@ -2861,10 +2864,10 @@ struct ticket_issuer_options {
 };
 
 struct ticket_request {
-    std::string_view subject;   // who (user id); any bytes, at most 128
-    std::string_view origin;    // the page's Origin, e.g. "https://app.example.com"; empty for non-browser clients
-    std::string_view audience;  // the endpoint, e.g. "api.example.com/chat"; the verifier must pass the same
-    std::string_view scopes;    // space-separated, at most 8 of at most 32 bytes: "chat:read chat:write"
+    std::string_view subject = {};  // who (user id); any bytes, at most 128
+    std::string_view origin = {};   // the page's Origin, e.g. "https://app.example.com"; empty for non-browser clients
+    std::string_view audience = {}; // the endpoint, e.g. "api.example.com/chat"; the verifier must pass the same
+    std::string_view scopes = {};   // space-separated, at most 8 of at most 32 bytes: "chat:read chat:write"
     std::chrono::seconds ttl{0};  // 0: the issuer's default_ttl; cut to max_ttl
 };
 
@@ -3012,6 +3015,36 @@ struct replay_slot {
     std::int64_t expires_ms = 0;  // 0: never used (ends a probe); <= now: expired, reusable
 };
 
+// A test-and-test-and-set lock for short critical sections (a few dozen
+// instructions): spinning beats parking; after a while it yields. The keyed
+// limiters' shards and the connection table use it, and the replay store where
+// there is no std::mutex.
+class spinlock {
+public:
+    void lock() noexcept {
+        for (;;) {
+            if (!locked_.exchange(true, std::memory_order_acquire)) return;
+            for (unsigned spins = 0; locked_.load(std::memory_order_relaxed); ++spins) {
+                if (spins >= 64) std::this_thread::yield();
+            }
+        }
+    }
+    void unlock() noexcept { locked_.store(false, std::memory_order_release); }
+
+private:
+    std::atomic<bool> locked_{false};
+};
+
+// MinGW-w64's "win32" thread model (Debian's default x86_64-w64-mingw32-g++)
+// builds libstdc++ without gthreads: no std::mutex. The replay store then takes
+// the spin lock; elsewhere a mutex parks a waiter instead of spinning. One
+// program has one thread model, so one layout.
+#if defined(__GLIBCXX__) && !defined(_GLIBCXX_HAS_GTHREADS)
+using replay_lock = spinlock;
+#else
+using replay_lock = std::mutex;
+#endif
+
 // Slots examined for expired nonces on every spend, behind a moving cursor:
 // keeps expired entries from piling up, so the full sweep stays rare.
 inline constexpr std::size_t replay_reclaim_per_spend = 2;
@@ -3096,7 +3129,7 @@ public:
         std::int64_t expires_ms = detail::ticket_unix_ms(expires_at);
         if (expires_ms < 1) expires_ms = 1;
 
-        const std::lock_guard<std::mutex> guard(st.lock);
+        const std::lock_guard<detail::replay_lock> guard(st.lock);
         st.reclaim_some(now_ms);
         for (bool swept = false;; swept = true) {
             std::size_t i = st.home_of(low, high);
@@ -3154,7 +3187,7 @@ public:
 
 private:
     struct state {
-        std::mutex lock;
+        detail::replay_lock lock;
         std::unique_ptr<detail::replay_slot[]> slots;
         std::size_t capacity = 0;
         std::size_t slot_count = 0;
@@ -3748,23 +3781,9 @@ struct limits_key_traits<std::string_view> : limits_string_key_traits {};
 template <>
 struct limits_key_traits<std::string> : limits_string_key_traits {};
 
-// A test-and-test-and-set lock per shard: critical sections are a few dozen
-// instructions, so spinning beats parking; after a while it yields.
-class limits_spinlock {
-public:
-    void lock() noexcept {
-        for (;;) {
-            if (!locked_.exchange(true, std::memory_order_acquire)) return;
-            for (unsigned spins = 0; locked_.load(std::memory_order_relaxed); ++spins) {
-                if (spins >= 64) std::this_thread::yield();
-            }
-        }
-    }
-    void unlock() noexcept { locked_.store(false, std::memory_order_release); }
-
-private:
-    std::atomic<bool> locked_{false};
-};
+// A spin lock per shard (detail::spinlock, section 5): critical sections are a
+// few dozen instructions, so spinning beats parking.
+using limits_spinlock = spinlock;
 
 struct alignas(64) limits_shard {
     limits_spinlock lock;
@@ -5899,18 +5918,18 @@ inline namespace WSGUARD_ABI_NS {
 // field is the raw header value as the stack's parser gives it; an empty view
 // means the header was absent.
 struct upgrade_request {
-    std::string_view method;                  // "GET"
-    std::string_view path;                    // "/ws"; a "?query" tail is split off if present
-    std::string_view query;                   // "ticket=..." without '?'; may be empty
-    std::string_view origin;                  // Origin
-    std::string_view host;                    // Host
-    std::string_view sec_fetch_site;          // Sec-Fetch-Site
-    std::string_view sec_websocket_protocol;  // Sec-WebSocket-Protocol, e.g. "wsguard.v1, <ticket>"
+    std::string_view method = {};                  // "GET"
+    std::string_view path = {};                    // "/ws"; a "?query" tail is split off if present
+    std::string_view query = {};                   // "ticket=..." without '?'; may be empty
+    std::string_view origin = {};                  // Origin
+    std::string_view host = {};                    // Host
+    std::string_view sec_fetch_site = {};          // Sec-Fetch-Site
+    std::string_view sec_websocket_protocol = {};  // Sec-WebSocket-Protocol, e.g. "wsguard.v1, <ticket>"
     // The socket's peer: "203.0.113.7", "203.0.113.7:5000", "[2001:db8::1]:443".
     // Behind a PROXY protocol balancer, the header's source instead (after
     // checking the balancer is trusted): proxy_header::source_text(), or
     // source_bytes() with size 16 below; for LOCAL/UNKNOWN, the socket's peer.
-    std::string_view remote_address;
+    std::string_view remote_address = {};
     // Raw peer address (4 or 16 bytes, network order); used instead of
     // remote_address when set, so stacks with a sockaddr need not format it.
     const std::uint8_t* remote_address_bytes = nullptr;
@@ -5918,8 +5937,8 @@ struct upgrade_request {
     // Every Forwarded (RFC 7239) line and every X-Forwarded-For line, each
     // joined with ", " in arrival order. Read only when the config has
     // trusted_proxies and the peer is one of them; otherwise ignored.
-    std::string_view forwarded;
-    std::string_view x_forwarded_for;
+    std::string_view forwarded = {};
+    std::string_view x_forwarded_for = {};
 };
 
 // How a route authenticates its handshakes.
@@ -5930,13 +5949,13 @@ enum class ticket_requirement : std::uint8_t {
 
 // One endpoint. Two routes may have different allowlists and audiences.
 struct route_config {
-    std::string path;                         // exact path, e.g. "/ws"
-    std::vector<std::string> origins;         // origin_policy patterns
+    std::string path = {};                    // exact path, e.g. "/ws"
+    std::vector<std::string> origins = {};    // origin_policy patterns
     wsguard::origin_options origin_options{};  // e.g. allow_missing_origin for native clients
-    std::vector<std::string> hosts;           // host_allowlist patterns; empty: Host is not checked
+    std::vector<std::string> hosts = {};      // host_allowlist patterns; empty: Host is not checked
     bool deny_cross_site = true;              // refuse Sec-Fetch-Site: cross-site
     ticket_requirement ticket = ticket_requirement::required;
-    std::string audience;                     // what the issuer bound the ticket to, e.g. "app.example.com/ws"
+    std::string audience = {};                // what the issuer bound the ticket to, e.g. "app.example.com/ws"
     bool ticket_in_query = true;              // accept "?ticket=" when the subprotocol carries none
     // Concurrent connections per verified ticket subject (user); 0: no cap.
     // At the cap a new connection is refused (too_many_connections_for_subject),

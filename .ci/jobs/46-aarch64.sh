@@ -4,16 +4,7 @@
 # the portable fallback on ARM): GCC with the run-time target attribute, Clang
 # with the compile-time +crypto target, and a WSGUARD_NO_SIMD=1 build.
 set -euo pipefail
-packages=(g++-aarch64-linux-gnu qemu-user)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  sudo_cmd=(); [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
-  "${sudo_cmd[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+bash .ci/ensure-packages g++-aarch64-linux-gnu qemu-user
 
 out=build-ci/aarch64
 mkdir -p "$out/catch"

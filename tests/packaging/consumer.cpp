@@ -6,18 +6,14 @@
 #include <cstdio>
 #include <cstring>
 
+#include "expect.hpp"
+
 #ifndef EXPECTED_VERSION
 #error "the build must pass -DEXPECTED_VERSION=\"<version the package manager reported>\""
 #endif
 
 int main() {
-    int failures = 0;
-    auto expect = [&failures](bool ok, const char* what) {
-        if (!ok) {
-            std::fprintf(stderr, "FAIL: %s\n", what);
-            ++failures;
-        }
-    };
+    consumer_checks expect;
     expect(std::strcmp(WSGUARD_VERSION_STRING, EXPECTED_VERSION) == 0, "header version matches the package version");
     expect(std::strcmp(wsguard::to_string(wsguard::reason::origin_null), "origin_null") == 0, "to_string(origin_null)");
     expect(wsguard::http_status_of(wsguard::reason::rate_limited) == 429, "rate_limited answers 429");
@@ -41,6 +37,6 @@ int main() {
         expect(policy->check("null").reason == wsguard::reason::origin_null, "Origin: null is refused");
     }
 
-    if (failures == 0) std::printf("wsguard %s consumer: ok\n", WSGUARD_VERSION_STRING);
-    return failures == 0 ? 0 : 1;
+    if (expect.failures == 0) std::printf("wsguard %s consumer: ok\n", WSGUARD_VERSION_STRING);
+    return expect.failures == 0 ? 0 : 1;
 }

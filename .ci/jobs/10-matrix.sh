@@ -2,6 +2,7 @@
 # The test suite under g++ and clang++, C++17 and C++20, every warning an error;
 # then once with -fno-exceptions -fno-rtti.
 set -euo pipefail
+read -ra warnings < tests/strict-warnings.txt  # the one list of warning flags
 common=(-Dbenchmarks=disabled -Dexamples=disabled --werror)
 for cxx in g++ clang++; do
   for std in c++17 c++20; do
@@ -20,7 +21,7 @@ meson test -C "$dir" --print-errorlogs -q
 echo "-- header alone, strict, both compilers"
 tu=$(mktemp --suffix=.cpp); echo '#include <wsguard.hpp>' > "$tu"
 for cxx in g++ clang++; do
-  $cxx -std=c++17 -fsyntax-only -Iinclude -Wall -Wextra -Wpedantic -Wundef -Wshadow -Werror -fno-exceptions -fno-rtti "$tu"
-  $cxx -std=c++17 -fsyntax-only -Iinclude -DWSGUARD_NO_SIMD=1 -Wall -Wextra -Wpedantic -Wundef -Wshadow -Werror -fno-exceptions -fno-rtti "$tu"
+  $cxx -std=c++17 -fsyntax-only -Iinclude "${warnings[@]}" -Werror -fno-exceptions -fno-rtti "$tu"
+  $cxx -std=c++17 -fsyntax-only -Iinclude -DWSGUARD_NO_SIMD=1 "${warnings[@]}" -Werror -fno-exceptions -fno-rtti "$tu"
 done
 rm -f "$tu"

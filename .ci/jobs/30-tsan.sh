@@ -4,13 +4,14 @@
 # store's shards and a shared HMAC key object, each driven from two threads. Built directly (no meson) so
 # only these run; the single-threaded floods are too slow under TSan.
 set -euo pipefail
+read -ra warnings < tests/strict-warnings.txt  # the one list of warning flags
 out=build-ci/tsan
 mkdir -p "$out"
 for cxx in clang++ g++; do
   for component in limits tickets crypto; do
     echo "-- $cxx -fsanitize=thread: $component"
     $cxx -std=c++17 -O1 -g -fsanitize=thread -fno-omit-frame-pointer -pthread \
-      -Wall -Wextra -Wpedantic -Wundef -Wshadow -Werror \
+      "${warnings[@]}" -Werror \
       -DWSGUARD_TEST_VECTORS_DIR="\"$PWD/tests/vectors\"" -DWSGUARD_SOURCE_DIR="\"$PWD\"" \
       -Iinclude -Itests tests/catch_main.cpp "tests/test_$component.cpp" -o "$out/test_$component-$cxx"
     TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 timeout 600 "$out/test_$component-$cxx" '[concurrency]'

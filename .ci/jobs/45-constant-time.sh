@@ -9,11 +9,12 @@
 # comparison must then show up, so the ticket path really ran on secret data).
 # memcheck.h ships in Debian's `valgrind` package.
 set -euo pipefail
+read -ra warnings < tests/strict-warnings.txt  # the one list of warning flags
 out=build-ci/ct
 mkdir -p "$out"
 [ -f /usr/include/valgrind/memcheck.h ] || { echo "missing <valgrind/memcheck.h> (Debian package: valgrind)"; exit 1; }
 vg=(valgrind -q --error-exitcode=1 --track-origins=yes)
-strict=(-std=c++17 -gdwarf-4 -Iinclude -Wall -Wextra -Wpedantic -Wundef -Wshadow -Werror)
+strict=(-std=c++17 -gdwarf-4 -Iinclude "${warnings[@]}" -Werror)
 
 for cxx in g++ clang++; do
   for opt in -O2 -O3; do

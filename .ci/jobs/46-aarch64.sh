@@ -4,6 +4,7 @@
 # the portable fallback on ARM): GCC with the run-time target attribute, Clang
 # with the compile-time +crypto target, and a WSGUARD_NO_SIMD=1 build.
 set -euo pipefail
+read -ra warnings < tests/strict-warnings.txt  # the one list of warning flags
 bash .ci/ensure-packages g++-aarch64-linux-gnu qemu-user
 
 out=build-ci/aarch64
@@ -11,7 +12,7 @@ mkdir -p "$out/catch"
 # Catch2 v2 is header-only: expose just its headers to the cross compiler.
 ln -sfn /usr/include/catch2 "$out/catch/catch2"
 defs=(-DWSGUARD_TEST_VECTORS_DIR="\"$PWD/tests/vectors\"" -DWSGUARD_SOURCE_DIR="\"$PWD\"")
-strict=(-std=c++17 -O2 -Iinclude -I"$out/catch" -Wall -Wextra -Wpedantic -Wundef -Wshadow -Werror)
+strict=(-std=c++17 -O2 -Iinclude -I"$out/catch" "${warnings[@]}" -Werror)
 run=(qemu-aarch64 -cpu max -L /usr/aarch64-linux-gnu)
 
 aarch64-linux-gnu-g++ -std=c++17 -O1 -I"$out/catch" -c tests/catch_main.cpp -o "$out/catch_main.o"

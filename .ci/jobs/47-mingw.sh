@@ -10,6 +10,7 @@
 # Without wine (not installable) everything is still compiled and the job
 # says that nothing ran.
 set -euo pipefail
+read -ra warnings < tests/strict-warnings.txt  # the one list of warning flags
 bash .ci/ensure-packages g++-mingw-w64-x86-64
 bash .ci/ensure-packages wine64 || echo "note: could not install wine64"
 
@@ -18,7 +19,7 @@ mkdir -p "$out/catch"
 # Catch2 v2 is header-only: expose just its headers to the cross compiler.
 ln -sfn /usr/include/catch2 "$out/catch/catch2"
 defs=(-DWSGUARD_TEST_VECTORS_DIR="\"$PWD/tests/vectors\"" -DWSGUARD_SOURCE_DIR="\"$PWD\"")
-strict=(-std=c++17 -O1 -Iinclude -Wall -Wextra -Wpedantic -Wundef -Wshadow -Werror)
+strict=(-std=c++17 -O1 -Iinclude "${warnings[@]}" -Werror)
 # Static runtime: the .exe needs no MinGW DLL beside it under wine.
 link=(-static -lbcrypt)
 

@@ -5,6 +5,7 @@
 # shifts, not with loads that only work on little-endian machines. s390x has
 # no SHA extension wsguard uses: the portable compression runs.
 set -euo pipefail
+read -ra warnings < tests/strict-warnings.txt  # the one list of warning flags
 bash .ci/ensure-packages g++-s390x-linux-gnu qemu-user
 
 out=build-ci/s390x
@@ -13,7 +14,7 @@ mkdir -p "$out/catch"
 ln -sfn /usr/include/catch2 "$out/catch/catch2"
 cxx=s390x-linux-gnu-g++
 defs=(-DWSGUARD_TEST_VECTORS_DIR="\"$PWD/tests/vectors\"" -DWSGUARD_SOURCE_DIR="\"$PWD\"")
-strict=(-std=c++17 -O2 -Iinclude -I"$out/catch" -Wall -Wextra -Wpedantic -Wundef -Wshadow -Werror)
+strict=(-std=c++17 -O2 -Iinclude -I"$out/catch" "${warnings[@]}" -Werror)
 run=(qemu-s390x -L /usr/s390x-linux-gnu)
 
 byte_order=$(printf '#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__\nbig-endian\n#else\nlittle-endian\n#endif\n' | "$cxx" -E -P -x c++ - | tr -d '[:space:]')

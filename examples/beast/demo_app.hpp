@@ -22,7 +22,10 @@ inline constexpr const char* usage =
     "usage: wsguard_beast_demo [--port N] [--allow-origin ORIGIN]... [--max-message BYTES]\n"
     "       [--message-rate PER_SECOND] [--message-burst N] [--handshake-rate PER_SECOND]\n"
     "       [--handshake-burst N] [--max-connections PER_ADDRESS]\n"
-    "  http://127.0.0.1:PORT and http://localhost:PORT (the demo page) are always allowed.\n";
+    "       [--allow-host HOST[:PORT]]... [--trusted-proxy ADDRESS_OR_CIDR]...\n"
+    "  http://127.0.0.1:PORT and http://localhost:PORT (the demo page) are always allowed.\n"
+    "  Behind a proxy: --allow-host names the Host the proxy passes on (with its port),\n"
+    "  --trusted-proxy the proxy's address, so limits count each real client (docs/behind-a-proxy.md).\n";
 
 // The shared parser with the demo's defaults: a browser page opens few
 // sockets, so it gets a tighter per-address budget than the guard's default.

@@ -10,9 +10,19 @@
 //
 // Usage: wsguard_raw_epoll [--port N] [--allow-origin ORIGIN]... [--max-message BYTES]
 //                          [--max-inflated BYTES] [--session TOKEN] [--handshake-rate N] [--handshake-burst N]
+//                          [--max-connections N] [--allow-host HOST[:PORT]]... [--trusted-proxy CIDR]...
+//                          [--proxy-protocol]
 // Binds 127.0.0.1, prints "listening <port>" once ready, exits on SIGTERM/SIGINT.
-// Refusals are logged to stderr as "refused <reason> ...". The session token
+// Refusals are logged to stderr as "refused <reason> ...", at most 20 lines a
+// second (burst 50) for the guard's and the server's own refusals together; the
+// lines left out are counted and the count is logged. The session token
 // stands in for the application's login.
+//
+// Behind a proxy (docs/behind-a-proxy.md): --trusted-proxy names the proxies
+// whose X-Forwarded-For / Forwarded entries are believed; with --proxy-protocol
+// a connection from a trusted proxy must open with a PROXY v1 or v2 header
+// (HAProxy send-proxy / send-proxy-v2) whose source address becomes the peer,
+// and a connection from anyone else that opens with one is refused.
 //
 // Not a complete WebSocket server: no TLS, no idle timeouts (a slow client
 // holds one of the 512 slots until it leaves), no UTF-8 validation of text
@@ -52,7 +62,9 @@ namespace {
 
 constexpr const char* usage =
     "usage: wsguard_raw_epoll [--port N] [--allow-origin ORIGIN]... [--max-message BYTES]\n"
-    "                         [--max-inflated BYTES] [--session TOKEN] [--handshake-rate N] [--handshake-burst N]\n";
+    "                         [--max-inflated BYTES] [--session TOKEN] [--handshake-rate N] [--handshake-burst N]\n"
+    "                         [--max-connections N] [--allow-host HOST[:PORT]]... [--trusted-proxy CIDR]...\n"
+    "                         [--proxy-protocol]\n";
 
 // ---------------------------------------------------------------------------
 // Sec-WebSocket-Accept = base64(SHA-1(key + GUID)) (RFC 6455 4.2.2). SHA-1 is
@@ -145,7 +157,15 @@ struct http_request {
     std::string_view method, target, host, origin, upgrade, connection, key, version, extensions, protocol;
     std::string_view fetch_site, authorization;
     int duplicate_security_headers = 0;  // a second Origin/Host/Key is an attack, not a list
+    // Every Forwarded / X-Forwarded-For line, joined with ", " in arrival order:
+    // the guard reads them only when the peer is a trusted proxy.
+    std::string forwarded, x_forwarded_for;
 };
+
+void append_line(std::string& joined, std::string_view line) {
+    if (!joined.empty()) joined += ", ";
+    joined += line;
+}
 
 // Parses the head (everything before the blank line). False on a malformed head.
 bool parse_request(std::string_view head, http_request& request) {
@@ -177,6 +197,8 @@ bool parse_request(std::string_view head, http_request& request) {
         else if (iequals(name, "Sec-WebSocket-Protocol")) set_once(request.protocol);
         else if (iequals(name, "Sec-Fetch-Site")) set_once(request.fetch_site);
         else if (iequals(name, "Authorization")) set_once(request.authorization);
+        else if (iequals(name, "Forwarded")) append_line(request.forwarded, value);
+        else if (iequals(name, "X-Forwarded-For")) append_line(request.x_forwarded_for, value);
     }
     return true;
 }
@@ -221,6 +243,11 @@ struct connection {
     int fd = -1;
     std::string peer;
     std::uint8_t peer_bytes[4] = {};
+    // --proxy-protocol: the first bytes are settled (a PROXY header read, or
+    // none where none may come); a PROXY source replaces peer and peer_bytes.
+    bool first_bytes_settled = true;
+    bool from_trusted_proxy = false;
+    bool peer_from_proxy_header = false;
     bool upgraded = false;
     bool closing = false;  // close after the send queue drains
     std::string in, out;
@@ -247,6 +274,29 @@ struct connection {
 
 constexpr const char* ticket_audience = "wsguard-example/ws";
 
+// Every refusal line, the guard's (on_refusal) and the server's own (400, 431,
+// close frames), under one budget: the guard's default report rate. A hostile
+// client must not be able to write the log at line rate; what the budget
+// leaves out is counted, and the count rides on the next line written.
+class refusal_log {
+public:
+    void write(std::string_view line) {
+        if (!budget_.try_acquire()) {
+            ++suppressed_, ++suppressed_total_;
+            return;
+        }
+        if (suppressed_ > 0) std::fprintf(stderr, "refusal log: %llu lines suppressed\n", static_cast<unsigned long long>(suppressed_));
+        suppressed_ = 0;
+        std::fprintf(stderr, "%.*s\n", static_cast<int>(line.size()), line.data());
+    }
+    std::uint64_t suppressed_total() const noexcept { return suppressed_total_; }
+
+private:
+    wsguard::token_bucket budget_ = wsguard::token_bucket::create(wsguard::handshake_config{}.refusal_reports_per_second,
+                                                                  wsguard::handshake_config{}.refusal_report_burst).value();
+    std::uint64_t suppressed_ = 0, suppressed_total_ = 0;
+};
+
 struct server {
     example::options opts;
     wsguard::frame_limits limits;
@@ -255,6 +305,8 @@ struct server {
     const wsguard::ticket_issuer* issuer = nullptr;
     int epoll_fd = -1;
     std::map<int, std::unique_ptr<connection>> connections;
+    std::optional<wsguard::trusted_proxies> proxies;  // --trusted-proxy
+    refusal_log log;
 };
 
 void queue_frame(connection& c, std::uint8_t opcode, std::string_view payload) {
@@ -275,8 +327,8 @@ void queue_frame(connection& c, std::uint8_t opcode, std::string_view payload) {
 }
 
 // Fails the connection with a close frame naming the wsguard reason.
-void fail_connection(connection& c, int close_code, std::string_view why) {
-    std::fprintf(stderr, "refused %.*s close=%d peer=%s\n", static_cast<int>(why.size()), why.data(), close_code, c.peer.c_str());
+void fail_connection(server& s, connection& c, int close_code, std::string_view why) {
+    s.log.write("refused " + std::string(why) + " close=" + std::to_string(close_code) + " peer=" + c.peer);
     std::string payload;
     payload += static_cast<char>(close_code >> 8);
     payload += static_cast<char>(close_code & 0xFF);
@@ -293,8 +345,8 @@ void respond(connection& c, int status, std::string_view body, std::string_view 
     c.closing = true;
 }
 
-void refuse_upgrade(connection& c, int status, std::string_view why) {
-    std::fprintf(stderr, "refused %.*s http=%d peer=%s\n", static_cast<int>(why.size()), why.data(), status, c.peer.c_str());
+void refuse_upgrade(server& s, connection& c, int status, std::string_view why) {
+    s.log.write("refused " + std::string(why) + " http=" + std::to_string(status) + " peer=" + c.peer);
     respond(c, status, std::string(why) + "\n", "Content-Type: text/plain\r\n");
 }
 
@@ -310,22 +362,52 @@ void issue_ticket(const server& s, connection& c, const http_request& request) {
     respond(c, 200, "{\"ticket\":\"" + issued.ticket + "\"}\n", "Content-Type: application/json\r\n");
 }
 
+// ---------------------------------------------------------------------------
+// --proxy-protocol: the PROXY v1/v2 header a trusted L4 proxy (HAProxy
+// send-proxy-v2, AWS NLB) puts before the first HTTP byte, read incrementally.
+// Only a trusted peer may send one; a direct client that opens with one is
+// trying to choose the address it is rate-limited and logged under.
+// False while the first bytes are not settled (more to read, or refused).
+// ---------------------------------------------------------------------------
+bool settle_first_bytes(server& s, connection& c) {
+    if (c.first_bytes_settled) return true;
+    const wsguard::proxy_header header =
+        wsguard::parse_proxy_header(reinterpret_cast<const std::uint8_t*>(c.in.data()), c.in.size());
+    if (header.need_more()) return false;  // bounded: a v1 line is at most 107 bytes, a v2 header 16 + 65535
+    if (!c.from_trusted_proxy) {
+        if (header.refused() && header.reason == wsguard::reason::proxy_header_missing) return c.first_bytes_settled = true;
+        refuse_upgrade(s, c, 400, "proxy_header_from_untrusted_peer");
+        return false;
+    }
+    if (header.refused()) {
+        refuse_upgrade(s, c, 400, wsguard::to_string(header.reason));
+        return false;
+    }
+    // LOCAL and UNKNOWN (the proxy's own health checks) carry no source: the peer stays the proxy.
+    if (!header.source_text().empty()) {
+        c.peer = std::string(header.source_text());
+        c.peer_from_proxy_header = true;
+    }
+    c.in.erase(0, header.header_size);
+    return c.first_bytes_settled = true;
+}
+
 void handle_upgrade(server& s, connection& c) {
     const std::size_t head_end = c.in.find("\r\n\r\n");
     if (head_end == std::string::npos) {
-        if (c.in.size() > max_request_head) refuse_upgrade(c, 431, "request_malformed");
+        if (c.in.size() > max_request_head) refuse_upgrade(s, c, 431, "request_malformed");
         return;
     }
     http_request request;
     if (head_end > max_request_head || !parse_request(std::string_view(c.in).substr(0, head_end), request) ||
         request.duplicate_security_headers != 0) {
-        return refuse_upgrade(c, 400, "request_malformed");
+        return refuse_upgrade(s, c, 400, "request_malformed");
     }
     if (request.method == "POST" && request.target == "/ticket") return issue_ticket(s, c, request);
     // RFC 6455 shape first, so a malformed upgrade never spends its ticket.
     if (request.method == "GET" && (!iequals(request.upgrade, "websocket") || !has_token(request.connection, "upgrade") ||
                                     request.version != "13" || request.key.size() != 24)) {
-        return refuse_upgrade(c, 400, "not a WebSocket upgrade");
+        return refuse_upgrade(s, c, 400, "not a WebSocket upgrade");
     }
 
     // The whole wsguard handshake check: one call.
@@ -336,8 +418,14 @@ void handle_upgrade(server& s, connection& c) {
     up.host = request.host;
     up.sec_fetch_site = request.fetch_site;
     up.sec_websocket_protocol = request.protocol;
-    up.remote_address_bytes = c.peer_bytes;
-    up.remote_address_size = sizeof c.peer_bytes;
+    if (c.peer_from_proxy_header) {
+        up.remote_address = c.peer;  // the PROXY header's source, IPv4 or IPv6
+    } else {
+        up.remote_address_bytes = c.peer_bytes;
+        up.remote_address_size = sizeof c.peer_bytes;
+    }
+    up.forwarded = request.forwarded;
+    up.x_forwarded_for = request.x_forwarded_for;
     wsguard::handshake_outcome outcome = s.guard->check(up);
     if (!outcome) {
         const std::string retry = outcome.retry_after_seconds() > 0
@@ -358,7 +446,7 @@ void handle_upgrade(server& s, connection& c) {
     // Raw deflate, 32 KiB window: accepts any client_max_window_bits.
     if (c.deflate && inflateInit2(&c.inflater, -15) != Z_OK) {
         c.deflate = false;
-        return refuse_upgrade(c, 500, "internal_error");
+        return refuse_upgrade(s, c, 500, "internal_error");
     }
 #endif
     wsguard::frame_limits limits = s.limits;
@@ -413,7 +501,7 @@ void handle_frames([[maybe_unused]] server& s, connection& c) {
         if (!c.header) {
             const wsguard::frame_verdict verdict = c.guard.inspect(std::string_view(c.in).substr(at));
             if (verdict.need_more()) break;
-            if (verdict.refused()) return fail_connection(c, verdict.close_code(), wsguard::to_string(verdict.reason));
+            if (verdict.refused()) return fail_connection(s, c, verdict.close_code(), wsguard::to_string(verdict.reason));
             c.header = verdict;
         }
         const wsguard::frame_verdict& frame = *c.header;
@@ -436,7 +524,7 @@ void handle_frames([[maybe_unused]] server& s, connection& c) {
             inflate_failure failed = inflate_into_message(s, c, payload);
             // RFC 7692 7.2.2: the sender removed 00 00 FF FF from the end of each message.
             if (failed.close_code == 0 && frame.fin) failed = inflate_into_message(s, c, std::string_view("\x00\x00\xff\xff", 4));
-            if (failed.close_code != 0) return fail_connection(c, failed.close_code, failed.why);
+            if (failed.close_code != 0) return fail_connection(s, c, failed.close_code, failed.why);
 #endif
         } else {
             c.message += payload;  // within max_message_bytes: frame_guard counted it
@@ -444,7 +532,7 @@ void handle_frames([[maybe_unused]] server& s, connection& c) {
         if (!frame.is_control() && frame.fin) {
             if (!c.messages->try_acquire()) {  // 1008 message_rate_limited
                 constexpr wsguard::decision why = example::message_refusal;
-                return fail_connection(c, why.close_code(), wsguard::to_string(why.reason));
+                return fail_connection(s, c, why.close_code(), wsguard::to_string(why.reason));
             }
             queue_frame(c, frame.message_opcode, c.message);
             c.message.clear();
@@ -493,7 +581,7 @@ void on_readable(server& s, connection& c, bool& keep) {
             continue;  // refused or closing: read and drop until the reply is out
         } else if (n > 0) {
             c.in.append(buffer, static_cast<std::size_t>(n));
-            if (!c.upgraded) handle_upgrade(s, c);
+            if (!c.upgraded && settle_first_bytes(s, c)) handle_upgrade(s, c);
             if (c.upgraded && !c.closing) handle_frames(s, c);
             if (c.closing) break;
         } else if (n < 0 && errno == EINTR) {
@@ -543,6 +631,10 @@ void accept_all(server& s, int listen_fd) {
         inet_ntop(AF_INET, &peer.sin_addr, text, sizeof text);
         c->peer = text;
         std::memcpy(c->peer_bytes, &peer.sin_addr, sizeof c->peer_bytes);
+        if (s.opts.proxy_protocol) {  // every connection's first bytes are checked for a PROXY header
+            c->first_bytes_settled = false;
+            c->from_trusted_proxy = s.proxies->trusts(c->peer);
+        }
         const int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         epoll_event event{};
@@ -569,7 +661,7 @@ int main(int argc, char** argv) {
     wsguard::frame_limits limits;
     limits.max_message_bytes = opts->max_message_bytes;
     limits.max_fragments = 64;
-    server s{*opts, limits, *budget, nullptr, nullptr, -1, {}};
+    server s{*opts, limits, *budget, nullptr, nullptr, -1, {}, {}, {}};
 
     const std::unique_ptr<example::tickets> tickets = example::tickets::create(100000);
     if (!tickets) return 1;
@@ -591,7 +683,13 @@ int main(int argc, char** argv) {
     }
 
     // The allowed origins and hosts name the bound port.
-    auto guard = wsguard::handshake_guard::create(example::handshake_config(port, *opts, ticket_audience, *tickets->verifier));
+    wsguard::handshake_config config = example::handshake_config(port, *opts, ticket_audience, *tickets->verifier);
+    config.on_refusal = [&s](const wsguard::refusal_event& e) {  // the shared line, under the shared budget
+        s.log.write("refused " + std::string(wsguard::to_string(e.reason)) + " origin=" + std::string(e.origin) +
+                    " address=" + std::string(e.address));
+    };
+    if (opts->proxy_protocol) s.proxies.emplace(wsguard::trusted_proxies::create(opts->trusted_proxies).value());
+    auto guard = wsguard::handshake_guard::create(std::move(config));
     if (!guard) {
         std::fprintf(stderr, "%s\n", guard.error().c_str());
         return 2;
@@ -629,6 +727,8 @@ int main(int argc, char** argv) {
         }
     }
     s.connections.clear();
+    if (s.log.suppressed_total() > 0)
+        std::fprintf(stderr, "refusal log: %llu lines suppressed in all\n", static_cast<unsigned long long>(s.log.suppressed_total()));
     ::close(listen_fd);
     ::close(signal_fd);
     ::close(s.epoll_fd);

@@ -3,6 +3,7 @@
 // missing. Set WSGUARD_E2E_REQUIRED=1 (CI) to make a missing dependency fail.
 //   node run.js ws        the `ws` client tests (Beast and websocketpp servers)
 //   node run.js browser   the headless Chromium tests (Beast demo)
+//   node run.js proxies   behind real nginx and HAProxy (Beast demo, raw_epoll, Chromium)
 'use strict';
 
 const { spawnSync } = require('node:child_process');
@@ -12,6 +13,10 @@ const path = require('node:path');
 const groups = {
   ws: { files: ['beast_ws.test.js', 'websocketpp_ws.test.js'], packages: ['ws'] },
   browser: { files: ['beast_browser.test.js'], packages: ['ws', 'playwright-core'], chromium: true },
+  proxies: {
+    files: ['proxy_nginx.test.js', 'proxy_haproxy.test.js', 'proxy_browser.test.js'],
+    packages: ['ws', 'playwright-core'], chromium: true, programs: ['nginx', 'haproxy'], rawEpoll: true,
+  },
 };
 const group = groups[process.argv[2]];
 if (!group) {
@@ -36,6 +41,12 @@ const chromium = process.env.WSGUARD_CHROMIUM || '/usr/bin/chromium';
 if (group.chromium && !fs.existsSync(chromium)) unavailable(`no Chromium at ${chromium}: apt install chromium`);
 if (!process.env.WSGUARD_BEAST_DEMO || !fs.existsSync(process.env.WSGUARD_BEAST_DEMO))
   unavailable(`the Beast demo was not built (${process.env.WSGUARD_BEAST_DEMO || 'WSGUARD_BEAST_DEMO unset'})`);
+if (group.rawEpoll && !(process.env.WSGUARD_RAW_EPOLL && fs.existsSync(process.env.WSGUARD_RAW_EPOLL)))
+  unavailable(`raw_epoll was not built (${process.env.WSGUARD_RAW_EPOLL || 'WSGUARD_RAW_EPOLL unset'})`);
+for (const program of group.programs ?? []) {  // Debian installs them in /usr/sbin, which a user's PATH may lack
+  const found = ['/usr/sbin', '/usr/bin', ...(process.env.PATH || '').split(':')].some((dir) => fs.existsSync(path.join(dir, program)));
+  if (!found) unavailable(`no ${program}: apt install ${program === 'nginx' ? 'nginx-light' : program} (.ci/setup does)`);
+}
 
 // One file at a time keeps Chromium and the flood tests from competing for the
 // CPU. Node 18.19+ and 20.10+ take --test-concurrency; older ones get one run per file.

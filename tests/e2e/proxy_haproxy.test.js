@@ -140,3 +140,21 @@ describe("raw_epoll's own refusals are rate limited in its log", { skip, timeout
     assert.equal(written + Number(suppressed[1]), 300, 'every refusal is either written or counted');
   });
 });
+
+// The configurations in docs/behind-a-proxy.md are the ones these tests run.
+describe('docs/behind-a-proxy.md shows the configurations the tests run', () => {
+  const fs = require('node:fs');
+  const path = require('node:path');
+  const { nginxServerBlock, haproxySections } = require('./lib/proxies');
+  const doc = fs.readFileSync(path.join(__dirname, '..', '..', 'docs', 'behind-a-proxy.md'), 'utf8');
+  const block = (language) => (new RegExp('```' + language + '\\n([\\s\\S]*?)```').exec(doc) ?? [])[1] ?? '';
+  const dedent = (text) => {
+    const lines = text.split('\n').filter((line) => line.trim() !== '');
+    const indent = Math.min(...lines.map((line) => line.length - line.trimStart().length));
+    return lines.map((line) => line.slice(indent)).join('\n');
+  };
+  const ports = { port: 8000, upstreamPort: 8080 };
+
+  test('the nginx block', () => assert.equal(dedent(block('nginx')), dedent(nginxServerBlock(ports))));
+  test('the HAProxy block', () => assert.equal(dedent(block('haproxy')), dedent(haproxySections(ports))));
+});

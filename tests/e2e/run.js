@@ -14,7 +14,7 @@ const groups = {
   ws: { files: ['beast_ws.test.js', 'websocketpp_ws.test.js'], packages: ['ws'] },
   browser: { files: ['beast_browser.test.js'], packages: ['ws', 'playwright-core'], chromium: true },
   proxies: {
-    files: ['proxy_nginx.test.js', 'proxy_haproxy.test.js', 'proxy_browser.test.js'],
+    files: ['proxy_beast.test.js', 'proxy_raw_epoll.test.js', 'proxy_browser.test.js'],
     packages: ['ws', 'playwright-core'], chromium: true, programs: ['nginx', 'haproxy'], rawEpoll: true,
   },
 };

@@ -140,9 +140,28 @@ ${nginxServerBlock({ port, upstreamPort, host, dropClientForwarded })}
   return startProxyProcess('nginx', NGINX, ['-p', dir, '-c', conf, '-e', 'stderr'], dir, port);
 }
 
-// HAProxy in TCP mode in front of raw_epoll: every connection to the backend
-// opens with a PROXY v2 header that names the client (send-proxy-v2).
-function haproxySections({ port, upstreamPort }) {
+// HAProxy in front of a server. mode 'tcp' (raw_epoll): every connection to
+// the backend opens with a PROXY v2 header that names the client
+// (send-proxy-v2). mode 'http' (the Beast demo): HAProxy appends its own
+// X-Forwarded-For line and deletes any Forwarded header a client sent.
+function haproxySections({ port, upstreamPort, mode = 'tcp' }) {
+  if (mode === 'http') {
+    return `
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+
+frontend websocket_in
+    bind 127.0.0.1:${port}
+    option forwardfor
+    http-request del-header Forwarded
+    default_backend wsguard_demo
+
+backend wsguard_demo
+    server app1 127.0.0.1:${upstreamPort}`;
+  }
   return `
 defaults
     mode tcp
@@ -158,14 +177,14 @@ backend wsguard_raw_epoll
     server app1 127.0.0.1:${upstreamPort} send-proxy-v2`;
 }
 
-async function startHaproxy({ port, upstreamPort }) {
+async function startHaproxy({ port, upstreamPort, mode }) {
   if (!HAPROXY) throw new Error('no haproxy: apt install haproxy');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wsguard-haproxy-'));
   const cfg = path.join(dir, 'haproxy.cfg');
   fs.writeFileSync(cfg, `# test-only: foreground (-db), one thread, no log
 global
     nbthread 1
-${haproxySections({ port, upstreamPort })}
+${haproxySections({ port, upstreamPort, mode })}
 `);
   return startProxyProcess('haproxy', HAPROXY, ['-f', cfg, '-db'], dir, port);
 }

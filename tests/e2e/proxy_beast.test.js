@@ -1,20 +1,21 @@
-// The Beast demo behind Debian's nginx (docs/behind-a-proxy.md): per-client
-// limits count each real client, not the proxy; a client cannot choose its
-// bucket with its own X-Forwarded-For or Forwarded; refusal reports name it.
-// Clients bind 127.0.0.2, 127.0.0.3, ...; nginx reaches the demo from 127.0.0.1.
+// The Beast demo behind Debian's nginx, and behind HAProxy in HTTP mode
+// (docs/behind-a-proxy.md): per-client limits count each real client, not the
+// proxy; a client cannot choose its bucket with its own X-Forwarded-For or
+// Forwarded; refusal reports name it. Clients bind 127.0.0.2, 127.0.0.3, ...;
+// the proxy reaches the demo from 127.0.0.1.
 'use strict';
 
 const { test, describe, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { refusals } = require('./lib/servers');
-const { NGINX, startNginx, startBehind, stopBehind, demoTicket, upgrade, statusCounts, refusalLines } = require('./lib/proxies');
+const { NGINX, HAPROXY, startNginx, startHaproxy, startBehind, stopBehind, demoTicket, upgrade, statusCounts, refusalLines } = require('./lib/proxies');
 
 const DEMO = process.env.WSGUARD_BEAST_DEMO;
 const skip = !DEMO ? 'WSGUARD_BEAST_DEMO is not set (the Beast demo was not built)' : !NGINX ? 'no nginx (apt install nginx-light)' : false;
 
-// The demo as the docs configure it behind nginx on `port`: the Host and Origin
-// clients reach nginx by, and nginx (127.0.0.1) as the one trusted proxy.
-const behindNginx = (port, extra = []) => [
+// The demo as the docs configure it behind a proxy on `port`: the Host and Origin
+// clients reach the proxy by, and the proxy (127.0.0.1) as the one trusted proxy.
+const behindProxy = (port, extra = []) => [
   '--allow-host', `127.0.0.1:${port}`, '--allow-origin', `http://127.0.0.1:${port}`, '--trusted-proxy', '127.0.0.1', ...extra];
 
 // `count` upgrade attempts without a ticket, all at once, from one client:
@@ -36,7 +37,7 @@ function withDemoBehindNginx(extraArgs, body, { host, dropClientForwarded, trust
   return () => {
     const ctx = {};
     before(async () => {
-      const args = (port) => trusted ? behindNginx(port, extraArgs)
+      const args = (port) => trusted ? behindProxy(port, extraArgs)
         : ['--allow-host', `127.0.0.1:${port}`, '--allow-origin', `http://127.0.0.1:${port}`, ...extraArgs];
       Object.assign(ctx, await startBehind(DEMO, args, (ports) => startNginx({ ...ports, host, dropClientForwarded })));
     });
@@ -178,3 +179,31 @@ describe('Beast demo behind nginx with "proxy_set_header Host $host:$server_port
       assert.deepEqual(statusCounts(await connectWithTickets(ctx, '127.0.0.2', 1)), { 101: 1 });
     });
   }, { host: '$host:$server_port' }));
+
+describe('Beast demo behind HAProxy in HTTP mode (option forwardfor)', { skip: skip || (!HAPROXY && 'no haproxy'), timeout: 60000 }, () => {
+  const ctx = {};
+  before(async () => {
+    const args = (port) => behindProxy(port, ['--handshake-rate', '1', '--handshake-burst', '10']);
+    Object.assign(ctx, await startBehind(DEMO, args, (ports) => startHaproxy({ ...ports, mode: 'http' })));
+  });
+  after(async () => {
+    const status = await stopBehind(ctx);
+    assert.deepEqual(status, { code: 0, signal: null }, 'the demo exits cleanly on SIGTERM');
+  });
+
+  test('a spoofing flooder gets 429 under its real address while another client connects', async () => {
+    // HAProxy adds its X-Forwarded-For as a line of its own after the client's:
+    // the demo joins the lines in arrival order, so HAProxy's entry is the rightmost.
+    const spoofer = statusCounts(await flood(ctx, '127.0.0.2', 40, (i) => ({
+      'X-Forwarded-For': `1.2.3.${i}`, Forwarded: `for=198.51.100.${i}`,
+    })));
+    console.log(`spoofer 127.0.0.2 behind haproxy (http): ${JSON.stringify(spoofer)}`);
+    assert.ok((spoofer[429] ?? 0) >= 25, `only ${spoofer[429] ?? 0} of 40 were rate limited`);
+    const neighbour = statusCounts(await connectWithTickets(ctx, '127.0.0.3', 5));
+    console.log(`neighbour 127.0.0.3 behind haproxy (http): ${JSON.stringify(neighbour)}`);
+    assert.deepEqual(neighbour, { 101: 5 });
+    const lines = refusalLines(ctx.server);
+    assert.ok(lines.length >= 10);
+    for (const line of lines) assert.match(line, / address=127\.0\.0\.2$/);
+  });
+});

@@ -147,7 +147,7 @@ describe('docs/behind-a-proxy.md shows the configurations the tests run', () => 
   const path = require('node:path');
   const { nginxServerBlock, haproxySections } = require('./lib/proxies');
   const doc = fs.readFileSync(path.join(__dirname, '..', '..', 'docs', 'behind-a-proxy.md'), 'utf8');
-  const block = (language) => (new RegExp('```' + language + '\\n([\\s\\S]*?)```').exec(doc) ?? [])[1] ?? '';
+  const block = (language, nth = 0) => [...doc.matchAll(new RegExp('```' + language + '\\n([\\s\\S]*?)```', 'g'))][nth]?.[1] ?? '';
   const dedent = (text) => {
     const lines = text.split('\n').filter((line) => line.trim() !== '');
     const indent = Math.min(...lines.map((line) => line.length - line.trimStart().length));
@@ -156,5 +156,8 @@ describe('docs/behind-a-proxy.md shows the configurations the tests run', () => 
   const ports = { port: 8000, upstreamPort: 8080 };
 
   test('the nginx block', () => assert.equal(dedent(block('nginx')), dedent(nginxServerBlock(ports))));
-  test('the HAProxy block', () => assert.equal(dedent(block('haproxy')), dedent(haproxySections(ports))));
+  test('the HAProxy blocks', () => {
+    assert.equal(dedent(block('haproxy', 0)), dedent(haproxySections(ports)));
+    assert.equal(dedent(block('haproxy', 1)), dedent(haproxySections({ ...ports, mode: 'http' })));
+  });
 });

@@ -12,6 +12,7 @@
 //   4. crypto: sha256, hmac_sha256, base64url, random bytes
 //   5. tickets: keyring, issuer, verifier, replay store, transport helpers
 //   6. rate limits: token_bucket, keyed_limiter, connection_limiter, address keys
+//  6b. client address behind proxies: trusted_proxies, client_address, PROXY protocol
 //   7. frames: frame_guard, inflate_budget
 //   8. handshake_guard: the one call that composes them
 #ifndef WSGUARD_HPP
@@ -88,6 +89,12 @@ enum class reason : std::uint16_t {
     request_malformed = 100,      // a header is over its cap or not text
     method_not_get = 101,         // RFC 6455 4.1: the upgrade must be a GET
     route_not_found = 102,        // no route is configured for this path
+    forwarded_malformed = 103,    // Forwarded / X-Forwarded-For unreadable where the walk must read it
+    forwarded_too_many_hops = 104,  // more trusted proxies in the chain than the hop limit
+    forwarded_unknown_hop = 105,  // a trusted proxy reported "unknown" or an obfuscated node: no client
+    proxy_header_malformed = 106,   // PROXY protocol header that breaks the spec
+    proxy_header_missing = 107,   // the connection does not start with a PROXY header
+    proxy_header_unsupported = 108,  // PROXY v2 with another version, command, family or protocol
 
     // Origin, Host and Sec-Fetch-Site
     origin_missing = 200,         // no Origin header, and non-browser clients are not allowed
@@ -179,6 +186,12 @@ inline constexpr reason_info reason_table[] = {
     {reason::request_malformed, "request_malformed", reason_category::request, 400, 1002},
     {reason::method_not_get, "method_not_get", reason_category::request, 405, 1002},
     {reason::route_not_found, "route_not_found", reason_category::request, 404, 1008},
+    {reason::forwarded_malformed, "forwarded_malformed", reason_category::request, 400, 1008},
+    {reason::forwarded_too_many_hops, "forwarded_too_many_hops", reason_category::request, 400, 1008},
+    {reason::forwarded_unknown_hop, "forwarded_unknown_hop", reason_category::request, 403, 1008},
+    {reason::proxy_header_malformed, "proxy_header_malformed", reason_category::request, 400, 1002},
+    {reason::proxy_header_missing, "proxy_header_missing", reason_category::request, 400, 1002},
+    {reason::proxy_header_unsupported, "proxy_header_unsupported", reason_category::request, 400, 1002},
     {reason::origin_missing, "origin_missing", reason_category::origin, 403, 1008},
     {reason::origin_null, "origin_null", reason_category::origin, 403, 1008},
     {reason::origin_malformed, "origin_malformed", reason_category::origin, 403, 1008},
@@ -2036,6 +2049,43 @@ inline origin_syntax origin_stray_char(char c) noexcept {
     }
 }
 
+// RFC 5952 text of eight IPv6 groups into `out` (at most 39 characters, no
+// terminator written): 4.2 compresses the longest run of two or more zero
+// groups, the first one on a tie; 4.3 lowercase, no leading zeros. Shared by
+// the Origin parser, the address reports and the client address behind proxies.
+inline std::size_t ipv6_format_rfc5952(const std::uint16_t (&groups)[8], char* out) noexcept {
+    int best_at = -1, best_len = 1;
+    for (int k = 0; k < 8;) {
+        int run = 0;
+        while (k + run < 8 && groups[k + run] == 0) ++run;
+        if (run > best_len) {
+            best_at = k;
+            best_len = run;
+        }
+        k += run > 0 ? run : 1;
+    }
+    std::size_t n = 0;
+    for (int k = 0; k < 8; ++k) {
+        if (k == best_at) {
+            out[n++] = ':';
+            out[n++] = ':';
+            k += best_len - 1;
+            continue;
+        }
+        if (n > 0 && out[n - 1] != ':') out[n++] = ':';
+        static constexpr char hex[] = "0123456789abcdef";
+        bool started = false;
+        for (int shift = 12; shift >= 0; shift -= 4) {
+            const int nibble = (groups[k] >> shift) & 0xf;
+            if (nibble != 0 || started || shift == 0) {
+                out[n++] = hex[nibble];
+                started = true;
+            }
+        }
+    }
+    return n;
+}
+
 // Parses an IPv6 literal's content (between the brackets) and writes its
 // RFC 5952 text to `out`; the input must equal it up to ASCII case.
 inline origin_syntax origin_parse_ipv6(std::string_view s, char (&out)[40]) noexcept {
@@ -2076,37 +2126,7 @@ inline origin_syntax origin_parse_ipv6(std::string_view s, char (&out)[40]) noex
         for (int k = moved - 1; k >= 0; --k) groups[compress_at + gap + k] = groups[compress_at + k];
         for (int k = 0; k < gap; ++k) groups[compress_at + k] = 0;
     }
-    // RFC 5952 4.2: compress the longest run of two or more zero groups, the
-    // first one on a tie; 4.3: lowercase, no leading zeros.
-    int best_at = -1, best_len = 1;
-    for (int k = 0; k < 8;) {
-        int run = 0;
-        while (k + run < 8 && groups[k + run] == 0) ++run;
-        if (run > best_len) {
-            best_at = k;
-            best_len = run;
-        }
-        k += run > 0 ? run : 1;
-    }
-    std::size_t n = 0;
-    for (int k = 0; k < 8; ++k) {
-        if (k == best_at) {
-            out[n++] = ':';
-            out[n++] = ':';
-            k += best_len - 1;
-            continue;
-        }
-        if (n > 0 && out[n - 1] != ':') out[n++] = ':';
-        static constexpr char hex[] = "0123456789abcdef";
-        bool started = false;
-        for (int shift = 12; shift >= 0; shift -= 4) {
-            const int nibble = (groups[k] >> shift) & 0xf;
-            if (nibble != 0 || started || shift == 0) {
-                out[n++] = hex[nibble];
-                started = true;
-            }
-        }
-    }
+    const std::size_t n = ipv6_format_rfc5952(groups, out);
     out[n] = '\0';
     return origin_iequal(s, std::string_view(out, n)) ? origin_syntax::ok : origin_syntax::ipv6_not_canonical;
 }
@@ -5749,6 +5769,774 @@ static_assert(std::has_unique_object_representations<address_key>::value && size
 }  // namespace wsguard
 
 // ===========================================================================
+// 6b. Client address behind proxies: trusted_proxies, client_address,
+//     parse_proxy_header
+// ===========================================================================
+//
+// Behind nginx, HAProxy, a load balancer or a CDN, every socket's peer is the
+// proxy. trusted_proxies names the proxies whose word is taken; resolve() walks
+// Forwarded (RFC 7239) or X-Forwarded-For from the right, stepping over
+// trusted proxies only (nginx "real_ip_recursive on"): the first address that
+// is not trusted is the client. A client that reaches the server directly
+// cannot forge its address (its headers are never read), and a client behind
+// the proxies cannot choose it (whatever it writes sits left of the address
+// the last trusted proxy appended, and the walk stops before it).
+//
+// parse_proxy_header reads the PROXY protocol (v1 text, v2 binary) that L4
+// balancers (HAProxy send-proxy, AWS NLB, ...) put before any HTTP. Only a
+// connection from a trusted proxy may carry one: check trusts() first.
+//
+// Both read borrowed bytes, never allocate and never throw; the blocks of a
+// trusted_proxies are validated once, in create().
+
+namespace wsguard {
+inline namespace WSGUARD_ABI_NS {
+
+struct trusted_proxy_options {
+    // The most trusted proxies one request may have passed through. A longer
+    // chain is refused (forwarded_too_many_hops) rather than walked. 1 to 64.
+    std::size_t max_hops = 16;
+    // Accept a block that trusts the whole internet: 0.0.0.0/0, ::/0, any IPv4
+    // block wider than /8, any IPv6 block wider than /7 or holding every
+    // IPv4-mapped address. With it, any client reaching the server directly
+    // chooses its own address, so per-client limits stop meaning anything.
+    bool trust_everything_unsafe = false;
+};
+
+// The client behind the proxies, or why there is none. A value: 64 bytes, no
+// pointer into the request.
+class [[nodiscard]] client_address {
+public:
+    // ok; address_malformed (the peer itself is not an address);
+    // forwarded_malformed (an entry the walk had to read is unreadable);
+    // forwarded_too_many_hops (more trusted proxies than max_hops);
+    // forwarded_unknown_hop (a trusted proxy wrote "unknown", an obfuscated
+    // node such as "_hidden", or a Forwarded element without for=: the client
+    // is unknown, and the walk never skips to an entry further left, which
+    // the client could have written).
+    wsguard::reason reason = wsguard::reason::address_malformed;
+    // Trusted proxies stepped over: 0 when the peer itself is the client.
+    std::size_t hops = 0;
+
+    // The peer itself as the client: for servers that no proxy fronts.
+    // `peer` as address_key::from_endpoint_text accepts it; `bytes` 4 or 16.
+    static client_address from_peer(std::string_view peer) noexcept;
+    static client_address from_peer_bytes(const std::uint8_t* bytes, std::size_t size) noexcept;
+
+    bool allowed() const noexcept { return reason == wsguard::reason::ok; }
+    explicit operator bool() const noexcept { return allowed(); }
+    wsguard::decision decision() const noexcept { return wsguard::decision{reason}; }
+    // The client's IP in canonical form: "192.0.2.1", or RFC 5952 IPv6
+    // ("2001:db8::1") without brackets, port or zone; an IPv4-mapped IPv6
+    // address reads as IPv4. Empty on a refusal.
+    std::string_view text() const noexcept { return std::string_view(text_, text_size_); }
+    // The client's rate-limit key (IPv6 grouped as `options` say). On a
+    // refusal, the key of "::", shared by every refused request: check the
+    // reason first.
+    address_key key(address_key_options options = {}) const noexcept {
+        return address_key::from_bytes(bytes_, sizeof bytes_, options).value_or(address_key{});
+    }
+
+private:
+    friend class trusted_proxies;
+    static client_address of(const std::uint8_t (&bytes)[16], std::size_t hops) noexcept;
+    static client_address refused(wsguard::reason r, std::size_t hops) noexcept {
+        client_address out;
+        out.reason = r;
+        out.hops = hops;
+        return out;
+    }
+
+    std::uint8_t bytes_[16] = {};  // IPv4 as ::ffff:a.b.c.d, full address (no prefix applied)
+    char text_[40] = {};
+    std::uint8_t text_size_ = 0;
+};
+
+class trusted_proxies {
+public:
+    using options = trusted_proxy_options;
+    static constexpr std::size_t max_hop_limit = 64;
+
+    // Patterns: addresses or CIDR blocks, IPv4 or IPv6: "127.0.0.1",
+    // "10.0.0.0/8", "2001:db8::/32", "::1". An IPv4 block also matches the
+    // IPv4-mapped spelling of its addresses (::ffff:10.0.0.1). Refused here:
+    // malformed patterns, zone ids, host bits set beyond the prefix
+    // ("10.0.0.1/8"), an empty list, and blocks that trust the whole internet
+    // unless options.trust_everything_unsafe.
+    static result<trusted_proxies> create(std::initializer_list<std::string_view> patterns, const options& opts = {}) {
+        return build(std::vector<std::string_view>(patterns), opts);
+    }
+    template <class Patterns, class = std::enable_if_t<detail::origin_is_pattern_range<Patterns>::value>>
+    static result<trusted_proxies> create(const Patterns& patterns, const options& opts = {}) {
+        return build(detail::origin_views(patterns), opts);
+    }
+
+    // `peer`: the socket's remote endpoint, as address_key::from_endpoint_text
+    // accepts it. `forwarded`: every Forwarded line, `x_forwarded_for`: every
+    // X-Forwarded-For line, each joined with ", " in arrival order (empty:
+    // absent). An untrusted peer is the client and its headers are ignored;
+    // a trusted peer that sent neither header is itself the client. Forwarded
+    // wins over X-Forwarded-For when both are present. When every address in
+    // the chain is trusted, the leftmost is the client (as nginx does).
+    //
+    // Only the entries the walk needs are read, right to left: whatever lies
+    // left of the client is never parsed. In the part that is read, Forwarded
+    // follows RFC 7239 (quoted strings, "[v6]:port", case-insensitive names,
+    // by=/proto=/host=/extensions checked as token or quoted-string, each
+    // name once per element, OWS around ';' and ','); X-Forwarded-For entries
+    // are "a.b.c.d", "a.b.c.d:port", bare IPv6, "[v6]" or "[v6]:port" (the
+    // port is tolerated and dropped, as nginx does), "unknown" ends the walk.
+    // An empty list element in the read part is forwarded_malformed.
+    client_address resolve(std::string_view peer, std::string_view forwarded,
+                           std::string_view x_forwarded_for) const noexcept;
+    // The same with the peer as raw network-order bytes (4 or 16, e.g.
+    // sin_addr / sin6_addr), for stacks that hold a sockaddr.
+    client_address resolve_bytes(const std::uint8_t* peer, std::size_t peer_size, std::string_view forwarded,
+                                 std::string_view x_forwarded_for) const noexcept;
+
+    // Whether an address (bare or "ip:port" text, or 4/16 raw bytes) is in
+    // one of the blocks: e.g. before honouring a PROXY protocol header.
+    bool trusts(std::string_view address) const noexcept;
+    bool trusts_bytes(const std::uint8_t* address, std::size_t size) const noexcept;
+
+    // Blocks after parsing (duplicates kept).
+    std::size_t size() const noexcept { return blocks_.size(); }
+    const options& settings() const noexcept { return options_; }
+
+private:
+    struct block {
+        std::uint8_t bytes[16];  // network address in the IPv4-mapped 128-bit space
+        std::uint8_t prefix;     // 0-128 bits in that space (an IPv4 /8 is 104)
+    };
+
+    trusted_proxies() = default;
+    static result<trusted_proxies> build(const std::vector<std::string_view>& patterns, const options& opts);
+    bool trusts_raw(const std::uint8_t (&address)[16]) const noexcept;
+    client_address walk(const std::uint8_t (&peer)[16], std::string_view forwarded,
+                        std::string_view x_forwarded_for) const noexcept;
+
+    std::vector<block> blocks_;
+    options options_;
+};
+
+// ---------------------------------------------------------------------------
+// PROXY protocol v1 and v2 (https://www.haproxy.org/download/2.9/doc/proxy-protocol.txt)
+// ---------------------------------------------------------------------------
+
+enum class proxy_family : std::uint8_t {
+    unspecified = 0,  // v1 UNKNOWN, v2 AF_UNSPEC, or a v2 LOCAL header
+    ipv4 = 4,
+    ipv6 = 6,
+    unix_socket = 1,  // v2 AF_UNIX: the client is a local socket of the balancer
+};
+
+// The answer to one parse_proxy_header call: need more bytes, allowed (a
+// complete, valid header of header_size bytes), or refused (close the
+// connection: nothing after a broken header can be trusted).
+class [[nodiscard]] proxy_header {
+public:
+    enum class state : std::uint8_t { need_more = 0, allowed = 1, refused = 2 };
+
+    // ok while need_more and when allowed; otherwise proxy_header_missing
+    // (the bytes start like neither signature: this peer must send PROXY),
+    // proxy_header_malformed or proxy_header_unsupported (v2 version,
+    // command, family or transport the spec does not define).
+    wsguard::reason reason = wsguard::reason::ok;
+    state status = state::need_more;
+    // When allowed: the bytes the header takes (v1 line with its CRLF, or 16 +
+    // the v2 length); the application's bytes start at data + header_size.
+    // While need_more: the least total size the header needs. 0 on refusal.
+    std::size_t header_size = 0;
+    std::uint8_t version = 0;  // 1 or 2 once the signature is recognized
+    // When allowed: v2 LOCAL (the balancer's own health check). Like an
+    // unspecified family, it carries no client: the socket's peer is the client.
+    bool local = false;
+    proxy_family family = proxy_family::unspecified;
+    std::uint16_t source_port = 0;       // when has_source()
+    std::uint16_t destination_port = 0;  // when has_source()
+
+    constexpr bool need_more() const noexcept { return status == state::need_more; }
+    constexpr bool allowed() const noexcept { return status == state::allowed; }
+    constexpr bool refused() const noexcept { return status == state::refused; }
+    constexpr explicit operator bool() const noexcept { return allowed(); }
+    // need_more maps to an allowing decision: nothing has been refused yet.
+    constexpr wsguard::decision decision() const noexcept { return wsguard::decision{reason}; }
+
+    // Whether the header names the client's IP (TCP4/TCP6, AF_INET/AF_INET6
+    // with PROXY). False for LOCAL, UNKNOWN, AF_UNSPEC and AF_UNIX.
+    bool has_source() const noexcept { return source_text_size_ != 0; }
+    // The client's IP, canonical as client_address::text(); empty without one.
+    // Pass it as upgrade_request::remote_address.
+    std::string_view source_text() const noexcept { return std::string_view(source_text_, source_text_size_); }
+    // The client's rate-limit key; nullopt without a source.
+    std::optional<address_key> source_key(address_key_options options = {}) const noexcept {
+        if (!has_source()) return std::nullopt;
+        return address_key::from_bytes(source_, sizeof source_, options);
+    }
+    // The client's IP as 16 network-order bytes (IPv4 as ::ffff:a.b.c.d), for
+    // upgrade_request::remote_address_bytes; nullptr without a source.
+    const std::uint8_t* source_bytes() const noexcept { return has_source() ? source_ : nullptr; }
+
+private:
+    friend proxy_header parse_proxy_header(const std::uint8_t* data, std::size_t size) noexcept;
+
+    std::uint8_t source_[16] = {};
+    char source_text_[40] = {};
+    std::uint8_t source_text_size_ = 0;
+};
+
+// Reads the PROXY header at the start of a connection from the bytes received
+// so far. Call it again with more bytes while need_more(): a header split at
+// any byte gives need_more until it is complete, then the answer the whole
+// header gives. v1 lines are limited to the spec's 107 bytes; v2 TLVs are
+// skipped with bounds checks (a TLV running past the header is malformed).
+// v1 is read strictly: single spaces, dotted quads without leading zeros,
+// ports 0-65535 without leading zeros.
+proxy_header parse_proxy_header(const std::uint8_t* data, std::size_t size) noexcept;
+
+// ---------------------------------------------------------------------------
+// Bodies
+// ---------------------------------------------------------------------------
+namespace detail {
+
+inline constexpr address_key_options proxy_full_address{32, 128};  // no grouping: the exact address
+inline constexpr std::size_t forwarded_node_cap = 128;  // longer for= values are forwarded_malformed
+
+// 16 bytes (IPv4 as ::ffff:a.b.c.d) from endpoint text or raw bytes.
+inline bool proxy_address_from_text(std::string_view text, std::uint8_t (&out)[16]) noexcept {
+    const std::optional<address_key> key = address_key::from_endpoint_text(text, proxy_full_address);
+    if (!key) return false;
+    std::memcpy(out, key->bytes(), 16);
+    return true;
+}
+inline bool proxy_address_from_bytes(const std::uint8_t* data, std::size_t size, std::uint8_t (&out)[16]) noexcept {
+    const std::optional<address_key> key = address_key::from_bytes(data, size, proxy_full_address);
+    if (!key) return false;
+    std::memcpy(out, key->bytes(), 16);
+    return true;
+}
+
+// Canonical text of 16 address bytes: a dotted quad for IPv4-mapped, else
+// RFC 5952. At most 39 characters; returns the length (no terminator).
+inline std::size_t proxy_address_text(const std::uint8_t (&b)[16], char (&out)[40]) noexcept {
+    address_key probe;
+    if (const auto key = address_key::from_bytes(b, 16, proxy_full_address)) probe = *key;
+    if (probe.is_ipv4()) {
+        std::size_t n = 0;
+        for (int i = 12; i < 16; ++i) {
+            if (i > 12) out[n++] = '.';
+            const unsigned v = b[i];
+            if (v >= 100) out[n++] = static_cast<char>('0' + v / 100);
+            if (v >= 10) out[n++] = static_cast<char>('0' + v / 10 % 10);
+            out[n++] = static_cast<char>('0' + v % 10);
+        }
+        return n;
+    }
+    std::uint16_t groups[8];
+    for (int k = 0; k < 8; ++k) groups[k] = static_cast<std::uint16_t>(b[2 * k] << 8 | b[2 * k + 1]);
+    return ipv6_format_rfc5952(groups, out);
+}
+
+inline bool proxy_in_block(const std::uint8_t (&address)[16], const std::uint8_t (&network)[16], unsigned prefix) noexcept {
+    const unsigned whole = prefix / 8, rest = prefix % 8;
+    if (std::memcmp(address, network, whole) != 0) return false;
+    if (rest == 0) return true;
+    const unsigned mask = 0xffu << (8 - rest) & 0xffu;
+    return (address[whole] & mask) == network[whole];
+}
+
+// `address` with every bit after the first `prefix` cleared.
+inline void proxy_mask(const std::uint8_t (&address)[16], unsigned prefix, std::uint8_t (&out)[16]) noexcept {
+    for (unsigned i = 0; i < 16; ++i) {
+        const unsigned kept = prefix >= 8 * (i + 1) ? 8 : prefix > 8 * i ? prefix - 8 * i : 0;
+        out[i] = static_cast<std::uint8_t>(address[i] & (0xff00u >> kept & 0xffu));
+    }
+}
+
+inline bool proxy_is_ows(char c) noexcept { return c == ' ' || c == '\t'; }
+inline std::string_view proxy_trim(std::string_view s) noexcept {
+    while (!s.empty() && proxy_is_ows(s.front())) s.remove_prefix(1);
+    while (!s.empty() && proxy_is_ows(s.back())) s.remove_suffix(1);
+    return s;
+}
+inline bool proxy_iequal(std::string_view a, std::string_view b) noexcept {
+    if (a.size() != b.size()) return false;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        if (ascii_lower(a[i]) != ascii_lower(b[i])) return false;
+    }
+    return true;
+}
+// RFC 7230 tchar.
+inline bool forwarded_is_tchar(char c) noexcept {
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
+    switch (c) {
+        case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
+        case '-': case '.': case '^': case '_': case '`': case '|': case '~': return true;
+        default: return false;
+    }
+}
+
+// One hop of the chain, as the walk needs it.
+enum class proxy_hop : std::uint8_t { address, unknown, malformed };
+
+// RFC 7239 obfnode / obfport: "_" 1*(ALPHA / DIGIT / "." / "_" / "-").
+inline bool forwarded_is_obfuscated(std::string_view s) noexcept {
+    if (s.size() < 2 || s.front() != '_') return false;
+    for (char c : s.substr(1)) {
+        const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+                        c == '_' || c == '-';
+        if (!ok) return false;
+    }
+    return true;
+}
+
+// RFC 7239 section 6: node = nodename [ ":" node-port ].
+inline proxy_hop forwarded_parse_node(std::string_view node, std::uint8_t (&out)[16]) noexcept {
+    std::string_view name = node, port;
+    if (!node.empty() && node.front() == '[') {
+        const std::size_t close = node.find(']');
+        if (close == std::string_view::npos) return proxy_hop::malformed;
+        name = node.substr(1, close - 1);
+        const std::string_view rest = node.substr(close + 1);
+        if (!rest.empty()) {
+            if (rest.front() != ':') return proxy_hop::malformed;
+            port = rest.substr(1);
+            if (port.empty()) return proxy_hop::malformed;
+        }
+        if (!limits_parse_ipv6(name, out)) return proxy_hop::malformed;
+        // Re-fold an IPv4-mapped address into the IPv4 form of the key.
+        if (!proxy_address_from_bytes(out, 16, out)) return proxy_hop::malformed;
+    } else {
+        const std::size_t colon = node.find(':');
+        if (colon != std::string_view::npos) {
+            name = node.substr(0, colon);
+            port = node.substr(colon + 1);
+            if (port.empty()) return proxy_hop::malformed;
+        }
+    }
+    if (!port.empty() && !limits_parse_port(port) && !forwarded_is_obfuscated(port)) return proxy_hop::malformed;
+    if (!node.empty() && node.front() == '[') return proxy_hop::address;
+    if (proxy_iequal(name, "unknown") || forwarded_is_obfuscated(name)) return proxy_hop::unknown;
+    std::uint8_t quad[4];
+    if (!limits_parse_ipv4(name, quad)) return proxy_hop::malformed;  // a bare IPv6 must be "[...]"
+    return proxy_address_from_bytes(quad, 4, out) ? proxy_hop::address : proxy_hop::malformed;
+}
+
+// Reads a token or a quoted-string value at s[i]; on success i is past it and,
+// when `copy` is set, the unescaped value is in copy[0, copy_size).
+inline bool forwarded_read_value(std::string_view s, std::size_t& i, char* copy, std::size_t& copy_size) noexcept {
+    copy_size = 0;
+    const auto put = [&](char c) {
+        if (copy == nullptr) return true;
+        if (copy_size == forwarded_node_cap) return false;
+        copy[copy_size++] = c;
+        return true;
+    };
+    if (i < s.size() && s[i] == '"') {
+        for (++i; i < s.size(); ++i) {
+            const unsigned char c = static_cast<unsigned char>(s[i]);
+            if (c == '"') {
+                ++i;
+                return true;
+            }
+            if (c == '\\') {
+                if (++i == s.size()) return false;
+                const unsigned char e = static_cast<unsigned char>(s[i]);
+                if (!(e == '\t' || (e >= 0x20 && e != 0x7f))) return false;
+                if (!put(static_cast<char>(e))) return false;
+                continue;
+            }
+            if (!(c == '\t' || (c >= 0x20 && c != 0x7f))) return false;  // qdtext and obs-text
+            if (!put(static_cast<char>(c))) return false;
+        }
+        return false;  // no closing quote
+    }
+    const std::size_t begin = i;
+    while (i < s.size() && forwarded_is_tchar(s[i])) {
+        if (!put(s[i])) return false;
+        ++i;
+    }
+    return i > begin;
+}
+
+// RFC 7239 section 4: forwarded-element = [ forwarded-pair *( ";" forwarded-pair ) ],
+// forwarded-pair = token "=" value. Each parameter at most once per element.
+inline proxy_hop forwarded_parse_element(std::string_view element, std::uint8_t (&out)[16]) noexcept {
+    element = proxy_trim(element);
+    if (element.empty()) return proxy_hop::malformed;
+    char node[forwarded_node_cap];
+    std::size_t node_size = 0;
+    unsigned seen = 0;  // bits: for, by, proto, host
+    std::size_t i = 0;
+    for (;;) {
+        const std::size_t name_begin = i;
+        while (i < element.size() && forwarded_is_tchar(element[i])) ++i;
+        const std::string_view name = element.substr(name_begin, i - name_begin);
+        if (name.empty() || i == element.size() || element[i] != '=') return proxy_hop::malformed;
+        ++i;
+        unsigned bit = 0;
+        if (proxy_iequal(name, "for")) bit = 1;
+        else if (proxy_iequal(name, "by")) bit = 2;
+        else if (proxy_iequal(name, "proto")) bit = 4;
+        else if (proxy_iequal(name, "host")) bit = 8;
+        if ((seen & bit) != 0) return proxy_hop::malformed;
+        seen |= bit;
+        std::size_t copied = 0;
+        if (!forwarded_read_value(element, i, bit == 1 ? node : nullptr, copied)) return proxy_hop::malformed;
+        if (bit == 1) node_size = copied;
+        while (i < element.size() && proxy_is_ows(element[i])) ++i;
+        if (i == element.size()) break;
+        if (element[i] != ';') return proxy_hop::malformed;
+        ++i;
+        while (i < element.size() && proxy_is_ows(element[i])) ++i;
+    }
+    if ((seen & 1) == 0) return proxy_hop::unknown;  // the proxy did not say whom it forwarded for
+    return forwarded_parse_node(std::string_view(node, node_size), out);
+}
+
+// Splits the rightmost list element off `rest` (a Forwarded value): the last
+// comma outside a quoted string. Scanning backwards, a '"' ends a quoted
+// string unless an odd run of backslashes escapes it; a list whose quotes do
+// not balance is malformed. `more` says whether a comma was found.
+inline bool forwarded_take_last(std::string_view& rest, std::string_view& element, bool& more) noexcept {
+    std::size_t i = rest.size();
+    bool in_quote = false;
+    while (i > 0) {
+        const char c = rest[i - 1];
+        if (in_quote) {
+            if (c == '"') {
+                std::size_t run_begin = i - 1;
+                while (run_begin > 0 && rest[run_begin - 1] == '\\') --run_begin;
+                if ((i - 1 - run_begin) % 2 == 0) in_quote = false;
+            }
+        } else if (c == '"') {
+            in_quote = true;
+        } else if (c == ',') {
+            break;
+        }
+        --i;
+    }
+    if (in_quote) return false;
+    element = rest.substr(i);
+    more = i > 0;
+    rest = rest.substr(0, more ? i - 1 : 0);
+    return true;
+}
+
+inline proxy_hop forwarded_next_hop(std::string_view& rest, bool& more, std::uint8_t (&out)[16]) noexcept {
+    std::string_view element;
+    if (!forwarded_take_last(rest, element, more)) return proxy_hop::malformed;
+    return forwarded_parse_element(element, out);
+}
+
+inline proxy_hop xff_next_hop(std::string_view& rest, bool& more, std::uint8_t (&out)[16]) noexcept {
+    const std::size_t comma = rest.rfind(',');
+    more = comma != std::string_view::npos;
+    const std::string_view element = proxy_trim(more ? rest.substr(comma + 1) : rest);
+    rest = more ? rest.substr(0, comma) : std::string_view();
+    if (proxy_iequal(element, "unknown")) return proxy_hop::unknown;
+    return proxy_address_from_text(element, out) ? proxy_hop::address : proxy_hop::malformed;
+}
+
+}  // namespace detail
+
+inline client_address client_address::of(const std::uint8_t (&bytes)[16], std::size_t hops) noexcept {
+    client_address out;
+    out.reason = wsguard::reason::ok;
+    out.hops = hops;
+    std::memcpy(out.bytes_, bytes, 16);
+    out.text_size_ = static_cast<std::uint8_t>(detail::proxy_address_text(bytes, out.text_));
+    return out;
+}
+
+inline client_address client_address::from_peer(std::string_view peer) noexcept {
+    std::uint8_t bytes[16];
+    if (!detail::proxy_address_from_text(peer, bytes)) return refused(wsguard::reason::address_malformed, 0);
+    return of(bytes, 0);
+}
+
+inline client_address client_address::from_peer_bytes(const std::uint8_t* data, std::size_t size) noexcept {
+    std::uint8_t bytes[16];
+    if (!detail::proxy_address_from_bytes(data, size, bytes)) return refused(wsguard::reason::address_malformed, 0);
+    return of(bytes, 0);
+}
+
+inline bool trusted_proxies::trusts_raw(const std::uint8_t (&address)[16]) const noexcept {
+    for (const block& b : blocks_) {
+        if (detail::proxy_in_block(address, b.bytes, b.prefix)) return true;
+    }
+    return false;
+}
+
+inline bool trusted_proxies::trusts(std::string_view address) const noexcept {
+    std::uint8_t bytes[16];
+    return detail::proxy_address_from_text(address, bytes) && trusts_raw(bytes);
+}
+
+inline bool trusted_proxies::trusts_bytes(const std::uint8_t* address, std::size_t size) const noexcept {
+    std::uint8_t bytes[16];
+    return detail::proxy_address_from_bytes(address, size, bytes) && trusts_raw(bytes);
+}
+
+inline client_address trusted_proxies::resolve(std::string_view peer, std::string_view forwarded,
+                                               std::string_view x_forwarded_for) const noexcept {
+    std::uint8_t bytes[16];
+    if (!detail::proxy_address_from_text(peer, bytes)) return client_address::refused(reason::address_malformed, 0);
+    return walk(bytes, forwarded, x_forwarded_for);
+}
+
+inline client_address trusted_proxies::resolve_bytes(const std::uint8_t* peer, std::size_t peer_size,
+                                                     std::string_view forwarded,
+                                                     std::string_view x_forwarded_for) const noexcept {
+    std::uint8_t bytes[16];
+    if (!detail::proxy_address_from_bytes(peer, peer_size, bytes))
+        return client_address::refused(reason::address_malformed, 0);
+    return walk(bytes, forwarded, x_forwarded_for);
+}
+
+inline client_address trusted_proxies::walk(const std::uint8_t (&peer)[16], std::string_view forwarded,
+                                            std::string_view x_forwarded_for) const noexcept {
+    if (!trusts_raw(peer)) return client_address::of(peer, 0);
+    forwarded = detail::proxy_trim(forwarded);
+    const bool use_forwarded = !forwarded.empty();
+    std::string_view rest = use_forwarded ? forwarded : detail::proxy_trim(x_forwarded_for);
+    std::uint8_t current[16];
+    std::memcpy(current, peer, 16);
+    std::size_t hops = 0;
+    bool more = !rest.empty();
+    // `current` is trusted here: its word on the next address to the left is taken.
+    while (more) {
+        if (hops == options_.max_hops) return client_address::refused(reason::forwarded_too_many_hops, hops);
+        std::uint8_t next[16];
+        const detail::proxy_hop hop = use_forwarded ? detail::forwarded_next_hop(rest, more, next)
+                                                    : detail::xff_next_hop(rest, more, next);
+        if (hop == detail::proxy_hop::malformed) return client_address::refused(reason::forwarded_malformed, hops);
+        if (hop == detail::proxy_hop::unknown) return client_address::refused(reason::forwarded_unknown_hop, hops);
+        ++hops;
+        std::memcpy(current, next, 16);
+        if (!trusts_raw(current)) return client_address::of(current, hops);
+    }
+    return client_address::of(current, hops);
+}
+
+inline result<trusted_proxies> trusted_proxies::build(const std::vector<std::string_view>& patterns,
+                                                      const options& opts) {
+    using failure = result<trusted_proxies>;
+    if (opts.max_hops < 1 || opts.max_hops > max_hop_limit)
+        return failure::failure("trusted_proxies: options.max_hops must be 1 to 64 (default 16)");
+    if (patterns.empty())
+        return failure::failure(
+            "trusted_proxies: the list is empty; list your proxies' addresses or blocks (e.g. \"127.0.0.1\", "
+            "\"10.0.0.0/8\"), or configure no trusted_proxies at all");
+    trusted_proxies out;
+    out.options_ = opts;
+    for (const std::string_view pattern : patterns) {
+        const auto fail = [&](const std::string& why) {
+            return failure::failure("trusted_proxies: pattern " + detail::origin_quote(pattern) + " " + why);
+        };
+        const std::size_t slash = pattern.find('/');
+        const std::string_view address = pattern.substr(0, slash);
+        if (address.find('%') != std::string_view::npos)
+            return fail("has a zone id (%...): list the address without it");
+        const std::optional<address_key> key = address_key::from_text(address, detail::proxy_full_address);
+        if (!key) return fail("is not an IPv4 or IPv6 address or a CIDR block such as 10.0.0.0/8 or 2001:db8::/32");
+        const bool ipv6_spelling = address.find(':') != std::string_view::npos;
+        const unsigned max_bits = ipv6_spelling ? 128 : 32;
+        unsigned bits = max_bits;
+        if (slash != std::string_view::npos) {
+            const std::string_view digits = pattern.substr(slash + 1);
+            bool ok = !digits.empty() && digits.size() <= 3 && (digits.size() == 1 || digits[0] != '0');
+            bits = 0;
+            for (char c : digits) {
+                ok = ok && detail::limits_is_digit(c);
+                if (ok) bits = bits * 10 + static_cast<unsigned>(c - '0');
+            }
+            if (!ok || bits > max_bits)
+                return fail("has an invalid prefix length: write /0 to /" + std::to_string(max_bits) + " after the address");
+        }
+        block b{};
+        std::memcpy(b.bytes, key->bytes(), 16);
+        b.prefix = static_cast<std::uint8_t>(ipv6_spelling ? bits : 96 + bits);
+        std::uint8_t network[16];
+        detail::proxy_mask(b.bytes, b.prefix, network);
+        if (std::memcmp(network, b.bytes, 16) != 0) {
+            char text[40];
+            const std::size_t n = detail::proxy_address_text(network, text);
+            const bool mapped_spelling = ipv6_spelling && key->is_ipv4();
+            return fail("has host bits set beyond the prefix: write " + std::string(mapped_spelling ? "::ffff:" : "") +
+                        std::string(text, n) + "/" + std::to_string(bits));
+        }
+        static constexpr std::uint8_t ipv4_space[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0};
+        const bool holds_all_ipv4 = b.prefix <= 96 && detail::proxy_in_block(ipv4_space, b.bytes, b.prefix);
+        const bool wide_ipv4 = b.prefix > 96 && key->is_ipv4() && b.prefix - 96 < 8;
+        const bool wide_ipv6 = b.prefix < 7;
+        if ((holds_all_ipv4 || wide_ipv4 || wide_ipv6) && !opts.trust_everything_unsafe)
+            return fail("trusts a large part of the internet (wider than an IPv4 /8 or an IPv6 /7, or every IPv4 "
+                        "address): any client could then choose its own address. List your proxies' own addresses "
+                        "or private blocks; options.trust_everything_unsafe exists only for servers no client can "
+                        "reach except through the proxies");
+        out.blocks_.push_back(b);
+    }
+    return failure::success(std::move(out));
+}
+
+namespace detail {
+
+inline constexpr std::uint8_t proxy_v2_signature[12] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D,
+                                                         0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A};
+inline constexpr std::size_t proxy_v1_max_line = 107;  // "PROXY TCP6 <39> <39> 65535 65535\r\n" is 104
+
+// v1 port: 0-65535 in decimal, no sign, no leading zero.
+inline bool proxy_v1_port(std::string_view s, std::uint16_t& out) noexcept {
+    if (s.empty() || s.size() > 5 || (s.size() > 1 && s[0] == '0')) return false;
+    unsigned value = 0;
+    for (char c : s) {
+        if (!limits_is_digit(c)) return false;
+        value = value * 10 + static_cast<unsigned>(c - '0');
+    }
+    if (value > 65535) return false;
+    out = static_cast<std::uint16_t>(value);
+    return true;
+}
+
+// The next field of a v1 line up to a single space (or the end).
+inline std::string_view proxy_v1_field(std::string_view& rest, bool last) noexcept {
+    const std::size_t space = rest.find(' ');
+    if (last) {
+        const std::string_view field = rest;
+        rest = {};
+        return space == std::string_view::npos ? field : std::string_view();
+    }
+    if (space == std::string_view::npos) return {};
+    const std::string_view field = rest.substr(0, space);
+    rest = rest.substr(space + 1);
+    return field;
+}
+
+}  // namespace detail
+
+inline proxy_header parse_proxy_header(const std::uint8_t* data, std::size_t size) noexcept {
+    proxy_header out;
+    const auto refuse = [&out](reason r) {
+        out.reason = r;
+        out.status = proxy_header::state::refused;
+        out.header_size = 0;
+        return out;
+    };
+    const auto wait_for = [&out](std::size_t total) {
+        out.header_size = total;
+        return out;
+    };
+    const auto set_source = [&out](const std::uint8_t* address, std::size_t address_size) {
+        std::uint8_t bytes[16];
+        if (!detail::proxy_address_from_bytes(address, address_size, bytes)) return false;
+        std::memcpy(out.source_, bytes, 16);
+        out.source_text_size_ = static_cast<std::uint8_t>(detail::proxy_address_text(bytes, out.source_text_));
+        return true;
+    };
+    if (data == nullptr || size == 0) return wait_for(16);
+
+    if (data[0] == detail::proxy_v2_signature[0]) {
+        // v2: signature, ver/cmd, fam/proto, 16-bit length, address block, TLVs.
+        if (std::memcmp(data, detail::proxy_v2_signature, std::min<std::size_t>(size, 12)) != 0)
+            return refuse(reason::proxy_header_missing);
+        out.version = 2;
+        if (size > 12) {
+            if ((data[12] >> 4) != 2 || (data[12] & 0x0f) > 1) return refuse(reason::proxy_header_unsupported);
+        }
+        if (size > 13) {
+            if ((data[13] >> 4) > 3 || (data[13] & 0x0f) > 2) return refuse(reason::proxy_header_unsupported);
+        }
+        if (size < 16) return wait_for(16);
+        out.local = (data[12] & 0x0f) == 0;
+        const unsigned family = data[13] >> 4;
+        const std::size_t length = std::size_t{data[14]} << 8 | data[15];
+        const std::size_t total = 16 + length;
+        static constexpr std::size_t address_sizes[4] = {0, 12, 36, 216};
+        const std::size_t address_size = out.local ? 0 : address_sizes[family];
+        if (length < address_size) return refuse(reason::proxy_header_malformed);
+        if (size < total) return wait_for(total);
+        out.header_size = total;
+        out.status = proxy_header::state::allowed;
+        // LOCAL: the balancer speaks for itself; the spec says to ignore the
+        // rest of the header, address block and TLVs alike.
+        if (out.local) return out;
+        for (std::size_t p = 16 + address_size; p < total;) {
+            if (total - p < 3) return refuse(reason::proxy_header_malformed);
+            const std::size_t value_size = std::size_t{data[p + 1]} << 8 | data[p + 2];
+            if (value_size > total - p - 3) return refuse(reason::proxy_header_malformed);
+            p += 3 + value_size;
+        }
+        const std::uint8_t* block = data + 16;
+        if (family == 1 || family == 2) {
+            const std::size_t bytes = family == 1 ? 4 : 16;
+            if (!set_source(block, bytes)) return refuse(reason::internal_error);
+            out.family = family == 1 ? proxy_family::ipv4 : proxy_family::ipv6;
+            out.source_port = static_cast<std::uint16_t>(block[2 * bytes] << 8 | block[2 * bytes + 1]);
+            out.destination_port = static_cast<std::uint16_t>(block[2 * bytes + 2] << 8 | block[2 * bytes + 3]);
+        } else if (family == 3) {
+            out.family = proxy_family::unix_socket;
+        }
+        return out;
+    }
+
+    // v1: "PROXY " then one line of printable ASCII ending in CRLF, at most
+    // 107 bytes. Every byte is judged as it arrives, so a prefix never
+    // answers differently from the whole line.
+    static constexpr char v1_signature[] = "PROXY ";
+    if (std::memcmp(data, v1_signature, std::min<std::size_t>(size, 6)) != 0) return refuse(reason::proxy_header_missing);
+    out.version = 1;
+    const std::size_t scan = std::min(size, detail::proxy_v1_max_line);
+    std::size_t line_end = 0;
+    for (std::size_t i = 0; i < scan && line_end == 0; ++i) {
+        const std::uint8_t c = data[i];
+        if (c == '\n') {
+            if (i == 0 || data[i - 1] != '\r') return refuse(reason::proxy_header_malformed);
+            line_end = i + 1;
+        } else if (c == '\r') {
+            if (i + 1 < size && data[i + 1] != '\n') return refuse(reason::proxy_header_malformed);
+        } else if (c < 0x20 || c > 0x7e) {
+            return refuse(reason::proxy_header_malformed);
+        }
+    }
+    if (line_end == 0) {
+        if (size >= detail::proxy_v1_max_line) return refuse(reason::proxy_header_malformed);
+        return wait_for(size + 1);
+    }
+    std::string_view rest(reinterpret_cast<const char*>(data) + 6, line_end - 8);
+    const std::string_view protocol = detail::proxy_v1_field(rest, rest.find(' ') == std::string_view::npos);
+    if (protocol == "UNKNOWN") {
+        // The spec: a receiver ignores whatever follows UNKNOWN up to the CRLF.
+        out.header_size = line_end;
+        out.status = proxy_header::state::allowed;
+        return out;
+    }
+    if (protocol != "TCP4" && protocol != "TCP6") return refuse(reason::proxy_header_malformed);
+    const std::string_view source = detail::proxy_v1_field(rest, false);
+    const std::string_view destination = detail::proxy_v1_field(rest, false);
+    const std::string_view source_port = detail::proxy_v1_field(rest, false);
+    const std::string_view destination_port = detail::proxy_v1_field(rest, true);
+    std::uint8_t source_bytes[16], destination_bytes[16];
+    const bool v4 = protocol == "TCP4";
+    const bool addresses_ok = v4 ? detail::limits_parse_ipv4(source, source_bytes) &&
+                                       detail::limits_parse_ipv4(destination, destination_bytes)
+                                 : detail::limits_parse_ipv6(source, source_bytes) &&
+                                       detail::limits_parse_ipv6(destination, destination_bytes);
+    if (!addresses_ok || !detail::proxy_v1_port(source_port, out.source_port) ||
+        !detail::proxy_v1_port(destination_port, out.destination_port))
+        return refuse(reason::proxy_header_malformed);
+    if (!set_source(source_bytes, v4 ? 4 : 16)) return refuse(reason::internal_error);
+    out.family = v4 ? proxy_family::ipv4 : proxy_family::ipv6;
+    out.header_size = line_end;
+    out.status = proxy_header::state::allowed;
+    return out;
+}
+
+}  // inline namespace WSGUARD_ABI_NS
+}  // namespace wsguard
+
+
+// ===========================================================================
 // 7. Frames: frame_guard, inflate_budget
 // ===========================================================================
 //
@@ -6164,11 +6952,20 @@ struct upgrade_request {
     std::string_view host;                    // Host
     std::string_view sec_fetch_site;          // Sec-Fetch-Site
     std::string_view sec_websocket_protocol;  // Sec-WebSocket-Protocol, e.g. "wsguard.v1, <ticket>"
-    std::string_view remote_address;          // "203.0.113.7", "203.0.113.7:5000", "[2001:db8::1]:443"
+    // The socket's peer: "203.0.113.7", "203.0.113.7:5000", "[2001:db8::1]:443".
+    // Behind a PROXY protocol balancer, the header's source instead (after
+    // checking the balancer is trusted): proxy_header::source_text(), or
+    // source_bytes() with size 16 below; for LOCAL/UNKNOWN, the socket's peer.
+    std::string_view remote_address;
     // Raw peer address (4 or 16 bytes, network order); used instead of
     // remote_address when set, so stacks with a sockaddr need not format it.
     const std::uint8_t* remote_address_bytes = nullptr;
     std::size_t remote_address_size = 0;
+    // Every Forwarded (RFC 7239) line and every X-Forwarded-For line, each
+    // joined with ", " in arrival order. Read only when the config has
+    // trusted_proxies and the peer is one of them; otherwise ignored.
+    std::string_view forwarded;
+    std::string_view x_forwarded_for;
 };
 
 // How a route authenticates its handshakes.
@@ -6195,7 +6992,11 @@ struct refusal_event {
     wsguard::reason reason = wsguard::reason::ok;
     std::string_view route;    // the configured path, or the request's (truncated) when no route matched
     std::string_view origin;   // lowercased, truncated Origin ("" when absent)
-    std::string_view address;  // the rate-limit key: "192.0.2.1" or "2001:db8:0:1::/64"
+    // The client's rate-limit key: "192.0.2.1" or "2001:db8:0:1::/64" (RFC 5952),
+    // the client behind trusted proxies, for every refusal; when the client
+    // could not be resolved, the proxy that sent the request, or the
+    // sanitized, truncated peer text when even that is not an address.
+    std::string_view address;
 };
 
 template <class ReplayStore>
@@ -6211,6 +7012,11 @@ struct basic_handshake_config {
     std::uint32_t max_connections_total = 100000;
     std::size_t address_table_capacity = 65536;  // distinct addresses tracked at once (fixed memory)
     address_key_options address_options{};       // IPv6 grouped by /64 by default
+    // The proxies in front of the server. When set, the client that the
+    // per-address rate limit, connection cap and refusal reports use is
+    // trusted_proxies->resolve(peer, forwarded, x_forwarded_for), and a
+    // refusal of the resolver (forwarded_malformed, ...) is the decision.
+    std::optional<wsguard::trusted_proxies> trusted_proxies;
 
     // A header longer than this is refused as request_malformed before any parsing.
     std::size_t max_field_bytes = 4096;
@@ -6302,21 +7108,19 @@ inline std::string_view handshake_log_text(std::string_view text, std::array<cha
     return std::string_view(out.data(), N);
 }
 
-// "192.0.2.1" or "2001:db8:0:1:0:0:0:0/64": the key the limiter counted.
+// "192.0.2.1" or "2001:db8:0:1::/64" (RFC 5952): the key the limiter counted.
 inline std::string_view handshake_address_text(const address_key& key, unsigned ipv6_prefix,
                                                std::array<char, 48>& out) noexcept {
-    const std::uint8_t* b = key.bytes();
-    int n = 0;
-    if (key.is_ipv4()) {
-        n = std::snprintf(out.data(), out.size(), "%u.%u.%u.%u", b[12], b[13], b[14], b[15]);  // ::ffff:a.b.c.d
-    } else {
-        unsigned group[8];
-        for (int i = 0; i < 8; ++i) group[i] = (unsigned{b[2 * i]} << 8) | b[2 * i + 1];
-        n = std::snprintf(out.data(), out.size(), "%x:%x:%x:%x:%x:%x:%x:%x/%u", group[0], group[1], group[2],
-                          group[3], group[4], group[5], group[6], group[7], ipv6_prefix);
+    std::uint8_t bytes[16];
+    std::memcpy(bytes, key.bytes(), 16);
+    char text[40];
+    std::size_t n = proxy_address_text(bytes, text);
+    std::memcpy(out.data(), text, n);
+    if (!key.is_ipv4()) {
+        const int suffix = std::snprintf(out.data() + n, out.size() - n, "/%u", ipv6_prefix > 128 ? 128 : ipv6_prefix);
+        if (suffix > 0) n += static_cast<std::size_t>(suffix);
     }
-    if (n < 0) n = 0;
-    return std::string_view(out.data(), std::min<std::size_t>(static_cast<std::size_t>(n), out.size() - 1));
+    return std::string_view(out.data(), std::min(n, out.size() - 1));
 }
 
 // Whether the Sec-WebSocket-Protocol list (comma-separated tokens, optional
@@ -6390,6 +7194,7 @@ public:
         guard.counters_.reset(new (std::nothrow) counters());
         if (!guard.report_budget_ || !guard.counters_) return failure::failure("handshake_guard: out of memory");
         guard.address_options_ = cfg.address_options;
+        guard.trusted_proxies_ = std::move(cfg.trusted_proxies);
         guard.max_field_bytes_ = cfg.max_field_bytes;
         guard.on_refusal_ = std::move(cfg.on_refusal);
         return failure::success(std::move(guard));
@@ -6403,13 +7208,16 @@ public:
     handshake_outcome check(const upgrade_request& request, std::chrono::steady_clock::time_point steady_now,
                             std::chrono::system_clock::time_point wall_now) noexcept {
         handshake_outcome out;
-        std::optional<address_key> address;
-        out.decision = decide(request, steady_now, wall_now, out, address);
+        // Resolved up front (a few dozen nanoseconds, bounded, no allocation)
+        // so that every refusal report names the client, also those decided
+        // before the rate limits.
+        const client_address client = resolve_client(request);
+        out.decision = decide(request, steady_now, wall_now, out, client);
         if (!out.allowed()) {
             out.permit_.release();
             out.subprotocol_ = {};
             out.claims_.clear();
-            report(out.decision.reason, request, out.route_, address, steady_now);
+            report(out.decision.reason, request, out.route_, client, steady_now);
         }
         counters_->by_reason[detail::handshake_reason_index(out.decision.reason)].fetch_add(1, std::memory_order_relaxed);
         return out;
@@ -6443,7 +7251,7 @@ private:
 
     bool field_too_long(const upgrade_request& r) const noexcept {
         for (std::string_view field : {r.method, r.path, r.query, r.origin, r.host, r.sec_fetch_site,
-                                       r.sec_websocket_protocol, r.remote_address}) {
+                                       r.sec_websocket_protocol, r.remote_address, r.forwarded, r.x_forwarded_for}) {
             if (field.size() > max_field_bytes_) return true;
         }
         return false;
@@ -6451,7 +7259,7 @@ private:
 
     decision decide(const upgrade_request& request, std::chrono::steady_clock::time_point steady_now,
                     std::chrono::system_clock::time_point wall_now, handshake_outcome& out,
-                    std::optional<address_key>& address) noexcept {
+                    const client_address& client) noexcept {
         // 1. Request shape and route.
         if (field_too_long(request)) return reason::request_malformed;
         if (request.method != "GET") return reason::method_not_get;
@@ -6480,14 +7288,11 @@ private:
             if (decision d = check_sec_fetch_site(request.sec_fetch_site); !d) return d;
         }
 
-        // 3. Per-address rate limit, then the connection cap.
-        address = request.remote_address_bytes != nullptr
-                      ? address_key::from_bytes(request.remote_address_bytes, request.remote_address_size,
-                                                address_options_)
-                      : address_key::from_endpoint_text(request.remote_address, address_options_);
-        if (!address) return reason::address_malformed;
-        if (decision d = rate_->try_acquire(*address, steady_now); !d) return d;
-        out.permit_ = connections_->try_acquire(*address);
+        // 3. Per-client rate limit, then the connection cap.
+        if (!client) return client.decision();
+        const address_key address = client.key(address_options_);
+        if (decision d = rate_->try_acquire(address, steady_now); !d) return d;
+        out.permit_ = connections_->try_acquire(address);
         if (!out.permit_) return out.permit_.decision();
 
         // 4. The ticket: MAC and replay store last.
@@ -6505,8 +7310,19 @@ private:
         return decision::allow();
     }
 
-    void report(reason r, const upgrade_request& request, std::string_view route_path,
-                const std::optional<address_key>& address, std::chrono::steady_clock::time_point now) noexcept {
+    // The client: the peer itself, or the client behind trusted proxies.
+    client_address resolve_client(const upgrade_request& r) const noexcept {
+        const bool raw = r.remote_address_bytes != nullptr;
+        if (!trusted_proxies_)
+            return raw ? client_address::from_peer_bytes(r.remote_address_bytes, r.remote_address_size)
+                       : client_address::from_peer(r.remote_address);
+        return raw ? trusted_proxies_->resolve_bytes(r.remote_address_bytes, r.remote_address_size, r.forwarded,
+                                                     r.x_forwarded_for)
+                   : trusted_proxies_->resolve(r.remote_address, r.forwarded, r.x_forwarded_for);
+    }
+
+    void report(reason r, const upgrade_request& request, std::string_view route_path, const client_address& client,
+                std::chrono::steady_clock::time_point now) noexcept {
         if (!on_refusal_) return;
         if (!report_budget_->try_acquire(now)) {
             counters_->suppressed.fetch_add(1, std::memory_order_relaxed);
@@ -6519,8 +7335,19 @@ private:
         event.reason = r;
         event.route = route_path.empty() ? detail::handshake_log_text(request.path, route_text) : route_path;
         event.origin = detail::handshake_log_text(request.origin, origin_text);
-        event.address = address ? detail::handshake_address_text(*address, address_options_.ipv6_prefix, address_text)
-                                : detail::handshake_log_text(request.remote_address, address_text);
+        // The client; else the proxy whose headers could not be resolved; else
+        // the peer text, sanitized and truncated (raw bytes of a bad size: "").
+        const client_address named = client ? client
+                                     : request.remote_address_bytes != nullptr
+                                         ? client_address::from_peer_bytes(request.remote_address_bytes,
+                                                                           request.remote_address_size)
+                                         : client_address::from_peer(request.remote_address);
+        if (named) {
+            event.address = detail::handshake_address_text(named.key(address_options_), address_options_.ipv6_prefix,
+                                                           address_text);
+        } else if (request.remote_address_bytes == nullptr) {
+            event.address = detail::handshake_log_text(request.remote_address, address_text);
+        }
         on_refusal_(event);
     }
 
@@ -6531,6 +7358,7 @@ private:
     std::unique_ptr<token_bucket> report_budget_;
     std::unique_ptr<counters> counters_;
     address_key_options address_options_{};
+    std::optional<trusted_proxies> trusted_proxies_;
     std::size_t max_field_bytes_ = 4096;
     std::function<void(const refusal_event&)> on_refusal_;
 };

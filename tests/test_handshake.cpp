@@ -281,8 +281,8 @@ TEST_CASE("handshake_guard reports refusals once each, sanitized and rate-limite
         CHECK(outcome.decision.reason == reason::origin_malformed);
     }
     REQUIRE(f.event_texts.size() == 2);  // the report burst
-    // The address is not parsed before the Origin check refuses: it is reported as sanitized text.
-    CHECK(f.event_texts[0] == "origin_malformed|/chat|https://evil.example??x-injected:?1|192.0.2.10:50000");
+    // Refused before the rate limits, the report still names the normalized client (no port).
+    CHECK(f.event_texts[0] == "origin_malformed|/chat|https://evil.example??x-injected:?1|192.0.2.10");
     CHECK(guard.count(reason::origin_malformed) == 10);
     CHECK(guard.suppressed_reports() == 8);
     // The report budget runs on the injected clock: one more report a second later.
@@ -303,7 +303,7 @@ TEST_CASE("handshake_guard reports refusals once each, sanitized and rate-limite
     CHECK(guard2.check(pub, steady_t0, wall_t0).allowed());
     CHECK(guard2.check(pub, steady_t0, wall_t0).decision.reason == reason::rate_limited);
     REQUIRE(g.event_texts.size() == 2);
-    CHECK(g.event_texts[0] == "rate_limited|/public|https://app.example.com|2001:db8:1:2:0:0:0:0/64");
+    CHECK(g.event_texts[0] == "rate_limited|/public|https://app.example.com|2001:db8:1:2::/64");
     CHECK(g.event_texts[1] == "rate_limited|/public|https://app.example.com|192.0.2.77");
 }
 
@@ -342,4 +342,140 @@ TEST_CASE("handshake_guard refuses a configuration that could never be safe, wit
         cfg.routes[0].path = "/chat?x=1";
         CHECK_FALSE(wsguard::handshake_guard::create(std::move(cfg)));
     }
+}
+
+// ---------------------------------------------------------------------------
+// Behind trusted proxies, and the client in every refusal report
+// ---------------------------------------------------------------------------
+
+TEST_CASE("handshake_guard gives each client behind a trusted proxy its own bucket", "[handshake][proxy]") {
+    fixture f;
+    auto cfg = f.config();
+    cfg.trusted_proxies = wsguard::trusted_proxies::create({"127.0.0.1", "10.0.0.0/8"}).value();
+    auto guard = wsguard::handshake_guard::create(std::move(cfg)).value();
+    auto req = chat_request("");
+    req.path = "/public";
+    req.remote_address = "127.0.0.1:40000";  // every request arrives from the proxy
+    req.x_forwarded_for = "203.0.113.7";
+    for (int i = 0; i < 3; ++i) CHECK(guard.check(req, steady_t0, wall_t0).allowed());  // the burst of 3
+    CHECK(guard.check(req, steady_t0, wall_t0).decision.reason == reason::rate_limited);
+    // Another client through the same proxy (and a second hop) is unaffected.
+    req.x_forwarded_for = "198.51.100.9, 10.1.2.3";
+    CHECK(guard.check(req, steady_t0, wall_t0).allowed());
+    // Forwarded wins over X-Forwarded-For, and names the limited client.
+    req.forwarded = "for=203.0.113.7;proto=https";
+    CHECK(guard.check(req, steady_t0, wall_t0).decision.reason == reason::rate_limited);
+    REQUIRE(f.event_texts.size() == 2);
+    CHECK(f.event_texts[0] == "rate_limited|/public|https://app.example.com|203.0.113.7");
+    CHECK(f.event_texts[1] == "rate_limited|/public|https://app.example.com|203.0.113.7");
+}
+
+TEST_CASE("handshake_guard ignores the X-Forwarded-For of a peer it does not trust", "[handshake][proxy]") {
+    fixture f;
+    auto cfg = f.config();
+    cfg.trusted_proxies = wsguard::trusted_proxies::create({"127.0.0.1"}).value();
+    auto guard = wsguard::handshake_guard::create(std::move(cfg)).value();
+    auto req = chat_request("");
+    req.path = "/public";
+    req.remote_address = "192.0.2.10:50000";
+    for (int i = 0; i < 3; ++i) {
+        req.x_forwarded_for = i % 2 == 0 ? "1.2.3.4" : "5.6.7.8";  // a new "address" every time
+        CHECK(guard.check(req, steady_t0, wall_t0).allowed());
+    }
+    req.x_forwarded_for = "9.9.9.9";
+    CHECK(guard.check(req, steady_t0, wall_t0).decision.reason == reason::rate_limited);
+    REQUIRE(f.event_texts.size() == 1);
+    CHECK(f.event_texts[0] == "rate_limited|/public|https://app.example.com|192.0.2.10");
+}
+
+TEST_CASE("handshake_guard refuses what the resolver refuses, and counts the connection cap per real client",
+          "[handshake][proxy]") {
+    fixture f;
+    auto cfg = f.config();
+    cfg.handshake_burst = 100;
+    cfg.trusted_proxies = wsguard::trusted_proxies::create({"127.0.0.1"}).value();
+    auto guard = wsguard::handshake_guard::create(std::move(cfg)).value();
+    auto req = chat_request("");
+    req.path = "/public";
+    req.remote_address = "127.0.0.1:40000";
+    req.forwarded = "for=unknown";
+    CHECK(guard.check(req, steady_t0, wall_t0).decision.reason == reason::forwarded_unknown_hop);
+    req.forwarded = "for=\"[2001:db8::1]";  // unterminated quoted string
+    auto malformed = guard.check(req, steady_t0, wall_t0);
+    CHECK(malformed.decision.reason == reason::forwarded_malformed);
+    CHECK(malformed.http_status() == 400);
+    // The report names the proxy that sent the unreadable header.
+    CHECK(f.event_texts.back() == "forwarded_malformed|/public|https://app.example.com|127.0.0.1");
+    req.forwarded = {};
+    req.x_forwarded_for = "203.0.113.7";
+    auto first = guard.check(req, steady_t0, wall_t0);
+    auto second = guard.check(req, steady_t0, wall_t0);
+    CHECK(first.allowed());
+    CHECK(second.allowed());
+    CHECK(guard.check(req, steady_t0, wall_t0).decision.reason == reason::too_many_connections);  // cap of 2
+    req.x_forwarded_for = "203.0.113.8";
+    CHECK(guard.check(req, steady_t0, wall_t0).allowed());  // another client behind the same proxy: its own cap
+    // Forwarded and X-Forwarded-For count against max_field_bytes.
+    const std::string huge(5000, '1');
+    req.x_forwarded_for = huge;
+    CHECK(guard.check(req, steady_t0, wall_t0).decision.reason == reason::request_malformed);
+}
+
+TEST_CASE("handshake_guard reports the normalized client of early refusals, also for raw address bytes",
+          "[handshake][proxy]") {
+    fixture f;
+    auto guard = wsguard::handshake_guard::create(f.config()).value();
+    struct row {
+        const char* method;
+        const char* path;
+        const char* origin;
+        const char* fetch_site;
+        reason expected;
+    };
+    const std::vector<row> table = {
+        {"POST", "/chat", "https://app.example.com", "same-site", reason::method_not_get},
+        {"GET", "/nowhere", "https://app.example.com", "same-site", reason::route_not_found},
+        {"GET", "/chat", "https://evil.example", "same-site", reason::origin_not_allowed},
+        {"GET", "/chat", "https://app.example.com", "cross-site", reason::fetch_site_cross_site},
+    };
+    const std::uint8_t v6[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0x99};
+    const std::uint8_t v4[4] = {198, 51, 100, 23};
+    int hour = 0;  // each check an hour later: the report budget is full every time
+    for (const row& r : table) {
+        CAPTURE(r.path, r.origin);
+        for (int form = 0; form < 3; ++form) {
+            auto req = chat_request("");
+            req.method = r.method;
+            req.path = r.path;
+            req.origin = r.origin;
+            req.sec_fetch_site = r.fetch_site;
+            std::string expected_address = "192.0.2.10";
+            if (form == 1) {
+                req.remote_address_bytes = v6;
+                req.remote_address_size = 16;
+                expected_address = "2001:db8:1:2::/64";
+            } else if (form == 2) {
+                req.remote_address_bytes = v4;
+                req.remote_address_size = 4;
+                expected_address = "198.51.100.23";
+            }
+            f.event_texts.clear();
+            CHECK(guard.check(req, steady_t0 + std::chrono::hours(++hour), wall_t0).decision.reason == r.expected);
+            REQUIRE(f.event_texts.size() == 1);
+            const std::string text = f.event_texts[0];
+            CHECK(text.substr(text.rfind('|') + 1) == expected_address);
+        }
+    }
+    // A malformed peer is reported as sanitized, truncated text; bad raw bytes as nothing.
+    auto req = chat_request("");
+    req.remote_address = "not an address\r\nX-Injected: 1";
+    f.event_texts.clear();
+    CHECK(guard.check(req, steady_t0 + std::chrono::hours(++hour), wall_t0).decision.reason == reason::address_malformed);
+    REQUIRE(f.event_texts.size() == 1);
+    CHECK(f.event_texts[0].substr(f.event_texts[0].rfind('|') + 1) == "not?an?address??x-injected:?1");
+    req.remote_address_bytes = v4;
+    req.remote_address_size = 5;
+    CHECK(guard.check(req, steady_t0 + std::chrono::hours(++hour), wall_t0).decision.reason == reason::address_malformed);
+    REQUIRE(f.event_texts.size() == 2);
+    CHECK(f.event_texts[1].substr(f.event_texts[1].rfind('|') + 1).empty());
 }

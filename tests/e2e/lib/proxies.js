@@ -21,8 +21,11 @@ const READY_TIMEOUT_MS = 10000;
 const STOP_TIMEOUT_MS = 5000;
 const ATTEMPTS = 3;  // a free port can be taken between probing and binding it
 
-const NGINX = process.env.WSGUARD_NGINX || ['/usr/sbin/nginx', '/usr/bin/nginx'].find((p) => fs.existsSync(p));
-const HAPROXY = process.env.WSGUARD_HAPROXY || ['/usr/sbin/haproxy', '/usr/bin/haproxy'].find((p) => fs.existsSync(p));
+// Debian installs both in /usr/sbin, which a user's PATH may lack (run.js searches the same places).
+const findProgram = (name) => ['/usr/sbin', '/usr/bin', ...(process.env.PATH || '').split(':')]
+  .map((dir) => path.join(dir, name)).find((candidate) => fs.existsSync(candidate));
+const NGINX = process.env.WSGUARD_NGINX || findProgram('nginx');
+const HAPROXY = process.env.WSGUARD_HAPROXY || findProgram('haproxy');
 
 // A port that was free a moment ago on 127.0.0.1.
 function freePort() {

@@ -5803,7 +5803,7 @@ struct trusted_proxy_options {
     bool trust_everything_unsafe = false;
 };
 
-// The client behind the proxies, or why there is none. A value: 64 bytes, no
+// The client behind the proxies, or why there is none. A plain value: no
 // pointer into the request.
 class [[nodiscard]] client_address {
 public:
@@ -5904,9 +5904,11 @@ public:
     const options& settings() const noexcept { return options_; }
 
 private:
+    // A block in the IPv4-mapped 128-bit space (an IPv4 /8 is a /104), as two
+    // words of network and mask in memory order: a match is two AND-compares.
     struct block {
-        std::uint8_t bytes[16];  // network address in the IPv4-mapped 128-bit space
-        std::uint8_t prefix;     // 0-128 bits in that space (an IPv4 /8 is 104)
+        std::uint64_t network[2];
+        std::uint64_t mask[2];
     };
 
     trusted_proxies() = default;
@@ -5992,7 +5994,7 @@ private:
 // skipped with bounds checks (a TLV running past the header is malformed).
 // v1 is read strictly: single spaces, dotted quads without leading zeros,
 // ports 0-65535 without leading zeros.
-proxy_header parse_proxy_header(const std::uint8_t* data, std::size_t size) noexcept;
+inline proxy_header parse_proxy_header(const std::uint8_t* data, std::size_t size) noexcept;
 
 // ---------------------------------------------------------------------------
 // Bodies
@@ -6035,14 +6037,6 @@ inline std::size_t proxy_address_text(const std::uint8_t (&b)[16], char (&out)[4
     std::uint16_t groups[8];
     for (int k = 0; k < 8; ++k) groups[k] = static_cast<std::uint16_t>(b[2 * k] << 8 | b[2 * k + 1]);
     return ipv6_format_rfc5952(groups, out);
-}
-
-inline bool proxy_in_block(const std::uint8_t (&address)[16], const std::uint8_t (&network)[16], unsigned prefix) noexcept {
-    const unsigned whole = prefix / 8, rest = prefix % 8;
-    if (std::memcmp(address, network, whole) != 0) return false;
-    if (rest == 0) return true;
-    const unsigned mask = 0xffu << (8 - rest) & 0xffu;
-    return (address[whole] & mask) == network[whole];
 }
 
 // `address` with every bit after the first `prefix` cleared.
@@ -6262,8 +6256,10 @@ inline client_address client_address::from_peer_bytes(const std::uint8_t* data, 
 }
 
 inline bool trusted_proxies::trusts_raw(const std::uint8_t (&address)[16]) const noexcept {
+    std::uint64_t words[2];
+    std::memcpy(words, address, 16);
     for (const block& b : blocks_) {
-        if (detail::proxy_in_block(address, b.bytes, b.prefix)) return true;
+        if ((words[0] & b.mask[0]) == b.network[0] && (words[1] & b.mask[1]) == b.network[1]) return true;
     }
     return false;
 }
@@ -6354,12 +6350,12 @@ inline result<trusted_proxies> trusted_proxies::build(const std::vector<std::str
             if (!ok || bits > max_bits)
                 return fail("has an invalid prefix length: write /0 to /" + std::to_string(max_bits) + " after the address");
         }
-        block b{};
-        std::memcpy(b.bytes, key->bytes(), 16);
-        b.prefix = static_cast<std::uint8_t>(ipv6_spelling ? bits : 96 + bits);
+        std::uint8_t address_bytes[16];
+        std::memcpy(address_bytes, key->bytes(), 16);
+        const unsigned prefix = ipv6_spelling ? bits : 96 + bits;  // in the IPv4-mapped 128-bit space
         std::uint8_t network[16];
-        detail::proxy_mask(b.bytes, b.prefix, network);
-        if (std::memcmp(network, b.bytes, 16) != 0) {
+        detail::proxy_mask(address_bytes, prefix, network);
+        if (std::memcmp(network, address_bytes, 16) != 0) {
             char text[40];
             const std::size_t n = detail::proxy_address_text(network, text);
             const bool mapped_spelling = ipv6_spelling && key->is_ipv4();
@@ -6367,14 +6363,23 @@ inline result<trusted_proxies> trusted_proxies::build(const std::vector<std::str
                         std::string(text, n) + "/" + std::to_string(bits));
         }
         static constexpr std::uint8_t ipv4_space[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0};
-        const bool holds_all_ipv4 = b.prefix <= 96 && detail::proxy_in_block(ipv4_space, b.bytes, b.prefix);
-        const bool wide_ipv4 = b.prefix > 96 && key->is_ipv4() && b.prefix - 96 < 8;
-        const bool wide_ipv6 = b.prefix < 7;
+        std::uint8_t ipv4_space_masked[16];
+        detail::proxy_mask(ipv4_space, prefix, ipv4_space_masked);
+        const bool holds_all_ipv4 = prefix <= 96 && std::memcmp(ipv4_space_masked, network, 16) == 0;
+        const bool wide_ipv4 = prefix > 96 && key->is_ipv4() && prefix - 96 < 8;
+        const bool wide_ipv6 = prefix < 7;
         if ((holds_all_ipv4 || wide_ipv4 || wide_ipv6) && !opts.trust_everything_unsafe)
             return fail("trusts a large part of the internet (wider than an IPv4 /8 or an IPv6 /7, or every IPv4 "
                         "address): any client could then choose its own address. List your proxies' own addresses "
                         "or private blocks; options.trust_everything_unsafe exists only for servers no client can "
                         "reach except through the proxies");
+        static constexpr std::uint8_t all_ones[16] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                                      0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+        std::uint8_t mask[16];
+        detail::proxy_mask(all_ones, prefix, mask);
+        block b{};
+        std::memcpy(b.network, network, 16);
+        std::memcpy(b.mask, mask, 16);
         out.blocks_.push_back(b);
     }
     return failure::success(std::move(out));

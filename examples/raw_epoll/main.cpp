@@ -244,7 +244,7 @@ struct connection {
     std::string peer;
     std::uint8_t peer_bytes[4] = {};
     // --proxy-protocol: the first bytes are settled (a PROXY header read, or
-    // none where none may come); a PROXY source replaces peer and peer_bytes.
+    // none where none may come); a PROXY source replaces peer (as text).
     bool first_bytes_settled = true;
     bool from_trusted_proxy = false;
     bool peer_from_proxy_header = false;

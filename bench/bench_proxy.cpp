@@ -8,8 +8,9 @@
 
 #include <benchmark/benchmark.h>
 
+#include "bench_summary.hpp"
+
 #include <cstdio>
-#include <map>
 #include <string>
 #include <vector>
 
@@ -92,46 +93,26 @@ BENCHMARK(BM_leftmost_xff)->Arg(1)->Arg(5);
 BENCHMARK(BM_proxy_v2);
 BENCHMARK(BM_proxy_v1);
 
-// Keeps each run's time per iteration for the summary.
-class summary_reporter : public benchmark::ConsoleReporter {
-public:
-    std::map<std::string, double> ns;
-    void ReportRuns(const std::vector<Run>& runs) override {
-        for (const Run& run : runs) {
-            if (run.run_type == Run::RT_Iteration && run.iterations > 0) {
-                ns[run.benchmark_name()] = run.GetAdjustedCPUTime() *
-                    (run.time_unit == benchmark::kNanosecond ? 1.0
-                     : run.time_unit == benchmark::kMicrosecond ? 1e3
-                     : run.time_unit == benchmark::kMillisecond ? 1e6 : 1e9);
-            }
-        }
-        ConsoleReporter::ReportRuns(runs);
-    }
-};
-
 }  // namespace
 
 int main(int argc, char** argv) {
     benchmark::Initialize(&argc, argv);
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-    summary_reporter reporter;
+    wsguard_bench::summary_reporter reporter;
     benchmark::RunSpecifiedBenchmarks(&reporter);
 
     std::printf("\nClient address behind proxies, CPU ns per request\n");
     std::printf("%12s %14s %14s %14s %16s %16s\n", "trusted hops", "resolve XFF", "resolve Fwd", "leftmost XFF",
                 "XFF/leftmost", "Fwd/leftmost");
     for (const char* hops : {"1", "5"}) {
-        const auto at = [&](const std::string& name) {
-            const auto it = reporter.ns.find(name + "/" + hops);
-            return it == reporter.ns.end() ? 0.0 : it->second;
-        };
-        const double xff = at("BM_resolve_xff"), fwd = at("BM_resolve_forwarded"), base = at("BM_leftmost_xff");
+        const std::string arg = std::string("/") + hops;
+        const double xff = reporter.ns("BM_resolve_xff" + arg), fwd = reporter.ns("BM_resolve_forwarded" + arg),
+                     base = reporter.ns("BM_leftmost_xff" + arg);
         if (base <= 0) continue;
         std::printf("%12s %14.1f %14.1f %14.1f %15.2fx %15.2fx\n", hops, xff, fwd, base, xff / base, fwd / base);
     }
-    const auto v2 = reporter.ns.find("BM_proxy_v2"), v1 = reporter.ns.find("BM_proxy_v1");
-    if (v2 != reporter.ns.end() && v1 != reporter.ns.end())
-        std::printf("PROXY header parse: v2 (IPv4, one TLV) %.1f ns, v1 (TCP4) %.1f ns\n", v2->second, v1->second);
+    std::printf("PROXY header parse: v2 (IPv4, one TLV) %.1f ns, v1 (TCP4) %.1f ns\n", reporter.ns("BM_proxy_v2"),
+                reporter.ns("BM_proxy_v1"));
     benchmark::Shutdown();
     return 0;
 }

@@ -479,3 +479,35 @@ TEST_CASE("handshake_guard reports the normalized client of early refusals, also
     REQUIRE(f.event_texts.size() == 2);
     CHECK(f.event_texts[1].substr(f.event_texts[1].rfind('|') + 1).empty());
 }
+
+TEST_CASE("handshake_guard resolves behind a proxy given as raw bytes, and takes a PROXY header's source",
+          "[handshake][proxy]") {
+    fixture f;
+    auto cfg = f.config();
+    cfg.handshake_burst = 1;
+    cfg.trusted_proxies = wsguard::trusted_proxies::create({"127.0.0.1"}).value();
+    auto guard = wsguard::handshake_guard::create(std::move(cfg)).value();
+    auto req = chat_request("");
+    req.path = "/public";
+    const std::uint8_t proxy[4] = {127, 0, 0, 1};
+    req.remote_address_bytes = proxy;
+    req.remote_address_size = 4;
+    req.forwarded = "for=\"[2001:db8:1:2::77]:5555\"";
+    CHECK(guard.check(req, steady_t0, wall_t0).allowed());
+    CHECK(guard.check(req, steady_t0, wall_t0).decision.reason == reason::rate_limited);
+    REQUIRE(f.event_texts.size() == 1);
+    CHECK(f.event_texts[0] == "rate_limited|/public|https://app.example.com|2001:db8:1:2::/64");
+
+    // An L4 balancer's PROXY v1 header: the stack checks the peer is trusted,
+    // then passes the header's source as the remote address.
+    const std::string line = "PROXY TCP4 198.51.100.4 10.0.0.1 50000 443\r\nGET /public HTTP/1.1\r\n";
+    const auto header = wsguard::parse_proxy_header(reinterpret_cast<const std::uint8_t*>(line.data()), line.size());
+    REQUIRE(header.allowed());
+    auto proxied = chat_request("");
+    proxied.path = "/public";
+    proxied.remote_address = header.source_text();
+    CHECK(guard.check(proxied, steady_t0, wall_t0).allowed());
+    CHECK(guard.check(proxied, steady_t0, wall_t0).decision.reason == reason::rate_limited);
+    REQUIRE(f.event_texts.size() == 2);
+    CHECK(f.event_texts[1] == "rate_limited|/public|https://app.example.com|198.51.100.4");
+}

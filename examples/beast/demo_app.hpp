@@ -23,9 +23,12 @@ inline constexpr const char* usage =
     "       [--message-rate PER_SECOND] [--message-burst N] [--handshake-rate PER_SECOND]\n"
     "       [--handshake-burst N] [--max-connections PER_ADDRESS]\n"
     "       [--max-pending-per-address N] [--max-pending-total N] [--handshake-deadline-ms MS]\n"
+    "       [--allow-host HOST[:PORT]]... [--trusted-proxy ADDRESS_OR_CIDR]...\n"
     "  http://127.0.0.1:PORT and http://localhost:PORT (the demo page) are always allowed.\n"
     "  A socket that has not upgraded within the deadline (10 s) is closed; an address with\n"
-    "  64 sockets not yet upgraded (384 in all) has its next one closed at accept.\n";
+    "  64 sockets not yet upgraded (384 in all) has its next one closed at accept.\n"
+    "  Behind a proxy: --allow-host names the Host the proxy passes on (with its port),\n"
+    "  --trusted-proxy the proxy's address, so limits count each real client (docs/behind-a-proxy.md).\n";
 
 // The shared parser with the demo's defaults: a browser page opens few
 // sockets, so it gets a tighter per-address budget than the guard's default.

@@ -12,11 +12,16 @@
 // Usage: wsguard_beast_demo [--port N] [--allow-origin ORIGIN]... [--max-message BYTES]
 //        [--message-rate N] [--handshake-rate N] [--max-connections N]
 //        [--max-pending-per-address N] [--max-pending-total N] [--handshake-deadline-ms MS]
+//        [--allow-host HOST[:PORT]]... [--trusted-proxy ADDRESS_OR_CIDR]...
 //
 // Admission happens at accept, before Beast reads a byte: an accept_gate caps the
 // sockets per address (64) and in total (384) that have not upgraded yet, so one
 // address cannot fill the 512 open sockets, and every socket must complete its
 // upgrade within the deadline (10 s from accept, a slowloris trickle included).
+//
+// Behind nginx or HAProxy (docs/behind-a-proxy.md): --allow-host for the Host the
+// proxy passes on, --trusted-proxy for the proxy, whose X-Forwarded-For / Forwarded
+// entries then name the client that the per-address limits count.
 #include "demo_page.hpp"
 #include "demo_app.hpp"
 
@@ -173,6 +178,12 @@ private:
         view.sec_fetch_site = header(request, "Sec-Fetch-Site");
         view.sec_websocket_protocol = header(request, http::field::sec_websocket_protocol);
         view.remote_address = address;
+        // Every Forwarded and X-Forwarded-For line, joined in arrival order; the
+        // guard reads them only when the peer is a --trusted-proxy.
+        const std::string forwarded = joined_lines(request, http::field::forwarded);
+        const std::string x_forwarded_for = joined_lines(request, "X-Forwarded-For");
+        view.forwarded = forwarded;
+        view.x_forwarded_for = x_forwarded_for;
 
         // Beast keeps repeated fields apart; a second Origin or Host is an attack, not a browser.
         if (request.count(http::field::origin) > 1 || request.count(http::field::host) > 1) {
@@ -212,6 +223,17 @@ private:
         beast::error_code ec;
         const tcp::endpoint peer = stream_.socket().remote_endpoint(ec);
         return ec ? std::string() : peer.address().to_string();
+    }
+
+    // All lines of a repeatable field, joined with ", " (empty when absent).
+    template <class Field>
+    static std::string joined_lines(const http::request<http::string_body>& request, Field field) {
+        std::string joined;
+        for (auto [it, end] = request.equal_range(field); it != end; ++it) {
+            if (!joined.empty()) joined += ", ";
+            joined.append(it->value().data(), it->value().size());
+        }
+        return joined;
     }
 
     template <class Field>

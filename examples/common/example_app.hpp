@@ -42,6 +42,12 @@ struct options {
     std::size_t address_table_capacity = wsguard::handshake_config{}.address_table_capacity;
     std::size_t replay_capacity = 100000;
     bool guard = true;  // raw_epoll --guard 0: no wsguard check at all (the benchmark's baseline)
+    // Behind a proxy (docs/behind-a-proxy.md): the Host values clients reach the
+    // proxy by, the proxies whose Forwarded / X-Forwarded-For entries (or PROXY
+    // header) are believed, and raw_epoll's --proxy-protocol.
+    std::vector<std::string> extra_hosts;      // besides 127.0.0.1:PORT and localhost:PORT
+    std::vector<std::string> trusted_proxies;  // addresses or CIDR blocks; empty: no proxy is trusted
+    bool proxy_protocol = false;               // raw_epoll: trusted peers must open with a PROXY header
 };
 
 // Parses "--flag value" pairs into `parsed` (the example's defaults). `usage` is its usage
@@ -57,6 +63,20 @@ inline std::optional<options> parse_options(int argc, char** argv, const char* u
     const std::string_view listed = usage;
     for (int i = 1; i < argc; i += 2) {
         const std::string_view flag = argv[i];
+        // Proxy flags (issue 10); --proxy-protocol is the one flag without a value.
+        if (flag == "--proxy-protocol" && listed.find("[--proxy-protocol]") != std::string_view::npos) {
+            parsed.proxy_protocol = true;
+            --i;
+            continue;
+        }
+        if (i + 1 < argc && flag == "--allow-host" && listed.find("--allow-host ") != std::string_view::npos) {
+            parsed.extra_hosts.emplace_back(argv[i + 1]);
+            continue;
+        }
+        if (i + 1 < argc && flag == "--trusted-proxy" && listed.find("--trusted-proxy ") != std::string_view::npos) {
+            parsed.trusted_proxies.emplace_back(argv[i + 1]);
+            continue;
+        }
         if (flag.substr(0, 2) != "--" || listed.find(std::string(flag) + " ") == std::string_view::npos)
             return refuse(flag == "--help" || flag == "-h" ? nullptr : "unknown option", flag);
         if (i + 1 >= argc) return refuse("missing value for", flag);
@@ -83,6 +103,13 @@ inline std::optional<options> parse_options(int argc, char** argv, const char* u
         else if (flag == "--guard" && number <= 1) parsed.guard = number == 1;
         else return refuse("out of range:", flag);
     }
+    // Proxy settings are validated here, once, so handshake_config() can build them without an error path.
+    if (!parsed.trusted_proxies.empty()) {
+        if (auto proxies = wsguard::trusted_proxies::create(parsed.trusted_proxies); !proxies)
+            return refuse("--trusted-proxy:", proxies.error());
+    }
+    if (parsed.proxy_protocol && parsed.trusted_proxies.empty())
+        return refuse("--proxy-protocol needs --trusted-proxy: only a trusted peer may send a PROXY header", "");
     return parsed;
 }
 
@@ -153,6 +180,7 @@ inline wsguard::handshake_config handshake_config(unsigned short port, const opt
     route.path = "/ws";
     route.origins = allowed_origins(port, opts);
     route.hosts = {"127.0.0.1:" + p, "localhost:" + p};
+    route.hosts.insert(route.hosts.end(), opts.extra_hosts.begin(), opts.extra_hosts.end());  // --allow-host
     route.audience = audience;
     wsguard::handshake_config config;
     config.routes.push_back(route);
@@ -162,6 +190,9 @@ inline wsguard::handshake_config handshake_config(unsigned short port, const opt
     config.max_connections_per_address = opts.max_connections;
     config.address_table_capacity = opts.address_table_capacity;
     config.on_refusal = log_refusal;
+    // --trusted-proxy: the per-address limits and refusal reports use the client
+    // these proxies report (rightmost-trusted), never the proxy itself.
+    if (!opts.trusted_proxies.empty()) config.trusted_proxies = wsguard::trusted_proxies::create(opts.trusted_proxies).value();
     return config;
 }
 

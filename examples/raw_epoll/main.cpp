@@ -13,8 +13,12 @@
 //                          [--max-inflated BYTES] [--session TOKEN] [--handshake-rate N] [--handshake-burst N]
 //                          [--max-pending-per-address N] [--max-pending-total N] [--handshake-deadline-ms MS]
 //                          [--max-connections N] [--address-table N] [--replay-capacity N] [--guard 0|1]
+//                          [--allow-host HOST[:PORT]]... [--trusted-proxy CIDR]...
+//                          [--proxy-protocol]
 // Binds 127.0.0.1, prints "listening <port>" once ready, exits on SIGTERM/SIGINT.
-// Refusals are logged to stderr as "refused <reason> ...". The session token
+// Refusals are logged to stderr as "refused <reason> ...", at most 20 lines a
+// second (burst 50) for the guard's and the server's own refusals together; the
+// lines left out are counted and the count is logged. The session token
 // stands in for the application's login.
 //
 // Admission happens at accept, before any HTTP byte: an accept_gate caps the
@@ -24,6 +28,12 @@
 // included. The event loop wakes for the earliest deadline (epoll_wait timeout).
 // --guard 0 skips wsguard's upgrade check and --max-pending-per-address 0 the
 // accept_gate: the benchmark's baselines, not settings for a real server.
+//
+// Behind a proxy (docs/behind-a-proxy.md): --trusted-proxy names the proxies
+// whose X-Forwarded-For / Forwarded entries are believed; with --proxy-protocol
+// a connection from a trusted proxy must open with a PROXY v1 or v2 header
+// (HAProxy send-proxy / send-proxy-v2) whose source address becomes the peer,
+// and a connection from anyone else that opens with one is refused.
 //
 // Not a complete WebSocket server: no TLS, no idle timeouts after the upgrade,
 // no UTF-8 validation of text messages, replies are never compressed.
@@ -67,7 +77,9 @@ constexpr const char* usage =
     "usage: wsguard_raw_epoll [--port N] [--allow-origin ORIGIN]... [--max-message BYTES]\n"
     "                         [--max-inflated BYTES] [--session TOKEN] [--handshake-rate N] [--handshake-burst N]\n"
     "                         [--max-pending-per-address N] [--max-pending-total N] [--handshake-deadline-ms MS]\n"
-    "                         [--max-connections N] [--address-table N] [--replay-capacity N] [--guard 0|1]\n";
+    "                         [--max-connections N] [--address-table N] [--replay-capacity N] [--guard 0|1]\n"
+    "                         [--allow-host HOST[:PORT]]... [--trusted-proxy CIDR]...\n"
+    "                         [--proxy-protocol]\n";
 
 // ---------------------------------------------------------------------------
 // Sec-WebSocket-Accept = base64(SHA-1(key + GUID)) (RFC 6455 4.2.2). SHA-1 is
@@ -161,7 +173,15 @@ struct http_request {
     std::string_view fetch_site, authorization;
     std::string_view ticket_marker, cors_method, cors_headers;  // the ticket endpoint's X-Wsguard-Ticket, preflight
     int duplicate_security_headers = 0;  // a second Origin/Host/Key is an attack, not a list
+    // Every Forwarded / X-Forwarded-For line, joined with ", " in arrival order:
+    // the guard reads them only when the peer is a trusted proxy.
+    std::string forwarded, x_forwarded_for;
 };
+
+void append_line(std::string& joined, std::string_view line) {
+    if (!joined.empty()) joined += ", ";
+    joined += line;
+}
 
 // Parses the head (everything before the blank line). False on a malformed head.
 bool parse_request(std::string_view head, http_request& request) {
@@ -196,6 +216,8 @@ bool parse_request(std::string_view head, http_request& request) {
         else if (iequals(name, example::ticket_endpoint::marker_header)) set_once(request.ticket_marker);
         else if (iequals(name, "Access-Control-Request-Method")) set_once(request.cors_method);
         else if (iequals(name, "Access-Control-Request-Headers")) request.cors_headers = value;
+        else if (iequals(name, "Forwarded")) append_line(request.forwarded, value);
+        else if (iequals(name, "X-Forwarded-For")) append_line(request.x_forwarded_for, value);
     }
     return true;
 }
@@ -245,6 +267,11 @@ struct connection {
     wsguard::accept_permit pending;
     std::chrono::steady_clock::time_point deadline;
     std::list<connection*>::iterator in_pending_list;
+    // --proxy-protocol: the first bytes are settled (a PROXY header read, or
+    // none where none may come); a PROXY source replaces peer (as text).
+    bool first_bytes_settled = true;
+    bool from_trusted_proxy = false;
+    bool peer_from_proxy_header = false;
     bool upgraded = false;
     bool closing = false;  // close after the send queue drains
     std::string in, out;
@@ -272,6 +299,29 @@ struct connection {
 
 constexpr const char* ticket_audience = "wsguard-example/ws";
 
+// Every refusal line, the guard's (on_refusal) and the server's own (400, 431,
+// close frames), under one budget: the guard's default report rate. A hostile
+// client must not be able to write the log at line rate; what the budget
+// leaves out is counted, and the count rides on the next line written.
+class refusal_log {
+public:
+    void write(std::string_view line) {
+        if (!budget_.try_acquire()) {
+            ++suppressed_, ++suppressed_total_;
+            return;
+        }
+        if (suppressed_ > 0) std::fprintf(stderr, "refusal log: %llu lines suppressed\n", static_cast<unsigned long long>(suppressed_));
+        suppressed_ = 0;
+        std::fprintf(stderr, "%.*s\n", static_cast<int>(line.size()), line.data());
+    }
+    std::uint64_t suppressed_total() const noexcept { return suppressed_total_; }
+
+private:
+    wsguard::token_bucket budget_ = wsguard::token_bucket::create(wsguard::handshake_config{}.refusal_reports_per_second,
+                                                                  wsguard::handshake_config{}.refusal_report_burst).value();
+    std::uint64_t suppressed_ = 0, suppressed_total_ = 0;
+};
+
 struct server {
     example::options opts;
     wsguard::frame_limits limits;
@@ -285,9 +335,8 @@ struct server {
     // Connections not yet upgraded, in accept order: every deadline is accept
     // time plus the same duration, so the front always expires first.
     std::list<connection*> pending;
-    // Refusals at accept and deadline drops are logged at this rate; a flood
-    // of them is counted by the kernel's accept queue, not by our stderr.
-    wsguard::token_bucket accept_log = wsguard::token_bucket::create(20, 50).value();
+    std::optional<wsguard::trusted_proxies> proxies;  // --trusted-proxy
+    refusal_log log;
 };
 
 // The pending slot returns and the deadline stops applying: called on upgrade
@@ -322,8 +371,8 @@ void queue_frame(connection& c, std::uint8_t opcode, std::string_view payload) {
 }
 
 // Fails the connection with a close frame naming the wsguard reason.
-void fail_connection(connection& c, int close_code, std::string_view why) {
-    std::fprintf(stderr, "refused %.*s close=%d peer=%s\n", static_cast<int>(why.size()), why.data(), close_code, c.peer.c_str());
+void fail_connection(server& s, connection& c, int close_code, std::string_view why) {
+    s.log.write("refused " + std::string(why) + " close=" + std::to_string(close_code) + " peer=" + c.peer);
     std::string payload;
     payload += static_cast<char>(close_code >> 8);
     payload += static_cast<char>(close_code & 0xFF);
@@ -340,8 +389,8 @@ void respond(connection& c, int status, std::string_view body, std::string_view 
     c.closing = true;
 }
 
-void refuse_upgrade(connection& c, int status, std::string_view why) {
-    std::fprintf(stderr, "refused %.*s http=%d peer=%s\n", static_cast<int>(why.size()), why.data(), status, c.peer.c_str());
+void refuse_upgrade(server& s, connection& c, int status, std::string_view why) {
+    s.log.write("refused " + std::string(why) + " http=" + std::to_string(status) + " peer=" + c.peer);
     respond(c, status, std::string(why) + "\n", "Content-Type: text/plain\r\n");
 }
 
@@ -366,24 +415,64 @@ void answer_ticket(const server& s, connection& c, const http_request& request) 
     respond(c, answer.status, answer.body, headers);
 }
 
+// ---------------------------------------------------------------------------
+// --proxy-protocol: the PROXY v1/v2 header a trusted L4 proxy (HAProxy
+// send-proxy-v2, AWS NLB) puts before the first HTTP byte, read incrementally.
+// Only a trusted peer may send one; a direct client that opens with one is
+// trying to choose the address it is rate-limited and logged under.
+// False while the first bytes are not settled (more to read, or refused).
+// ---------------------------------------------------------------------------
+bool settle_first_bytes(server& s, connection& c) {
+    if (c.first_bytes_settled) return true;
+    const wsguard::proxy_header header =
+        wsguard::parse_proxy_header(reinterpret_cast<const std::uint8_t*>(c.in.data()), c.in.size());
+    if (header.need_more()) return false;  // bounded: a v1 line is at most 107 bytes, a v2 header 16 + 65535
+    if (!c.from_trusted_proxy) {
+        if (header.refused() && header.reason == wsguard::reason::proxy_header_missing) return c.first_bytes_settled = true;
+        refuse_upgrade(s, c, 400, "proxy_header_from_untrusted_peer");
+        return false;
+    }
+    if (header.refused()) {
+        refuse_upgrade(s, c, 400, wsguard::to_string(header.reason));
+        return false;
+    }
+    // LOCAL and UNKNOWN (the proxy's own health checks) carry no source: the peer stays the proxy.
+    if (!header.source_text().empty()) {
+        c.peer = std::string(header.source_text());
+        c.peer_from_proxy_header = true;
+    }
+    // Admission keyed by the client the header names (accept_all left the
+    // proxy's connections to this point); the deadline still runs from accept.
+    if (s.gate && c.peer_from_proxy_header) {
+        const std::optional<wsguard::address_key> client = s.gate->address_of(c.peer);
+        if (client) c.pending = s.gate->try_admit(*client);
+        if (!client || !c.pending) {
+            refuse_upgrade(s, c, 503, wsguard::to_string(wsguard::reason::too_many_pending));
+            return false;
+        }
+    }
+    c.in.erase(0, header.header_size);
+    return c.first_bytes_settled = true;
+}
+
 void handle_upgrade(server& s, connection& c) {
     // Only the bytes not yet inspected: the budget answers as soon as a cap is crossed.
     if (!c.head) c.head.emplace(*s.head_budget);
     const wsguard::head_verdict head = c.head->feed(c.in.data() + c.head->bytes_seen(), c.in.size() - c.head->bytes_seen());
     if (head.status == wsguard::head_status::refused)
-        return refuse_upgrade(c, head.decision.http_status(), wsguard::to_string(head.decision.reason));
+        return refuse_upgrade(s, c, head.decision.http_status(), wsguard::to_string(head.decision.reason));
     if (head.status == wsguard::head_status::need_more) return;
     const std::size_t head_end = head.head_size - 4;  // the blank line's CRLF CRLF
     http_request request;
     if (!parse_request(std::string_view(c.in).substr(0, head_end), request) ||
         request.duplicate_security_headers != 0) {
-        return refuse_upgrade(c, 400, "request_malformed");
+        return refuse_upgrade(s, c, 400, "request_malformed");
     }
     if (request.target == example::ticket_endpoint::path) return answer_ticket(s, c, request);
     // RFC 6455 shape first, so a malformed upgrade never spends its ticket.
     if (request.method == "GET" && (!iequals(request.upgrade, "websocket") || !has_token(request.connection, "upgrade") ||
                                     request.version != "13" || request.key.size() != 24)) {
-        return refuse_upgrade(c, 400, "not a WebSocket upgrade");
+        return refuse_upgrade(s, c, 400, "not a WebSocket upgrade");
     }
 
     // The whole wsguard handshake check: one call.
@@ -394,8 +483,14 @@ void handle_upgrade(server& s, connection& c) {
     up.host = request.host;
     up.sec_fetch_site = request.fetch_site;
     up.sec_websocket_protocol = request.protocol;
-    up.remote_address_bytes = c.peer_bytes;
-    up.remote_address_size = sizeof c.peer_bytes;
+    if (c.peer_from_proxy_header) {
+        up.remote_address = c.peer;  // the PROXY header's source, IPv4 or IPv6
+    } else {
+        up.remote_address_bytes = c.peer_bytes;
+        up.remote_address_size = sizeof c.peer_bytes;
+    }
+    up.forwarded = request.forwarded;
+    up.x_forwarded_for = request.x_forwarded_for;
     wsguard::handshake_outcome outcome = s.opts.guard ? s.guard->check(up) : wsguard::handshake_outcome{};
     if (!outcome) {
         const std::string retry = outcome.retry_after_seconds() > 0
@@ -416,7 +511,7 @@ void handle_upgrade(server& s, connection& c) {
     // Raw deflate, 32 KiB window: accepts any client_max_window_bits.
     if (c.deflate && inflateInit2(&c.inflater, -15) != Z_OK) {
         c.deflate = false;
-        return refuse_upgrade(c, 500, "internal_error");
+        return refuse_upgrade(s, c, 500, "internal_error");
     }
 #endif
     wsguard::frame_limits limits = s.limits;
@@ -472,7 +567,7 @@ void handle_frames([[maybe_unused]] server& s, connection& c) {
         if (!c.header) {
             const wsguard::frame_verdict verdict = c.guard.inspect(std::string_view(c.in).substr(at));
             if (verdict.need_more()) break;
-            if (verdict.refused()) return fail_connection(c, verdict.close_code(), wsguard::to_string(verdict.reason));
+            if (verdict.refused()) return fail_connection(s, c, verdict.close_code(), wsguard::to_string(verdict.reason));
             c.header = verdict;
         }
         const wsguard::frame_verdict& frame = *c.header;
@@ -495,7 +590,7 @@ void handle_frames([[maybe_unused]] server& s, connection& c) {
             inflate_failure failed = inflate_into_message(s, c, payload);
             // RFC 7692 7.2.2: the sender removed 00 00 FF FF from the end of each message.
             if (failed.close_code == 0 && frame.fin) failed = inflate_into_message(s, c, std::string_view("\x00\x00\xff\xff", 4));
-            if (failed.close_code != 0) return fail_connection(c, failed.close_code, failed.why);
+            if (failed.close_code != 0) return fail_connection(s, c, failed.close_code, failed.why);
 #endif
         } else {
             c.message += payload;  // within max_message_bytes: frame_guard counted it
@@ -503,7 +598,7 @@ void handle_frames([[maybe_unused]] server& s, connection& c) {
         if (!frame.is_control() && frame.fin) {
             if (!c.messages->try_acquire()) {  // 1008 message_rate_limited
                 constexpr wsguard::decision why = example::message_refusal;
-                return fail_connection(c, why.close_code(), wsguard::to_string(why.reason));
+                return fail_connection(s, c, why.close_code(), wsguard::to_string(why.reason));
             }
             queue_frame(c, frame.message_opcode, c.message);
             c.message.clear();
@@ -552,7 +647,7 @@ void on_readable(server& s, connection& c, bool& keep) {
             continue;  // refused or closing: read and drop until the reply is out
         } else if (n > 0) {
             c.in.append(buffer, static_cast<std::size_t>(n));
-            if (!c.upgraded) handle_upgrade(s, c);
+            if (!c.upgraded && settle_first_bytes(s, c)) handle_upgrade(s, c);
             if (c.upgraded && !c.closing) handle_frames(s, c);
             if (c.closing) break;
         } else if (n < 0 && errno == EINTR) {
@@ -602,17 +697,23 @@ void accept_all(server& s, int listen_fd) {
         inet_ntop(AF_INET, &peer.sin_addr, text, sizeof text);
         c->peer = text;
         std::memcpy(c->peer_bytes, &peer.sin_addr, sizeof c->peer_bytes);
+        if (s.opts.proxy_protocol) {  // every connection's first bytes are checked for a PROXY header
+            c->first_bytes_settled = false;
+            c->from_trusted_proxy = s.proxies->trusts(c->peer);
+        }
 
         // Admission before any HTTP byte: over its pending cap (or the total),
         // the socket closes unanswered and the server has spent one accept.
         const auto now = std::chrono::steady_clock::now();
         c->deadline = now + std::chrono::milliseconds(s.opts.handshake_deadline_ms);
-        if (s.gate) {
+        // A trusted L4 proxy's connections are admitted once their PROXY header
+        // names the client (settle_first_bytes): keyed by the proxy, one
+        // flooding client would use up every client's pending slots.
+        if (s.gate && !c->from_trusted_proxy) {
             const std::optional<wsguard::address_key> key = s.gate->address_of(c->peer_bytes, sizeof c->peer_bytes);
             c->pending = s.gate->try_admit(*key, now);  // 4 bytes: always a key
             if (!c->pending) {
-                if (s.accept_log.try_acquire())
-                    std::fprintf(stderr, "refused %s at accept peer=%s\n", wsguard::to_string(c->pending.decision().reason), text);
+                s.log.write(std::string("refused ") + wsguard::to_string(c->pending.decision().reason) + " at accept peer=" + text);
                 continue;  // ~connection closes the socket
             }
             c->deadline = c->pending.deadline();
@@ -642,8 +743,7 @@ void close_expired(server& s) {
     const auto now = std::chrono::steady_clock::now();
     while (!s.pending.empty() && s.pending.front()->deadline <= now) {
         connection& c = *s.pending.front();
-        if (s.accept_log.try_acquire())
-            std::fprintf(stderr, "refused %s peer=%s\n", wsguard::to_string(wsguard::reason::handshake_deadline_passed), c.peer.c_str());
+        s.log.write(std::string("refused ") + wsguard::to_string(wsguard::reason::handshake_deadline_passed) + " peer=" + c.peer);
         close_connection(s, s.connections.find(c.fd));
     }
 }
@@ -664,7 +764,7 @@ int main(int argc, char** argv) {
     wsguard::frame_limits limits;
     limits.max_message_bytes = opts->max_message_bytes;
     limits.max_fragments = 64;
-    server s{*opts, limits, *budget, nullptr, nullptr, std::nullopt, -1, {}, {}, {}};
+    server s{*opts, limits, *budget, nullptr, nullptr, std::nullopt, -1, {}, {}, {}, {}, {}};
     s.head_budget = wsguard::request_head_budget::create({max_request_head, 64}).value();
     if (!example::make_accept_gate(*opts, s.gate)) return 2;
 
@@ -687,7 +787,13 @@ int main(int argc, char** argv) {
     }
 
     // The allowed origins and hosts name the bound port.
-    auto guard = wsguard::handshake_guard::create(example::handshake_config(port, *opts, ticket_audience, *tickets->verifier));
+    wsguard::handshake_config config = example::handshake_config(port, *opts, ticket_audience, *tickets->verifier);
+    config.on_refusal = [&s](const wsguard::refusal_event& e) {  // the shared line, under the shared budget
+        s.log.write("refused " + std::string(wsguard::to_string(e.reason)) + " origin=" + std::string(e.origin) +
+                    " address=" + std::string(e.address));
+    };
+    if (opts->proxy_protocol) s.proxies.emplace(wsguard::trusted_proxies::create(opts->trusted_proxies).value());
+    auto guard = wsguard::handshake_guard::create(std::move(config));
     if (!guard) {
         std::fprintf(stderr, "%s\n", guard.error().c_str());
         return 2;
@@ -730,6 +836,8 @@ int main(int argc, char** argv) {
         close_expired(s);
     }
     while (!s.connections.empty()) close_connection(s, s.connections.begin());
+    if (s.log.suppressed_total() > 0)
+        std::fprintf(stderr, "refusal log: %llu lines suppressed in all\n", static_cast<unsigned long long>(s.log.suppressed_total()));
     ::close(listen_fd);
     ::close(signal_fd);
     ::close(s.epoll_fd);

@@ -4,6 +4,7 @@
 //   node run.js ws        the `ws` client tests (Beast and websocketpp servers)
 //   node run.js browser   the headless Chromium tests (Beast demo)
 //   node run.js admission attacker vs victim on two loopback addresses (Beast demo, raw_epoll)
+//   node run.js proxies   behind real nginx and HAProxy (Beast demo, raw_epoll, Chromium)
 'use strict';
 
 const { spawnSync } = require('node:child_process');
@@ -14,6 +15,10 @@ const groups = {
   ws: { files: ['beast_ws.test.js', 'websocketpp_ws.test.js'], packages: ['ws'] },
   browser: { files: ['beast_browser.test.js', 'browser_fetch_metadata.test.js'], packages: ['ws', 'playwright-core'], chromium: true },
   admission: { files: ['admission.test.js'], packages: ['ws'] },
+  proxies: {
+    files: ['proxy_beast.test.js', 'proxy_raw_epoll.test.js', 'proxy_browser.test.js'],
+    packages: ['ws', 'playwright-core'], chromium: true, programs: ['nginx', 'haproxy'], rawEpoll: true,
+  },
 };
 const group = groups[process.argv[2]];
 if (!group) {
@@ -38,6 +43,12 @@ const chromium = process.env.WSGUARD_CHROMIUM || '/usr/bin/chromium';
 if (group.chromium && !fs.existsSync(chromium)) unavailable(`no Chromium at ${chromium}: apt install chromium`);
 if (!process.env.WSGUARD_BEAST_DEMO || !fs.existsSync(process.env.WSGUARD_BEAST_DEMO))
   unavailable(`the Beast demo was not built (${process.env.WSGUARD_BEAST_DEMO || 'WSGUARD_BEAST_DEMO unset'})`);
+if (group.rawEpoll && !(process.env.WSGUARD_RAW_EPOLL && fs.existsSync(process.env.WSGUARD_RAW_EPOLL)))
+  unavailable(`raw_epoll was not built (${process.env.WSGUARD_RAW_EPOLL || 'WSGUARD_RAW_EPOLL unset'})`);
+for (const program of group.programs ?? []) {  // Debian installs them in /usr/sbin, which a user's PATH may lack
+  const found = ['/usr/sbin', '/usr/bin', ...(process.env.PATH || '').split(':')].some((dir) => fs.existsSync(path.join(dir, program)));
+  if (!found) unavailable(`no ${program}: apt install ${program === 'nginx' ? 'nginx-light' : program} (.ci/setup does)`);
+}
 
 // One file at a time keeps Chromium and the flood tests from competing for the
 // CPU. Node 18.19+ and 20.10+ take --test-concurrency; older ones get one run per file.

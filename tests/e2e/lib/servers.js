@@ -48,10 +48,11 @@ function stopServer(server) {
   });
 }
 
-// A plain HTTP request; resolves with { status, headers, body }.
-function request(port, method, path, headers = {}) {
+// A plain HTTP request (from `localAddress`, a loopback address, when given);
+// resolves with { status, headers, body }.
+function request(port, method, path, headers = {}, localAddress = undefined) {
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, method, path, headers, timeout: 5000, agent: false }, (res) => {
+    const req = http.request({ host: '127.0.0.1', port, method, path, headers, localAddress, timeout: 5000, agent: false }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (chunk) => { body += chunk; });

@@ -217,6 +217,11 @@ TEST_CASE("sha256 matches every vector on every backend, one-shot and incrementa
         CHECK(to_hex(wsguard::sha256(v.data.data(), v.data.size())) == to_hex(v.mac));
         const std::string_view text(reinterpret_cast<const char*>(v.data.data()), v.data.size());
         CHECK(to_hex(wsguard::sha256(text)) == to_hex(v.mac));
+        wsguard::sha256_hasher hasher;  // the public constructor: the active backend
+        hasher.update(text);
+        CHECK(to_hex(hasher.finish()) == to_hex(v.mac));
+        hasher.update(v.data.data(), v.data.size());  // finish() reset it
+        CHECK(to_hex(hasher.finish()) == to_hex(v.mac));
     }
 }
 

@@ -1567,7 +1567,8 @@ inline void sha256_compress_portable(std::uint32_t* state, const std::uint8_t* b
 // medians of CPU time on a shared 2-vCPU EPYC) took 1.8 us with it and 2.8 us
 // with the portable compression: it saves about a third of the check. Nothing
 // else in it is fused or special-cased (issue 13: a fused HMAC finish saved
-// under 2%, so HMAC runs on plain compress() calls on every backend).
+// about 3% of the check, so HMAC runs on plain compress() calls everywhere;
+// docs/performance.md, "What the secret path keeps").
 // Checked in CI by structure, as valgrind cannot run it (.ci/jobs/45).
 // ---------------------------------------------------------------------------
 #if WSGUARD_DETAIL_SHA256_SHANI

@@ -62,7 +62,7 @@ void wsguard_hmac_key_object(benchmark::State& state) {
 }
 
 void wsguard_hmac_key_object_portable(benchmark::State& state) {
-    const wsguard::hmac_sha256_key key(in.key, sizeof in.key, sha256_backend::portable);
+    const wsguard::hmac_sha256_key key = wsguard::detail::hmac_sha256_key_for(sha256_backend::portable, in.key, sizeof in.key);
     for (auto _ : state) {
         wsguard::sha256_digest mac = key.mac(in.message, sizeof in.message);
         benchmark::DoNotOptimize(mac);
@@ -72,7 +72,7 @@ void wsguard_hmac_key_object_portable(benchmark::State& state) {
 void wsguard_hmac_one_shot_portable(benchmark::State& state) {
     for (auto _ : state) {
         wsguard::sha256_digest mac =
-            wsguard::hmac_sha256_key(in.key, sizeof in.key, sha256_backend::portable).mac(in.message, sizeof in.message);
+            wsguard::detail::hmac_sha256_key_for(sha256_backend::portable, in.key, sizeof in.key).mac(in.message, sizeof in.message);
         benchmark::DoNotOptimize(mac);
     }
 }
@@ -87,7 +87,7 @@ void wsguard_sha256_1k(benchmark::State& state) {
 
 void wsguard_sha256_1k_portable(benchmark::State& state) {
     for (auto _ : state) {
-        wsguard::sha256_hasher hasher(sha256_backend::portable);
+        wsguard::sha256_hasher hasher = wsguard::detail::sha256_hasher_for(sha256_backend::portable);
         hasher.update(in.kib, sizeof in.kib);
         wsguard::sha256_digest d = hasher.finish();
         benchmark::DoNotOptimize(d);

@@ -112,22 +112,13 @@ void BM_part_base64url_decode(benchmark::State& state) {
 }
 BENCHMARK(BM_part_base64url_decode);
 
-// The decoder verify uses: tickets are public, so the variable-time one (SIMD
-// where the CPU has it); and its portable scalar path.
+// The decoder verify uses: tickets are public, so the variable-time table one.
 void BM_part_base64url_decode_public(benchmark::State& state) {
     decode_ticket(state, [](std::string_view t, std::uint8_t* out, std::size_t capacity, std::size_t& size) {
-        return wsguard::base64url_decode_public(t, out, capacity, size);
+        return wsguard::detail::base64url_decode_public(t, out, capacity, size);
     });
-    if (wsguard::detail::base64url_simd_available()) state.SetLabel("SIMD");
 }
 BENCHMARK(BM_part_base64url_decode_public);
-
-void BM_part_base64url_decode_public_scalar(benchmark::State& state) {
-    decode_ticket(state, [](std::string_view t, std::uint8_t* out, std::size_t, std::size_t& size) {
-        return wsguard::detail::base64url_decode_public_scalar(t.data(), t.size(), out, size);
-    });
-}
-BENCHMARK(BM_part_base64url_decode_public_scalar);
 
 void BM_part_hmac(benchmark::State& state) {
     const std::string ticket = issuer().issue(request).ticket;
@@ -210,7 +201,7 @@ std::string issue(const wsguard::ticket_request& r) {
     HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
          reinterpret_cast<const unsigned char*>(body.data()), body.size(), mac, &mac_size);
     body.append(reinterpret_cast<const char*>(mac), mac_size);
-    return wsguard::base64url_encode_public(reinterpret_cast<const std::uint8_t*>(body.data()) + sizeof domain,
+    return wsguard::detail::base64url_encode_public(reinterpret_cast<const std::uint8_t*>(body.data()) + sizeof domain,
                                             body.size() - sizeof domain);
 }
 
@@ -225,7 +216,7 @@ bool verify(std::string_view ticket, std::string_view want_origin, std::string_v
     std::uint8_t* body = buffer + sizeof domain;
     std::size_t size = 0;
     if (ticket.size() > wsguard::ticket_limits::max_chars) return false;
-    if (!wsguard::base64url_decode_public(ticket, body, wsguard::ticket_limits::max_bytes, size) || size < 75)
+    if (!wsguard::detail::base64url_decode_public(ticket, body, wsguard::ticket_limits::max_bytes, size) || size < 75)
         return false;
     if (body[0] != 1 || get_be(body + 1, 4) != 1) return false;
     unsigned char mac[EVP_MAX_MD_SIZE];
@@ -361,10 +352,10 @@ int main(int argc, char** argv) {
         const auto it = reporter.ns.find(name);
         return it == reporter.ns.end() ? 0.0 : it->second;
     };
-    std::printf("verify parts: base64url decode %.1f ns (constant-time), %.1f ns (public, as verify uses; "
-                "scalar path %.1f ns), HMAC %.1f ns, replay store %.1f ns\n",
-                part("BM_part_base64url_decode"), part("BM_part_base64url_decode_public"),
-                part("BM_part_base64url_decode_public_scalar"), part("BM_part_hmac"), part("BM_part_replay_store"));
+    std::printf("verify parts: base64url decode %.1f ns (constant-time), %.1f ns (public, as verify uses), "
+                "HMAC %.1f ns, replay store %.1f ns\n",
+                part("BM_part_base64url_decode"), part("BM_part_base64url_decode_public"), part("BM_part_hmac"),
+                part("BM_part_replay_store"));
 #if !WSGUARD_BENCH_OPENSSL
     std::printf("(built without libcrypto: no OpenSSL baseline)\n");
 #endif

@@ -1400,23 +1400,18 @@ inline decision check_sec_fetch_site(std::string_view value,
 #define WSGUARD_DETAIL_SHA256_ARMV8 0
 #endif
 
-// The SIMD base64url decoder (public input only) runs where the SHA-NI code
-// compiles, after its own CPU check (SSSE3).
-#define WSGUARD_DETAIL_BASE64URL_SSSE3 WSGUARD_DETAIL_SHA256_SHANI
-
 #if WSGUARD_DETAIL_SHA256_SHANI
 #include <immintrin.h>
 #if defined(_MSC_VER) && !defined(__clang__)
 #include <intrin.h>
 #define WSGUARD_DETAIL_TARGET_SHANI
-#define WSGUARD_DETAIL_TARGET_SSSE3
 #else
 #include <cpuid.h>
 #define WSGUARD_DETAIL_TARGET_SHANI __attribute__((target("sha,sse4.1")))
-#define WSGUARD_DETAIL_TARGET_SSSE3 __attribute__((target("ssse3")))
 #endif
-// For the per-block helpers: GCC -O2 would otherwise call a block that several
-// functions use, passing the state through memory.
+// For the per-block helpers: the compression stays one straight-line function
+// with no calls (GCC -O2 would otherwise call a block, passing the state through
+// memory), which is what the constant-time job checks.
 #if defined(__GNUC__) || defined(__clang__)
 #define WSGUARD_DETAIL_SHANI_INLINE __attribute__((always_inline)) inline
 #else
@@ -1565,23 +1560,17 @@ inline void sha256_compress_portable(std::uint32_t* state, const std::uint8_t* b
     }
 }
 
-// The last one or two blocks of a message whose whole blocks are already
-// compressed: its final size % 64 bytes, 0x80, zeros and the length in bits
-// of everything (`prefix` bytes before data, then `size`). Returns the blocks
-// written to tail[0..128), which the caller zeroes (as `= {}`: GCC makes a
-// memset here a slow `rep stos`).
-inline std::size_t sha256_padded_tail(std::uint64_t prefix, const std::uint8_t* data, std::size_t size,
-                                      std::uint8_t* tail) noexcept {
-    const std::size_t rest = size % 64;
-    const std::size_t blocks = rest + 1 + 8 <= 64 ? 1 : 2;  // room for 0x80 and the 64-bit length
-    if (rest != 0) std::memcpy(tail, data + (size - rest), rest);
-    tail[rest] = 0x80;
-    const std::uint64_t bits = (prefix + size) * 8;
-    sha256_store_be32(tail + blocks * 64 - 8, static_cast<std::uint32_t>(bits >> 32));
-    sha256_store_be32(tail + blocks * 64 - 4, static_cast<std::uint32_t>(bits));
-    return blocks;
-}
-
+// ---------------------------------------------------------------------------
+// detail, x86-64 backend: the SHA-NI compression
+// Why it is here: the one second implementation on the secret path that moves
+// a number users feel. A ticketed handshake_guard::check (bench_handshake_check,
+// medians of CPU time on a shared 2-vCPU EPYC) took 1.8 us with it and 2.8 us
+// with the portable compression: it saves about a third of the check. Nothing
+// else in it is fused or special-cased (issue 13: a fused HMAC finish saved
+// about 3% of the check, so HMAC runs on plain compress() calls everywhere;
+// docs/performance.md, "What the secret path keeps").
+// Checked in CI by structure, as valgrind cannot run it (.ci/jobs/45).
+// ---------------------------------------------------------------------------
 #if WSGUARD_DETAIL_SHA256_SHANI
 // Four rounds with message words w (already in SHA-NI lane order) and round constants k.
 WSGUARD_DETAIL_TARGET_SHANI WSGUARD_DETAIL_SHANI_INLINE
@@ -1699,47 +1688,6 @@ WSGUARD_DETAIL_TARGET_SHANI inline void sha256_compress_shani(std::uint32_t* sta
     _mm_storeu_si128(reinterpret_cast<__m128i*>(state + 4), efgh);
 }
 
-// The end of an HMAC in one call, the state never leaving registers between
-// blocks (a 96-byte MAC on Zen 4: 125 ns through compress() per block, 97 ns
-// here, within a few ns of three bare compressions of the same shape). The
-// inner hash continues from `inner` (standing for `prefix` bytes, a multiple
-// of 64) over data[0..size) and its padding; its digest, already in
-// message-word order, becomes the outer block with the constant padding of a
-// 32-byte message after the 64-byte pad. constant-time: the branches and the
-// copy depend only on `size`.
-WSGUARD_DETAIL_TARGET_SHANI inline void hmac_sha256_finish_shani(const std::uint32_t* inner, std::uint64_t prefix,
-                                                                 const std::uint8_t* data, std::size_t size,
-                                                                 const std::uint32_t* outer,
-                                                                 std::uint8_t* out) noexcept {
-    // The padded tail first: it does not depend on the state, so the CPU builds
-    // it while the whole blocks below are still compressing.
-    const std::size_t whole = size / 64;
-    alignas(16) std::uint8_t tail[128] = {};
-    const std::size_t tail_blocks = sha256_padded_tail(prefix, data, size, tail);
-
-    __m128i abef, cdgh;
-    sha256_shani_load_state(inner, abef, cdgh);
-    for (std::size_t block = 0; block < whole; ++block) sha256_shani_block_from(abef, cdgh, data + block * 64);
-    sha256_shani_block_from(abef, cdgh, tail);
-    if (tail_blocks == 2) sha256_shani_block_from(abef, cdgh, tail + 64);
-    crypto_wipe(tail, sizeof tail);
-
-    // Outer block: the inner digest A..H as words 0-7, then 0x80, zeros and the
-    // length (64 + 32 bytes = 768 bits) as word 15.
-    __m128i w0, w1;
-    sha256_shani_state_words(abef, cdgh, w0, w1);
-    const __m128i w2 = _mm_set_epi32(0, 0, 0, static_cast<int>(0x80000000u));
-    const __m128i w3 = _mm_set_epi32(768, 0, 0, 0);
-    sha256_shani_load_state(outer, abef, cdgh);
-    sha256_shani_block(abef, cdgh, w0, w1, w2, w3);
-
-    __m128i abcd, efgh;
-    sha256_shani_state_words(abef, cdgh, abcd, efgh);
-    const __m128i byte_swap = sha256_shani_byte_swap();
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm_shuffle_epi8(abcd, byte_swap));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 16), _mm_shuffle_epi8(efgh, byte_swap));
-}
-
 inline bool sha256_cpu_has_shani() noexcept {
     // SHA (leaf 7 EBX bit 29) plus the SSSE3/SSE4.1 shuffles and blends the path uses.
 #if defined(_MSC_VER) && !defined(__clang__)
@@ -1765,6 +1713,13 @@ inline bool sha256_cpu_has_shani() noexcept {
 }
 #endif  // WSGUARD_DETAIL_SHA256_SHANI
 
+// ---------------------------------------------------------------------------
+// detail, aarch64 backend: the ARMv8 SHA2 compression
+// Why it is here: the same role as SHA-NI on x86-64 (the compression is most of
+// a ticketed check's time; SHA2 instructions replace about 2,000 scalar
+// operations per block). Measured only under qemu here (.ci/jobs/46 checks it
+// against the same vectors), not on ARM hardware.
+// ---------------------------------------------------------------------------
 #if WSGUARD_DETAIL_SHA256_ARMV8
 // Four rounds with message words `current`, then `current` becomes the words
 // four groups ahead (computed from it and the next three groups).
@@ -1815,37 +1770,6 @@ WSGUARD_DETAIL_TARGET_ARMV8 inline void sha256_compress_armv8(std::uint32_t* sta
     for (std::size_t block = 0; block < count; ++block, blocks += 64) sha256_armv8_block_from(abcd, efgh, blocks);
     vst1q_u32(state, abcd);
     vst1q_u32(state + 4, efgh);
-}
-
-// The end of an HMAC in one call, as hmac_sha256_finish_shani: the state stays
-// in registers from the inner tail through the outer block, whose first eight
-// message words are the inner digest as it stands (this state order needs no
-// shuffle). constant-time: the branches and the copy depend only on `size`.
-WSGUARD_DETAIL_TARGET_ARMV8 inline void hmac_sha256_finish_armv8(const std::uint32_t* inner, std::uint64_t prefix,
-                                                                 const std::uint8_t* data, std::size_t size,
-                                                                 const std::uint32_t* outer,
-                                                                 std::uint8_t* out) noexcept {
-    const std::size_t whole = size / 64;
-    alignas(16) std::uint8_t tail[128] = {};
-    const std::size_t tail_blocks = sha256_padded_tail(prefix, data, size, tail);
-
-    uint32x4_t abcd = vld1q_u32(inner);
-    uint32x4_t efgh = vld1q_u32(inner + 4);
-    for (std::size_t block = 0; block < whole; ++block) sha256_armv8_block_from(abcd, efgh, data + block * 64);
-    sha256_armv8_block_from(abcd, efgh, tail);
-    if (tail_blocks == 2) sha256_armv8_block_from(abcd, efgh, tail + 64);
-    crypto_wipe(tail, sizeof tail);
-
-    // Outer block: the inner digest as words 0-7, then 0x80, zeros and the
-    // length (64 + 32 bytes = 768 bits) as word 15.
-    static constexpr std::uint32_t padding[8] = {0x80000000u, 0, 0, 0, 0, 0, 0, 768};
-    const uint32x4_t w0 = abcd;
-    const uint32x4_t w1 = efgh;
-    abcd = vld1q_u32(outer);
-    efgh = vld1q_u32(outer + 4);
-    sha256_armv8_block(abcd, efgh, w0, w1, vld1q_u32(padding), vld1q_u32(padding + 4));
-    vst1q_u8(out, vrev32q_u8(vreinterpretq_u8_u32(abcd)));
-    vst1q_u8(out + 16, vrev32q_u8(vreinterpretq_u8_u32(efgh)));
 }
 
 inline bool sha256_cpu_has_armv8_sha2() noexcept {
@@ -1995,19 +1919,6 @@ struct sha256_engine {
 inline void hmac_sha256_finish(sha256_compress_fn compress, const std::uint32_t* inner, std::uint64_t prefix,
                                const std::uint8_t* data, std::size_t size, const std::uint32_t* outer,
                                std::uint8_t* out) noexcept {
-#if WSGUARD_DETAIL_SHA256_SHANI
-    // sha256_compress_for hands out this pointer only after the CPU check.
-    if (compress == &sha256_compress_shani) {
-        hmac_sha256_finish_shani(inner, prefix, data, size, outer, out);
-        return;
-    }
-#endif
-#if WSGUARD_DETAIL_SHA256_ARMV8
-    if (compress == &sha256_compress_armv8) {
-        hmac_sha256_finish_armv8(inner, prefix, data, size, outer, out);
-        return;
-    }
-#endif
     std::uint32_t state[8];
     std::memcpy(state, inner, sizeof state);
     sha256_absorb_final(state, prefix, data, size, compress);
@@ -2020,6 +1931,9 @@ inline void hmac_sha256_finish(sha256_compress_fn compress, const std::uint32_t*
     crypto_wipe(state, sizeof state);
 }
 
+// Builds the hasher and key objects on one chosen backend (below the HMAC section).
+struct sha256_backend_access;
+
 }  // namespace detail
 
 // ---------------------------------------------------------------------------
@@ -2029,11 +1943,7 @@ inline void hmac_sha256_finish(sha256_compress_fn compress, const std::uint32_t*
 // Incremental SHA-256. finish() returns the digest and resets the hasher.
 class sha256_hasher {
 public:
-    sha256_hasher() noexcept : sha256_hasher(detail::sha256_active_backend()) {}
-    // Forces one compression backend (tests, benchmarks); one the CPU lacks runs portable code.
-    explicit sha256_hasher(detail::sha256_backend backend) noexcept {
-        engine_.start(detail::sha256_initial_state, 0, detail::sha256_compress_for(backend));
-    }
+    sha256_hasher() noexcept : sha256_hasher(detail::sha256_active_compress()) {}
     sha256_hasher(const sha256_hasher&) noexcept = default;
     sha256_hasher& operator=(const sha256_hasher&) noexcept = default;
     ~sha256_hasher() { engine_.wipe(); }
@@ -2050,6 +1960,10 @@ public:
     }
 
 private:
+    friend struct detail::sha256_backend_access;
+    explicit sha256_hasher(detail::sha256_compress_fn compress) noexcept {
+        engine_.start(detail::sha256_initial_state, 0, compress);
+    }
     detail::sha256_engine engine_;
 };
 
@@ -2085,27 +1999,7 @@ public:
     explicit hmac_sha256_key(std::string_view key) noexcept
         : hmac_sha256_key(reinterpret_cast<const std::uint8_t*>(key.data()), key.size()) {}
     hmac_sha256_key(const std::uint8_t* key, std::size_t size) noexcept
-        : hmac_sha256_key(key, size, detail::sha256_active_backend()) {}
-    // Forces one compression backend (tests, benchmarks); one the CPU lacks runs portable code.
-    hmac_sha256_key(const std::uint8_t* key, std::size_t size, detail::sha256_backend backend) noexcept {
-        compress_ = detail::sha256_compress_for(backend);
-        // RFC 2104: a key longer than the block is replaced by its hash, then zero-padded.
-        std::uint8_t block[64] = {};
-        if (size > 64) {
-            const sha256_digest hashed = detail::sha256_with(compress_, key, size);
-            std::memcpy(block, hashed.data(), hashed.size());
-            detail::crypto_wipe(const_cast<std::uint8_t*>(hashed.data()), hashed.size());
-        } else if (size != 0) {
-            std::memcpy(block, key, size);
-        }
-        for (std::uint8_t& byte : block) byte ^= 0x36;
-        std::memcpy(inner_, detail::sha256_initial_state, sizeof inner_);
-        compress_(inner_, block, 1);
-        for (std::uint8_t& byte : block) byte ^= 0x36 ^ 0x5c;
-        std::memcpy(outer_, detail::sha256_initial_state, sizeof outer_);
-        compress_(outer_, block, 1);
-        detail::crypto_wipe(block, sizeof block);
-    }
+        : hmac_sha256_key(key, size, detail::sha256_active_compress()) {}
     hmac_sha256_key(const hmac_sha256_key&) noexcept = default;
     hmac_sha256_key& operator=(const hmac_sha256_key&) noexcept = default;
     ~hmac_sha256_key() {
@@ -2123,7 +2017,7 @@ public:
     }
 
     // An incremental MAC over several parts, without copying them together.
-    // finish() once; begin() again for the next message.
+    // finish() once per message; begin() again (or a copy made earlier) for the next.
     class stream {
     public:
         stream(const stream&) noexcept = default;
@@ -2136,24 +2030,12 @@ public:
         void update(std::string_view data) noexcept {
             inner_.update(reinterpret_cast<const std::uint8_t*>(data.data()), data.size());
         }
-        sha256_digest finish() noexcept { return finish_with(nullptr, 0); }
-
-        // The MAC of everything absorbed so far followed by tail[0..size),
-        // leaving the stream as it was: a shared prefix (say a domain
-        // separation block) is absorbed once and reused for many messages,
-        // without copying the stream per message.
-        sha256_digest finish_with(const std::uint8_t* tail, std::size_t size) const noexcept {
+        // The MAC of everything absorbed. A copy of a stream continues on its
+        // own: absorb a shared prefix once, copy the stream per message.
+        sha256_digest finish() noexcept {
             sha256_digest out;
-            if (inner_.buffered == 0) {
-                detail::hmac_sha256_finish(inner_.compress, inner_.state, inner_.total, tail, size, outer_, out.data());
-            } else if (size == 0) {
-                detail::hmac_sha256_finish(inner_.compress, inner_.state, inner_.total - inner_.buffered,
-                                           inner_.buffer, inner_.buffered, outer_, out.data());
-            } else {  // part of a block is buffered: join it to the tail in a copy
-                stream joined = *this;
-                joined.update(tail, size);
-                out = joined.finish();
-            }
+            detail::hmac_sha256_finish(inner_.compress, inner_.state, inner_.total - inner_.buffered, inner_.buffer,
+                                       inner_.buffered, outer_, out.data());
             return out;
         }
 
@@ -2170,6 +2052,26 @@ public:
     stream begin() const noexcept { return stream(*this); }
 
 private:
+    friend struct detail::sha256_backend_access;
+    hmac_sha256_key(const std::uint8_t* key, std::size_t size, detail::sha256_compress_fn compress) noexcept
+        : compress_(compress) {
+        // RFC 2104: a key longer than the block is replaced by its hash, then zero-padded.
+        std::uint8_t block[64] = {};
+        if (size > 64) {
+            const sha256_digest hashed = detail::sha256_with(compress_, key, size);
+            std::memcpy(block, hashed.data(), hashed.size());
+            detail::crypto_wipe(const_cast<std::uint8_t*>(hashed.data()), hashed.size());
+        } else if (size != 0) {
+            std::memcpy(block, key, size);
+        }
+        for (std::uint8_t& byte : block) byte ^= 0x36;
+        std::memcpy(inner_, detail::sha256_initial_state, sizeof inner_);
+        compress_(inner_, block, 1);
+        for (std::uint8_t& byte : block) byte ^= 0x36 ^ 0x5c;
+        std::memcpy(outer_, detail::sha256_initial_state, sizeof outer_);
+        compress_(outer_, block, 1);
+        detail::crypto_wipe(block, sizeof block);
+    }
     std::uint32_t inner_[8];
     std::uint32_t outer_[8];
     detail::sha256_compress_fn compress_;
@@ -2182,6 +2084,22 @@ inline sha256_digest hmac_sha256(const std::uint8_t* key, std::size_t key_size, 
 inline sha256_digest hmac_sha256(std::string_view key, std::string_view message) noexcept {
     return hmac_sha256_key(key).mac(message);
 }
+
+namespace detail {
+// One compression backend forced (tests, benchmarks, the constant-time job);
+// a backend this CPU lacks runs the portable code. Not a public constructor:
+// users get the fastest backend the CPU has.
+struct sha256_backend_access {
+    static sha256_hasher hasher(sha256_backend backend) noexcept { return sha256_hasher(sha256_compress_for(backend)); }
+    static hmac_sha256_key key(const std::uint8_t* key, std::size_t size, sha256_backend backend) noexcept {
+        return hmac_sha256_key(key, size, sha256_compress_for(backend));
+    }
+};
+inline sha256_hasher sha256_hasher_for(sha256_backend backend) noexcept { return sha256_backend_access::hasher(backend); }
+inline hmac_sha256_key hmac_sha256_key_for(sha256_backend backend, const std::uint8_t* key, std::size_t size) noexcept {
+    return sha256_backend_access::key(key, size, backend);
+}
+}  // namespace detail
 
 // ---------------------------------------------------------------------------
 // Constant-time comparison
@@ -2282,9 +2200,10 @@ inline std::size_t base64url_encode(const std::uint8_t* in, std::size_t size, ch
     return o;
 }
 
+namespace detail {
 // The same encoding as base64url_encode, NOT constant time (a table lookup per
-// character): only for output that is not secret, such as a ticket about to be
-// handed to the client. Allocates; about 4x faster.
+// character): only for output that is not secret (benchmark baselines).
+// Allocates; about 4x faster.
 inline std::string base64url_encode_public(const std::uint8_t* in, std::size_t size) {
     static constexpr char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     std::string out(base64url_encoded_size(size), '\0');
@@ -2309,6 +2228,7 @@ inline std::string base64url_encode_public(const std::uint8_t* in, std::size_t s
     }
     return out;
 }
+}  // namespace detail
 
 // Convenience for configuration and tests (allocates: not for the request path).
 inline std::string base64url_encode(const std::uint8_t* in, std::size_t size) {
@@ -2368,7 +2288,7 @@ inline bool base64url_decode(std::string_view in, std::uint8_t* out, std::size_t
 
 namespace detail {
 // 0..63 for the alphabet, 0xFF for every other byte. Indexed by input byte, so
-// only for public input (see base64url_decode_public).
+// only for public input (see detail::base64url_decode_public).
 struct base64url_table {
     std::uint8_t value[256];
     constexpr base64url_table() noexcept : value() {
@@ -2382,12 +2302,18 @@ inline constexpr base64url_table base64url_lookup{};
 }  // namespace detail
 
 namespace detail {
-// The strict, canonical decoding of base64url_decode_public, one group of four
-// characters at a time through the table (the portable path, and the tail of
-// the SIMD one). out must hold base64url_max_decoded_size(n) bytes.
-inline bool base64url_decode_public_scalar(const char* in, std::size_t n, std::uint8_t* out,
-                                           std::size_t& out_size) noexcept {
-    if (n % 4 == 1) return false;  // no encoding has this length
+// The same strict, canonical decoding as base64url_decode, but NOT constant
+// time: a table lookup indexed by each character and an early exit on the
+// first bad one. Only for input that is not secret, such as a ticket the
+// client already holds (its MAC is checked afterwards, in constant time).
+// Nothing is written past out_capacity; out_size is 0 on refusal. (An SSSE3
+// version saved under 10% of a ticketed handshake_guard::check: removed.)
+inline bool base64url_decode_public(std::string_view text, std::uint8_t* out, std::size_t out_capacity,
+                                    std::size_t& out_size) noexcept {
+    out_size = 0;
+    const char* const in = text.data();
+    const std::size_t n = text.size();
+    if (n % 4 == 1 || base64url_max_decoded_size(n) > out_capacity) return false;  // 1 mod 4: no encoding
     const std::uint8_t* table = base64url_lookup.value;
     std::size_t o = 0;
     std::size_t i = 0;
@@ -2418,102 +2344,7 @@ inline bool base64url_decode_public_scalar(const char* in, std::size_t n, std::u
     return true;
 }
 
-#if WSGUARD_DETAIL_BASE64URL_SSSE3
-// Sixteen characters to twelve bytes per step (the nibble-table method of
-// Wojciech Mula and Daniel Lemire, "Faster Base64 Encoding and Decoding using
-// AVX2 Instructions", 2018), with tables for the URL alphabet. Decodes `blocks`
-// whole blocks; writes 16 bytes per block (the last 4 are overwritten by the
-// next block or lie within the caller's room). False at the first block with
-// a character outside the alphabet. Not constant time: for public input only.
-WSGUARD_DETAIL_TARGET_SSSE3 inline bool base64url_decode_ssse3(const char* in, std::size_t blocks,
-                                                               std::uint8_t* out) noexcept {
-    // A character is valid when no bit is set in both of these: bits 0-5 stand
-    // for the rows 0x2_ to 0x7_, bit 6 for every other row; lo_invalid[low
-    // nibble] sets the rows where that low nibble is not in the alphabet
-    // (valid: 0x2D '-', 0x30-0x39, 0x41-0x5A, 0x5F '_', 0x61-0x7A).
-    const __m128i lo_invalid =
-        _mm_setr_epi8(0x55, 0x41, 0x41, 0x41, 0x41, 0x41, 0x41, 0x41, 0x41, 0x41, 0x43, 0x6B, 0x6B, 0x6A, 0x6B, 0x63);
-    const __m128i hi_row =
-        _mm_setr_epi8(0x40, 0x40, 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x40, 0x40, 0x40, 0x40, 0x40, 0x40, 0x40);
-    // What to add to a valid character, by high nibble; '_' shares its row
-    // with P-Z and gets index 13 (5 | 8) of its own.
-    const __m128i shift_by_row = _mm_setr_epi8(0, 0, 62 - '-', 52 - '0', -'A', -'A', 26 - 'a', 26 - 'a', 0, 0, 0, 0, 0,
-                                               63 - '_', 0, 0);
-    const __m128i nibble = _mm_set1_epi8(0x0F);
-    const __m128i underscore = _mm_set1_epi8('_');
-    const __m128i eight = _mm_set1_epi8(8);
-    // Pairs of 6-bit values to 12 bits, pairs of those to 24 bits per 32-bit
-    // lane, then the three bytes of each lane in big-endian order.
-    const __m128i merge_pairs = _mm_set1_epi32(0x01400140);
-    const __m128i merge_quads = _mm_set1_epi32(0x00011000);
-    const __m128i pack = _mm_setr_epi8(2, 1, 0, 6, 5, 4, 10, 9, 8, 14, 13, 12, -1, -1, -1, -1);
-    for (std::size_t block = 0; block < blocks; ++block, in += 16, out += 12) {
-        const __m128i chars = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in));
-        const __m128i hi = _mm_and_si128(_mm_srli_epi32(chars, 4), nibble);
-        const __m128i lo = _mm_and_si128(chars, nibble);
-        const __m128i invalid = _mm_and_si128(_mm_shuffle_epi8(lo_invalid, lo), _mm_shuffle_epi8(hi_row, hi));
-        if (_mm_movemask_epi8(_mm_cmpeq_epi8(invalid, _mm_setzero_si128())) != 0xFFFF) return false;
-        const __m128i row = _mm_or_si128(hi, _mm_and_si128(_mm_cmpeq_epi8(chars, underscore), eight));
-        const __m128i values = _mm_add_epi8(chars, _mm_shuffle_epi8(shift_by_row, row));
-        const __m128i merged = _mm_madd_epi16(_mm_maddubs_epi16(values, merge_pairs), merge_quads);
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm_shuffle_epi8(merged, pack));
-    }
-    return true;
-}
-
-inline bool base64url_cpu_has_ssse3() noexcept {
-#if defined(_MSC_VER) && !defined(__clang__)
-    int regs[4];
-    __cpuid(regs, 1);
-    const unsigned ecx1 = static_cast<unsigned>(regs[2]);
-#else
-    unsigned eax = 0, ebx = 0, ecx1 = 0, edx = 0;
-    if (__get_cpuid_max(0, nullptr) < 1) return false;
-    __cpuid_count(1, 0, eax, ebx, ecx1, edx);
-#endif
-    return (ecx1 >> 9) & 1u;
-}
-#endif  // WSGUARD_DETAIL_BASE64URL_SSSE3
-
-// Whether base64url_decode_public takes the SIMD path on this machine (checked once).
-inline bool base64url_simd_available() noexcept {
-#if WSGUARD_DETAIL_BASE64URL_SSSE3
-    static const bool has = base64url_cpu_has_ssse3();
-    return has;
-#else
-    return false;
-#endif
-}
 }  // namespace detail
-
-// The same strict, canonical decoding as base64url_decode, but NOT constant
-// time: table lookups indexed by the characters (or SIMD, where the CPU has
-// SSSE3) and an early exit on the first bad one. Only for input that is not
-// secret, such as a ticket the client already holds (its MAC is checked
-// afterwards, in constant time). Nothing is written past out_capacity.
-inline bool base64url_decode_public(std::string_view in, std::uint8_t* out, std::size_t out_capacity,
-                                    std::size_t& out_size) noexcept {
-    out_size = 0;
-    const std::size_t n = in.size();
-    if (n % 4 == 1 || base64url_max_decoded_size(n) > out_capacity) return false;
-    std::size_t done_chars = 0;
-    std::size_t done_bytes = 0;
-#if WSGUARD_DETAIL_BASE64URL_SSSE3
-    if (detail::base64url_simd_available()) {
-        // Each block stores 16 bytes for its 12: leave room for the last one's extra 4.
-        const std::size_t room = out_capacity >= 4 ? (out_capacity - 4) / 12 : 0;
-        const std::size_t blocks = n / 16 < room ? n / 16 : room;
-        if (blocks != 0 && !detail::base64url_decode_ssse3(in.data(), blocks, out)) return false;
-        done_chars = blocks * 16;
-        done_bytes = blocks * 12;
-    }
-#endif
-    std::size_t tail_bytes = 0;
-    if (!detail::base64url_decode_public_scalar(in.data() + done_chars, n - done_chars, out + done_bytes, tail_bytes))
-        return false;
-    out_size = done_bytes + tail_bytes;
-    return true;
-}
 
 // ---------------------------------------------------------------------------
 // Random bytes from the operating system
@@ -2691,7 +2522,9 @@ inline hmac_sha256_key::stream ticket_mac_start(std::string_view secret) noexcep
 
 inline sha256_digest ticket_mac(const hmac_sha256_key::stream& after_domain, const std::uint8_t* bytes,
                                 std::size_t size) noexcept {
-    return after_domain.finish_with(bytes, size);
+    hmac_sha256_key::stream mac = after_domain;
+    mac.update(bytes, size);
+    return mac.finish();
 }
 
 }  // namespace detail
@@ -2986,11 +2819,6 @@ private:
 //       store's start, decided atomically with the spend. The verifier calls
 //       this form when it exists; accepts_issued_after() is then the start the
 //       store last saw (a cheap early refusal, not the final word).
-// Optional (used when present, detected at compile time):
-//   void prefetch(const wsguard::ticket_nonce& nonce) const noexcept;
-//       a hint given before the MAC check, with a nonce not yet authenticated,
-//       so the store can start fetching what try_spend will touch. Must change
-//       nothing observable.
 //
 // Exact capacity: up to `capacity` unexpired nonces are always stored, and
 // the next one is refused (replay_store_full) rather than a live one
@@ -3048,14 +2876,6 @@ using replay_lock = std::mutex;
 // Slots examined for expired nonces on every spend, behind a moving cursor:
 // keeps expired entries from piling up, so the full sweep stays rare.
 inline constexpr std::size_t replay_reclaim_per_spend = 2;
-
-// Whether a ReplayStore has the optional prefetch(nonce) hint.
-template <class Store, class = void>
-struct replay_store_has_prefetch : std::false_type {};
-template <class Store>
-struct replay_store_has_prefetch<
-    Store, std::void_t<decltype(std::declval<const Store&>().prefetch(std::declval<const ticket_nonce&>()))>>
-    : std::true_type {};
 
 // Whether a ReplayStore spends with the ticket's issue time (a store whose start can move).
 template <class Store, class = void>
@@ -3151,29 +2971,6 @@ public:
             if (swept || st.earliest_ms > now_ms) return reason::replay_store_full;
             st.sweep(now_ms);  // entries moved: probe again
         }
-    }
-
-    // A hint, optional in the ReplayStore concept: starts loading the slot
-    // try_spend(nonce) will probe first, so that the likely cache miss in a
-    // large table overlaps the verifier's MAC instead of following it. Changes
-    // nothing; the nonce need not be authentic (the position is a keyed hash,
-    // so a client cannot aim it).
-    void prefetch(const ticket_nonce& nonce) const noexcept {
-        if (!state_) return;
-        const state& st = *state_;
-        const std::size_t home =
-            st.home_of(detail::ticket_load_be(nonce.data(), 8), detail::ticket_load_be(nonce.data() + 8, 8));
-        // The first slot and the line after it: a probe almost always ends there.
-        const char* first = reinterpret_cast<const char*>(st.slots.get() + home);
-#if defined(__GNUC__) || defined(__clang__)
-        __builtin_prefetch(first, 1);
-        __builtin_prefetch(first + 64, 1);
-        // GCC deems a function that only prefetches free of effects and deletes
-        // calls to it (prefetches and all); an empty volatile asm keeps them.
-        __asm__ __volatile__("" : : "r"(first));
-#else
-        static_cast<void>(first);
-#endif
     }
 
     std::chrono::system_clock::time_point accepts_issued_after() const noexcept { return created_; }
@@ -3291,7 +3088,7 @@ public:
         std::uint8_t body[ticket_limits::max_bytes];
         std::size_t size = 0;
         // The ticket is public (the client holds it): no need for the constant-time decoder.
-        if (!base64url_decode_public(ticket, body, ticket_limits::max_bytes, size)) return reason::ticket_malformed;
+        if (!detail::base64url_decode_public(ticket, body, ticket_limits::max_bytes, size)) return reason::ticket_malformed;
         if (size < detail::ticket_min_bytes) return reason::ticket_malformed;
         if (body[0] != detail::ticket_version) return reason::ticket_bad_version;
         const std::uint32_t key_id = static_cast<std::uint32_t>(detail::ticket_load_be(body + 1, 4));
@@ -3300,8 +3097,6 @@ public:
 
         ticket_nonce nonce;
         std::memcpy(nonce.data(), body + 21, nonce.size());
-        // Not a check: lets the store's likely cache miss overlap the MAC.
-        if constexpr (detail::replay_store_has_prefetch<ReplayStore>::value) store_->prefetch(nonce);
 
         const std::size_t signed_size = size - detail::ticket_mac_size;
         sha256_digest mac = detail::ticket_mac(*key, body, signed_size);

@@ -198,14 +198,14 @@ TEST_CASE("sha256 matches every vector on every backend, one-shot and incrementa
             CHECK(to_hex(wsguard::detail::sha256_with(wsguard::detail::sha256_compress_for(backend), v.data.data(),
                                                       v.data.size())) == expected);
 
-            wsguard::sha256_hasher whole(backend);
+            wsguard::sha256_hasher whole = wsguard::detail::sha256_hasher_for(backend);
             whole.update(v.data.data(), v.data.size());
             CHECK(to_hex(whole.finish()) == expected);
             // finish() resets: the same hasher hashes the next message from scratch.
             whole.update(v.data.data(), v.data.size());
             CHECK(to_hex(whole.finish()) == expected);
 
-            wsguard::sha256_hasher pieces(backend);
+            wsguard::sha256_hasher pieces = wsguard::detail::sha256_hasher_for(backend);
             feed_in_pieces(pieces, v.data, rng);
             CHECK(to_hex(pieces.finish()) == expected);
         }
@@ -217,6 +217,11 @@ TEST_CASE("sha256 matches every vector on every backend, one-shot and incrementa
         CHECK(to_hex(wsguard::sha256(v.data.data(), v.data.size())) == to_hex(v.mac));
         const std::string_view text(reinterpret_cast<const char*>(v.data.data()), v.data.size());
         CHECK(to_hex(wsguard::sha256(text)) == to_hex(v.mac));
+        wsguard::sha256_hasher hasher;  // the public constructor: the active backend
+        hasher.update(text);
+        CHECK(to_hex(hasher.finish()) == to_hex(v.mac));
+        hasher.update(v.data.data(), v.data.size());  // finish() reset it
+        CHECK(to_hex(hasher.finish()) == to_hex(v.mac));
     }
 }
 
@@ -228,7 +233,7 @@ TEST_CASE("hmac_sha256 matches every vector on every backend: one-shot, key obje
             INFO(v.name << " on " << name_of(backend));
             const std::string expected = to_hex(v.mac);
 
-            const wsguard::hmac_sha256_key key(v.key.data(), v.key.size(), backend);
+            const wsguard::hmac_sha256_key key = wsguard::detail::hmac_sha256_key_for(backend, v.key.data(), v.key.size());
             const wsguard::sha256_digest mac = key.mac(v.data.data(), v.data.size());
             CHECK(expected_prefix(v, mac) == expected);
             if (!v.mac_untruncated.empty()) CHECK(to_hex(mac) == to_hex(v.mac_untruncated));
@@ -243,15 +248,19 @@ TEST_CASE("hmac_sha256 matches every vector on every backend: one-shot, key obje
             feed_in_pieces(pieces, v.data, rng);
             CHECK(pieces.finish() == mac);
 
-            // finish_with: a prefix absorbed once (whole blocks or not), the
-            // rest given per MAC; the stream stays reusable.
+            // A prefix absorbed once (whole blocks or not), then a copy of the
+            // stream per message (the ticket MAC's shape): each copy continues
+            // on its own and the prefix stream is left as it was.
             for (std::size_t split : {std::size_t{0}, std::size_t{64}, std::size_t{128}, v.data.size() / 2}) {
                 if (split > v.data.size()) continue;
                 CAPTURE(split);
                 wsguard::hmac_sha256_key::stream prefix = key.begin();
                 prefix.update(v.data.data(), split);
-                CHECK(prefix.finish_with(v.data.data() + split, v.data.size() - split) == mac);
-                CHECK(prefix.finish_with(v.data.data() + split, v.data.size() - split) == mac);
+                for (int copy = 0; copy < 2; ++copy) {
+                    wsguard::hmac_sha256_key::stream message = prefix;
+                    message.update(v.data.data() + split, v.data.size() - split);
+                    CHECK(message.finish() == mac);
+                }
                 prefix.update(v.data.data() + split, v.data.size() - split);
                 CHECK(prefix.finish() == mac);
             }
@@ -281,21 +290,24 @@ TEST_CASE("every backend agrees with the portable one on random keys and message
             for (std::uint8_t& b : message) b = static_cast<std::uint8_t>(rng());
             for (std::uint8_t& b : key) b = static_cast<std::uint8_t>(rng());
             CAPTURE(size, key.size());
-            wsguard::sha256_hasher simd(backend), portable(sha256_backend::portable);
+            wsguard::sha256_hasher simd = wsguard::detail::sha256_hasher_for(backend);
+            wsguard::sha256_hasher portable = wsguard::detail::sha256_hasher_for(sha256_backend::portable);
             simd.update(message.data(), message.size());
             portable.update(message.data(), message.size());
             CHECK(simd.finish() == portable.finish());
             const wsguard::sha256_digest expected =
-                wsguard::hmac_sha256_key(key.data(), key.size(), sha256_backend::portable).mac(message.data(), message.size());
-            const wsguard::hmac_sha256_key simd_key(key.data(), key.size(), backend);
+                wsguard::detail::hmac_sha256_key_for(sha256_backend::portable, key.data(), key.size()).mac(message.data(), message.size());
+            const wsguard::hmac_sha256_key simd_key = wsguard::detail::hmac_sha256_key_for(backend, key.data(), key.size());
             CHECK(simd_key.mac(message.data(), message.size()) == expected);
-            // The fused finish after a prefix of whole blocks (the ticket MAC's
+            // A copied stream after a prefix of whole blocks (the ticket MAC's
             // shape) and after a partly buffered one.
             for (std::size_t split : {std::size_t{64}, std::size_t{5}, size}) {
                 if (split > size) continue;
                 wsguard::hmac_sha256_key::stream stream = simd_key.begin();
                 stream.update(message.data(), split);
-                CHECK(stream.finish_with(message.data() + split, size - split) == expected);
+                wsguard::hmac_sha256_key::stream rest = stream;
+                rest.update(message.data() + split, size - split);
+                CHECK(rest.finish() == expected);
             }
         }
     }
@@ -304,7 +316,7 @@ TEST_CASE("every backend agrees with the portable one on random keys and message
 TEST_CASE("a backend the CPU lacks falls back to portable code and still gives correct digests") {
     for (sha256_backend backend : {sha256_backend::x86_shani, sha256_backend::armv8_sha2}) {
         INFO(name_of(backend));
-        wsguard::sha256_hasher hasher(backend);
+        wsguard::sha256_hasher hasher = wsguard::detail::sha256_hasher_for(backend);
         hasher.update("abc");
         CHECK(to_hex(hasher.finish()) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         if (!wsguard::detail::sha256_backend_available(backend)) {
@@ -574,7 +586,7 @@ TEST_CASE("the public (variable-time) base64url codec agrees with the constant-t
         std::uint8_t slow[24], fast[24];
         std::size_t slow_size = 99, fast_size = 99;
         const bool slow_ok = wsguard::base64url_decode(text, slow, sizeof slow, slow_size);
-        const bool fast_ok = wsguard::base64url_decode_public(text, fast, sizeof fast, fast_size);
+        const bool fast_ok = wsguard::detail::base64url_decode_public(text, fast, sizeof fast, fast_size);
         CAPTURE(text);
         REQUIRE(slow_ok == fast_ok);
         REQUIRE(slow_size == fast_size);
@@ -590,40 +602,32 @@ TEST_CASE("the public (variable-time) base64url codec agrees with the constant-t
         std::vector<std::uint8_t> bytes(length);
         for (auto& b : bytes) b = static_cast<std::uint8_t>(next());
         CAPTURE(length);
-        REQUIRE(wsguard::base64url_encode_public(bytes.data(), length) == wsguard::base64url_encode(bytes.data(), length));
+        REQUIRE(wsguard::detail::base64url_encode_public(bytes.data(), length) == wsguard::base64url_encode(bytes.data(), length));
     }
     std::uint8_t small[2];
     std::size_t size = 0;
-    CHECK_FALSE(wsguard::base64url_decode_public("AAAA", small, sizeof small, size));  // 3 bytes do not fit
+    CHECK_FALSE(wsguard::detail::base64url_decode_public("AAAA", small, sizeof small, size));  // 3 bytes do not fit
 }
 
-TEST_CASE("the public decoder (SIMD where the CPU has it) agrees with the scalar and constant-time ones at every length") {
-    // Three decoders must read every input alike: base64url_decode_public (the
-    // SIMD blocks plus the scalar tail), its scalar path alone, and the
-    // constant-time base64url_decode. Lengths 0..300 cross every SIMD block
-    // boundary; each length is tried valid, with every byte value planted at
-    // several positions, and with every last character (non-canonical tails).
-    std::printf("crypto: base64url_decode_public SIMD path on this machine: %s\n",
-                wsguard::detail::base64url_simd_available() ? "yes" : "no");
+TEST_CASE("the public decoder agrees with the constant-time one at every length") {
+    // Both decoders must read every input alike: detail::base64url_decode_public
+    // (the tickets' table decoder) and the constant-time base64url_decode.
+    // Lengths 0..300; each length is tried valid, with every byte value planted
+    // at several positions, and with every last character (non-canonical tails).
     const std::string alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     std::mt19937 rng(4648);
     std::size_t accepted = 0, refused = 0;
     const auto agree = [&](const std::string& text) {
-        std::uint8_t ct[240], fast[240], scalar[240];
-        std::size_t ct_size = 99, fast_size = 99, scalar_size = 99;
+        std::uint8_t ct[240], fast[240];
+        std::size_t ct_size = 99, fast_size = 99;
         const bool ct_ok = wsguard::base64url_decode(text, ct, sizeof ct, ct_size);
-        const bool fast_ok = wsguard::base64url_decode_public(text, fast, sizeof fast, fast_size);
-        const bool scalar_ok =
-            wsguard::detail::base64url_decode_public_scalar(text.data(), text.size(), scalar, scalar_size);
+        const bool fast_ok = wsguard::detail::base64url_decode_public(text, fast, sizeof fast, fast_size);
         CAPTURE(text);
         REQUIRE(ct_ok == fast_ok);
         REQUIRE(ct_size == fast_size);
-        REQUIRE(scalar_ok == ct_ok);
         if (ct_ok) {
             ++accepted;
             REQUIRE(std::memcmp(ct, fast, ct_size) == 0);
-            REQUIRE(scalar_size == ct_size);
-            REQUIRE(std::memcmp(ct, scalar, ct_size) == 0);
         } else {
             ++refused;
         }
@@ -654,7 +658,7 @@ TEST_CASE("the public decoder (SIMD where the CPU has it) agrees with the scalar
     CHECK(refused > 10000);
 }
 
-TEST_CASE("the public decoder writes nothing past out_capacity, even when its SIMD blocks store 16 bytes") {
+TEST_CASE("the public decoder writes nothing past out_capacity at any length") {
     const std::string alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     for (std::size_t length = 0; length <= 300; ++length) {
         if (length % 4 == 1) continue;
@@ -666,7 +670,7 @@ TEST_CASE("the public decoder writes nothing past out_capacity, even when its SI
         std::vector<std::uint8_t> buffer(exact + 32, 0xEE);
         std::size_t size = 0;
         CAPTURE(length);
-        REQUIRE(wsguard::base64url_decode_public(text, buffer.data(), exact, size));
+        REQUIRE(wsguard::detail::base64url_decode_public(text, buffer.data(), exact, size));
         CHECK(size == exact);
         for (std::size_t i = exact; i < buffer.size(); ++i) REQUIRE(buffer[i] == 0xEE);
     }

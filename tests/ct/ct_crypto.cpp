@@ -69,24 +69,26 @@ void check_backend(wsguard::detail::sha256_backend backend, bool leaky) {
         }
         make_secret(key, sizeof key);
 
-        const wsguard::hmac_sha256_key key_object(key, key_size, backend);
+        const wsguard::hmac_sha256_key key_object = wsguard::detail::hmac_sha256_key_for(backend, key, key_size);
         const sha256_digest mac = key_object.mac(message, sizeof message);
 
         wsguard::hmac_sha256_key::stream stream = key_object.begin();
         stream.update(message, 40);
         stream.update(message + 40, sizeof message - 40);
         const sha256_digest streamed = stream.finish();
-        // A reused prefix finished with a tail, as the ticket MAC does.
+        // A prefix stream copied and continued, as the ticket MAC does.
         wsguard::hmac_sha256_key::stream prefix = key_object.begin();
         prefix.update(message, 40);
-        const sha256_digest prefixed = prefix.finish_with(message + 40, sizeof message - 40);
+        wsguard::hmac_sha256_key::stream continued = prefix;
+        continued.update(message + 40, sizeof message - 40);
+        const sha256_digest prefixed = continued.finish();
 
         const sha256_digest one_shot = wsguard::hmac_sha256(key, key_size, message, sizeof message);
         const sha256_digest hashed_key = wsguard::sha256(key, key_size);
 
         expect(public_equal(mac, streamed), "stream MAC equals key-object MAC");
         expect(public_equal(mac, one_shot), "one-shot MAC equals key-object MAC");
-        expect(public_equal(mac, prefixed), "finish_with MAC equals key-object MAC");
+        expect(public_equal(mac, prefixed), "copied-stream MAC equals key-object MAC");
         sha256_digest forged = mac;
         forged[31] ^= 1;
         expect(!public_equal(mac, forged), "a forged MAC differs");

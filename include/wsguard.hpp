@@ -3253,6 +3253,26 @@ private:
 // Holds a pointer to the store: the store must outlive every verifier using it
 // (and not be moved while they do). Several verifiers (routes) may share one.
 // ---------------------------------------------------------------------------
+
+// verify's three strings, each its own type: swapping the origin and the
+// audience (or passing either as the ticket) does not compile. Explicit from
+// std::string_view, a view inside, nothing copied.
+struct presented_ticket {
+    constexpr presented_ticket() noexcept = default;  // empty
+    constexpr explicit presented_ticket(std::string_view text) noexcept : value(text) {}
+    std::string_view value{};  // as taken from the request (ticket_source)
+};
+struct expected_origin {
+    constexpr expected_origin() noexcept = default;  // empty
+    constexpr explicit expected_origin(std::string_view origin) noexcept : value(origin) {}
+    std::string_view value{};  // the request's Origin header, empty when absent
+};
+struct expected_audience {
+    constexpr expected_audience() noexcept = default;  // empty
+    constexpr explicit expected_audience(std::string_view audience) noexcept : value(audience) {}
+    std::string_view value{};  // this endpoint, as passed to the issuer
+};
+
 struct ticket_verifier_options {
     // A ticket claiming a longer lifetime is cut to this (keys shared with a
     // more generous issuer cannot widen this server's window).
@@ -3277,13 +3297,27 @@ public:
     // `origin`: the request's Origin header (empty when absent); `audience`:
     // this endpoint, as passed to the issuer. On ok, `claims` holds the ticket's
     // claims; otherwise it is cleared. Never allocates.
-    decision verify(std::string_view ticket, std::string_view origin, std::string_view audience,
+    decision verify(presented_ticket ticket, expected_origin origin, expected_audience audience,
                     ticket_claims& claims) const noexcept {
         return verify(ticket, origin, audience, claims, std::chrono::system_clock::now());
     }
 
+    // Three adjacent strings: a swapped origin and audience compiled. Kept for one minor version.
+    [[deprecated("use verify(presented_ticket, expected_origin, expected_audience, ...)")]]
+    decision verify(std::string_view ticket, std::string_view origin, std::string_view audience,
+                    ticket_claims& claims) const noexcept {
+        return verify(presented_ticket(ticket), expected_origin(origin), expected_audience(audience), claims,
+                      std::chrono::system_clock::now());
+    }
+    [[deprecated("use verify(presented_ticket, expected_origin, expected_audience, ...)")]]
     decision verify(std::string_view ticket, std::string_view origin, std::string_view audience, ticket_claims& claims,
                     std::chrono::system_clock::time_point now) const noexcept {
+        return verify(presented_ticket(ticket), expected_origin(origin), expected_audience(audience), claims, now);
+    }
+
+    decision verify(presented_ticket presented, expected_origin expected, expected_audience endpoint,
+                    ticket_claims& claims, std::chrono::system_clock::time_point now) const noexcept {
+        const std::string_view ticket = presented.value, origin = expected.value, audience = endpoint.value;
         claims.clear();
         if (ticket.empty()) return reason::ticket_missing;
         if (ticket.size() > ticket_limits::max_chars) return reason::ticket_too_long;
@@ -3521,7 +3555,8 @@ public:
             return gate_verdict{refused_, false};
         }
         const decision verified =
-            verifier.verify(message.substr(message_prefix.size()), origin, audience, claims, wall_now);
+            verifier.verify(presented_ticket(message.substr(message_prefix.size())), expected_origin(origin),
+                            expected_audience(audience), claims, wall_now);
         if (!verified) {
             refuse(verified.reason);
             return gate_verdict{refused_, false};
@@ -6347,7 +6382,8 @@ private:
         ticket_source source = ticket_from_subprotocol(request.sec_websocket_protocol);
         if (!source && matched->ticket_in_query) source = ticket_from_query(query);
         if (!source) return source.reason;
-        if (decision d = verifier_->verify(source.ticket, request.origin, matched->audience, out.claims_, wall_now); !d) {
+        if (decision d = verifier_->verify(presented_ticket(source.ticket), expected_origin(request.origin),
+                                                 expected_audience(matched->audience), out.claims_, wall_now); !d) {
             if (penalty_) static_cast<void>(penalty_->record_failure(address, d.reason, steady_now));
             return d;
         }

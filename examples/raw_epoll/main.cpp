@@ -287,7 +287,7 @@ struct server {
     std::list<connection*> pending;
     // Refusals at accept and deadline drops are logged at this rate; a flood
     // of them is counted by the kernel's accept queue, not by our stderr.
-    wsguard::token_bucket accept_log = wsguard::token_bucket::create(20, 50).value();
+    wsguard::token_bucket accept_log = wsguard::token_bucket::create({wsguard::rate::per_second(20), 50}).value();
 };
 
 // The pending slot returns and the deadline stops applying: called on upgrade

@@ -136,7 +136,7 @@ constexpr std::uint64_t single_rate = 1000000;
 // ---- Single bucket -----------------------------------------------------------
 
 void BM_wsguard_token_bucket(benchmark::State& state) {
-    static wsguard::token_bucket bucket = wsguard::token_bucket::create(single_rate, 100).value();
+    static wsguard::token_bucket bucket = wsguard::token_bucket::create({wsguard::rate::per_second(single_rate), 100}).value();
     clock_point now = clock_point(std::chrono::hours(1));
     std::int64_t allowed = 0;
     for (auto _ : state) {
@@ -165,7 +165,8 @@ constexpr std::uint64_t keyed_rate = 1000;
 
 wsguard::keyed_limiter<address_key>& hot_limiter() {
     static wsguard::keyed_limiter<address_key> limiter =
-        wsguard::keyed_limiter<address_key>::create(keyed_rate, 100, table_capacity).value();
+        wsguard::keyed_limiter<address_key>::create(
+            {wsguard::rate::per_second(keyed_rate), 100, table_capacity}).value();
     return limiter;
 }
 
@@ -204,7 +205,9 @@ std::int64_t baseline_churn_memory = 0;
 std::int64_t baseline_churn_entries = 0;
 
 void BM_wsguard_keyed_churn(benchmark::State& state) {
-    auto limiter = wsguard::keyed_limiter<address_key>::create(keyed_rate, 100, table_capacity).value();
+    auto limiter = wsguard::keyed_limiter<address_key>::create(
+                       {wsguard::rate::per_second(keyed_rate), 100, table_capacity})
+                       .value();
     splitmix rng{1};
     clock_point now = clock_point(std::chrono::hours(1));
     std::int64_t allowed = 0;
@@ -309,7 +312,7 @@ struct mutex_map_connections {
 
 struct loaded_connections {
     wsguard::connection_limiter<address_key> limiter =
-        wsguard::connection_limiter<address_key>::create(8, connection_capacity).value();
+        wsguard::connection_limiter<address_key>::create({8, connection_capacity}).value();
     std::vector<wsguard::connection_limiter<address_key>::permit> held;
     loaded_connections() {
         splitmix rng{99};

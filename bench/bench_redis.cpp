@@ -207,7 +207,8 @@ void BM_verify_memory_store(benchmark::State& state) {
     auto verifier = wsguard::ticket_verifier<wsguard::memory_replay_store>::create(keys(), store).value();
     wsguard::ticket_claims claims;
     measure(state, "memory", 1, [&] {
-        return verifier.verify(fresh_ticket(), origin, audience, claims).allowed() ? 0 : 1;
+        return verifier.verify(wsguard::presented_ticket(fresh_ticket()), wsguard::expected_origin(origin),
+                               wsguard::expected_audience(audience), claims).allowed() ? 0 : 1;
     });
 }
 
@@ -218,7 +219,8 @@ void BM_verify_redis_store(benchmark::State& state) {
     auto verifier = wsguard::ticket_verifier<wsguard::redis_replay_store>::create(keys(), store).value();
     wsguard::ticket_claims claims;
     measure(state, o.connection.guard_sigpipe ? "redis" : "redis, SIGPIPE guard off", 1, [&] {
-        return verifier.verify(fresh_ticket(), origin, audience, claims).allowed() ? 0 : 1;
+        return verifier.verify(wsguard::presented_ticket(fresh_ticket()), wsguard::expected_origin(origin),
+                               wsguard::expected_audience(audience), claims).allowed() ? 0 : 1;
     });
 }
 
@@ -226,12 +228,14 @@ void BM_verify_redis_pipelined(benchmark::State& state) {
     const auto batch = static_cast<std::size_t>(state.range(0));
     auto store = wsguard::redis_replay_store::create(store_options()).value();
     auto verifier = wsguard::redis_batch_verifier::create(keys(), store).value();
-    std::vector<wsguard::presented_ticket> presented(batch);
+    std::vector<wsguard::redis_batch_ticket> presented(batch);
     std::vector<wsguard::decision> decisions(batch);
     std::vector<wsguard::ticket_claims> claims(batch);
     const std::string name = "redis pipelined x" + std::to_string(batch);
     measure(state, name.c_str(), batch, [&] {
-        for (auto& p : presented) p = {fresh_ticket(), origin, audience};
+        for (auto& p : presented)
+            p = {wsguard::presented_ticket(fresh_ticket()), wsguard::expected_origin(origin),
+                 wsguard::expected_audience(audience)};
         verifier.verify(presented.data(), batch, decisions.data(), claims.data());
         std::size_t failures = 0;
         for (const auto& d : decisions) failures += d.allowed() ? 0 : 1;

@@ -70,7 +70,8 @@ void BM_wsguard_verify(benchmark::State& state) {
             next = 0;
             state.ResumeTiming();
         }
-        const wsguard::decision d = verifier.verify(tickets[next++], origin, audience, claims);
+        const wsguard::decision d = verifier.verify(wsguard::presented_ticket(tickets[next++]), wsguard::expected_origin(origin),
+                                                    wsguard::expected_audience(audience), claims);
         refused += !d.allowed();
         benchmark::DoNotOptimize(claims);
     }
@@ -85,7 +86,8 @@ void BM_wsguard_verify_forged(benchmark::State& state) {
     forged[forged.size() / 2] = forged[forged.size() / 2] == 'A' ? 'B' : 'A';
     wsguard::ticket_claims claims;
     for (auto _ : state) {
-        const wsguard::decision d = verifier.verify(forged, origin, audience, claims);
+        const wsguard::decision d = verifier.verify(wsguard::presented_ticket(forged), wsguard::expected_origin(origin),
+                                                    wsguard::expected_audience(audience), claims);
         benchmark::DoNotOptimize(d);
     }
 }
@@ -320,7 +322,8 @@ int main(int argc, char** argv) {
         const auto verifier = wsguard::ticket_verifier<>::create(keys(), store).value();
         wsguard::ticket_claims claims;
         handrolled::replay_set replay;
-        if (!verifier.verify(handrolled::issue(request), origin, audience, claims).allowed() ||
+        if (!verifier.verify(wsguard::presented_ticket(handrolled::issue(request)), wsguard::expected_origin(origin),
+                             wsguard::expected_audience(audience), claims).allowed() ||
             !handrolled::verify(issuer().issue(request).ticket, origin, audience, replay)) {
             std::fprintf(stderr, "bench_tickets: the baseline does not match the wire format\n");
             return 1;

@@ -3050,6 +3050,26 @@ private:
 // Holds a pointer to the store: the store must outlive every verifier using it
 // (and not be moved while they do). Several verifiers (routes) may share one.
 // ---------------------------------------------------------------------------
+
+// verify's three strings, each its own type: swapping the origin and the
+// audience (or passing either as the ticket) does not compile. Explicit from
+// std::string_view, a view inside, nothing copied.
+struct presented_ticket {
+    constexpr presented_ticket() noexcept = default;  // empty
+    constexpr explicit presented_ticket(std::string_view text) noexcept : value(text) {}
+    std::string_view value{};  // as taken from the request (ticket_source)
+};
+struct expected_origin {
+    constexpr expected_origin() noexcept = default;  // empty
+    constexpr explicit expected_origin(std::string_view origin) noexcept : value(origin) {}
+    std::string_view value{};  // the request's Origin header, empty when absent
+};
+struct expected_audience {
+    constexpr expected_audience() noexcept = default;  // empty
+    constexpr explicit expected_audience(std::string_view audience) noexcept : value(audience) {}
+    std::string_view value{};  // this endpoint, as passed to the issuer
+};
+
 struct ticket_verifier_options {
     // A ticket claiming a longer lifetime is cut to this (keys shared with a
     // more generous issuer cannot widen this server's window).
@@ -3074,13 +3094,27 @@ public:
     // `origin`: the request's Origin header (empty when absent); `audience`:
     // this endpoint, as passed to the issuer. On ok, `claims` holds the ticket's
     // claims; otherwise it is cleared. Never allocates.
-    decision verify(std::string_view ticket, std::string_view origin, std::string_view audience,
+    decision verify(presented_ticket ticket, expected_origin origin, expected_audience audience,
                     ticket_claims& claims) const noexcept {
         return verify(ticket, origin, audience, claims, std::chrono::system_clock::now());
     }
 
+    // Three adjacent strings: a swapped origin and audience compiled. Kept for one minor version.
+    [[deprecated("use verify(presented_ticket, expected_origin, expected_audience, ...)")]]
+    decision verify(std::string_view ticket, std::string_view origin, std::string_view audience,
+                    ticket_claims& claims) const noexcept {
+        return verify(presented_ticket(ticket), expected_origin(origin), expected_audience(audience), claims,
+                      std::chrono::system_clock::now());
+    }
+    [[deprecated("use verify(presented_ticket, expected_origin, expected_audience, ...)")]]
     decision verify(std::string_view ticket, std::string_view origin, std::string_view audience, ticket_claims& claims,
                     std::chrono::system_clock::time_point now) const noexcept {
+        return verify(presented_ticket(ticket), expected_origin(origin), expected_audience(audience), claims, now);
+    }
+
+    decision verify(presented_ticket presented, expected_origin expected, expected_audience endpoint,
+                    ticket_claims& claims, std::chrono::system_clock::time_point now) const noexcept {
+        const std::string_view ticket = presented.value, origin = expected.value, audience = endpoint.value;
         claims.clear();
         if (ticket.empty()) return reason::ticket_missing;
         if (ticket.size() > ticket_limits::max_chars) return reason::ticket_too_long;
@@ -3316,7 +3350,8 @@ public:
             return gate_verdict{refused_, false};
         }
         const decision verified =
-            verifier.verify(message.substr(message_prefix.size()), origin, audience, claims, wall_now);
+            verifier.verify(presented_ticket(message.substr(message_prefix.size())), expected_origin(origin),
+                            expected_audience(audience), claims, wall_now);
         if (!verified) {
             refuse(verified.reason);
             return gate_verdict{refused_, false};
@@ -3714,14 +3749,24 @@ private:
 // (rounded up, never zero) and changes nothing. A request for n > burst can
 // never pass: it is refused with rate_limited and retry_after == 0 (waiting
 // does not help). Safe to call from any number of threads at once.
+struct token_bucket_options {
+    wsguard::rate rate = wsguard::rate::per_second(10);  // sustained
+    std::uint32_t burst = 20;                            // requests that pass at once from idle
+};
+
 class token_bucket {
 public:
+    // The documented way: a rate and a burst by name, as redis_limiter_options.
+    static result<token_bucket> create(const token_bucket_options& options) {
+        return create(options.rate, options.burst);
+    }
     static result<token_bucket> create(wsguard::rate r, std::uint32_t burst) {
         detail::limits_gcra gcra;
         std::string error = detail::limits_gcra::configure(r, burst, gcra);
         if (!error.empty()) return result<token_bucket>::failure("token_bucket: " + error);
         return result<token_bucket>::success(token_bucket(gcra));
     }
+    [[deprecated("use create(token_bucket_options{rate::per_second(n), burst})")]]
     static result<token_bucket> create(std::uint64_t rate_per_second, std::uint32_t burst) {
         return create(wsguard::rate::per_second(rate_per_second), burst);
     }
@@ -3776,11 +3821,21 @@ private:
 // entry, the stalest one (the closest to full) is evicted, so keys that
 // exhausted their burst are the last to go. Sharded (up to 64 shards) with one
 // small lock per shard.
+struct keyed_limiter_options {
+    wsguard::rate rate = wsguard::rate::per_second(10);  // sustained, per key
+    std::uint32_t burst = 20;                            // per key, from idle
+    std::size_t capacity = 65536;                        // distinct keys tracked at once
+};
+
 template <class Key>
 class keyed_limiter {
     using traits = detail::limits_key_traits<Key>;
 
 public:
+    // The documented way: every number by name, as redis_limiter_options.
+    static result<keyed_limiter> create(const keyed_limiter_options& options) {
+        return create(options.rate, options.burst, options.capacity);
+    }
     static result<keyed_limiter> create(wsguard::rate r, std::uint32_t burst, std::size_t capacity) {
         keyed_limiter limiter;
         std::string error = detail::limits_gcra::configure(r, burst, limiter.gcra_);
@@ -3793,6 +3848,7 @@ public:
             return result<keyed_limiter>::failure("keyed_limiter: out of memory for the table");
         return result<keyed_limiter>::success(std::move(limiter));
     }
+    [[deprecated("use create(keyed_limiter_options{rate::per_second(n), burst, capacity})")]]
     static result<keyed_limiter> create(std::uint64_t rate_per_second, std::uint32_t burst, std::size_t capacity) {
         return create(wsguard::rate::per_second(rate_per_second), burst, capacity);
     }
@@ -3894,6 +3950,13 @@ private:
 // degrades with churn. A live count is never evicted. One lock guards the
 // table: a connection is acquired and released once each, and exactness needs
 // one table rather than shards that could fill unevenly.
+struct connection_limiter_options {
+    std::uint32_t max_per_key = 8;  // concurrent connections per key
+    std::size_t capacity = 65536;   // distinct keys with live connections at once, exactly
+    // connections across all keys (default: no cap beyond max_per_key x capacity)
+    std::uint32_t max_total = std::numeric_limits<std::uint32_t>::max();
+};
+
 template <class Key>
 class connection_limiter {
     using traits = detail::limits_key_traits<Key>;
@@ -3998,12 +4061,10 @@ public:
         wsguard::decision decision_{reason::too_many_connections, refusal_retry_after};
     };
 
-    // max_per_key: concurrent connections per key; capacity: distinct keys
-    // with live connections at once, exactly (memory: 2 x capacity slots);
-    // max_total: connections across all keys (defaults to no cap beyond what
-    // max_per_key x capacity allows).
-    static result<connection_limiter> create(std::uint32_t max_per_key, std::size_t capacity,
-                                             std::uint32_t max_total = std::numeric_limits<std::uint32_t>::max()) {
+    // The documented way: every number by name (connection_limiter_options).
+    static result<connection_limiter> create(const connection_limiter_options& options) {
+        const std::uint32_t max_per_key = options.max_per_key, max_total = options.max_total;
+        const std::size_t capacity = options.capacity;
         if (max_per_key == 0) return result<connection_limiter>::failure("connection_limiter: max_per_key must be at least 1");
         if (max_total == 0) return result<connection_limiter>::failure("connection_limiter: max_total must be at least 1");
         if (capacity == 0) return result<connection_limiter>::failure("connection_limiter: capacity must be at least 1");
@@ -4022,6 +4083,12 @@ public:
         t.max_total = max_total;
         if (!t.slots.allocate(t.slot_count)) return result<connection_limiter>::failure("connection_limiter: out of memory for the table");
         return result<connection_limiter>::success(std::move(limiter));
+    }
+    // Three adjacent numbers whose order is easy to get wrong. Kept for one minor version.
+    [[deprecated("use create(connection_limiter_options{max_per_key, capacity, max_total})")]]
+    static result<connection_limiter> create(std::uint32_t max_per_key, std::size_t capacity,
+                                             std::uint32_t max_total = std::numeric_limits<std::uint32_t>::max()) {
+        return create(connection_limiter_options{max_per_key, capacity, max_total});
     }
 
     permit try_acquire(const Key& key) noexcept {
@@ -4378,8 +4445,8 @@ public:
             return result<accept_gate>::failure("accept_gate: handshake_deadline must be positive (10 s is a good default)");
         if (limits.max_pending_per_address > limits.max_pending_total)
             return result<accept_gate>::failure("accept_gate: max_pending_per_address is over max_pending_total");
-        auto table = connection_limiter<address_key>::create(limits.max_pending_per_address, limits.table_capacity,
-                                                             limits.max_pending_total);
+        auto table = connection_limiter<address_key>::create(
+            {limits.max_pending_per_address, limits.table_capacity, limits.max_pending_total});
         if (!table) return result<accept_gate>::failure("accept_gate: " + table.error());
         return result<accept_gate>::success(accept_gate(std::move(table).value(), limits));
     }
@@ -6000,8 +6067,8 @@ public:
             if (rc.max_connections_per_subject != 0) {
                 if (rc.ticket != ticket_requirement::required)
                     return failure::failure(where + "max_connections_per_subject needs tickets (the subject is the ticket's)");
-                auto limiter = connection_limiter<std::string_view>::create(rc.max_connections_per_subject,
-                                                                            cfg.subject_table_capacity);
+                auto limiter = connection_limiter<std::string_view>::create(
+                    {rc.max_connections_per_subject, cfg.subject_table_capacity});
                 if (!limiter) return failure::failure(where + limiter.error());
                 subjects.emplace(std::move(limiter).value());
             }
@@ -6013,13 +6080,14 @@ public:
             if (!penalty) return failure::failure("handshake_guard: " + penalty.error());
             guard.penalty_.emplace(std::move(penalty).value());
         }
-        auto rate = keyed_limiter<address_key>::create(cfg.handshakes_per_second, cfg.handshake_burst,
-                                                       cfg.address_table_capacity);
+        auto rate = keyed_limiter<address_key>::create(
+            {wsguard::rate::per_second(cfg.handshakes_per_second), cfg.handshake_burst, cfg.address_table_capacity});
         if (!rate) return failure::failure("handshake_guard: " + rate.error());
         auto connections = connection_limiter<address_key>::create(
-            cfg.max_connections_per_address, cfg.address_table_capacity, cfg.max_connections_total);
+            {cfg.max_connections_per_address, cfg.address_table_capacity, cfg.max_connections_total});
         if (!connections) return failure::failure("handshake_guard: " + connections.error());
-        auto reports = token_bucket::create(cfg.refusal_reports_per_second, cfg.refusal_report_burst);
+        auto reports = token_bucket::create(
+            {wsguard::rate::per_second(cfg.refusal_reports_per_second), cfg.refusal_report_burst});
         if (!reports) return failure::failure("handshake_guard: refusal reports: " + reports.error());
 
         guard.verifier_ = cfg.verifier;
@@ -6142,7 +6210,8 @@ private:
         ticket_source source = ticket_from_subprotocol(request.sec_websocket_protocol);
         if (!source && matched->ticket_in_query) source = ticket_from_query(query);
         if (!source) return source.reason;
-        if (decision d = verifier_->verify(source.ticket, request.origin, matched->audience, out.claims_, wall_now); !d) {
+        if (decision d = verifier_->verify(presented_ticket(source.ticket), expected_origin(request.origin),
+                                                 expected_audience(matched->audience), out.claims_, wall_now); !d) {
             if (penalty_) static_cast<void>(penalty_->record_failure(address, d.reason, steady_now));
             return d;
         }

@@ -89,7 +89,7 @@ TEST_CASE("token_bucket refuses configurations that are mistakes", "[limits][tok
         CHECK(created.error().find(b.mentions) != std::string::npos);
         CHECK(created.error().find("token_bucket") == 0);
     }
-    CHECK(token_bucket::create(1000000000, 1));
+    CHECK(token_bucket::create(wsguard::token_bucket_options{wsguard::rate::per_second(1000000000), 1}));
     CHECK(token_bucket::create(wsguard::rate{1, std::chrono::hours(24 * 365)}, 10));
     CHECK(token_bucket::create(wsguard::rate::per_hour(1), 3));
 }
@@ -306,13 +306,13 @@ TEST_CASE("the limiter's 128-bit hash is wide SipHash: reference vectors of SipH
 // ---------------------------------------------------------------------------
 
 TEST_CASE("keyed_limiter refuses bad configurations with a readable message", "[limits][keyed_limiter]") {
-    const auto zero_capacity = keyed_limiter<address_key>::create(10, 5, 0);
+    const auto zero_capacity = keyed_limiter<address_key>::create(wsguard::rate::per_second(10), 5, 0);
     CHECK_FALSE(zero_capacity);
     CHECK(zero_capacity.error().find("capacity") != std::string::npos);
-    CHECK_FALSE(keyed_limiter<address_key>::create(10, 5, std::size_t{1} << 30));
-    CHECK_FALSE(keyed_limiter<address_key>::create(0, 5, 100));
-    CHECK_FALSE(keyed_limiter<address_key>::create(10, 0, 100));
-    const auto ok = keyed_limiter<address_key>::create(10, 5, 1000);
+    CHECK_FALSE(keyed_limiter<address_key>::create(wsguard::rate::per_second(10), 5, std::size_t{1} << 30));
+    CHECK_FALSE(keyed_limiter<address_key>::create(wsguard::rate::per_second(0), 5, 100));
+    CHECK_FALSE(keyed_limiter<address_key>::create(wsguard::rate::per_second(10), 0, 100));
+    const auto ok = keyed_limiter<address_key>::create(wsguard::rate::per_second(10), 5, 1000);
     REQUIRE(ok);
     CHECK(ok->capacity() >= 1000);
     CHECK(ok->capacity() < 1000 + 64);
@@ -341,7 +341,7 @@ TEST_CASE("keyed_limiter keeps one bucket per key with exact burst semantics", "
 }
 
 TEST_CASE("keyed_limiter accepts string keys through a seeded 64-bit tag", "[limits][keyed_limiter]") {
-    auto created = keyed_limiter<std::string_view>::create(1, 2, 256);
+    auto created = keyed_limiter<std::string_view>::create(wsguard::rate::per_second(1), 2, 256);
     REQUIRE(created);
     const clock_point t0 = at_ns(0);
     std::string user = "user-42";
@@ -352,7 +352,7 @@ TEST_CASE("keyed_limiter accepts string keys through a seeded 64-bit tag", "[lim
     CHECK(created->try_acquire("", t0));
     CHECK(created->try_acquire(std::string(1000, 'x'), t0));
 
-    auto strings = keyed_limiter<std::string>::create(1, 1, 16);
+    auto strings = keyed_limiter<std::string>::create(wsguard::rate::per_second(1), 1, 16);
     REQUIRE(strings);
     CHECK(strings->try_acquire(std::string("a"), t0));
     CHECK_FALSE(strings->try_acquire(std::string("a"), t0));
@@ -459,10 +459,10 @@ TEST_CASE("keyed_limiter grants exactly burst per key to two threads at a fixed 
 // ---------------------------------------------------------------------------
 
 TEST_CASE("connection_limiter allows N per key and releases on destruction", "[limits][connection_limiter]") {
-    CHECK_FALSE(connection_limiter<address_key>::create(0, 100));
-    CHECK_FALSE(connection_limiter<address_key>::create(1, 0));
-    CHECK_FALSE(connection_limiter<address_key>::create(1, 100, 0));
-    auto created = connection_limiter<address_key>::create(2, 100);
+    CHECK_FALSE(connection_limiter<address_key>::create({0, 100}));
+    CHECK_FALSE(connection_limiter<address_key>::create({1, 0}));
+    CHECK_FALSE(connection_limiter<address_key>::create({1, 100, 0}));
+    auto created = connection_limiter<address_key>::create({2, 100});
     REQUIRE(created);
     auto& limiter = *created;
     const address_key peer = key_of("198.51.100.7");
@@ -506,7 +506,7 @@ TEST_CASE("connection_limiter allows N per key and releases on destruction", "[l
 }
 
 TEST_CASE("connection_limiter enforces a global cap across keys", "[limits][connection_limiter]") {
-    auto created = connection_limiter<std::uint64_t>::create(5, 100, 3);
+    auto created = connection_limiter<std::uint64_t>::create({5, 100, 3});
     REQUIRE(created);
     auto a = created->try_acquire(1);
     auto b = created->try_acquire(2);
@@ -540,7 +540,7 @@ TEST_CASE("connection_limiter holds exactly capacity distinct keys, then refuses
     };
     for (const row& r : table) {
         INFO("capacity " << r.capacity << ", seed " << r.seed);
-        auto created = connection_limiter<address_key>::create(1, r.capacity);
+        auto created = connection_limiter<address_key>::create({1, r.capacity});
         REQUIRE(created);
         auto& limiter = *created;
         CHECK(limiter.capacity() == r.capacity);
@@ -579,7 +579,7 @@ TEST_CASE("connection_limiter never evicts a live key and finds every key again 
     // Keys come and go at full load: backward-shift deletion must leave every
     // remaining key reachable, and its count intact.
     constexpr std::size_t capacity = 512;
-    auto created = connection_limiter<std::uint64_t>::create(3, capacity);
+    auto created = connection_limiter<std::uint64_t>::create({3, capacity});
     REQUIRE(created);
     auto& limiter = *created;
     splitmix rng{42};
@@ -627,7 +627,7 @@ TEST_CASE("connection_limiter never evicts a live key and finds every key again 
 TEST_CASE("connection_limiter agrees with a reference model through random churn at every size", "[limits][connection_limiter]") {
     for (std::size_t capacity : {std::size_t{1}, std::size_t{2}, std::size_t{3}, std::size_t{7}, std::size_t{64}, std::size_t{500}}) {
         INFO("capacity " << capacity);
-        auto created = connection_limiter<std::uint64_t>::create(2, capacity);
+        auto created = connection_limiter<std::uint64_t>::create({2, capacity});
         REQUIRE(created);
         auto& limiter = *created;
         std::map<std::uint64_t, std::vector<connection_limiter<std::uint64_t>::permit>> held;
@@ -657,7 +657,7 @@ TEST_CASE("connection_limiter agrees with a reference model through random churn
 }
 
 TEST_CASE("connection_limiter with string keys holds exactly capacity subjects", "[limits][connection_limiter]") {
-    auto created = connection_limiter<std::string_view>::create(1, 300);
+    auto created = connection_limiter<std::string_view>::create({1, 300});
     REQUIRE(created);
     std::vector<connection_limiter<std::string_view>::permit> held;
     for (int i = 0; i < 300; ++i) {
@@ -672,7 +672,7 @@ TEST_CASE("connection_limiter with string keys holds exactly capacity subjects",
 }
 
 TEST_CASE("connection_limiter permits survive moving the limiter", "[limits][connection_limiter]") {
-    auto created = connection_limiter<std::uint64_t>::create(1, 32);
+    auto created = connection_limiter<std::uint64_t>::create({1, 32});
     REQUIRE(created);
     auto permit = created->try_acquire(7);
     connection_limiter<std::uint64_t> limiter = std::move(created).value();
@@ -684,7 +684,7 @@ TEST_CASE("connection_limiter permits survive moving the limiter", "[limits][con
 
 TEST_CASE("connection_limiter never exceeds N per key with two threads and returns to zero", "[limits][connection_limiter][concurrency]") {
     constexpr std::uint32_t max_per_key = 3;
-    auto created = connection_limiter<std::uint64_t>::create(max_per_key, 64, 10);
+    auto created = connection_limiter<std::uint64_t>::create({max_per_key, 64, 10});
     REQUIRE(created);
     auto& limiter = *created;
     std::array<std::atomic<int>, 4> live{};
@@ -729,7 +729,7 @@ TEST_CASE("connection_limiter never exceeds N per key with two threads and retur
 
 TEST_CASE("connection_limiter grants exactly capacity distinct keys to two threads racing for them", "[limits][connection_limiter][concurrency]") {
     constexpr std::size_t capacity = 4096;
-    auto created = connection_limiter<std::uint64_t>::create(1, capacity);
+    auto created = connection_limiter<std::uint64_t>::create({1, capacity});
     REQUIRE(created);
     auto& limiter = *created;
     std::vector<connection_limiter<std::uint64_t>::permit> held_a, held_b;
@@ -873,4 +873,66 @@ TEST_CASE("address_key reads raw 4- and 16-byte addresses", "[limits][address_ke
     CHECK(k.bytes()[10] == 0xff);
     CHECK(k.bytes()[12] == 192);
     CHECK(key_of("2001:db8::1").family() == 6);
+}
+
+// ---------------------------------------------------------------------------
+// Named options: the documented way to configure each limiter
+// ---------------------------------------------------------------------------
+
+TEST_CASE("each limiter built from named options passes its burst, then refuses", "[limits][options]") {
+    const clock_point t0 = at_ns(0);
+    auto bucket = token_bucket::create(wsguard::token_bucket_options{wsguard::rate::per_second(2), 3});
+    REQUIRE(bucket);
+    for (int i = 0; i < 3; ++i) CHECK(bucket->try_acquire(t0).allowed());
+    CHECK(bucket->try_acquire(t0).retry_after == milliseconds(500));
+
+    wsguard::keyed_limiter_options keyed;
+    keyed.rate = wsguard::rate::per_second(2);
+    keyed.burst = 3;
+    keyed.capacity = 1024;
+    auto per_key = keyed_limiter<std::uint64_t>::create(keyed);
+    REQUIRE(per_key);
+    CHECK(per_key->capacity() >= 1024);
+    for (int i = 0; i < 3; ++i) CHECK(per_key->try_acquire(7, t0));
+    CHECK(per_key->try_acquire(7, t0).reason == reason::rate_limited);
+    CHECK(per_key->try_acquire(8, t0));
+
+    wsguard::connection_limiter_options sockets;
+    sockets.max_per_key = 2;
+    sockets.capacity = 100;
+    sockets.max_total = 3;
+    auto connections = connection_limiter<std::uint64_t>::create(sockets);
+    REQUIRE(connections);
+    auto a = connections->try_acquire(1);
+    auto b = connections->try_acquire(1);
+    auto c = connections->try_acquire(1);
+    auto d = connections->try_acquire(2);
+    auto e = connections->try_acquire(3);
+    CHECK((a && b && d));
+    CHECK(c.decision().reason == reason::too_many_connections);  // max_per_key
+    CHECK(e.decision().reason == reason::too_many_connections);  // max_total
+}
+
+TEST_CASE("named options are validated like the positional arguments, with the same messages", "[limits][options]") {
+    const auto no_rate = token_bucket::create(wsguard::token_bucket_options{wsguard::rate::per_second(0), 1});
+    REQUIRE_FALSE(no_rate);
+    CHECK(no_rate.error().find("token_bucket") == 0);
+
+    wsguard::keyed_limiter_options keyed;
+    keyed.capacity = 0;
+    const auto no_capacity = keyed_limiter<address_key>::create(keyed);
+    REQUIRE_FALSE(no_capacity);
+    CHECK(no_capacity.error().find("capacity") != std::string::npos);
+    keyed.capacity = 100;
+    keyed.burst = 0;
+    CHECK_FALSE(keyed_limiter<address_key>::create(keyed));
+
+    wsguard::connection_limiter_options sockets;
+    sockets.max_total = 0;
+    const auto no_total = connection_limiter<address_key>::create(sockets);
+    REQUIRE_FALSE(no_total);
+    CHECK(no_total.error().find("max_total") != std::string::npos);
+    sockets.max_total = 10;
+    sockets.max_per_key = 0;
+    CHECK_FALSE(connection_limiter<address_key>::create(sockets));
 }

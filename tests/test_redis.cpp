@@ -43,6 +43,9 @@ using std::chrono::system_clock;
 namespace {
 
 using reply_ptr = wsguard::detail::redis_reply_ptr;
+// verify's typed arguments for the origin and endpoint most tests use.
+const wsguard::expected_origin app_origin{"https://app.example.com"};
+const wsguard::expected_audience chat_audience{"api.example.com/chat"};
 
 int free_loopback_port() {
     const int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -623,7 +626,7 @@ TEST_CASE("each ticket is accepted exactly once across four processes verifying 
             for (std::size_t k = 0; k < count; ++k) {
                 const std::size_t i = order(k);
                 const wsguard::decision d =
-                    verifier->verify(tickets[i], "https://app.example.com", "api.example.com/chat", claims, now);
+                    verifier->verify(wsguard::presented_ticket(tickets[i]), app_origin, chat_audience, claims, now);
                 if (d.allowed() && claims.subject() == "user-" + std::to_string(i)) won[i] = 1;
                 else if (d.reason != reason::ticket_replayed) return 3;
             }
@@ -631,12 +634,12 @@ TEST_CASE("each ticket is accepted exactly once across four processes verifying 
             auto verifier = wsguard::redis_batch_verifier::create(test_keys(), *store);
             if (!verifier) return 2;
             constexpr std::size_t batch = 50;
-            std::vector<wsguard::presented_ticket> presented(batch);
+            std::vector<wsguard::redis_batch_ticket> presented(batch);
             std::vector<wsguard::decision> decisions(batch);
             std::vector<wsguard::ticket_claims> claims(batch);
             for (std::size_t k = 0; k < count; k += batch) {
                 for (std::size_t j = 0; j < batch; ++j)
-                    presented[j] = {tickets[order(k + j)], "https://app.example.com", "api.example.com/chat"};
+                    presented[j] = {wsguard::presented_ticket(tickets[order(k + j)]), app_origin, chat_audience};
                 verifier->verify(presented.data(), batch, decisions.data(), claims.data(), now);
                 for (std::size_t j = 0; j < batch; ++j) {
                     if (decisions[j].allowed()) won[order(k + j)] = 1;
@@ -669,20 +672,22 @@ TEST_CASE("redis_batch_verifier answers each ticket as verify would, with one ro
     auto single = wsguard::ticket_verifier<wsguard::redis_replay_store>::create(test_keys(), store);
     REQUIRE(single);
     wsguard::ticket_claims claims;
-    REQUIRE(single->verify(tickets[0], "https://app.example.com", "api.example.com/chat", claims, now).allowed());
+    REQUIRE(single->verify(wsguard::presented_ticket(tickets[0]), app_origin, chat_audience, claims, now).allowed());
 
     std::string bad_mac = tickets[1];
     bad_mac[10] = bad_mac[10] == 'A' ? 'B' : 'A';  // inside issued-at: authenticated, decodes fine
-    const std::string origin = "https://app.example.com";
-    const std::string audience = "api.example.com/chat";
-    const wsguard::presented_ticket presented[] = {
-        {tickets[0], origin, audience},            // spent above
-        {tickets[1], origin, audience},            // fresh
-        {tickets[1], origin, audience},            // the same again in this batch
-        {bad_mac, origin, audience},               // forged
-        {tickets[2], "https://evil.example", audience},  // wrong origin: not spent
-        {tickets[2], origin, audience},            // fresh
-        {"", origin, audience},
+    const wsguard::expected_origin evil{"https://evil.example"};
+    const auto entry = [](std::string_view ticket, wsguard::expected_origin origin = app_origin) {
+        return wsguard::redis_batch_ticket{wsguard::presented_ticket(ticket), origin, chat_audience};
+    };
+    const wsguard::redis_batch_ticket presented[] = {
+        entry(tickets[0]),        // spent above
+        entry(tickets[1]),        // fresh
+        entry(tickets[1]),        // the same again in this batch
+        entry(bad_mac),           // forged
+        entry(tickets[2], evil),  // wrong origin: not spent
+        entry(tickets[2]),        // fresh
+        entry(""),
     };
     constexpr std::size_t n = std::size(presented);
     wsguard::decision decisions[n];
@@ -702,7 +707,7 @@ TEST_CASE("redis_batch_verifier answers each ticket as verify would, with one ro
 
     server.stop();
     const std::vector<std::string> later = issue_tickets(1, now);
-    const wsguard::presented_ticket fresh[] = {{later[0], origin, audience}};
+    const wsguard::redis_batch_ticket fresh[] = {entry(later[0])};
     batch->verify(fresh, 1, decisions, batch_claims, now);
     CHECK(decisions[0].reason == reason::store_unavailable);
     CHECK(batch_claims[0].subject().empty());
@@ -1146,7 +1151,9 @@ TEST_CASE("after Redis lost its data, tickets issued before are refused as after
         wsguard::ticket_claims claims;
         const auto verify = [&](const std::string& ticket) {
             return settled(
-                [&] { return verifier->verify(ticket, origin, audience, claims, system_clock::now()).reason; });
+                [&] { return verifier->verify(wsguard::presented_ticket(ticket), wsguard::expected_origin(origin),
+                                                  wsguard::expected_audience(audience), claims, system_clock::now())
+                               .reason; });
         };
 
         const system_clock::time_point first = begin_epoch(server.port());
@@ -1172,7 +1179,9 @@ TEST_CASE("after Redis lost its data, tickets issued before are refused as after
         CHECK(verify(fresh[0]) == reason::ticket_replayed);
         // The early refusal by accepts_issued_after() answers without Redis.
         server.stop();
-        CHECK(verifier->verify(old[1], origin, audience, claims, system_clock::now()).reason ==
+        CHECK(verifier->verify(wsguard::presented_ticket(old[1]), wsguard::expected_origin(origin),
+                               wsguard::expected_audience(audience), claims, system_clock::now())
+                  .reason ==
               reason::ticket_before_store_start);
     }
 }
@@ -1352,7 +1361,7 @@ private:
                 // Children walk in opposite orders so they collide all over the list.
                 const std::uint32_t i = index % 2 == 0 ? k : n - 1 - k;
                 const reason r = settled([&] {
-                    return verifier->verify(tickets[i], "https://app.example.com", "api.example.com/chat", claims,
+                    return verifier->verify(wsguard::presented_ticket(tickets[i]), app_origin, chat_audience, claims,
                                             system_clock::now())
                         .reason;
                 });

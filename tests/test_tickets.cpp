@@ -18,6 +18,9 @@ namespace {
 
 // Whole seconds, so issued_at (milliseconds) and store creation compare exactly.
 const clock_type::time_point t0{std::chrono::seconds(1'800'000'000)};
+// verify's typed arguments for the origin and endpoint most tests use.
+const wsguard::expected_origin app_origin{"https://app.example.com"};
+const wsguard::expected_audience chat_audience{"api.example.com/chat"};
 
 const std::string secret_a(32, 'a');
 const std::string secret_b = "0123456789abcdef0123456789abcdef-b";
@@ -88,7 +91,8 @@ struct fixture {
     wsguard::decision verify(std::string_view ticket, clock_type::time_point at = t0 + 1s,
                              std::string_view origin = "https://app.example.com",
                              std::string_view audience = "api.example.com/chat") {
-        return verifier.verify(ticket, origin, audience, claims, at);
+        return verifier.verify(wsguard::presented_ticket(ticket), wsguard::expected_origin(origin),
+                               wsguard::expected_audience(audience), claims, at);
     }
 };
 
@@ -221,11 +225,11 @@ TEST_CASE("a ticket under a key the verifier lacks or holds differently is refus
     wsguard::memory_replay_store store = make_store();
     const verifier_type other_id = make_verifier(ring(2, {{2, secret_a, std::nullopt}}), store);
     wsguard::ticket_claims claims;
-    CHECK(other_id.verify(ticket, "https://app.example.com", "api.example.com/chat", claims, t0).reason ==
+    CHECK(other_id.verify(wsguard::presented_ticket(ticket), app_origin, chat_audience, claims, t0).reason ==
           reason::ticket_unknown_key);
 
     const verifier_type other_secret = make_verifier(ring(1, {{1, secret_b, std::nullopt}}), store);
-    CHECK(other_secret.verify(ticket, "https://app.example.com", "api.example.com/chat", claims, t0).reason ==
+    CHECK(other_secret.verify(wsguard::presented_ticket(ticket), app_origin, chat_audience, claims, t0).reason ==
           reason::ticket_bad_mac);
 }
 
@@ -243,19 +247,19 @@ TEST_CASE("a rotated key verifies inside its window and not after it", "[tickets
     wsguard::memory_replay_store store = make_store();
     const verifier_type verifier = make_verifier(rotated, store);
     wsguard::ticket_claims claims;
-    CHECK(verifier.verify(old_ticket, "https://app.example.com", "api.example.com/chat", claims, t0 + 10s).allowed());
+    CHECK(verifier.verify(wsguard::presented_ticket(old_ticket), app_origin, chat_audience, claims, t0 + 10s).allowed());
     CHECK(claims.key_id() == 1);
-    CHECK(verifier.verify(old_ticket_2, "https://app.example.com", "api.example.com/chat", claims, t0 + 65s).reason ==
+    CHECK(verifier.verify(wsguard::presented_ticket(old_ticket_2), app_origin, chat_audience, claims, t0 + 65s).reason ==
           reason::ticket_unknown_key);
 
     const wsguard::ticket_issuer new_issuer = make_issuer(rotated);
     const std::string new_ticket = issue(new_issuer, t0 + 70s);
-    CHECK(verifier.verify(new_ticket, "https://app.example.com", "api.example.com/chat", claims, t0 + 71s).allowed());
+    CHECK(verifier.verify(wsguard::presented_ticket(new_ticket), app_origin, chat_audience, claims, t0 + 71s).allowed());
     CHECK(claims.key_id() == 2);
 
     wsguard::memory_replay_store old_store = make_store();
     const verifier_type old_verifier = make_verifier(ring(1, {{1, secret_a, std::nullopt}}), old_store);
-    CHECK(old_verifier.verify(issue(new_issuer, t0 + 70s), "https://app.example.com", "api.example.com/chat", claims,
+    CHECK(old_verifier.verify(wsguard::presented_ticket(issue(new_issuer, t0 + 70s)), app_origin, chat_audience, claims,
                               t0 + 71s)
               .reason == reason::ticket_unknown_key);
 }
@@ -286,11 +290,11 @@ TEST_CASE("ticket lifetime: expiry, not-before with skew, and the verifier's cap
         wsguard::memory_replay_store store = make_store();
         const verifier_type strict = make_verifier(default_ring(), store, {60s, 5s});
         wsguard::ticket_claims claims;
-        CHECK(strict.verify(issue(generous, t0, longer), "https://app.example.com", "api.example.com/chat", claims,
+        CHECK(strict.verify(wsguard::presented_ticket(issue(generous, t0, longer)), app_origin, chat_audience, claims,
                             t0 + 59s)
                   .allowed());
         CHECK(claims.expires_at() == t0 + 60s);
-        CHECK(strict.verify(issue(generous, t0, longer), "https://app.example.com", "api.example.com/chat", claims,
+        CHECK(strict.verify(wsguard::presented_ticket(issue(generous, t0, longer)), app_origin, chat_audience, claims,
                             t0 + 60s)
                   .reason == reason::ticket_expired);
     }
@@ -350,9 +354,9 @@ TEST_CASE("a new replay store refuses tickets issued before it existed (restart)
     CHECK(restarted.accepts_issued_after() == t0 + 2s + 1ms);
     const verifier_type verifier = make_verifier(default_ring(), restarted);
     wsguard::ticket_claims claims;
-    CHECK(verifier.verify(before, "https://app.example.com", "api.example.com/chat", claims, t0 + 3s).reason ==
+    CHECK(verifier.verify(wsguard::presented_ticket(before), app_origin, chat_audience, claims, t0 + 3s).reason ==
           reason::ticket_before_store_start);
-    CHECK(verifier.verify(after_start, "https://app.example.com", "api.example.com/chat", claims, t0 + 3s).allowed());
+    CHECK(verifier.verify(wsguard::presented_ticket(after_start), app_origin, chat_audience, claims, t0 + 3s).allowed());
 }
 
 TEST_CASE("a replay store refuses a ticket issued in its creation millisecond, on the boundary or inside it", "[tickets]") {
@@ -377,8 +381,8 @@ TEST_CASE("a replay store refuses a ticket issued in its creation millisecond, o
         wsguard::memory_replay_store store = make_store(64, t0 + r.created);
         const verifier_type verifier = make_verifier(default_ring(), store);
         wsguard::ticket_claims claims;
-        const wsguard::decision d = verifier.verify(issue(issuer, t0 + r.issued), "https://app.example.com",
-                                                    "api.example.com/chat", claims, t0 + 3s);
+        const wsguard::decision d = verifier.verify(wsguard::presented_ticket(issue(issuer, t0 + r.issued)), app_origin,
+                                                    chat_audience, claims, t0 + 3s);
         CHECK(d.allowed() == r.allowed);
         if (!r.allowed) CHECK(d.reason == reason::ticket_before_store_start);
     }
@@ -400,7 +404,7 @@ TEST_CASE("two threads racing on the same tickets: exactly one wins each", "[tic
         while (!go.load()) std::this_thread::yield();
         for (const std::string& t : tickets) {
             const wsguard::decision d =
-                verifier.verify(t, "https://app.example.com", "api.example.com/chat", claims, t0 + 1s);
+                verifier.verify(wsguard::presented_ticket(t), app_origin, chat_audience, claims, t0 + 1s);
             if (d.allowed()) ++allowed;
             else if (d.reason == reason::ticket_replayed) ++replayed;
             else ++other;
@@ -457,10 +461,10 @@ TEST_CASE("memory_replay_store holds exactly capacity live nonces, then fails cl
     const verifier_type verifier = make_verifier(default_ring(), store);
     wsguard::ticket_claims claims;
     for (int i = 0; i < 16; ++i) {
-        REQUIRE(verifier.verify(issue(issuer, t0), "https://app.example.com", "api.example.com/chat", claims, t0 + 1s)
+        REQUIRE(verifier.verify(wsguard::presented_ticket(issue(issuer, t0)), app_origin, chat_audience, claims, t0 + 1s)
                     .allowed());
     }
-    CHECK(verifier.verify(issue(issuer, t0), "https://app.example.com", "api.example.com/chat", claims, t0 + 1s).reason ==
+    CHECK(verifier.verify(wsguard::presented_ticket(issue(issuer, t0)), app_origin, chat_audience, claims, t0 + 1s).reason ==
           reason::replay_store_full);
 }
 
@@ -760,7 +764,7 @@ TEST_CASE("the default-clock overloads work end to end", "[tickets]") {
     REQUIRE(issued);
     const verifier_type verifier = make_verifier(default_ring(), *store);
     wsguard::ticket_claims claims;
-    CHECK(verifier.verify(issued.ticket, "https://app.example.com", "api.example.com/chat", claims).allowed());
+    CHECK(verifier.verify(wsguard::presented_ticket(issued.ticket), app_origin, chat_audience, claims).allowed());
     wsguard::first_message_gate gate(2s);
     CHECK(gate.poll().allowed());
 }
@@ -887,7 +891,7 @@ TEST_CASE("the verifier works with a store that has only the concept's two membe
     forged[forged.size() - 2] = forged[forged.size() - 2] == 'A' ? 'B' : 'A';
     wsguard::ticket_claims claims;
     const auto verify = [&](const auto& verifier, const std::string& t) {
-        return verifier.verify(t, "https://app.example.com", "api.example.com/chat", claims, t0 + 1s).reason;
+        return verifier.verify(wsguard::presented_ticket(t), app_origin, chat_audience, claims, t0 + 1s).reason;
     };
 
     minimal_store plain;
@@ -927,7 +931,7 @@ TEST_CASE("the verifier spends with the ticket's issue time when the store's sta
     auto verifier = wsguard::ticket_verifier<moving_start_store>::create(default_ring(), store).value();
     wsguard::ticket_claims claims;
     const auto verify = [&](const std::string& t) {
-        return verifier.verify(t, "https://app.example.com", "api.example.com/chat", claims, t0 + 3s).reason;
+        return verifier.verify(wsguard::presented_ticket(t), app_origin, chat_audience, claims, t0 + 3s).reason;
     };
     store.start = t0 + 1s;  // the start moved after accepts_issued_after() was last read
     CHECK(verify(before) == reason::ticket_before_store_start);

@@ -56,7 +56,7 @@ public:
         if (made->session_.empty()) return fail("the operating system gave no random bytes");
         made->ticket_endpoint_ = example::ticket_endpoint::create(opts.port, opts, *made->tickets_->issuer, audience);
         if (!made->ticket_endpoint_) return nullptr;
-        auto probe = wsguard::token_bucket::create(opts.message_rate, opts.message_burst);
+        auto probe = wsguard::token_bucket::create({wsguard::rate::per_second(opts.message_rate), opts.message_burst});
         if (!probe) return fail("--message-rate/--message-burst: " + probe.error());
 
         wsguard::handshake_config config = example::handshake_config(opts.port, opts, audience, *made->tickets_->verifier);

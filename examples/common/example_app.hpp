@@ -308,7 +308,7 @@ inline bool make_accept_gate(const options& opts, std::optional<wsguard::accept_
 // closes the socket with message_refusal: a bucket answers rate_limited, but
 // per message it is a policy violation, 1008.
 inline wsguard::token_bucket message_bucket(const options& opts) {
-    return wsguard::token_bucket::create(opts.message_rate, opts.message_burst).value();
+    return wsguard::token_bucket::create({wsguard::rate::per_second(opts.message_rate), opts.message_burst}).value();
 }
 inline constexpr wsguard::decision message_refusal{wsguard::reason::message_rate_limited};
 

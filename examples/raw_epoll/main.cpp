@@ -317,8 +317,10 @@ public:
     std::uint64_t suppressed_total() const noexcept { return suppressed_total_; }
 
 private:
-    wsguard::token_bucket budget_ = wsguard::token_bucket::create(wsguard::handshake_config{}.refusal_reports_per_second,
-                                                                  wsguard::handshake_config{}.refusal_report_burst).value();
+    wsguard::token_bucket budget_ =
+        wsguard::token_bucket::create({wsguard::rate::per_second(wsguard::handshake_config{}.refusal_reports_per_second),
+                                       wsguard::handshake_config{}.refusal_report_burst})
+            .value();
     std::uint64_t suppressed_ = 0, suppressed_total_ = 0;
 };
 

@@ -1027,10 +1027,12 @@ private:
 // bursts or several per event-loop turn. Each decision is exactly what
 // ticket_verifier::verify would answer. Not thread-safe: one per thread.
 // ---------------------------------------------------------------------------
-struct presented_ticket {
-    std::string_view ticket;    // as taken from the request (ticket_source)
-    std::string_view origin;    // the request's Origin header, empty when absent
-    std::string_view audience;  // this endpoint, as passed to the issuer
+// One entry of a batch: verify's three typed arguments (wsguard.hpp), so a
+// swapped origin and audience does not compile here either.
+struct redis_batch_ticket {
+    presented_ticket ticket;
+    expected_origin origin;
+    expected_audience audience;
 };
 
 namespace detail {
@@ -1074,14 +1076,14 @@ public:
     }
 
     // decisions[i] and claims[i] answer tickets[i] (claims cleared unless ok).
-    void verify(const presented_ticket* tickets, std::size_t count, decision* decisions, ticket_claims* claims,
+    void verify(const redis_batch_ticket* tickets, std::size_t count, decision* decisions, ticket_claims* claims,
                 std::chrono::system_clock::time_point now) noexcept {
         for (std::size_t done = 0; done < count; done += max_batch) {
             const std::size_t n = std::min(max_batch, count - done);
             verify_chunk(tickets + done, n, decisions + done, claims + done, now);
         }
     }
-    void verify(const presented_ticket* tickets, std::size_t count, decision* decisions,
+    void verify(const redis_batch_ticket* tickets, std::size_t count, decision* decisions,
                 ticket_claims* claims) noexcept {
         verify(tickets, count, decisions, claims, std::chrono::system_clock::now());
     }
@@ -1091,7 +1093,7 @@ private:
                          ticket_verifier<detail::redis_spend_recorder> verifier, redis_replay_store& store)
         : recorder_(std::move(recorder)), verifier_(std::move(verifier)), store_(&store) {}
 
-    void verify_chunk(const presented_ticket* tickets, std::size_t n, decision* decisions, ticket_claims* claims,
+    void verify_chunk(const redis_batch_ticket* tickets, std::size_t n, decision* decisions, ticket_claims* claims,
                       std::chrono::system_clock::time_point now) noexcept {
         recorder_->count_ = 0;
         std::array<std::uint16_t, max_batch> spend_of{};  // ticket -> its recorded spend

@@ -145,16 +145,19 @@ void check_tickets() {
     forged[forged.size() - 2] = forged[forged.size() - 2] == 'A' ? 'B' : 'A';  // inside the MAC
     wsguard::ticket_claims claims;
     wsguard::decision refused =
-        verifier.value().verify(forged, "https://app.example.com", "api.example.com/chat", claims);
+        verifier.value().verify(wsguard::presented_ticket(forged), wsguard::expected_origin("https://app.example.com"),
+                                wsguard::expected_audience("api.example.com/chat"), claims);
     make_public(&refused, sizeof refused);
     expect(refused.reason == wsguard::reason::ticket_bad_mac, "a forged MAC is refused");
     wsguard::decision accepted =
-        verifier.value().verify(issued.ticket, "https://app.example.com", "api.example.com/chat", claims);
+        verifier.value().verify(wsguard::presented_ticket(issued.ticket), wsguard::expected_origin("https://app.example.com"),
+                                wsguard::expected_audience("api.example.com/chat"), claims);
     make_public(&accepted, sizeof accepted);
     expect(accepted.allowed(), "the issued ticket verifies");
     expect(claims.subject() == "user-42", "the claims carry the subject");
     wsguard::decision replayed =
-        verifier.value().verify(issued.ticket, "https://app.example.com", "api.example.com/chat", claims);
+        verifier.value().verify(wsguard::presented_ticket(issued.ticket), wsguard::expected_origin("https://app.example.com"),
+                                wsguard::expected_audience("api.example.com/chat"), claims);
     make_public(&replayed, sizeof replayed);
     expect(replayed.reason == wsguard::reason::ticket_replayed, "a spent ticket is refused");
 }

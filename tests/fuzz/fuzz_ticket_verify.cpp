@@ -36,14 +36,16 @@ world& the_world() {
 }
 
 wsguard::decision verify_shared(std::string_view ticket, wsguard::ticket_claims& claims) {
-    return the_world().verifier.verify(ticket, origin, audience, claims, t0 + std::chrono::seconds(1));
+    return the_world().verifier.verify(wsguard::presented_ticket(ticket), wsguard::expected_origin(origin),
+                                       wsguard::expected_audience(audience), claims, t0 + std::chrono::seconds(1));
 }
 
 // A fresh store: an accepted ticket must not be remembered across inputs.
 wsguard::decision verify_fresh(std::string_view ticket, wsguard::ticket_claims& claims) {
     auto store = wsguard::memory_replay_store::create(64, t0 - std::chrono::hours(1)).value();
     const auto verifier = wsguard::ticket_verifier<>::create(the_world().keys, store).value();
-    return verifier.verify(ticket, origin, audience, claims, t0 + std::chrono::seconds(1));
+    return verifier.verify(wsguard::presented_ticket(ticket), wsguard::expected_origin(origin),
+                           wsguard::expected_audience(audience), claims, t0 + std::chrono::seconds(1));
 }
 
 [[noreturn]] void fail(const char* what) {

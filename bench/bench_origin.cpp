@@ -139,8 +139,6 @@ BENCHMARK(BM_std_regex)->Arg(1)->Arg(10)->Arg(100);
 BENCHMARK(BM_std_regex)->Arg(10000)->Iterations(64);
 BENCHMARK(BM_linear_exact)->Arg(1)->Arg(10)->Arg(100)->Arg(10000);
 
-// Keeps each run's time per iteration for the summary.
-
 }  // namespace
 
 int main(int argc, char** argv) {

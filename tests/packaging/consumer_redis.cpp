@@ -22,7 +22,8 @@ int main() {
     if (store) {
         const wsguard::ticket_nonce nonce{};
         const auto now = std::chrono::system_clock::now();
-        expect(store->try_spend(nonce, now + std::chrono::seconds(30), now) == wsguard::reason::store_unavailable,
+        const auto issued_at = now - std::chrono::seconds(1), expires_at = now + std::chrono::seconds(30);
+        expect(store->try_spend(nonce, issued_at, expires_at, now) == wsguard::reason::store_unavailable,
                "no Redis: the spend fails closed (store_unavailable)");
     }
     if (expect.failures == 0) std::printf("wsguard %s redis consumer: ok\n", WSGUARD_VERSION_STRING);

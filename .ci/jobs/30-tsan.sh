@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # ThreadSanitizer over the concurrency tests: token_bucket's CAS loop,
-# keyed_limiter's shard locks, connection_limiter's permits, the replay
+# keyed_limiter's shard locks, connection_limiter's permits, accept_gate and the penalty box, the replay
 # store's shards and a shared HMAC key object, each driven from two threads. Built directly (no meson) so
 # only these run; the single-threaded floods are too slow under TSan.
 set -euo pipefail
@@ -8,7 +8,7 @@ read -ra warnings < tests/strict-warnings.txt  # the one list of warning flags
 out=build-ci/tsan
 mkdir -p "$out"
 for cxx in clang++ g++; do
-  for component in limits tickets crypto; do
+  for component in limits tickets crypto admission; do
     echo "-- $cxx -fsanitize=thread: $component"
     $cxx -std=c++17 -O1 -g -fsanitize=thread -fno-omit-frame-pointer -pthread \
       "${warnings[@]}" -Werror \

@@ -41,6 +41,9 @@ struct options {
     // Table sizes (benchmarks size them for a million clients).
     std::size_t address_table_capacity = wsguard::handshake_config{}.address_table_capacity;
     std::size_t replay_capacity = 100000;
+    // The ticket endpoint's burst per address and per subject (mint_guard); a
+    // benchmark that mints thousands of tickets up front raises it.
+    std::uint32_t mint_burst = 200;
     bool guard = true;  // raw_epoll --guard 0: no wsguard check at all (the benchmark's baseline)
     // Behind a proxy (docs/behind-a-proxy.md): the Host values clients reach the
     // proxy by, the proxies whose Forwarded / X-Forwarded-For entries (or PROXY
@@ -100,6 +103,7 @@ inline std::optional<options> parse_options(int argc, char** argv, const char* u
         else if (flag == "--handshake-deadline-ms" && number >= 1) parsed.handshake_deadline_ms = number;
         else if (flag == "--address-table" && number >= 1) parsed.address_table_capacity = number;
         else if (flag == "--replay-capacity" && number >= 1) parsed.replay_capacity = number;
+        else if (flag == "--mint-burst" && number >= 1) parsed.mint_burst = static_cast<std::uint32_t>(number);
         else if (flag == "--guard" && number <= 1) parsed.guard = number == 1;
         else return refuse("out of range:", flag);
     }
@@ -228,9 +232,9 @@ public:
         // tests mint hundreds of tickets from 127.0.0.1); a real application
         // sizes these for one user's pages.
         config.address_rate = wsguard::rate::per_second(50);
-        config.address_burst = 200;
+        config.address_burst = opts.mint_burst;
         config.subject_rate = wsguard::rate::per_second(20);
-        config.subject_burst = 200;
+        config.subject_burst = opts.mint_burst;
         auto guard = wsguard::mint_guard::create(std::move(config));
         if (!guard) {
             std::fprintf(stderr, "ticket endpoint: %s\n", guard.error().c_str());

@@ -13,6 +13,7 @@
 //                          [--max-inflated BYTES] [--session TOKEN] [--handshake-rate N] [--handshake-burst N]
 //                          [--max-pending-per-address N] [--max-pending-total N] [--handshake-deadline-ms MS]
 //                          [--max-connections N] [--address-table N] [--replay-capacity N] [--guard 0|1]
+//                          [--mint-burst N]
 //                          [--allow-host HOST[:PORT]]... [--trusted-proxy CIDR]...
 //                          [--proxy-protocol]
 // Binds 127.0.0.1, prints "listening <port>" once ready, exits on SIGTERM/SIGINT.
@@ -78,6 +79,7 @@ constexpr const char* usage =
     "                         [--max-inflated BYTES] [--session TOKEN] [--handshake-rate N] [--handshake-burst N]\n"
     "                         [--max-pending-per-address N] [--max-pending-total N] [--handshake-deadline-ms MS]\n"
     "                         [--max-connections N] [--address-table N] [--replay-capacity N] [--guard 0|1]\n"
+    "                         [--mint-burst N]\n"
     "                         [--allow-host HOST[:PORT]]... [--trusted-proxy CIDR]...\n"
     "                         [--proxy-protocol]\n";
 

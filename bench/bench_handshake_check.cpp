@@ -34,7 +34,7 @@ void BM_handshake_check(benchmark::State& state) {
     for (std::size_t i = 0; i < sizeof secret; ++i) secret[i] = static_cast<std::uint8_t>(i * 7 + 1);
     auto keys = wsguard::keyring::create(1, {{1, std::string_view(reinterpret_cast<const char*>(secret), sizeof secret), {}}});
     // Room for every ticket of every repetition (tickets live a minute).
-    auto store = wsguard::memory_replay_store::create(1000000);
+    auto store = wsguard::memory_replay_store::create(1000000, std::chrono::system_clock::now() - std::chrono::minutes(1));
     if (!keys || !store) return state.SkipWithError("tickets refused");
     auto verifier = wsguard::ticket_verifier<>::create(*keys, *store);
     auto issuer = wsguard::ticket_issuer::create(*keys);

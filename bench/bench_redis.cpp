@@ -8,14 +8,9 @@
 
 #include <benchmark/benchmark.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <signal.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
+#include "../tests/redis_fixture.hpp"
+
 #include <time.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
@@ -31,75 +26,7 @@ namespace {
 using std::chrono::milliseconds;
 using std::chrono::system_clock;
 
-int redis_port = 0;
-pid_t redis_pid = -1;
-char redis_dir[] = "/tmp/wsguard-bench-redis-XXXXXX";
-
-bool redis_answers(int port) {
-    const timeval tv{0, 200'000};
-    redisContext* c = redisConnectWithTimeout("127.0.0.1", port, tv);
-    bool ok = false;
-    if (c != nullptr && c->err == 0) {
-        redisSetTimeout(c, tv);
-        auto* reply = static_cast<redisReply*>(redisCommand(c, "PING"));
-        ok = reply != nullptr && reply->type == REDIS_REPLY_STATUS;
-        if (reply != nullptr) freeReplyObject(reply);
-    }
-    if (c != nullptr) redisFree(c);
-    return ok;
-}
-
-int free_port() {
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t size = sizeof a;
-    int port = 0;
-    if (fd >= 0 && bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
-        getsockname(fd, reinterpret_cast<sockaddr*>(&a), &size) == 0)
-        port = ntohs(a.sin_port);
-    if (fd >= 0) close(fd);
-    return port;
-}
-
-bool start_redis() {
-    redis_port = free_port();
-    if (redis_port == 0 || mkdtemp(redis_dir) == nullptr) return false;
-    const char* env = std::getenv("WSGUARD_REDIS_SERVER");
-    const std::string binary = env != nullptr ? env : "redis-server";
-    const std::string port = std::to_string(redis_port);
-    const pid_t parent = getpid();
-    redis_pid = fork();
-    if (redis_pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
-        if (getppid() != parent) _exit(127);
-        std::freopen("/dev/null", "w", stdout);
-        std::freopen("/dev/null", "w", stderr);
-        execlp(binary.c_str(), "redis-server", "--port", port.c_str(), "--bind", "127.0.0.1", "--save", "",
-               "--appendonly", "no", "--daemonize", "no", "--dir", redis_dir, static_cast<char*>(nullptr));
-        _exit(127);
-    }
-    if (redis_pid < 0) return false;
-    for (int i = 0; i < 500; ++i) {
-        if (waitpid(redis_pid, nullptr, WNOHANG) == redis_pid) {
-            redis_pid = -1;
-            return false;
-        }
-        if (redis_answers(redis_port)) return true;
-        std::this_thread::sleep_for(milliseconds{10});
-    }
-    return false;
-}
-
-void stop_redis() {
-    if (redis_pid > 0) {
-        kill(redis_pid, SIGTERM);
-        waitpid(redis_pid, nullptr, 0);
-        redis_pid = -1;
-    }
-    rmdir(redis_dir);
-}
+int redis_port = 0;  // the running server's, once main has started it
 
 const std::string secret(32, 's');
 const char* const origin = "https://app.example.com";
@@ -203,7 +130,7 @@ void measure(benchmark::State& state, const char* name, std::size_t items_per_it
 
 void BM_verify_memory_store(benchmark::State& state) {
     // Created "before" the tickets were issued, as a long-running server's store is.
-    auto store = wsguard::memory_replay_store::create(std::size_t{1} << 20, issued_at - std::chrono::seconds{1}).value();
+    auto store = wsguard::memory_replay_store::create(std::size_t{1} << 20, issued_at - std::chrono::minutes{1}).value();
     auto verifier = wsguard::ticket_verifier<wsguard::memory_replay_store>::create(keys(), store).value();
     wsguard::ticket_claims claims;
     measure(state, "memory", 1, [&] {
@@ -332,17 +259,18 @@ BENCHMARK(BM_limiter_redis)->Unit(benchmark::kMicrosecond);
 
 int main(int argc, char** argv) {
     benchmark::Initialize(&argc, argv);
-    if (!start_redis()) {
+    wsguard_test::redis_server server;  // stopped by its destructor
+    if (!server.running()) {
         std::printf("bench_redis: skipped: could not start redis-server on loopback "
                     "(install redis-server or set WSGUARD_REDIS_SERVER)\n");
-        stop_redis();
         return 0;
     }
+    redis_port = server.port();
     issue_tickets(static_cast<std::size_t>(memory_iterations + 2 * redis_iterations + 3 * pipelined_tickets),
                   begin_epoch());
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();
-    stop_redis();
+    server.stop();
 
     std::printf("\nSummary per ticket (verify), spend or decision (limiter); ratio = cost / baseline (the in-memory\n"
                 "store or limiter; for the spend, the plain SET NX PX the store sent before epochs), lower is better\n");

@@ -144,7 +144,7 @@ enum class [[nodiscard]] reason : std::uint16_t {
     ticket_origin_mismatch = 308,
     ticket_audience_mismatch = 309,
     ticket_replayed = 310,        // the nonce was already spent
-    ticket_before_store_start = 311,  // issued before the replay store existed (restart)
+    ticket_before_store_start = 311,  // issued before the replay store existed (restart), or within clock_skew after
     ticket_scope_missing = 312,   // verified, but lacks the scope an action needs
     ticket_field_too_long = 313,  // issuing: subject/origin/audience/scopes over their caps
     ticket_message_expected = 314,  // first-message gate: a message before the ticket
@@ -2807,7 +2807,8 @@ private:
 //   std::chrono::system_clock::time_point accepts_issued_after() const noexcept;
 //       tickets issued before this are refused (ticket_before_store_start): a
 //       fresh in-memory store does not know what the previous process spent, so
-//       it returns its construction time.
+//       it returns its construction time; the verifier adds its clock_skew
+//       (ticket_verifier::spendable_from).
 // A store whose start can move while it runs (a shared store that detects that
 // its backend lost data, e.g. redis_replay_store) implements instead of the
 // three-argument try_spend:
@@ -2886,6 +2887,20 @@ struct replay_store_spends_with_issued_at<
                std::declval<const ticket_nonce&>(), std::declval<std::chrono::system_clock::time_point>(),
                std::declval<std::chrono::system_clock::time_point>(),
                std::declval<std::chrono::system_clock::time_point>()))>> : std::true_type {};
+
+// Whether a ReplayStore names how far an issuer's clock may run ahead of its own start.
+template <class Store, class = void>
+struct replay_store_reports_issuer_skew : std::false_type {};
+template <class Store>
+struct replay_store_reports_issuer_skew<Store, std::void_t<decltype(std::declval<const Store&>().issuer_clock_skew())>>
+    : std::true_type {};
+
+// t + d, or the latest time point when that would overflow.
+inline std::chrono::system_clock::time_point saturating_add(std::chrono::system_clock::time_point t,
+                                                            std::chrono::seconds d) noexcept {
+    const auto latest = std::chrono::system_clock::time_point::max();
+    return t > latest - d ? latest : t + d;  // d is 0..60 s (checked by create)
+}
 
 inline std::uint64_t replay_mix(std::uint64_t x) noexcept {  // splitmix64 finalizer
     x ^= x >> 30;
@@ -3076,6 +3091,10 @@ struct ticket_verifier_options {
     std::chrono::seconds max_ttl{120};
     // How far an issuer's clock may run ahead: a ticket issued later than
     // now + clock_skew is ticket_not_yet_valid. Expiry gets no such allowance.
+    // The price: a ticket issued up to clock_skew after a memory_replay_store
+    // was created may have been spent by the process before it, so it is
+    // refused (ticket_before_store_start). An issuer in this same process
+    // (same clock) needs 0: then nothing is refused after a start.
     std::chrono::seconds clock_skew{5};
 };
 
@@ -3088,6 +3107,16 @@ public:
             return failure::failure("ticket_verifier: max_ttl must be between 1 s and 1 hour");
         if (options.clock_skew < std::chrono::seconds(0) || options.clock_skew > std::chrono::minutes(1))
             return failure::failure("ticket_verifier: clock_skew must be between 0 and 60 s");
+        if constexpr (detail::replay_store_reports_issuer_skew<ReplayStore>::value) {
+            // Otherwise a ticket issued up to clock_skew ahead, spent before the
+            // store lost its data, would be issued after the new start + the
+            // store's skew, and accepted again.
+            if (store.issuer_clock_skew() < options.clock_skew)
+                return failure::failure(
+                    "ticket_verifier: the replay store's issuer_clock_skew is below this verifier's clock_skew; a "
+                    "ticket spent just before the store lost its data could be accepted again: raise the store's "
+                    "issuer_clock_skew or lower clock_skew");
+        }
         return failure::success(ticket_verifier(std::move(keys), store, options));
     }
 
@@ -3171,7 +3200,7 @@ public:
             return reason::ticket_not_yet_valid;
         if (!origin_matches(origin, ticket_origin)) return reason::ticket_origin_mismatch;
         if (audience != ticket_audience) return reason::ticket_audience_mismatch;
-        if (detail::ticket_time_point(issued_ms) < store_->accepts_issued_after())
+        if (detail::ticket_time_point(issued_ms) < spendable_from())
             return reason::ticket_before_store_start;
         // Remembered past expiry by the skew, so a server whose clock runs behind
         // cannot accept the ticket after another forgot it.
@@ -3197,6 +3226,20 @@ public:
 
     const keyring& keys() const noexcept { return keys_; }
     const ticket_verifier_options& options() const noexcept { return options_; }
+
+    // The earliest issue time this verifier accepts. A ticket issued up to
+    // clock_skew after a store's start may have been spent before it (its
+    // issuer's clock ran ahead), by a previous process the store knows nothing
+    // of: so a store that cannot tell (memory_replay_store) costs clock_skew
+    // after its start; a store that decides this itself with each spend
+    // (redis_replay_store, whose start already includes its issuer_clock_skew,
+    // checked >= clock_skew by create) is taken at its word.
+    std::chrono::system_clock::time_point spendable_from() const noexcept {
+        if constexpr (detail::replay_store_spends_with_issued_at<ReplayStore>::value)
+            return store_->accepts_issued_after();
+        else
+            return detail::saturating_add(store_->accepts_issued_after(), options_.clock_skew);
+    }
 
 private:
     ticket_verifier(keyring keys, ReplayStore& store, ticket_verifier_options options)

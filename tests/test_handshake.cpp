@@ -17,7 +17,7 @@ const auto steady_t0 = std::chrono::steady_clock::time_point(std::chrono::second
 
 // Everything a guard needs, built once per test with real components.
 struct fixture {
-    wsguard::memory_replay_store store = wsguard::memory_replay_store::create(1024, wall_t0 - 1s).value();
+    wsguard::memory_replay_store store = wsguard::memory_replay_store::create(1024, wall_t0 - 1min).value();
     wsguard::keyring keys = wsguard::keyring::create(1, {{1, secret, std::nullopt}}).value();
     wsguard::ticket_issuer issuer = wsguard::ticket_issuer::create(keys).value();
     wsguard::ticket_verifier<> verifier = wsguard::ticket_verifier<>::create(keys, store).value();

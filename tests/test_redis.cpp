@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "catch.hpp"
+#include "redis_fixture.hpp"
 
 #ifndef WSGUARD_REDIS_SERVER
 #error "tests/meson.build defines WSGUARD_REDIS_SERVER, the path of redis-server"
@@ -42,156 +43,14 @@ using std::chrono::system_clock;
 
 namespace {
 
-using reply_ptr = wsguard::detail::redis_reply_ptr;
+using wsguard_test::admin;
+using wsguard_test::all_keys;
+using wsguard_test::free_loopback_port;
+using wsguard_test::redis_server;
+using wsguard_test::reply_ptr;
 // verify's typed arguments for the origin and endpoint most tests use.
 const wsguard::expected_origin app_origin{"https://app.example.com"};
 const wsguard::expected_audience chat_audience{"api.example.com/chat"};
-
-int free_loopback_port() {
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    address.sin_port = 0;
-    socklen_t size = sizeof address;
-    int port = 0;
-    if (fd >= 0 && bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0 &&
-        getsockname(fd, reinterpret_cast<sockaddr*>(&address), &size) == 0)
-        port = ntohs(address.sin_port);
-    if (fd >= 0) close(fd);
-    return port;
-}
-
-// One command on a fresh connection: the tests' view of what is in Redis.
-reply_ptr admin(int port, const std::vector<std::string>& words) {
-    const timeval tv{1, 0};
-    redisContext* context = redisConnectWithTimeout("127.0.0.1", port, tv);
-    if (context == nullptr) return nullptr;
-    reply_ptr reply;
-    if (context->err == 0 && redisSetTimeout(context, tv) == REDIS_OK) {
-        std::vector<const char*> argv;
-        std::vector<std::size_t> lens;
-        for (const std::string& w : words) {
-            argv.push_back(w.data());
-            lens.push_back(w.size());
-        }
-        reply.reset(static_cast<redisReply*>(
-            redisCommandArgv(context, static_cast<int>(argv.size()), argv.data(), lens.data())));
-    }
-    redisFree(context);
-    return reply;
-}
-
-std::vector<std::string> all_keys(int port) {
-    std::vector<std::string> keys;
-    const reply_ptr reply = admin(port, {"KEYS", "*"});
-    if (reply != nullptr && reply->type == REDIS_REPLY_ARRAY) {
-        for (std::size_t i = 0; i < reply->elements; ++i)
-            keys.emplace_back(reply->element[i]->str, reply->element[i]->len);
-    }
-    return keys;
-}
-
-// A redis-server child process on 127.0.0.1:port, stopped (SIGTERM, waitpid) by the
-// destructor; PR_SET_PDEATHSIG ends it too if this test process dies first.
-class redis_server {
-public:
-    explicit redis_server(int port = free_loopback_port(), std::vector<std::string> extra = {})
-        : port_(port), extra_(std::move(extra)) {
-        // Its own working directory: a replica writes the RDB it receives there,
-        // and a later server must not load it.
-        char directory[] = "/tmp/wsguard-redis-XXXXXX";
-        if (mkdtemp(directory) != nullptr) directory_ = directory;
-        start();
-    }
-    ~redis_server() {
-        stop();
-        remove_directory();
-    }
-    redis_server(const redis_server&) = delete;
-    redis_server& operator=(const redis_server&) = delete;
-
-    int port() const { return port_; }
-    bool running() const { return pid_ > 0; }
-
-    bool start() {
-        if (pid_ > 0) return true;
-        const std::string port_text = std::to_string(port_);
-        std::vector<std::string> args = {"redis-server", "--port", port_text, "--bind", "127.0.0.1",
-                                         "--save", "", "--appendonly", "no", "--daemonize", "no",
-                                         "--loglevel", "warning", "--dir", directory_.empty() ? "/tmp" : directory_};
-        args.insert(args.end(), extra_.begin(), extra_.end());
-        std::vector<char*> argv;
-        for (std::string& a : args) argv.push_back(a.data());
-        argv.push_back(nullptr);
-        const pid_t parent = getpid();
-        const pid_t pid = fork();
-        if (pid == 0) {
-            prctl(PR_SET_PDEATHSIG, SIGTERM);
-            if (getppid() != parent) _exit(127);
-            FILE* devnull = std::fopen("/dev/null", "w");
-            if (devnull != nullptr) {
-                dup2(fileno(devnull), 1);
-                dup2(fileno(devnull), 2);
-            }
-            execv(WSGUARD_REDIS_SERVER, argv.data());
-            _exit(127);
-        }
-        if (pid < 0) return false;
-        pid_ = pid;
-        // Bounded wait until it answers PING (or exits, e.g. port taken).
-        for (int attempt = 0; attempt < 1000; ++attempt) {
-            int status = 0;
-            if (waitpid(pid_, &status, WNOHANG) == pid_) {
-                pid_ = -1;
-                return false;
-            }
-            const reply_ptr pong = admin(port_, {"PING"});
-            if (pong != nullptr) return true;  // PONG, or NOAUTH from a server with a password
-            std::this_thread::sleep_for(milliseconds{10});
-        }
-        stop();
-        return false;
-    }
-
-    void stop() {
-        if (pid_ <= 0) return;
-        kill(pid_, SIGCONT);
-        kill(pid_, SIGTERM);
-        for (int attempt = 0; attempt < 500; ++attempt) {
-            if (waitpid(pid_, nullptr, WNOHANG) == pid_) {
-                pid_ = -1;
-                return;
-            }
-            std::this_thread::sleep_for(milliseconds{10});
-        }
-        kill(pid_, SIGKILL);
-        waitpid(pid_, nullptr, 0);
-        pid_ = -1;
-    }
-
-    // A hung Redis: connections are still accepted by the kernel, nothing answers.
-    void pause() { kill(pid_, SIGSTOP); }
-    void resume() { kill(pid_, SIGCONT); }
-
-private:
-    void remove_directory() {
-        if (directory_.empty()) return;
-        if (DIR* dir = opendir(directory_.c_str())) {
-            while (const dirent* entry = readdir(dir)) {
-                const std::string name = entry->d_name;
-                if (name != "." && name != "..") unlink((directory_ + "/" + name).c_str());
-            }
-            closedir(dir);
-        }
-        rmdir(directory_.c_str());
-    }
-
-    int port_;
-    std::vector<std::string> extra_;
-    std::string directory_;
-    pid_t pid_ = -1;
-};
 
 wsguard::redis_connection_options connection_to(int port) {
     wsguard::redis_connection_options c;
@@ -211,6 +70,15 @@ const system_clock::time_point issued_late = system_clock::now() + std::chrono::
 // Test stores allow 100 ms of clock skew between issuer and Redis (the same
 // machine): tickets issued that long after an epoch began are accepted.
 constexpr milliseconds test_issuer_skew{100};
+
+// A verifier may accept tickets issued up to its clock_skew ahead only when the
+// store's issuer_clock_skew covers that (create refuses otherwise): these
+// verifiers allow none, as an issuer on this machine needs none.
+wsguard::ticket_verifier_options verifier_options() {
+    wsguard::ticket_verifier_options o;
+    o.clock_skew = std::chrono::seconds{0};
+    return o;
+}
 
 wsguard::redis_replay_store_options store_options(int port) {
     wsguard::redis_replay_store_options o;
@@ -269,6 +137,11 @@ std::vector<std::string> issue_tickets(std::size_t count, system_clock::time_poi
         REQUIRE(issued);
         tickets.push_back(issued.ticket);
     }
+    // These verifiers allow no clock skew (an issuer on this machine needs
+    // none): a ticket issued at `now`, an epoch's first acceptable time, is
+    // valid once this clock reaches it, at most test_issuer_skew from here.
+    REQUIRE(now - system_clock::now() < std::chrono::seconds{2});
+    std::this_thread::sleep_until(now);
     return tickets;
 }
 
@@ -620,7 +493,7 @@ TEST_CASE("each ticket is accepted exactly once across four processes verifying 
         std::vector<std::uint8_t> won(count, 0);
         const auto order = [&](std::size_t k) { return child % 2 == 0 ? k : count - 1 - k; };
         if (child < 2) {
-            auto verifier = wsguard::ticket_verifier<wsguard::redis_replay_store>::create(test_keys(), *store);
+            auto verifier = wsguard::ticket_verifier<wsguard::redis_replay_store>::create(test_keys(), *store, verifier_options());
             if (!verifier) return 2;
             wsguard::ticket_claims claims;
             for (std::size_t k = 0; k < count; ++k) {
@@ -631,7 +504,7 @@ TEST_CASE("each ticket is accepted exactly once across four processes verifying 
                 else if (d.reason != reason::ticket_replayed) return 3;
             }
         } else {
-            auto verifier = wsguard::redis_batch_verifier::create(test_keys(), *store);
+            auto verifier = wsguard::redis_batch_verifier::create(test_keys(), *store, verifier_options());
             if (!verifier) return 2;
             constexpr std::size_t batch = 50;
             std::vector<wsguard::redis_batch_ticket> presented(batch);
@@ -669,7 +542,7 @@ TEST_CASE("redis_batch_verifier answers each ticket as verify would, with one ro
     auto store = make_store(server.port());
     const auto now = begin_epoch(server.port());
     const std::vector<std::string> tickets = issue_tickets(3, now);
-    auto single = wsguard::ticket_verifier<wsguard::redis_replay_store>::create(test_keys(), store);
+    auto single = wsguard::ticket_verifier<wsguard::redis_replay_store>::create(test_keys(), store, verifier_options());
     REQUIRE(single);
     wsguard::ticket_claims claims;
     REQUIRE(single->verify(wsguard::presented_ticket(tickets[0]), app_origin, chat_audience, claims, now).allowed());
@@ -692,7 +565,7 @@ TEST_CASE("redis_batch_verifier answers each ticket as verify would, with one ro
     constexpr std::size_t n = std::size(presented);
     wsguard::decision decisions[n];
     wsguard::ticket_claims batch_claims[n];
-    auto batch = wsguard::redis_batch_verifier::create(test_keys(), store);
+    auto batch = wsguard::redis_batch_verifier::create(test_keys(), store, verifier_options());
     REQUIRE(batch);
     batch->verify(presented, n, decisions, batch_claims, now);
     const reason expected[n] = {reason::ticket_replayed, reason::ok, reason::ticket_replayed,
@@ -1121,6 +994,26 @@ TEST_CASE("with noeviction and memory full, no spent nonce is accepted again", "
         CHECK(store.try_spend(nonce_of(spent), issued_late, expires, now) == reason::ticket_replayed);
 }
 
+
+TEST_CASE("a verifier whose clock_skew exceeds the store's issuer_clock_skew is refused at create", "[redis]") {
+    // A ticket issued clock_skew ahead, spent just before Redis lost its data,
+    // would be issued after the new epoch's start + issuer_clock_skew and be
+    // accepted again: the configuration is refused instead.
+    auto store = wsguard::redis_replay_store::create(store_options(free_loopback_port())).value();  // no server needed
+    CHECK(store.issuer_clock_skew() == test_issuer_skew);
+    wsguard::ticket_verifier_options wide;
+    wide.clock_skew = std::chrono::seconds{1};
+    const auto refused = wsguard::ticket_verifier<wsguard::redis_replay_store>::create(test_keys(), store, wide);
+    REQUIRE_FALSE(refused);
+    CHECK(refused.error().find("issuer_clock_skew") != std::string::npos);
+    CHECK_FALSE(wsguard::redis_batch_verifier::create(test_keys(), store, wide));
+    CHECK(wsguard::ticket_verifier<wsguard::redis_replay_store>::create(test_keys(), store, verifier_options()));
+    CHECK(wsguard::redis_batch_verifier::create(test_keys(), store, verifier_options()));
+    // The defaults agree: 5 s each.
+    auto defaults = wsguard::redis_replay_store::create(wsguard::redis_replay_store_options{}).value();
+    CHECK(wsguard::ticket_verifier<wsguard::redis_replay_store>::create(test_keys(), defaults));
+}
+
 // ---------------------------------------------------------------------------
 // Epochs: a Redis that lost its data is detected.
 // ---------------------------------------------------------------------------
@@ -1144,7 +1037,7 @@ TEST_CASE("after Redis lost its data, tickets issued before are refused as after
         redis_server server;
         REQUIRE(server.running());
         auto store = make_store(server.port());
-        auto verifier = wsguard::ticket_verifier<wsguard::redis_replay_store>::create(test_keys(), store);
+        auto verifier = wsguard::ticket_verifier<wsguard::redis_replay_store>::create(test_keys(), store, verifier_options());
         REQUIRE(verifier);
         const std::string origin = "https://app.example.com";
         const std::string audience = "api.example.com/chat";
@@ -1340,7 +1233,7 @@ private:
         o.connection.command_timeout = milliseconds{2000};  // a loaded CI machine is not a failure here
         auto store = wsguard::redis_replay_store::create(o);
         if (!store) return 2;
-        auto verifier = wsguard::ticket_verifier<wsguard::redis_replay_store>::create(test_keys(), *store);
+        auto verifier = wsguard::ticket_verifier<wsguard::redis_replay_store>::create(test_keys(), *store, verifier_options());
         if (!verifier) return 2;
         wsguard::ticket_claims claims;
         for (;;) {

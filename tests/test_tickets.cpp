@@ -41,9 +41,10 @@ wsguard::ticket_issuer make_issuer(wsguard::keyring keys, wsguard::ticket_issuer
     return std::move(created).value();
 }
 
-// Created a millisecond before t0, when the tests issue their tickets: a store
-// refuses tickets issued in its own creation millisecond.
-wsguard::memory_replay_store make_store(std::size_t capacity = 1024, clock_type::time_point created_at = t0 - 1ms) {
+// Created before t0, when the tests issue their tickets, by more than the
+// verifier's default clock_skew (5 s) and a millisecond: a verifier refuses
+// tickets issued up to clock_skew after its store's creation millisecond.
+wsguard::memory_replay_store make_store(std::size_t capacity = 1024, clock_type::time_point created_at = t0 - 5s - 1ms) {
     auto created = wsguard::memory_replay_store::create(capacity, created_at);
     REQUIRE(created);
     return std::move(created).value();
@@ -352,11 +353,40 @@ TEST_CASE("a new replay store refuses tickets issued before it existed (restart)
     const std::string after_start = issue(issuer, t0 + 2s + 1ms);
     wsguard::memory_replay_store restarted = make_store(1024, t0 + 2s);
     CHECK(restarted.accepts_issued_after() == t0 + 2s + 1ms);
-    const verifier_type verifier = make_verifier(default_ring(), restarted);
+    wsguard::ticket_verifier_options same_clock;  // the issuer runs in this process: no skew
+    same_clock.clock_skew = 0s;
+    const verifier_type verifier = make_verifier(default_ring(), restarted, same_clock);
+    CHECK(verifier.spendable_from() == t0 + 2s + 1ms);
     wsguard::ticket_claims claims;
     CHECK(verifier.verify(wsguard::presented_ticket(before), app_origin, chat_audience, claims, t0 + 3s).reason ==
           reason::ticket_before_store_start);
     CHECK(verifier.verify(wsguard::presented_ticket(after_start), app_origin, chat_audience, claims, t0 + 3s).allowed());
+}
+
+TEST_CASE("after a restart, a ticket issued up to clock_skew ahead and spent before it is not accepted again",
+          "[tickets]") {
+    // The issuer's clock runs 4 s ahead of this server's, within the default
+    // clock_skew of 5 s: its ticket, issued "at t0 + 4s", is valid at t0.
+    const wsguard::ticket_issuer issuer = make_issuer(default_ring());
+    const std::string ahead = issue(issuer, t0 + 4s);
+    wsguard::ticket_claims claims;
+    {
+        wsguard::memory_replay_store first = make_store();
+        const verifier_type verifier = make_verifier(default_ring(), first);
+        CHECK(verifier.verify(wsguard::presented_ticket(ahead), app_origin, chat_audience, claims, t0).allowed());
+        CHECK(verifier.verify(wsguard::presented_ticket(ahead), app_origin, chat_audience, claims, t0).reason ==
+              reason::ticket_replayed);
+    }
+    // The process restarts a second later with an empty store: the ticket was
+    // issued after the new store's creation, yet spent before it.
+    wsguard::memory_replay_store restarted = make_store(1024, t0 + 1s);
+    const verifier_type verifier = make_verifier(default_ring(), restarted);
+    CHECK(verifier.spendable_from() == t0 + 1s + 1ms + 5s);
+    CHECK(verifier.verify(wsguard::presented_ticket(ahead), app_origin, chat_audience, claims, t0 + 2s).reason ==
+          reason::ticket_before_store_start);
+    // A ticket issued after the window works as usual.
+    const std::string later = issue(issuer, t0 + 6s + 1ms);
+    CHECK(verifier.verify(wsguard::presented_ticket(later), app_origin, chat_audience, claims, t0 + 6s + 1ms).allowed());
 }
 
 TEST_CASE("a replay store refuses a ticket issued in its creation millisecond, on the boundary or inside it", "[tickets]") {
@@ -379,7 +409,9 @@ TEST_CASE("a replay store refuses a ticket issued in its creation millisecond, o
         INFO("created t0+" << std::chrono::duration_cast<microseconds>(r.created).count() << "us, issued t0+"
                            << std::chrono::duration_cast<microseconds>(r.issued).count() << "us");
         wsguard::memory_replay_store store = make_store(64, t0 + r.created);
-        const verifier_type verifier = make_verifier(default_ring(), store);
+        wsguard::ticket_verifier_options same_clock;  // only the store's millisecond, no skew window
+        same_clock.clock_skew = 0s;
+        const verifier_type verifier = make_verifier(default_ring(), store, same_clock);
         wsguard::ticket_claims claims;
         const wsguard::decision d = verifier.verify(wsguard::presented_ticket(issue(issuer, t0 + r.issued)), app_origin,
                                                     chat_audience, claims, t0 + 3s);
@@ -762,7 +794,9 @@ TEST_CASE("the default-clock overloads work end to end", "[tickets]") {
     std::this_thread::sleep_for(2ms);
     const wsguard::issued_ticket issued = issuer.issue(chat_request);
     REQUIRE(issued);
-    const verifier_type verifier = make_verifier(default_ring(), *store);
+    wsguard::ticket_verifier_options same_clock;  // the issuer above runs in this process
+    same_clock.clock_skew = 0s;
+    const verifier_type verifier = make_verifier(default_ring(), *store, same_clock);
     wsguard::ticket_claims claims;
     CHECK(verifier.verify(wsguard::presented_ticket(issued.ticket), app_origin, chat_audience, claims).allowed());
     wsguard::first_message_gate gate(2s);

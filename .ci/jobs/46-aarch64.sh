@@ -4,29 +4,19 @@
 # the portable fallback on ARM): GCC with the run-time target attribute, Clang
 # with the compile-time +crypto target, and a WSGUARD_NO_SIMD=1 build.
 set -euo pipefail
-read -ra warnings < tests/strict-warnings.txt  # the one list of warning flags
-bash .ci/ensure-packages g++-aarch64-linux-gnu qemu-user
-
-out=build-ci/aarch64
-mkdir -p "$out/catch"
-# Catch2 v2 is header-only: expose just its headers to the cross compiler.
-ln -sfn /usr/include/catch2 "$out/catch/catch2"
-defs=(-DWSGUARD_TEST_VECTORS_DIR="\"$PWD/tests/vectors\"" -DWSGUARD_SOURCE_DIR="\"$PWD\"")
-strict=(-std=c++17 -O2 -Iinclude -I"$out/catch" "${warnings[@]}" -Werror)
+source .ci/cross-setup aarch64  # cxx, out, strict, defs, "$out/catch_main.o"
 run=(qemu-aarch64 -cpu max -L /usr/aarch64-linux-gnu)
-
-aarch64-linux-gnu-g++ -std=c++17 -O1 -I"$out/catch" -c tests/catch_main.cpp -o "$out/catch_main.o"
 
 check() {  # name, expected backend list, compiler and flags...
   local name=$1 expected=$2; shift 2
   echo "-- $name"
   "$@" "${strict[@]}" "${defs[@]}" -c tests/test_crypto.cpp -o "$out/$name.o"
-  aarch64-linux-gnu-g++ "$out/$name.o" "$out/catch_main.o" -o "$out/$name"
+  "$cxx" "$out/$name.o" "$out/catch_main.o" -o "$out/$name"
   "${run[@]}" "$out/$name" >"$out/$name.log" 2>&1 || { cat "$out/$name.log"; exit 1; }
   grep -F "tested on this machine: $expected" "$out/$name.log" || { echo "FAIL: expected backends '$expected'"; cat "$out/$name.log"; exit 1; }
   tail -n 2 "$out/$name.log"
 }
-check gcc-runtime-dispatch "portable armv8_sha2 (active: armv8_sha2)" aarch64-linux-gnu-g++
-check gcc-no-simd "portable (active: portable)" aarch64-linux-gnu-g++ -DWSGUARD_NO_SIMD=1
+check gcc-runtime-dispatch "portable armv8_sha2 (active: armv8_sha2)" "$cxx"
+check gcc-no-simd "portable (active: portable)" "$cxx" -DWSGUARD_NO_SIMD=1
 check clang-march-crypto "portable armv8_sha2 (active: armv8_sha2)" clang++ --target=aarch64-linux-gnu -march=armv8-a+crypto
 echo "aarch64 crypto tests passed"

@@ -5,22 +5,12 @@
 # shifts, not with loads that only work on little-endian machines. s390x has
 # no SHA extension wsguard uses: the portable compression runs.
 set -euo pipefail
-read -ra warnings < tests/strict-warnings.txt  # the one list of warning flags
-bash .ci/ensure-packages g++-s390x-linux-gnu qemu-user
-
-out=build-ci/s390x
-mkdir -p "$out/catch"
-# Catch2 v2 is header-only: expose just its headers to the cross compiler.
-ln -sfn /usr/include/catch2 "$out/catch/catch2"
-cxx=s390x-linux-gnu-g++
-defs=(-DWSGUARD_TEST_VECTORS_DIR="\"$PWD/tests/vectors\"" -DWSGUARD_SOURCE_DIR="\"$PWD\"")
-strict=(-std=c++17 -O2 -Iinclude -I"$out/catch" "${warnings[@]}" -Werror)
+source .ci/cross-setup s390x  # cxx, out, strict, defs, "$out/catch_main.o"
 run=(qemu-s390x -L /usr/s390x-linux-gnu)
 
 byte_order=$(printf '#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__\nbig-endian\n#else\nlittle-endian\n#endif\n' | "$cxx" -E -P -x c++ - | tr -d '[:space:]')
 echo "target: $("$cxx" -dumpmachine), $byte_order"
 [ "$byte_order" = big-endian ] || { echo "FAIL: $cxx does not target a big-endian machine"; exit 1; }
-"$cxx" -std=c++17 -O1 -I"$out/catch" -c tests/catch_main.cpp -o "$out/catch_main.o"
 for component in crypto tickets frames; do
   echo "-- $component"
   "$cxx" "${strict[@]}" "${defs[@]}" tests/test_"$component".cpp "$out/catch_main.o" -o "$out/test_$component" -pthread

@@ -140,7 +140,13 @@ struct tickets {
         if (!store) return fail(store.error());
         auto made = std::make_unique<tickets>();
         made->store.emplace(std::move(store).value());
-        auto verifier = wsguard::ticket_verifier<>::create(*keys, *made->store);
+        // The issuer below runs in this process, on this clock: no ticket is
+        // issued ahead of it, so no clock_skew, and none of the window after a
+        // start in which a store refuses tickets a skewed issuer may have
+        // issued before it (ticket_verifier_options::clock_skew).
+        wsguard::ticket_verifier_options verifier_options;
+        verifier_options.clock_skew = std::chrono::seconds{0};
+        auto verifier = wsguard::ticket_verifier<>::create(*keys, *made->store, verifier_options);
         if (!verifier) return fail(verifier.error());
         made->verifier.emplace(std::move(verifier).value());
         auto issuer = wsguard::ticket_issuer::create(*keys);

@@ -152,7 +152,8 @@ struct redis_replay_store_options {
     std::chrono::milliseconds wait_timeout{10};  // must be below connection.command_timeout
     // Data loss (see "Epochs" above): after Redis lost its data, tickets issued
     // before the new epoch's start + issuer_clock_skew are refused. Cover how far
-    // an issuer's clock may run ahead of the clock of any Redis host you run.
+    // an issuer's clock may run ahead of the clock of any Redis host you run,
+    // and at least the verifier's clock_skew (ticket_verifier::create checks).
     std::chrono::milliseconds issuer_clock_skew{5'000};
     // A Redis whose maxmemory-policy evicts keys (allkeys-*, volatile-*), or
     // whose policy cannot be read, forgets spent nonces: the store refuses to run
@@ -709,6 +710,11 @@ public:
         return detail::ticket_time_point(ms);
     }
 
+    // ticket_verifier::create refuses a clock_skew above this: a ticket issued
+    // that far ahead and spent just before a data loss must fall before the
+    // new epoch's start + this skew.
+    std::chrono::milliseconds issuer_clock_skew() const noexcept { return options_.issuer_clock_skew; }
+
     const redis_replay_store_options& options() const noexcept { return options_; }
 
 private:
@@ -1068,6 +1074,11 @@ public:
     // `store` must outlive the batch verifier.
     static result<redis_batch_verifier> create(keyring keys, redis_replay_store& store,
                                                ticket_verifier_options options = {}) {
+        if (store.issuer_clock_skew() < options.clock_skew)  // as ticket_verifier::create checks it
+            return result<redis_batch_verifier>::failure(
+                "redis_batch_verifier: the replay store's issuer_clock_skew is below clock_skew; a ticket spent just "
+                "before the store lost its data could be accepted again: raise the store's issuer_clock_skew or "
+                "lower clock_skew");
         auto recorder = std::make_unique<detail::redis_spend_recorder>();
         auto verifier = ticket_verifier<detail::redis_spend_recorder>::create(std::move(keys), *recorder, options);
         if (!verifier) return result<redis_batch_verifier>::failure("redis_batch_verifier: " + verifier.error());

@@ -123,7 +123,7 @@ void check_tickets() {
     expect(static_cast<bool>(keys), "keyring::create");
     if (!keys) return;
     auto issuer = wsguard::ticket_issuer::create(keys.value());
-    auto store = wsguard::memory_replay_store::create(1024);
+    auto store = wsguard::memory_replay_store::create(1024, std::chrono::system_clock::now() - std::chrono::minutes(1));
     expect(issuer && store, "issuer and store");
     if (!issuer || !store) return;
     auto verifier = wsguard::ticket_verifier<>::create(keys.value(), store.value());

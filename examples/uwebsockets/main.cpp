@@ -35,6 +35,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -77,7 +78,7 @@ int main(int argc, char** argv) {
     using socket_type = uWS::WebSocket<false, true, socket_state>;
     std::set<socket_type*> open_sockets;
 
-    // Declared before the app, which closes its sockets (and calls the filter) as it goes.
+    // Declared before the app: its sockets call the filter until the last one closes.
     std::optional<wsguard::accept_gate> gate;
     if (!example::make_accept_gate(*opts, gate)) return 2;
     std::unordered_map<us_socket_t*, pending_socket> pending;

@@ -8,9 +8,12 @@
 // Usage: wsguard_crow [--port N] [--allow-origin ORIGIN]... [--max-message BYTES] [--session TOKEN]
 //        [--handshake-rate N] [--handshake-burst N] [--handshake-deadline-ms MS]
 //
-// Crow has no hook between accept and its HTTP parser, so no accept_gate here:
-// its connection timeout (app.timeout, seconds, set from the deadline, 10 s by
-// default) is the only bound on a slow request. See docs/stacks-admission.md.
+// Crow has no hook between accept and its HTTP parser, so no accept_gate here.
+// Its one timer (app.timeout, whole seconds, set from the deadline: 10 s by
+// default, Crow's own is 5 s) is an idle timer that restarts after every read:
+// it closes a socket that sends nothing, but a request that trickles a byte
+// more often than that is never cut (up to Crow's 80 KiB header limit). Put a
+// proxy with a request-header timeout in front. See docs/stacks-admission.md.
 // Binds 127.0.0.1, prints "listening <port>" once ready, exits on SIGTERM/SIGINT.
 // The session token stands in for the application's login.
 //
@@ -29,6 +32,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace {
@@ -85,6 +89,34 @@ struct ticket_preflight {
     }
 };
 
+// Crow picks the subprotocol by splitting Sec-WebSocket-Protocol on ", "
+// exactly. RFC 6455 allows any whitespace around the commas, and clients such
+// as Node's `ws` send "wsguard.v1,<ticket>", which Crow would answer with no
+// subprotocol (the client then fails the handshake). Global middlewares run
+// before Crow's upgrade, so the list is rewritten here in the form Crow splits.
+struct subprotocol_list {
+    struct context {};
+
+    void before_handle(crow::request& req, crow::response&, context&) {
+        const auto header = req.headers.find("Sec-WebSocket-Protocol");
+        if (header == req.headers.end()) return;
+        std::string joined;
+        std::string_view rest = header->second;
+        while (!rest.empty()) {
+            const std::size_t comma = std::min(rest.find(','), rest.size());
+            std::string_view item = rest.substr(0, comma);
+            rest.remove_prefix(std::min(comma + 1, rest.size()));
+            while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+            while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+            if (item.empty()) continue;
+            if (!joined.empty()) joined += ", ";
+            joined += item;
+        }
+        header->second = std::move(joined);
+    }
+    void after_handle(crow::request&, crow::response&, context&) {}
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -95,7 +127,7 @@ int main(int argc, char** argv) {
 
     std::unique_ptr<example::ticket_endpoint> ticket_storage;  // created with the guard, below
     std::atomic<example::ticket_endpoint*> ticket_endpoint{nullptr};
-    crow::App<ticket_preflight> app;
+    crow::App<ticket_preflight, subprotocol_list> app;
     app.get_middleware<ticket_preflight>().endpoint = &ticket_endpoint;
     app.get_middleware<ticket_preflight>().session = &opts->session;
     app.loglevel(crow::LogLevel::Warning);
@@ -151,7 +183,8 @@ int main(int argc, char** argv) {
             conn.userdata(nullptr);
         });
 
-    // Whole seconds, 1 to 255: Crow's timeout is a std::uint8_t.
+    // Whole seconds, 1 to 255: Crow's timeout is a std::uint8_t, counted on a
+    // 1 s tick, so a silent socket is closed 0-1 s after it. Every read restarts it.
     const auto timeout_seconds = static_cast<std::uint8_t>(std::min<std::uint64_t>(255, (opts->handshake_deadline_ms + 999) / 1000));
     app.timeout(timeout_seconds);
     app.bindaddr("127.0.0.1").port(opts->port).signal_clear().signal_add(SIGINT).signal_add(SIGTERM);

@@ -1,5 +1,6 @@
 // Admission at accept (issue 11), end to end, against the Beast demo,
-// raw_epoll and websocketpp: an attacker on 127.0.0.2 and a victim on 127.0.0.3 (every
+// raw_epoll and websocketpp, and uWebSockets and Crow when they were built
+// (-Duwebsockets_dir/-Dusockets_dir, -Dcrow_include_dir): an attacker on 127.0.0.2 and a victim on 127.0.0.3 (every
 // 127/8 address is loopback on Linux; each client socket binds its own).
 //  - 600 idle sockets from the attacker leave the victim's page working;
 //  - a slowloris trickle is cut at the handshake deadline;
@@ -48,6 +49,23 @@ const stacks = [
     async ticketHeaders() { return { Authorization: 'Bearer demo-session' }; },
     // Refusals at accept are logged to stderr (at most 20 a second).
     async refusalLog(server) { return server.log; },
+  },
+  // Built only from the user's sources (docs/stacks-admission.md); skipped otherwise.
+  {
+    name: 'uWebSockets',
+    exe: process.env.WSGUARD_UWEBSOCKETS,
+    async ticketHeaders() { return { Authorization: 'Bearer demo-session' }; },
+    async refusalLog(server) { return server.log; },  // stderr, at most 20 lines a second
+  },
+  {
+    name: 'Crow',
+    exe: process.env.WSGUARD_CROW,
+    async ticketHeaders() { return { Authorization: 'Bearer demo-session' }; },
+    refusalLog: null,
+    // Crow has no hook before its HTTP parser: no accept_gate, and its timer
+    // (app.timeout) restarts on every read, so a trickle is never cut.
+    noAcceptGate: true,
+    noHeaderDeadline: 'Crow restarts its connection timer on every read: it has no header deadline',
   },
 ];
 
@@ -168,7 +186,7 @@ for (const stack of stacks) {
       await sleep(500);  // the server accepts and refuses the excess
       const held = attacker.filter((state) => state.connected && state.closedAt === 0).length;
       console.log(`# ${stack.name}: the attacker holds ${held} of 600 idle sockets`);
-      assert.ok(held <= 64, `the attacker holds ${held} idle sockets, over the per-address pending cap of 64`);
+      if (!stack.noAcceptGate) assert.ok(held <= 64, `the attacker holds ${held} idle sockets, over the per-address pending cap of 64`);
 
       const visit = await victimVisit(stack, server.port);
       assert.equal(visit.opened, true, `the victim's socket did not open: ${visit.why}`);
@@ -182,7 +200,7 @@ for (const stack of stacks) {
     before(async () => { server = await startServer(stack.exe, ['--handshake-deadline-ms', '1500']); });
     after(async () => { assert.deepEqual(await stopServer(server), { code: 0, signal: null }); });
 
-    test('is cut at the handshake deadline while it is still sending', async () => {
+    test('is cut at the handshake deadline while it is still sending', { todo: stack.noHeaderDeadline }, async () => {
       const state = await attackerSocket(server.port);
       assert.equal(state.connected, true);
       const opened = Date.now();

@@ -3,7 +3,8 @@
 // missing. Set WSGUARD_E2E_REQUIRED=1 (CI) to make a missing dependency fail.
 //   node run.js ws        the `ws` client tests (Beast and websocketpp servers)
 //   node run.js browser   the headless Chromium tests (Beast demo)
-//   node run.js admission attacker vs victim on two loopback addresses (Beast demo, raw_epoll)
+//   node run.js admission attacker vs victim on two loopback addresses (Beast demo, raw_epoll,
+//                         websocketpp; uWebSockets and Crow when built from their sources)
 //   node run.js proxies   behind real nginx and HAProxy (Beast demo, raw_epoll, Chromium)
 'use strict';
 

@@ -3220,8 +3220,9 @@ private:
     // handshake_guard's hook: decodes the nonce from the ticket's first
     // characters (public; a ticket that does not decode is left to verify())
     // and returns the in-memory store's slot where verify() will spend it, or
-    // nullptr. It returns the slot rather than prefetch it: GCC finds a
-    // function that only prefetches free of effects and deletes the call.
+    // nullptr. It returns the slot for the guard to prefetch: g++ 12 judged a
+    // function that only prefetched pure and deleted the call (it had not
+    // inlined it first), so the prefetch sits in the caller.
     const detail::replay_slot* spend_slot(presented_ticket presented) const noexcept {
         if constexpr (std::is_same<ReplayStore, memory_replay_store>::value) {
             constexpr std::size_t chars = (detail::ticket_header_size + 2) / 3 * 4;  // the header: 37 of 39 bytes
@@ -3711,7 +3712,7 @@ inline void limits_prefetch(const Group& group) noexcept {
 #if defined(__GNUC__) || defined(__clang__)
     const char* bytes = reinterpret_cast<const char*>(&group);
     for (std::size_t offset = 0; offset < sizeof(Group); offset += 64) __builtin_prefetch(bytes + offset, 1);
-    // A slot not aligned to a line (connection_limiter's) may straddle two.
+    // A slot not aligned to a line (connection_limiter's, the replay store's) may straddle two.
     if constexpr (alignof(Group) < 64) __builtin_prefetch(bytes + sizeof(Group) - 1, 1);
 #else
     (void)group;

@@ -16,6 +16,7 @@
 //       accept_gate (--max-pending-per-address 0), beside the idle rate.
 // <tables> is "default" (65,536 addresses, 100,000 replayed tickets) or "1M"
 // (1,000,000 of both). The summary prints the guard's share and the ratios.
+#include "bench_upgrade.hpp"
 #include "example_app.hpp"
 
 #include <benchmark/benchmark.h>
@@ -245,7 +246,7 @@ void BM_guard_check(benchmark::State& state) {
     auto guard = wsguard::handshake_guard::create(example::handshake_config(port, opts, "wsguard-example/ws", *tickets->verifier));
     if (!guard) return state.SkipWithError("configuration refused");
     const std::string origin = origin_of(port), host = "127.0.0.1:" + std::to_string(port);
-    std::uint64_t client = 0x9e3779b97f4a7c15ull;
+    wsguard_bench::synthetic_clients clients(1000000);  // one of a million addresses per check
     std::vector<std::string> protocols;
     std::int64_t done = 0;
     for (auto _ : state) {
@@ -255,17 +256,7 @@ void BM_guard_check(benchmark::State& state) {
             protocols.push_back("wsguard.v1, " + tickets->issuer->issue({"demo-user", origin, "wsguard-example/ws", "", {}}).ticket);
         state.ResumeTiming();
         for (const std::string& protocol : protocols) {
-            client = client * 6364136223846793005ull + 1442695040888963407ull;  // one of a million addresses
-            const std::uint32_t v4 = 0x0a000000u | static_cast<std::uint32_t>((client >> 33) % 1000000);
-            const std::uint8_t bytes[4] = {std::uint8_t(v4 >> 24), std::uint8_t(v4 >> 16), std::uint8_t(v4 >> 8), std::uint8_t(v4)};
-            wsguard::upgrade_request up;
-            up.method = "GET";
-            up.path = "/ws";
-            up.origin = origin;
-            up.host = host;
-            up.sec_websocket_protocol = protocol;
-            up.remote_address_bytes = bytes;
-            up.remote_address_size = 4;
+            const wsguard::upgrade_request up = clients.next(origin, host, protocol);
             const wsguard::handshake_outcome outcome = guard->check(up);
             if (!outcome) return state.SkipWithError(wsguard::to_string(outcome.decision.reason));
         }

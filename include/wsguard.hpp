@@ -3055,6 +3055,18 @@ private:
 
     memory_replay_store() = default;
 
+    template <class>
+    friend class ticket_verifier;
+    // handshake_guard's hook, through ticket_verifier::spend_slot: the slot
+    // where try_spend will start looking for `nonce` (public: the client holds
+    // it), for the guard to prefetch while it computes the MAC. The seeds and
+    // the table are fixed at creation, so finding it takes no lock.
+    const detail::replay_slot* home_slot(const ticket_nonce& nonce) const noexcept {
+        if (!state_) return nullptr;
+        const state& st = *state_;
+        return &st.slots[st.home_of(detail::ticket_load_be(nonce.data(), 8), detail::ticket_load_be(nonce.data() + 8, 8))];
+    }
+
     // On the heap so the store moves (the mutex does not).
     std::unique_ptr<state> state_;
     std::chrono::system_clock::time_point created_{};
@@ -3242,8 +3254,34 @@ public:
     }
 
 private:
+    template <class>
+    friend class basic_handshake_guard;
+
     ticket_verifier(keyring keys, ReplayStore& store, ticket_verifier_options options)
         : keys_(std::move(keys)), store_(&store), options_(options) {}
+
+    // handshake_guard's hook: decodes the nonce from the ticket's first
+    // characters (public; a ticket that does not decode is left to verify())
+    // and returns the in-memory store's slot where verify() will spend it, or
+    // nullptr. It returns the slot for the guard to prefetch: g++ 12 judged a
+    // function that only prefetched pure and deleted the call (it had not
+    // inlined it first), so the prefetch sits in the caller.
+    const detail::replay_slot* spend_slot(presented_ticket presented) const noexcept {
+        if constexpr (std::is_same<ReplayStore, memory_replay_store>::value) {
+            constexpr std::size_t chars = (detail::ticket_header_size + 2) / 3 * 4;  // the header: 37 of 39 bytes
+            std::uint8_t header[chars / 4 * 3];
+            std::size_t size = 0;
+            if (presented.value.size() < chars ||
+                !detail::base64url_decode_public(presented.value.substr(0, chars), header, sizeof header, size))
+                return nullptr;
+            ticket_nonce nonce;
+            std::memcpy(nonce.data(), header + detail::ticket_header_size - nonce.size(), nonce.size());
+            return store_->home_slot(nonce);
+        } else {
+            (void)presented;
+            return nullptr;
+        }
+    }
 
     // A length-prefixed field of at most `cap` bytes.
     static bool take(const std::uint8_t*& p, const std::uint8_t* end, int prefix, std::size_t cap,
@@ -3717,6 +3755,8 @@ inline void limits_prefetch(const Group& group) noexcept {
 #if defined(__GNUC__) || defined(__clang__)
     const char* bytes = reinterpret_cast<const char*>(&group);
     for (std::size_t offset = 0; offset < sizeof(Group); offset += 64) __builtin_prefetch(bytes + offset, 1);
+    // A slot not aligned to a line (connection_limiter's, the replay store's) may straddle two.
+    if constexpr (alignof(Group) < 64) __builtin_prefetch(bytes + sizeof(Group) - 1, 1);
 #else
     (void)group;
 #endif
@@ -3899,12 +3939,7 @@ public:
     decision try_acquire(const Key& key, std::chrono::steady_clock::time_point now, std::uint32_t n = 1) noexcept {
         if (n == 0) return decision::allow();
         if (n > gcra_.burst) return decision(reason::rate_limited);
-        return with_entry(key, now, true, [&](slot& entry, std::uint64_t t) noexcept {
-            std::uint64_t new_tat = 0;
-            const decision d = gcra_.step(entry.tat, t, n, new_tat);
-            if (d) entry.tat = new_tat;
-            return d;
-        });
+        return try_acquire_prepared(prepare(key), now, n);
     }
     decision try_acquire(const Key& key, std::uint32_t n = 1) noexcept {
         return try_acquire(key, std::chrono::steady_clock::now(), n);
@@ -3929,19 +3964,44 @@ private:
     static_assert(sizeof(group) == 64, "a keyed_limiter group is one cache line");
 
     friend class penalty_box;  // keeps its bans in a keyed_limiter's table
+    template <class>
+    friend class basic_handshake_guard;
+
+    using prepared_key = typename traits::digest;
 
     keyed_limiter() = default;
+
+    // The key hashed, its group already on its way. handshake_guard prepares
+    // every table's key before it looks at any, so the misses overlap.
+    prepared_key prepare(const Key& key) noexcept {
+        const prepared_key digest = traits::make(key, seed_);
+        detail::limits_prefetch(groups_[geometry_.group_of(digest.hash, geometry_.shard_of(digest.hash))]);
+        return digest;
+    }
+    // try_acquire's work, for 1 <= n <= burst.
+    decision try_acquire_prepared(const prepared_key& key, std::chrono::steady_clock::time_point now,
+                                  std::uint32_t n = 1) noexcept {
+        return with_entry(key, now, true, [&](slot& entry, std::uint64_t t) noexcept {
+            std::uint64_t new_tat = 0;
+            const decision d = gcra_.step(entry.tat, t, n, new_tat);
+            if (d) entry.tat = new_tat;
+            return d;
+        });
+    }
 
     // Runs visit(entry, clamped now) on the key's entry under its shard lock
     // and returns its decision. Without `insert`, a key that has no entry is
     // allowed without visiting (a lookup must not evict anyone).
     template <class Visit>
     decision with_entry(const Key& key, std::chrono::steady_clock::time_point now, bool insert, Visit visit) noexcept {
-        const auto digest = traits::make(key, seed_);
+        return with_entry(prepare(key), now, insert, visit);
+    }
+    template <class Visit>
+    decision with_entry(const prepared_key& digest, std::chrono::steady_clock::time_point now, bool insert,
+                        Visit visit) noexcept {
         const std::uint64_t t = gcra_.clamp(now);
         const std::uint32_t shard = geometry_.shard_of(digest.hash);
         group& candidates = groups_[geometry_.group_of(digest.hash, shard)];
-        detail::limits_prefetch(candidates);
 
         detail::limits_lock_guard guard(shards_[shard].lock);
         if (!insert) {
@@ -4134,25 +4194,7 @@ public:
         return create(connection_limiter_options{max_per_key, capacity, max_total});
     }
 
-    permit try_acquire(const Key& key) noexcept {
-        table& t = *table_;
-        const auto digest = traits::make(key, t.seed);
-        const std::uint32_t home = t.home_of(digest.hash);
-        detail::limits_prefetch(t.slots[home]);
-
-        detail::limits_lock_guard guard(t.lock);
-        slot& s = t.find(digest.key, home);
-        if (s.count != 0 ? s.count >= t.max_per_key : t.live_keys >= t.capacity) return refused();
-        if (t.total.load(std::memory_order_relaxed) >= t.max_total) return refused();
-        t.total.fetch_add(1, std::memory_order_relaxed);
-        if (s.count == 0) {
-            s.key = digest.key;
-            s.home = home;
-            ++t.live_keys;
-        }
-        ++s.count;
-        return permit(&t, digest.key, home);
-    }
+    permit try_acquire(const Key& key) noexcept { return try_acquire_prepared(prepare(key)); }
 
     // Live connections for one key (0 when unknown).
     std::uint32_t connections(const Key& key) const noexcept {
@@ -4176,6 +4218,36 @@ public:
     }
 
 private:
+    template <class>
+    friend class basic_handshake_guard;
+
+    using prepared_key = typename traits::digest;
+
+    // The key hashed, its home slot already on its way (see keyed_limiter::prepare).
+    prepared_key prepare(const Key& key) noexcept {
+        table& t = *table_;
+        const prepared_key digest = traits::make(key, t.seed);
+        detail::limits_prefetch(t.slots[t.home_of(digest.hash)]);
+        return digest;
+    }
+    permit try_acquire_prepared(const prepared_key& digest) noexcept {
+        table& t = *table_;
+        const std::uint32_t home = t.home_of(digest.hash);
+
+        detail::limits_lock_guard guard(t.lock);
+        slot& s = t.find(digest.key, home);
+        if (s.count != 0 ? s.count >= t.max_per_key : t.live_keys >= t.capacity) return refused();
+        if (t.total.load(std::memory_order_relaxed) >= t.max_total) return refused();
+        t.total.fetch_add(1, std::memory_order_relaxed);
+        if (s.count == 0) {
+            s.key = digest.key;
+            s.home = home;
+            ++t.live_keys;
+        }
+        ++s.count;
+        return permit(&t, digest.key, home);
+    }
+
     connection_limiter() = default;
     static permit refused() noexcept {
         return permit(wsguard::decision(reason::too_many_connections, refusal_retry_after));
@@ -4587,9 +4659,7 @@ public:
     // ok, or client_penalized with retry_after until the ban ends. Never
     // creates an entry.
     decision check(const address_key& client, std::chrono::steady_clock::time_point now) noexcept {
-        return table_.with_entry(client, now, false, [&](const slot& entry, std::uint64_t t) noexcept {
-            return ban_left(entry, t);
-        });
+        return check_prepared(table_.prepare(client), now);
     }
     decision check(const address_key& client) noexcept { return check(client, std::chrono::steady_clock::now()); }
 
@@ -4621,6 +4691,18 @@ public:
 
 private:
     using slot = keyed_limiter<address_key>::slot;
+    using prepared_key = keyed_limiter<address_key>::prepared_key;
+
+    template <class>
+    friend class basic_handshake_guard;
+
+    // handshake_guard's hooks (see keyed_limiter::prepare).
+    prepared_key prepare(const address_key& client) noexcept { return table_.prepare(client); }
+    decision check_prepared(const prepared_key& client, std::chrono::steady_clock::time_point now) noexcept {
+        return table_.with_entry(client, now, false, [&](const slot& entry, std::uint64_t t) noexcept {
+            return ban_left(entry, t);
+        });
+    }
 
     penalty_box(keyed_limiter<address_key> table, std::uint64_t ban_ns) noexcept
         : table_(std::move(table)), ban_ns_(ban_ns) {}
@@ -6240,18 +6322,34 @@ private:
         // 3. Per-client penalty box, rate limit, then the connection cap.
         if (!client) return client.decision();
         const address_key address = client.key(address_options_);
-        if (penalty_) {
-            if (decision d = penalty_->check(address, steady_now); !d) return d;
+        // Every table line the check will touch is requested here, together:
+        // with large tables each is a cache miss, and waited for one after
+        // another they cost more than the MAC (issue 11). The replay store's
+        // line then arrives while the MAC is computed. Only public inputs (the
+        // address, the ticket's nonce) choose the lines.
+        using prepared_address = detail::limits_key_traits<address_key>::digest;
+        const prepared_address penalty_key = penalty_ ? penalty_->prepare(address) : prepared_address{};
+        const prepared_address rate_key = rate_->prepare(address);
+        const prepared_address connection_key = connections_->prepare(address);
+        ticket_source source;
+        if (matched->ticket == ticket_requirement::required) {
+            source = ticket_from_subprotocol(request.sec_websocket_protocol);
+            if (!source && matched->ticket_in_query) source = ticket_from_query(query);
+            if (source) {
+                if (const detail::replay_slot* slot = verifier_->spend_slot(presented_ticket(source.ticket)))
+                    detail::limits_prefetch(*slot);
+            }
         }
-        if (decision d = rate_->try_acquire(address, steady_now); !d) return d;
-        out.permit_.address_ = connections_->try_acquire(address);
+        if (penalty_) {
+            if (decision d = penalty_->check_prepared(penalty_key, steady_now); !d) return d;
+        }
+        if (decision d = rate_->try_acquire_prepared(rate_key, steady_now); !d) return d;
+        out.permit_.address_ = connections_->try_acquire_prepared(connection_key);
         out.permit_.decision_ = out.permit_.address_.decision();
         if (!out.permit_) return out.permit_.decision();
 
         // 4. The ticket: MAC and replay store last.
         if (matched->ticket == ticket_requirement::none) return decision::allow();
-        ticket_source source = ticket_from_subprotocol(request.sec_websocket_protocol);
-        if (!source && matched->ticket_in_query) source = ticket_from_query(query);
         if (!source) return source.reason;
         if (decision d = verifier_->verify(presented_ticket(source.ticket), expected_origin(request.origin),
                                                  expected_audience(matched->audience), out.claims_, wall_now); !d) {

@@ -395,14 +395,14 @@ void refuse_upgrade(server& s, connection& c, int status, std::string_view why) 
 
 // POST /ticket (and its CORS preflight): the shared endpoint, with the
 // bearer token as the login. A logged-in caller gets a one-time ticket bound to its Origin.
-// `headers`: the request's Origin and Sec-Fetch-Site, read by upgrade_request_builder.
-void answer_ticket(server& s, connection& c, const http_request& request, const wsguard::upgrade_request& headers) {
-    if (headers.repeated_security_header)  // mint_request has no such field: a second Origin is refused here
+// `security`: the request's Origin and Sec-Fetch-Site, read by upgrade_request_builder.
+void answer_ticket(server& s, connection& c, const http_request& request, const wsguard::upgrade_request& security) {
+    if (security.repeated_security_header)  // mint_request has no such field: a second Origin is refused here
         return refuse_upgrade(s, c, 400, wsguard::to_string(wsguard::reason::security_header_repeated));
     wsguard::mint_request mint;
     mint.method = request.method;
-    mint.origin = headers.origin;
-    mint.sec_fetch_site = headers.sec_fetch_site;
+    mint.origin = security.origin;
+    mint.sec_fetch_site = security.sec_fetch_site;
     mint.marker = request.ticket_marker;
     mint.subject = request.authorization == "Bearer " + s.opts.session ? "demo-user" : "";
     mint.remote_address_bytes = c.peer_bytes;

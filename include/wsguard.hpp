@@ -5820,17 +5820,6 @@ struct upgrade_request {
     bool forwarded_over_cap = false;
 };
 
-namespace detail {
-// Whether a header name equals `lower` (lowercase ASCII), ignoring case.
-constexpr bool header_name_is(std::string_view name, std::string_view lower) noexcept {
-    if (name.size() != lower.size()) return false;
-    for (std::size_t i = 0; i < name.size(); ++i) {
-        if (ascii_lower(name[i]) != lower[i]) return false;
-    }
-    return true;
-}
-}  // namespace detail
-
 // Fills an upgrade_request from the stack's own header iteration, so that no
 // stack copies the field assignments by hand or misses a repeated header. Feed
 // it every header line in arrival order; names compare case-insensitively,
@@ -5873,7 +5862,6 @@ public:
 
     // One header line, name and value as the stack parsed them. Other names are ignored.
     void add(std::string_view name, std::string_view value) noexcept {
-        using detail::header_name_is;
         if (header_name_is(name, "origin")) once(request_.origin, value, 1u);
         else if (header_name_is(name, "host")) once(request_.host, value, 2u);
         else if (header_name_is(name, "sec-fetch-site")) once(request_.sec_fetch_site, value, 4u);
@@ -5887,6 +5875,15 @@ public:
     const upgrade_request& request() const noexcept { return request_; }
 
 private:
+    // Whether a header name equals `lower` (lowercase ASCII), ignoring case.
+    static constexpr bool header_name_is(std::string_view name, std::string_view lower) noexcept {
+        if (name.size() != lower.size()) return false;
+        for (std::size_t i = 0; i < name.size(); ++i) {
+            if (detail::ascii_lower(name[i]) != lower[i]) return false;
+        }
+        return true;
+    }
+
     void once(std::string_view& field, std::string_view value, unsigned bit) noexcept {
         if ((seen_ & bit) != 0) {
             request_.repeated_security_header = true;

@@ -119,6 +119,7 @@ enum class [[nodiscard]] reason : std::uint16_t {
     mint_not_preflighted = 113,   // mint_guard: the non-simple marker header is missing (a form or beacon POST)
     mint_rate_limited = 114,      // mint_guard: this subject minted too many tickets; retry_after says when
     mint_subject_missing = 115,   // mint_guard: no authenticated subject (the application found no login)
+    security_header_repeated = 116,  // Origin, Host, Sec-Fetch-Site or Sec-WebSocket-Protocol on more than one line
 
     // Origin, Host and Sec-Fetch-Site
     origin_missing = 200,         // no Origin header, and non-browser clients are not allowed
@@ -228,6 +229,7 @@ inline constexpr reason_info reason_table[] = {
     {reason::mint_not_preflighted, "mint_not_preflighted", reason_category::request, 403, 1008},
     {reason::mint_rate_limited, "mint_rate_limited", reason_category::rate_limit, 429, 1013},
     {reason::mint_subject_missing, "mint_subject_missing", reason_category::ticket, 401, 1008},
+    {reason::security_header_repeated, "security_header_repeated", reason_category::request, 400, 1002},
     {reason::origin_missing, "origin_missing", reason_category::origin, 403, 1008},
     {reason::origin_null, "origin_null", reason_category::origin, 403, 1008},
     {reason::origin_malformed, "origin_malformed", reason_category::origin, 403, 1008},
@@ -2387,6 +2389,13 @@ inline reason random_bytes(std::uint8_t* out, std::size_t size) noexcept {
     }
     return reason::ok;
 }
+
+// Overwrites out[0..size) with zeros in a way the optimiser cannot remove as a
+// dead store (memset, then an empty asm that claims to read the memory, as
+// explicit_bzero does; volatile stores where inline asm is unavailable). For a
+// raw key once keyring::create has derived its own copy: the keyring keeps no
+// view of the secret, so the caller's buffer is the last plain copy.
+inline void secure_wipe(void* out, std::size_t size) noexcept { detail::crypto_wipe(out, size); }
 
 }  // inline namespace WSGUARD_ABI_NS
 }  // namespace wsguard
@@ -5926,7 +5935,114 @@ struct upgrade_request {
     // trusted_proxies and the peer is one of them; otherwise ignored.
     std::string_view forwarded = {};
     std::string_view x_forwarded_for = {};
+    // Origin, Host, Sec-Fetch-Site or Sec-WebSocket-Protocol came on more than
+    // one line: refused as security_header_repeated before any is read.
+    // upgrade_request_builder sets it; a stack that fills the fields by hand
+    // must count the lines itself.
+    bool repeated_security_header = false;
+    // The Forwarded / X-Forwarded-For lines did not fit upgrade_request_builder's
+    // buffer: refused as request_malformed, as one line over max_field_bytes is.
+    bool forwarded_over_cap = false;
 };
+
+// Fills an upgrade_request from the stack's own header iteration, so that no
+// stack copies the field assignments by hand or misses a repeated header. Feed
+// it every header line in arrival order; names compare case-insensitively,
+// values are kept as views of the stack's storage (which must outlive the
+// check). No allocation, no exceptions.
+//
+//   wsguard::upgrade_request_builder build(method, target);  // target: "/ws?ticket=..."
+//   for (const auto& [name, value] : headers) build.add(name, value);
+//   build.request().remote_address = peer;                    // the stack knows the peer
+//   wsguard::handshake_outcome outcome = guard.check(build.request());
+//
+// - Origin, Host, Sec-Fetch-Site and Sec-WebSocket-Protocol must come on one
+//   line each; a second line sets repeated_security_header. Two lines are two
+//   chances for parsers to disagree (a proxy or a log reads the first, the
+//   stack the last). RFC 6454 7.3: one Origin; RFC 9112 3.2: 400 for more
+//   than one Host; Fetch: one Sec-Fetch-Site. RFC 6455 11.3.4 lets
+//   Sec-WebSocket-Protocol repeat as a split list, but it carries the ticket,
+//   and browsers (and Node ws, Python websockets, Go) send one line: a split
+//   list is refused rather than read one way here and another by the stack
+//   that picks the subprotocol.
+// - Forwarded and X-Forwarded-For legitimately repeat (a line per proxy):
+//   their lines are joined with ", " in arrival order (empty lines add no
+//   element). One line stays a view; from the second on they are copied into
+//   a fixed buffer of JoinBytes per header inside the builder. A join that
+//   does not fit sets forwarded_over_cap, which the guard refuses: never
+//   truncated, since a cut list would name another client. Keep JoinBytes at
+//   least handshake_config::max_field_bytes (both 4096 by default), so the
+//   builder is never stricter than the guard.
+// The request's views point into the builder: keep it alive, in place (it
+// cannot be copied), until check() returns.
+template <std::size_t JoinBytes = 4096>
+class basic_upgrade_request_builder {
+public:
+    basic_upgrade_request_builder(std::string_view method, std::string_view target) noexcept {
+        request_.method = method;
+        request_.path = target;  // the guard splits a "?query" tail off
+    }
+    basic_upgrade_request_builder(const basic_upgrade_request_builder&) = delete;
+    basic_upgrade_request_builder& operator=(const basic_upgrade_request_builder&) = delete;
+
+    // One header line, name and value as the stack parsed them. Other names are ignored.
+    void add(std::string_view name, std::string_view value) noexcept {
+        if (header_name_is(name, "origin")) once(request_.origin, value, 1u);
+        else if (header_name_is(name, "host")) once(request_.host, value, 2u);
+        else if (header_name_is(name, "sec-fetch-site")) once(request_.sec_fetch_site, value, 4u);
+        else if (header_name_is(name, "sec-websocket-protocol")) once(request_.sec_websocket_protocol, value, 8u);
+        else if (header_name_is(name, "forwarded")) join(request_.forwarded, value, forwarded_);
+        else if (header_name_is(name, "x-forwarded-for")) join(request_.x_forwarded_for, value, x_forwarded_for_);
+    }
+
+    // The request so far; set the remote address fields on it before check().
+    upgrade_request& request() noexcept { return request_; }
+    const upgrade_request& request() const noexcept { return request_; }
+
+private:
+    // Whether a header name equals `lower` (lowercase ASCII), ignoring case.
+    static constexpr bool header_name_is(std::string_view name, std::string_view lower) noexcept {
+        if (name.size() != lower.size()) return false;
+        for (std::size_t i = 0; i < name.size(); ++i) {
+            if (detail::ascii_lower(name[i]) != lower[i]) return false;
+        }
+        return true;
+    }
+
+    void once(std::string_view& field, std::string_view value, unsigned bit) noexcept {
+        if ((seen_ & bit) != 0) {
+            request_.repeated_security_header = true;
+            return;
+        }
+        seen_ |= bit;
+        field = value;
+    }
+
+    void join(std::string_view& field, std::string_view value, std::array<char, JoinBytes>& buffer) noexcept {
+        if (value.empty() || request_.forwarded_over_cap) return;
+        if (field.empty()) {
+            field = value;  // one line: a view of the stack's own value
+            return;
+        }
+        const std::size_t size = field.size();
+        if (value.size() > JoinBytes || size + 2 > JoinBytes - value.size()) {
+            request_.forwarded_over_cap = true;
+            field = {};
+            return;
+        }
+        if (field.data() != buffer.data()) std::memcpy(buffer.data(), field.data(), size);  // the first line
+        buffer[size] = ',';
+        buffer[size + 1] = ' ';
+        std::memcpy(buffer.data() + size + 2, value.data(), value.size());
+        field = std::string_view(buffer.data(), size + 2 + value.size());
+    }
+
+    upgrade_request request_;
+    unsigned seen_ = 0;  // one bit per once() header
+    std::array<char, JoinBytes> forwarded_;
+    std::array<char, JoinBytes> x_forwarded_for_;
+};
+using upgrade_request_builder = basic_upgrade_request_builder<>;
 
 // How a route authenticates its handshakes.
 enum class ticket_requirement : std::uint8_t {
@@ -6292,7 +6408,8 @@ private:
                     std::chrono::system_clock::time_point wall_now, handshake_outcome& out,
                     const client_address& client) noexcept {
         // 1. Request shape and route.
-        if (field_too_long(request)) return reason::request_malformed;
+        if (field_too_long(request) || request.forwarded_over_cap) return reason::request_malformed;
+        if (request.repeated_security_header) return reason::security_header_repeated;
         if (request.method != "GET") return reason::method_not_get;
         std::string_view path = request.path;
         std::string_view query = request.query;

@@ -675,3 +675,30 @@ TEST_CASE("the public decoder writes nothing past out_capacity at any length") {
         for (std::size_t i = exact; i < buffer.size(); ++i) REQUIRE(buffer[i] == 0xEE);
     }
 }
+
+TEST_CASE("secure_wipe zeroes a key buffer", "[crypto]") {
+    std::uint8_t secret[32];
+    REQUIRE(wsguard::random_bytes(secret, sizeof secret) == wsguard::reason::ok);
+    auto keys = wsguard::keyring::create(1, {{1, std::string_view(reinterpret_cast<const char*>(secret), sizeof secret)}});
+    REQUIRE(keys);
+    wsguard::secure_wipe(secret, sizeof secret);
+    const volatile std::uint8_t* read = secret;  // read back through volatile: the stores happened
+    for (std::size_t i = 0; i < sizeof secret; ++i) CHECK(read[i] == 0);
+    wsguard::secure_wipe(nullptr, 0);  // nothing to wipe is fine
+    // The keyring keeps its own derived copy: it still issues and verifies.
+    const auto wall_t0 = std::chrono::system_clock::time_point(std::chrono::seconds(1'800'000'000));
+    wsguard::memory_replay_store store = wsguard::memory_replay_store::create(16, wall_t0 - std::chrono::seconds(1)).value();
+    auto issuer = wsguard::ticket_issuer::create(*keys).value();
+    auto verifier = wsguard::ticket_verifier<>::create(*keys, store).value();
+    wsguard::ticket_request req;
+    req.subject = "u";
+    req.origin = "https://app.example.com";
+    req.audience = "a";
+    const auto issued = issuer.issue(req, wall_t0);
+    REQUIRE(issued);
+    wsguard::ticket_claims claims;
+    CHECK(verifier
+              .verify(wsguard::presented_ticket(issued.ticket), wsguard::expected_origin("https://app.example.com"),
+                      wsguard::expected_audience("a"), claims, wall_t0)
+              .allowed());
+}

@@ -653,3 +653,151 @@ TEST_CASE("handshake_guard resolves behind a proxy given as raw bytes, and takes
     REQUIRE(f.event_texts.size() == 2);
     CHECK(f.event_texts[1] == "rate_limited|/public|https://app.example.com|198.51.100.4");
 }
+
+// ---------------------------------------------------------------------------
+// upgrade_request_builder: the request from the stack's own header lines
+// ---------------------------------------------------------------------------
+
+namespace {
+struct header_line {
+    std::string_view name, value;
+};
+
+template <std::size_t N = 4096>
+void add_lines(wsguard::basic_upgrade_request_builder<N>& build, std::initializer_list<header_line> lines) {
+    for (const header_line& line : lines) build.add(line.name, line.value);
+}
+}  // namespace
+
+TEST_CASE("upgrade_request_builder fills the request from header lines, names in any case", "[handshake][builder]") {
+    fixture f;
+    auto guard = wsguard::handshake_guard::create(f.config()).value();
+    const std::string protocols = "wsguard.v1, " + f.ticket("https://app.example.com", "api.example.com/chat");
+    wsguard::upgrade_request_builder build("GET", "/chat?lang=en");
+    add_lines(build, {{"HOST", "api.example.com"},
+                      {"origin", "https://app.example.com"},
+                      {"Sec-Fetch-Site", "same-site"},
+                      {"sec-websocket-PROTOCOL", protocols},
+                      {"Upgrade", "websocket"},
+                      {"Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="}});
+    const wsguard::upgrade_request& r = build.request();
+    CHECK(r.method == "GET");
+    CHECK(r.path == "/chat?lang=en");
+    CHECK(r.origin == "https://app.example.com");
+    CHECK(r.host == "api.example.com");
+    CHECK(r.sec_fetch_site == "same-site");
+    CHECK(r.sec_websocket_protocol == protocols);
+    CHECK(r.sec_websocket_protocol.data() == protocols.data());  // a view, not a copy
+    CHECK_FALSE(r.repeated_security_header);
+    CHECK_FALSE(r.forwarded_over_cap);
+    build.request().remote_address = "192.0.2.10:50000";
+    CHECK(guard.check(build.request(), steady_t0, wall_t0).allowed());
+}
+
+TEST_CASE("a security header on two lines is refused as security_header_repeated", "[handshake][builder]") {
+    fixture f;
+    auto guard = wsguard::handshake_guard::create(f.config()).value();
+    const std::string protocols = "wsguard.v1, " + f.ticket("https://app.example.com", "api.example.com/chat");
+    const std::vector<header_line> good = {{"Origin", "https://app.example.com"},
+                                           {"Host", "api.example.com"},
+                                           {"Sec-Fetch-Site", "same-site"},
+                                           {"Sec-WebSocket-Protocol", protocols}};
+    // Each counted header, repeated with the same value (so only the repetition
+    // is wrong) and with another name case on its second line.
+    const std::vector<header_line> repeats = {{"ORIGIN", "https://app.example.com"},
+                                              {"host", "api.example.com"},
+                                              {"sec-fetch-site", "same-site"},
+                                              {"SEC-WEBSOCKET-PROTOCOL", protocols},
+                                              {"Origin", ""}};  // an empty second line is still a second line
+    for (const header_line& repeat : repeats) {
+        INFO(std::string(repeat.name));
+        wsguard::upgrade_request_builder build("GET", "/chat");
+        for (const header_line& line : good) build.add(line.name, line.value);
+        build.add(repeat.name, repeat.value);
+        build.request().remote_address = "192.0.2.10:50000";
+        CHECK(build.request().repeated_security_header);
+        const auto outcome = guard.check(build.request(), steady_t0, wall_t0);
+        CHECK(outcome.decision.reason == reason::security_header_repeated);
+        CHECK(outcome.http_status() == 400);
+    }
+    CHECK(guard.count(reason::security_header_repeated) == repeats.size());
+    CHECK(guard.live_connections() == 0);
+
+    // Forwarded and X-Forwarded-For repeat legitimately; other names are ignored.
+    wsguard::upgrade_request_builder build("GET", "/chat");
+    for (const header_line& line : good) build.add(line.name, line.value);
+    add_lines(build, {{"Forwarded", "for=192.0.2.1"}, {"Forwarded", "for=192.0.2.2"}, {"X-Forwarded-For", "192.0.2.3"},
+                      {"x-forwarded-for", "192.0.2.4"}, {"Cookie", "a=1"}, {"Cookie", "b=2"}});
+    build.request().remote_address = "192.0.2.10:50000";
+    CHECK_FALSE(build.request().repeated_security_header);
+    CHECK(guard.check(build.request(), steady_t0, wall_t0).allowed());
+
+    // The flag is the contract: a stack that fills the fields by hand sets it too.
+    auto by_hand = chat_request(protocols);
+    by_hand.repeated_security_header = true;
+    CHECK(guard.check(by_hand, steady_t0, wall_t0).decision.reason == reason::security_header_repeated);
+}
+
+TEST_CASE("upgrade_request_builder joins Forwarded and X-Forwarded-For lines in arrival order", "[handshake][builder]") {
+    wsguard::upgrade_request_builder build("GET", "/public");
+    const std::string first = "203.0.113.7";
+    build.add("X-Forwarded-For", first);
+    CHECK(build.request().x_forwarded_for.data() == first.data());  // one line: a view of the stack's value
+    add_lines(build, {{"x-forwarded-for", ""},  // an empty line adds no element
+                      {"X-FORWARDED-FOR", "198.51.100.9, 10.1.2.3"},
+                      {"Forwarded", "for=192.0.2.60;proto=http"},
+                      {"forwarded", "for=\"[2001:db8::1]\""}});
+    CHECK(build.request().x_forwarded_for == "203.0.113.7, 198.51.100.9, 10.1.2.3");
+    CHECK(build.request().forwarded == "for=192.0.2.60;proto=http, for=\"[2001:db8::1]\"");
+    CHECK_FALSE(build.request().forwarded_over_cap);
+
+    // The guard walks the joined list: the rightmost untrusted entry is the client.
+    fixture f;
+    auto cfg = f.config();
+    cfg.trusted_proxies = wsguard::trusted_proxies::create({"127.0.0.1", "10.0.0.0/8"}).value();
+    auto guard = wsguard::handshake_guard::create(std::move(cfg)).value();
+    wsguard::upgrade_request_builder proxied("GET", "/public");
+    add_lines(proxied, {{"Origin", "https://app.example.com"}, {"X-Forwarded-For", "203.0.113.7"},
+                        {"X-Forwarded-For", "198.51.100.9"}, {"X-Forwarded-For", "10.1.2.3"}});
+    proxied.request().remote_address = "127.0.0.1:40000";
+    proxied.request().path = "/nowhere";  // refused, so the report names the client
+    CHECK(guard.check(proxied.request(), steady_t0, wall_t0).decision.reason == reason::route_not_found);
+    CHECK(f.event_texts.back() == "route_not_found|/nowhere|https://app.example.com|198.51.100.9");
+}
+
+TEST_CASE("upgrade_request_builder refuses a join over its buffer, never truncates it", "[handshake][builder]") {
+    const std::string line(40, '1');
+    wsguard::basic_upgrade_request_builder<100> build("GET", "/public");
+    build.add("X-Forwarded-For", line);
+    build.add("X-Forwarded-For", line);  // 82 bytes: fits
+    CHECK(build.request().x_forwarded_for.size() == 82);
+    CHECK_FALSE(build.request().forwarded_over_cap);
+    build.add("X-Forwarded-For", std::string_view("12345678901234", 16));  // 82 + 2 + 16 = 100: fits exactly
+    CHECK(build.request().x_forwarded_for.size() == 100);
+    build.add("X-Forwarded-For", "1");  // 103: over
+    CHECK(build.request().forwarded_over_cap);
+    CHECK(build.request().x_forwarded_for.empty());  // nothing half-read is left behind
+    build.add("X-Forwarded-For", "2");  // stays refused
+    build.add("Forwarded", "for=192.0.2.1");
+    CHECK(build.request().x_forwarded_for.empty());
+    CHECK(build.request().forwarded_over_cap);
+
+    // One line longer than the buffer is still a view (the guard's max_field_bytes
+    // judges it); a second line cannot be joined to it.
+    const std::string long_line(150, '1');
+    wsguard::basic_upgrade_request_builder<100> single("GET", "/public");
+    single.add("Forwarded", long_line);
+    CHECK(single.request().forwarded.size() == 150);
+    CHECK_FALSE(single.request().forwarded_over_cap);
+    single.add("Forwarded", "for=192.0.2.1");
+    CHECK(single.request().forwarded_over_cap);
+
+    // The guard refuses the overflow whether or not the peer is a trusted proxy.
+    fixture f;
+    auto guard = wsguard::handshake_guard::create(f.config()).value();
+    build.request().origin = "https://app.example.com";
+    build.request().remote_address = "192.0.2.10:50000";
+    const auto outcome = guard.check(build.request(), steady_t0, wall_t0);
+    CHECK(outcome.decision.reason == reason::request_malformed);
+    CHECK(outcome.http_status() == 400);
+}

@@ -30,6 +30,7 @@ TEST_CASE("to_string of every reason is pinned and never changes", "[vocabulary]
         {reason::mint_not_preflighted, 113, "mint_not_preflighted"},
         {reason::mint_rate_limited, 114, "mint_rate_limited"},
         {reason::mint_subject_missing, 115, "mint_subject_missing"},
+        {reason::security_header_repeated, 116, "security_header_repeated"},
         {reason::origin_missing, 200, "origin_missing"},
         {reason::origin_null, 201, "origin_null"},
         {reason::origin_malformed, 202, "origin_malformed"},

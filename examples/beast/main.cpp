@@ -167,30 +167,13 @@ private:
 
     void upgrade(http::request<http::string_body> request) {
         const std::string address = remote_address();
-        const std::string_view target(request.target().data(), request.target().size());
-        const std::size_t question = target.find('?');
-        wsguard::upgrade_request view;
-        view.method = std::string_view(request.method_string().data(), request.method_string().size());
-        view.path = target.substr(0, question);
-        view.query = question == std::string_view::npos ? std::string_view() : target.substr(question + 1);
-        view.origin = header(request, http::field::origin);
-        view.host = header(request, http::field::host);
-        view.sec_fetch_site = header(request, "Sec-Fetch-Site");
-        view.sec_websocket_protocol = header(request, http::field::sec_websocket_protocol);
-        view.remote_address = address;
-        // Every Forwarded and X-Forwarded-For line, joined in arrival order; the
-        // guard reads them only when the peer is a --trusted-proxy.
-        const std::string forwarded = joined_lines(request, http::field::forwarded);
-        const std::string x_forwarded_for = joined_lines(request, "X-Forwarded-For");
-        view.forwarded = forwarded;
-        view.x_forwarded_for = x_forwarded_for;
-
-        // Beast keeps repeated fields apart; a second Origin or Host is an attack, not a browser.
-        if (request.count(http::field::origin) > 1 || request.count(http::field::host) > 1) {
-            app_.count_refusal(wsguard::reason::request_malformed);
-            return refuse(request.version(), wsguard::reason::request_malformed);
-        }
-        wsguard::handshake_outcome outcome = app_.guard().check(view);
+        // Every header line, in arrival order: the builder fills the request,
+        // joins the Forwarded / X-Forwarded-For lines (read only behind a
+        // --trusted-proxy) and notes a second Origin or Host, which the guard refuses.
+        wsguard::upgrade_request_builder build(text(request.method_string()), text(request.target()));
+        for (const auto& field : request) build.add(text(field.name_string()), text(field.value()));
+        build.request().remote_address = address;
+        wsguard::handshake_outcome outcome = app_.guard().check(build.request());
         if (!outcome) return refuse(request.version(), outcome.decision);
         pending_.release();  // a connection now, under the guard's per-address cap
         std::make_shared<websocket_session>(std::move(stream_), app_, std::move(outcome))->accept(request);
@@ -225,16 +208,7 @@ private:
         return ec ? std::string() : peer.address().to_string();
     }
 
-    // All lines of a repeatable field, joined with ", " (empty when absent).
-    template <class Field>
-    static std::string joined_lines(const http::request<http::string_body>& request, Field field) {
-        std::string joined;
-        for (auto [it, end] = request.equal_range(field); it != end; ++it) {
-            if (!joined.empty()) joined += ", ";
-            joined.append(it->value().data(), it->value().size());
-        }
-        return joined;
-    }
+    static std::string_view text(beast::string_view s) { return std::string_view(s.data(), s.size()); }
 
     template <class Field>
     static std::string_view header(const http::request<http::string_body>& request, Field field) {

@@ -135,6 +135,7 @@ struct tickets {
         std::uint8_t secret[32];
         if (wsguard::random_bytes(secret, sizeof secret) != wsguard::reason::ok) return fail("the operating system gave no random bytes");
         auto keys = wsguard::keyring::create(1, {{1, std::string_view(reinterpret_cast<const char*>(secret), sizeof secret), {}}});
+        wsguard::secure_wipe(secret, sizeof secret);  // the keyring keeps only what it derived from it
         if (!keys) return fail(keys.error());
         auto store = wsguard::memory_replay_store::create(replay_capacity);
         if (!store) return fail(store.error());
@@ -162,6 +163,7 @@ inline std::string random_hex(std::size_t bytes) {
     if (wsguard::random_bytes(raw.data(), raw.size()) != wsguard::reason::ok) return {};
     std::string text;
     for (std::uint8_t byte : raw) text += {"0123456789abcdef"[byte >> 4], "0123456789abcdef"[byte & 15]};
+    wsguard::secure_wipe(raw.data(), raw.size());  // only the hex copy lives on
     return text;
 }
 

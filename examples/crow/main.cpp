@@ -149,16 +149,14 @@ int main(int argc, char** argv) {
                 res = crow::response(503, "starting\n");
                 return;
             }
-            wsguard::upgrade_request up;
             const std::string method = crow::method_name(req.method);
-            up.method = method;
-            up.path = req.raw_url;  // the guard splits off "?ticket=..."
-            up.origin = req.get_header_value("Origin");
-            up.host = req.get_header_value("Host");
-            up.sec_fetch_site = req.get_header_value("Sec-Fetch-Site");
-            up.sec_websocket_protocol = req.get_header_value("Sec-WebSocket-Protocol");
-            up.remote_address = req.remote_ip_address;
-            wsguard::handshake_outcome outcome = g->check(up);
+            wsguard::upgrade_request_builder build(method, req.raw_url);  // the guard splits off "?ticket=..."
+            // req.headers (an unordered_multimap) keeps every line, so a second Origin or
+            // Host is seen; it does not promise the order of repeated names, which only
+            // a chain of X-Forwarded-For lines would need (this example trusts no proxy).
+            for (const auto& [name, value] : req.headers) build.add(name, value);
+            build.request().remote_address = req.remote_ip_address;
+            wsguard::handshake_outcome outcome = g->check(build.request());
             if (!outcome) {
                 res = crow::response(outcome.http_status(), std::string(outcome.body()) + "\n");
                 if (outcome.retry_after_seconds() > 0) res->set_header("Retry-After", std::to_string(outcome.retry_after_seconds()));

@@ -171,18 +171,28 @@ bool has_token(std::string_view value, std::string_view token) {
 }
 
 struct http_request {
-    std::string_view method, target, host, origin, upgrade, connection, key, version, extensions, protocol;
-    std::string_view fetch_site, authorization;
+    std::string_view method, target, upgrade, connection, key, version, extensions;
+    std::string_view authorization;
     std::string_view ticket_marker, cors_method, cors_headers;  // the ticket endpoint's X-Wsguard-Ticket, preflight
-    int duplicate_security_headers = 0;  // a second Origin/Host/Key is an attack, not a list
-    // Every Forwarded / X-Forwarded-For line, joined with ", " in arrival order:
-    // the guard reads them only when the peer is a trusted proxy.
-    std::string forwarded, x_forwarded_for;
+    // The header lines, for wsguard::upgrade_request_builder: Origin, Host,
+    // Sec-Fetch-Site, Sec-WebSocket-Protocol, Forwarded and X-Forwarded-For.
+    std::string_view header_lines;
+    int repeated_fields = 0;  // a second Sec-WebSocket-Key, Authorization, marker or preflight method
 };
 
-void append_line(std::string& joined, std::string_view line) {
-    if (!joined.empty()) joined += ", ";
-    joined += line;
+// Calls visit(name, value) for every "Name: value" line of a header block.
+// False on a line without a name.
+template <class Visit>
+bool for_each_header(std::string_view lines, Visit visit) {
+    while (!lines.empty()) {
+        const std::size_t end = lines.find("\r\n");
+        const std::string_view header = lines.substr(0, end);
+        lines = end == std::string_view::npos ? std::string_view{} : lines.substr(end + 2);
+        const std::size_t colon = header.find(':');
+        if (colon == std::string_view::npos || colon == 0) return false;
+        visit(header.substr(0, colon), trim(header.substr(colon + 1)));
+    }
+    return true;
 }
 
 // Parses the head (everything before the blank line). False on a malformed head.
@@ -193,35 +203,22 @@ bool parse_request(std::string_view head, http_request& request) {
     if (sp1 == std::string_view::npos || sp2 == sp1 || line.substr(sp2 + 1) != "HTTP/1.1") return false;
     request.method = line.substr(0, sp1);
     request.target = line.substr(sp1 + 1, sp2 - sp1 - 1);
-    std::string_view rest = line_end == std::string_view::npos ? std::string_view{} : head.substr(line_end + 2);
-    while (!rest.empty()) {
-        const std::size_t end = rest.find("\r\n");
-        const std::string_view header = rest.substr(0, end);
-        rest = end == std::string_view::npos ? std::string_view{} : rest.substr(end + 2);
-        const std::size_t colon = header.find(':');
-        if (colon == std::string_view::npos || colon == 0) return false;
-        const std::string_view name = header.substr(0, colon), value = trim(header.substr(colon + 1));
+    request.header_lines = line_end == std::string_view::npos ? std::string_view{} : head.substr(line_end + 2);
+    return for_each_header(request.header_lines, [&request](std::string_view name, std::string_view value) {
         auto set_once = [&request, value](std::string_view& field) {
-            if (field.data() != nullptr) ++request.duplicate_security_headers;
+            if (field.data() != nullptr) ++request.repeated_fields;
             field = value;
         };
-        if (iequals(name, "Host")) set_once(request.host);
-        else if (iequals(name, "Origin")) set_once(request.origin);
-        else if (iequals(name, "Sec-WebSocket-Key")) set_once(request.key);
+        if (iequals(name, "Sec-WebSocket-Key")) set_once(request.key);
         else if (iequals(name, "Upgrade")) request.upgrade = value;
         else if (iequals(name, "Connection")) request.connection = value;
         else if (iequals(name, "Sec-WebSocket-Version")) request.version = value;
         else if (iequals(name, "Sec-WebSocket-Extensions")) request.extensions = value;  // first header only: enough here
-        else if (iequals(name, "Sec-WebSocket-Protocol")) set_once(request.protocol);
-        else if (iequals(name, "Sec-Fetch-Site")) set_once(request.fetch_site);
         else if (iequals(name, "Authorization")) set_once(request.authorization);
         else if (iequals(name, example::ticket_endpoint::marker_header)) set_once(request.ticket_marker);
         else if (iequals(name, "Access-Control-Request-Method")) set_once(request.cors_method);
         else if (iequals(name, "Access-Control-Request-Headers")) request.cors_headers = value;
-        else if (iequals(name, "Forwarded")) append_line(request.forwarded, value);
-        else if (iequals(name, "X-Forwarded-For")) append_line(request.x_forwarded_for, value);
-    }
-    return true;
+    });
 }
 
 // permessage-deflate: accept the first offer we can honour. We never compress
@@ -400,11 +397,14 @@ void refuse_upgrade(server& s, connection& c, int status, std::string_view why) 
 
 // POST /ticket (and its CORS preflight): the shared endpoint, with the
 // bearer token as the login. A logged-in caller gets a one-time ticket bound to its Origin.
-void answer_ticket(const server& s, connection& c, const http_request& request) {
+// `security`: the request's Origin and Sec-Fetch-Site, read by upgrade_request_builder.
+void answer_ticket(server& s, connection& c, const http_request& request, const wsguard::upgrade_request& security) {
+    if (security.repeated_security_header)  // mint_request has no such field: a second Origin is refused here
+        return refuse_upgrade(s, c, 400, wsguard::to_string(wsguard::reason::security_header_repeated));
     wsguard::mint_request mint;
     mint.method = request.method;
-    mint.origin = request.origin;
-    mint.sec_fetch_site = request.fetch_site;
+    mint.origin = security.origin;
+    mint.sec_fetch_site = security.sec_fetch_site;
     mint.marker = request.ticket_marker;
     mint.subject = request.authorization == "Bearer " + s.opts.session ? "demo-user" : "";
     mint.remote_address_bytes = c.peer_bytes;
@@ -468,11 +468,13 @@ void handle_upgrade(server& s, connection& c) {
     if (head.status == wsguard::head_status::need_more) return;
     const std::size_t head_end = head.head_size - 4;  // the blank line's CRLF CRLF
     http_request request;
-    if (!parse_request(std::string_view(c.in).substr(0, head_end), request) ||
-        request.duplicate_security_headers != 0) {
+    if (!parse_request(std::string_view(c.in).substr(0, head_end), request) || request.repeated_fields != 0)
         return refuse_upgrade(s, c, 400, "request_malformed");
-    }
-    if (request.target == example::ticket_endpoint::path) return answer_ticket(s, c, request);
+    // Origin, Host, Sec-Fetch-Site, Sec-WebSocket-Protocol and the Forwarded lines, from every
+    // line parse_request checked: a second Origin or Host is the guard's to refuse.
+    wsguard::upgrade_request_builder build(request.method, request.target);  // "/ws?ticket=...": the guard splits the query off
+    for_each_header(request.header_lines, [&build](std::string_view name, std::string_view value) { build.add(name, value); });
+    if (request.target == example::ticket_endpoint::path) return answer_ticket(s, c, request, build.request());
     // RFC 6455 shape first, so a malformed upgrade never spends its ticket.
     if (request.method == "GET" && (!iequals(request.upgrade, "websocket") || !has_token(request.connection, "upgrade") ||
                                     request.version != "13" || request.key.size() != 24)) {
@@ -480,21 +482,13 @@ void handle_upgrade(server& s, connection& c) {
     }
 
     // The whole wsguard handshake check: one call.
-    wsguard::upgrade_request up;
-    up.method = request.method;
-    up.path = request.target;  // "/ws?ticket=...": the guard splits the query off
-    up.origin = request.origin;
-    up.host = request.host;
-    up.sec_fetch_site = request.fetch_site;
-    up.sec_websocket_protocol = request.protocol;
+    wsguard::upgrade_request& up = build.request();
     if (c.peer_from_proxy_header) {
         up.remote_address = c.peer;  // the PROXY header's source, IPv4 or IPv6
     } else {
         up.remote_address_bytes = c.peer_bytes;
         up.remote_address_size = sizeof c.peer_bytes;
     }
-    up.forwarded = request.forwarded;
-    up.x_forwarded_for = request.x_forwarded_for;
     wsguard::handshake_outcome outcome = s.opts.guard ? s.guard->check(up) : wsguard::handshake_outcome{};
     if (!outcome) {
         const std::string retry = outcome.retry_after_seconds() > 0

@@ -222,6 +222,16 @@ def guarded_handshake(port):
     check(status_of(head) == 403, "Origin: null (sandboxed iframe) is refused with 403")
     _, head, _ = upgrade(port, ticket=fresh, origin="")
     check(status_of(head) == 403, "a missing Origin is refused with 403")
+    # The example feeds every header line to upgrade_request_builder: a second
+    # line of a security header, even with the same value, is refused before 101
+    # (security_header_repeated) and the ticket is not spent.
+    for name, value in (("Origin", "http://127.0.0.1:%d" % port), ("origin", "http://evil.example"),
+                        ("Host", "127.0.0.1:%d" % port), ("Sec-WebSocket-Protocol", "wsguard.v1, " + fresh)):
+        sock, head, _ = upgrade(port, ticket=fresh, extra="%s: %s\r\n" % (name, value))
+        body = sock.recv(200).decode("latin-1") if status_of(head) == 400 else ""
+        sock.close()
+        check(status_of(head) == 400 and "security_header_repeated" in body,
+              "a second %s line is refused with 400 security_header_repeated (%s)" % (name, head.split("\r\n")[0]))
     _, head, _ = upgrade(port)
     check(status_of(head) == 401, "no ticket is refused with 401")
     _, head, _ = upgrade(port, ticket=fresh, origin=OTHER_ORIGIN)

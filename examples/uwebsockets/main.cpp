@@ -150,18 +150,14 @@ int main(int argc, char** argv) {
             // The request is complete: it is answered with 101 or a refusal
             // that closes the connection, and either way its pending slot returns.
             pending.erase(reinterpret_cast<us_socket_t*>(res));
-            wsguard::upgrade_request up;
-            up.method = req->getCaseSensitiveMethod();
-            up.path = req->getUrl();
-            up.query = req->getQuery();
-            up.origin = req->getHeader("origin");
-            up.host = req->getHeader("host");
-            up.sec_fetch_site = req->getHeader("sec-fetch-site");
-            up.sec_websocket_protocol = req->getHeader("sec-websocket-protocol");
+            // getFullUrl(): path and "?ticket=..." (the guard splits them); every header
+            // line in arrival order, names lowercased (getHeader would see only the first).
+            wsguard::upgrade_request_builder build(req->getCaseSensitiveMethod(), req->getFullUrl());
+            for (auto [name, value] : *req) build.add(name, value);
             const std::string_view peer = res->getRemoteAddress();  // 4 or 16 raw bytes
-            up.remote_address_bytes = reinterpret_cast<const std::uint8_t*>(peer.data());
-            up.remote_address_size = peer.size();
-            wsguard::handshake_outcome outcome = guard->check(up);
+            build.request().remote_address_bytes = reinterpret_cast<const std::uint8_t*>(peer.data());
+            build.request().remote_address_size = peer.size();
+            wsguard::handshake_outcome outcome = guard->check(build.request());
             if (!outcome) {
                 const int status = outcome.http_status();
                 res->writeStatus(std::to_string(status) + " " + std::string(wsguard::http_reason_phrase(status)));

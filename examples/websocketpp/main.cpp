@@ -112,22 +112,17 @@ int main(int argc, char** argv) {
     srv.set_validate_handler([&](websocketpp::connection_hdl hdl) {
         end_pending(hdl);  // the request is complete: answered with 101 or a refusal
         server::connection_ptr con = srv.get_con_from_hdl(hdl);
-        const std::string& resource = con->get_resource();  // path?query
-        const std::size_t question = std::min(resource.find('?'), resource.size());
         boost::system::error_code peer_error;
         const std::string address = con->get_raw_socket().remote_endpoint(peer_error).address().to_string();
 
-        wsguard::upgrade_request request;
-        request.method = con->get_request().get_method();
-        request.path = std::string_view(resource).substr(0, question);
-        request.query = std::string_view(resource).substr(std::min(question + 1, resource.size()));
-        request.origin = con->get_request_header("Origin");
-        request.host = con->get_request_header("Host");
-        request.sec_fetch_site = con->get_request_header("Sec-Fetch-Site");
-        request.sec_websocket_protocol = con->get_request_header("Sec-WebSocket-Protocol");
-        request.remote_address = peer_error ? std::string_view() : std::string_view(address);
+        // websocketpp's parser merges a repeated header into one ", "-joined value, so
+        // a second Origin or Host arrives as "a, b" and is refused as malformed (403 or
+        // 400); a split Sec-WebSocket-Protocol list reads as the one line it equals.
+        wsguard::upgrade_request_builder build(con->get_request().get_method(), con->get_resource());  // path?query
+        for (const auto& [name, value] : con->get_request().get_headers()) build.add(name, value);
+        build.request().remote_address = peer_error ? std::string_view() : std::string_view(address);
 
-        wsguard::handshake_outcome outcome = guard.check(request);
+        wsguard::handshake_outcome outcome = guard.check(build.request());
         if (!outcome) {  // websocketpp sends this status and body instead of 101
             con->set_status(static_cast<websocketpp::http::status_code::value>(outcome.http_status()));
             con->set_body(std::string(outcome.body()) + "\n");

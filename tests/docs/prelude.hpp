@@ -26,6 +26,9 @@ namespace docs_prelude {
 // The upgrade request as your HTTP stack hands it over (empty view = header absent).
 inline std::string_view method = "GET", target = "/chat", origin = "https://app.example.com",
                         host = "api.example.com", fetch_site, protocols, peer = "192.0.2.1:50000";
+// Its header lines, (name, value) in arrival order, as the stack iterates them.
+inline const std::vector<std::pair<std::string_view, std::string_view>> header_lines = {
+    {"Host", host}, {"Origin", origin}, {"Upgrade", "websocket"}};
 
 // A secret from your configuration (at least 32 random bytes in real life).
 inline const std::string secret_of_at_least_32_bytes(32, 'k');

@@ -60,13 +60,17 @@ describe('Beast demo with ws: handshake', { skip, timeout: 60000 }, withServer([
     assert.ok((await refusals(ctx.port)).origin_missing >= 1);
   });
 
-  test('two Origin headers are refused with 400', async () => {
+  test('two Origin lines are refused with 400 security_header_repeated, even with the same value', async () => {
     const ticket = await fetchTicket(ctx.port);
-    const result = await tryWebSocket(ctx.url, {
-      protocols: ['wsguard.v1', ticket], headers: { Origin: [ctx.origin, 'http://evil.example'] },
-    });
-    assert.equal(result.opened, false);
-    assert.equal(result.status, 400);
+    for (const second of ['http://evil.example', ctx.origin]) {
+      const result = await tryWebSocket(ctx.url, { protocols: ['wsguard.v1', ticket], headers: { Origin: [ctx.origin, second] } });
+      assert.equal(result.opened, false);
+      assert.equal(result.status, 400);
+    }
+    assert.equal((await refusals(ctx.port)).security_header_repeated, 2);
+    // Refused before the ticket was read: it still opens a socket.
+    const result = await tryWebSocket(ctx.url, { protocols: ['wsguard.v1', ticket], origin: ctx.origin });
+    assert.equal(result.opened, true, `refused with ${result.status}`);
   });
 
   test('a Host outside the allowlist is refused (DNS rebinding)', async () => {

@@ -40,6 +40,15 @@ describe('websocketpp example with ws', { skip, timeout: 60000 }, () => {
     assert.equal(result.status, 403);
   });
 
+  // websocketpp merges repeated lines into one "a, b" value: the guard sees one
+  // Origin that is not a single serialized origin (origin_malformed, 403).
+  test('two Origin lines, merged by websocketpp, are refused with 403', async () => {
+    const ticket = await fetchTicket(server.port);
+    const result = await tryWebSocket(url, { protocols: ['wsguard.v1', ticket], headers: { Origin: [origin, origin] } });
+    assert.equal(result.opened, false);
+    assert.equal(result.status, 403);
+  });
+
   test('a missing or replayed ticket is refused with 401', async () => {
     const missing = await tryWebSocket(url, { protocols: ['wsguard.v1'], origin });
     assert.equal(missing.status, 401);

@@ -2751,7 +2751,7 @@ struct [[nodiscard]] issued_ticket {
     std::chrono::system_clock::time_point expires_at{};
     explicit operator bool() const noexcept { return decision.allowed(); }
     // 0.1 spelling, set by the library alongside decision.
-    [[deprecated("use issued_ticket::decision; removed in 0.3")]] wsguard::decision status;
+    [[deprecated("use issued_ticket::decision; removed in 0.3")]] wsguard::decision status{};
 };
 WSGUARD_DETAIL_SET_DEPRECATED_END
 
@@ -5635,7 +5635,7 @@ public:
     // - allowed(): the header is valid and complete (size >= header_size).
     //   The guard has now accounted for this frame: consume header_size +
     //   payload_length bytes, then call inspect for the next frame.
-    // - refused(): fail the connection with close_code(). Sticky: every later
+    // - refused(): fail the connection with decision.close_code(). Sticky: every later
     //   call answers the same refusal until reset().
     // A refusal comes as soon as the bytes seen prove a violation (a bad opcode
     // after 1 byte, a bad mask bit after 2, a bad length after 2, 3, 4 or 10),

@@ -124,7 +124,8 @@ frame_verdict::state state_of(const frame_verdict& v) {
 }
 
 void same(const frame_verdict& a, const frame_verdict& b, const char* what) {
-    require(a.need_more() == b.need_more() && a.allowed() == b.allowed() && a.decision.reason == b.decision.reason && a.header_size == b.header_size &&
+    require(a.need_more() == b.need_more() && a.allowed() == b.allowed() && a.decision.reason == b.decision.reason &&
+                a.header_size == b.header_size &&
                 a.payload_length == b.payload_length && a.opcode == b.opcode && a.fin == b.fin && a.rsv1 == b.rsv1 &&
                 a.masked == b.masked && a.message_opcode == b.message_opcode &&
                 a.message_compressed == b.message_compressed && a.masking_key == b.masking_key,

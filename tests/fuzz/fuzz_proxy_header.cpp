@@ -64,7 +64,8 @@ bool model_v2(const std::vector<std::uint8_t>& b, reason& why, std::size_t& tota
 }
 
 void same(const wsguard::proxy_header& a, const wsguard::proxy_header& b, const char* what) {
-    require(a.need_more() == b.need_more() && a.allowed() == b.allowed() && a.decision.reason == b.decision.reason && a.header_size == b.header_size &&
+    require(a.need_more() == b.need_more() && a.allowed() == b.allowed() && a.decision.reason == b.decision.reason &&
+                a.header_size == b.header_size &&
                 a.source_text() == b.source_text() && a.source_port == b.source_port && a.family == b.family &&
                 a.local == b.local,
             what);

@@ -58,7 +58,9 @@
 #endif
 
 // The library still sets the 0.1 spellings of an outcome (deprecated, removed
-// in 0.3) next to the new ones; these silence its own writes to them, nothing else.
+// in 0.3) next to the new ones; these silence its own writes to them. Wrapped
+// around a type with such members, they also keep the implicit constructors the
+// compiler writes there quiet: the warning comes only where user code names one.
 #if defined(__GNUC__) || defined(__clang__)
 #define WSGUARD_DETAIL_SET_DEPRECATED_BEGIN \
     _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wdeprecated-declarations\"")
@@ -2742,9 +2744,7 @@ struct ticket_request {
     std::chrono::seconds ttl{0};  // 0: the issuer's default_ttl; cut to max_ttl
 };
 
-// The deprecated 0.1 members below warn where user code names them, not in
-// the implicit constructors the compiler writes here.
-WSGUARD_DETAIL_SET_DEPRECATED_BEGIN
+WSGUARD_DETAIL_SET_DEPRECATED_BEGIN  // quiet implicit members: see the macro
 struct [[nodiscard]] issued_ticket {
     wsguard::decision decision;  // ok, ticket_field_too_long, random_unavailable or internal_error
     std::string ticket;          // empty unless decision allows
@@ -3285,9 +3285,7 @@ private:
 // The subprotocol marker that carries a ticket: new WebSocket(url, ["wsguard.v1", ticket]).
 inline constexpr std::string_view ticket_subprotocol = "wsguard.v1";
 
-// The deprecated 0.1 members below warn where user code names them, not in
-// the implicit constructors the compiler writes here.
-WSGUARD_DETAIL_SET_DEPRECATED_BEGIN
+WSGUARD_DETAIL_SET_DEPRECATED_BEGIN  // quiet implicit members: see the macro
 struct [[nodiscard]] ticket_source {
     std::string_view ticket;         // pass to ticket_verifier::verify
     std::string_view echo_protocol;  // the server's Sec-WebSocket-Protocol answer: "wsguard.v1", never the ticket
@@ -4701,9 +4699,7 @@ struct trusted_proxy_options {
 
 // The client behind the proxies, or why there is none. A plain value: no
 // pointer into the request.
-// The deprecated 0.1 members below warn where user code names them, not in
-// the implicit constructors the compiler writes here.
-WSGUARD_DETAIL_SET_DEPRECATED_BEGIN
+WSGUARD_DETAIL_SET_DEPRECATED_BEGIN  // quiet implicit members: see the macro
 class [[nodiscard]] client_address {
 public:
     // ok; address_malformed (the peer itself is not an address);
@@ -4841,9 +4837,7 @@ enum class proxy_family : std::uint8_t {
 // The answer to one parse_proxy_header call: need more bytes, allowed (a
 // complete, valid header of header_size bytes), or refused (close the
 // connection: nothing after a broken header can be trusted).
-// The deprecated 0.1 members below warn where user code names them, not in
-// the implicit constructors the compiler writes here.
-WSGUARD_DETAIL_SET_DEPRECATED_BEGIN
+WSGUARD_DETAIL_SET_DEPRECATED_BEGIN  // quiet implicit members: see the macro
 class [[nodiscard]] proxy_header {
 public:
     enum class state : std::uint8_t { need_more = 0, allowed = 1, refused = 2 };
@@ -5518,9 +5512,7 @@ struct frame_limits {
 // The answer to one frame_guard::inspect call: need more bytes, allowed (the
 // header is valid and complete), or refused (close the connection with
 // decision.close_code()).
-// The deprecated 0.1 members below warn where user code names them, not in
-// the implicit constructors the compiler writes here.
-WSGUARD_DETAIL_SET_DEPRECATED_BEGIN
+WSGUARD_DETAIL_SET_DEPRECATED_BEGIN  // quiet implicit members: see the macro
 class [[nodiscard]] frame_verdict {
 public:
     enum class state : std::uint8_t { need_more = 0, allowed = 1, refused = 2 };
@@ -5933,9 +5925,7 @@ struct route_config {
 
 // One refusal, as the logging hook sees it. Every text is bounded, printable
 // ASCII (anything else shown as '?'), so it is safe to write to a log line.
-// The deprecated 0.1 members below warn where user code names them, not in
-// the implicit constructors the compiler writes here.
-WSGUARD_DETAIL_SET_DEPRECATED_BEGIN
+WSGUARD_DETAIL_SET_DEPRECATED_BEGIN  // quiet implicit members: see the macro
 struct refusal_event {
     wsguard::decision decision;  // the refusal, with its retry_after when it sets one
     std::string_view route;    // the configured path, or the request's (truncated) when no route matched

@@ -57,6 +57,22 @@
 #define WSGUARD_CT_DECLASSIFY(address, size) static_cast<void>(0)
 #endif
 
+// The library still sets the 0.1 spellings of an outcome (deprecated, removed
+// in 0.3) next to the new ones; these silence its own writes to them. Wrapped
+// around a type with such members, they also keep the implicit constructors the
+// compiler writes there quiet: the warning comes only where user code names one.
+#if defined(__GNUC__) || defined(__clang__)
+#define WSGUARD_DETAIL_SET_DEPRECATED_BEGIN \
+    _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wdeprecated-declarations\"")
+#define WSGUARD_DETAIL_SET_DEPRECATED_END _Pragma("GCC diagnostic pop")
+#elif defined(_MSC_VER)
+#define WSGUARD_DETAIL_SET_DEPRECATED_BEGIN __pragma(warning(push)) __pragma(warning(disable : 4996))
+#define WSGUARD_DETAIL_SET_DEPRECATED_END __pragma(warning(pop))
+#else
+#define WSGUARD_DETAIL_SET_DEPRECATED_BEGIN
+#define WSGUARD_DETAIL_SET_DEPRECATED_END
+#endif
+
 #if WSGUARD_NO_SIMD
 #define WSGUARD_ABI_NS abi_v0_1_portable
 #else
@@ -343,6 +359,17 @@ constexpr int http_status_of(reason r) noexcept { return detail::info_of(r).http
 constexpr int close_code_of(reason r) noexcept { return detail::info_of(r).close_code; }
 
 // What every check returns. Cheap to copy, never allocates, never throws.
+//
+// One spelling for an outcome: every public type that reports one carries it
+// as a member named `decision` of this type: a data member on result types
+// (issued_ticket, ticket_source, gate_verdict, frame_verdict, proxy_header,
+// client_address, handshake_outcome, head_verdict, mint_answer,
+// refusal_event), a decision() function on the move-only permits whose state
+// is private (connection_limiter::permit, handshake_permit, accept_permit).
+// Only low-level calls give a bare reason: random_bytes, a replay store's
+// try_spend (redis_spend::outcome in a batch) and frame_guard::refusal().
+// One close-code rule: close_code() is the WebSocket code to close with for
+// this decision, 1000 (normal closure) when allowed.
 class [[nodiscard]] decision {
 public:
     wsguard::reason reason = wsguard::reason::ok;
@@ -376,6 +403,19 @@ public:
     }
     friend constexpr bool operator!=(const decision& a, const decision& b) noexcept { return !(a == b); }
 };
+
+namespace detail {
+// The `decision` data member of frame_verdict, proxy_header and client_address:
+// a wsguard::decision that 0.1 code may still call as a function, v.decision(),
+// with a deprecation warning. In 0.3 the member becomes a plain wsguard::decision.
+class callable_decision : public wsguard::decision {
+public:
+    using wsguard::decision::decision;
+    constexpr callable_decision(const wsguard::decision& d) noexcept : wsguard::decision(d) {}  // NOLINT: implicit by design
+    [[deprecated("use the data member: .decision instead of .decision(); removed in 0.3")]]
+    constexpr wsguard::decision operator()() const noexcept { return *this; }
+};
+}  // namespace detail
 
 // A value or a readable configuration error. Returned by the factories that
 // validate configuration once, at construction, never at request time.
@@ -2713,12 +2753,16 @@ struct ticket_request {
     std::chrono::seconds ttl{0};  // 0: the issuer's default_ttl; cut to max_ttl
 };
 
+WSGUARD_DETAIL_SET_DEPRECATED_BEGIN  // quiet implicit members: see the macro
 struct [[nodiscard]] issued_ticket {
-    wsguard::decision status;  // ok, ticket_field_too_long, random_unavailable or internal_error
-    std::string ticket;        // empty unless status allows
+    wsguard::decision decision;  // ok, ticket_field_too_long, random_unavailable or internal_error
+    std::string ticket;          // empty unless decision allows
     std::chrono::system_clock::time_point expires_at{};
-    explicit operator bool() const noexcept { return status.allowed(); }
+    explicit operator bool() const noexcept { return decision.allowed(); }
+    // 0.1 spelling, set by the library alongside decision.
+    [[deprecated("use issued_ticket::decision; removed in 0.3")]] wsguard::decision status{};
 };
+WSGUARD_DETAIL_SET_DEPRECATED_END
 
 class ticket_issuer {
 public:
@@ -2738,7 +2782,7 @@ public:
         if (request.subject.size() > ticket_limits::max_subject || request.origin.size() > ticket_limits::max_origin ||
             request.audience.size() > ticket_limits::max_audience ||
             !detail::ticket_for_each_scope(request.scopes, [](std::string_view) {})) {
-            out.status = reason::ticket_field_too_long;
+            settle(out, reason::ticket_field_too_long);
             return out;
         }
         std::chrono::seconds ttl = request.ttl > std::chrono::seconds(0) ? request.ttl : options_.default_ttl;
@@ -2746,7 +2790,7 @@ public:
         const std::int64_t issued_ms = detail::ticket_unix_ms(now);
         const std::int64_t expires_ms = issued_ms + std::chrono::milliseconds(ttl).count();
         if (issued_ms < 0 || expires_ms > detail::ticket_max_unix_ms) {
-            out.status = reason::internal_error;  // the clock is outside any sane range
+            settle(out, reason::internal_error);  // the clock is outside any sane range
             return out;
         }
 
@@ -2758,7 +2802,7 @@ public:
         detail::ticket_store_be(p + 12, static_cast<std::uint64_t>(expires_ms), 8);
         const reason random = random_bytes(p + 20, 16);
         if (random != reason::ok) {
-            out.status = random;
+            settle(out, random);
             return out;
         }
         p += 36;
@@ -2786,7 +2830,7 @@ public:
         // observer on this host could read them and spend the ticket first).
         out.ticket = base64url_encode(body, static_cast<std::size_t>(p - body));
         out.expires_at = detail::ticket_time_point(expires_ms);
-        out.status = reason::ok;
+        settle(out, reason::ok);
         return out;
     }
 
@@ -2798,6 +2842,12 @@ private:
     static std::uint8_t* put(std::uint8_t* p, std::string_view s) noexcept {
         if (!s.empty()) std::memcpy(p, s.data(), s.size());
         return p + s.size();
+    }
+    static void settle(issued_ticket& out, wsguard::decision d) noexcept {
+        out.decision = d;
+        WSGUARD_DETAIL_SET_DEPRECATED_BEGIN
+        out.status = d;
+        WSGUARD_DETAIL_SET_DEPRECATED_END
     }
     keyring keys_;
     ticket_issuer_options options_;
@@ -3325,12 +3375,26 @@ private:
 // The subprotocol marker that carries a ticket: new WebSocket(url, ["wsguard.v1", ticket]).
 inline constexpr std::string_view ticket_subprotocol = "wsguard.v1";
 
+WSGUARD_DETAIL_SET_DEPRECATED_BEGIN  // quiet implicit members: see the macro
 struct [[nodiscard]] ticket_source {
     std::string_view ticket;         // pass to ticket_verifier::verify
     std::string_view echo_protocol;  // the server's Sec-WebSocket-Protocol answer: "wsguard.v1", never the ticket
+    wsguard::decision decision{wsguard::reason::ticket_missing};  // ok, ticket_missing or ticket_malformed
+    explicit operator bool() const noexcept { return decision.allowed(); }
+    // 0.1 spelling, set by the library alongside decision.
+    [[deprecated("use ticket_source::decision.reason; removed in 0.3")]]
     wsguard::reason reason = wsguard::reason::ticket_missing;
-    explicit operator bool() const noexcept { return reason == wsguard::reason::ok; }
 };
+WSGUARD_DETAIL_SET_DEPRECATED_END
+
+namespace detail {
+inline void settle(ticket_source& out, wsguard::reason r) noexcept {
+    out.decision = r;
+    WSGUARD_DETAIL_SET_DEPRECATED_BEGIN
+    out.reason = r;
+    WSGUARD_DETAIL_SET_DEPRECATED_END
+}
+}  // namespace detail
 
 // Sec-WebSocket-Protocol: "wsguard.v1, <ticket>". Comma-separated tokens with
 // optional spaces or tabs; empty list elements are skipped. The ticket is the
@@ -3350,7 +3414,7 @@ inline ticket_source ticket_from_subprotocol(std::string_view header) noexcept {
         if (marker_seen) {
             out.ticket = token;
             out.echo_protocol = ticket_subprotocol;
-            out.reason = reason::ok;
+            detail::settle(out, reason::ok);
             return out;
         }
         if (token == ticket_subprotocol) marker_seen = true;
@@ -3376,7 +3440,7 @@ inline ticket_source ticket_from_query(std::string_view query) noexcept {
         if (pair.substr(0, equals) != "ticket") continue;
         if (equals == std::string_view::npos || equals + 1 == pair.size()) return out;  // ticket_missing
         out.ticket = pair.substr(equals + 1);
-        out.reason = out.ticket.find('%') == std::string_view::npos ? reason::ok : reason::ticket_malformed;
+        detail::settle(out, out.ticket.find('%') == std::string_view::npos ? reason::ok : reason::ticket_malformed);
         if (!out) out.ticket = {};
         return out;
     }
@@ -4769,6 +4833,7 @@ struct trusted_proxy_options {
 
 // The client behind the proxies, or why there is none. A plain value: no
 // pointer into the request.
+WSGUARD_DETAIL_SET_DEPRECATED_BEGIN  // quiet implicit members: see the macro
 class [[nodiscard]] client_address {
 public:
     // ok; address_malformed (the peer itself is not an address);
@@ -4778,18 +4843,20 @@ public:
     // node such as "_hidden", or a Forwarded element without for=: the client
     // is unknown, and the walk never skips to an entry further left, which
     // the client could have written).
-    wsguard::reason reason = wsguard::reason::address_malformed;
+    detail::callable_decision decision{wsguard::reason::address_malformed};
     // Trusted proxies stepped over: 0 when the peer itself is the client.
     std::size_t hops = 0;
+    // 0.1 spelling, set by the library alongside decision.
+    [[deprecated("use client_address::decision.reason; removed in 0.3")]]
+    wsguard::reason reason = wsguard::reason::address_malformed;
 
     // The peer itself as the client: for servers that no proxy fronts.
     // `peer` as address_key::from_endpoint_text accepts it; `bytes` 4 or 16.
     static client_address from_peer(std::string_view peer) noexcept;
     static client_address from_peer_bytes(const std::uint8_t* bytes, std::size_t size) noexcept;
 
-    bool allowed() const noexcept { return reason == wsguard::reason::ok; }
+    bool allowed() const noexcept { return decision.allowed(); }
     explicit operator bool() const noexcept { return allowed(); }
-    wsguard::decision decision() const noexcept { return wsguard::decision{reason}; }
     // The client's IP in canonical form: "192.0.2.1", or RFC 5952 IPv6
     // ("2001:db8::1") without brackets, port or zone; an IPv4-mapped IPv6
     // address reads as IPv4. Empty on a refusal.
@@ -4806,15 +4873,20 @@ private:
     static client_address of(const std::uint8_t (&bytes)[16], std::size_t hops) noexcept;
     static client_address refused(wsguard::reason r, std::size_t hops) noexcept {
         client_address out;
-        out.reason = r;
+        out.settle(r);
         out.hops = hops;
         return out;
+    }
+    void settle(wsguard::reason r) noexcept {
+        decision = r;
+        reason = r;
     }
 
     std::uint8_t bytes_[16] = {};  // IPv4 as ::ffff:a.b.c.d, full address (no prefix applied)
     char text_[40] = {};
     std::uint8_t text_size_ = 0;
 };
+WSGUARD_DETAIL_SET_DEPRECATED_END
 
 class trusted_proxies {
 public:
@@ -4899,6 +4971,7 @@ enum class proxy_family : std::uint8_t {
 // The answer to one parse_proxy_header call: need more bytes, allowed (a
 // complete, valid header of header_size bytes), or refused (close the
 // connection: nothing after a broken header can be trusted).
+WSGUARD_DETAIL_SET_DEPRECATED_BEGIN  // quiet implicit members: see the macro
 class [[nodiscard]] proxy_header {
 public:
     enum class state : std::uint8_t { need_more = 0, allowed = 1, refused = 2 };
@@ -4907,8 +4980,7 @@ public:
     // (the bytes start like neither signature: this peer must send PROXY),
     // proxy_header_malformed or proxy_header_unsupported (v2 version,
     // command, family or transport the spec does not define).
-    wsguard::reason reason = wsguard::reason::ok;
-    state status = state::need_more;
+    detail::callable_decision decision;
     // When allowed: the bytes the header takes (v1 line with its CRLF, or 16 +
     // the v2 length); the application's bytes start at data + header_size.
     // While need_more: the least total size the header needs. 0 on refusal.
@@ -4920,13 +4992,16 @@ public:
     proxy_family family = proxy_family::unspecified;
     std::uint16_t source_port = 0;       // when has_source()
     std::uint16_t destination_port = 0;  // when has_source()
+    // 0.1 spellings, set by the library alongside decision and the state.
+    [[deprecated("use proxy_header::decision.reason; removed in 0.3")]]
+    wsguard::reason reason = wsguard::reason::ok;
+    [[deprecated("use need_more(), allowed(), refused(); removed in 0.3")]]
+    state status = state::need_more;
 
-    constexpr bool need_more() const noexcept { return status == state::need_more; }
-    constexpr bool allowed() const noexcept { return status == state::allowed; }
-    constexpr bool refused() const noexcept { return status == state::refused; }
+    constexpr bool need_more() const noexcept { return state_ == state::need_more; }
+    constexpr bool allowed() const noexcept { return state_ == state::allowed; }
+    constexpr bool refused() const noexcept { return state_ == state::refused; }
     constexpr explicit operator bool() const noexcept { return allowed(); }
-    // need_more maps to an allowing decision: nothing has been refused yet.
-    constexpr wsguard::decision decision() const noexcept { return wsguard::decision{reason}; }
 
     // Whether the header names the client's IP (TCP4/TCP6, AF_INET/AF_INET6
     // with PROXY). False for LOCAL, UNKNOWN, AF_UNSPEC and AF_UNIX.
@@ -4945,11 +5020,19 @@ public:
 
 private:
     friend proxy_header parse_proxy_header(const std::uint8_t* data, std::size_t size) noexcept;
+    void settle(state s, wsguard::reason r) noexcept {
+        state_ = s;
+        decision = r;
+        status = s;
+        reason = r;
+    }
 
+    state state_ = state::need_more;
     std::uint8_t source_[16] = {};
     char source_text_[40] = {};
     std::uint8_t source_text_size_ = 0;
 };
+WSGUARD_DETAIL_SET_DEPRECATED_END
 
 // Reads the PROXY header at the start of a connection from the bytes received
 // so far. Call it again with more bytes while need_more(): a header split at
@@ -5200,7 +5283,7 @@ inline proxy_hop xff_next_hop(std::string_view& rest, bool& more, std::uint8_t (
 
 inline client_address client_address::of(const std::uint8_t (&bytes)[16], std::size_t hops) noexcept {
     client_address out;
-    out.reason = wsguard::reason::ok;
+    out.settle(wsguard::reason::ok);
     out.hops = hops;
     std::memcpy(out.bytes_, bytes, 16);
     out.text_size_ = static_cast<std::uint8_t>(detail::proxy_address_text(bytes, out.text_));
@@ -5387,8 +5470,7 @@ inline std::string_view proxy_v1_field(std::string_view& rest, bool last) noexce
 inline proxy_header parse_proxy_header(const std::uint8_t* data, std::size_t size) noexcept {
     proxy_header out;
     const auto refuse = [&out](reason r) {
-        out.reason = r;
-        out.status = proxy_header::state::refused;
+        out.settle(proxy_header::state::refused, r);
         out.header_size = 0;
         return out;
     };
@@ -5426,7 +5508,7 @@ inline proxy_header parse_proxy_header(const std::uint8_t* data, std::size_t siz
         if (length < address_size) return refuse(reason::proxy_header_malformed);
         if (size < total) return wait_for(total);
         out.header_size = total;
-        out.status = proxy_header::state::allowed;
+        out.settle(proxy_header::state::allowed, reason::ok);
         // LOCAL: the balancer speaks for itself; the spec says to ignore the
         // rest of the header, address block and TLVs alike.
         if (out.local) return out;
@@ -5477,7 +5559,7 @@ inline proxy_header parse_proxy_header(const std::uint8_t* data, std::size_t siz
     if (protocol == "UNKNOWN") {
         // The spec: a receiver ignores whatever follows UNKNOWN up to the CRLF.
         out.header_size = line_end;
-        out.status = proxy_header::state::allowed;
+        out.settle(proxy_header::state::allowed, reason::ok);
         return out;
     }
     if (protocol != "TCP4" && protocol != "TCP6") return refuse(reason::proxy_header_malformed);
@@ -5497,7 +5579,7 @@ inline proxy_header parse_proxy_header(const std::uint8_t* data, std::size_t siz
     if (!set_source(source_bytes, v4 ? 4 : 16)) return refuse(reason::internal_error);
     out.family = v4 ? proxy_family::ipv4 : proxy_family::ipv6;
     out.header_size = line_end;
-    out.status = proxy_header::state::allowed;
+    out.settle(proxy_header::state::allowed, reason::ok);
     return out;
 }
 
@@ -5563,14 +5645,15 @@ struct frame_limits {
 
 // The answer to one frame_guard::inspect call: need more bytes, allowed (the
 // header is valid and complete), or refused (close the connection with
-// close_code()).
+// decision.close_code()).
+WSGUARD_DETAIL_SET_DEPRECATED_BEGIN  // quiet implicit members: see the macro
 class [[nodiscard]] frame_verdict {
 public:
     enum class state : std::uint8_t { need_more = 0, allowed = 1, refused = 2 };
 
-    // Why the frame was refused; reason::ok while need_more and when allowed.
-    wsguard::reason reason = wsguard::reason::ok;
-    state status = state::need_more;
+    // Why the frame was refused; ok while need_more (nothing refused yet) and
+    // when allowed. After refused(), close with decision.close_code().
+    detail::callable_decision decision;
 
     // When allowed(): the raw opcode (compare with frame_opcode), FIN, RSV1
     // (a compressed message under permessage-deflate) and the mask bit.
@@ -5595,18 +5678,33 @@ public:
     // When allowed(): the payload length, already checked against the caps.
     std::uint64_t payload_length = 0;
 
-    constexpr bool need_more() const noexcept { return status == state::need_more; }
-    constexpr bool allowed() const noexcept { return status == state::allowed; }
-    constexpr bool refused() const noexcept { return status == state::refused; }
+    // 0.1 spellings, set by the library alongside decision and the state.
+    [[deprecated("use frame_verdict::decision.reason; removed in 0.3")]]
+    wsguard::reason reason = wsguard::reason::ok;
+    [[deprecated("use need_more(), allowed(), refused(); removed in 0.3")]]
+    state status = state::need_more;
+
+    constexpr bool need_more() const noexcept { return state_ == state::need_more; }
+    constexpr bool allowed() const noexcept { return state_ == state::allowed; }
+    constexpr bool refused() const noexcept { return state_ == state::refused; }
     constexpr explicit operator bool() const noexcept { return allowed(); }
-    // The close code to send: 1002, 1008 or 1009 on refusal; 0 otherwise
-    // (nothing to close, unlike decision::close_code() which says 1000 for ok).
-    constexpr int close_code() const noexcept { return refused() ? close_code_of(reason) : 0; }
-    // As a decision, e.g. for logging with the other checks. need_more maps to
-    // an allowing decision: nothing has been refused yet.
-    constexpr wsguard::decision decision() const noexcept { return wsguard::decision{reason}; }
+    // 0.1: 0 unless refused (decision.close_code() says 1000 for ok).
+    [[deprecated("use decision.close_code() after refused(); removed in 0.3")]]
+    constexpr int close_code() const noexcept { return refused() ? decision.close_code() : 0; }
     constexpr bool is_control() const noexcept { return (opcode & 0x8) != 0; }
+
+private:
+    friend class frame_guard;
+    void settle(state s, wsguard::reason r) noexcept {
+        state_ = s;
+        decision = r;
+        status = s;
+        reason = r;
+    }
+
+    state state_ = state::need_more;
 };
+WSGUARD_DETAIL_SET_DEPRECATED_END
 
 namespace detail {
 
@@ -5663,7 +5761,7 @@ public:
     // - allowed(): the header is valid and complete (size >= header_size).
     //   The guard has now accounted for this frame: consume header_size +
     //   payload_length bytes, then call inspect for the next frame.
-    // - refused(): fail the connection with close_code(). Sticky: every later
+    // - refused(): fail the connection with decision.close_code(). Sticky: every later
     //   call answers the same refusal until reset().
     // A refusal comes as soon as the bytes seen prove a violation (a bad opcode
     // after 1 byte, a bad mask bit after 2, a bad length after 2, 3, 4 or 10),
@@ -5693,8 +5791,7 @@ private:
         refusal_ = r;
         legal_first_bytes_ = 0;  // every later frame takes the slow path, which repeats r
         frame_verdict v;
-        v.reason = r;
-        v.status = frame_verdict::state::refused;
+        v.settle(frame_verdict::state::refused, r);
         return v;
     }
     wsguard::reason first_byte_violation(std::uint8_t b0) const noexcept;
@@ -5797,7 +5894,7 @@ inline frame_verdict frame_guard::inspect(const std::uint8_t* data, std::size_t 
 
     // Allowed: account for the frame. Control frames leave the message alone.
     const bool fin = (b0 & 0x80) != 0;
-    v.status = frame_verdict::state::allowed;
+    v.settle(frame_verdict::state::allowed, wsguard::reason::ok);
     v.opcode = static_cast<std::uint8_t>(opcode);
     v.fin = fin;
     v.rsv1 = (b0 & 0x40) != 0;
@@ -6069,8 +6166,9 @@ struct route_config {
 
 // One refusal, as the logging hook sees it. Every text is bounded, printable
 // ASCII (anything else shown as '?'), so it is safe to write to a log line.
+WSGUARD_DETAIL_SET_DEPRECATED_BEGIN  // quiet implicit members: see the macro
 struct refusal_event {
-    wsguard::reason reason = wsguard::reason::ok;
+    wsguard::decision decision;  // the refusal, with its retry_after when it sets one
     std::string_view route;    // the configured path, or the request's (truncated) when no route matched
     std::string_view origin;   // lowercased, truncated Origin ("" when absent)
     // The client's rate-limit key: "192.0.2.1" or "2001:db8:0:1::/64" (RFC 5952),
@@ -6078,7 +6176,11 @@ struct refusal_event {
     // could not be resolved, the proxy that sent the request, or the
     // sanitized, truncated peer text when even that is not an address.
     std::string_view address;
+    // 0.1 spelling, set by the library alongside decision.
+    [[deprecated("use refusal_event::decision.reason; removed in 0.3")]]
+    wsguard::reason reason = wsguard::reason::ok;
 };
+WSGUARD_DETAIL_SET_DEPRECATED_END
 
 template <class ReplayStore>
 struct basic_handshake_config {
@@ -6361,7 +6463,7 @@ public:
             out.permit_.release();
             out.subprotocol_ = {};
             out.claims_.clear();
-            report(out.decision.reason, request, out.route_, client, steady_now);
+            report(out.decision, request, out.route_, client, steady_now);
         }
         counters_->by_reason[detail::handshake_reason_index(out.decision.reason)].fetch_add(1, std::memory_order_relaxed);
         return out;
@@ -6437,7 +6539,7 @@ private:
         }
 
         // 3. Per-client penalty box, rate limit, then the connection cap.
-        if (!client) return client.decision();
+        if (!client) return client.decision;
         const address_key address = client.key(address_options_);
         // Every table line the check will touch is requested here, together:
         // with large tables each is a cache miss, and waited for one after
@@ -6467,7 +6569,7 @@ private:
 
         // 4. The ticket: MAC and replay store last.
         if (matched->ticket == ticket_requirement::none) return decision::allow();
-        if (!source) return source.reason;
+        if (!source) return source.decision;
         if (decision d = verifier_->verify(presented_ticket(source.ticket), expected_origin(request.origin),
                                                  expected_audience(matched->audience), out.claims_, wall_now); !d) {
             if (penalty_) static_cast<void>(penalty_->record_failure(address, d.reason, steady_now));
@@ -6501,7 +6603,7 @@ private:
                    : trusted_proxies_->resolve(r.remote_address, r.forwarded, r.x_forwarded_for);
     }
 
-    void report(reason r, const upgrade_request& request, std::string_view route_path, const client_address& client,
+    void report(wsguard::decision d, const upgrade_request& request, std::string_view route_path, const client_address& client,
                 std::chrono::steady_clock::time_point now) noexcept {
         if (!on_refusal_) return;
         if (!report_budget_->try_acquire(now)) {
@@ -6512,7 +6614,10 @@ private:
         std::array<char, 64> route_text{};
         std::array<char, 48> address_text{};
         refusal_event event;
-        event.reason = r;
+        event.decision = d;
+        WSGUARD_DETAIL_SET_DEPRECATED_BEGIN
+        event.reason = d.reason;
+        WSGUARD_DETAIL_SET_DEPRECATED_END
         event.route = route_path.empty() ? detail::handshake_log_text(request.path, route_text) : route_path;
         event.origin = detail::handshake_log_text(request.origin, origin_text);
         // The client; else the proxy whose headers could not be resolved; else

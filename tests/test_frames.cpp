@@ -61,7 +61,7 @@ expectation refused(reason r) { return expectation{r, 0, 0}; }
 
 std::string describe(const frame_verdict& v) {
     std::ostringstream out;
-    out << (v.need_more() ? "need_more" : v.allowed() ? "allowed" : "refused") << " reason=" << wsguard::to_string(v.reason)
+    out << (v.need_more() ? "need_more" : v.allowed() ? "allowed" : "refused") << " reason=" << wsguard::to_string(v.decision.reason)
         << " header_size=" << v.header_size << " payload_length=" << v.payload_length;
     return out.str();
 }
@@ -85,15 +85,15 @@ void feed_frame(frame_guard& guard, const bytes& frame, const expectation& want)
         if (want_allowed && k < want.header_size) {
             REQUIRE(v.need_more());
             CHECK(v.header_size > k);
-            CHECK(v.close_code() == 0);
-            CHECK(v.reason == reason::ok);
+            CHECK(v.decision.close_code() == 1000);
+            CHECK(v.decision.reason == reason::ok);
         } else if (want_allowed) {
             REQUIRE(v.allowed());
             CHECK(v.header_size == want.header_size);
             CHECK(v.payload_length == want.payload_length);
         } else {
             REQUIRE((v.need_more() || v.refused()));
-            if (v.refused()) CHECK(v.reason == want.refusal);
+            if (v.refused()) CHECK(v.decision.reason == want.refusal);
         }
     }
 
@@ -112,8 +112,9 @@ void feed_frame(frame_guard& guard, const bytes& frame, const expectation& want)
     }
     CAPTURE(k, describe(v), describe(whole));
     REQUIRE_FALSE(v.need_more());
-    CHECK(v.status == whole.status);
-    CHECK(v.reason == whole.reason);
+    CHECK(v.allowed() == whole.allowed());
+    CHECK(v.refused() == whole.refused());
+    CHECK(v.decision.reason == whole.decision.reason);
     CHECK(v.header_size == whole.header_size);
     CHECK(v.payload_length == whole.payload_length);
     if (want_allowed) {
@@ -121,9 +122,9 @@ void feed_frame(frame_guard& guard, const bytes& frame, const expectation& want)
         CHECK(k == want.header_size);  // allowed exactly when the header is complete
         CHECK(v.header_size == want.header_size);
         CHECK(v.payload_length == want.payload_length);
-        CHECK(v.reason == reason::ok);
-        CHECK(v.close_code() == 0);
-        CHECK(v.decision().allowed());
+        CHECK(v.decision.reason == reason::ok);
+        CHECK(v.decision.close_code() == 1000);
+        CHECK(v.decision.allowed());
         CHECK(static_cast<bool>(v));
         CHECK(v.opcode == (frame[0] & 0x0F));
         CHECK(v.fin == ((frame[0] & 0x80) != 0));
@@ -134,18 +135,18 @@ void feed_frame(frame_guard& guard, const bytes& frame, const expectation& want)
         }
     } else {
         REQUIRE(v.refused());
-        CHECK(v.reason == want.refusal);
-        CHECK(v.close_code() == wsguard::close_code_of(want.refusal));
-        CHECK(v.decision().reason == want.refusal);
+        CHECK(v.decision.reason == want.refusal);
+        CHECK(v.decision.close_code() == wsguard::close_code_of(want.refusal));
+        CHECK(v.decision.reason == want.refusal);
         CHECK_FALSE(static_cast<bool>(v));
         // Sticky: the connection must be closed; nothing passes any more.
         const frame_verdict later = guard.inspect(frame.data(), frame.size());
         CHECK(later.refused());
-        CHECK(later.reason == want.refusal);
+        CHECK(later.decision.reason == want.refusal);
         const bytes fine = header(0x81, 0, masked_for(guard.limits().role));
         const frame_verdict other = guard.inspect(fine.data(), fine.size());
-        CHECK(other.reason == want.refusal);
-        CHECK(guard.inspect(nullptr, 0).reason == want.refusal);
+        CHECK(other.decision.reason == want.refusal);
+        CHECK(guard.inspect(nullptr, 0).decision.reason == want.refusal);
         CHECK(guard.refusal() == want.refusal);
     }
 }
@@ -359,8 +360,8 @@ TEST_CASE("frame_guard refuses a 64-bit length with its top bit after three byte
     CHECK(guard.inspect(prefix, 2).need_more());
     const frame_verdict v = guard.inspect(prefix, 3);
     CHECK(v.refused());
-    CHECK(v.reason == reason::frame_length_msb_set);
-    CHECK(v.close_code() == 1002);
+    CHECK(v.decision.reason == reason::frame_length_msb_set);
+    CHECK(v.decision.close_code() == 1002);
 }
 
 // A straightforward model of RFC 6455 5.2 for the first byte, written as a
@@ -407,8 +408,8 @@ TEST_CASE("frame_guard judges all 256 first bytes after one byte, inside and out
                         CHECK(whole.allowed());
                     } else {
                         CHECK(v.refused());
-                        CHECK(v.reason == want);
-                        CHECK(v.close_code() == 1002);
+                        CHECK(v.decision.reason == want);
+                        CHECK(v.decision.close_code() == 1002);
                     }
                 }
             }
@@ -516,7 +517,7 @@ TEST_CASE("frame_guard needs no bytes to be safe: nullptr, zero size and reset",
     const frame_verdict v = guard.inspect(nullptr, 0);
     CHECK(v.need_more());
     CHECK(v.header_size == 2);
-    CHECK(v.close_code() == 0);
+    CHECK(v.decision.close_code() == 1000);
     CHECK(guard.inspect(std::string_view{}).need_more());
 
     // string_view overload, the RFC's masked "Hello".
@@ -531,8 +532,8 @@ TEST_CASE("frame_guard needs no bytes to be safe: nullptr, zero size and reset",
 
     // A refusal sticks until reset.
     const std::string unmasked("\x81\x05Hello", 7);
-    CHECK(guard.inspect(std::string_view(unmasked)).reason == reason::frame_not_masked);
-    CHECK(guard.inspect(std::string_view(hello)).reason == reason::frame_not_masked);
+    CHECK(guard.inspect(std::string_view(unmasked)).decision.reason == reason::frame_not_masked);
+    CHECK(guard.inspect(std::string_view(hello)).decision.reason == reason::frame_not_masked);
     guard.reset();
     CHECK(guard.refusal() == reason::ok);
     CHECK(guard.inspect(std::string_view(hello)).allowed());

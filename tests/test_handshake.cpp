@@ -48,7 +48,7 @@ struct fixture {
         cfg.max_connections_per_address = 2;
         cfg.on_refusal = [this](const wsguard::refusal_event& e) {
             events.push_back(e);
-            event_texts.push_back(std::string(wsguard::to_string(e.reason)) + "|" + std::string(e.route) + "|" +
+            event_texts.push_back(std::string(wsguard::to_string(e.decision.reason)) + "|" + std::string(e.route) + "|" +
                                   std::string(e.origin) + "|" + std::string(e.address));
         };
         cfg.refusal_reports_per_second = 1;

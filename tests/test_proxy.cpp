@@ -127,8 +127,8 @@ void check_walks(const wsguard::trusted_proxies& p, const std::vector<walk_row>&
     for (const walk_row& r : table) {
         CAPTURE(r.why, r.peer, r.forwarded, r.xff);
         const wsguard::client_address c = p.resolve(r.peer, r.forwarded, r.xff);
-        CHECK(c.reason == r.expected);
-        CHECK(c.decision().reason == r.expected);
+        CHECK(c.decision.reason == r.expected);
+        CHECK(c.decision.reason == r.expected);
         CHECK(static_cast<bool>(c) == (r.expected == reason::ok));
         if (r.expected == reason::ok) {
             CHECK(c.text() == r.client);
@@ -265,9 +265,9 @@ TEST_CASE("resolve refuses a malformed entry wherever the walk must read it", "[
         const std::string nearest = std::string("for=203.0.113.7, ") + bad;
         const std::string behind = std::string("for=203.0.113.7, ") + bad + ", for=10.0.0.1";
         const std::string left = std::string(bad) + ", for=203.0.113.7";
-        CHECK(proxies().resolve("127.0.0.1", nearest, "").reason == reason::forwarded_malformed);
+        CHECK(proxies().resolve("127.0.0.1", nearest, "").decision.reason == reason::forwarded_malformed);
         const auto behind_hop = proxies().resolve("10.0.0.2", behind, "");
-        CHECK(behind_hop.reason == reason::forwarded_malformed);
+        CHECK(behind_hop.decision.reason == reason::forwarded_malformed);
         CHECK(behind_hop.hops == 1);
         CHECK(proxies().resolve("127.0.0.1", left, "").text() == "203.0.113.7");
     }
@@ -275,17 +275,17 @@ TEST_CASE("resolve refuses a malformed entry wherever the walk must read it", "[
                                               "::1]",  "1.2.3.4 5.6.7.8", "for=1.2.3.4", "_hidden"};
     for (const char* bad : bad_xff) {
         CAPTURE(bad);
-        CHECK(proxies().resolve("127.0.0.1", "", std::string("203.0.113.7, ") + bad).reason ==
+        CHECK(proxies().resolve("127.0.0.1", "", std::string("203.0.113.7, ") + bad).decision.reason ==
               reason::forwarded_malformed);
-        CHECK(proxies().resolve("10.0.0.2", "", std::string("203.0.113.7, ") + bad + ", 10.0.0.1").reason ==
+        CHECK(proxies().resolve("10.0.0.2", "", std::string("203.0.113.7, ") + bad + ", 10.0.0.1").decision.reason ==
               reason::forwarded_malformed);
         CHECK(proxies().resolve("127.0.0.1", "", std::string(bad) + ", 203.0.113.7").text() == "203.0.113.7");
     }
     CHECK(proxies().resolve("127.0.0.1", "", ", 203.0.113.7").text() == "203.0.113.7");
-    CHECK(proxies().resolve("127.0.0.1", "", "203.0.113.7,").reason == reason::forwarded_malformed);
+    CHECK(proxies().resolve("127.0.0.1", "", "203.0.113.7,").decision.reason == reason::forwarded_malformed);
     // A malformed peer is address_malformed whatever the headers say.
-    CHECK(proxies().resolve("nonsense", "", "203.0.113.7").reason == reason::address_malformed);
-    CHECK(proxies().resolve_bytes(nullptr, 4, "", "203.0.113.7").reason == reason::address_malformed);
+    CHECK(proxies().resolve("nonsense", "", "203.0.113.7").decision.reason == reason::address_malformed);
+    CHECK(proxies().resolve_bytes(nullptr, 4, "", "203.0.113.7").decision.reason == reason::address_malformed);
 }
 
 TEST_CASE("resolve refuses a chain longer than the hop limit", "[proxy][resolve]") {
@@ -294,12 +294,12 @@ TEST_CASE("resolve refuses a chain longer than the hop limit", "[proxy][resolve]
     CHECK(four.resolve("10.0.0.4", "", chain4).hops == 4);
     CHECK(four.resolve("10.0.0.4", "", chain4).text() == "203.0.113.7");
     const auto five = four.resolve("10.0.0.5", "", chain4 + ", 10.0.0.4");
-    CHECK(five.reason == reason::forwarded_too_many_hops);
+    CHECK(five.decision.reason == reason::forwarded_too_many_hops);
     CHECK(five.hops == 4);
     // The default limit of 16, with Forwarded.
     std::string forwarded = "for=203.0.113.7";
     for (int i = 0; i < 16; ++i) forwarded += ", for=10.0.0." + std::to_string(i + 1);
-    CHECK(proxies().resolve("10.0.0.99", forwarded, "").reason == reason::forwarded_too_many_hops);
+    CHECK(proxies().resolve("10.0.0.99", forwarded, "").decision.reason == reason::forwarded_too_many_hops);
     CHECK(proxies().resolve("10.0.0.99", forwarded.substr(forwarded.find(", ") + 2), "").text() == "10.0.0.1");
 }
 
@@ -307,13 +307,13 @@ TEST_CASE("resolve is safe and bounded on a megabyte of header", "[proxy][resolv
     std::string xff;
     while (xff.size() < (1u << 20)) xff += "10.0.0.1, ";
     xff += "10.0.0.2";
-    CHECK(proxies().resolve("127.0.0.1", "", xff).reason == reason::forwarded_too_many_hops);
+    CHECK(proxies().resolve("127.0.0.1", "", xff).decision.reason == reason::forwarded_too_many_hops);
     std::string quotes(1u << 20, '"');
-    CHECK(proxies().resolve("127.0.0.1", quotes, "").reason == reason::forwarded_malformed);
+    CHECK(proxies().resolve("127.0.0.1", quotes, "").decision.reason == reason::forwarded_malformed);
     std::string backslashes = "for=\"" + std::string(1u << 20, '\\') + "\"";
-    CHECK(proxies().resolve("127.0.0.1", backslashes, "").reason == reason::forwarded_malformed);
+    CHECK(proxies().resolve("127.0.0.1", backslashes, "").decision.reason == reason::forwarded_malformed);
     std::string long_token = "for=" + std::string(1u << 20, 'a');
-    CHECK(proxies().resolve("127.0.0.1", long_token, "").reason == reason::forwarded_malformed);
+    CHECK(proxies().resolve("127.0.0.1", long_token, "").decision.reason == reason::forwarded_malformed);
 }
 
 TEST_CASE("resolve_bytes takes the peer as 4 or 16 raw bytes", "[proxy][resolve]") {
@@ -323,7 +323,7 @@ TEST_CASE("resolve_bytes takes the peer as 4 or 16 raw bytes", "[proxy][resolve]
     CHECK(proxies().resolve_bytes(v4, 4, "", "203.0.113.7").text() == "203.0.113.7");
     CHECK(proxies().resolve_bytes(v6, 16, "for=\"[2001:db8::5]\"", "").text() == "2001:db8::5");
     CHECK(proxies().resolve_bytes(mapped, 16, "", "203.0.113.7").hops == 1);
-    CHECK(proxies().resolve_bytes(v4, 5, "", "203.0.113.7").reason == reason::address_malformed);
+    CHECK(proxies().resolve_bytes(v4, 5, "", "203.0.113.7").decision.reason == reason::address_malformed);
     const std::uint8_t stranger[4] = {198, 51, 100, 1};
     CHECK(proxies().resolve_bytes(stranger, 4, "", "203.0.113.7").text() == "198.51.100.1");
 }
@@ -356,7 +356,7 @@ TEST_CASE("client_address gives canonical RFC 5952 text and grouped keys", "[pro
     CHECK(c.key() == *wsguard::address_key::from_text("2001:db8:1:2::"));
     CHECK(c.key({32, 128}) == *wsguard::address_key::from_text("2001:db8:1:2:3:4:5:6", {32, 128}));
     CHECK_FALSE(wsguard::client_address::from_peer("1.2.3.4.5"));
-    CHECK(wsguard::client_address::from_peer("1.2.3.4.5").reason == reason::address_malformed);
+    CHECK(wsguard::client_address::from_peer("1.2.3.4.5").decision.reason == reason::address_malformed);
 }
 
 // ---------------------------------------------------------------------------
@@ -414,7 +414,7 @@ void check_every_split(const std::vector<std::uint8_t>& bytes, const wsguard::pr
         if (decided) {
             CAPTURE(n);
             REQUIRE_FALSE(part.need_more());
-            CHECK(part.reason == whole.reason);
+            CHECK(part.decision.reason == whole.decision.reason);
             CHECK(part.header_size == whole.header_size);
             CHECK(part.source_text() == whole.source_text());
         } else if (whole.allowed()) {
@@ -431,7 +431,7 @@ void check_proxy_table(const std::vector<proxy_row>& table) {
         const std::string tail = "GET / HTTP/1.1\r\n";
         bytes.insert(bytes.end(), tail.begin(), tail.end());  // what follows is not part of the header
         const wsguard::proxy_header h = wsguard::parse_proxy_header(bytes.data(), bytes.size());
-        CHECK(h.reason == r.expected);
+        CHECK(h.decision.reason == r.expected);
         if (r.expected == reason::ok) {
             REQUIRE(h.allowed());
             CHECK(h.source_text() == r.source);
@@ -447,7 +447,7 @@ void check_proxy_table(const std::vector<proxy_row>& table) {
         } else {
             CHECK(h.refused());
             CHECK(h.header_size == 0);
-            CHECK(h.decision().reason == r.expected);
+            CHECK(h.decision.reason == r.expected);
         }
         check_every_split(bytes, h);
     }
@@ -559,13 +559,13 @@ TEST_CASE("parse_proxy_header waits for a truncated v2 length and says how much 
         const auto h = wsguard::parse_proxy_header(bytes.data(), n);
         CHECK(h.need_more());
         CHECK(h.header_size == bytes.size());
-        CHECK(h.decision().allowed());
+        CHECK(h.decision.allowed());
     }
     // The largest length the field can hold is read, not feared.
     auto big = v2(0x21, 0x11, inet_body(), 65534);
     CHECK(wsguard::parse_proxy_header(big.data(), big.size()).header_size == 16 + 65534);
     big.resize(16 + 65534, 0);  // zero-filled TLVs of 3 bytes each, then 2 stray bytes
-    CHECK(wsguard::parse_proxy_header(big.data(), big.size()).reason == reason::proxy_header_malformed);
+    CHECK(wsguard::parse_proxy_header(big.data(), big.size()).decision.reason == reason::proxy_header_malformed);
     CHECK(wsguard::parse_proxy_header(nullptr, 10).need_more());
 }
 

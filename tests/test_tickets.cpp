@@ -65,7 +65,7 @@ const wsguard::ticket_request chat_request{"user-42", "https://app.example.com",
 std::string issue(const wsguard::ticket_issuer& issuer, clock_type::time_point at = t0,
                   const wsguard::ticket_request& request = chat_request) {
     wsguard::issued_ticket issued = issuer.issue(request, at);
-    INFO(wsguard::to_string(issued.status.reason));
+    INFO(wsguard::to_string(issued.decision.reason));
     REQUIRE(issued);
     return issued.ticket;
 }
@@ -620,9 +620,9 @@ TEST_CASE("issuing refuses fields over their caps and accepts them at the caps",
     for (const row& r : table) {
         CAPTURE(r.what);
         const wsguard::issued_ticket issued = f.issuer.issue({r.subject, r.origin, r.audience, r.scopes, 0s}, t0);
-        CHECK(issued.status.allowed() == r.accepted);
+        CHECK(issued.decision.allowed() == r.accepted);
         if (!r.accepted) {
-            CHECK(issued.status.reason == reason::ticket_field_too_long);
+            CHECK(issued.decision.reason == reason::ticket_field_too_long);
             CHECK(issued.ticket.empty());
         } else {
             CHECK(f.verify(issued.ticket, t0 + 1s, r.origin, r.audience).allowed());
@@ -672,7 +672,7 @@ TEST_CASE("ticket_from_subprotocol finds the ticket after the wsguard.v1 marker"
     for (const row& r : table) {
         CAPTURE(r.header);
         const wsguard::ticket_source source = wsguard::ticket_from_subprotocol(r.header);
-        CHECK(source.reason == r.expected);
+        CHECK(source.decision.reason == r.expected);
         CHECK(source.ticket == r.ticket);
         CHECK(source.echo_protocol == (r.expected == reason::ok ? "wsguard.v1" : ""));
         CHECK(static_cast<bool>(source) == (r.expected == reason::ok));
@@ -706,7 +706,7 @@ TEST_CASE("ticket_from_query takes the first exact ticket parameter", "[tickets]
     for (const row& r : table) {
         CAPTURE(r.query);
         const wsguard::ticket_source source = wsguard::ticket_from_query(r.query);
-        CHECK(source.reason == r.expected);
+        CHECK(source.decision.reason == r.expected);
         CHECK(source.ticket == r.ticket);
         CHECK(source.echo_protocol.empty());
     }

@@ -3,6 +3,9 @@
 
 #include <set>
 #include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "catch.hpp"
@@ -168,6 +171,35 @@ TEST_CASE("a failed result is falsy and says what is wrong", "[vocabulary]") {
     auto r = wsguard::result<std::string>::failure("pattern \"*\" allows every origin");
     CHECK_FALSE(r);
     CHECK(r.error().find("every origin") != std::string::npos);
+}
+
+// One spelling for an outcome: result types carry a data member `decision`,
+// permits a decision() function. (The 0.1 spellings: test_outcome_spellings_0_1.cpp.)
+template <class T>
+constexpr bool has_decision_member = std::is_convertible<decltype(std::declval<const T&>().decision), wsguard::decision>::value;
+template <class T>
+constexpr bool answers_decision = std::is_same<decltype(std::declval<const T&>().decision()), wsguard::decision>::value;
+
+TEST_CASE("every outcome is spelled decision, and close_code() is 1000 when allowed", "[vocabulary]") {
+    static_assert(has_decision_member<wsguard::handshake_outcome>, "");
+    static_assert(has_decision_member<wsguard::issued_ticket>, "");
+    static_assert(has_decision_member<wsguard::ticket_source>, "");
+    static_assert(has_decision_member<wsguard::gate_verdict>, "");
+    static_assert(has_decision_member<wsguard::frame_verdict>, "");
+    static_assert(has_decision_member<wsguard::proxy_header>, "");
+    static_assert(has_decision_member<wsguard::client_address>, "");
+    static_assert(has_decision_member<wsguard::head_verdict>, "");
+    static_assert(has_decision_member<wsguard::mint_answer>, "");
+    static_assert(has_decision_member<wsguard::refusal_event>, "");
+    static_assert(answers_decision<wsguard::handshake_permit>, "");
+    static_assert(answers_decision<wsguard::accept_permit>, "");
+    static_assert(answers_decision<wsguard::connection_limiter<std::string_view>::permit>, "");
+
+    CHECK(wsguard::decision{}.close_code() == 1000);
+    CHECK(wsguard::ticket_source{}.decision.reason == reason::ticket_missing);
+    CHECK(wsguard::frame_verdict{}.decision.close_code() == 1000);  // need_more: nothing refused
+    const wsguard::decision copied = wsguard::frame_verdict{}.decision;
+    CHECK(copied.allowed());
 }
 
 // That decision, result and reason are [[nodiscard]] is a compile-fail test

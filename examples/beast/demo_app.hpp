@@ -61,7 +61,7 @@ public:
 
         wsguard::handshake_config config = example::handshake_config(opts.port, opts, audience, *made->tickets_->verifier);
         config.on_refusal = [](const wsguard::refusal_event& event) {  // the shared log line plus the route
-            std::fprintf(stderr, "refused %s route=%.*s origin=%.*s address=%.*s\n", wsguard::to_string(event.reason),
+            std::fprintf(stderr, "refused %s route=%.*s origin=%.*s address=%.*s\n", wsguard::to_string(event.decision.reason),
                          int(event.route.size()), event.route.data(), int(event.origin.size()), event.origin.data(),
                          int(event.address.size()), event.address.data());
         };

@@ -178,7 +178,7 @@ inline std::vector<std::string> allowed_origins(unsigned short port, const optio
 
 // "refused <reason> origin=... address=..." on stderr (the guard rate-limits these calls).
 inline void log_refusal(const wsguard::refusal_event& e) {
-    std::fprintf(stderr, "refused %s origin=%.*s address=%.*s\n", wsguard::to_string(e.reason),
+    std::fprintf(stderr, "refused %s origin=%.*s address=%.*s\n", wsguard::to_string(e.decision.reason),
                  static_cast<int>(e.origin.size()), e.origin.data(), static_cast<int>(e.address.size()), e.address.data());
 }
 
@@ -273,9 +273,9 @@ public:
         ticket.audience = audience_;
         const wsguard::issued_ticket issued = issuer_.issue(ticket);
         if (!issued) {
-            out.status = issued.status.http_status();
-            out.reason = issued.status.reason;
-            out.body = std::string(wsguard::to_string(issued.status.reason)) + "\n";
+            out.status = issued.decision.http_status();
+            out.reason = issued.decision.reason;
+            out.body = std::string(wsguard::to_string(issued.decision.reason)) + "\n";
             return out;
         }
         out.content_type = "application/json";

@@ -432,12 +432,12 @@ bool settle_first_bytes(server& s, connection& c) {
         wsguard::parse_proxy_header(reinterpret_cast<const std::uint8_t*>(c.in.data()), c.in.size());
     if (header.need_more()) return false;  // bounded: a v1 line is at most 107 bytes, a v2 header 16 + 65535
     if (!c.from_trusted_proxy) {
-        if (header.refused() && header.reason == wsguard::reason::proxy_header_missing) return c.first_bytes_settled = true;
+        if (header.refused() && header.decision.reason == wsguard::reason::proxy_header_missing) return c.first_bytes_settled = true;
         refuse_upgrade(s, c, 400, "proxy_header_from_untrusted_peer");
         return false;
     }
     if (header.refused()) {
-        refuse_upgrade(s, c, 400, wsguard::to_string(header.reason));
+        refuse_upgrade(s, c, 400, wsguard::to_string(header.decision.reason));
         return false;
     }
     // LOCAL and UNKNOWN (the proxy's own health checks) carry no source: the peer stays the proxy.
@@ -565,7 +565,7 @@ void handle_frames([[maybe_unused]] server& s, connection& c) {
         if (!c.header) {
             const wsguard::frame_verdict verdict = c.guard.inspect(std::string_view(c.in).substr(at));
             if (verdict.need_more()) break;
-            if (verdict.refused()) return fail_connection(s, c, verdict.close_code(), wsguard::to_string(verdict.reason));
+            if (verdict.refused()) return fail_connection(s, c, verdict.decision.close_code(), wsguard::to_string(verdict.decision.reason));
             c.header = verdict;
         }
         const wsguard::frame_verdict& frame = *c.header;
@@ -787,7 +787,7 @@ int main(int argc, char** argv) {
     // The allowed origins and hosts name the bound port.
     wsguard::handshake_config config = example::handshake_config(port, *opts, ticket_audience, *tickets->verifier);
     config.on_refusal = [&s](const wsguard::refusal_event& e) {  // the shared line, under the shared budget
-        s.log.write("refused " + std::string(wsguard::to_string(e.reason)) + " origin=" + std::string(e.origin) +
+        s.log.write("refused " + std::string(wsguard::to_string(e.decision.reason)) + " origin=" + std::string(e.origin) +
                     " address=" + std::string(e.address));
     };
     if (opts->proxy_protocol) s.proxies.emplace(wsguard::trusted_proxies::create(opts->trusted_proxies).value());

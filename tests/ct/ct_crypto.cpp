@@ -136,7 +136,7 @@ void check_tickets() {
     request.audience = "api.example.com/chat";
     request.scopes = "chat:read chat:write";
     wsguard::issued_ticket issued = issuer.value().issue(request);
-    make_public(&issued.status, sizeof issued.status);
+    make_public(&issued.decision, sizeof issued.decision);
     expect(static_cast<bool>(issued), "issue");
     if (!issued) return;
     make_public(issued.ticket.data(), issued.ticket.size());

@@ -79,7 +79,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const std::string_view xff = nul == std::string_view::npos ? std::string_view() : rest.substr(nul + 1);
 
     const wsguard::client_address got = proxies.resolve(peer, forwarded, xff);
-    switch (got.reason) {
+    switch (got.decision.reason) {
         case reason::ok: case reason::forwarded_malformed: case reason::forwarded_too_many_hops:
         case reason::forwarded_unknown_hop: break;
         default: fail("unexpected reason");
@@ -127,7 +127,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     wsguard::client_address expect = wsguard::client_address::from_peer(peer);
     for (std::size_t k = elements.size(); k-- > 0;) {
         if (hops == proxies.settings().max_hops) {
-            require(got.reason == reason::forwarded_too_many_hops && got.hops == hops, "model: too many hops");
+            require(got.decision.reason == reason::forwarded_too_many_hops && got.hops == hops, "model: too many hops");
             return 0;
         }
         wsguard::detail::proxy_hop hop;
@@ -143,11 +143,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             if (as_peer) expect = as_peer;
         }
         if (hop == wsguard::detail::proxy_hop::malformed) {
-            require(got.reason == reason::forwarded_malformed, "model: malformed");
+            require(got.decision.reason == reason::forwarded_malformed, "model: malformed");
             return 0;
         }
         if (hop == wsguard::detail::proxy_hop::unknown) {
-            require(got.reason == reason::forwarded_unknown_hop && got.hops == hops, "model: unknown hop");
+            require(got.decision.reason == reason::forwarded_unknown_hop && got.hops == hops, "model: unknown hop");
             return 0;
         }
         ++hops;

@@ -118,8 +118,14 @@ struct model {
     }
 };
 
+frame_verdict::state state_of(const frame_verdict& v) {
+    return v.need_more() ? frame_verdict::state::need_more
+                         : v.allowed() ? frame_verdict::state::allowed : frame_verdict::state::refused;
+}
+
 void same(const frame_verdict& a, const frame_verdict& b, const char* what) {
-    require(a.status == b.status && a.reason == b.reason && a.header_size == b.header_size &&
+    require(a.need_more() == b.need_more() && a.allowed() == b.allowed() && a.decision.reason == b.decision.reason &&
+                a.header_size == b.header_size &&
                 a.payload_length == b.payload_length && a.opcode == b.opcode && a.fin == b.fin && a.rsv1 == b.rsv1 &&
                 a.masked == b.masked && a.message_opcode == b.message_opcode &&
                 a.message_compressed == b.message_compressed && a.masking_key == b.masking_key,
@@ -160,11 +166,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
         const frame_verdict whole = guard.inspect(p, left);
         const model::answer want = reference.step(p, left);
-        require(whole.status == want.status, "status differs from the model");
-        require(whole.reason == want.why, "reason differs from the model");
+        require(state_of(whole) == want.status, "state differs from the model");
+        require(whole.decision.reason == want.why, "reason differs from the model");
         require(whole.header_size == want.header_size, "header_size differs from the model");
         require(whole.payload_length == want.length, "payload_length differs from the model");
-        require(whole.close_code() == (whole.refused() ? wsguard::close_code_of(whole.reason) : 0), "close code");
+        require(whole.decision.close_code() == (whole.refused() ? wsguard::close_code_of(want.why) : 1000), "close code");
 
         // Chunked feeding on a copy: need_more until it decides, then the same.
         frame_guard chunked = before;
@@ -198,8 +204,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         }
         if (whole.refused()) {
             const frame_verdict again = guard.inspect(p, left);
-            require(again.refused() && again.reason == whole.reason, "refusal is not sticky");
-            require(guard.inspect(nullptr, 0).reason == whole.reason, "refusal is not sticky on no bytes");
+            require(again.refused() && again.decision.reason == whole.decision.reason, "refusal is not sticky");
+            require(guard.inspect(nullptr, 0).decision.reason == whole.decision.reason, "refusal is not sticky on no bytes");
             break;
         }
         // Allowed: the caps hold, then skip the payload.

@@ -64,7 +64,8 @@ bool model_v2(const std::vector<std::uint8_t>& b, reason& why, std::size_t& tota
 }
 
 void same(const wsguard::proxy_header& a, const wsguard::proxy_header& b, const char* what) {
-    require(a.status == b.status && a.reason == b.reason && a.header_size == b.header_size &&
+    require(a.need_more() == b.need_more() && a.allowed() == b.allowed() && a.decision.reason == b.decision.reason &&
+                a.header_size == b.header_size &&
                 a.source_text() == b.source_text() && a.source_port == b.source_port && a.family == b.family &&
                 a.local == b.local,
             what);
@@ -85,12 +86,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     b.insert(b.end(), data + 1, data + size);
 
     const wsguard::proxy_header whole = wsguard::parse_proxy_header(b.data(), b.size());
-    switch (whole.reason) {
+    switch (whole.decision.reason) {
         case reason::ok: case reason::proxy_header_malformed: case reason::proxy_header_missing:
         case reason::proxy_header_unsupported: break;
         default: fail("unexpected reason");
     }
-    require(whole.refused() == (whole.reason != reason::ok), "refused iff a refusal reason");
+    require(whole.refused() == (whole.decision.reason != reason::ok), "refused iff a refusal reason");
     if (whole.need_more()) require(whole.header_size > b.size(), "need_more must ask for more bytes");
     if (whole.refused()) require(whole.header_size == 0, "refusal with a size");
     if (whole.allowed()) {
@@ -105,7 +106,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     reason why = reason::ok;
     std::size_t total = 0;
     if (model_v2(b, why, total)) {
-        require(whole.reason == why, "v2 model: reason differs");
+        require(whole.decision.reason == why, "v2 model: reason differs");
         if (why == reason::ok) require(whole.header_size == total, "v2 model: size differs");
     }
 

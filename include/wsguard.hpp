@@ -10,19 +10,21 @@
 // Suffix List table), so copy the whole include/ folder, not this file alone.
 // The optional Redis backend is <wsguard/redis.hpp> (needs hiredis).
 //
-// Layout of this file, in data order of a handshake:
+// Layout of this file, in the order a connection meets the parts; each section
+// opens with its public API, then its storage types, then its internals:
 //   1. version and configuration macros
-//   2. vocabulary: reason, decision, result
-//   3. origin policy, host allowlist, Sec-Fetch-Site
-//   4. crypto: sha256, hmac_sha256, base64url, random bytes
-//   5. tickets: keyring, issuer, verifier, replay store, transport helpers
-//   6. rate limits: token_bucket, keyed_limiter, connection_limiter, address keys,
+//   2. vocabulary: reason, decision, result (and the few detail helpers that
+//      more than one section shares)
+//   3. rate limits: token_bucket, keyed_limiter, connection_limiter, address keys,
 //      accept_gate, penalty_box
-//  6b. client address behind proxies: trusted_proxies, client_address, PROXY protocol
-//   7. frames: frame_guard, inflate_budget
-//   8. handshake_guard: the one call that composes them
-//   9. request_head_budget: byte and line caps on a raw request head
-//  10. mint_guard: the application's ticket endpoint (POST /ticket, CORS)
+//   4. request_head_budget: byte and line caps on a raw request head
+//   5. origin policy, host allowlist, Sec-Fetch-Site
+//   6. client address behind proxies: trusted_proxies, client_address, PROXY protocol
+//   7. crypto: sha256, hmac_sha256, base64url, random bytes
+//   8. tickets: keyring, issuer, verifier, replay store, transport helpers
+//   9. mint_guard: the application's ticket endpoint (POST /ticket, CORS)
+//  10. handshake_guard: the one call that composes them
+//  11. frames: frame_guard, inflate_budget
 #ifndef WSGUARD_HPP
 #define WSGUARD_HPP
 
@@ -415,11 +417,1412 @@ private:
     std::string error_;
 };
 
+// ---------------------------------------------------------------------------
+// Shared detail: helpers that more than one section uses. They sit here, ahead
+// of every component, so that the sections can follow the handshake order.
+// ---------------------------------------------------------------------------
+namespace detail {
+
+// A test-and-test-and-set lock for short critical sections (a few dozen
+// instructions): spinning beats parking; after a while it yields. The keyed
+// limiters' shards and the connection table use it, and the replay store where
+// there is no std::mutex.
+class spinlock {
+public:
+    void lock() noexcept {
+        for (;;) {
+            if (!locked_.exchange(true, std::memory_order_acquire)) return;
+            for (unsigned spins = 0; locked_.load(std::memory_order_relaxed); ++spins) {
+                if (spins >= 64) std::this_thread::yield();
+            }
+        }
+    }
+    void unlock() noexcept { locked_.store(false, std::memory_order_release); }
+
+private:
+    std::atomic<bool> locked_{false};
+};
+
+// Whether a comma-separated header list (optional spaces or tabs around each
+// element) has an element for which `match` is true.
+template <class Match>
+inline bool header_list_has(std::string_view list, Match match) noexcept {
+    while (!list.empty()) {
+        const std::size_t comma = list.find(',');
+        std::string_view token = list.substr(0, comma);
+        list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
+        while (!token.empty() && (token.front() == ' ' || token.front() == '\t')) token.remove_prefix(1);
+        while (!token.empty() && (token.back() == ' ' || token.back() == '\t')) token.remove_suffix(1);
+        if (match(token)) return true;
+    }
+    return false;
+}
+
+}  // namespace detail
+
+
 }  // inline namespace WSGUARD_ABI_NS
 }  // namespace wsguard
 
 // ===========================================================================
-// 3. Origin policy, Host allowlist, Sec-Fetch-Site
+// 3. Rate limits: token_bucket, keyed_limiter, connection_limiter, address keys,
+//    accept_gate, penalty_box
+// ===========================================================================
+//
+// Time is integer nanoseconds of std::chrono::steady_clock, pushed in by the
+// caller (every call has an overload that reads the clock). No floating point,
+// every addition and product saturates, and a clock that goes backwards can
+// only make a limiter stricter, never grant extra.
+
+namespace wsguard {
+inline namespace WSGUARD_ABI_NS {
+
+// Defined in section 7 (crypto); the limiters draw their SipHash seed from it.
+inline reason random_bytes(std::uint8_t* out, std::size_t size) noexcept;
+
+// A rate: `count` events per `period`, e.g. rate{3, std::chrono::seconds(1)} or
+// rate{1, std::chrono::hours(24)}. Rates below one per second need no floats.
+struct rate {
+    std::uint64_t count = 0;
+    std::chrono::nanoseconds period{std::chrono::seconds(1)};
+
+    static constexpr rate per_second(std::uint64_t n) noexcept { return rate{n, std::chrono::seconds(1)}; }
+    static constexpr rate per_minute(std::uint64_t n) noexcept { return rate{n, std::chrono::minutes(1)}; }
+    static constexpr rate per_hour(std::uint64_t n) noexcept { return rate{n, std::chrono::hours(1)}; }
+};
+
+namespace detail {
+
+inline constexpr std::uint64_t limits_u64_max = std::numeric_limits<std::uint64_t>::max();
+// The longest window a bucket may span (burst x interval): 100 years. Beyond
+// that a configuration is a mistake, and the bound keeps every sum below 2^64.
+inline constexpr std::uint64_t limits_max_window_ns = 100ull * 366 * 24 * 3600 * 1000000000ull;
+// How many slots a lookup inspects: bounds the work per request and is the
+// neighbourhood in which the stalest entry is evicted. keyed_limiter's four
+// 16-byte slots fill one cache line, so a decision costs one cache miss.
+inline constexpr std::uint32_t limits_keyed_window = 4;
+inline constexpr std::uint32_t limits_max_shards = 64;
+inline constexpr std::size_t limits_max_capacity = std::size_t{1} << 28;
+
+static_assert(std::ratio_less_equal<std::chrono::steady_clock::period, std::nano>::value,
+              "wsguard rate limits need a steady_clock with at least nanosecond resolution");
+
+// steady_clock time as unsigned nanoseconds, order-preserving over the whole
+// int64 range (min maps to 0, max to 2^64-1), so no subtraction can wrap.
+inline std::uint64_t limits_ticks(std::chrono::steady_clock::time_point t) noexcept {
+    const std::int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+    return static_cast<std::uint64_t>(ns) ^ (std::uint64_t{1} << 63);
+}
+
+// A refusal's wait, rounded up to whole milliseconds and never zero: a client
+// that retries exactly at retry_after must succeed, not be refused again.
+inline std::chrono::milliseconds limits_wait(std::uint64_t wait_ns) noexcept {
+    std::uint64_t ms = wait_ns / 1000000 + (wait_ns % 1000000 != 0 ? 1 : 0);
+    if (ms == 0) ms = 1;
+    return std::chrono::milliseconds(static_cast<std::chrono::milliseconds::rep>(ms));
+}
+
+// The validated constants of one GCRA bucket, shared by token_bucket and
+// keyed_limiter. `tat` is the theoretical arrival time: the instant at which
+// the bucket would be full again. A request of n passes if, after charging
+// n x interval, the bucket is at most burst x interval ahead of now.
+struct limits_gcra {
+    std::uint64_t interval_ns = 0;  // 1/rate, rounded up: never faster than asked
+    std::uint64_t window_ns = 0;    // burst x interval
+    std::uint64_t horizon = 0;      // latest usable clock value, see clamp()
+    std::uint32_t burst = 0;
+
+    // Validates once; returns an empty string when the configuration is good.
+    static std::string configure(rate r, std::uint32_t burst_size, limits_gcra& out) {
+        const std::int64_t period = r.period.count();
+        if (r.count == 0) return "rate: count must be at least 1 (a limiter that refuses everything is a configuration error)";
+        if (period <= 0) return "rate: period must be positive";
+        if (r.count > static_cast<std::uint64_t>(period))
+            return "rate: more than one event per nanosecond (over 1e9 per second) is not supported";
+        if (burst_size == 0) return "burst must be at least 1 (0 would refuse every request)";
+        const std::uint64_t p = static_cast<std::uint64_t>(period);
+        const std::uint64_t interval = p / r.count + (p % r.count != 0 ? 1 : 0);
+        if (interval > limits_max_window_ns / burst_size)
+            return "burst / rate spans more than 100 years: lower the burst or raise the rate";
+        out.interval_ns = interval;
+        out.window_ns = interval * burst_size;
+        // Clock values above the horizon are clamped to it, so tat (at most
+        // now + window) never reaches 2^64: near the end of time the bucket
+        // stops refilling instead of wrapping around (fails closed).
+        out.horizon = limits_u64_max - 2 * out.window_ns;
+        out.burst = burst_size;
+        return std::string();
+    }
+
+    std::uint64_t clamp(std::chrono::steady_clock::time_point now) const noexcept {
+        const std::uint64_t t = limits_ticks(now);
+        return t < horizon ? t : horizon;
+    }
+
+    // One step of the algorithm on a loaded tat. On success writes the new tat.
+    // Preconditions: 1 <= n <= burst, t == clamp(now).
+    decision step(std::uint64_t tat, std::uint64_t t, std::uint32_t n, std::uint64_t& new_tat) const noexcept {
+        const std::uint64_t cost = interval_ns * n;                 // <= window_ns
+        const std::uint64_t base = tat > t ? tat : t;               // an idle bucket starts from now
+        const std::uint64_t debt = base - t;                        // how far ahead the bucket runs
+        if (debt > window_ns - cost) return decision(reason::rate_limited, limits_wait(debt + cost - window_ns));
+        new_tat = base + cost;
+        return decision::allow();
+    }
+};
+
+// SipHash-c-d (Aumasson and Bernstein), portable and endian-independent.
+// Keyed with a random seed, so a remote client cannot choose keys that collide.
+inline std::uint64_t limits_load_le64(const unsigned char* p) noexcept {
+    std::uint64_t v = 0;
+    for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
+    return v;
+}
+
+struct limits_siphash_output {
+    std::uint64_t lo = 0;
+    std::uint64_t hi = 0;  // only with wide output
+};
+
+// `wide`: the 128-bit variant of the reference implementation (hi is then
+// the second 64 bits; lo differs from the 64-bit variant's output).
+template <int CompressionRounds, int FinalRounds>
+inline limits_siphash_output limits_siphash(std::uint64_t k0, std::uint64_t k1, const void* data, std::size_t len,
+                                            bool wide = false) noexcept {
+    const auto* in = static_cast<const unsigned char*>(data);
+    std::uint64_t v0 = 0x736f6d6570736575ull ^ k0;
+    std::uint64_t v1 = 0x646f72616e646f6dull ^ k1 ^ (wide ? 0xee : 0);
+    std::uint64_t v2 = 0x6c7967656e657261ull ^ k0;
+    std::uint64_t v3 = 0x7465646279746573ull ^ k1;
+    auto rotl = [](std::uint64_t x, int b) noexcept { return (x << b) | (x >> (64 - b)); };
+    auto sip_round = [&]() noexcept {
+        v0 += v1; v1 = rotl(v1, 13); v1 ^= v0; v0 = rotl(v0, 32);
+        v2 += v3; v3 = rotl(v3, 16); v3 ^= v2;
+        v0 += v3; v3 = rotl(v3, 21); v3 ^= v0;
+        v2 += v1; v1 = rotl(v1, 17); v1 ^= v2; v2 = rotl(v2, 32);
+    };
+    const std::size_t whole = len - len % 8;
+    for (std::size_t i = 0; i < whole; i += 8) {
+        const std::uint64_t m = limits_load_le64(in + i);
+        v3 ^= m;
+        for (int r = 0; r < CompressionRounds; ++r) sip_round();
+        v0 ^= m;
+    }
+    std::uint64_t last = static_cast<std::uint64_t>(len) << 56;
+    for (std::size_t i = 0; i < len % 8; ++i) last |= static_cast<std::uint64_t>(in[whole + i]) << (8 * i);
+    v3 ^= last;
+    for (int r = 0; r < CompressionRounds; ++r) sip_round();
+    v0 ^= last;
+    v2 ^= wide ? 0xee : 0xff;
+    for (int r = 0; r < FinalRounds; ++r) sip_round();
+    limits_siphash_output out;
+    out.lo = v0 ^ v1 ^ v2 ^ v3;
+    if (wide) {
+        v1 ^= 0xdd;
+        for (int r = 0; r < FinalRounds; ++r) sip_round();
+        out.hi = v0 ^ v1 ^ v2 ^ v3;
+    }
+    return out;
+}
+
+// SipHash-1-3 with its 128-bit output: `lo` places a key in the table and
+// `hi` is the independent 64-bit tag stored to recognise it.
+inline limits_siphash_output limits_siphash13_128(std::uint64_t k0, std::uint64_t k1, const void* data,
+                                                  std::size_t len) noexcept {
+    return limits_siphash<1, 3>(k0, k1, data, len, true);
+}
+
+// The 128-bit SipHash key, drawn from the OS at construction.
+struct limits_seed {
+    std::uint64_t k[2] = {0, 0};
+};
+
+// From the OS through the crypto section; false if the OS refused.
+inline bool limits_make_seed(limits_seed& seed) noexcept {
+    std::uint8_t raw[16] = {};
+    if (random_bytes(raw, sizeof raw) != reason::ok) return false;
+    for (int i = 0; i < 2; ++i) seed.k[i] = limits_load_le64(raw + 8 * i);
+    return true;
+}
+
+// A 128-bit keyed fingerprint: what connection_limiter stores for
+// variable-length keys. Two different strings share one with probability
+// 2^-128 for a party that does not know the seed.
+struct limits_fingerprint {
+    std::uint64_t lo = 0;
+    std::uint64_t hi = 0;
+};
+
+template <class T>
+struct limits_always_false : std::false_type {};
+
+// How a Key is hashed and stored. `hash` places it in a table; `tag` is an
+// independent 64-bit keyed hash, all keyed_limiter stores (two keys share a
+// bucket only if they agree on both: probability 2^-64 per lookup for a party
+// that does not know the seed). connection_limiter, which must never confuse
+// two keys' connection counts, stores `key`: fixed-size keys with no padding
+// (address_key, integers, arrays of bytes) as they are, strings as a 128-bit
+// fingerprint. Any other Key does not compile.
+template <class Key, class Enable = void>
+struct limits_key_traits {
+    static_assert(limits_always_false<Key>::value,
+                  "wsguard limiter keys must be trivially copyable with no padding bits "
+                  "(address_key, std::uint64_t, std::array<std::uint8_t, N>) or std::string_view / std::string");
+};
+
+template <class Key>
+struct limits_key_traits<Key, std::enable_if_t<std::is_trivially_copyable<Key>::value &&
+                                               std::has_unique_object_representations<Key>::value>> {
+    using stored = Key;
+    struct digest {
+        stored key;
+        std::uint64_t hash;
+        std::uint64_t tag;
+    };
+    static digest make(const Key& key, const limits_seed& seed) noexcept {
+        const limits_siphash_output h = limits_siphash13_128(seed.k[0], seed.k[1], &key, sizeof key);
+        return digest{key, h.lo, h.hi};
+    }
+    static bool equal(const stored& a, const stored& b) noexcept { return std::memcmp(&a, &b, sizeof a) == 0; }
+};
+
+struct limits_string_key_traits {
+    using stored = limits_fingerprint;
+    struct digest {
+        stored key;
+        std::uint64_t hash;
+        std::uint64_t tag;
+    };
+    static digest make(std::string_view key, const limits_seed& seed) noexcept {
+        const limits_siphash_output h = limits_siphash13_128(seed.k[0], seed.k[1], key.data(), key.size());
+        return digest{stored{h.lo, h.hi}, h.lo, h.hi};
+    }
+    static bool equal(const stored& a, const stored& b) noexcept { return a.lo == b.lo && a.hi == b.hi; }
+};
+template <>
+struct limits_key_traits<std::string_view> : limits_string_key_traits {};
+template <>
+struct limits_key_traits<std::string> : limits_string_key_traits {};
+
+// A spin lock per shard (detail::spinlock, section 2): critical sections are a
+// few dozen instructions, so spinning beats parking.
+using limits_spinlock = spinlock;
+
+struct alignas(64) limits_shard {
+    limits_spinlock lock;
+};
+
+class limits_lock_guard {
+public:
+    explicit limits_lock_guard(limits_spinlock& l) noexcept : lock_(l) { lock_.lock(); }
+    ~limits_lock_guard() { lock_.unlock(); }
+    limits_lock_guard(const limits_lock_guard&) = delete;
+    limits_lock_guard& operator=(const limits_lock_guard&) = delete;
+
+private:
+    limits_spinlock& lock_;
+};
+
+// Geometry of a sharded table: shard_count shards (a power of two, up to 64,
+// each with its own lock) of groups_per_shard groups of `window` slots. A key
+// hashes to one group, its whole probe window; groups are aligned to cache
+// lines.
+struct limits_geometry {
+    std::uint32_t shard_count = 1;
+    std::uint32_t groups_per_shard = 0;
+    std::uint32_t window = 1;
+
+    static std::string configure(std::size_t capacity, std::uint32_t window, limits_geometry& out) {
+        if (capacity == 0) return "capacity must be at least 1";
+        if (capacity > limits_max_capacity) return "capacity over 2^28 entries: that is gigabytes of table, surely a mistake";
+        std::uint32_t shards = 1;
+        while (shards < limits_max_shards && std::size_t{shards} * 4 * window <= capacity) shards *= 2;
+        const std::size_t per_shard = std::size_t{shards} * window;
+        out.shard_count = shards;
+        out.groups_per_shard = static_cast<std::uint32_t>((capacity + per_shard - 1) / per_shard);
+        out.window = window;
+        return std::string();
+    }
+    std::size_t group_count() const noexcept { return std::size_t{shard_count} * groups_per_shard; }
+    std::size_t capacity() const noexcept { return group_count() * window; }
+    std::uint32_t shard_of(std::uint64_t hash) const noexcept {
+        return static_cast<std::uint32_t>(hash >> 32) & (shard_count - 1);
+    }
+    // The key's group (Lemire's multiply-shift range reduction inside its shard).
+    std::size_t group_of(std::uint64_t hash, std::uint32_t shard) const noexcept {
+        return std::size_t{shard} * groups_per_shard +
+               static_cast<std::size_t>(((hash & 0xffffffffull) * groups_per_shard) >> 32);
+    }
+};
+
+template <class Slot, std::uint32_t Window>
+struct alignas(64) limits_group {
+    Slot slots[Window];
+};
+
+// Starts loading a group while the shard lock is being taken: under a flood
+// of new keys the group is rarely cached.
+template <class Group>
+inline void limits_prefetch(const Group& group) noexcept {
+#if defined(__GNUC__) || defined(__clang__)
+    const char* bytes = reinterpret_cast<const char*>(&group);
+    for (std::size_t offset = 0; offset < sizeof(Group); offset += 64) __builtin_prefetch(bytes + offset, 1);
+#else
+    (void)group;
+#endif
+}
+
+template <class T>
+std::unique_ptr<T[]> limits_allocate(std::size_t n) noexcept {
+    return std::unique_ptr<T[]>(new (std::nothrow) T[n]());
+}
+
+// A zeroed array of groups, allocated once. Tables of 2 MiB or more are
+// 2 MiB-aligned and, on Linux, offered transparent huge pages: a random key
+// then costs one cache miss rather than a miss plus a page-table walk. Every
+// page is written here, at construction, so no request ever takes a page fault.
+template <class Group>
+class limits_table {
+    static_assert(std::is_trivially_copyable<Group>::value && std::is_trivially_destructible<Group>::value,
+                  "limits_table holds plain slots");
+
+public:
+    limits_table() noexcept = default;
+    limits_table(limits_table&& other) noexcept
+        : groups_(std::exchange(other.groups_, nullptr)), alignment_(other.alignment_) {}
+    limits_table& operator=(limits_table&& other) noexcept {
+        if (this != &other) {
+            release();
+            groups_ = std::exchange(other.groups_, nullptr);
+            alignment_ = other.alignment_;
+        }
+        return *this;
+    }
+    limits_table(const limits_table&) = delete;
+    limits_table& operator=(const limits_table&) = delete;
+    ~limits_table() { release(); }
+
+    bool allocate(std::size_t count) noexcept {
+        release();
+        constexpr std::size_t huge_page = std::size_t{2} << 20;
+        std::size_t bytes = count * sizeof(Group);
+        alignment_ = bytes >= huge_page ? huge_page : alignof(Group);
+        bytes = (bytes + alignment_ - 1) / alignment_ * alignment_;
+        void* memory = ::operator new(bytes, std::align_val_t(alignment_), std::nothrow);
+        if (memory == nullptr) return false;
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+        if (alignment_ == huge_page) (void)::madvise(memory, bytes, MADV_HUGEPAGE);  // a hint: fine if refused
+#endif
+        std::memset(memory, 0, bytes);
+        groups_ = static_cast<Group*>(memory);
+        return true;
+    }
+    explicit operator bool() const noexcept { return groups_ != nullptr; }
+    Group& operator[](std::size_t i) noexcept { return groups_[i]; }
+    const Group& operator[](std::size_t i) const noexcept { return groups_[i]; }
+
+private:
+    void release() noexcept {
+        if (groups_ != nullptr) ::operator delete(groups_, std::align_val_t(alignment_));
+        groups_ = nullptr;
+    }
+
+    Group* groups_ = nullptr;
+    std::size_t alignment_ = alignof(Group);
+};
+
+}  // namespace detail
+
+// ---------------------------------------------------------------------------
+// token_bucket: one lock-free bucket (GCRA) in one atomic 64-bit word.
+// ---------------------------------------------------------------------------
+//
+// From idle, `burst` requests pass at once, the next is refused, then one more
+// passes every 1/rate. A refusal is reason::rate_limited with retry_after
+// (rounded up, never zero) and changes nothing. A request for n > burst can
+// never pass: it is refused with rate_limited and retry_after == 0 (waiting
+// does not help). Safe to call from any number of threads at once.
+struct token_bucket_options {
+    wsguard::rate rate = wsguard::rate::per_second(10);  // sustained
+    std::uint32_t burst = 20;                            // requests that pass at once from idle
+};
+
+class token_bucket {
+public:
+    // The documented way: a rate and a burst by name, as redis_limiter_options.
+    static result<token_bucket> create(const token_bucket_options& options) {
+        return create(options.rate, options.burst);
+    }
+    static result<token_bucket> create(wsguard::rate r, std::uint32_t burst) {
+        detail::limits_gcra gcra;
+        std::string error = detail::limits_gcra::configure(r, burst, gcra);
+        if (!error.empty()) return result<token_bucket>::failure("token_bucket: " + error);
+        return result<token_bucket>::success(token_bucket(gcra));
+    }
+    [[deprecated("use create(token_bucket_options{rate::per_second(n), burst})")]]
+    static result<token_bucket> create(std::uint64_t rate_per_second, std::uint32_t burst) {
+        return create(wsguard::rate::per_second(rate_per_second), burst);
+    }
+
+    // std::atomic is not movable; result<token_bucket> needs a move. Moving
+    // copies the current state and is meant for construction time only: a
+    // bucket other threads are using must not be moved.
+    token_bucket(token_bucket&& other) noexcept
+        : gcra_(other.gcra_), tat_(other.tat_.load(std::memory_order_relaxed)) {}
+    token_bucket& operator=(token_bucket&&) = delete;
+    token_bucket(const token_bucket&) = delete;
+    token_bucket& operator=(const token_bucket&) = delete;
+
+    decision try_acquire(std::chrono::steady_clock::time_point now, std::uint32_t n = 1) noexcept {
+        if (n == 0) return decision::allow();
+        if (n > gcra_.burst) return decision(reason::rate_limited);
+        const std::uint64_t t = gcra_.clamp(now);
+        std::uint64_t tat = tat_.load(std::memory_order_relaxed);
+        for (;;) {
+            std::uint64_t new_tat = 0;
+            const decision d = gcra_.step(tat, t, n, new_tat);
+            if (!d) return d;
+            // The word is the whole state: relaxed ordering is enough.
+            if (tat_.compare_exchange_weak(tat, new_tat, std::memory_order_relaxed, std::memory_order_relaxed)) return d;
+        }
+    }
+    decision try_acquire(std::uint32_t n = 1) noexcept { return try_acquire(std::chrono::steady_clock::now(), n); }
+
+    std::uint32_t burst() const noexcept { return gcra_.burst; }
+    // 1/rate, rounded up to a whole nanosecond.
+    std::chrono::nanoseconds interval() const noexcept {
+        return std::chrono::nanoseconds(static_cast<std::chrono::nanoseconds::rep>(gcra_.interval_ns));
+    }
+
+private:
+    explicit token_bucket(const detail::limits_gcra& gcra) noexcept : gcra_(gcra) {}
+
+    detail::limits_gcra gcra_;
+    std::atomic<std::uint64_t> tat_{0};  // 0 = idle since the beginning of time
+    static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "token_bucket needs a lock-free 64-bit atomic");
+};
+
+// ---------------------------------------------------------------------------
+// keyed_limiter<Key>: one bucket per key in a fixed-capacity table.
+// ---------------------------------------------------------------------------
+//
+// Memory is allocated once, in create(), and never grows. Keys are hashed with
+// SipHash-1-3 under a random 128-bit seed, and an entry is 16 bytes: a 64-bit
+// keyed tag that recognises the key and the bucket's 64-bit state. A key's
+// probe window is a group of 4 entries in one cache line. An entry whose
+// bucket is full again is free for reuse; when a new key's group has no such
+// entry, the stalest one (the closest to full) is evicted, so keys that
+// exhausted their burst are the last to go. Sharded (up to 64 shards) with one
+// small lock per shard.
+struct keyed_limiter_options {
+    wsguard::rate rate = wsguard::rate::per_second(10);  // sustained, per key
+    std::uint32_t burst = 20;                            // per key, from idle
+    std::size_t capacity = 65536;                        // distinct keys tracked at once
+};
+
+template <class Key>
+class keyed_limiter {
+    using traits = detail::limits_key_traits<Key>;
+
+public:
+    // The documented way: every number by name, as redis_limiter_options.
+    static result<keyed_limiter> create(const keyed_limiter_options& options) {
+        return create(options.rate, options.burst, options.capacity);
+    }
+    static result<keyed_limiter> create(wsguard::rate r, std::uint32_t burst, std::size_t capacity) {
+        keyed_limiter limiter;
+        std::string error = detail::limits_gcra::configure(r, burst, limiter.gcra_);
+        if (error.empty()) error = detail::limits_geometry::configure(capacity, detail::limits_keyed_window, limiter.geometry_);
+        if (!error.empty()) return result<keyed_limiter>::failure("keyed_limiter: " + error);
+        if (!detail::limits_make_seed(limiter.seed_))
+            return result<keyed_limiter>::failure("keyed_limiter: the OS refused random bytes for the hash seed");
+        limiter.shards_ = detail::limits_allocate<detail::limits_shard>(limiter.geometry_.shard_count);
+        if (!limiter.shards_ || !limiter.groups_.allocate(limiter.geometry_.group_count()))
+            return result<keyed_limiter>::failure("keyed_limiter: out of memory for the table");
+        return result<keyed_limiter>::success(std::move(limiter));
+    }
+    [[deprecated("use create(keyed_limiter_options{rate::per_second(n), burst, capacity})")]]
+    static result<keyed_limiter> create(std::uint64_t rate_per_second, std::uint32_t burst, std::size_t capacity) {
+        return create(wsguard::rate::per_second(rate_per_second), burst, capacity);
+    }
+
+    decision try_acquire(const Key& key, std::chrono::steady_clock::time_point now, std::uint32_t n = 1) noexcept {
+        if (n == 0) return decision::allow();
+        if (n > gcra_.burst) return decision(reason::rate_limited);
+        return with_entry(key, now, true, [&](slot& entry, std::uint64_t t) noexcept {
+            std::uint64_t new_tat = 0;
+            const decision d = gcra_.step(entry.tat, t, n, new_tat);
+            if (d) entry.tat = new_tat;
+            return d;
+        });
+    }
+    decision try_acquire(const Key& key, std::uint32_t n = 1) noexcept {
+        return try_acquire(key, std::chrono::steady_clock::now(), n);
+    }
+
+    // Number of keys the table holds at once (the requested capacity, rounded
+    // up to a whole number of slots per shard).
+    std::size_t capacity() const noexcept { return geometry_.capacity(); }
+    // Everything this limiter owns; constant from construction on.
+    std::size_t memory_bytes() const noexcept {
+        return sizeof(*this) + geometry_.group_count() * sizeof(group) +
+               std::size_t{geometry_.shard_count} * sizeof(detail::limits_shard);
+    }
+    std::uint32_t burst() const noexcept { return gcra_.burst; }
+
+private:
+    struct slot {
+        std::uint64_t tag;
+        std::uint64_t tat;  // 0: never used, the same as an idle (full) bucket
+    };
+    using group = detail::limits_group<slot, detail::limits_keyed_window>;
+    static_assert(sizeof(group) == 64, "a keyed_limiter group is one cache line");
+
+    friend class penalty_box;  // keeps its bans in a keyed_limiter's table
+
+    keyed_limiter() = default;
+
+    // Runs visit(entry, clamped now) on the key's entry under its shard lock
+    // and returns its decision. Without `insert`, a key that has no entry is
+    // allowed without visiting (a lookup must not evict anyone).
+    template <class Visit>
+    decision with_entry(const Key& key, std::chrono::steady_clock::time_point now, bool insert, Visit visit) noexcept {
+        const auto digest = traits::make(key, seed_);
+        const std::uint64_t t = gcra_.clamp(now);
+        const std::uint32_t shard = geometry_.shard_of(digest.hash);
+        group& candidates = groups_[geometry_.group_of(digest.hash, shard)];
+        detail::limits_prefetch(candidates);
+
+        detail::limits_lock_guard guard(shards_[shard].lock);
+        if (!insert) {
+            for (slot& s : candidates.slots) {
+                if (s.tag == digest.tag) return visit(s, t);
+            }
+            return decision::allow();
+        }
+        return visit(find_or_evict(candidates, digest.tag), t);
+    }
+
+    // The key's entry, or the stalest entry of its group reset for it. A
+    // never-used entry has tat 0, so it is the stalest. Matching one by its tag
+    // is harmless: an idle bucket is what a new key starts from anyway.
+    static slot& find_or_evict(group& candidates, std::uint64_t tag) noexcept {
+        slot* stalest = &candidates.slots[0];
+        for (slot& s : candidates.slots) {
+            if (s.tag == tag) return s;
+            if (s.tat < stalest->tat) stalest = &s;
+        }
+        stalest->tag = tag;
+        stalest->tat = 0;
+        return *stalest;
+    }
+
+    detail::limits_gcra gcra_;
+    detail::limits_geometry geometry_;
+    detail::limits_seed seed_;
+    std::unique_ptr<detail::limits_shard[]> shards_;
+    detail::limits_table<group> groups_;
+};
+
+// ---------------------------------------------------------------------------
+// connection_limiter<Key>: at most N concurrent connections per key.
+// ---------------------------------------------------------------------------
+//
+// try_acquire returns a move-only permit; the connection counts until the
+// permit is destroyed or release()d. The limiter must outlive its permits.
+//
+// Exact capacity: a new key is refused only when `capacity` distinct keys
+// hold connections (or its per-key count, or the total, is at its cap) —
+// never because of where its hash falls. The table is one open-addressing
+// array of 2 x capacity slots with linear probing over the whole array, and a
+// count of live keys checked before a new key is placed: at most half the
+// slots are ever in use, so every probe ends at an empty slot (expected 2.5
+// slots for a miss, 1.5 for a hit at full load; the seeded hash keeps a remote
+// client from building clusters). A key's slot is emptied when its count
+// drops to 0, by backward-shift deletion (no tombstones), so the table never
+// degrades with churn. A live count is never evicted. One lock guards the
+// table: a connection is acquired and released once each, and exactness needs
+// one table rather than shards that could fill unevenly.
+struct connection_limiter_options {
+    std::uint32_t max_per_key = 8;  // concurrent connections per key
+    std::size_t capacity = 65536;   // distinct keys with live connections at once, exactly
+    // connections across all keys (default: no cap beyond max_per_key x capacity)
+    std::uint32_t max_total = std::numeric_limits<std::uint32_t>::max();
+};
+
+template <class Key>
+class connection_limiter {
+    using traits = detail::limits_key_traits<Key>;
+    using stored_key = typename traits::stored;
+
+    struct slot {
+        stored_key key;
+        std::uint32_t count;  // 0: empty
+        std::uint32_t home;   // the slot the key hashes to, for deletion
+    };
+    struct table {
+        detail::limits_seed seed;
+        std::size_t capacity = 0;
+        std::uint32_t slot_count = 0;
+        std::uint32_t max_per_key = 0;
+        std::uint32_t max_total = 0;
+        std::size_t live_keys = 0;  // under `lock`
+        alignas(64) detail::limits_spinlock lock;
+        std::atomic<std::uint32_t> total{0};  // written under `lock`, read without it
+        detail::limits_table<slot> slots;
+
+        std::uint32_t home_of(std::uint64_t hash) const noexcept {
+            return static_cast<std::uint32_t>(((hash >> 32) * slot_count) >> 32);
+        }
+        std::uint32_t next(std::uint32_t i) const noexcept { return i + 1 == slot_count ? 0 : i + 1; }
+        // The key's slot, or the empty slot that ends its probe. Under `lock`.
+        slot& find(const stored_key& key, std::uint32_t home) noexcept {
+            std::uint32_t i = home;
+            while (slots[i].count != 0 && !traits::equal(slots[i].key, key)) i = next(i);
+            return slots[i];
+        }
+        // Backward-shift deletion: pulls each later entry of the cluster that
+        // may sit earlier into the hole, so no probe ever crosses a gap it
+        // should not. Under `lock`.
+        void erase(std::uint32_t hole) noexcept {
+            for (std::uint32_t j = next(hole); slots[j].count != 0; j = next(j)) {
+                const std::uint32_t h = slots[j].home;
+                const std::uint32_t from_home = j >= h ? j - h : j + slot_count - h;
+                const std::uint32_t from_hole = j >= hole ? j - hole : j + slot_count - hole;
+                if (from_home >= from_hole) {
+                    slots[hole] = slots[j];
+                    hole = j;
+                }
+            }
+            slots[hole].count = 0;
+            --live_keys;
+        }
+        std::uint32_t index_of(const slot& s) const noexcept { return static_cast<std::uint32_t>(&s - &slots[0]); }
+    };
+
+public:
+    // How long a refused client is told to wait (Retry-After): connections
+    // end at an unknown time, so this is a polite hint, not a promise.
+    static constexpr std::chrono::milliseconds refusal_retry_after{1000};
+
+    class permit {
+    public:
+        permit() noexcept = default;
+        permit(permit&& other) noexcept
+            : table_(std::exchange(other.table_, nullptr)), key_(other.key_), home_(other.home_),
+              decision_(other.decision_) {}
+        permit& operator=(permit&& other) noexcept {
+            if (this != &other) {
+                release();
+                table_ = std::exchange(other.table_, nullptr);
+                key_ = other.key_;
+                home_ = other.home_;
+                decision_ = other.decision_;
+            }
+            return *this;
+        }
+        permit(const permit&) = delete;
+        permit& operator=(const permit&) = delete;
+        ~permit() { release(); }
+
+        // True while the permit holds a connection (not after release()).
+        explicit operator bool() const noexcept { return table_ != nullptr; }
+        // The outcome of try_acquire: ok, or too_many_connections with
+        // retry_after 1 s. A default-constructed permit reads as refused.
+        wsguard::decision decision() const noexcept { return decision_; }
+        // Gives the connection back now instead of at destruction. Idempotent.
+        void release() noexcept {
+            if (table_ == nullptr) return;
+            {
+                detail::limits_lock_guard guard(table_->lock);
+                slot& s = table_->find(key_, home_);  // entries move on deletion: found again by key
+                if (s.count != 0 && --s.count == 0) table_->erase(table_->index_of(s));
+                table_->total.fetch_sub(1, std::memory_order_relaxed);
+            }
+            table_ = nullptr;
+        }
+
+    private:
+        friend class connection_limiter;
+        permit(table* t, const stored_key& key, std::uint32_t home) noexcept
+            : table_(t), key_(key), home_(home), decision_(wsguard::decision::allow()) {}
+        explicit permit(wsguard::decision refusal) noexcept : decision_(refusal) {}
+
+        table* table_ = nullptr;
+        stored_key key_{};
+        std::uint32_t home_ = 0;
+        wsguard::decision decision_{reason::too_many_connections, refusal_retry_after};
+    };
+
+    // The documented way: every number by name (connection_limiter_options).
+    static result<connection_limiter> create(const connection_limiter_options& options) {
+        const std::uint32_t max_per_key = options.max_per_key, max_total = options.max_total;
+        const std::size_t capacity = options.capacity;
+        if (max_per_key == 0) return result<connection_limiter>::failure("connection_limiter: max_per_key must be at least 1");
+        if (max_total == 0) return result<connection_limiter>::failure("connection_limiter: max_total must be at least 1");
+        if (capacity == 0) return result<connection_limiter>::failure("connection_limiter: capacity must be at least 1");
+        if (capacity > detail::limits_max_capacity)
+            return result<connection_limiter>::failure(
+                "connection_limiter: capacity over 2^28 keys: that is gigabytes of table, surely a mistake");
+        connection_limiter limiter;
+        limiter.table_.reset(new (std::nothrow) table());
+        if (!limiter.table_) return result<connection_limiter>::failure("connection_limiter: out of memory");
+        table& t = *limiter.table_;
+        if (!detail::limits_make_seed(t.seed))
+            return result<connection_limiter>::failure("connection_limiter: the OS refused random bytes for the hash seed");
+        t.capacity = capacity;
+        t.slot_count = static_cast<std::uint32_t>(2 * capacity);  // load factor at most 1/2
+        t.max_per_key = max_per_key;
+        t.max_total = max_total;
+        if (!t.slots.allocate(t.slot_count)) return result<connection_limiter>::failure("connection_limiter: out of memory for the table");
+        return result<connection_limiter>::success(std::move(limiter));
+    }
+    // Three adjacent numbers whose order is easy to get wrong. Kept for one minor version.
+    [[deprecated("use create(connection_limiter_options{max_per_key, capacity, max_total})")]]
+    static result<connection_limiter> create(std::uint32_t max_per_key, std::size_t capacity,
+                                             std::uint32_t max_total = std::numeric_limits<std::uint32_t>::max()) {
+        return create(connection_limiter_options{max_per_key, capacity, max_total});
+    }
+
+    permit try_acquire(const Key& key) noexcept {
+        table& t = *table_;
+        const auto digest = traits::make(key, t.seed);
+        const std::uint32_t home = t.home_of(digest.hash);
+        detail::limits_prefetch(t.slots[home]);
+
+        detail::limits_lock_guard guard(t.lock);
+        slot& s = t.find(digest.key, home);
+        if (s.count != 0 ? s.count >= t.max_per_key : t.live_keys >= t.capacity) return refused();
+        if (t.total.load(std::memory_order_relaxed) >= t.max_total) return refused();
+        t.total.fetch_add(1, std::memory_order_relaxed);
+        if (s.count == 0) {
+            s.key = digest.key;
+            s.home = home;
+            ++t.live_keys;
+        }
+        ++s.count;
+        return permit(&t, digest.key, home);
+    }
+
+    // Live connections for one key (0 when unknown).
+    std::uint32_t connections(const Key& key) const noexcept {
+        table& t = *table_;
+        const auto digest = traits::make(key, t.seed);
+        detail::limits_lock_guard guard(t.lock);
+        return t.find(digest.key, t.home_of(digest.hash)).count;
+    }
+    // Live connections across all keys.
+    std::uint32_t total() const noexcept { return table_->total.load(std::memory_order_relaxed); }
+    // Distinct keys holding at least one connection.
+    std::size_t live_keys() const noexcept {
+        detail::limits_lock_guard guard(table_->lock);
+        return table_->live_keys;
+    }
+    // Distinct keys held at once: exactly the capacity given to create().
+    std::size_t capacity() const noexcept { return table_->capacity; }
+    // Everything this limiter owns; constant from construction on.
+    std::size_t memory_bytes() const noexcept {
+        return sizeof(*this) + sizeof(table) + std::size_t{table_->slot_count} * sizeof(slot);
+    }
+
+private:
+    connection_limiter() = default;
+    static permit refused() noexcept {
+        return permit(wsguard::decision(reason::too_many_connections, refusal_retry_after));
+    }
+
+    // On the heap so that moving the limiter leaves permits pointing at it.
+    std::unique_ptr<table> table_;
+};
+
+// ---------------------------------------------------------------------------
+// address_key: a peer address as a rate-limit key.
+// ---------------------------------------------------------------------------
+//
+// A fixed-size value (16 bytes, no padding) with the grouping prefix already
+// applied: by default one key per IPv4 address and one per IPv6 /64 (a single
+// host usually owns a whole /64, so finer keys are free to rotate). IPv4 is
+// held as IPv4-mapped IPv6 (::ffff:a.b.c.d), so an IPv4 address and its
+// mapped spelling are the same key and no IPv6 key can equal an IPv4 one.
+
+struct address_key_options {
+    std::uint8_t ipv4_prefix = 32;  // bits kept of an IPv4 address; values over 32 mean 32
+    std::uint8_t ipv6_prefix = 64;  // bits kept of an IPv6 address; values over 128 mean 128
+};
+
+namespace detail {
+
+inline constexpr std::size_t limits_address_text_cap = 128;  // longer input is refused unread
+inline constexpr std::size_t limits_zone_cap = 32;
+
+inline bool limits_is_digit(char c) noexcept { return c >= '0' && c <= '9'; }
+inline int limits_hex_value(char c) noexcept {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+// Strict dotted quad: exactly four decimal parts 0-255, no leading zeros (a
+// leading zero means octal to inet_aton, so "010.0.0.1" is ambiguous).
+inline bool limits_parse_ipv4(std::string_view s, std::uint8_t out[4]) noexcept {
+    std::size_t i = 0;
+    for (int part = 0; part < 4; ++part) {
+        if (part > 0) {
+            if (i >= s.size() || s[i] != '.') return false;
+            ++i;
+        }
+        const std::size_t begin = i;
+        unsigned value = 0;
+        while (i < s.size() && limits_is_digit(s[i]) && i - begin < 3) value = value * 10 + static_cast<unsigned>(s[i++] - '0');
+        const std::size_t digits = i - begin;
+        if (digits == 0 || value > 255 || (digits > 1 && s[begin] == '0')) return false;
+        out[part] = static_cast<std::uint8_t>(value);
+    }
+    return i == s.size();
+}
+
+// RFC 4291 section 2.2 text forms: eight groups of 1-4 hex digits, at most one
+// "::" standing for one or more zero groups, optionally a dotted quad as the
+// last 32 bits. Case-insensitive.
+inline bool limits_parse_ipv6(std::string_view s, std::uint8_t out[16]) noexcept {
+    std::uint16_t groups[8] = {};
+    int count = 0;
+    int gap = -1;  // index in groups where "::" stands
+    std::size_t i = 0;
+    if (s.size() >= 2 && s[0] == ':' && s[1] == ':') {
+        gap = 0;
+        i = 2;
+    }
+    while (i < s.size()) {
+        std::size_t j = i;
+        while (j < s.size() && limits_hex_value(s[j]) >= 0 && j - i < 5) ++j;
+        if (j < s.size() && s[j] == '.') {
+            std::uint8_t quad[4];
+            if (count > 6 || !limits_parse_ipv4(s.substr(i), quad)) return false;
+            groups[count++] = static_cast<std::uint16_t>(quad[0] << 8 | quad[1]);
+            groups[count++] = static_cast<std::uint16_t>(quad[2] << 8 | quad[3]);
+            i = s.size();
+            break;
+        }
+        if (j == i || j - i > 4 || count == 8) return false;
+        unsigned value = 0;
+        for (std::size_t k = i; k < j; ++k) value = value << 4 | static_cast<unsigned>(limits_hex_value(s[k]));
+        groups[count++] = static_cast<std::uint16_t>(value);
+        i = j;
+        if (i == s.size()) break;
+        if (s[i] != ':') return false;
+        ++i;
+        if (i < s.size() && s[i] == ':') {
+            if (gap >= 0) return false;
+            gap = count;
+            ++i;
+        } else if (i == s.size()) {
+            return false;  // a single trailing colon
+        }
+    }
+    if (gap < 0) {
+        if (count != 8) return false;
+    } else {
+        if (count > 7) return false;  // "::" must stand for at least one group
+        const int tail = count - gap;
+        for (int k = 0; k < tail; ++k) groups[7 - k] = groups[count - 1 - k];
+        for (int k = gap; k < 8 - tail; ++k) groups[k] = 0;
+    }
+    for (int k = 0; k < 8; ++k) {
+        out[2 * k] = static_cast<std::uint8_t>(groups[k] >> 8);
+        out[2 * k + 1] = static_cast<std::uint8_t>(groups[k] & 0xff);
+    }
+    return true;
+}
+
+// A zone id (fe80::1%eth0) names the local interface: it is dropped, after
+// checking that it is a plausible interface name or index.
+inline bool limits_strip_zone(std::string_view& s) noexcept {
+    const std::size_t percent = s.find('%');
+    if (percent == std::string_view::npos) return true;
+    const std::string_view zone = s.substr(percent + 1);
+    if (zone.empty() || zone.size() > limits_zone_cap) return false;
+    for (char c : zone) {
+        const bool ok = limits_hex_value(c) >= 0 || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == '-' || c == '.';
+        if (!ok) return false;
+    }
+    s = s.substr(0, percent);
+    return true;
+}
+
+inline bool limits_parse_port(std::string_view s) noexcept {
+    if (s.empty() || s.size() > 5) return false;
+    unsigned value = 0;
+    for (char c : s) {
+        if (!limits_is_digit(c)) return false;
+        value = value * 10 + static_cast<unsigned>(c - '0');
+    }
+    return value <= 65535;
+}
+
+}  // namespace detail
+
+class address_key {
+public:
+
+    // A bare address: "192.0.2.1", "2001:db8::1", "[2001:db8::1]",
+    // "fe80::1%eth0" (zone dropped), "::ffff:192.0.2.1" (IPv4). No port: use
+    // from_endpoint_text for "ip:port". Anything else, or over 128 bytes, is
+    // nullopt (reason::address_malformed).
+    static std::optional<address_key> from_text(std::string_view text, address_key_options options = {}) noexcept {
+        if (text.size() > detail::limits_address_text_cap) return std::nullopt;
+        if (!text.empty() && text.front() == '[') {
+            if (text.size() < 2 || text.back() != ']') return std::nullopt;
+            return parse_ipv6_text(text.substr(1, text.size() - 2), options);
+        }
+        if (text.find(':') != std::string_view::npos) return parse_ipv6_text(text, options);
+        std::uint8_t quad[4];
+        if (!detail::limits_parse_ipv4(text, quad)) return std::nullopt;
+        return from_bytes(quad, 4, options);
+    }
+
+    // What stacks report as the remote endpoint: "192.0.2.1:443",
+    // "[2001:db8::1]:443", or a bare address. An unbracketed IPv6 address
+    // never carries a port (its last group would be ambiguous).
+    static std::optional<address_key> from_endpoint_text(std::string_view text, address_key_options options = {}) noexcept {
+        if (text.size() > detail::limits_address_text_cap) return std::nullopt;
+        if (!text.empty() && text.front() == '[') {
+            const std::size_t close = text.find(']');
+            if (close == std::string_view::npos) return std::nullopt;
+            const std::string_view rest = text.substr(close + 1);
+            if (!rest.empty() && (rest.front() != ':' || !detail::limits_parse_port(rest.substr(1)))) return std::nullopt;
+            return parse_ipv6_text(text.substr(1, close - 1), options);
+        }
+        const std::size_t colon = text.find(':');
+        if (colon != std::string_view::npos && text.find(':', colon + 1) == std::string_view::npos) {
+            if (!detail::limits_parse_port(text.substr(colon + 1))) return std::nullopt;
+            std::uint8_t quad[4];
+            if (!detail::limits_parse_ipv4(text.substr(0, colon), quad)) return std::nullopt;
+            return from_bytes(quad, 4, options);
+        }
+        return from_text(text, options);
+    }
+
+    // Raw network-order bytes: 4 (IPv4) or 16 (IPv6, e.g. sin6_addr). Other
+    // sizes, or a null pointer, are nullopt.
+    static std::optional<address_key> from_bytes(const std::uint8_t* data, std::size_t size, address_key_options options = {}) noexcept {
+        if (data == nullptr || (size != 4 && size != 16)) return std::nullopt;
+        address_key key;
+        if (size == 16 && !is_v4_mapped(data)) {
+            std::memcpy(key.bytes_, data, 16);
+            key.keep_prefix(0, options.ipv6_prefix > 128 ? 128 : options.ipv6_prefix);
+        } else {
+            key.bytes_[10] = 0xff;
+            key.bytes_[11] = 0xff;
+            std::memcpy(key.bytes_ + 12, size == 16 ? data + 12 : data, 4);
+            key.keep_prefix(12, options.ipv4_prefix > 32 ? 32 : options.ipv4_prefix);
+        }
+        return key;
+    }
+
+    // 4 or 6 (a default-constructed key is the IPv6 key of "::").
+    int family() const noexcept { return is_ipv4() ? 4 : 6; }
+    bool is_ipv4() const noexcept { return is_v4_mapped(bytes_); }
+    // 16 bytes in network order; an IPv4 address is the last 4 (::ffff:a.b.c.d).
+    const std::uint8_t* bytes() const noexcept { return bytes_; }
+
+    friend bool operator==(const address_key& a, const address_key& b) noexcept {
+        return std::memcmp(a.bytes_, b.bytes_, sizeof a.bytes_) == 0;
+    }
+    friend bool operator!=(const address_key& a, const address_key& b) noexcept { return !(a == b); }
+
+private:
+    static bool is_v4_mapped(const std::uint8_t* b) noexcept {
+        for (int i = 0; i < 10; ++i) {
+            if (b[i] != 0) return false;
+        }
+        return b[10] == 0xff && b[11] == 0xff;
+    }
+    static std::optional<address_key> parse_ipv6_text(std::string_view text, address_key_options options) noexcept {
+        if (!detail::limits_strip_zone(text)) return std::nullopt;
+        std::uint8_t raw[16];
+        if (!detail::limits_parse_ipv6(text, raw)) return std::nullopt;
+        return from_bytes(raw, 16, options);
+    }
+    // Zeroes every bit after the first `bits` bits counted from byte `from`.
+    // Precondition: bits <= (16 - from) * 8.
+    void keep_prefix(unsigned from, unsigned bits) noexcept {
+        unsigned i = from + bits / 8;
+        if (i < 16 && bits % 8 != 0) {
+            bytes_[i] = static_cast<std::uint8_t>(bytes_[i] & (0xff << (8 - bits % 8)));
+            ++i;
+        }
+        if (i < 16) std::memset(bytes_ + i, 0, 16 - i);
+    }
+
+    std::uint8_t bytes_[16] = {};
+};
+
+static_assert(std::has_unique_object_representations<address_key>::value && sizeof(address_key) == 16,
+              "address_key is stored and hashed as raw bytes: it must have no padding");
+
+// ---------------------------------------------------------------------------
+// accept_gate: admission at accept time, before any byte of HTTP is read.
+// ---------------------------------------------------------------------------
+//
+// A server's socket budget is shared by everyone, so a client that opens
+// sockets and sends nothing (or trickles a header, slowloris) must not be able
+// to fill it. Call try_admit right after accept(): at most
+// max_pending_per_address handshakes in progress per client (IPv4 address or
+// IPv6 /64, like address_key; the client behind a trusted PROXY header when
+// one came first) and max_pending_total in all, each with a deadline by which
+// its upgrade request must be complete. The returned accept_permit holds the
+// pending slot; the slot returns when the handshake ends either way — upgraded
+// (the connection_limiter permit from handshake_guard takes over) or dropped —
+// by release() or destruction. A refusal is too_many_pending: answer 503 with
+// Retry-After, or simply close the socket (cheaper, and what a flood deserves).
+// A stack polls permit.expired(now) (or arms a timer at deadline()) and closes
+// the socket when the deadline passed: handshake_deadline_passed is the reason
+// to log (408, or a close without an answer). Fixed capacity (the exact
+// connection_limiter table), seeded hashing, no allocation after create.
+struct accept_limits {
+    std::uint32_t max_pending_per_address = 8;   // handshakes in progress per client
+    std::uint32_t max_pending_total = 1024;      // in progress across all clients
+    std::chrono::milliseconds handshake_deadline{10000};  // accept to complete upgrade request
+    std::size_t table_capacity = 65536;          // clients with a pending handshake at once (exact)
+    address_key_options address_options{};       // for address_of(); IPv6 grouped by /64 by default
+};
+
+class [[nodiscard]] accept_permit {
+public:
+    // How long a refused client is told to wait when the stack answers 503.
+    static constexpr std::chrono::milliseconds refusal_retry_after{1000};
+
+    // Refused (too_many_pending) and holding nothing.
+    accept_permit() noexcept = default;
+    accept_permit(accept_permit&&) noexcept = default;
+    accept_permit& operator=(accept_permit&&) noexcept = default;
+    accept_permit(const accept_permit&) = delete;
+    accept_permit& operator=(const accept_permit&) = delete;
+
+    // True while the permit holds a pending slot (not after release()).
+    explicit operator bool() const noexcept { return static_cast<bool>(slot_); }
+    // ok, or too_many_pending with retry_after 1 s.
+    wsguard::decision decision() const noexcept { return decision_; }
+    // When the upgrade request must be complete (try_admit's now + deadline).
+    std::chrono::steady_clock::time_point deadline() const noexcept { return deadline_; }
+    // True from the deadline on: close the socket, log handshake_deadline_passed.
+    bool expired(std::chrono::steady_clock::time_point now) const noexcept { return now >= deadline_; }
+    bool expired() const noexcept { return expired(std::chrono::steady_clock::now()); }
+    // ok before the deadline, handshake_deadline_passed from it on: for logs
+    // and for stacks that answer 408 before closing.
+    wsguard::decision check_deadline(std::chrono::steady_clock::time_point now) const noexcept {
+        return expired(now) ? wsguard::decision(reason::handshake_deadline_passed) : wsguard::decision::allow();
+    }
+    wsguard::decision check_deadline() const noexcept { return check_deadline(std::chrono::steady_clock::now()); }
+    // Gives the pending slot back now (the handshake ended: upgraded or
+    // dropped). Idempotent; the destructor does the same.
+    void release() noexcept { slot_.release(); }
+
+private:
+    friend class accept_gate;
+    accept_permit(connection_limiter<address_key>::permit slot, wsguard::decision d,
+                  std::chrono::steady_clock::time_point deadline) noexcept
+        : slot_(std::move(slot)), decision_(d), deadline_(deadline) {}
+
+    connection_limiter<address_key>::permit slot_;
+    wsguard::decision decision_{reason::too_many_pending, refusal_retry_after};
+    std::chrono::steady_clock::time_point deadline_{};
+};
+
+class accept_gate {
+public:
+    static result<accept_gate> create(const accept_limits& limits) {
+        if (limits.handshake_deadline <= std::chrono::milliseconds::zero())
+            return result<accept_gate>::failure("accept_gate: handshake_deadline must be positive (10 s is a good default)");
+        if (limits.max_pending_per_address > limits.max_pending_total)
+            return result<accept_gate>::failure("accept_gate: max_pending_per_address is over max_pending_total");
+        auto table = connection_limiter<address_key>::create(
+            {limits.max_pending_per_address, limits.table_capacity, limits.max_pending_total});
+        if (!table) return result<accept_gate>::failure("accept_gate: " + table.error());
+        return result<accept_gate>::success(accept_gate(std::move(table).value(), limits));
+    }
+
+    // Call right after accept(), before reading anything from the socket.
+    accept_permit try_admit(const address_key& client, std::chrono::steady_clock::time_point now) noexcept {
+        connection_limiter<address_key>::permit slot = pending_.try_acquire(client);
+        if (!slot) return accept_permit(std::move(slot), refusal(), now);
+        return accept_permit(std::move(slot), wsguard::decision::allow(), now + limits_.handshake_deadline);
+    }
+    accept_permit try_admit(const address_key& client) noexcept {
+        return try_admit(client, std::chrono::steady_clock::now());
+    }
+
+    // The key for a peer, grouped by this gate's address options: raw
+    // network-order bytes (4 or 16, e.g. from sockaddr) or endpoint text.
+    std::optional<address_key> address_of(const std::uint8_t* data, std::size_t size) const noexcept {
+        return address_key::from_bytes(data, size, limits_.address_options);
+    }
+    std::optional<address_key> address_of(std::string_view endpoint_text) const noexcept {
+        return address_key::from_endpoint_text(endpoint_text, limits_.address_options);
+    }
+
+    // Handshakes in progress, in total and for one client.
+    std::uint32_t pending() const noexcept { return pending_.total(); }
+    std::uint32_t pending(const address_key& client) const noexcept { return pending_.connections(client); }
+    std::chrono::milliseconds handshake_deadline() const noexcept { return limits_.handshake_deadline; }
+    // Everything this gate owns; constant from construction on.
+    std::size_t memory_bytes() const noexcept { return sizeof(*this) - sizeof(pending_) + pending_.memory_bytes(); }
+
+private:
+    accept_gate(connection_limiter<address_key> table, const accept_limits& limits) noexcept
+        : pending_(std::move(table)), limits_(limits) {}
+    static wsguard::decision refusal() noexcept {
+        return wsguard::decision(reason::too_many_pending, accept_permit::refusal_retry_after);
+    }
+
+    connection_limiter<address_key> pending_;
+    accept_limits limits_;
+};
+
+// ---------------------------------------------------------------------------
+// penalty_box: bans a client that keeps presenting forged tickets.
+// ---------------------------------------------------------------------------
+//
+// A forged ticket costs the server a MAC; a client that sends them by the
+// thousand is an attacker, not a user. record_failure counts the failures that
+// only forgery or replay produce — ticket_bad_mac, ticket_unknown_key,
+// ticket_replayed, ticket_malformed — and ignores every other reason (an
+// expired ticket from a stale page, a clock skew, a wrong origin are honest
+// mistakes). A client may fail max_failures times at once and one more time
+// every window / max_failures after that; the failure beyond that bans it for
+// `ban`. check() refuses a banned client with client_penalized (429, with
+// retry_after until the ban ends) and is meant to run before any MAC is
+// computed. After a ban the client's failure budget refills from empty: a
+// client that resumes forging at once is banned again on its first failure.
+// Defaults: 20 failures (per 60 s) and a 5-minute ban; a user with a stale
+// page fails with ticket_expired, which is not counted, and a reload spends a
+// fresh ticket, so an ordinary user is never banned.
+//
+// Storage is keyed_limiter's fixed table (one 16-byte entry per client,
+// seeded hashing, sharded locks, no allocation after create): a ban is stored
+// as a bucket state far in the future, so bans are the last entries evicted
+// when a flood of new clients passes through; when a probe group holds only
+// bans, the one closest to its end goes first.
+struct penalty_options {
+    std::uint32_t max_failures = 20;                       // tolerated at once
+    std::chrono::milliseconds window = std::chrono::minutes(1);  // max_failures more per window
+    std::chrono::milliseconds ban = std::chrono::minutes(5);
+    std::size_t capacity = 65536;                          // clients tracked at once
+    bool enabled = true;                                   // read by handshake_guard only
+};
+
+class penalty_box {
+public:
+    static result<penalty_box> create(const penalty_options& options) {
+        if (options.max_failures == 0) return result<penalty_box>::failure("penalty_box: max_failures must be at least 1");
+        if (options.window <= std::chrono::milliseconds::zero())
+            return result<penalty_box>::failure("penalty_box: window must be positive");
+        if (options.ban <= std::chrono::milliseconds::zero() || options.ban > std::chrono::hours(24 * 365))
+            return result<penalty_box>::failure("penalty_box: ban must be positive and at most a year");
+        auto table = keyed_limiter<address_key>::create(wsguard::rate{options.max_failures, options.window},
+                                                         options.max_failures, options.capacity);
+        if (!table) return result<penalty_box>::failure("penalty_box: " + table.error());
+        const std::uint64_t ban_ns = static_cast<std::uint64_t>(std::chrono::nanoseconds(options.ban).count());
+        return result<penalty_box>::success(penalty_box(std::move(table).value(), ban_ns));
+    }
+
+    // Whether a failure with this reason counts towards a ban.
+    static constexpr bool counts(reason r) noexcept {
+        return r == reason::ticket_bad_mac || r == reason::ticket_unknown_key || r == reason::ticket_replayed ||
+               r == reason::ticket_malformed;
+    }
+
+    // ok, or client_penalized with retry_after until the ban ends. Never
+    // creates an entry.
+    decision check(const address_key& client, std::chrono::steady_clock::time_point now) noexcept {
+        return table_.with_entry(client, now, false, [&](const slot& entry, std::uint64_t t) noexcept {
+            return ban_left(entry, t);
+        });
+    }
+    decision check(const address_key& client) noexcept { return check(client, std::chrono::steady_clock::now()); }
+
+    // Counts one failure of `r` (ignored unless counts(r)). Returns ok while the
+    // client is tolerated, client_penalized (retry_after: the ban) when this
+    // failure started a ban or one is running.
+    decision record_failure(const address_key& client, reason r, std::chrono::steady_clock::time_point now) noexcept {
+        if (!counts(r)) return decision::allow();
+        const detail::limits_gcra& gcra = table_.gcra_;
+        return table_.with_entry(client, now, true, [&](slot& entry, std::uint64_t t) noexcept {
+            if (decision running = ban_left(entry, t); !running) return running;
+            std::uint64_t new_tat = 0;
+            if (gcra.step(entry.tat, t, 1, new_tat)) {
+                entry.tat = new_tat;
+                return decision::allow();
+            }
+            // Banned: the bucket runs `ban` beyond full debt, see ban_left.
+            const std::uint64_t room = detail::limits_u64_max - gcra.window_ns - t;  // t <= horizon: no wrap
+            entry.tat = t + gcra.window_ns + (ban_ns_ < room ? ban_ns_ : room);
+            return decision(reason::client_penalized, detail::limits_wait(ban_ns_));
+        });
+    }
+    decision record_failure(const address_key& client, reason r) noexcept {
+        return record_failure(client, r, std::chrono::steady_clock::now());
+    }
+
+    std::size_t capacity() const noexcept { return table_.capacity(); }
+    std::size_t memory_bytes() const noexcept { return sizeof(*this) - sizeof(table_) + table_.memory_bytes(); }
+
+private:
+    using slot = keyed_limiter<address_key>::slot;
+
+    penalty_box(keyed_limiter<address_key> table, std::uint64_t ban_ns) noexcept
+        : table_(std::move(table)), ban_ns_(ban_ns) {}
+
+    // A bucket never runs more than one window ahead of now unless banned:
+    // the excess is what is left of the ban. The bucket is clamped below
+    // 2^64 by the clock horizon, and ban_ns is at most a year.
+    decision ban_left(const slot& entry, std::uint64_t t) const noexcept {
+        const std::uint64_t window = table_.gcra_.window_ns;
+        if (entry.tat <= t || entry.tat - t <= window) return decision::allow();
+        return decision(reason::client_penalized, detail::limits_wait(entry.tat - t - window));
+    }
+
+    keyed_limiter<address_key> table_;
+    std::uint64_t ban_ns_ = 0;
+};
+
+}  // inline namespace WSGUARD_ABI_NS
+}  // namespace wsguard
+
+// ===========================================================================
+// 4. request_head_budget: caps on the upgrade request's head, byte by byte
+// ===========================================================================
+//
+// For stacks that read raw bytes (an epoll loop, a custom parser): feed every
+// chunk as it arrives, before buffering or parsing it. The budget answers as
+// soon as the answer is known, so a client that streams an endless head or
+// thousands of tiny header lines is refused at the first byte over a cap,
+// and the answer does not depend on how the bytes were split into chunks.
+//
+//   auto verdict = budget.feed(chunk.data(), chunk.size());
+//   if (verdict.status == wsguard::head_status::refused) answer(verdict.decision.http_status());  // 431 or 400
+//   else if (verdict.status == wsguard::head_status::complete) parse(buffer.substr(0, verdict.head_size));
+//
+// Line endings are CRLF only. A bare LF, a bare CR, a NUL byte or an obs-fold
+// continuation line (RFC 9112 5.2) is refused as request_malformed: two
+// parsers that disagree on where a line ends are how requests get smuggled,
+// and no browser sends any of them. Empty lines before the request line are
+// skipped as RFC 9112 2.2 asks (their bytes still count).
+
+namespace wsguard {
+inline namespace WSGUARD_ABI_NS {
+
+struct head_limits {
+    // The whole head: request line, header lines and the blank line (CRLF
+    // included). Browsers send 0.5-2 KB for an upgrade; cookies make it more.
+    std::size_t max_head_bytes = 8 * 1024;
+    // Header field lines after the request line. A browser upgrade has 10-20.
+    std::size_t max_header_lines = 64;
+};
+
+enum class head_status : std::uint8_t {
+    need_more,  // no blank line yet and no cap crossed: read more
+    complete,   // the head ends at head_size (bytes from the first one fed)
+    refused,    // decision says why; nothing more is read
+};
+
+struct [[nodiscard]] head_verdict {
+    head_status status = head_status::need_more;
+    // complete: bytes from the first byte ever fed through the blank line's
+    // LF. Bytes after it (a body, the first WebSocket frame) are not the head's.
+    std::size_t head_size = 0;
+    // ok unless refused: request_head_too_large or too_many_header_lines (431),
+    // request_malformed (400).
+    wsguard::decision decision;
+    // False once refused: the connection gets decision.http_status() and closes.
+    explicit operator bool() const noexcept { return status != head_status::refused; }
+};
+
+class request_head_budget {
+public:
+    static result<request_head_budget> create(head_limits limits = {}) {
+        if (limits.max_head_bytes < 64)
+            return result<request_head_budget>::failure(
+                "request_head_budget: max_head_bytes under 64 cannot hold a request line and a Host header");
+        if (limits.max_head_bytes > 1024 * 1024)
+            return result<request_head_budget>::failure(
+                "request_head_budget: max_head_bytes over 1 MiB; a head that large is an attack, not a browser");
+        if (limits.max_header_lines < 1 || limits.max_header_lines > 10000)
+            return result<request_head_budget>::failure(
+                "request_head_budget: max_header_lines must be 1 to 10000 (a browser upgrade sends 10-20)");
+        return result<request_head_budget>::success(request_head_budget(limits));
+    }
+
+    // Inspects `n` more bytes of the request. After complete or refused,
+    // further calls change nothing and answer the same verdict.
+    head_verdict feed(const char* data, std::size_t n) noexcept;
+    head_verdict feed(std::string_view bytes) noexcept { return feed(bytes.data(), bytes.size()); }
+
+    // The verdict so far (need_more before the first byte).
+    head_verdict verdict() const noexcept { return verdict_; }
+    // Bytes inspected so far (never more than head_size once complete).
+    std::size_t bytes_seen() const noexcept { return bytes_; }
+    // For the next request on the same connection.
+    void reset() noexcept { *this = request_head_budget(limits_); }
+    const head_limits& limits() const noexcept { return limits_; }
+
+private:
+    explicit request_head_budget(head_limits limits) noexcept : limits_(limits) {}
+    head_verdict refuse(reason r) noexcept {
+        verdict_.status = head_status::refused;
+        verdict_.decision = r;
+        return verdict_;
+    }
+
+    head_limits limits_;
+    head_verdict verdict_{};
+    std::size_t bytes_ = 0;
+    std::size_t header_lines_ = 0;
+    std::size_t line_bytes_ = 0;     // bytes of the current line before its CR
+    bool request_line_seen_ = false;
+    bool after_cr_ = false;
+};
+
+inline head_verdict request_head_budget::feed(const char* data, std::size_t n) noexcept {
+    if (verdict_.status != head_status::need_more || data == nullptr) return verdict_;
+    for (std::size_t i = 0; i < n; ++i) {
+        const char c = data[i];
+        if (++bytes_ > limits_.max_head_bytes) return refuse(reason::request_head_too_large);
+        if (after_cr_) {
+            if (c != '\n') return refuse(reason::request_malformed);  // a bare CR
+            after_cr_ = false;
+            if (line_bytes_ == 0 && request_line_seen_) {
+                verdict_.status = head_status::complete;
+                verdict_.head_size = bytes_;
+                return verdict_;
+            }
+            if (line_bytes_ != 0) request_line_seen_ = true;  // else an empty line before the request line
+            line_bytes_ = 0;
+            continue;
+        }
+        if (c == '\r') {
+            after_cr_ = true;
+            continue;
+        }
+        if (c == '\n' || c == '\0') return refuse(reason::request_malformed);  // a bare LF, a NUL
+        if (line_bytes_ == 0 && request_line_seen_) {
+            if (c == ' ' || c == '\t') return refuse(reason::request_malformed);  // obs-fold
+            // Counted at its first byte, so the line over the cap is refused
+            // before the rest of it arrives.
+            if (++header_lines_ > limits_.max_header_lines) return refuse(reason::too_many_header_lines);
+        }
+        ++line_bytes_;
+    }
+    return verdict_;
+}
+
+}  // inline namespace WSGUARD_ABI_NS
+}  // namespace wsguard
+
+// ===========================================================================
+// 5. Origin policy, Host allowlist, Sec-Fetch-Site
 // ===========================================================================
 //
 // origin_policy   the Origin allowlist: exact origins, whole-label subdomain
@@ -1378,7 +2781,780 @@ inline decision check_sec_fetch_site(std::string_view value,
 }  // namespace wsguard
 
 // ===========================================================================
-// 4. Crypto: sha256, hmac_sha256, base64url, random bytes
+// 6. Client address behind proxies: trusted_proxies, client_address,
+//    parse_proxy_header
+// ===========================================================================
+//
+// Behind nginx, HAProxy, a load balancer or a CDN, every socket's peer is the
+// proxy. trusted_proxies names the proxies whose word is taken; resolve() walks
+// Forwarded (RFC 7239) or X-Forwarded-For from the right, stepping over
+// trusted proxies only (nginx "real_ip_recursive on"): the first address that
+// is not trusted is the client. A client that reaches the server directly
+// cannot forge its address (its headers are never read), and a client behind
+// the proxies cannot choose it (whatever it writes sits left of the address
+// the last trusted proxy appended, and the walk stops before it).
+//
+// parse_proxy_header reads the PROXY protocol (v1 text, v2 binary) that L4
+// balancers (HAProxy send-proxy, AWS NLB, ...) put before any HTTP. Only a
+// connection from a trusted proxy may carry one: check trusts() first.
+//
+// Both read borrowed bytes, never allocate and never throw; the blocks of a
+// trusted_proxies are validated once, in create().
+
+namespace wsguard {
+inline namespace WSGUARD_ABI_NS {
+
+struct trusted_proxy_options {
+    // The most trusted proxies one request may have passed through. A longer
+    // chain is refused (forwarded_too_many_hops) rather than walked. 1 to 64.
+    std::size_t max_hops = 16;
+    // Accept a block that trusts the whole internet: 0.0.0.0/0, ::/0, any IPv4
+    // block wider than /8, any IPv6 block wider than /7 or holding every
+    // IPv4-mapped address. With it, any client reaching the server directly
+    // chooses its own address, so per-client limits stop meaning anything.
+    bool trust_everything_unsafe = false;
+};
+
+// The client behind the proxies, or why there is none. A plain value: no
+// pointer into the request.
+class [[nodiscard]] client_address {
+public:
+    // ok; address_malformed (the peer itself is not an address);
+    // forwarded_malformed (an entry the walk had to read is unreadable);
+    // forwarded_too_many_hops (more trusted proxies than max_hops);
+    // forwarded_unknown_hop (a trusted proxy wrote "unknown", an obfuscated
+    // node such as "_hidden", or a Forwarded element without for=: the client
+    // is unknown, and the walk never skips to an entry further left, which
+    // the client could have written).
+    wsguard::reason reason = wsguard::reason::address_malformed;
+    // Trusted proxies stepped over: 0 when the peer itself is the client.
+    std::size_t hops = 0;
+
+    // The peer itself as the client: for servers that no proxy fronts.
+    // `peer` as address_key::from_endpoint_text accepts it; `bytes` 4 or 16.
+    static client_address from_peer(std::string_view peer) noexcept;
+    static client_address from_peer_bytes(const std::uint8_t* bytes, std::size_t size) noexcept;
+
+    bool allowed() const noexcept { return reason == wsguard::reason::ok; }
+    explicit operator bool() const noexcept { return allowed(); }
+    wsguard::decision decision() const noexcept { return wsguard::decision{reason}; }
+    // The client's IP in canonical form: "192.0.2.1", or RFC 5952 IPv6
+    // ("2001:db8::1") without brackets, port or zone; an IPv4-mapped IPv6
+    // address reads as IPv4. Empty on a refusal.
+    std::string_view text() const noexcept { return std::string_view(text_, text_size_); }
+    // The client's rate-limit key (IPv6 grouped as `options` say). On a
+    // refusal, the key of "::", shared by every refused request: check the
+    // reason first.
+    address_key key(address_key_options options = {}) const noexcept {
+        return address_key::from_bytes(bytes_, sizeof bytes_, options).value_or(address_key{});
+    }
+
+private:
+    friend class trusted_proxies;
+    static client_address of(const std::uint8_t (&bytes)[16], std::size_t hops) noexcept;
+    static client_address refused(wsguard::reason r, std::size_t hops) noexcept {
+        client_address out;
+        out.reason = r;
+        out.hops = hops;
+        return out;
+    }
+
+    std::uint8_t bytes_[16] = {};  // IPv4 as ::ffff:a.b.c.d, full address (no prefix applied)
+    char text_[40] = {};
+    std::uint8_t text_size_ = 0;
+};
+
+class trusted_proxies {
+public:
+    using options = trusted_proxy_options;
+    static constexpr std::size_t max_hop_limit = 64;
+
+    // Patterns: addresses or CIDR blocks, IPv4 or IPv6: "127.0.0.1",
+    // "10.0.0.0/8", "2001:db8::/32", "::1". An IPv4 block also matches the
+    // IPv4-mapped spelling of its addresses (::ffff:10.0.0.1). Refused here:
+    // malformed patterns, zone ids, host bits set beyond the prefix
+    // ("10.0.0.1/8"), an empty list, and blocks that trust the whole internet
+    // unless options.trust_everything_unsafe.
+    static result<trusted_proxies> create(std::initializer_list<std::string_view> patterns, const options& opts = {}) {
+        return build(std::vector<std::string_view>(patterns), opts);
+    }
+    template <class Patterns, class = std::enable_if_t<detail::origin_is_pattern_range<Patterns>::value>>
+    static result<trusted_proxies> create(const Patterns& patterns, const options& opts = {}) {
+        return build(detail::origin_views(patterns), opts);
+    }
+
+    // `peer`: the socket's remote endpoint, as address_key::from_endpoint_text
+    // accepts it. `forwarded`: every Forwarded line, `x_forwarded_for`: every
+    // X-Forwarded-For line, each joined with ", " in arrival order (empty:
+    // absent). An untrusted peer is the client and its headers are ignored;
+    // a trusted peer that sent neither header is itself the client. Forwarded
+    // wins over X-Forwarded-For when both are present. When every address in
+    // the chain is trusted, the leftmost is the client (as nginx does).
+    //
+    // Only the entries the walk needs are read, right to left: whatever lies
+    // left of the client is never parsed. In the part that is read, Forwarded
+    // follows RFC 7239 (quoted strings, "[v6]:port", case-insensitive names,
+    // by=/proto=/host=/extensions checked as token or quoted-string, each
+    // name once per element, OWS around ';' and ','); X-Forwarded-For entries
+    // are "a.b.c.d", "a.b.c.d:port", bare IPv6, "[v6]" or "[v6]:port" (the
+    // port is tolerated and dropped, as nginx does), "unknown" ends the walk.
+    // An empty list element in the read part is forwarded_malformed.
+    client_address resolve(std::string_view peer, std::string_view forwarded,
+                           std::string_view x_forwarded_for) const noexcept;
+    // The same with the peer as raw network-order bytes (4 or 16, e.g.
+    // sin_addr / sin6_addr), for stacks that hold a sockaddr.
+    client_address resolve_bytes(const std::uint8_t* peer, std::size_t peer_size, std::string_view forwarded,
+                                 std::string_view x_forwarded_for) const noexcept;
+
+    // Whether an address (bare or "ip:port" text, or 4/16 raw bytes) is in
+    // one of the blocks: e.g. before honouring a PROXY protocol header.
+    bool trusts(std::string_view address) const noexcept;
+    bool trusts_bytes(const std::uint8_t* address, std::size_t size) const noexcept;
+
+    // Blocks after parsing (duplicates kept).
+    std::size_t size() const noexcept { return blocks_.size(); }
+    const options& settings() const noexcept { return options_; }
+
+private:
+    // A block in the IPv4-mapped 128-bit space (an IPv4 /8 is a /104), as two
+    // words of network and mask in memory order: a match is two AND-compares.
+    struct block {
+        std::uint64_t network[2];
+        std::uint64_t mask[2];
+    };
+
+    trusted_proxies() = default;
+    static result<trusted_proxies> build(const std::vector<std::string_view>& patterns, const options& opts);
+    bool trusts_raw(const std::uint8_t (&address)[16]) const noexcept;
+    client_address walk(const std::uint8_t (&peer)[16], std::string_view forwarded,
+                        std::string_view x_forwarded_for) const noexcept;
+
+    std::vector<block> blocks_;
+    options options_;
+};
+
+// ---------------------------------------------------------------------------
+// PROXY protocol v1 and v2 (https://www.haproxy.org/download/2.9/doc/proxy-protocol.txt)
+// ---------------------------------------------------------------------------
+
+enum class proxy_family : std::uint8_t {
+    unspecified = 0,  // v1 UNKNOWN, v2 AF_UNSPEC, or a v2 LOCAL header
+    ipv4 = 4,
+    ipv6 = 6,
+    unix_socket = 1,  // v2 AF_UNIX: the client is a local socket of the balancer
+};
+
+// The answer to one parse_proxy_header call: need more bytes, allowed (a
+// complete, valid header of header_size bytes), or refused (close the
+// connection: nothing after a broken header can be trusted).
+class [[nodiscard]] proxy_header {
+public:
+    enum class state : std::uint8_t { need_more = 0, allowed = 1, refused = 2 };
+
+    // ok while need_more and when allowed; otherwise proxy_header_missing
+    // (the bytes start like neither signature: this peer must send PROXY),
+    // proxy_header_malformed or proxy_header_unsupported (v2 version,
+    // command, family or transport the spec does not define).
+    wsguard::reason reason = wsguard::reason::ok;
+    state status = state::need_more;
+    // When allowed: the bytes the header takes (v1 line with its CRLF, or 16 +
+    // the v2 length); the application's bytes start at data + header_size.
+    // While need_more: the least total size the header needs. 0 on refusal.
+    std::size_t header_size = 0;
+    std::uint8_t version = 0;  // 1 or 2 once the signature is recognized
+    // When allowed: v2 LOCAL (the balancer's own health check). Like an
+    // unspecified family, it carries no client: the socket's peer is the client.
+    bool local = false;
+    proxy_family family = proxy_family::unspecified;
+    std::uint16_t source_port = 0;       // when has_source()
+    std::uint16_t destination_port = 0;  // when has_source()
+
+    constexpr bool need_more() const noexcept { return status == state::need_more; }
+    constexpr bool allowed() const noexcept { return status == state::allowed; }
+    constexpr bool refused() const noexcept { return status == state::refused; }
+    constexpr explicit operator bool() const noexcept { return allowed(); }
+    // need_more maps to an allowing decision: nothing has been refused yet.
+    constexpr wsguard::decision decision() const noexcept { return wsguard::decision{reason}; }
+
+    // Whether the header names the client's IP (TCP4/TCP6, AF_INET/AF_INET6
+    // with PROXY). False for LOCAL, UNKNOWN, AF_UNSPEC and AF_UNIX.
+    bool has_source() const noexcept { return source_text_size_ != 0; }
+    // The client's IP, canonical as client_address::text(); empty without one.
+    // Pass it as upgrade_request::remote_address.
+    std::string_view source_text() const noexcept { return std::string_view(source_text_, source_text_size_); }
+    // The client's rate-limit key; nullopt without a source.
+    std::optional<address_key> source_key(address_key_options options = {}) const noexcept {
+        if (!has_source()) return std::nullopt;
+        return address_key::from_bytes(source_, sizeof source_, options);
+    }
+    // The client's IP as 16 network-order bytes (IPv4 as ::ffff:a.b.c.d), for
+    // upgrade_request::remote_address_bytes; nullptr without a source.
+    const std::uint8_t* source_bytes() const noexcept { return has_source() ? source_ : nullptr; }
+
+private:
+    friend proxy_header parse_proxy_header(const std::uint8_t* data, std::size_t size) noexcept;
+
+    std::uint8_t source_[16] = {};
+    char source_text_[40] = {};
+    std::uint8_t source_text_size_ = 0;
+};
+
+// Reads the PROXY header at the start of a connection from the bytes received
+// so far. Call it again with more bytes while need_more(): a header split at
+// any byte gives need_more until it is complete, then the answer the whole
+// header gives. v1 lines are limited to the spec's 107 bytes; v2 TLVs are
+// skipped with bounds checks (a TLV running past the header is malformed).
+// v1 is read strictly: single spaces, dotted quads without leading zeros,
+// ports 0-65535 without leading zeros.
+inline proxy_header parse_proxy_header(const std::uint8_t* data, std::size_t size) noexcept;
+
+// ---------------------------------------------------------------------------
+// Bodies
+// ---------------------------------------------------------------------------
+namespace detail {
+
+inline constexpr address_key_options proxy_full_address{32, 128};  // no grouping: the exact address
+inline constexpr std::size_t forwarded_node_cap = 128;  // longer for= values are forwarded_malformed
+
+// 16 bytes (IPv4 as ::ffff:a.b.c.d) from endpoint text or raw bytes.
+inline bool proxy_address_from_text(std::string_view text, std::uint8_t (&out)[16]) noexcept {
+    const std::optional<address_key> key = address_key::from_endpoint_text(text, proxy_full_address);
+    if (!key) return false;
+    std::memcpy(out, key->bytes(), 16);
+    return true;
+}
+inline bool proxy_address_from_bytes(const std::uint8_t* data, std::size_t size, std::uint8_t (&out)[16]) noexcept {
+    const std::optional<address_key> key = address_key::from_bytes(data, size, proxy_full_address);
+    if (!key) return false;
+    std::memcpy(out, key->bytes(), 16);
+    return true;
+}
+
+// Canonical text of 16 address bytes: a dotted quad for IPv4-mapped, else
+// RFC 5952. At most 39 characters; returns the length (no terminator).
+inline std::size_t proxy_address_text(const std::uint8_t (&b)[16], char (&out)[40]) noexcept {
+    address_key probe;
+    if (const auto key = address_key::from_bytes(b, 16, proxy_full_address)) probe = *key;
+    if (probe.is_ipv4()) {
+        std::size_t n = 0;
+        for (int i = 12; i < 16; ++i) {
+            if (i > 12) out[n++] = '.';
+            const unsigned v = b[i];
+            if (v >= 100) out[n++] = static_cast<char>('0' + v / 100);
+            if (v >= 10) out[n++] = static_cast<char>('0' + v / 10 % 10);
+            out[n++] = static_cast<char>('0' + v % 10);
+        }
+        return n;
+    }
+    std::uint16_t groups[8];
+    for (int k = 0; k < 8; ++k) groups[k] = static_cast<std::uint16_t>(b[2 * k] << 8 | b[2 * k + 1]);
+    return ipv6_format_rfc5952(groups, out);
+}
+
+// `address` with every bit after the first `prefix` cleared.
+inline void proxy_mask(const std::uint8_t (&address)[16], unsigned prefix, std::uint8_t (&out)[16]) noexcept {
+    for (unsigned i = 0; i < 16; ++i) {
+        const unsigned kept = prefix >= 8 * (i + 1) ? 8 : prefix > 8 * i ? prefix - 8 * i : 0;
+        out[i] = static_cast<std::uint8_t>(address[i] & (0xff00u >> kept & 0xffu));
+    }
+}
+
+inline bool proxy_is_ows(char c) noexcept { return c == ' ' || c == '\t'; }
+inline std::string_view proxy_trim(std::string_view s) noexcept {
+    while (!s.empty() && proxy_is_ows(s.front())) s.remove_prefix(1);
+    while (!s.empty() && proxy_is_ows(s.back())) s.remove_suffix(1);
+    return s;
+}
+inline bool proxy_iequal(std::string_view a, std::string_view b) noexcept {
+    if (a.size() != b.size()) return false;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        if (ascii_lower(a[i]) != ascii_lower(b[i])) return false;
+    }
+    return true;
+}
+// RFC 7230 tchar.
+inline bool forwarded_is_tchar(char c) noexcept {
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
+    switch (c) {
+        case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
+        case '-': case '.': case '^': case '_': case '`': case '|': case '~': return true;
+        default: return false;
+    }
+}
+
+// One hop of the chain, as the walk needs it.
+enum class proxy_hop : std::uint8_t { address, unknown, malformed };
+
+// RFC 7239 obfnode / obfport: "_" 1*(ALPHA / DIGIT / "." / "_" / "-").
+inline bool forwarded_is_obfuscated(std::string_view s) noexcept {
+    if (s.size() < 2 || s.front() != '_') return false;
+    for (char c : s.substr(1)) {
+        const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+                        c == '_' || c == '-';
+        if (!ok) return false;
+    }
+    return true;
+}
+
+// RFC 7239 section 6: node = nodename [ ":" node-port ].
+inline proxy_hop forwarded_parse_node(std::string_view node, std::uint8_t (&out)[16]) noexcept {
+    std::string_view name = node, port;
+    if (!node.empty() && node.front() == '[') {
+        const std::size_t close = node.find(']');
+        if (close == std::string_view::npos) return proxy_hop::malformed;
+        name = node.substr(1, close - 1);
+        const std::string_view rest = node.substr(close + 1);
+        if (!rest.empty()) {
+            if (rest.front() != ':') return proxy_hop::malformed;
+            port = rest.substr(1);
+            if (port.empty()) return proxy_hop::malformed;
+        }
+        if (!limits_parse_ipv6(name, out)) return proxy_hop::malformed;
+        // Re-fold an IPv4-mapped address into the IPv4 form of the key.
+        if (!proxy_address_from_bytes(out, 16, out)) return proxy_hop::malformed;
+    } else {
+        const std::size_t colon = node.find(':');
+        if (colon != std::string_view::npos) {
+            name = node.substr(0, colon);
+            port = node.substr(colon + 1);
+            if (port.empty()) return proxy_hop::malformed;
+        }
+    }
+    if (!port.empty() && !limits_parse_port(port) && !forwarded_is_obfuscated(port)) return proxy_hop::malformed;
+    if (!node.empty() && node.front() == '[') return proxy_hop::address;
+    if (proxy_iequal(name, "unknown") || forwarded_is_obfuscated(name)) return proxy_hop::unknown;
+    std::uint8_t quad[4];
+    if (!limits_parse_ipv4(name, quad)) return proxy_hop::malformed;  // a bare IPv6 must be "[...]"
+    return proxy_address_from_bytes(quad, 4, out) ? proxy_hop::address : proxy_hop::malformed;
+}
+
+// Reads a token or a quoted-string value at s[i]; on success i is past it and,
+// when `copy` is set, the unescaped value is in copy[0, copy_size).
+inline bool forwarded_read_value(std::string_view s, std::size_t& i, char* copy, std::size_t& copy_size) noexcept {
+    copy_size = 0;
+    const auto put = [&](char c) {
+        if (copy == nullptr) return true;
+        if (copy_size == forwarded_node_cap) return false;
+        copy[copy_size++] = c;
+        return true;
+    };
+    if (i < s.size() && s[i] == '"') {
+        for (++i; i < s.size(); ++i) {
+            const unsigned char c = static_cast<unsigned char>(s[i]);
+            if (c == '"') {
+                ++i;
+                return true;
+            }
+            if (c == '\\') {
+                if (++i == s.size()) return false;
+                const unsigned char e = static_cast<unsigned char>(s[i]);
+                if (!(e == '\t' || (e >= 0x20 && e != 0x7f))) return false;
+                if (!put(static_cast<char>(e))) return false;
+                continue;
+            }
+            if (!(c == '\t' || (c >= 0x20 && c != 0x7f))) return false;  // qdtext and obs-text
+            if (!put(static_cast<char>(c))) return false;
+        }
+        return false;  // no closing quote
+    }
+    const std::size_t begin = i;
+    while (i < s.size() && forwarded_is_tchar(s[i])) {
+        if (!put(s[i])) return false;
+        ++i;
+    }
+    return i > begin;
+}
+
+// RFC 7239 section 4: forwarded-element = [ forwarded-pair *( ";" forwarded-pair ) ],
+// forwarded-pair = token "=" value. Each parameter at most once per element.
+inline proxy_hop forwarded_parse_element(std::string_view element, std::uint8_t (&out)[16]) noexcept {
+    element = proxy_trim(element);
+    if (element.empty()) return proxy_hop::malformed;
+    char node[forwarded_node_cap];
+    std::size_t node_size = 0;
+    unsigned seen = 0;  // bits: for, by, proto, host
+    std::size_t i = 0;
+    for (;;) {
+        const std::size_t name_begin = i;
+        while (i < element.size() && forwarded_is_tchar(element[i])) ++i;
+        const std::string_view name = element.substr(name_begin, i - name_begin);
+        if (name.empty() || i == element.size() || element[i] != '=') return proxy_hop::malformed;
+        ++i;
+        unsigned bit = 0;
+        if (proxy_iequal(name, "for")) bit = 1;
+        else if (proxy_iequal(name, "by")) bit = 2;
+        else if (proxy_iequal(name, "proto")) bit = 4;
+        else if (proxy_iequal(name, "host")) bit = 8;
+        if ((seen & bit) != 0) return proxy_hop::malformed;
+        seen |= bit;
+        std::size_t copied = 0;
+        if (!forwarded_read_value(element, i, bit == 1 ? node : nullptr, copied)) return proxy_hop::malformed;
+        if (bit == 1) node_size = copied;
+        while (i < element.size() && proxy_is_ows(element[i])) ++i;
+        if (i == element.size()) break;
+        if (element[i] != ';') return proxy_hop::malformed;
+        ++i;
+        while (i < element.size() && proxy_is_ows(element[i])) ++i;
+    }
+    if ((seen & 1) == 0) return proxy_hop::unknown;  // the proxy did not say whom it forwarded for
+    return forwarded_parse_node(std::string_view(node, node_size), out);
+}
+
+// Splits the rightmost list element off `rest` (a Forwarded value): the last
+// comma outside a quoted string. Scanning backwards, a '"' ends a quoted
+// string unless an odd run of backslashes escapes it; a list whose quotes do
+// not balance is malformed. `more` says whether a comma was found.
+inline bool forwarded_take_last(std::string_view& rest, std::string_view& element, bool& more) noexcept {
+    std::size_t i = rest.size();
+    bool in_quote = false;
+    while (i > 0) {
+        const char c = rest[i - 1];
+        if (in_quote) {
+            if (c == '"') {
+                std::size_t run_begin = i - 1;
+                while (run_begin > 0 && rest[run_begin - 1] == '\\') --run_begin;
+                if ((i - 1 - run_begin) % 2 == 0) in_quote = false;
+            }
+        } else if (c == '"') {
+            in_quote = true;
+        } else if (c == ',') {
+            break;
+        }
+        --i;
+    }
+    if (in_quote) return false;
+    element = rest.substr(i);
+    more = i > 0;
+    rest = rest.substr(0, more ? i - 1 : 0);
+    return true;
+}
+
+inline proxy_hop forwarded_next_hop(std::string_view& rest, bool& more, std::uint8_t (&out)[16]) noexcept {
+    std::string_view element;
+    if (!forwarded_take_last(rest, element, more)) return proxy_hop::malformed;
+    return forwarded_parse_element(element, out);
+}
+
+inline proxy_hop xff_next_hop(std::string_view& rest, bool& more, std::uint8_t (&out)[16]) noexcept {
+    const std::size_t comma = rest.rfind(',');
+    more = comma != std::string_view::npos;
+    const std::string_view element = proxy_trim(more ? rest.substr(comma + 1) : rest);
+    rest = more ? rest.substr(0, comma) : std::string_view();
+    if (proxy_iequal(element, "unknown")) return proxy_hop::unknown;
+    return proxy_address_from_text(element, out) ? proxy_hop::address : proxy_hop::malformed;
+}
+
+}  // namespace detail
+
+inline client_address client_address::of(const std::uint8_t (&bytes)[16], std::size_t hops) noexcept {
+    client_address out;
+    out.reason = wsguard::reason::ok;
+    out.hops = hops;
+    std::memcpy(out.bytes_, bytes, 16);
+    out.text_size_ = static_cast<std::uint8_t>(detail::proxy_address_text(bytes, out.text_));
+    return out;
+}
+
+inline client_address client_address::from_peer(std::string_view peer) noexcept {
+    std::uint8_t bytes[16];
+    if (!detail::proxy_address_from_text(peer, bytes)) return refused(wsguard::reason::address_malformed, 0);
+    return of(bytes, 0);
+}
+
+inline client_address client_address::from_peer_bytes(const std::uint8_t* data, std::size_t size) noexcept {
+    std::uint8_t bytes[16];
+    if (!detail::proxy_address_from_bytes(data, size, bytes)) return refused(wsguard::reason::address_malformed, 0);
+    return of(bytes, 0);
+}
+
+inline bool trusted_proxies::trusts_raw(const std::uint8_t (&address)[16]) const noexcept {
+    std::uint64_t words[2];
+    std::memcpy(words, address, 16);
+    for (const block& b : blocks_) {
+        if ((words[0] & b.mask[0]) == b.network[0] && (words[1] & b.mask[1]) == b.network[1]) return true;
+    }
+    return false;
+}
+
+inline bool trusted_proxies::trusts(std::string_view address) const noexcept {
+    std::uint8_t bytes[16];
+    return detail::proxy_address_from_text(address, bytes) && trusts_raw(bytes);
+}
+
+inline bool trusted_proxies::trusts_bytes(const std::uint8_t* address, std::size_t size) const noexcept {
+    std::uint8_t bytes[16];
+    return detail::proxy_address_from_bytes(address, size, bytes) && trusts_raw(bytes);
+}
+
+inline client_address trusted_proxies::resolve(std::string_view peer, std::string_view forwarded,
+                                               std::string_view x_forwarded_for) const noexcept {
+    std::uint8_t bytes[16];
+    if (!detail::proxy_address_from_text(peer, bytes)) return client_address::refused(reason::address_malformed, 0);
+    return walk(bytes, forwarded, x_forwarded_for);
+}
+
+inline client_address trusted_proxies::resolve_bytes(const std::uint8_t* peer, std::size_t peer_size,
+                                                     std::string_view forwarded,
+                                                     std::string_view x_forwarded_for) const noexcept {
+    std::uint8_t bytes[16];
+    if (!detail::proxy_address_from_bytes(peer, peer_size, bytes))
+        return client_address::refused(reason::address_malformed, 0);
+    return walk(bytes, forwarded, x_forwarded_for);
+}
+
+inline client_address trusted_proxies::walk(const std::uint8_t (&peer)[16], std::string_view forwarded,
+                                            std::string_view x_forwarded_for) const noexcept {
+    if (!trusts_raw(peer)) return client_address::of(peer, 0);
+    forwarded = detail::proxy_trim(forwarded);
+    const bool use_forwarded = !forwarded.empty();
+    std::string_view rest = use_forwarded ? forwarded : detail::proxy_trim(x_forwarded_for);
+    std::uint8_t current[16];
+    std::memcpy(current, peer, 16);
+    std::size_t hops = 0;
+    bool more = !rest.empty();
+    // `current` is trusted here: its word on the next address to the left is taken.
+    while (more) {
+        if (hops == options_.max_hops) return client_address::refused(reason::forwarded_too_many_hops, hops);
+        std::uint8_t next[16];
+        const detail::proxy_hop hop = use_forwarded ? detail::forwarded_next_hop(rest, more, next)
+                                                    : detail::xff_next_hop(rest, more, next);
+        if (hop == detail::proxy_hop::malformed) return client_address::refused(reason::forwarded_malformed, hops);
+        if (hop == detail::proxy_hop::unknown) return client_address::refused(reason::forwarded_unknown_hop, hops);
+        ++hops;
+        std::memcpy(current, next, 16);
+        if (!trusts_raw(current)) return client_address::of(current, hops);
+    }
+    return client_address::of(current, hops);
+}
+
+inline result<trusted_proxies> trusted_proxies::build(const std::vector<std::string_view>& patterns,
+                                                      const options& opts) {
+    using failure = result<trusted_proxies>;
+    if (opts.max_hops < 1 || opts.max_hops > max_hop_limit)
+        return failure::failure("trusted_proxies: options.max_hops must be 1 to 64 (default 16)");
+    if (patterns.empty())
+        return failure::failure(
+            "trusted_proxies: the list is empty; list your proxies' addresses or blocks (e.g. \"127.0.0.1\", "
+            "\"10.0.0.0/8\"), or configure no trusted_proxies at all");
+    trusted_proxies out;
+    out.options_ = opts;
+    for (const std::string_view pattern : patterns) {
+        const auto fail = [&](const std::string& why) {
+            return failure::failure("trusted_proxies: pattern " + detail::origin_quote(pattern) + " " + why);
+        };
+        const std::size_t slash = pattern.find('/');
+        const std::string_view address = pattern.substr(0, slash);
+        if (address.find('%') != std::string_view::npos)
+            return fail("has a zone id (%...): list the address without it");
+        const std::optional<address_key> key = address_key::from_text(address, detail::proxy_full_address);
+        if (!key) return fail("is not an IPv4 or IPv6 address or a CIDR block such as 10.0.0.0/8 or 2001:db8::/32");
+        const bool ipv6_spelling = address.find(':') != std::string_view::npos;
+        const unsigned max_bits = ipv6_spelling ? 128 : 32;
+        unsigned bits = max_bits;
+        if (slash != std::string_view::npos) {
+            const std::string_view digits = pattern.substr(slash + 1);
+            bool ok = !digits.empty() && digits.size() <= 3 && (digits.size() == 1 || digits[0] != '0');
+            bits = 0;
+            for (char c : digits) {
+                ok = ok && detail::limits_is_digit(c);
+                if (ok) bits = bits * 10 + static_cast<unsigned>(c - '0');
+            }
+            if (!ok || bits > max_bits)
+                return fail("has an invalid prefix length: write /0 to /" + std::to_string(max_bits) + " after the address");
+        }
+        std::uint8_t address_bytes[16];
+        std::memcpy(address_bytes, key->bytes(), 16);
+        const unsigned prefix = ipv6_spelling ? bits : 96 + bits;  // in the IPv4-mapped 128-bit space
+        std::uint8_t network[16];
+        detail::proxy_mask(address_bytes, prefix, network);
+        if (std::memcmp(network, address_bytes, 16) != 0) {
+            char text[40];
+            const std::size_t n = detail::proxy_address_text(network, text);
+            const bool mapped_spelling = ipv6_spelling && key->is_ipv4();
+            return fail("has host bits set beyond the prefix: write " + std::string(mapped_spelling ? "::ffff:" : "") +
+                        std::string(text, n) + "/" + std::to_string(bits));
+        }
+        static constexpr std::uint8_t ipv4_space[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0};
+        std::uint8_t ipv4_space_masked[16];
+        detail::proxy_mask(ipv4_space, prefix, ipv4_space_masked);
+        const bool holds_all_ipv4 = prefix <= 96 && std::memcmp(ipv4_space_masked, network, 16) == 0;
+        const bool wide_ipv4 = prefix > 96 && key->is_ipv4() && prefix - 96 < 8;
+        const bool wide_ipv6 = prefix < 7;
+        if ((holds_all_ipv4 || wide_ipv4 || wide_ipv6) && !opts.trust_everything_unsafe)
+            return fail("trusts a large part of the internet (wider than an IPv4 /8 or an IPv6 /7, or every IPv4 "
+                        "address): any client could then choose its own address. List your proxies' own addresses "
+                        "or private blocks; options.trust_everything_unsafe exists only for servers no client can "
+                        "reach except through the proxies");
+        static constexpr std::uint8_t all_ones[16] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                                      0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+        std::uint8_t mask[16];
+        detail::proxy_mask(all_ones, prefix, mask);
+        block b{};
+        std::memcpy(b.network, network, 16);
+        std::memcpy(b.mask, mask, 16);
+        out.blocks_.push_back(b);
+    }
+    return failure::success(std::move(out));
+}
+
+namespace detail {
+
+inline constexpr std::uint8_t proxy_v2_signature[12] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D,
+                                                         0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A};
+inline constexpr std::size_t proxy_v1_max_line = 107;  // "PROXY TCP6 <39> <39> 65535 65535\r\n" is 104
+
+// v1 port: 0-65535 in decimal, no sign, no leading zero.
+inline bool proxy_v1_port(std::string_view s, std::uint16_t& out) noexcept {
+    if (s.empty() || s.size() > 5 || (s.size() > 1 && s[0] == '0')) return false;
+    unsigned value = 0;
+    for (char c : s) {
+        if (!limits_is_digit(c)) return false;
+        value = value * 10 + static_cast<unsigned>(c - '0');
+    }
+    if (value > 65535) return false;
+    out = static_cast<std::uint16_t>(value);
+    return true;
+}
+
+// The next field of a v1 line up to a single space (or the end).
+inline std::string_view proxy_v1_field(std::string_view& rest, bool last) noexcept {
+    const std::size_t space = rest.find(' ');
+    if (last) {
+        const std::string_view field = rest;
+        rest = {};
+        return space == std::string_view::npos ? field : std::string_view();
+    }
+    if (space == std::string_view::npos) return {};
+    const std::string_view field = rest.substr(0, space);
+    rest = rest.substr(space + 1);
+    return field;
+}
+
+}  // namespace detail
+
+inline proxy_header parse_proxy_header(const std::uint8_t* data, std::size_t size) noexcept {
+    proxy_header out;
+    const auto refuse = [&out](reason r) {
+        out.reason = r;
+        out.status = proxy_header::state::refused;
+        out.header_size = 0;
+        return out;
+    };
+    const auto wait_for = [&out](std::size_t total) {
+        out.header_size = total;
+        return out;
+    };
+    const auto set_source = [&out](const std::uint8_t* address, std::size_t address_size) {
+        std::uint8_t bytes[16];
+        if (!detail::proxy_address_from_bytes(address, address_size, bytes)) return false;
+        std::memcpy(out.source_, bytes, 16);
+        out.source_text_size_ = static_cast<std::uint8_t>(detail::proxy_address_text(bytes, out.source_text_));
+        return true;
+    };
+    if (data == nullptr || size == 0) return wait_for(16);
+
+    if (data[0] == detail::proxy_v2_signature[0]) {
+        // v2: signature, ver/cmd, fam/proto, 16-bit length, address block, TLVs.
+        if (std::memcmp(data, detail::proxy_v2_signature, std::min<std::size_t>(size, 12)) != 0)
+            return refuse(reason::proxy_header_missing);
+        out.version = 2;
+        if (size > 12) {
+            if ((data[12] >> 4) != 2 || (data[12] & 0x0f) > 1) return refuse(reason::proxy_header_unsupported);
+        }
+        if (size > 13) {
+            if ((data[13] >> 4) > 3 || (data[13] & 0x0f) > 2) return refuse(reason::proxy_header_unsupported);
+        }
+        if (size < 16) return wait_for(16);
+        out.local = (data[12] & 0x0f) == 0;
+        const unsigned family = data[13] >> 4;
+        const std::size_t length = std::size_t{data[14]} << 8 | data[15];
+        const std::size_t total = 16 + length;
+        static constexpr std::size_t address_sizes[4] = {0, 12, 36, 216};
+        const std::size_t address_size = out.local ? 0 : address_sizes[family];
+        if (length < address_size) return refuse(reason::proxy_header_malformed);
+        if (size < total) return wait_for(total);
+        out.header_size = total;
+        out.status = proxy_header::state::allowed;
+        // LOCAL: the balancer speaks for itself; the spec says to ignore the
+        // rest of the header, address block and TLVs alike.
+        if (out.local) return out;
+        for (std::size_t p = 16 + address_size; p < total;) {
+            if (total - p < 3) return refuse(reason::proxy_header_malformed);
+            const std::size_t value_size = std::size_t{data[p + 1]} << 8 | data[p + 2];
+            if (value_size > total - p - 3) return refuse(reason::proxy_header_malformed);
+            p += 3 + value_size;
+        }
+        const std::uint8_t* block = data + 16;
+        if (family == 1 || family == 2) {
+            const std::size_t bytes = family == 1 ? 4 : 16;
+            if (!set_source(block, bytes)) return refuse(reason::internal_error);
+            out.family = family == 1 ? proxy_family::ipv4 : proxy_family::ipv6;
+            out.source_port = static_cast<std::uint16_t>(block[2 * bytes] << 8 | block[2 * bytes + 1]);
+            out.destination_port = static_cast<std::uint16_t>(block[2 * bytes + 2] << 8 | block[2 * bytes + 3]);
+        } else if (family == 3) {
+            out.family = proxy_family::unix_socket;
+        }
+        return out;
+    }
+
+    // v1: "PROXY " then one line of printable ASCII ending in CRLF, at most
+    // 107 bytes. Every byte is judged as it arrives, so a prefix never
+    // answers differently from the whole line.
+    static constexpr char v1_signature[] = "PROXY ";
+    if (std::memcmp(data, v1_signature, std::min<std::size_t>(size, 6)) != 0) return refuse(reason::proxy_header_missing);
+    out.version = 1;
+    const std::size_t scan = std::min(size, detail::proxy_v1_max_line);
+    std::size_t line_end = 0;
+    for (std::size_t i = 0; i < scan && line_end == 0; ++i) {
+        const std::uint8_t c = data[i];
+        if (c == '\n') {
+            if (i == 0 || data[i - 1] != '\r') return refuse(reason::proxy_header_malformed);
+            line_end = i + 1;
+        } else if (c == '\r') {
+            if (i + 1 < size && data[i + 1] != '\n') return refuse(reason::proxy_header_malformed);
+        } else if (c < 0x20 || c > 0x7e) {
+            return refuse(reason::proxy_header_malformed);
+        }
+    }
+    if (line_end == 0) {
+        if (size >= detail::proxy_v1_max_line) return refuse(reason::proxy_header_malformed);
+        return wait_for(size + 1);
+    }
+    std::string_view rest(reinterpret_cast<const char*>(data) + 6, line_end - 8);
+    const std::string_view protocol = detail::proxy_v1_field(rest, rest.find(' ') == std::string_view::npos);
+    if (protocol == "UNKNOWN") {
+        // The spec: a receiver ignores whatever follows UNKNOWN up to the CRLF.
+        out.header_size = line_end;
+        out.status = proxy_header::state::allowed;
+        return out;
+    }
+    if (protocol != "TCP4" && protocol != "TCP6") return refuse(reason::proxy_header_malformed);
+    const std::string_view source = detail::proxy_v1_field(rest, false);
+    const std::string_view destination = detail::proxy_v1_field(rest, false);
+    const std::string_view source_port = detail::proxy_v1_field(rest, false);
+    const std::string_view destination_port = detail::proxy_v1_field(rest, true);
+    std::uint8_t source_bytes[16], destination_bytes[16];
+    const bool v4 = protocol == "TCP4";
+    const bool addresses_ok = v4 ? detail::limits_parse_ipv4(source, source_bytes) &&
+                                       detail::limits_parse_ipv4(destination, destination_bytes)
+                                 : detail::limits_parse_ipv6(source, source_bytes) &&
+                                       detail::limits_parse_ipv6(destination, destination_bytes);
+    if (!addresses_ok || !detail::proxy_v1_port(source_port, out.source_port) ||
+        !detail::proxy_v1_port(destination_port, out.destination_port))
+        return refuse(reason::proxy_header_malformed);
+    if (!set_source(source_bytes, v4 ? 4 : 16)) return refuse(reason::internal_error);
+    out.family = v4 ? proxy_family::ipv4 : proxy_family::ipv6;
+    out.header_size = line_end;
+    out.status = proxy_header::state::allowed;
+    return out;
+}
+
+}  // inline namespace WSGUARD_ABI_NS
+}  // namespace wsguard
+
+
+// ===========================================================================
+// 7. Crypto: sha256, hmac_sha256, base64url, random bytes
 // ===========================================================================
 
 // Which SHA-256 compressions are compiled. Each SIMD path is compiled with a
@@ -2392,7 +4568,7 @@ inline reason random_bytes(std::uint8_t* out, std::size_t size) noexcept {
 }  // namespace wsguard
 
 // ===========================================================================
-// 5. Tickets: keyring, issuer, verifier, replay store, transport helpers
+// 8. Tickets: keyring, issuer, verifier, replay store, transport helpers
 // ===========================================================================
 //
 // The browser WebSocket API cannot send an Authorization header. The page
@@ -2841,26 +5017,6 @@ struct replay_slot {
     std::uint64_t low = 0;
     std::uint64_t high = 0;
     std::int64_t expires_ms = 0;  // 0: never used (ends a probe); <= now: expired, reusable
-};
-
-// A test-and-test-and-set lock for short critical sections (a few dozen
-// instructions): spinning beats parking; after a while it yields. The keyed
-// limiters' shards and the connection table use it, and the replay store where
-// there is no std::mutex.
-class spinlock {
-public:
-    void lock() noexcept {
-        for (;;) {
-            if (!locked_.exchange(true, std::memory_order_acquire)) return;
-            for (unsigned spins = 0; locked_.load(std::memory_order_relaxed); ++spins) {
-                if (spins >= 64) std::this_thread::yield();
-            }
-        }
-    }
-    void unlock() noexcept { locked_.store(false, std::memory_order_release); }
-
-private:
-    std::atomic<bool> locked_{false};
 };
 
 // MinGW-w64's "win32" thread model (Debian's default x86_64-w64-mingw32-g++)
@@ -3375,2004 +5531,828 @@ private:
 }  // namespace wsguard
 
 // ===========================================================================
-// 6. Rate limits: token_bucket, keyed_limiter, connection_limiter, address keys,
-//    accept_gate, penalty_box
+// 9. mint_guard: the application's ticket endpoint (POST /ticket)
 // ===========================================================================
 //
-// Time is integer nanoseconds of std::chrono::steady_clock, pushed in by the
-// caller (every call has an overload that reads the clock). No floating point,
-// every addition and product saturates, and a clock that goes backwards can
-// only make a limiter stricter, never grant extra.
+// The endpoint that turns a login (a cookie) into a ticket is the next thing a
+// cross-site page attacks: if evil.example can make the browser POST /ticket
+// with the user's cookie and read the answer, it has a ticket. mint_guard
+// decides, before the application issues anything:
+//   1. POST only (OPTIONS is the CORS preflight, answered by preflight()).
+//   2. Origin on the allowlist (the same origin_policy rules as the socket).
+//   3. Sec-Fetch-Site, when the browser sends it: cross-site refused (unless
+//      configured), same-site per configuration.
+//   4. A marker header (default "X-Wsguard-Ticket: 1") that no HTML form,
+//      <img>, navigator.sendBeacon or "simple" fetch can send: a browser sends
+//      a custom header cross-origin only after a CORS preflight this guard
+//      answers for the allowed origins alone. A cross-site form POST, which
+//      needs no preflight, therefore never carries it.
+//   5. A per-address rate, then an authenticated subject, then a per-subject
+//      mint rate (keyed, fixed-memory tables, like keyed_limiter).
+// Every answer carries the CORS response headers to send, so a page on
+// another allowed origin can read its ticket and no other page can.
 
 namespace wsguard {
 inline namespace WSGUARD_ABI_NS {
 
-// A rate: `count` events per `period`, e.g. rate{3, std::chrono::seconds(1)} or
-// rate{1, std::chrono::hours(24)}. Rates below one per second need no floats.
-struct rate {
-    std::uint64_t count = 0;
-    std::chrono::nanoseconds period{std::chrono::seconds(1)};
+// What the application knows about one request to its ticket endpoint,
+// borrowed for the call. Header values as the parser gives them; an empty view
+// means the header was absent.
+struct mint_request {
+    std::string_view method;          // "POST", or "OPTIONS" for a preflight
+    std::string_view origin;          // Origin
+    std::string_view sec_fetch_site;  // Sec-Fetch-Site
+    std::string_view marker;          // the value of mint_config::marker_header ("X-Wsguard-Ticket")
+    // The user the application authenticated from its cookie or session, or
+    // empty when the caller is not logged in. At most ticket_limits::max_subject bytes.
+    std::string_view subject;
+    // The client (after your trusted-proxy logic), for the per-address rate:
+    // "203.0.113.7", "203.0.113.7:5000", "[2001:db8::1]:443". Required by
+    // check(): neither this nor the bytes below is address_malformed.
+    std::string_view remote_address;
+    // Raw peer address (4 or 16 bytes, network order); used instead of
+    // remote_address when set.
+    const std::uint8_t* remote_address_bytes = nullptr;
+    std::size_t remote_address_size = 0;
+    // Preflight only: Access-Control-Request-Method and -Headers.
+    std::string_view access_control_request_method;
+    std::string_view access_control_request_headers;
+};
 
-    static constexpr rate per_second(std::uint64_t n) noexcept { return rate{n, std::chrono::seconds(1)}; }
-    static constexpr rate per_minute(std::uint64_t n) noexcept { return rate{n, std::chrono::minutes(1)}; }
-    static constexpr rate per_hour(std::uint64_t n) noexcept { return rate{n, std::chrono::hours(1)}; }
+struct mint_config {
+    // The pages that may fetch a ticket: origin_policy patterns (exact
+    // origins, whole-label wildcards; never "*" nor "null").
+    std::vector<std::string> origins;
+    // allow_missing_origin lets clients that send no Origin (native apps,
+    // scripts with a bearer token) mint; browsers always send one on a POST.
+    wsguard::origin_options origin_options{};
+    // Sec-Fetch-Site: "same-site" passes with deny_cross_site (the default),
+    // is refused with deny_cross_site_and_same_site.
+    fetch_site_policy fetch_site = fetch_site_policy::deny_cross_site;
+    // Set only when a listed origin is on another site than this endpoint
+    // (app.example.com calling tickets.example.net): the browser then says
+    // "cross-site", and the Origin allowlist alone decides.
+    bool allow_cross_site = false;
+    // The non-simple header the page must send with the value "1". An HTTP
+    // token that is neither CORS-safelisted nor forbidden to scripts.
+    std::string marker_header = "X-Wsguard-Ticket";
+    // Per remote address (IPv6 by /64), spent before the subject is looked
+    // at: caps login guessing and one address minting for many subjects.
+    wsguard::rate address_rate = rate::per_minute(120);
+    std::uint32_t address_burst = 60;
+    std::size_t address_table_capacity = 65536;
+    address_key_options address_options{};
+    // Per authenticated subject: a page fetches one ticket per socket it opens.
+    wsguard::rate subject_rate = rate::per_minute(30);
+    std::uint32_t subject_burst = 20;
+    std::size_t subject_table_capacity = 65536;
+    // How long a browser may cache an allowed preflight (Access-Control-Max-Age).
+    // Chromium caps it at 2 hours, Firefox at 24.
+    std::chrono::seconds preflight_max_age{600};
+};
+
+// One response header to send: views into the request and the guard.
+struct http_header {
+    std::string_view name;
+    std::string_view value;
+};
+
+// The verdict on one request, with the exact headers the response carries.
+// Borrows from the mint_request (the allowed origin) and the guard.
+class [[nodiscard]] mint_answer {
+public:
+    static constexpr std::size_t max_headers = 6;
+
+    wsguard::decision decision;
+
+    bool allowed() const noexcept { return decision.allowed(); }
+    explicit operator bool() const noexcept { return allowed(); }
+    // Allowed: 204 for a preflight, 200 for the POST (the application writes
+    // the ticket into the body). Refused: the reason's status (403, 405, 429, ...).
+    int http_status() const noexcept { return allowed() ? success_status_ : decision.http_status(); }
+    // > 0: send "Retry-After: <n>" (429).
+    std::int64_t retry_after_seconds() const noexcept { return decision.retry_after_seconds(); }
+    // A short plain-text body for a refusal: the reason's stable name.
+    std::string_view body() const noexcept { return allowed() ? std::string_view() : to_string(decision.reason); }
+    // The response headers, allowed or refused (Vary: Origin always; the
+    // Access-Control-Allow-* pair only for an allowed origin).
+    const http_header* begin() const noexcept { return headers_.data(); }
+    const http_header* end() const noexcept { return headers_.data() + header_count_; }
+    std::size_t header_count() const noexcept { return header_count_; }
+
+private:
+    friend class mint_guard;
+    void add(std::string_view name, std::string_view value) noexcept {
+        if (header_count_ < max_headers) headers_[header_count_++] = http_header{name, value};
+    }
+    std::array<http_header, max_headers> headers_{};
+    std::uint8_t header_count_ = 0;
+    std::uint16_t success_status_ = 200;
+};
+
+class mint_guard {
+public:
+    static result<mint_guard> create(mint_config config);
+
+    // POST /ticket. Allowed: issue the ticket for request.subject bound to
+    // request.origin, answer 200 with the answer's headers. Thread-safe.
+    mint_answer check(const mint_request& request) noexcept { return check(request, std::chrono::steady_clock::now()); }
+    mint_answer check(const mint_request& request, std::chrono::steady_clock::time_point now) noexcept;
+
+    // OPTIONS /ticket, the CORS preflight: allowed (204 with
+    // Access-Control-Allow-Origin/-Credentials/-Methods/-Headers/-Max-Age and
+    // Vary) only for an allowed origin asking for POST with the marker header
+    // among Access-Control-Request-Headers; otherwise refused with
+    // only Vary: Origin, so the browser never sends the POST. Spends no rate.
+    mint_answer preflight(const mint_request& request) const noexcept;
+
+    // The header name the page must send ("X-Wsguard-Ticket") with value "1".
+    std::string_view marker_header() const noexcept { return marker_header_; }
+    static constexpr std::string_view marker_value = "1";
+
+private:
+    mint_guard() = default;
+    static std::string validate_marker(std::string_view name);
+    decision decide(const mint_request& request, std::chrono::steady_clock::time_point now) noexcept;
+    decision check_origin_and_site(const mint_request& request) const noexcept;
+    void add_cors(mint_answer& answer, std::string_view origin) const noexcept;
+
+    std::optional<origin_policy> origins_;
+    fetch_site_policy fetch_site_ = fetch_site_policy::deny_cross_site;
+    bool allow_cross_site_ = false;
+    std::string marker_header_;
+    std::string max_age_;
+    address_key_options address_options_{};
+    std::optional<keyed_limiter<address_key>> address_rate_;
+    std::optional<keyed_limiter<std::string_view>> subject_rate_;
 };
 
 namespace detail {
 
-inline constexpr std::uint64_t limits_u64_max = std::numeric_limits<std::uint64_t>::max();
-// The longest window a bucket may span (burst x interval): 100 years. Beyond
-// that a configuration is a mistake, and the bound keeps every sum below 2^64.
-inline constexpr std::uint64_t limits_max_window_ns = 100ull * 366 * 24 * 3600 * 1000000000ull;
-// How many slots a lookup inspects: bounds the work per request and is the
-// neighbourhood in which the stalest entry is evicted. keyed_limiter's four
-// 16-byte slots fill one cache line, so a decision costs one cache miss.
-inline constexpr std::uint32_t limits_keyed_window = 4;
-inline constexpr std::uint32_t limits_max_shards = 64;
-inline constexpr std::size_t limits_max_capacity = std::size_t{1} << 28;
-
-static_assert(std::ratio_less_equal<std::chrono::steady_clock::period, std::nano>::value,
-              "wsguard rate limits need a steady_clock with at least nanosecond resolution");
-
-// steady_clock time as unsigned nanoseconds, order-preserving over the whole
-// int64 range (min maps to 0, max to 2^64-1), so no subtraction can wrap.
-inline std::uint64_t limits_ticks(std::chrono::steady_clock::time_point t) noexcept {
-    const std::int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
-    return static_cast<std::uint64_t>(ns) ^ (std::uint64_t{1} << 63);
+inline bool mint_is_token_char(char c) noexcept {
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
+    return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
 }
 
-// A refusal's wait, rounded up to whole milliseconds and never zero: a client
-// that retries exactly at retry_after must succeed, not be refused again.
-inline std::chrono::milliseconds limits_wait(std::uint64_t wait_ns) noexcept {
-    std::uint64_t ms = wait_ns / 1000000 + (wait_ns % 1000000 != 0 ? 1 : 0);
-    if (ms == 0) ms = 1;
-    return std::chrono::milliseconds(static_cast<std::chrono::milliseconds::rep>(ms));
+// Whether a header-name list (Access-Control-Request-Headers, e.g.
+// "content-type,x-wsguard-ticket") names `header`, ASCII case-insensitive.
+inline bool mint_lists_header(std::string_view list, std::string_view header) noexcept {
+    return header_list_has(list, [header](std::string_view name) { return origin_iequal(name, header); });
 }
 
-// The validated constants of one GCRA bucket, shared by token_bucket and
-// keyed_limiter. `tat` is the theoretical arrival time: the instant at which
-// the bucket would be full again. A request of n passes if, after charging
-// n x interval, the bucket is at most burst x interval ahead of now.
-struct limits_gcra {
-    std::uint64_t interval_ns = 0;  // 1/rate, rounded up: never faster than asked
-    std::uint64_t window_ns = 0;    // burst x interval
-    std::uint64_t horizon = 0;      // latest usable clock value, see clamp()
-    std::uint32_t burst = 0;
+}  // namespace detail
 
-    // Validates once; returns an empty string when the configuration is good.
-    static std::string configure(rate r, std::uint32_t burst_size, limits_gcra& out) {
-        const std::int64_t period = r.period.count();
-        if (r.count == 0) return "rate: count must be at least 1 (a limiter that refuses everything is a configuration error)";
-        if (period <= 0) return "rate: period must be positive";
-        if (r.count > static_cast<std::uint64_t>(period))
-            return "rate: more than one event per nanosecond (over 1e9 per second) is not supported";
-        if (burst_size == 0) return "burst must be at least 1 (0 would refuse every request)";
-        const std::uint64_t p = static_cast<std::uint64_t>(period);
-        const std::uint64_t interval = p / r.count + (p % r.count != 0 ? 1 : 0);
-        if (interval > limits_max_window_ns / burst_size)
-            return "burst / rate spans more than 100 years: lower the burst or raise the rate";
-        out.interval_ns = interval;
-        out.window_ns = interval * burst_size;
-        // Clock values above the horizon are clamped to it, so tat (at most
-        // now + window) never reaches 2^64: near the end of time the bucket
-        // stops refilling instead of wrapping around (fails closed).
-        out.horizon = limits_u64_max - 2 * out.window_ns;
-        out.burst = burst_size;
-        return std::string();
+inline std::string mint_guard::validate_marker(std::string_view name) {
+    if (name.empty() || name.size() > 64) return "marker_header must be 1 to 64 characters, e.g. X-Wsguard-Ticket";
+    for (char c : name) {
+        if (!detail::mint_is_token_char(c)) return "marker_header \"" + std::string(name) + "\" is not an HTTP token";
+    }
+    // CORS-safelisted headers need no preflight: they would prove nothing.
+    for (std::string_view safelisted : {"accept", "accept-language", "content-language", "content-type", "range"}) {
+        if (detail::origin_iequal(name, safelisted))
+            return "marker_header \"" + std::string(name) +
+                   "\" is CORS-safelisted: a cross-site page may send it without a preflight";
+    }
+    // Forbidden request headers: a page's script cannot set them at all.
+    const std::string_view lower_prefix[] = {"sec-", "proxy-"};
+    for (std::string_view prefix : lower_prefix) {
+        if (name.size() >= prefix.size() && detail::origin_iequal(name.substr(0, prefix.size()), prefix))
+            return "marker_header \"" + std::string(name) + "\" starts with " + std::string(prefix) +
+                   ", which browsers forbid scripts to set";
+    }
+    for (std::string_view forbidden :
+         {"accept-charset", "accept-encoding", "access-control-request-headers", "access-control-request-method",
+          "connection", "content-length", "cookie", "cookie2", "date", "dnt", "expect", "host", "keep-alive", "origin",
+          "referer", "set-cookie", "te", "trailer", "transfer-encoding", "upgrade", "via"}) {
+        if (detail::origin_iequal(name, forbidden))
+            return "marker_header \"" + std::string(name) + "\" is a header browsers forbid scripts to set";
+    }
+    return std::string();
+}
+
+inline result<mint_guard> mint_guard::create(mint_config config) {
+    using failure = result<mint_guard>;
+    mint_guard guard;
+    auto origins = origin_policy::create(config.origins, config.origin_options);
+    if (!origins) return failure::failure("mint_guard: " + origins.error());
+    if (config.origin_options.allow_any_origin_unsafe)
+        return failure::failure(
+            "mint_guard: origin_options.allow_any_origin_unsafe would let every page fetch tickets with the "
+            "user's cookies; list the origins of your pages");
+    guard.origins_.emplace(std::move(origins).value());
+    const std::string marker_error = validate_marker(config.marker_header);
+    if (!marker_error.empty()) return failure::failure("mint_guard: " + marker_error);
+    if (config.preflight_max_age < std::chrono::seconds(0) || config.preflight_max_age > std::chrono::hours(24))
+        return failure::failure("mint_guard: preflight_max_age must be 0 to 86400 s (browsers cap it lower)");
+    auto address_rate =
+        keyed_limiter<address_key>::create(config.address_rate, config.address_burst, config.address_table_capacity);
+    if (!address_rate) return failure::failure("mint_guard: address rate: " + address_rate.error());
+    auto subject_rate = keyed_limiter<std::string_view>::create(config.subject_rate, config.subject_burst,
+                                                                config.subject_table_capacity);
+    if (!subject_rate) return failure::failure("mint_guard: subject rate: " + subject_rate.error());
+    guard.fetch_site_ = config.fetch_site;
+    guard.allow_cross_site_ = config.allow_cross_site;
+    guard.marker_header_ = std::move(config.marker_header);
+    guard.max_age_ = std::to_string(config.preflight_max_age.count());
+    guard.address_options_ = config.address_options;
+    guard.address_rate_.emplace(std::move(address_rate).value());
+    guard.subject_rate_.emplace(std::move(subject_rate).value());
+    return failure::success(std::move(guard));
+}
+
+inline decision mint_guard::check_origin_and_site(const mint_request& request) const noexcept {
+    if (decision d = origins_->check(request.origin); !d) return d;
+    if (allow_cross_site_ && request.sec_fetch_site == "cross-site") return decision::allow();
+    return check_sec_fetch_site(request.sec_fetch_site, fetch_site_);
+}
+
+inline void mint_guard::add_cors(mint_answer& answer, std::string_view origin) const noexcept {
+    // Only an origin that passed the allowlist is echoed; without it the
+    // browser hides the answer from the page. Never "*": credentials need an
+    // exact origin, and "*" would hand tickets to every page.
+    if (!origin.empty()) {
+        answer.add("Access-Control-Allow-Origin", origin);
+        answer.add("Access-Control-Allow-Credentials", "true");
+    }
+}
+
+inline mint_answer mint_guard::preflight(const mint_request& request) const noexcept {
+    mint_answer answer;
+    answer.success_status_ = 204;
+    answer.add("Vary", "Origin");
+    if (request.method != "OPTIONS") {
+        answer.decision = reason::mint_method_not_post;
+        return answer;
+    }
+    // A preflight always has an Origin: without one this is no browser's
+    // preflight, and allow_missing_origin does not apply.
+    if (request.origin.empty()) {
+        answer.decision = reason::origin_missing;
+        return answer;
+    }
+    if (decision d = check_origin_and_site(request); !d) {
+        answer.decision = d;
+        return answer;
+    }
+    // Access-Control-Request-Method is case-sensitive (Fetch: methods are
+    // normalized only for DELETE/GET/HEAD/OPTIONS/POST/PUT, and fetch() sends "POST").
+    if (request.access_control_request_method != "POST") {
+        answer.decision = reason::mint_method_not_post;
+        return answer;
+    }
+    // A browser lists the non-safelisted headers the POST will carry: without
+    // the marker among them, the POST would be refused anyway.
+    if (!detail::mint_lists_header(request.access_control_request_headers, marker_header_)) {
+        answer.decision = reason::mint_not_preflighted;
+        return answer;
+    }
+    add_cors(answer, request.origin);
+    answer.add("Access-Control-Allow-Methods", "POST");
+    answer.add("Access-Control-Allow-Headers", marker_header_);
+    answer.add("Access-Control-Max-Age", max_age_);
+    return answer;
+}
+
+inline mint_answer mint_guard::check(const mint_request& request, std::chrono::steady_clock::time_point now) noexcept {
+    mint_answer answer;
+    answer.add("Vary", "Origin");
+    answer.decision = decide(request, now);
+    if (answer.decision.reason == reason::mint_method_not_post) answer.add("Allow", "POST, OPTIONS");
+    // The pair is sent whenever the origin itself passed, also on a later
+    // refusal (429, 401), so an allowed page can read why and when to retry.
+    if (!request.origin.empty() && check_origin_and_site(request)) add_cors(answer, request.origin);
+    return answer;
+}
+
+inline decision mint_guard::decide(const mint_request& request, std::chrono::steady_clock::time_point now) noexcept {
+    if (request.method != "POST") return reason::mint_method_not_post;
+    if (decision d = check_origin_and_site(request); !d) return d;
+    if (request.marker != marker_value) return reason::mint_not_preflighted;
+    const std::optional<address_key> address =
+        request.remote_address_bytes != nullptr
+            ? address_key::from_bytes(request.remote_address_bytes, request.remote_address_size, address_options_)
+            : address_key::from_endpoint_text(request.remote_address, address_options_);
+    if (!address) return reason::address_malformed;
+    if (decision d = address_rate_->try_acquire(*address, now); !d) return d;  // rate_limited
+    if (request.subject.empty()) return reason::mint_subject_missing;
+    if (request.subject.size() > ticket_limits::max_subject) return reason::ticket_field_too_long;
+    if (decision d = subject_rate_->try_acquire(request.subject, now); !d)
+        return decision(reason::mint_rate_limited, d.retry_after);
+    return decision::allow();
+}
+
+}  // inline namespace WSGUARD_ABI_NS
+}  // namespace wsguard
+// ===========================================================================
+// 10. handshake_guard: the one call that composes them
+// ===========================================================================
+
+namespace wsguard {
+inline namespace WSGUARD_ABI_NS {
+
+// What a stack knows about one upgrade request, borrowed for the call. Every
+// field is the raw header value as the stack's parser gives it; an empty view
+// means the header was absent.
+struct upgrade_request {
+    std::string_view method = {};                  // "GET"
+    std::string_view path = {};                    // "/ws"; a "?query" tail is split off if present
+    std::string_view query = {};                   // "ticket=..." without '?'; may be empty
+    std::string_view origin = {};                  // Origin
+    std::string_view host = {};                    // Host
+    std::string_view sec_fetch_site = {};          // Sec-Fetch-Site
+    std::string_view sec_websocket_protocol = {};  // Sec-WebSocket-Protocol, e.g. "wsguard.v1, <ticket>"
+    // The socket's peer: "203.0.113.7", "203.0.113.7:5000", "[2001:db8::1]:443".
+    // Behind a PROXY protocol balancer, the header's source instead (after
+    // checking the balancer is trusted): proxy_header::source_text(), or
+    // source_bytes() with size 16 below; for LOCAL/UNKNOWN, the socket's peer.
+    std::string_view remote_address = {};
+    // Raw peer address (4 or 16 bytes, network order); used instead of
+    // remote_address when set, so stacks with a sockaddr need not format it.
+    const std::uint8_t* remote_address_bytes = nullptr;
+    std::size_t remote_address_size = 0;
+    // Every Forwarded (RFC 7239) line and every X-Forwarded-For line, each
+    // joined with ", " in arrival order. Read only when the config has
+    // trusted_proxies and the peer is one of them; otherwise ignored.
+    std::string_view forwarded = {};
+    std::string_view x_forwarded_for = {};
+};
+
+// How a route authenticates its handshakes.
+enum class ticket_requirement : std::uint8_t {
+    required,  // a valid one-time ticket or no upgrade (the default)
+    none,      // no ticket: the application authenticates some other way
+};
+
+// One endpoint. Two routes may have different allowlists and audiences.
+struct route_config {
+    std::string path = {};                    // exact path, e.g. "/ws"
+    std::vector<std::string> origins = {};    // origin_policy patterns
+    wsguard::origin_options origin_options{};  // e.g. allow_missing_origin for native clients
+    std::vector<std::string> hosts = {};      // host_allowlist patterns; empty: Host is not checked
+    bool deny_cross_site = true;              // refuse Sec-Fetch-Site: cross-site
+    ticket_requirement ticket = ticket_requirement::required;
+    std::string audience = {};                // what the issuer bound the ticket to, e.g. "app.example.com/ws"
+    bool ticket_in_query = true;              // accept "?ticket=" when the subprotocol carries none
+    // Concurrent connections per verified ticket subject (user); 0: no cap.
+    // At the cap a new connection is refused (too_many_connections_for_subject),
+    // never an old one evicted: evicting would let a stolen ticket's holder
+    // disconnect the real user, and the refused client can retry or close a tab.
+    std::uint32_t max_connections_per_subject = 0;
+};
+
+// One refusal, as the logging hook sees it. Every text is bounded, printable
+// ASCII (anything else shown as '?'), so it is safe to write to a log line.
+struct refusal_event {
+    wsguard::reason reason = wsguard::reason::ok;
+    std::string_view route;    // the configured path, or the request's (truncated) when no route matched
+    std::string_view origin;   // lowercased, truncated Origin ("" when absent)
+    // The client's rate-limit key: "192.0.2.1" or "2001:db8:0:1::/64" (RFC 5952),
+    // the client behind trusted proxies, for every refusal; when the client
+    // could not be resolved, the proxy that sent the request, or the
+    // sanitized, truncated peer text when even that is not an address.
+    std::string_view address;
+};
+
+template <class ReplayStore>
+struct basic_handshake_config {
+    std::vector<route_config> routes;
+    // Verifies tickets for every route that requires one; must outlive the guard.
+    const ticket_verifier<ReplayStore>* verifier = nullptr;
+
+    // Per-address handshake rate (token bucket) and concurrent connection cap.
+    std::uint64_t handshakes_per_second = 10;
+    std::uint32_t handshake_burst = 20;
+    std::uint32_t max_connections_per_address = 32;
+    std::uint32_t max_connections_total = 100000;
+    std::size_t address_table_capacity = 65536;  // distinct addresses tracked at once (fixed memory)
+    address_key_options address_options{};       // IPv6 grouped by /64 by default
+    std::size_t subject_table_capacity = 65536;  // subjects tracked at once per capped route (exact)
+
+    // Bans a client after repeated forged tickets, checked before any MAC is
+    // computed (penalty_box; on by default: 20 forgeries, then 5 minutes).
+    penalty_options penalty{};
+
+    // The proxies in front of the server. When set, the client that the
+    // per-address rate limit, connection cap, penalty box and refusal reports
+    // use is trusted_proxies->resolve(peer, forwarded, x_forwarded_for), and a
+    // refusal of the resolver (forwarded_malformed, ...) is the decision.
+    std::optional<wsguard::trusted_proxies> trusted_proxies;
+
+    // A header longer than this is refused as request_malformed before any parsing.
+    std::size_t max_field_bytes = 4096;
+
+    // Called once per refusal, at most refusal_reports_per_second (burst
+    // refusal_report_burst); further refusals are only counted.
+    std::function<void(const refusal_event&)> on_refusal;
+    std::uint64_t refusal_reports_per_second = 20;
+    std::uint32_t refusal_report_burst = 50;
+};
+using handshake_config = basic_handshake_config<memory_replay_store>;
+
+// The slots one upgraded connection holds: its address's connection slot and,
+// on a route with max_connections_per_subject, its subject's. Keep it as long
+// as the connection; destroying it (or release()) gives both back.
+class handshake_permit {
+public:
+    handshake_permit() noexcept = default;
+
+    // True while the permit holds the connection (not after release()).
+    explicit operator bool() const noexcept { return static_cast<bool>(address_); }
+    // ok, or the refusal that stopped the connection (too_many_connections,
+    // too_many_connections_for_subject). A default-constructed permit reads
+    // as refused.
+    wsguard::decision decision() const noexcept { return decision_; }
+    // Gives both slots back now. Idempotent.
+    void release() noexcept {
+        subject_.release();
+        address_.release();
     }
 
-    std::uint64_t clamp(std::chrono::steady_clock::time_point now) const noexcept {
-        const std::uint64_t t = limits_ticks(now);
-        return t < horizon ? t : horizon;
+    const connection_limiter<address_key>::permit& address() const noexcept { return address_; }
+    const connection_limiter<std::string_view>::permit& subject() const noexcept { return subject_; }
+
+private:
+    template <class>
+    friend class basic_handshake_guard;
+
+    connection_limiter<address_key>::permit address_;
+    connection_limiter<std::string_view>::permit subject_;
+    wsguard::decision decision_{reason::too_many_connections, connection_limiter<address_key>::refusal_retry_after};
+};
+
+// What the stack must do with one upgrade request.
+class [[nodiscard]] handshake_outcome {
+public:
+    using connection_permit = handshake_permit;
+
+    wsguard::decision decision;
+
+    bool allowed() const noexcept { return decision.allowed(); }
+    explicit operator bool() const noexcept { return allowed(); }
+    // 0 when allowed (answer 101); otherwise the status to answer instead.
+    int http_status() const noexcept { return decision.http_status(); }
+    // A short plain-text body for the refusal: the reason's stable name.
+    std::string_view body() const noexcept { return allowed() ? std::string_view() : to_string(decision.reason); }
+    // > 0: send "Retry-After: <n>" with the refusal (429).
+    std::int64_t retry_after_seconds() const noexcept { return decision.retry_after_seconds(); }
+    // The Sec-WebSocket-Protocol value to answer with ("wsguard.v1"), or empty
+    // for none. Never the ticket: echoing it would log it in every proxy.
+    std::string_view subprotocol() const noexcept { return subprotocol_; }
+    // The verified ticket's claims (subject, scopes); empty without a ticket.
+    const ticket_claims& claims() const noexcept { return claims_; }
+    // The route that matched (its configured path), empty if none did.
+    std::string_view route() const noexcept { return route_; }
+
+    // Keep this alive as long as the connection: destroying it (or the
+    // outcome) gives the per-address (and per-subject) connection slots back.
+    connection_permit& permit() noexcept { return permit_; }
+    connection_permit take_permit() noexcept { return std::move(permit_); }
+
+private:
+    template <class>
+    friend class basic_handshake_guard;
+
+    std::string_view subprotocol_;
+    std::string_view route_;
+    ticket_claims claims_;
+    connection_permit permit_;
+};
+
+// Reason phrase for a status line ("403 Forbidden"): refusals, and the ticket endpoint's 200 and 204.
+constexpr std::string_view http_reason_phrase(int status) noexcept {
+    switch (status) {
+        case 200: return "OK";
+        case 204: return "No Content";
+        case 400: return "Bad Request";
+        case 401: return "Unauthorized";
+        case 403: return "Forbidden";
+        case 404: return "Not Found";
+        case 405: return "Method Not Allowed";
+        case 408: return "Request Timeout";
+        case 429: return "Too Many Requests";
+        case 431: return "Request Header Fields Too Large";
+        case 500: return "Internal Server Error";
+        case 503: return "Service Unavailable";
+        default: return "Error";
+    }
+}
+
+namespace detail {
+
+// Index of a reason in reason_table, for per-reason counters.
+constexpr std::size_t handshake_reason_index(reason r) noexcept {
+    for (std::size_t i = 0; i < std::size(reason_table); ++i) {
+        if (reason_table[i].value == r) return i;
+    }
+    return std::size(reason_table);  // the "unknown" counter
+}
+
+// Copies `text` into `out` for a log line: lowercased, printable ASCII only,
+// truncated with "..." so a hostile header cannot forge or flood log lines.
+template <std::size_t N>
+inline std::string_view handshake_log_text(std::string_view text, std::array<char, N>& out) noexcept {
+    static_assert(N > 3, "room for the ellipsis");
+    const bool truncated = text.size() > N;
+    const std::size_t n = truncated ? N - 3 : text.size();
+    for (std::size_t i = 0; i < n; ++i) {
+        const char c = ascii_lower(text[i]);
+        out[i] = (c >= 0x21 && c <= 0x7e) ? c : '?';
+    }
+    if (!truncated) return std::string_view(out.data(), n);
+    out[N - 3] = out[N - 2] = out[N - 1] = '.';
+    return std::string_view(out.data(), N);
+}
+
+// "192.0.2.1" or "2001:db8:0:1::/64" (RFC 5952): the key the limiter counted.
+inline std::string_view handshake_address_text(const address_key& key, unsigned ipv6_prefix,
+                                               std::array<char, 48>& out) noexcept {
+    std::uint8_t bytes[16];
+    std::memcpy(bytes, key.bytes(), 16);
+    char text[40];
+    std::size_t n = proxy_address_text(bytes, text);
+    std::memcpy(out.data(), text, n);
+    if (!key.is_ipv4()) {
+        const int suffix = std::snprintf(out.data() + n, out.size() - n, "/%u", ipv6_prefix > 128 ? 128 : ipv6_prefix);
+        if (suffix > 0) n += static_cast<std::size_t>(suffix);
+    }
+    return std::string_view(out.data(), std::min(n, out.size() - 1));
+}
+
+// Whether the Sec-WebSocket-Protocol list offers `protocol` (case-sensitive).
+inline bool handshake_offers_protocol(std::string_view header, std::string_view protocol) noexcept {
+    return header_list_has(header, [protocol](std::string_view token) { return token == protocol; });
+}
+
+}  // namespace detail
+
+// Composes the components for one upgrade request, cheapest checks first:
+// request shape → route → Origin / Host / Sec-Fetch-Site → penalty box →
+// per-address rate and connection cap → ticket → per-subject cap (the MAC is
+// the expensive step, so it comes late: a flood of forged tickets is rate
+// limited, and its sender banned, before it is verified).
+template <class ReplayStore = memory_replay_store>
+class basic_handshake_guard {
+public:
+    using config = basic_handshake_config<ReplayStore>;
+
+    static result<basic_handshake_guard> create(config cfg) {
+        using failure = result<basic_handshake_guard>;
+        if (cfg.routes.empty()) return failure::failure("handshake_guard: configure at least one route");
+        if (cfg.max_field_bytes < 256) return failure::failure("handshake_guard: max_field_bytes must be at least 256");
+        basic_handshake_guard guard;
+        for (route_config& rc : cfg.routes) {
+            const std::string where = "handshake_guard route \"" + rc.path + "\": ";
+            if (rc.path.empty() || rc.path.front() != '/' || rc.path.find('?') != std::string::npos)
+                return failure::failure(where + "path must start with '/' and hold no query");
+            for (const route& existing : guard.routes_) {
+                if (existing.path == rc.path) return failure::failure(where + "path is configured twice");
+            }
+            auto origins = origin_policy::create(rc.origins, rc.origin_options);
+            if (!origins) return failure::failure(where + origins.error());
+            std::optional<host_allowlist> hosts;
+            if (!rc.hosts.empty()) {
+                auto allowlist = host_allowlist::create(rc.hosts);
+                if (!allowlist) return failure::failure(where + allowlist.error());
+                hosts.emplace(std::move(allowlist).value());
+            }
+            if (rc.ticket == ticket_requirement::required) {
+                if (cfg.verifier == nullptr)
+                    return failure::failure(where + "requires tickets but the config has no verifier");
+                if (rc.audience.empty())
+                    return failure::failure(where + "requires tickets but has no audience (e.g. \"app.example.com" +
+                                            rc.path + "\")");
+            }
+            std::optional<connection_limiter<std::string_view>> subjects;
+            if (rc.max_connections_per_subject != 0) {
+                if (rc.ticket != ticket_requirement::required)
+                    return failure::failure(where + "max_connections_per_subject needs tickets (the subject is the ticket's)");
+                auto limiter = connection_limiter<std::string_view>::create(
+                    {rc.max_connections_per_subject, cfg.subject_table_capacity});
+                if (!limiter) return failure::failure(where + limiter.error());
+                subjects.emplace(std::move(limiter).value());
+            }
+            guard.routes_.push_back(route{rc.path, std::move(origins).value(), std::move(hosts), rc.deny_cross_site,
+                                          rc.ticket, rc.audience, rc.ticket_in_query, std::move(subjects)});
+        }
+        if (cfg.penalty.enabled) {
+            auto penalty = penalty_box::create(cfg.penalty);
+            if (!penalty) return failure::failure("handshake_guard: " + penalty.error());
+            guard.penalty_.emplace(std::move(penalty).value());
+        }
+        auto rate = keyed_limiter<address_key>::create(
+            {wsguard::rate::per_second(cfg.handshakes_per_second), cfg.handshake_burst, cfg.address_table_capacity});
+        if (!rate) return failure::failure("handshake_guard: " + rate.error());
+        auto connections = connection_limiter<address_key>::create(
+            {cfg.max_connections_per_address, cfg.address_table_capacity, cfg.max_connections_total});
+        if (!connections) return failure::failure("handshake_guard: " + connections.error());
+        auto reports = token_bucket::create(
+            {wsguard::rate::per_second(cfg.refusal_reports_per_second), cfg.refusal_report_burst});
+        if (!reports) return failure::failure("handshake_guard: refusal reports: " + reports.error());
+
+        guard.verifier_ = cfg.verifier;
+        guard.rate_.emplace(std::move(rate).value());
+        guard.connections_.emplace(std::move(connections).value());
+        guard.report_budget_.reset(new (std::nothrow) token_bucket(std::move(reports).value()));
+        guard.counters_.reset(new (std::nothrow) counters());
+        if (!guard.report_budget_ || !guard.counters_) return failure::failure("handshake_guard: out of memory");
+        guard.address_options_ = cfg.address_options;
+        guard.trusted_proxies_ = std::move(cfg.trusted_proxies);
+        guard.max_field_bytes_ = cfg.max_field_bytes;
+        guard.on_refusal_ = std::move(cfg.on_refusal);
+        return failure::success(std::move(guard));
     }
 
-    // One step of the algorithm on a loaded tat. On success writes the new tat.
-    // Preconditions: 1 <= n <= burst, t == clamp(now).
-    decision step(std::uint64_t tat, std::uint64_t t, std::uint32_t n, std::uint64_t& new_tat) const noexcept {
-        const std::uint64_t cost = interval_ns * n;                 // <= window_ns
-        const std::uint64_t base = tat > t ? tat : t;               // an idle bucket starts from now
-        const std::uint64_t debt = base - t;                        // how far ahead the bucket runs
-        if (debt > window_ns - cost) return decision(reason::rate_limited, limits_wait(debt + cost - window_ns));
-        new_tat = base + cost;
+    handshake_outcome check(const upgrade_request& request) noexcept {
+        return check(request, std::chrono::steady_clock::now(), std::chrono::system_clock::now());
+    }
+
+    // `steady_now` drives the rate limits, `wall_now` the ticket lifetime.
+    handshake_outcome check(const upgrade_request& request, std::chrono::steady_clock::time_point steady_now,
+                            std::chrono::system_clock::time_point wall_now) noexcept {
+        handshake_outcome out;
+        // Resolved up front (a few dozen nanoseconds, bounded, no allocation)
+        // so that every refusal report names the client, also those decided
+        // before the rate limits.
+        const client_address client = resolve_client(request);
+        out.decision = decide(request, steady_now, wall_now, out, client);
+        if (!out.allowed()) {
+            out.permit_.release();
+            out.subprotocol_ = {};
+            out.claims_.clear();
+            report(out.decision.reason, request, out.route_, client, steady_now);
+        }
+        counters_->by_reason[detail::handshake_reason_index(out.decision.reason)].fetch_add(1, std::memory_order_relaxed);
+        return out;
+    }
+
+    // How many requests ended with `r` since construction (ok counts upgrades).
+    std::uint64_t count(reason r) const noexcept {
+        return counters_->by_reason[detail::handshake_reason_index(r)].load(std::memory_order_relaxed);
+    }
+    // Refusals counted but not passed to on_refusal (over the report rate).
+    std::uint64_t suppressed_reports() const noexcept { return counters_->suppressed.load(std::memory_order_relaxed); }
+    // Live connections across all addresses (permits not yet released).
+    std::uint32_t live_connections() const noexcept { return connections_->total(); }
+
+private:
+    struct route {
+        std::string path;
+        origin_policy origins;
+        std::optional<host_allowlist> hosts;
+        bool deny_cross_site;
+        ticket_requirement ticket;
+        std::string audience;
+        bool ticket_in_query;
+        // max_connections_per_subject; mutable: routes are matched through const
+        // pointers, and the limiter synchronises itself.
+        mutable std::optional<connection_limiter<std::string_view>> subjects;
+    };
+    struct counters {
+        std::array<std::atomic<std::uint64_t>, std::size(detail::reason_table) + 1> by_reason{};
+        std::atomic<std::uint64_t> suppressed{0};
+    };
+
+    basic_handshake_guard() = default;
+
+    bool field_too_long(const upgrade_request& r) const noexcept {
+        for (std::string_view field : {r.method, r.path, r.query, r.origin, r.host, r.sec_fetch_site,
+                                       r.sec_websocket_protocol, r.remote_address, r.forwarded, r.x_forwarded_for}) {
+            if (field.size() > max_field_bytes_) return true;
+        }
+        return false;
+    }
+
+    decision decide(const upgrade_request& request, std::chrono::steady_clock::time_point steady_now,
+                    std::chrono::system_clock::time_point wall_now, handshake_outcome& out,
+                    const client_address& client) noexcept {
+        // 1. Request shape and route.
+        if (field_too_long(request)) return reason::request_malformed;
+        if (request.method != "GET") return reason::method_not_get;
+        std::string_view path = request.path;
+        std::string_view query = request.query;
+        if (const std::size_t mark = path.find('?'); mark != std::string_view::npos) {
+            if (query.empty()) query = path.substr(mark + 1);
+            path = path.substr(0, mark);
+        }
+        const route* matched = nullptr;
+        for (const route& r : routes_) {
+            if (r.path == path) {
+                matched = &r;
+                break;
+            }
+        }
+        if (matched == nullptr) return reason::route_not_found;
+        out.route_ = matched->path;
+
+        // 2. Origin, Host, Sec-Fetch-Site: string checks, no state.
+        if (decision d = matched->origins.check(request.origin); !d) return d;
+        if (matched->hosts) {
+            if (decision d = matched->hosts->check(request.host); !d) return d;
+        }
+        if (matched->deny_cross_site) {
+            if (decision d = check_sec_fetch_site(request.sec_fetch_site); !d) return d;
+        }
+
+        // 3. Per-client penalty box, rate limit, then the connection cap.
+        if (!client) return client.decision();
+        const address_key address = client.key(address_options_);
+        if (penalty_) {
+            if (decision d = penalty_->check(address, steady_now); !d) return d;
+        }
+        if (decision d = rate_->try_acquire(address, steady_now); !d) return d;
+        out.permit_.address_ = connections_->try_acquire(address);
+        out.permit_.decision_ = out.permit_.address_.decision();
+        if (!out.permit_) return out.permit_.decision();
+
+        // 4. The ticket: MAC and replay store last.
+        if (matched->ticket == ticket_requirement::none) return decision::allow();
+        ticket_source source = ticket_from_subprotocol(request.sec_websocket_protocol);
+        if (!source && matched->ticket_in_query) source = ticket_from_query(query);
+        if (!source) return source.reason;
+        if (decision d = verifier_->verify(presented_ticket(source.ticket), expected_origin(request.origin),
+                                                 expected_audience(matched->audience), out.claims_, wall_now); !d) {
+            if (penalty_) static_cast<void>(penalty_->record_failure(address, d.reason, steady_now));
+            return d;
+        }
+        // 5. Per-subject cap, once the subject is authentic (the ticket is spent).
+        if (matched->subjects) {
+            out.permit_.subject_ = matched->subjects->try_acquire(out.claims_.subject());
+            if (!out.permit_.subject_) {
+                out.permit_.decision_ = decision(reason::too_many_connections_for_subject,
+                                                 connection_limiter<std::string_view>::refusal_retry_after);
+                return out.permit_.decision_;
+            }
+        }
+        // Echo the marker whenever the client offered it (also with a query
+        // ticket): clients such as Node's ws fail a connection whose offered
+        // subprotocols all went unanswered.
+        if (detail::handshake_offers_protocol(request.sec_websocket_protocol, ticket_subprotocol))
+            out.subprotocol_ = ticket_subprotocol;
         return decision::allow();
     }
+
+    // The client: the peer itself, or the client behind trusted proxies.
+    client_address resolve_client(const upgrade_request& r) const noexcept {
+        const bool raw = r.remote_address_bytes != nullptr;
+        if (!trusted_proxies_)
+            return raw ? client_address::from_peer_bytes(r.remote_address_bytes, r.remote_address_size)
+                       : client_address::from_peer(r.remote_address);
+        return raw ? trusted_proxies_->resolve_bytes(r.remote_address_bytes, r.remote_address_size, r.forwarded,
+                                                     r.x_forwarded_for)
+                   : trusted_proxies_->resolve(r.remote_address, r.forwarded, r.x_forwarded_for);
+    }
+
+    void report(reason r, const upgrade_request& request, std::string_view route_path, const client_address& client,
+                std::chrono::steady_clock::time_point now) noexcept {
+        if (!on_refusal_) return;
+        if (!report_budget_->try_acquire(now)) {
+            counters_->suppressed.fetch_add(1, std::memory_order_relaxed);
+            return;
+        }
+        std::array<char, 128> origin_text{};
+        std::array<char, 64> route_text{};
+        std::array<char, 48> address_text{};
+        refusal_event event;
+        event.reason = r;
+        event.route = route_path.empty() ? detail::handshake_log_text(request.path, route_text) : route_path;
+        event.origin = detail::handshake_log_text(request.origin, origin_text);
+        // The client; else the proxy whose headers could not be resolved; else
+        // the peer text, sanitized and truncated (raw bytes of a bad size: "").
+        const client_address named = client ? client
+                                     : request.remote_address_bytes != nullptr
+                                         ? client_address::from_peer_bytes(request.remote_address_bytes,
+                                                                           request.remote_address_size)
+                                         : client_address::from_peer(request.remote_address);
+        if (named) {
+            event.address = detail::handshake_address_text(named.key(address_options_), address_options_.ipv6_prefix,
+                                                           address_text);
+        } else if (request.remote_address_bytes == nullptr) {
+            event.address = detail::handshake_log_text(request.remote_address, address_text);
+        }
+        on_refusal_(event);
+    }
+
+    std::vector<route> routes_;
+    const ticket_verifier<ReplayStore>* verifier_ = nullptr;
+    std::optional<keyed_limiter<address_key>> rate_;
+    std::optional<connection_limiter<address_key>> connections_;
+    std::optional<penalty_box> penalty_;
+    std::unique_ptr<token_bucket> report_budget_;
+    std::unique_ptr<counters> counters_;
+    address_key_options address_options_{};
+    std::optional<trusted_proxies> trusted_proxies_;
+    std::size_t max_field_bytes_ = 4096;
+    std::function<void(const refusal_event&)> on_refusal_;
 };
 
-// SipHash-c-d (Aumasson and Bernstein), portable and endian-independent.
-// Keyed with a random seed, so a remote client cannot choose keys that collide.
-inline std::uint64_t limits_load_le64(const unsigned char* p) noexcept {
-    std::uint64_t v = 0;
-    for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
-    return v;
-}
-
-struct limits_siphash_output {
-    std::uint64_t lo = 0;
-    std::uint64_t hi = 0;  // only with wide output
-};
-
-// `wide`: the 128-bit variant of the reference implementation (hi is then
-// the second 64 bits; lo differs from the 64-bit variant's output).
-template <int CompressionRounds, int FinalRounds>
-inline limits_siphash_output limits_siphash(std::uint64_t k0, std::uint64_t k1, const void* data, std::size_t len,
-                                            bool wide = false) noexcept {
-    const auto* in = static_cast<const unsigned char*>(data);
-    std::uint64_t v0 = 0x736f6d6570736575ull ^ k0;
-    std::uint64_t v1 = 0x646f72616e646f6dull ^ k1 ^ (wide ? 0xee : 0);
-    std::uint64_t v2 = 0x6c7967656e657261ull ^ k0;
-    std::uint64_t v3 = 0x7465646279746573ull ^ k1;
-    auto rotl = [](std::uint64_t x, int b) noexcept { return (x << b) | (x >> (64 - b)); };
-    auto sip_round = [&]() noexcept {
-        v0 += v1; v1 = rotl(v1, 13); v1 ^= v0; v0 = rotl(v0, 32);
-        v2 += v3; v3 = rotl(v3, 16); v3 ^= v2;
-        v0 += v3; v3 = rotl(v3, 21); v3 ^= v0;
-        v2 += v1; v1 = rotl(v1, 17); v1 ^= v2; v2 = rotl(v2, 32);
-    };
-    const std::size_t whole = len - len % 8;
-    for (std::size_t i = 0; i < whole; i += 8) {
-        const std::uint64_t m = limits_load_le64(in + i);
-        v3 ^= m;
-        for (int r = 0; r < CompressionRounds; ++r) sip_round();
-        v0 ^= m;
-    }
-    std::uint64_t last = static_cast<std::uint64_t>(len) << 56;
-    for (std::size_t i = 0; i < len % 8; ++i) last |= static_cast<std::uint64_t>(in[whole + i]) << (8 * i);
-    v3 ^= last;
-    for (int r = 0; r < CompressionRounds; ++r) sip_round();
-    v0 ^= last;
-    v2 ^= wide ? 0xee : 0xff;
-    for (int r = 0; r < FinalRounds; ++r) sip_round();
-    limits_siphash_output out;
-    out.lo = v0 ^ v1 ^ v2 ^ v3;
-    if (wide) {
-        v1 ^= 0xdd;
-        for (int r = 0; r < FinalRounds; ++r) sip_round();
-        out.hi = v0 ^ v1 ^ v2 ^ v3;
-    }
-    return out;
-}
-
-// SipHash-1-3 with its 128-bit output: `lo` places a key in the table and
-// `hi` is the independent 64-bit tag stored to recognise it.
-inline limits_siphash_output limits_siphash13_128(std::uint64_t k0, std::uint64_t k1, const void* data,
-                                                  std::size_t len) noexcept {
-    return limits_siphash<1, 3>(k0, k1, data, len, true);
-}
-
-// The 128-bit SipHash key, drawn from the OS at construction.
-struct limits_seed {
-    std::uint64_t k[2] = {0, 0};
-};
-
-// From the OS through the crypto section; false if the OS refused.
-inline bool limits_make_seed(limits_seed& seed) noexcept {
-    std::uint8_t raw[16] = {};
-    if (random_bytes(raw, sizeof raw) != reason::ok) return false;
-    for (int i = 0; i < 2; ++i) seed.k[i] = limits_load_le64(raw + 8 * i);
-    return true;
-}
-
-// A 128-bit keyed fingerprint: what connection_limiter stores for
-// variable-length keys. Two different strings share one with probability
-// 2^-128 for a party that does not know the seed.
-struct limits_fingerprint {
-    std::uint64_t lo = 0;
-    std::uint64_t hi = 0;
-};
-
-template <class T>
-struct limits_always_false : std::false_type {};
-
-// How a Key is hashed and stored. `hash` places it in a table; `tag` is an
-// independent 64-bit keyed hash, all keyed_limiter stores (two keys share a
-// bucket only if they agree on both: probability 2^-64 per lookup for a party
-// that does not know the seed). connection_limiter, which must never confuse
-// two keys' connection counts, stores `key`: fixed-size keys with no padding
-// (address_key, integers, arrays of bytes) as they are, strings as a 128-bit
-// fingerprint. Any other Key does not compile.
-template <class Key, class Enable = void>
-struct limits_key_traits {
-    static_assert(limits_always_false<Key>::value,
-                  "wsguard limiter keys must be trivially copyable with no padding bits "
-                  "(address_key, std::uint64_t, std::array<std::uint8_t, N>) or std::string_view / std::string");
-};
-
-template <class Key>
-struct limits_key_traits<Key, std::enable_if_t<std::is_trivially_copyable<Key>::value &&
-                                               std::has_unique_object_representations<Key>::value>> {
-    using stored = Key;
-    struct digest {
-        stored key;
-        std::uint64_t hash;
-        std::uint64_t tag;
-    };
-    static digest make(const Key& key, const limits_seed& seed) noexcept {
-        const limits_siphash_output h = limits_siphash13_128(seed.k[0], seed.k[1], &key, sizeof key);
-        return digest{key, h.lo, h.hi};
-    }
-    static bool equal(const stored& a, const stored& b) noexcept { return std::memcmp(&a, &b, sizeof a) == 0; }
-};
-
-struct limits_string_key_traits {
-    using stored = limits_fingerprint;
-    struct digest {
-        stored key;
-        std::uint64_t hash;
-        std::uint64_t tag;
-    };
-    static digest make(std::string_view key, const limits_seed& seed) noexcept {
-        const limits_siphash_output h = limits_siphash13_128(seed.k[0], seed.k[1], key.data(), key.size());
-        return digest{stored{h.lo, h.hi}, h.lo, h.hi};
-    }
-    static bool equal(const stored& a, const stored& b) noexcept { return a.lo == b.lo && a.hi == b.hi; }
-};
-template <>
-struct limits_key_traits<std::string_view> : limits_string_key_traits {};
-template <>
-struct limits_key_traits<std::string> : limits_string_key_traits {};
-
-// A spin lock per shard (detail::spinlock, section 5): critical sections are a
-// few dozen instructions, so spinning beats parking.
-using limits_spinlock = spinlock;
-
-struct alignas(64) limits_shard {
-    limits_spinlock lock;
-};
-
-class limits_lock_guard {
-public:
-    explicit limits_lock_guard(limits_spinlock& l) noexcept : lock_(l) { lock_.lock(); }
-    ~limits_lock_guard() { lock_.unlock(); }
-    limits_lock_guard(const limits_lock_guard&) = delete;
-    limits_lock_guard& operator=(const limits_lock_guard&) = delete;
-
-private:
-    limits_spinlock& lock_;
-};
-
-// Geometry of a sharded table: shard_count shards (a power of two, up to 64,
-// each with its own lock) of groups_per_shard groups of `window` slots. A key
-// hashes to one group, its whole probe window; groups are aligned to cache
-// lines.
-struct limits_geometry {
-    std::uint32_t shard_count = 1;
-    std::uint32_t groups_per_shard = 0;
-    std::uint32_t window = 1;
-
-    static std::string configure(std::size_t capacity, std::uint32_t window, limits_geometry& out) {
-        if (capacity == 0) return "capacity must be at least 1";
-        if (capacity > limits_max_capacity) return "capacity over 2^28 entries: that is gigabytes of table, surely a mistake";
-        std::uint32_t shards = 1;
-        while (shards < limits_max_shards && std::size_t{shards} * 4 * window <= capacity) shards *= 2;
-        const std::size_t per_shard = std::size_t{shards} * window;
-        out.shard_count = shards;
-        out.groups_per_shard = static_cast<std::uint32_t>((capacity + per_shard - 1) / per_shard);
-        out.window = window;
-        return std::string();
-    }
-    std::size_t group_count() const noexcept { return std::size_t{shard_count} * groups_per_shard; }
-    std::size_t capacity() const noexcept { return group_count() * window; }
-    std::uint32_t shard_of(std::uint64_t hash) const noexcept {
-        return static_cast<std::uint32_t>(hash >> 32) & (shard_count - 1);
-    }
-    // The key's group (Lemire's multiply-shift range reduction inside its shard).
-    std::size_t group_of(std::uint64_t hash, std::uint32_t shard) const noexcept {
-        return std::size_t{shard} * groups_per_shard +
-               static_cast<std::size_t>(((hash & 0xffffffffull) * groups_per_shard) >> 32);
-    }
-};
-
-template <class Slot, std::uint32_t Window>
-struct alignas(64) limits_group {
-    Slot slots[Window];
-};
-
-// Starts loading a group while the shard lock is being taken: under a flood
-// of new keys the group is rarely cached.
-template <class Group>
-inline void limits_prefetch(const Group& group) noexcept {
-#if defined(__GNUC__) || defined(__clang__)
-    const char* bytes = reinterpret_cast<const char*>(&group);
-    for (std::size_t offset = 0; offset < sizeof(Group); offset += 64) __builtin_prefetch(bytes + offset, 1);
-#else
-    (void)group;
-#endif
-}
-
-template <class T>
-std::unique_ptr<T[]> limits_allocate(std::size_t n) noexcept {
-    return std::unique_ptr<T[]>(new (std::nothrow) T[n]());
-}
-
-// A zeroed array of groups, allocated once. Tables of 2 MiB or more are
-// 2 MiB-aligned and, on Linux, offered transparent huge pages: a random key
-// then costs one cache miss rather than a miss plus a page-table walk. Every
-// page is written here, at construction, so no request ever takes a page fault.
-template <class Group>
-class limits_table {
-    static_assert(std::is_trivially_copyable<Group>::value && std::is_trivially_destructible<Group>::value,
-                  "limits_table holds plain slots");
-
-public:
-    limits_table() noexcept = default;
-    limits_table(limits_table&& other) noexcept
-        : groups_(std::exchange(other.groups_, nullptr)), alignment_(other.alignment_) {}
-    limits_table& operator=(limits_table&& other) noexcept {
-        if (this != &other) {
-            release();
-            groups_ = std::exchange(other.groups_, nullptr);
-            alignment_ = other.alignment_;
-        }
-        return *this;
-    }
-    limits_table(const limits_table&) = delete;
-    limits_table& operator=(const limits_table&) = delete;
-    ~limits_table() { release(); }
-
-    bool allocate(std::size_t count) noexcept {
-        release();
-        constexpr std::size_t huge_page = std::size_t{2} << 20;
-        std::size_t bytes = count * sizeof(Group);
-        alignment_ = bytes >= huge_page ? huge_page : alignof(Group);
-        bytes = (bytes + alignment_ - 1) / alignment_ * alignment_;
-        void* memory = ::operator new(bytes, std::align_val_t(alignment_), std::nothrow);
-        if (memory == nullptr) return false;
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-        if (alignment_ == huge_page) (void)::madvise(memory, bytes, MADV_HUGEPAGE);  // a hint: fine if refused
-#endif
-        std::memset(memory, 0, bytes);
-        groups_ = static_cast<Group*>(memory);
-        return true;
-    }
-    explicit operator bool() const noexcept { return groups_ != nullptr; }
-    Group& operator[](std::size_t i) noexcept { return groups_[i]; }
-    const Group& operator[](std::size_t i) const noexcept { return groups_[i]; }
-
-private:
-    void release() noexcept {
-        if (groups_ != nullptr) ::operator delete(groups_, std::align_val_t(alignment_));
-        groups_ = nullptr;
-    }
-
-    Group* groups_ = nullptr;
-    std::size_t alignment_ = alignof(Group);
-};
-
-}  // namespace detail
-
-// ---------------------------------------------------------------------------
-// token_bucket: one lock-free bucket (GCRA) in one atomic 64-bit word.
-// ---------------------------------------------------------------------------
-//
-// From idle, `burst` requests pass at once, the next is refused, then one more
-// passes every 1/rate. A refusal is reason::rate_limited with retry_after
-// (rounded up, never zero) and changes nothing. A request for n > burst can
-// never pass: it is refused with rate_limited and retry_after == 0 (waiting
-// does not help). Safe to call from any number of threads at once.
-struct token_bucket_options {
-    wsguard::rate rate = wsguard::rate::per_second(10);  // sustained
-    std::uint32_t burst = 20;                            // requests that pass at once from idle
-};
-
-class token_bucket {
-public:
-    // The documented way: a rate and a burst by name, as redis_limiter_options.
-    static result<token_bucket> create(const token_bucket_options& options) {
-        return create(options.rate, options.burst);
-    }
-    static result<token_bucket> create(wsguard::rate r, std::uint32_t burst) {
-        detail::limits_gcra gcra;
-        std::string error = detail::limits_gcra::configure(r, burst, gcra);
-        if (!error.empty()) return result<token_bucket>::failure("token_bucket: " + error);
-        return result<token_bucket>::success(token_bucket(gcra));
-    }
-    [[deprecated("use create(token_bucket_options{rate::per_second(n), burst})")]]
-    static result<token_bucket> create(std::uint64_t rate_per_second, std::uint32_t burst) {
-        return create(wsguard::rate::per_second(rate_per_second), burst);
-    }
-
-    // std::atomic is not movable; result<token_bucket> needs a move. Moving
-    // copies the current state and is meant for construction time only: a
-    // bucket other threads are using must not be moved.
-    token_bucket(token_bucket&& other) noexcept
-        : gcra_(other.gcra_), tat_(other.tat_.load(std::memory_order_relaxed)) {}
-    token_bucket& operator=(token_bucket&&) = delete;
-    token_bucket(const token_bucket&) = delete;
-    token_bucket& operator=(const token_bucket&) = delete;
-
-    decision try_acquire(std::chrono::steady_clock::time_point now, std::uint32_t n = 1) noexcept {
-        if (n == 0) return decision::allow();
-        if (n > gcra_.burst) return decision(reason::rate_limited);
-        const std::uint64_t t = gcra_.clamp(now);
-        std::uint64_t tat = tat_.load(std::memory_order_relaxed);
-        for (;;) {
-            std::uint64_t new_tat = 0;
-            const decision d = gcra_.step(tat, t, n, new_tat);
-            if (!d) return d;
-            // The word is the whole state: relaxed ordering is enough.
-            if (tat_.compare_exchange_weak(tat, new_tat, std::memory_order_relaxed, std::memory_order_relaxed)) return d;
-        }
-    }
-    decision try_acquire(std::uint32_t n = 1) noexcept { return try_acquire(std::chrono::steady_clock::now(), n); }
-
-    std::uint32_t burst() const noexcept { return gcra_.burst; }
-    // 1/rate, rounded up to a whole nanosecond.
-    std::chrono::nanoseconds interval() const noexcept {
-        return std::chrono::nanoseconds(static_cast<std::chrono::nanoseconds::rep>(gcra_.interval_ns));
-    }
-
-private:
-    explicit token_bucket(const detail::limits_gcra& gcra) noexcept : gcra_(gcra) {}
-
-    detail::limits_gcra gcra_;
-    std::atomic<std::uint64_t> tat_{0};  // 0 = idle since the beginning of time
-    static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "token_bucket needs a lock-free 64-bit atomic");
-};
-
-// ---------------------------------------------------------------------------
-// keyed_limiter<Key>: one bucket per key in a fixed-capacity table.
-// ---------------------------------------------------------------------------
-//
-// Memory is allocated once, in create(), and never grows. Keys are hashed with
-// SipHash-1-3 under a random 128-bit seed, and an entry is 16 bytes: a 64-bit
-// keyed tag that recognises the key and the bucket's 64-bit state. A key's
-// probe window is a group of 4 entries in one cache line. An entry whose
-// bucket is full again is free for reuse; when a new key's group has no such
-// entry, the stalest one (the closest to full) is evicted, so keys that
-// exhausted their burst are the last to go. Sharded (up to 64 shards) with one
-// small lock per shard.
-struct keyed_limiter_options {
-    wsguard::rate rate = wsguard::rate::per_second(10);  // sustained, per key
-    std::uint32_t burst = 20;                            // per key, from idle
-    std::size_t capacity = 65536;                        // distinct keys tracked at once
-};
-
-template <class Key>
-class keyed_limiter {
-    using traits = detail::limits_key_traits<Key>;
-
-public:
-    // The documented way: every number by name, as redis_limiter_options.
-    static result<keyed_limiter> create(const keyed_limiter_options& options) {
-        return create(options.rate, options.burst, options.capacity);
-    }
-    static result<keyed_limiter> create(wsguard::rate r, std::uint32_t burst, std::size_t capacity) {
-        keyed_limiter limiter;
-        std::string error = detail::limits_gcra::configure(r, burst, limiter.gcra_);
-        if (error.empty()) error = detail::limits_geometry::configure(capacity, detail::limits_keyed_window, limiter.geometry_);
-        if (!error.empty()) return result<keyed_limiter>::failure("keyed_limiter: " + error);
-        if (!detail::limits_make_seed(limiter.seed_))
-            return result<keyed_limiter>::failure("keyed_limiter: the OS refused random bytes for the hash seed");
-        limiter.shards_ = detail::limits_allocate<detail::limits_shard>(limiter.geometry_.shard_count);
-        if (!limiter.shards_ || !limiter.groups_.allocate(limiter.geometry_.group_count()))
-            return result<keyed_limiter>::failure("keyed_limiter: out of memory for the table");
-        return result<keyed_limiter>::success(std::move(limiter));
-    }
-    [[deprecated("use create(keyed_limiter_options{rate::per_second(n), burst, capacity})")]]
-    static result<keyed_limiter> create(std::uint64_t rate_per_second, std::uint32_t burst, std::size_t capacity) {
-        return create(wsguard::rate::per_second(rate_per_second), burst, capacity);
-    }
-
-    decision try_acquire(const Key& key, std::chrono::steady_clock::time_point now, std::uint32_t n = 1) noexcept {
-        if (n == 0) return decision::allow();
-        if (n > gcra_.burst) return decision(reason::rate_limited);
-        return with_entry(key, now, true, [&](slot& entry, std::uint64_t t) noexcept {
-            std::uint64_t new_tat = 0;
-            const decision d = gcra_.step(entry.tat, t, n, new_tat);
-            if (d) entry.tat = new_tat;
-            return d;
-        });
-    }
-    decision try_acquire(const Key& key, std::uint32_t n = 1) noexcept {
-        return try_acquire(key, std::chrono::steady_clock::now(), n);
-    }
-
-    // Number of keys the table holds at once (the requested capacity, rounded
-    // up to a whole number of slots per shard).
-    std::size_t capacity() const noexcept { return geometry_.capacity(); }
-    // Everything this limiter owns; constant from construction on.
-    std::size_t memory_bytes() const noexcept {
-        return sizeof(*this) + geometry_.group_count() * sizeof(group) +
-               std::size_t{geometry_.shard_count} * sizeof(detail::limits_shard);
-    }
-    std::uint32_t burst() const noexcept { return gcra_.burst; }
-
-private:
-    struct slot {
-        std::uint64_t tag;
-        std::uint64_t tat;  // 0: never used, the same as an idle (full) bucket
-    };
-    using group = detail::limits_group<slot, detail::limits_keyed_window>;
-    static_assert(sizeof(group) == 64, "a keyed_limiter group is one cache line");
-
-    friend class penalty_box;  // keeps its bans in a keyed_limiter's table
-
-    keyed_limiter() = default;
-
-    // Runs visit(entry, clamped now) on the key's entry under its shard lock
-    // and returns its decision. Without `insert`, a key that has no entry is
-    // allowed without visiting (a lookup must not evict anyone).
-    template <class Visit>
-    decision with_entry(const Key& key, std::chrono::steady_clock::time_point now, bool insert, Visit visit) noexcept {
-        const auto digest = traits::make(key, seed_);
-        const std::uint64_t t = gcra_.clamp(now);
-        const std::uint32_t shard = geometry_.shard_of(digest.hash);
-        group& candidates = groups_[geometry_.group_of(digest.hash, shard)];
-        detail::limits_prefetch(candidates);
-
-        detail::limits_lock_guard guard(shards_[shard].lock);
-        if (!insert) {
-            for (slot& s : candidates.slots) {
-                if (s.tag == digest.tag) return visit(s, t);
-            }
-            return decision::allow();
-        }
-        return visit(find_or_evict(candidates, digest.tag), t);
-    }
-
-    // The key's entry, or the stalest entry of its group reset for it. A
-    // never-used entry has tat 0, so it is the stalest. Matching one by its tag
-    // is harmless: an idle bucket is what a new key starts from anyway.
-    static slot& find_or_evict(group& candidates, std::uint64_t tag) noexcept {
-        slot* stalest = &candidates.slots[0];
-        for (slot& s : candidates.slots) {
-            if (s.tag == tag) return s;
-            if (s.tat < stalest->tat) stalest = &s;
-        }
-        stalest->tag = tag;
-        stalest->tat = 0;
-        return *stalest;
-    }
-
-    detail::limits_gcra gcra_;
-    detail::limits_geometry geometry_;
-    detail::limits_seed seed_;
-    std::unique_ptr<detail::limits_shard[]> shards_;
-    detail::limits_table<group> groups_;
-};
-
-// ---------------------------------------------------------------------------
-// connection_limiter<Key>: at most N concurrent connections per key.
-// ---------------------------------------------------------------------------
-//
-// try_acquire returns a move-only permit; the connection counts until the
-// permit is destroyed or release()d. The limiter must outlive its permits.
-//
-// Exact capacity: a new key is refused only when `capacity` distinct keys
-// hold connections (or its per-key count, or the total, is at its cap) —
-// never because of where its hash falls. The table is one open-addressing
-// array of 2 x capacity slots with linear probing over the whole array, and a
-// count of live keys checked before a new key is placed: at most half the
-// slots are ever in use, so every probe ends at an empty slot (expected 2.5
-// slots for a miss, 1.5 for a hit at full load; the seeded hash keeps a remote
-// client from building clusters). A key's slot is emptied when its count
-// drops to 0, by backward-shift deletion (no tombstones), so the table never
-// degrades with churn. A live count is never evicted. One lock guards the
-// table: a connection is acquired and released once each, and exactness needs
-// one table rather than shards that could fill unevenly.
-struct connection_limiter_options {
-    std::uint32_t max_per_key = 8;  // concurrent connections per key
-    std::size_t capacity = 65536;   // distinct keys with live connections at once, exactly
-    // connections across all keys (default: no cap beyond max_per_key x capacity)
-    std::uint32_t max_total = std::numeric_limits<std::uint32_t>::max();
-};
-
-template <class Key>
-class connection_limiter {
-    using traits = detail::limits_key_traits<Key>;
-    using stored_key = typename traits::stored;
-
-    struct slot {
-        stored_key key;
-        std::uint32_t count;  // 0: empty
-        std::uint32_t home;   // the slot the key hashes to, for deletion
-    };
-    struct table {
-        detail::limits_seed seed;
-        std::size_t capacity = 0;
-        std::uint32_t slot_count = 0;
-        std::uint32_t max_per_key = 0;
-        std::uint32_t max_total = 0;
-        std::size_t live_keys = 0;  // under `lock`
-        alignas(64) detail::limits_spinlock lock;
-        std::atomic<std::uint32_t> total{0};  // written under `lock`, read without it
-        detail::limits_table<slot> slots;
-
-        std::uint32_t home_of(std::uint64_t hash) const noexcept {
-            return static_cast<std::uint32_t>(((hash >> 32) * slot_count) >> 32);
-        }
-        std::uint32_t next(std::uint32_t i) const noexcept { return i + 1 == slot_count ? 0 : i + 1; }
-        // The key's slot, or the empty slot that ends its probe. Under `lock`.
-        slot& find(const stored_key& key, std::uint32_t home) noexcept {
-            std::uint32_t i = home;
-            while (slots[i].count != 0 && !traits::equal(slots[i].key, key)) i = next(i);
-            return slots[i];
-        }
-        // Backward-shift deletion: pulls each later entry of the cluster that
-        // may sit earlier into the hole, so no probe ever crosses a gap it
-        // should not. Under `lock`.
-        void erase(std::uint32_t hole) noexcept {
-            for (std::uint32_t j = next(hole); slots[j].count != 0; j = next(j)) {
-                const std::uint32_t h = slots[j].home;
-                const std::uint32_t from_home = j >= h ? j - h : j + slot_count - h;
-                const std::uint32_t from_hole = j >= hole ? j - hole : j + slot_count - hole;
-                if (from_home >= from_hole) {
-                    slots[hole] = slots[j];
-                    hole = j;
-                }
-            }
-            slots[hole].count = 0;
-            --live_keys;
-        }
-        std::uint32_t index_of(const slot& s) const noexcept { return static_cast<std::uint32_t>(&s - &slots[0]); }
-    };
-
-public:
-    // How long a refused client is told to wait (Retry-After): connections
-    // end at an unknown time, so this is a polite hint, not a promise.
-    static constexpr std::chrono::milliseconds refusal_retry_after{1000};
-
-    class permit {
-    public:
-        permit() noexcept = default;
-        permit(permit&& other) noexcept
-            : table_(std::exchange(other.table_, nullptr)), key_(other.key_), home_(other.home_),
-              decision_(other.decision_) {}
-        permit& operator=(permit&& other) noexcept {
-            if (this != &other) {
-                release();
-                table_ = std::exchange(other.table_, nullptr);
-                key_ = other.key_;
-                home_ = other.home_;
-                decision_ = other.decision_;
-            }
-            return *this;
-        }
-        permit(const permit&) = delete;
-        permit& operator=(const permit&) = delete;
-        ~permit() { release(); }
-
-        // True while the permit holds a connection (not after release()).
-        explicit operator bool() const noexcept { return table_ != nullptr; }
-        // The outcome of try_acquire: ok, or too_many_connections with
-        // retry_after 1 s. A default-constructed permit reads as refused.
-        wsguard::decision decision() const noexcept { return decision_; }
-        // Gives the connection back now instead of at destruction. Idempotent.
-        void release() noexcept {
-            if (table_ == nullptr) return;
-            {
-                detail::limits_lock_guard guard(table_->lock);
-                slot& s = table_->find(key_, home_);  // entries move on deletion: found again by key
-                if (s.count != 0 && --s.count == 0) table_->erase(table_->index_of(s));
-                table_->total.fetch_sub(1, std::memory_order_relaxed);
-            }
-            table_ = nullptr;
-        }
-
-    private:
-        friend class connection_limiter;
-        permit(table* t, const stored_key& key, std::uint32_t home) noexcept
-            : table_(t), key_(key), home_(home), decision_(wsguard::decision::allow()) {}
-        explicit permit(wsguard::decision refusal) noexcept : decision_(refusal) {}
-
-        table* table_ = nullptr;
-        stored_key key_{};
-        std::uint32_t home_ = 0;
-        wsguard::decision decision_{reason::too_many_connections, refusal_retry_after};
-    };
-
-    // The documented way: every number by name (connection_limiter_options).
-    static result<connection_limiter> create(const connection_limiter_options& options) {
-        const std::uint32_t max_per_key = options.max_per_key, max_total = options.max_total;
-        const std::size_t capacity = options.capacity;
-        if (max_per_key == 0) return result<connection_limiter>::failure("connection_limiter: max_per_key must be at least 1");
-        if (max_total == 0) return result<connection_limiter>::failure("connection_limiter: max_total must be at least 1");
-        if (capacity == 0) return result<connection_limiter>::failure("connection_limiter: capacity must be at least 1");
-        if (capacity > detail::limits_max_capacity)
-            return result<connection_limiter>::failure(
-                "connection_limiter: capacity over 2^28 keys: that is gigabytes of table, surely a mistake");
-        connection_limiter limiter;
-        limiter.table_.reset(new (std::nothrow) table());
-        if (!limiter.table_) return result<connection_limiter>::failure("connection_limiter: out of memory");
-        table& t = *limiter.table_;
-        if (!detail::limits_make_seed(t.seed))
-            return result<connection_limiter>::failure("connection_limiter: the OS refused random bytes for the hash seed");
-        t.capacity = capacity;
-        t.slot_count = static_cast<std::uint32_t>(2 * capacity);  // load factor at most 1/2
-        t.max_per_key = max_per_key;
-        t.max_total = max_total;
-        if (!t.slots.allocate(t.slot_count)) return result<connection_limiter>::failure("connection_limiter: out of memory for the table");
-        return result<connection_limiter>::success(std::move(limiter));
-    }
-    // Three adjacent numbers whose order is easy to get wrong. Kept for one minor version.
-    [[deprecated("use create(connection_limiter_options{max_per_key, capacity, max_total})")]]
-    static result<connection_limiter> create(std::uint32_t max_per_key, std::size_t capacity,
-                                             std::uint32_t max_total = std::numeric_limits<std::uint32_t>::max()) {
-        return create(connection_limiter_options{max_per_key, capacity, max_total});
-    }
-
-    permit try_acquire(const Key& key) noexcept {
-        table& t = *table_;
-        const auto digest = traits::make(key, t.seed);
-        const std::uint32_t home = t.home_of(digest.hash);
-        detail::limits_prefetch(t.slots[home]);
-
-        detail::limits_lock_guard guard(t.lock);
-        slot& s = t.find(digest.key, home);
-        if (s.count != 0 ? s.count >= t.max_per_key : t.live_keys >= t.capacity) return refused();
-        if (t.total.load(std::memory_order_relaxed) >= t.max_total) return refused();
-        t.total.fetch_add(1, std::memory_order_relaxed);
-        if (s.count == 0) {
-            s.key = digest.key;
-            s.home = home;
-            ++t.live_keys;
-        }
-        ++s.count;
-        return permit(&t, digest.key, home);
-    }
-
-    // Live connections for one key (0 when unknown).
-    std::uint32_t connections(const Key& key) const noexcept {
-        table& t = *table_;
-        const auto digest = traits::make(key, t.seed);
-        detail::limits_lock_guard guard(t.lock);
-        return t.find(digest.key, t.home_of(digest.hash)).count;
-    }
-    // Live connections across all keys.
-    std::uint32_t total() const noexcept { return table_->total.load(std::memory_order_relaxed); }
-    // Distinct keys holding at least one connection.
-    std::size_t live_keys() const noexcept {
-        detail::limits_lock_guard guard(table_->lock);
-        return table_->live_keys;
-    }
-    // Distinct keys held at once: exactly the capacity given to create().
-    std::size_t capacity() const noexcept { return table_->capacity; }
-    // Everything this limiter owns; constant from construction on.
-    std::size_t memory_bytes() const noexcept {
-        return sizeof(*this) + sizeof(table) + std::size_t{table_->slot_count} * sizeof(slot);
-    }
-
-private:
-    connection_limiter() = default;
-    static permit refused() noexcept {
-        return permit(wsguard::decision(reason::too_many_connections, refusal_retry_after));
-    }
-
-    // On the heap so that moving the limiter leaves permits pointing at it.
-    std::unique_ptr<table> table_;
-};
-
-// ---------------------------------------------------------------------------
-// address_key: a peer address as a rate-limit key.
-// ---------------------------------------------------------------------------
-//
-// A fixed-size value (16 bytes, no padding) with the grouping prefix already
-// applied: by default one key per IPv4 address and one per IPv6 /64 (a single
-// host usually owns a whole /64, so finer keys are free to rotate). IPv4 is
-// held as IPv4-mapped IPv6 (::ffff:a.b.c.d), so an IPv4 address and its
-// mapped spelling are the same key and no IPv6 key can equal an IPv4 one.
-
-struct address_key_options {
-    std::uint8_t ipv4_prefix = 32;  // bits kept of an IPv4 address; values over 32 mean 32
-    std::uint8_t ipv6_prefix = 64;  // bits kept of an IPv6 address; values over 128 mean 128
-};
-
-namespace detail {
-
-inline constexpr std::size_t limits_address_text_cap = 128;  // longer input is refused unread
-inline constexpr std::size_t limits_zone_cap = 32;
-
-inline bool limits_is_digit(char c) noexcept { return c >= '0' && c <= '9'; }
-inline int limits_hex_value(char c) noexcept {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
-// Strict dotted quad: exactly four decimal parts 0-255, no leading zeros (a
-// leading zero means octal to inet_aton, so "010.0.0.1" is ambiguous).
-inline bool limits_parse_ipv4(std::string_view s, std::uint8_t out[4]) noexcept {
-    std::size_t i = 0;
-    for (int part = 0; part < 4; ++part) {
-        if (part > 0) {
-            if (i >= s.size() || s[i] != '.') return false;
-            ++i;
-        }
-        const std::size_t begin = i;
-        unsigned value = 0;
-        while (i < s.size() && limits_is_digit(s[i]) && i - begin < 3) value = value * 10 + static_cast<unsigned>(s[i++] - '0');
-        const std::size_t digits = i - begin;
-        if (digits == 0 || value > 255 || (digits > 1 && s[begin] == '0')) return false;
-        out[part] = static_cast<std::uint8_t>(value);
-    }
-    return i == s.size();
-}
-
-// RFC 4291 section 2.2 text forms: eight groups of 1-4 hex digits, at most one
-// "::" standing for one or more zero groups, optionally a dotted quad as the
-// last 32 bits. Case-insensitive.
-inline bool limits_parse_ipv6(std::string_view s, std::uint8_t out[16]) noexcept {
-    std::uint16_t groups[8] = {};
-    int count = 0;
-    int gap = -1;  // index in groups where "::" stands
-    std::size_t i = 0;
-    if (s.size() >= 2 && s[0] == ':' && s[1] == ':') {
-        gap = 0;
-        i = 2;
-    }
-    while (i < s.size()) {
-        std::size_t j = i;
-        while (j < s.size() && limits_hex_value(s[j]) >= 0 && j - i < 5) ++j;
-        if (j < s.size() && s[j] == '.') {
-            std::uint8_t quad[4];
-            if (count > 6 || !limits_parse_ipv4(s.substr(i), quad)) return false;
-            groups[count++] = static_cast<std::uint16_t>(quad[0] << 8 | quad[1]);
-            groups[count++] = static_cast<std::uint16_t>(quad[2] << 8 | quad[3]);
-            i = s.size();
-            break;
-        }
-        if (j == i || j - i > 4 || count == 8) return false;
-        unsigned value = 0;
-        for (std::size_t k = i; k < j; ++k) value = value << 4 | static_cast<unsigned>(limits_hex_value(s[k]));
-        groups[count++] = static_cast<std::uint16_t>(value);
-        i = j;
-        if (i == s.size()) break;
-        if (s[i] != ':') return false;
-        ++i;
-        if (i < s.size() && s[i] == ':') {
-            if (gap >= 0) return false;
-            gap = count;
-            ++i;
-        } else if (i == s.size()) {
-            return false;  // a single trailing colon
-        }
-    }
-    if (gap < 0) {
-        if (count != 8) return false;
-    } else {
-        if (count > 7) return false;  // "::" must stand for at least one group
-        const int tail = count - gap;
-        for (int k = 0; k < tail; ++k) groups[7 - k] = groups[count - 1 - k];
-        for (int k = gap; k < 8 - tail; ++k) groups[k] = 0;
-    }
-    for (int k = 0; k < 8; ++k) {
-        out[2 * k] = static_cast<std::uint8_t>(groups[k] >> 8);
-        out[2 * k + 1] = static_cast<std::uint8_t>(groups[k] & 0xff);
-    }
-    return true;
-}
-
-// A zone id (fe80::1%eth0) names the local interface: it is dropped, after
-// checking that it is a plausible interface name or index.
-inline bool limits_strip_zone(std::string_view& s) noexcept {
-    const std::size_t percent = s.find('%');
-    if (percent == std::string_view::npos) return true;
-    const std::string_view zone = s.substr(percent + 1);
-    if (zone.empty() || zone.size() > limits_zone_cap) return false;
-    for (char c : zone) {
-        const bool ok = limits_hex_value(c) >= 0 || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == '-' || c == '.';
-        if (!ok) return false;
-    }
-    s = s.substr(0, percent);
-    return true;
-}
-
-inline bool limits_parse_port(std::string_view s) noexcept {
-    if (s.empty() || s.size() > 5) return false;
-    unsigned value = 0;
-    for (char c : s) {
-        if (!limits_is_digit(c)) return false;
-        value = value * 10 + static_cast<unsigned>(c - '0');
-    }
-    return value <= 65535;
-}
-
-}  // namespace detail
-
-class address_key {
-public:
-
-    // A bare address: "192.0.2.1", "2001:db8::1", "[2001:db8::1]",
-    // "fe80::1%eth0" (zone dropped), "::ffff:192.0.2.1" (IPv4). No port: use
-    // from_endpoint_text for "ip:port". Anything else, or over 128 bytes, is
-    // nullopt (reason::address_malformed).
-    static std::optional<address_key> from_text(std::string_view text, address_key_options options = {}) noexcept {
-        if (text.size() > detail::limits_address_text_cap) return std::nullopt;
-        if (!text.empty() && text.front() == '[') {
-            if (text.size() < 2 || text.back() != ']') return std::nullopt;
-            return parse_ipv6_text(text.substr(1, text.size() - 2), options);
-        }
-        if (text.find(':') != std::string_view::npos) return parse_ipv6_text(text, options);
-        std::uint8_t quad[4];
-        if (!detail::limits_parse_ipv4(text, quad)) return std::nullopt;
-        return from_bytes(quad, 4, options);
-    }
-
-    // What stacks report as the remote endpoint: "192.0.2.1:443",
-    // "[2001:db8::1]:443", or a bare address. An unbracketed IPv6 address
-    // never carries a port (its last group would be ambiguous).
-    static std::optional<address_key> from_endpoint_text(std::string_view text, address_key_options options = {}) noexcept {
-        if (text.size() > detail::limits_address_text_cap) return std::nullopt;
-        if (!text.empty() && text.front() == '[') {
-            const std::size_t close = text.find(']');
-            if (close == std::string_view::npos) return std::nullopt;
-            const std::string_view rest = text.substr(close + 1);
-            if (!rest.empty() && (rest.front() != ':' || !detail::limits_parse_port(rest.substr(1)))) return std::nullopt;
-            return parse_ipv6_text(text.substr(1, close - 1), options);
-        }
-        const std::size_t colon = text.find(':');
-        if (colon != std::string_view::npos && text.find(':', colon + 1) == std::string_view::npos) {
-            if (!detail::limits_parse_port(text.substr(colon + 1))) return std::nullopt;
-            std::uint8_t quad[4];
-            if (!detail::limits_parse_ipv4(text.substr(0, colon), quad)) return std::nullopt;
-            return from_bytes(quad, 4, options);
-        }
-        return from_text(text, options);
-    }
-
-    // Raw network-order bytes: 4 (IPv4) or 16 (IPv6, e.g. sin6_addr). Other
-    // sizes, or a null pointer, are nullopt.
-    static std::optional<address_key> from_bytes(const std::uint8_t* data, std::size_t size, address_key_options options = {}) noexcept {
-        if (data == nullptr || (size != 4 && size != 16)) return std::nullopt;
-        address_key key;
-        if (size == 16 && !is_v4_mapped(data)) {
-            std::memcpy(key.bytes_, data, 16);
-            key.keep_prefix(0, options.ipv6_prefix > 128 ? 128 : options.ipv6_prefix);
-        } else {
-            key.bytes_[10] = 0xff;
-            key.bytes_[11] = 0xff;
-            std::memcpy(key.bytes_ + 12, size == 16 ? data + 12 : data, 4);
-            key.keep_prefix(12, options.ipv4_prefix > 32 ? 32 : options.ipv4_prefix);
-        }
-        return key;
-    }
-
-    // 4 or 6 (a default-constructed key is the IPv6 key of "::").
-    int family() const noexcept { return is_ipv4() ? 4 : 6; }
-    bool is_ipv4() const noexcept { return is_v4_mapped(bytes_); }
-    // 16 bytes in network order; an IPv4 address is the last 4 (::ffff:a.b.c.d).
-    const std::uint8_t* bytes() const noexcept { return bytes_; }
-
-    friend bool operator==(const address_key& a, const address_key& b) noexcept {
-        return std::memcmp(a.bytes_, b.bytes_, sizeof a.bytes_) == 0;
-    }
-    friend bool operator!=(const address_key& a, const address_key& b) noexcept { return !(a == b); }
-
-private:
-    static bool is_v4_mapped(const std::uint8_t* b) noexcept {
-        for (int i = 0; i < 10; ++i) {
-            if (b[i] != 0) return false;
-        }
-        return b[10] == 0xff && b[11] == 0xff;
-    }
-    static std::optional<address_key> parse_ipv6_text(std::string_view text, address_key_options options) noexcept {
-        if (!detail::limits_strip_zone(text)) return std::nullopt;
-        std::uint8_t raw[16];
-        if (!detail::limits_parse_ipv6(text, raw)) return std::nullopt;
-        return from_bytes(raw, 16, options);
-    }
-    // Zeroes every bit after the first `bits` bits counted from byte `from`.
-    // Precondition: bits <= (16 - from) * 8.
-    void keep_prefix(unsigned from, unsigned bits) noexcept {
-        unsigned i = from + bits / 8;
-        if (i < 16 && bits % 8 != 0) {
-            bytes_[i] = static_cast<std::uint8_t>(bytes_[i] & (0xff << (8 - bits % 8)));
-            ++i;
-        }
-        if (i < 16) std::memset(bytes_ + i, 0, 16 - i);
-    }
-
-    std::uint8_t bytes_[16] = {};
-};
-
-static_assert(std::has_unique_object_representations<address_key>::value && sizeof(address_key) == 16,
-              "address_key is stored and hashed as raw bytes: it must have no padding");
-
-// ---------------------------------------------------------------------------
-// accept_gate: admission at accept time, before any byte of HTTP is read.
-// ---------------------------------------------------------------------------
-//
-// A server's socket budget is shared by everyone, so a client that opens
-// sockets and sends nothing (or trickles a header, slowloris) must not be able
-// to fill it. Call try_admit right after accept(): at most
-// max_pending_per_address handshakes in progress per client (IPv4 address or
-// IPv6 /64, like address_key; the client behind a trusted PROXY header when
-// one came first) and max_pending_total in all, each with a deadline by which
-// its upgrade request must be complete. The returned accept_permit holds the
-// pending slot; the slot returns when the handshake ends either way — upgraded
-// (the connection_limiter permit from handshake_guard takes over) or dropped —
-// by release() or destruction. A refusal is too_many_pending: answer 503 with
-// Retry-After, or simply close the socket (cheaper, and what a flood deserves).
-// A stack polls permit.expired(now) (or arms a timer at deadline()) and closes
-// the socket when the deadline passed: handshake_deadline_passed is the reason
-// to log (408, or a close without an answer). Fixed capacity (the exact
-// connection_limiter table), seeded hashing, no allocation after create.
-struct accept_limits {
-    std::uint32_t max_pending_per_address = 8;   // handshakes in progress per client
-    std::uint32_t max_pending_total = 1024;      // in progress across all clients
-    std::chrono::milliseconds handshake_deadline{10000};  // accept to complete upgrade request
-    std::size_t table_capacity = 65536;          // clients with a pending handshake at once (exact)
-    address_key_options address_options{};       // for address_of(); IPv6 grouped by /64 by default
-};
-
-class [[nodiscard]] accept_permit {
-public:
-    // How long a refused client is told to wait when the stack answers 503.
-    static constexpr std::chrono::milliseconds refusal_retry_after{1000};
-
-    // Refused (too_many_pending) and holding nothing.
-    accept_permit() noexcept = default;
-    accept_permit(accept_permit&&) noexcept = default;
-    accept_permit& operator=(accept_permit&&) noexcept = default;
-    accept_permit(const accept_permit&) = delete;
-    accept_permit& operator=(const accept_permit&) = delete;
-
-    // True while the permit holds a pending slot (not after release()).
-    explicit operator bool() const noexcept { return static_cast<bool>(slot_); }
-    // ok, or too_many_pending with retry_after 1 s.
-    wsguard::decision decision() const noexcept { return decision_; }
-    // When the upgrade request must be complete (try_admit's now + deadline).
-    std::chrono::steady_clock::time_point deadline() const noexcept { return deadline_; }
-    // True from the deadline on: close the socket, log handshake_deadline_passed.
-    bool expired(std::chrono::steady_clock::time_point now) const noexcept { return now >= deadline_; }
-    bool expired() const noexcept { return expired(std::chrono::steady_clock::now()); }
-    // ok before the deadline, handshake_deadline_passed from it on: for logs
-    // and for stacks that answer 408 before closing.
-    wsguard::decision check_deadline(std::chrono::steady_clock::time_point now) const noexcept {
-        return expired(now) ? wsguard::decision(reason::handshake_deadline_passed) : wsguard::decision::allow();
-    }
-    wsguard::decision check_deadline() const noexcept { return check_deadline(std::chrono::steady_clock::now()); }
-    // Gives the pending slot back now (the handshake ended: upgraded or
-    // dropped). Idempotent; the destructor does the same.
-    void release() noexcept { slot_.release(); }
-
-private:
-    friend class accept_gate;
-    accept_permit(connection_limiter<address_key>::permit slot, wsguard::decision d,
-                  std::chrono::steady_clock::time_point deadline) noexcept
-        : slot_(std::move(slot)), decision_(d), deadline_(deadline) {}
-
-    connection_limiter<address_key>::permit slot_;
-    wsguard::decision decision_{reason::too_many_pending, refusal_retry_after};
-    std::chrono::steady_clock::time_point deadline_{};
-};
-
-class accept_gate {
-public:
-    static result<accept_gate> create(const accept_limits& limits) {
-        if (limits.handshake_deadline <= std::chrono::milliseconds::zero())
-            return result<accept_gate>::failure("accept_gate: handshake_deadline must be positive (10 s is a good default)");
-        if (limits.max_pending_per_address > limits.max_pending_total)
-            return result<accept_gate>::failure("accept_gate: max_pending_per_address is over max_pending_total");
-        auto table = connection_limiter<address_key>::create(
-            {limits.max_pending_per_address, limits.table_capacity, limits.max_pending_total});
-        if (!table) return result<accept_gate>::failure("accept_gate: " + table.error());
-        return result<accept_gate>::success(accept_gate(std::move(table).value(), limits));
-    }
-
-    // Call right after accept(), before reading anything from the socket.
-    accept_permit try_admit(const address_key& client, std::chrono::steady_clock::time_point now) noexcept {
-        connection_limiter<address_key>::permit slot = pending_.try_acquire(client);
-        if (!slot) return accept_permit(std::move(slot), refusal(), now);
-        return accept_permit(std::move(slot), wsguard::decision::allow(), now + limits_.handshake_deadline);
-    }
-    accept_permit try_admit(const address_key& client) noexcept {
-        return try_admit(client, std::chrono::steady_clock::now());
-    }
-
-    // The key for a peer, grouped by this gate's address options: raw
-    // network-order bytes (4 or 16, e.g. from sockaddr) or endpoint text.
-    std::optional<address_key> address_of(const std::uint8_t* data, std::size_t size) const noexcept {
-        return address_key::from_bytes(data, size, limits_.address_options);
-    }
-    std::optional<address_key> address_of(std::string_view endpoint_text) const noexcept {
-        return address_key::from_endpoint_text(endpoint_text, limits_.address_options);
-    }
-
-    // Handshakes in progress, in total and for one client.
-    std::uint32_t pending() const noexcept { return pending_.total(); }
-    std::uint32_t pending(const address_key& client) const noexcept { return pending_.connections(client); }
-    std::chrono::milliseconds handshake_deadline() const noexcept { return limits_.handshake_deadline; }
-    // Everything this gate owns; constant from construction on.
-    std::size_t memory_bytes() const noexcept { return sizeof(*this) - sizeof(pending_) + pending_.memory_bytes(); }
-
-private:
-    accept_gate(connection_limiter<address_key> table, const accept_limits& limits) noexcept
-        : pending_(std::move(table)), limits_(limits) {}
-    static wsguard::decision refusal() noexcept {
-        return wsguard::decision(reason::too_many_pending, accept_permit::refusal_retry_after);
-    }
-
-    connection_limiter<address_key> pending_;
-    accept_limits limits_;
-};
-
-// ---------------------------------------------------------------------------
-// penalty_box: bans a client that keeps presenting forged tickets.
-// ---------------------------------------------------------------------------
-//
-// A forged ticket costs the server a MAC; a client that sends them by the
-// thousand is an attacker, not a user. record_failure counts the failures that
-// only forgery or replay produce — ticket_bad_mac, ticket_unknown_key,
-// ticket_replayed, ticket_malformed — and ignores every other reason (an
-// expired ticket from a stale page, a clock skew, a wrong origin are honest
-// mistakes). A client may fail max_failures times at once and one more time
-// every window / max_failures after that; the failure beyond that bans it for
-// `ban`. check() refuses a banned client with client_penalized (429, with
-// retry_after until the ban ends) and is meant to run before any MAC is
-// computed. After a ban the client's failure budget refills from empty: a
-// client that resumes forging at once is banned again on its first failure.
-// Defaults: 20 failures (per 60 s) and a 5-minute ban; a user with a stale
-// page fails with ticket_expired, which is not counted, and a reload spends a
-// fresh ticket, so an ordinary user is never banned.
-//
-// Storage is keyed_limiter's fixed table (one 16-byte entry per client,
-// seeded hashing, sharded locks, no allocation after create): a ban is stored
-// as a bucket state far in the future, so bans are the last entries evicted
-// when a flood of new clients passes through; when a probe group holds only
-// bans, the one closest to its end goes first.
-struct penalty_options {
-    std::uint32_t max_failures = 20;                       // tolerated at once
-    std::chrono::milliseconds window = std::chrono::minutes(1);  // max_failures more per window
-    std::chrono::milliseconds ban = std::chrono::minutes(5);
-    std::size_t capacity = 65536;                          // clients tracked at once
-    bool enabled = true;                                   // read by handshake_guard only
-};
-
-class penalty_box {
-public:
-    static result<penalty_box> create(const penalty_options& options) {
-        if (options.max_failures == 0) return result<penalty_box>::failure("penalty_box: max_failures must be at least 1");
-        if (options.window <= std::chrono::milliseconds::zero())
-            return result<penalty_box>::failure("penalty_box: window must be positive");
-        if (options.ban <= std::chrono::milliseconds::zero() || options.ban > std::chrono::hours(24 * 365))
-            return result<penalty_box>::failure("penalty_box: ban must be positive and at most a year");
-        auto table = keyed_limiter<address_key>::create(wsguard::rate{options.max_failures, options.window},
-                                                         options.max_failures, options.capacity);
-        if (!table) return result<penalty_box>::failure("penalty_box: " + table.error());
-        const std::uint64_t ban_ns = static_cast<std::uint64_t>(std::chrono::nanoseconds(options.ban).count());
-        return result<penalty_box>::success(penalty_box(std::move(table).value(), ban_ns));
-    }
-
-    // Whether a failure with this reason counts towards a ban.
-    static constexpr bool counts(reason r) noexcept {
-        return r == reason::ticket_bad_mac || r == reason::ticket_unknown_key || r == reason::ticket_replayed ||
-               r == reason::ticket_malformed;
-    }
-
-    // ok, or client_penalized with retry_after until the ban ends. Never
-    // creates an entry.
-    decision check(const address_key& client, std::chrono::steady_clock::time_point now) noexcept {
-        return table_.with_entry(client, now, false, [&](const slot& entry, std::uint64_t t) noexcept {
-            return ban_left(entry, t);
-        });
-    }
-    decision check(const address_key& client) noexcept { return check(client, std::chrono::steady_clock::now()); }
-
-    // Counts one failure of `r` (ignored unless counts(r)). Returns ok while the
-    // client is tolerated, client_penalized (retry_after: the ban) when this
-    // failure started a ban or one is running.
-    decision record_failure(const address_key& client, reason r, std::chrono::steady_clock::time_point now) noexcept {
-        if (!counts(r)) return decision::allow();
-        const detail::limits_gcra& gcra = table_.gcra_;
-        return table_.with_entry(client, now, true, [&](slot& entry, std::uint64_t t) noexcept {
-            if (decision running = ban_left(entry, t); !running) return running;
-            std::uint64_t new_tat = 0;
-            if (gcra.step(entry.tat, t, 1, new_tat)) {
-                entry.tat = new_tat;
-                return decision::allow();
-            }
-            // Banned: the bucket runs `ban` beyond full debt, see ban_left.
-            const std::uint64_t room = detail::limits_u64_max - gcra.window_ns - t;  // t <= horizon: no wrap
-            entry.tat = t + gcra.window_ns + (ban_ns_ < room ? ban_ns_ : room);
-            return decision(reason::client_penalized, detail::limits_wait(ban_ns_));
-        });
-    }
-    decision record_failure(const address_key& client, reason r) noexcept {
-        return record_failure(client, r, std::chrono::steady_clock::now());
-    }
-
-    std::size_t capacity() const noexcept { return table_.capacity(); }
-    std::size_t memory_bytes() const noexcept { return sizeof(*this) - sizeof(table_) + table_.memory_bytes(); }
-
-private:
-    using slot = keyed_limiter<address_key>::slot;
-
-    penalty_box(keyed_limiter<address_key> table, std::uint64_t ban_ns) noexcept
-        : table_(std::move(table)), ban_ns_(ban_ns) {}
-
-    // A bucket never runs more than one window ahead of now unless banned:
-    // the excess is what is left of the ban. The bucket is clamped below
-    // 2^64 by the clock horizon, and ban_ns is at most a year.
-    decision ban_left(const slot& entry, std::uint64_t t) const noexcept {
-        const std::uint64_t window = table_.gcra_.window_ns;
-        if (entry.tat <= t || entry.tat - t <= window) return decision::allow();
-        return decision(reason::client_penalized, detail::limits_wait(entry.tat - t - window));
-    }
-
-    keyed_limiter<address_key> table_;
-    std::uint64_t ban_ns_ = 0;
-};
-
-}  // inline namespace WSGUARD_ABI_NS
-}  // namespace wsguard
-
-// ===========================================================================
-// 6b. Client address behind proxies: trusted_proxies, client_address,
-//     parse_proxy_header
-// ===========================================================================
-//
-// Behind nginx, HAProxy, a load balancer or a CDN, every socket's peer is the
-// proxy. trusted_proxies names the proxies whose word is taken; resolve() walks
-// Forwarded (RFC 7239) or X-Forwarded-For from the right, stepping over
-// trusted proxies only (nginx "real_ip_recursive on"): the first address that
-// is not trusted is the client. A client that reaches the server directly
-// cannot forge its address (its headers are never read), and a client behind
-// the proxies cannot choose it (whatever it writes sits left of the address
-// the last trusted proxy appended, and the walk stops before it).
-//
-// parse_proxy_header reads the PROXY protocol (v1 text, v2 binary) that L4
-// balancers (HAProxy send-proxy, AWS NLB, ...) put before any HTTP. Only a
-// connection from a trusted proxy may carry one: check trusts() first.
-//
-// Both read borrowed bytes, never allocate and never throw; the blocks of a
-// trusted_proxies are validated once, in create().
-
-namespace wsguard {
-inline namespace WSGUARD_ABI_NS {
-
-struct trusted_proxy_options {
-    // The most trusted proxies one request may have passed through. A longer
-    // chain is refused (forwarded_too_many_hops) rather than walked. 1 to 64.
-    std::size_t max_hops = 16;
-    // Accept a block that trusts the whole internet: 0.0.0.0/0, ::/0, any IPv4
-    // block wider than /8, any IPv6 block wider than /7 or holding every
-    // IPv4-mapped address. With it, any client reaching the server directly
-    // chooses its own address, so per-client limits stop meaning anything.
-    bool trust_everything_unsafe = false;
-};
-
-// The client behind the proxies, or why there is none. A plain value: no
-// pointer into the request.
-class [[nodiscard]] client_address {
-public:
-    // ok; address_malformed (the peer itself is not an address);
-    // forwarded_malformed (an entry the walk had to read is unreadable);
-    // forwarded_too_many_hops (more trusted proxies than max_hops);
-    // forwarded_unknown_hop (a trusted proxy wrote "unknown", an obfuscated
-    // node such as "_hidden", or a Forwarded element without for=: the client
-    // is unknown, and the walk never skips to an entry further left, which
-    // the client could have written).
-    wsguard::reason reason = wsguard::reason::address_malformed;
-    // Trusted proxies stepped over: 0 when the peer itself is the client.
-    std::size_t hops = 0;
-
-    // The peer itself as the client: for servers that no proxy fronts.
-    // `peer` as address_key::from_endpoint_text accepts it; `bytes` 4 or 16.
-    static client_address from_peer(std::string_view peer) noexcept;
-    static client_address from_peer_bytes(const std::uint8_t* bytes, std::size_t size) noexcept;
-
-    bool allowed() const noexcept { return reason == wsguard::reason::ok; }
-    explicit operator bool() const noexcept { return allowed(); }
-    wsguard::decision decision() const noexcept { return wsguard::decision{reason}; }
-    // The client's IP in canonical form: "192.0.2.1", or RFC 5952 IPv6
-    // ("2001:db8::1") without brackets, port or zone; an IPv4-mapped IPv6
-    // address reads as IPv4. Empty on a refusal.
-    std::string_view text() const noexcept { return std::string_view(text_, text_size_); }
-    // The client's rate-limit key (IPv6 grouped as `options` say). On a
-    // refusal, the key of "::", shared by every refused request: check the
-    // reason first.
-    address_key key(address_key_options options = {}) const noexcept {
-        return address_key::from_bytes(bytes_, sizeof bytes_, options).value_or(address_key{});
-    }
-
-private:
-    friend class trusted_proxies;
-    static client_address of(const std::uint8_t (&bytes)[16], std::size_t hops) noexcept;
-    static client_address refused(wsguard::reason r, std::size_t hops) noexcept {
-        client_address out;
-        out.reason = r;
-        out.hops = hops;
-        return out;
-    }
-
-    std::uint8_t bytes_[16] = {};  // IPv4 as ::ffff:a.b.c.d, full address (no prefix applied)
-    char text_[40] = {};
-    std::uint8_t text_size_ = 0;
-};
-
-class trusted_proxies {
-public:
-    using options = trusted_proxy_options;
-    static constexpr std::size_t max_hop_limit = 64;
-
-    // Patterns: addresses or CIDR blocks, IPv4 or IPv6: "127.0.0.1",
-    // "10.0.0.0/8", "2001:db8::/32", "::1". An IPv4 block also matches the
-    // IPv4-mapped spelling of its addresses (::ffff:10.0.0.1). Refused here:
-    // malformed patterns, zone ids, host bits set beyond the prefix
-    // ("10.0.0.1/8"), an empty list, and blocks that trust the whole internet
-    // unless options.trust_everything_unsafe.
-    static result<trusted_proxies> create(std::initializer_list<std::string_view> patterns, const options& opts = {}) {
-        return build(std::vector<std::string_view>(patterns), opts);
-    }
-    template <class Patterns, class = std::enable_if_t<detail::origin_is_pattern_range<Patterns>::value>>
-    static result<trusted_proxies> create(const Patterns& patterns, const options& opts = {}) {
-        return build(detail::origin_views(patterns), opts);
-    }
-
-    // `peer`: the socket's remote endpoint, as address_key::from_endpoint_text
-    // accepts it. `forwarded`: every Forwarded line, `x_forwarded_for`: every
-    // X-Forwarded-For line, each joined with ", " in arrival order (empty:
-    // absent). An untrusted peer is the client and its headers are ignored;
-    // a trusted peer that sent neither header is itself the client. Forwarded
-    // wins over X-Forwarded-For when both are present. When every address in
-    // the chain is trusted, the leftmost is the client (as nginx does).
-    //
-    // Only the entries the walk needs are read, right to left: whatever lies
-    // left of the client is never parsed. In the part that is read, Forwarded
-    // follows RFC 7239 (quoted strings, "[v6]:port", case-insensitive names,
-    // by=/proto=/host=/extensions checked as token or quoted-string, each
-    // name once per element, OWS around ';' and ','); X-Forwarded-For entries
-    // are "a.b.c.d", "a.b.c.d:port", bare IPv6, "[v6]" or "[v6]:port" (the
-    // port is tolerated and dropped, as nginx does), "unknown" ends the walk.
-    // An empty list element in the read part is forwarded_malformed.
-    client_address resolve(std::string_view peer, std::string_view forwarded,
-                           std::string_view x_forwarded_for) const noexcept;
-    // The same with the peer as raw network-order bytes (4 or 16, e.g.
-    // sin_addr / sin6_addr), for stacks that hold a sockaddr.
-    client_address resolve_bytes(const std::uint8_t* peer, std::size_t peer_size, std::string_view forwarded,
-                                 std::string_view x_forwarded_for) const noexcept;
-
-    // Whether an address (bare or "ip:port" text, or 4/16 raw bytes) is in
-    // one of the blocks: e.g. before honouring a PROXY protocol header.
-    bool trusts(std::string_view address) const noexcept;
-    bool trusts_bytes(const std::uint8_t* address, std::size_t size) const noexcept;
-
-    // Blocks after parsing (duplicates kept).
-    std::size_t size() const noexcept { return blocks_.size(); }
-    const options& settings() const noexcept { return options_; }
-
-private:
-    // A block in the IPv4-mapped 128-bit space (an IPv4 /8 is a /104), as two
-    // words of network and mask in memory order: a match is two AND-compares.
-    struct block {
-        std::uint64_t network[2];
-        std::uint64_t mask[2];
-    };
-
-    trusted_proxies() = default;
-    static result<trusted_proxies> build(const std::vector<std::string_view>& patterns, const options& opts);
-    bool trusts_raw(const std::uint8_t (&address)[16]) const noexcept;
-    client_address walk(const std::uint8_t (&peer)[16], std::string_view forwarded,
-                        std::string_view x_forwarded_for) const noexcept;
-
-    std::vector<block> blocks_;
-    options options_;
-};
-
-// ---------------------------------------------------------------------------
-// PROXY protocol v1 and v2 (https://www.haproxy.org/download/2.9/doc/proxy-protocol.txt)
-// ---------------------------------------------------------------------------
-
-enum class proxy_family : std::uint8_t {
-    unspecified = 0,  // v1 UNKNOWN, v2 AF_UNSPEC, or a v2 LOCAL header
-    ipv4 = 4,
-    ipv6 = 6,
-    unix_socket = 1,  // v2 AF_UNIX: the client is a local socket of the balancer
-};
-
-// The answer to one parse_proxy_header call: need more bytes, allowed (a
-// complete, valid header of header_size bytes), or refused (close the
-// connection: nothing after a broken header can be trusted).
-class [[nodiscard]] proxy_header {
-public:
-    enum class state : std::uint8_t { need_more = 0, allowed = 1, refused = 2 };
-
-    // ok while need_more and when allowed; otherwise proxy_header_missing
-    // (the bytes start like neither signature: this peer must send PROXY),
-    // proxy_header_malformed or proxy_header_unsupported (v2 version,
-    // command, family or transport the spec does not define).
-    wsguard::reason reason = wsguard::reason::ok;
-    state status = state::need_more;
-    // When allowed: the bytes the header takes (v1 line with its CRLF, or 16 +
-    // the v2 length); the application's bytes start at data + header_size.
-    // While need_more: the least total size the header needs. 0 on refusal.
-    std::size_t header_size = 0;
-    std::uint8_t version = 0;  // 1 or 2 once the signature is recognized
-    // When allowed: v2 LOCAL (the balancer's own health check). Like an
-    // unspecified family, it carries no client: the socket's peer is the client.
-    bool local = false;
-    proxy_family family = proxy_family::unspecified;
-    std::uint16_t source_port = 0;       // when has_source()
-    std::uint16_t destination_port = 0;  // when has_source()
-
-    constexpr bool need_more() const noexcept { return status == state::need_more; }
-    constexpr bool allowed() const noexcept { return status == state::allowed; }
-    constexpr bool refused() const noexcept { return status == state::refused; }
-    constexpr explicit operator bool() const noexcept { return allowed(); }
-    // need_more maps to an allowing decision: nothing has been refused yet.
-    constexpr wsguard::decision decision() const noexcept { return wsguard::decision{reason}; }
-
-    // Whether the header names the client's IP (TCP4/TCP6, AF_INET/AF_INET6
-    // with PROXY). False for LOCAL, UNKNOWN, AF_UNSPEC and AF_UNIX.
-    bool has_source() const noexcept { return source_text_size_ != 0; }
-    // The client's IP, canonical as client_address::text(); empty without one.
-    // Pass it as upgrade_request::remote_address.
-    std::string_view source_text() const noexcept { return std::string_view(source_text_, source_text_size_); }
-    // The client's rate-limit key; nullopt without a source.
-    std::optional<address_key> source_key(address_key_options options = {}) const noexcept {
-        if (!has_source()) return std::nullopt;
-        return address_key::from_bytes(source_, sizeof source_, options);
-    }
-    // The client's IP as 16 network-order bytes (IPv4 as ::ffff:a.b.c.d), for
-    // upgrade_request::remote_address_bytes; nullptr without a source.
-    const std::uint8_t* source_bytes() const noexcept { return has_source() ? source_ : nullptr; }
-
-private:
-    friend proxy_header parse_proxy_header(const std::uint8_t* data, std::size_t size) noexcept;
-
-    std::uint8_t source_[16] = {};
-    char source_text_[40] = {};
-    std::uint8_t source_text_size_ = 0;
-};
-
-// Reads the PROXY header at the start of a connection from the bytes received
-// so far. Call it again with more bytes while need_more(): a header split at
-// any byte gives need_more until it is complete, then the answer the whole
-// header gives. v1 lines are limited to the spec's 107 bytes; v2 TLVs are
-// skipped with bounds checks (a TLV running past the header is malformed).
-// v1 is read strictly: single spaces, dotted quads without leading zeros,
-// ports 0-65535 without leading zeros.
-inline proxy_header parse_proxy_header(const std::uint8_t* data, std::size_t size) noexcept;
-
-// ---------------------------------------------------------------------------
-// Bodies
-// ---------------------------------------------------------------------------
-namespace detail {
-
-inline constexpr address_key_options proxy_full_address{32, 128};  // no grouping: the exact address
-inline constexpr std::size_t forwarded_node_cap = 128;  // longer for= values are forwarded_malformed
-
-// 16 bytes (IPv4 as ::ffff:a.b.c.d) from endpoint text or raw bytes.
-inline bool proxy_address_from_text(std::string_view text, std::uint8_t (&out)[16]) noexcept {
-    const std::optional<address_key> key = address_key::from_endpoint_text(text, proxy_full_address);
-    if (!key) return false;
-    std::memcpy(out, key->bytes(), 16);
-    return true;
-}
-inline bool proxy_address_from_bytes(const std::uint8_t* data, std::size_t size, std::uint8_t (&out)[16]) noexcept {
-    const std::optional<address_key> key = address_key::from_bytes(data, size, proxy_full_address);
-    if (!key) return false;
-    std::memcpy(out, key->bytes(), 16);
-    return true;
-}
-
-// Canonical text of 16 address bytes: a dotted quad for IPv4-mapped, else
-// RFC 5952. At most 39 characters; returns the length (no terminator).
-inline std::size_t proxy_address_text(const std::uint8_t (&b)[16], char (&out)[40]) noexcept {
-    address_key probe;
-    if (const auto key = address_key::from_bytes(b, 16, proxy_full_address)) probe = *key;
-    if (probe.is_ipv4()) {
-        std::size_t n = 0;
-        for (int i = 12; i < 16; ++i) {
-            if (i > 12) out[n++] = '.';
-            const unsigned v = b[i];
-            if (v >= 100) out[n++] = static_cast<char>('0' + v / 100);
-            if (v >= 10) out[n++] = static_cast<char>('0' + v / 10 % 10);
-            out[n++] = static_cast<char>('0' + v % 10);
-        }
-        return n;
-    }
-    std::uint16_t groups[8];
-    for (int k = 0; k < 8; ++k) groups[k] = static_cast<std::uint16_t>(b[2 * k] << 8 | b[2 * k + 1]);
-    return ipv6_format_rfc5952(groups, out);
-}
-
-// `address` with every bit after the first `prefix` cleared.
-inline void proxy_mask(const std::uint8_t (&address)[16], unsigned prefix, std::uint8_t (&out)[16]) noexcept {
-    for (unsigned i = 0; i < 16; ++i) {
-        const unsigned kept = prefix >= 8 * (i + 1) ? 8 : prefix > 8 * i ? prefix - 8 * i : 0;
-        out[i] = static_cast<std::uint8_t>(address[i] & (0xff00u >> kept & 0xffu));
-    }
-}
-
-inline bool proxy_is_ows(char c) noexcept { return c == ' ' || c == '\t'; }
-inline std::string_view proxy_trim(std::string_view s) noexcept {
-    while (!s.empty() && proxy_is_ows(s.front())) s.remove_prefix(1);
-    while (!s.empty() && proxy_is_ows(s.back())) s.remove_suffix(1);
-    return s;
-}
-inline bool proxy_iequal(std::string_view a, std::string_view b) noexcept {
-    if (a.size() != b.size()) return false;
-    for (std::size_t i = 0; i < a.size(); ++i) {
-        if (ascii_lower(a[i]) != ascii_lower(b[i])) return false;
-    }
-    return true;
-}
-// RFC 7230 tchar.
-inline bool forwarded_is_tchar(char c) noexcept {
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
-    switch (c) {
-        case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
-        case '-': case '.': case '^': case '_': case '`': case '|': case '~': return true;
-        default: return false;
-    }
-}
-
-// One hop of the chain, as the walk needs it.
-enum class proxy_hop : std::uint8_t { address, unknown, malformed };
-
-// RFC 7239 obfnode / obfport: "_" 1*(ALPHA / DIGIT / "." / "_" / "-").
-inline bool forwarded_is_obfuscated(std::string_view s) noexcept {
-    if (s.size() < 2 || s.front() != '_') return false;
-    for (char c : s.substr(1)) {
-        const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-                        c == '_' || c == '-';
-        if (!ok) return false;
-    }
-    return true;
-}
-
-// RFC 7239 section 6: node = nodename [ ":" node-port ].
-inline proxy_hop forwarded_parse_node(std::string_view node, std::uint8_t (&out)[16]) noexcept {
-    std::string_view name = node, port;
-    if (!node.empty() && node.front() == '[') {
-        const std::size_t close = node.find(']');
-        if (close == std::string_view::npos) return proxy_hop::malformed;
-        name = node.substr(1, close - 1);
-        const std::string_view rest = node.substr(close + 1);
-        if (!rest.empty()) {
-            if (rest.front() != ':') return proxy_hop::malformed;
-            port = rest.substr(1);
-            if (port.empty()) return proxy_hop::malformed;
-        }
-        if (!limits_parse_ipv6(name, out)) return proxy_hop::malformed;
-        // Re-fold an IPv4-mapped address into the IPv4 form of the key.
-        if (!proxy_address_from_bytes(out, 16, out)) return proxy_hop::malformed;
-    } else {
-        const std::size_t colon = node.find(':');
-        if (colon != std::string_view::npos) {
-            name = node.substr(0, colon);
-            port = node.substr(colon + 1);
-            if (port.empty()) return proxy_hop::malformed;
-        }
-    }
-    if (!port.empty() && !limits_parse_port(port) && !forwarded_is_obfuscated(port)) return proxy_hop::malformed;
-    if (!node.empty() && node.front() == '[') return proxy_hop::address;
-    if (proxy_iequal(name, "unknown") || forwarded_is_obfuscated(name)) return proxy_hop::unknown;
-    std::uint8_t quad[4];
-    if (!limits_parse_ipv4(name, quad)) return proxy_hop::malformed;  // a bare IPv6 must be "[...]"
-    return proxy_address_from_bytes(quad, 4, out) ? proxy_hop::address : proxy_hop::malformed;
-}
-
-// Reads a token or a quoted-string value at s[i]; on success i is past it and,
-// when `copy` is set, the unescaped value is in copy[0, copy_size).
-inline bool forwarded_read_value(std::string_view s, std::size_t& i, char* copy, std::size_t& copy_size) noexcept {
-    copy_size = 0;
-    const auto put = [&](char c) {
-        if (copy == nullptr) return true;
-        if (copy_size == forwarded_node_cap) return false;
-        copy[copy_size++] = c;
-        return true;
-    };
-    if (i < s.size() && s[i] == '"') {
-        for (++i; i < s.size(); ++i) {
-            const unsigned char c = static_cast<unsigned char>(s[i]);
-            if (c == '"') {
-                ++i;
-                return true;
-            }
-            if (c == '\\') {
-                if (++i == s.size()) return false;
-                const unsigned char e = static_cast<unsigned char>(s[i]);
-                if (!(e == '\t' || (e >= 0x20 && e != 0x7f))) return false;
-                if (!put(static_cast<char>(e))) return false;
-                continue;
-            }
-            if (!(c == '\t' || (c >= 0x20 && c != 0x7f))) return false;  // qdtext and obs-text
-            if (!put(static_cast<char>(c))) return false;
-        }
-        return false;  // no closing quote
-    }
-    const std::size_t begin = i;
-    while (i < s.size() && forwarded_is_tchar(s[i])) {
-        if (!put(s[i])) return false;
-        ++i;
-    }
-    return i > begin;
-}
-
-// RFC 7239 section 4: forwarded-element = [ forwarded-pair *( ";" forwarded-pair ) ],
-// forwarded-pair = token "=" value. Each parameter at most once per element.
-inline proxy_hop forwarded_parse_element(std::string_view element, std::uint8_t (&out)[16]) noexcept {
-    element = proxy_trim(element);
-    if (element.empty()) return proxy_hop::malformed;
-    char node[forwarded_node_cap];
-    std::size_t node_size = 0;
-    unsigned seen = 0;  // bits: for, by, proto, host
-    std::size_t i = 0;
-    for (;;) {
-        const std::size_t name_begin = i;
-        while (i < element.size() && forwarded_is_tchar(element[i])) ++i;
-        const std::string_view name = element.substr(name_begin, i - name_begin);
-        if (name.empty() || i == element.size() || element[i] != '=') return proxy_hop::malformed;
-        ++i;
-        unsigned bit = 0;
-        if (proxy_iequal(name, "for")) bit = 1;
-        else if (proxy_iequal(name, "by")) bit = 2;
-        else if (proxy_iequal(name, "proto")) bit = 4;
-        else if (proxy_iequal(name, "host")) bit = 8;
-        if ((seen & bit) != 0) return proxy_hop::malformed;
-        seen |= bit;
-        std::size_t copied = 0;
-        if (!forwarded_read_value(element, i, bit == 1 ? node : nullptr, copied)) return proxy_hop::malformed;
-        if (bit == 1) node_size = copied;
-        while (i < element.size() && proxy_is_ows(element[i])) ++i;
-        if (i == element.size()) break;
-        if (element[i] != ';') return proxy_hop::malformed;
-        ++i;
-        while (i < element.size() && proxy_is_ows(element[i])) ++i;
-    }
-    if ((seen & 1) == 0) return proxy_hop::unknown;  // the proxy did not say whom it forwarded for
-    return forwarded_parse_node(std::string_view(node, node_size), out);
-}
-
-// Splits the rightmost list element off `rest` (a Forwarded value): the last
-// comma outside a quoted string. Scanning backwards, a '"' ends a quoted
-// string unless an odd run of backslashes escapes it; a list whose quotes do
-// not balance is malformed. `more` says whether a comma was found.
-inline bool forwarded_take_last(std::string_view& rest, std::string_view& element, bool& more) noexcept {
-    std::size_t i = rest.size();
-    bool in_quote = false;
-    while (i > 0) {
-        const char c = rest[i - 1];
-        if (in_quote) {
-            if (c == '"') {
-                std::size_t run_begin = i - 1;
-                while (run_begin > 0 && rest[run_begin - 1] == '\\') --run_begin;
-                if ((i - 1 - run_begin) % 2 == 0) in_quote = false;
-            }
-        } else if (c == '"') {
-            in_quote = true;
-        } else if (c == ',') {
-            break;
-        }
-        --i;
-    }
-    if (in_quote) return false;
-    element = rest.substr(i);
-    more = i > 0;
-    rest = rest.substr(0, more ? i - 1 : 0);
-    return true;
-}
-
-inline proxy_hop forwarded_next_hop(std::string_view& rest, bool& more, std::uint8_t (&out)[16]) noexcept {
-    std::string_view element;
-    if (!forwarded_take_last(rest, element, more)) return proxy_hop::malformed;
-    return forwarded_parse_element(element, out);
-}
-
-inline proxy_hop xff_next_hop(std::string_view& rest, bool& more, std::uint8_t (&out)[16]) noexcept {
-    const std::size_t comma = rest.rfind(',');
-    more = comma != std::string_view::npos;
-    const std::string_view element = proxy_trim(more ? rest.substr(comma + 1) : rest);
-    rest = more ? rest.substr(0, comma) : std::string_view();
-    if (proxy_iequal(element, "unknown")) return proxy_hop::unknown;
-    return proxy_address_from_text(element, out) ? proxy_hop::address : proxy_hop::malformed;
-}
-
-}  // namespace detail
-
-inline client_address client_address::of(const std::uint8_t (&bytes)[16], std::size_t hops) noexcept {
-    client_address out;
-    out.reason = wsguard::reason::ok;
-    out.hops = hops;
-    std::memcpy(out.bytes_, bytes, 16);
-    out.text_size_ = static_cast<std::uint8_t>(detail::proxy_address_text(bytes, out.text_));
-    return out;
-}
-
-inline client_address client_address::from_peer(std::string_view peer) noexcept {
-    std::uint8_t bytes[16];
-    if (!detail::proxy_address_from_text(peer, bytes)) return refused(wsguard::reason::address_malformed, 0);
-    return of(bytes, 0);
-}
-
-inline client_address client_address::from_peer_bytes(const std::uint8_t* data, std::size_t size) noexcept {
-    std::uint8_t bytes[16];
-    if (!detail::proxy_address_from_bytes(data, size, bytes)) return refused(wsguard::reason::address_malformed, 0);
-    return of(bytes, 0);
-}
-
-inline bool trusted_proxies::trusts_raw(const std::uint8_t (&address)[16]) const noexcept {
-    std::uint64_t words[2];
-    std::memcpy(words, address, 16);
-    for (const block& b : blocks_) {
-        if ((words[0] & b.mask[0]) == b.network[0] && (words[1] & b.mask[1]) == b.network[1]) return true;
-    }
-    return false;
-}
-
-inline bool trusted_proxies::trusts(std::string_view address) const noexcept {
-    std::uint8_t bytes[16];
-    return detail::proxy_address_from_text(address, bytes) && trusts_raw(bytes);
-}
-
-inline bool trusted_proxies::trusts_bytes(const std::uint8_t* address, std::size_t size) const noexcept {
-    std::uint8_t bytes[16];
-    return detail::proxy_address_from_bytes(address, size, bytes) && trusts_raw(bytes);
-}
-
-inline client_address trusted_proxies::resolve(std::string_view peer, std::string_view forwarded,
-                                               std::string_view x_forwarded_for) const noexcept {
-    std::uint8_t bytes[16];
-    if (!detail::proxy_address_from_text(peer, bytes)) return client_address::refused(reason::address_malformed, 0);
-    return walk(bytes, forwarded, x_forwarded_for);
-}
-
-inline client_address trusted_proxies::resolve_bytes(const std::uint8_t* peer, std::size_t peer_size,
-                                                     std::string_view forwarded,
-                                                     std::string_view x_forwarded_for) const noexcept {
-    std::uint8_t bytes[16];
-    if (!detail::proxy_address_from_bytes(peer, peer_size, bytes))
-        return client_address::refused(reason::address_malformed, 0);
-    return walk(bytes, forwarded, x_forwarded_for);
-}
-
-inline client_address trusted_proxies::walk(const std::uint8_t (&peer)[16], std::string_view forwarded,
-                                            std::string_view x_forwarded_for) const noexcept {
-    if (!trusts_raw(peer)) return client_address::of(peer, 0);
-    forwarded = detail::proxy_trim(forwarded);
-    const bool use_forwarded = !forwarded.empty();
-    std::string_view rest = use_forwarded ? forwarded : detail::proxy_trim(x_forwarded_for);
-    std::uint8_t current[16];
-    std::memcpy(current, peer, 16);
-    std::size_t hops = 0;
-    bool more = !rest.empty();
-    // `current` is trusted here: its word on the next address to the left is taken.
-    while (more) {
-        if (hops == options_.max_hops) return client_address::refused(reason::forwarded_too_many_hops, hops);
-        std::uint8_t next[16];
-        const detail::proxy_hop hop = use_forwarded ? detail::forwarded_next_hop(rest, more, next)
-                                                    : detail::xff_next_hop(rest, more, next);
-        if (hop == detail::proxy_hop::malformed) return client_address::refused(reason::forwarded_malformed, hops);
-        if (hop == detail::proxy_hop::unknown) return client_address::refused(reason::forwarded_unknown_hop, hops);
-        ++hops;
-        std::memcpy(current, next, 16);
-        if (!trusts_raw(current)) return client_address::of(current, hops);
-    }
-    return client_address::of(current, hops);
-}
-
-inline result<trusted_proxies> trusted_proxies::build(const std::vector<std::string_view>& patterns,
-                                                      const options& opts) {
-    using failure = result<trusted_proxies>;
-    if (opts.max_hops < 1 || opts.max_hops > max_hop_limit)
-        return failure::failure("trusted_proxies: options.max_hops must be 1 to 64 (default 16)");
-    if (patterns.empty())
-        return failure::failure(
-            "trusted_proxies: the list is empty; list your proxies' addresses or blocks (e.g. \"127.0.0.1\", "
-            "\"10.0.0.0/8\"), or configure no trusted_proxies at all");
-    trusted_proxies out;
-    out.options_ = opts;
-    for (const std::string_view pattern : patterns) {
-        const auto fail = [&](const std::string& why) {
-            return failure::failure("trusted_proxies: pattern " + detail::origin_quote(pattern) + " " + why);
-        };
-        const std::size_t slash = pattern.find('/');
-        const std::string_view address = pattern.substr(0, slash);
-        if (address.find('%') != std::string_view::npos)
-            return fail("has a zone id (%...): list the address without it");
-        const std::optional<address_key> key = address_key::from_text(address, detail::proxy_full_address);
-        if (!key) return fail("is not an IPv4 or IPv6 address or a CIDR block such as 10.0.0.0/8 or 2001:db8::/32");
-        const bool ipv6_spelling = address.find(':') != std::string_view::npos;
-        const unsigned max_bits = ipv6_spelling ? 128 : 32;
-        unsigned bits = max_bits;
-        if (slash != std::string_view::npos) {
-            const std::string_view digits = pattern.substr(slash + 1);
-            bool ok = !digits.empty() && digits.size() <= 3 && (digits.size() == 1 || digits[0] != '0');
-            bits = 0;
-            for (char c : digits) {
-                ok = ok && detail::limits_is_digit(c);
-                if (ok) bits = bits * 10 + static_cast<unsigned>(c - '0');
-            }
-            if (!ok || bits > max_bits)
-                return fail("has an invalid prefix length: write /0 to /" + std::to_string(max_bits) + " after the address");
-        }
-        std::uint8_t address_bytes[16];
-        std::memcpy(address_bytes, key->bytes(), 16);
-        const unsigned prefix = ipv6_spelling ? bits : 96 + bits;  // in the IPv4-mapped 128-bit space
-        std::uint8_t network[16];
-        detail::proxy_mask(address_bytes, prefix, network);
-        if (std::memcmp(network, address_bytes, 16) != 0) {
-            char text[40];
-            const std::size_t n = detail::proxy_address_text(network, text);
-            const bool mapped_spelling = ipv6_spelling && key->is_ipv4();
-            return fail("has host bits set beyond the prefix: write " + std::string(mapped_spelling ? "::ffff:" : "") +
-                        std::string(text, n) + "/" + std::to_string(bits));
-        }
-        static constexpr std::uint8_t ipv4_space[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0};
-        std::uint8_t ipv4_space_masked[16];
-        detail::proxy_mask(ipv4_space, prefix, ipv4_space_masked);
-        const bool holds_all_ipv4 = prefix <= 96 && std::memcmp(ipv4_space_masked, network, 16) == 0;
-        const bool wide_ipv4 = prefix > 96 && key->is_ipv4() && prefix - 96 < 8;
-        const bool wide_ipv6 = prefix < 7;
-        if ((holds_all_ipv4 || wide_ipv4 || wide_ipv6) && !opts.trust_everything_unsafe)
-            return fail("trusts a large part of the internet (wider than an IPv4 /8 or an IPv6 /7, or every IPv4 "
-                        "address): any client could then choose its own address. List your proxies' own addresses "
-                        "or private blocks; options.trust_everything_unsafe exists only for servers no client can "
-                        "reach except through the proxies");
-        static constexpr std::uint8_t all_ones[16] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-                                                      0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
-        std::uint8_t mask[16];
-        detail::proxy_mask(all_ones, prefix, mask);
-        block b{};
-        std::memcpy(b.network, network, 16);
-        std::memcpy(b.mask, mask, 16);
-        out.blocks_.push_back(b);
-    }
-    return failure::success(std::move(out));
-}
-
-namespace detail {
-
-inline constexpr std::uint8_t proxy_v2_signature[12] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D,
-                                                         0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A};
-inline constexpr std::size_t proxy_v1_max_line = 107;  // "PROXY TCP6 <39> <39> 65535 65535\r\n" is 104
-
-// v1 port: 0-65535 in decimal, no sign, no leading zero.
-inline bool proxy_v1_port(std::string_view s, std::uint16_t& out) noexcept {
-    if (s.empty() || s.size() > 5 || (s.size() > 1 && s[0] == '0')) return false;
-    unsigned value = 0;
-    for (char c : s) {
-        if (!limits_is_digit(c)) return false;
-        value = value * 10 + static_cast<unsigned>(c - '0');
-    }
-    if (value > 65535) return false;
-    out = static_cast<std::uint16_t>(value);
-    return true;
-}
-
-// The next field of a v1 line up to a single space (or the end).
-inline std::string_view proxy_v1_field(std::string_view& rest, bool last) noexcept {
-    const std::size_t space = rest.find(' ');
-    if (last) {
-        const std::string_view field = rest;
-        rest = {};
-        return space == std::string_view::npos ? field : std::string_view();
-    }
-    if (space == std::string_view::npos) return {};
-    const std::string_view field = rest.substr(0, space);
-    rest = rest.substr(space + 1);
-    return field;
-}
-
-}  // namespace detail
-
-inline proxy_header parse_proxy_header(const std::uint8_t* data, std::size_t size) noexcept {
-    proxy_header out;
-    const auto refuse = [&out](reason r) {
-        out.reason = r;
-        out.status = proxy_header::state::refused;
-        out.header_size = 0;
-        return out;
-    };
-    const auto wait_for = [&out](std::size_t total) {
-        out.header_size = total;
-        return out;
-    };
-    const auto set_source = [&out](const std::uint8_t* address, std::size_t address_size) {
-        std::uint8_t bytes[16];
-        if (!detail::proxy_address_from_bytes(address, address_size, bytes)) return false;
-        std::memcpy(out.source_, bytes, 16);
-        out.source_text_size_ = static_cast<std::uint8_t>(detail::proxy_address_text(bytes, out.source_text_));
-        return true;
-    };
-    if (data == nullptr || size == 0) return wait_for(16);
-
-    if (data[0] == detail::proxy_v2_signature[0]) {
-        // v2: signature, ver/cmd, fam/proto, 16-bit length, address block, TLVs.
-        if (std::memcmp(data, detail::proxy_v2_signature, std::min<std::size_t>(size, 12)) != 0)
-            return refuse(reason::proxy_header_missing);
-        out.version = 2;
-        if (size > 12) {
-            if ((data[12] >> 4) != 2 || (data[12] & 0x0f) > 1) return refuse(reason::proxy_header_unsupported);
-        }
-        if (size > 13) {
-            if ((data[13] >> 4) > 3 || (data[13] & 0x0f) > 2) return refuse(reason::proxy_header_unsupported);
-        }
-        if (size < 16) return wait_for(16);
-        out.local = (data[12] & 0x0f) == 0;
-        const unsigned family = data[13] >> 4;
-        const std::size_t length = std::size_t{data[14]} << 8 | data[15];
-        const std::size_t total = 16 + length;
-        static constexpr std::size_t address_sizes[4] = {0, 12, 36, 216};
-        const std::size_t address_size = out.local ? 0 : address_sizes[family];
-        if (length < address_size) return refuse(reason::proxy_header_malformed);
-        if (size < total) return wait_for(total);
-        out.header_size = total;
-        out.status = proxy_header::state::allowed;
-        // LOCAL: the balancer speaks for itself; the spec says to ignore the
-        // rest of the header, address block and TLVs alike.
-        if (out.local) return out;
-        for (std::size_t p = 16 + address_size; p < total;) {
-            if (total - p < 3) return refuse(reason::proxy_header_malformed);
-            const std::size_t value_size = std::size_t{data[p + 1]} << 8 | data[p + 2];
-            if (value_size > total - p - 3) return refuse(reason::proxy_header_malformed);
-            p += 3 + value_size;
-        }
-        const std::uint8_t* block = data + 16;
-        if (family == 1 || family == 2) {
-            const std::size_t bytes = family == 1 ? 4 : 16;
-            if (!set_source(block, bytes)) return refuse(reason::internal_error);
-            out.family = family == 1 ? proxy_family::ipv4 : proxy_family::ipv6;
-            out.source_port = static_cast<std::uint16_t>(block[2 * bytes] << 8 | block[2 * bytes + 1]);
-            out.destination_port = static_cast<std::uint16_t>(block[2 * bytes + 2] << 8 | block[2 * bytes + 3]);
-        } else if (family == 3) {
-            out.family = proxy_family::unix_socket;
-        }
-        return out;
-    }
-
-    // v1: "PROXY " then one line of printable ASCII ending in CRLF, at most
-    // 107 bytes. Every byte is judged as it arrives, so a prefix never
-    // answers differently from the whole line.
-    static constexpr char v1_signature[] = "PROXY ";
-    if (std::memcmp(data, v1_signature, std::min<std::size_t>(size, 6)) != 0) return refuse(reason::proxy_header_missing);
-    out.version = 1;
-    const std::size_t scan = std::min(size, detail::proxy_v1_max_line);
-    std::size_t line_end = 0;
-    for (std::size_t i = 0; i < scan && line_end == 0; ++i) {
-        const std::uint8_t c = data[i];
-        if (c == '\n') {
-            if (i == 0 || data[i - 1] != '\r') return refuse(reason::proxy_header_malformed);
-            line_end = i + 1;
-        } else if (c == '\r') {
-            if (i + 1 < size && data[i + 1] != '\n') return refuse(reason::proxy_header_malformed);
-        } else if (c < 0x20 || c > 0x7e) {
-            return refuse(reason::proxy_header_malformed);
-        }
-    }
-    if (line_end == 0) {
-        if (size >= detail::proxy_v1_max_line) return refuse(reason::proxy_header_malformed);
-        return wait_for(size + 1);
-    }
-    std::string_view rest(reinterpret_cast<const char*>(data) + 6, line_end - 8);
-    const std::string_view protocol = detail::proxy_v1_field(rest, rest.find(' ') == std::string_view::npos);
-    if (protocol == "UNKNOWN") {
-        // The spec: a receiver ignores whatever follows UNKNOWN up to the CRLF.
-        out.header_size = line_end;
-        out.status = proxy_header::state::allowed;
-        return out;
-    }
-    if (protocol != "TCP4" && protocol != "TCP6") return refuse(reason::proxy_header_malformed);
-    const std::string_view source = detail::proxy_v1_field(rest, false);
-    const std::string_view destination = detail::proxy_v1_field(rest, false);
-    const std::string_view source_port = detail::proxy_v1_field(rest, false);
-    const std::string_view destination_port = detail::proxy_v1_field(rest, true);
-    std::uint8_t source_bytes[16], destination_bytes[16];
-    const bool v4 = protocol == "TCP4";
-    const bool addresses_ok = v4 ? detail::limits_parse_ipv4(source, source_bytes) &&
-                                       detail::limits_parse_ipv4(destination, destination_bytes)
-                                 : detail::limits_parse_ipv6(source, source_bytes) &&
-                                       detail::limits_parse_ipv6(destination, destination_bytes);
-    if (!addresses_ok || !detail::proxy_v1_port(source_port, out.source_port) ||
-        !detail::proxy_v1_port(destination_port, out.destination_port))
-        return refuse(reason::proxy_header_malformed);
-    if (!set_source(source_bytes, v4 ? 4 : 16)) return refuse(reason::internal_error);
-    out.family = v4 ? proxy_family::ipv4 : proxy_family::ipv6;
-    out.header_size = line_end;
-    out.status = proxy_header::state::allowed;
-    return out;
-}
+using handshake_guard = basic_handshake_guard<memory_replay_store>;
 
 }  // inline namespace WSGUARD_ABI_NS
 }  // namespace wsguard
 
 
 // ===========================================================================
-// 7. Frames: frame_guard, inflate_budget
+// 11. Frames: frame_guard, inflate_budget
 // ===========================================================================
 //
 // frame_guard reads the first bytes of each RFC 6455 frame (2 to 14 bytes of
@@ -5769,971 +6749,5 @@ private:
 }  // inline namespace WSGUARD_ABI_NS
 }  // namespace wsguard
 
-// ===========================================================================
-// 8. handshake_guard: the one call that composes them
-// ===========================================================================
-
-namespace wsguard {
-inline namespace WSGUARD_ABI_NS {
-
-// What a stack knows about one upgrade request, borrowed for the call. Every
-// field is the raw header value as the stack's parser gives it; an empty view
-// means the header was absent.
-struct upgrade_request {
-    std::string_view method = {};                  // "GET"
-    std::string_view path = {};                    // "/ws"; a "?query" tail is split off if present
-    std::string_view query = {};                   // "ticket=..." without '?'; may be empty
-    std::string_view origin = {};                  // Origin
-    std::string_view host = {};                    // Host
-    std::string_view sec_fetch_site = {};          // Sec-Fetch-Site
-    std::string_view sec_websocket_protocol = {};  // Sec-WebSocket-Protocol, e.g. "wsguard.v1, <ticket>"
-    // The socket's peer: "203.0.113.7", "203.0.113.7:5000", "[2001:db8::1]:443".
-    // Behind a PROXY protocol balancer, the header's source instead (after
-    // checking the balancer is trusted): proxy_header::source_text(), or
-    // source_bytes() with size 16 below; for LOCAL/UNKNOWN, the socket's peer.
-    std::string_view remote_address = {};
-    // Raw peer address (4 or 16 bytes, network order); used instead of
-    // remote_address when set, so stacks with a sockaddr need not format it.
-    const std::uint8_t* remote_address_bytes = nullptr;
-    std::size_t remote_address_size = 0;
-    // Every Forwarded (RFC 7239) line and every X-Forwarded-For line, each
-    // joined with ", " in arrival order. Read only when the config has
-    // trusted_proxies and the peer is one of them; otherwise ignored.
-    std::string_view forwarded = {};
-    std::string_view x_forwarded_for = {};
-};
-
-// How a route authenticates its handshakes.
-enum class ticket_requirement : std::uint8_t {
-    required,  // a valid one-time ticket or no upgrade (the default)
-    none,      // no ticket: the application authenticates some other way
-};
-
-// One endpoint. Two routes may have different allowlists and audiences.
-struct route_config {
-    std::string path = {};                    // exact path, e.g. "/ws"
-    std::vector<std::string> origins = {};    // origin_policy patterns
-    wsguard::origin_options origin_options{};  // e.g. allow_missing_origin for native clients
-    std::vector<std::string> hosts = {};      // host_allowlist patterns; empty: Host is not checked
-    bool deny_cross_site = true;              // refuse Sec-Fetch-Site: cross-site
-    ticket_requirement ticket = ticket_requirement::required;
-    std::string audience = {};                // what the issuer bound the ticket to, e.g. "app.example.com/ws"
-    bool ticket_in_query = true;              // accept "?ticket=" when the subprotocol carries none
-    // Concurrent connections per verified ticket subject (user); 0: no cap.
-    // At the cap a new connection is refused (too_many_connections_for_subject),
-    // never an old one evicted: evicting would let a stolen ticket's holder
-    // disconnect the real user, and the refused client can retry or close a tab.
-    std::uint32_t max_connections_per_subject = 0;
-};
-
-// One refusal, as the logging hook sees it. Every text is bounded, printable
-// ASCII (anything else shown as '?'), so it is safe to write to a log line.
-struct refusal_event {
-    wsguard::reason reason = wsguard::reason::ok;
-    std::string_view route;    // the configured path, or the request's (truncated) when no route matched
-    std::string_view origin;   // lowercased, truncated Origin ("" when absent)
-    // The client's rate-limit key: "192.0.2.1" or "2001:db8:0:1::/64" (RFC 5952),
-    // the client behind trusted proxies, for every refusal; when the client
-    // could not be resolved, the proxy that sent the request, or the
-    // sanitized, truncated peer text when even that is not an address.
-    std::string_view address;
-};
-
-template <class ReplayStore>
-struct basic_handshake_config {
-    std::vector<route_config> routes;
-    // Verifies tickets for every route that requires one; must outlive the guard.
-    const ticket_verifier<ReplayStore>* verifier = nullptr;
-
-    // Per-address handshake rate (token bucket) and concurrent connection cap.
-    std::uint64_t handshakes_per_second = 10;
-    std::uint32_t handshake_burst = 20;
-    std::uint32_t max_connections_per_address = 32;
-    std::uint32_t max_connections_total = 100000;
-    std::size_t address_table_capacity = 65536;  // distinct addresses tracked at once (fixed memory)
-    address_key_options address_options{};       // IPv6 grouped by /64 by default
-    std::size_t subject_table_capacity = 65536;  // subjects tracked at once per capped route (exact)
-
-    // Bans a client after repeated forged tickets, checked before any MAC is
-    // computed (penalty_box; on by default: 20 forgeries, then 5 minutes).
-    penalty_options penalty{};
-
-    // The proxies in front of the server. When set, the client that the
-    // per-address rate limit, connection cap, penalty box and refusal reports
-    // use is trusted_proxies->resolve(peer, forwarded, x_forwarded_for), and a
-    // refusal of the resolver (forwarded_malformed, ...) is the decision.
-    std::optional<wsguard::trusted_proxies> trusted_proxies;
-
-    // A header longer than this is refused as request_malformed before any parsing.
-    std::size_t max_field_bytes = 4096;
-
-    // Called once per refusal, at most refusal_reports_per_second (burst
-    // refusal_report_burst); further refusals are only counted.
-    std::function<void(const refusal_event&)> on_refusal;
-    std::uint64_t refusal_reports_per_second = 20;
-    std::uint32_t refusal_report_burst = 50;
-};
-using handshake_config = basic_handshake_config<memory_replay_store>;
-
-// The slots one upgraded connection holds: its address's connection slot and,
-// on a route with max_connections_per_subject, its subject's. Keep it as long
-// as the connection; destroying it (or release()) gives both back.
-class handshake_permit {
-public:
-    handshake_permit() noexcept = default;
-
-    // True while the permit holds the connection (not after release()).
-    explicit operator bool() const noexcept { return static_cast<bool>(address_); }
-    // ok, or the refusal that stopped the connection (too_many_connections,
-    // too_many_connections_for_subject). A default-constructed permit reads
-    // as refused.
-    wsguard::decision decision() const noexcept { return decision_; }
-    // Gives both slots back now. Idempotent.
-    void release() noexcept {
-        subject_.release();
-        address_.release();
-    }
-
-    const connection_limiter<address_key>::permit& address() const noexcept { return address_; }
-    const connection_limiter<std::string_view>::permit& subject() const noexcept { return subject_; }
-
-private:
-    template <class>
-    friend class basic_handshake_guard;
-
-    connection_limiter<address_key>::permit address_;
-    connection_limiter<std::string_view>::permit subject_;
-    wsguard::decision decision_{reason::too_many_connections, connection_limiter<address_key>::refusal_retry_after};
-};
-
-// What the stack must do with one upgrade request.
-class [[nodiscard]] handshake_outcome {
-public:
-    using connection_permit = handshake_permit;
-
-    wsguard::decision decision;
-
-    bool allowed() const noexcept { return decision.allowed(); }
-    explicit operator bool() const noexcept { return allowed(); }
-    // 0 when allowed (answer 101); otherwise the status to answer instead.
-    int http_status() const noexcept { return decision.http_status(); }
-    // A short plain-text body for the refusal: the reason's stable name.
-    std::string_view body() const noexcept { return allowed() ? std::string_view() : to_string(decision.reason); }
-    // > 0: send "Retry-After: <n>" with the refusal (429).
-    std::int64_t retry_after_seconds() const noexcept { return decision.retry_after_seconds(); }
-    // The Sec-WebSocket-Protocol value to answer with ("wsguard.v1"), or empty
-    // for none. Never the ticket: echoing it would log it in every proxy.
-    std::string_view subprotocol() const noexcept { return subprotocol_; }
-    // The verified ticket's claims (subject, scopes); empty without a ticket.
-    const ticket_claims& claims() const noexcept { return claims_; }
-    // The route that matched (its configured path), empty if none did.
-    std::string_view route() const noexcept { return route_; }
-
-    // Keep this alive as long as the connection: destroying it (or the
-    // outcome) gives the per-address (and per-subject) connection slots back.
-    connection_permit& permit() noexcept { return permit_; }
-    connection_permit take_permit() noexcept { return std::move(permit_); }
-
-private:
-    template <class>
-    friend class basic_handshake_guard;
-
-    std::string_view subprotocol_;
-    std::string_view route_;
-    ticket_claims claims_;
-    connection_permit permit_;
-};
-
-// Reason phrase for a status line ("403 Forbidden"): refusals, and the ticket endpoint's 200 and 204.
-constexpr std::string_view http_reason_phrase(int status) noexcept {
-    switch (status) {
-        case 200: return "OK";
-        case 204: return "No Content";
-        case 400: return "Bad Request";
-        case 401: return "Unauthorized";
-        case 403: return "Forbidden";
-        case 404: return "Not Found";
-        case 405: return "Method Not Allowed";
-        case 408: return "Request Timeout";
-        case 429: return "Too Many Requests";
-        case 431: return "Request Header Fields Too Large";
-        case 500: return "Internal Server Error";
-        case 503: return "Service Unavailable";
-        default: return "Error";
-    }
-}
-
-namespace detail {
-
-// Index of a reason in reason_table, for per-reason counters.
-constexpr std::size_t handshake_reason_index(reason r) noexcept {
-    for (std::size_t i = 0; i < std::size(reason_table); ++i) {
-        if (reason_table[i].value == r) return i;
-    }
-    return std::size(reason_table);  // the "unknown" counter
-}
-
-// Copies `text` into `out` for a log line: lowercased, printable ASCII only,
-// truncated with "..." so a hostile header cannot forge or flood log lines.
-template <std::size_t N>
-inline std::string_view handshake_log_text(std::string_view text, std::array<char, N>& out) noexcept {
-    static_assert(N > 3, "room for the ellipsis");
-    const bool truncated = text.size() > N;
-    const std::size_t n = truncated ? N - 3 : text.size();
-    for (std::size_t i = 0; i < n; ++i) {
-        const char c = ascii_lower(text[i]);
-        out[i] = (c >= 0x21 && c <= 0x7e) ? c : '?';
-    }
-    if (!truncated) return std::string_view(out.data(), n);
-    out[N - 3] = out[N - 2] = out[N - 1] = '.';
-    return std::string_view(out.data(), N);
-}
-
-// "192.0.2.1" or "2001:db8:0:1::/64" (RFC 5952): the key the limiter counted.
-inline std::string_view handshake_address_text(const address_key& key, unsigned ipv6_prefix,
-                                               std::array<char, 48>& out) noexcept {
-    std::uint8_t bytes[16];
-    std::memcpy(bytes, key.bytes(), 16);
-    char text[40];
-    std::size_t n = proxy_address_text(bytes, text);
-    std::memcpy(out.data(), text, n);
-    if (!key.is_ipv4()) {
-        const int suffix = std::snprintf(out.data() + n, out.size() - n, "/%u", ipv6_prefix > 128 ? 128 : ipv6_prefix);
-        if (suffix > 0) n += static_cast<std::size_t>(suffix);
-    }
-    return std::string_view(out.data(), std::min(n, out.size() - 1));
-}
-
-// Whether a comma-separated header list (optional spaces or tabs around each
-// element) has an element for which `match` is true.
-template <class Match>
-inline bool header_list_has(std::string_view list, Match match) noexcept {
-    while (!list.empty()) {
-        const std::size_t comma = list.find(',');
-        std::string_view token = list.substr(0, comma);
-        list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
-        while (!token.empty() && (token.front() == ' ' || token.front() == '\t')) token.remove_prefix(1);
-        while (!token.empty() && (token.back() == ' ' || token.back() == '\t')) token.remove_suffix(1);
-        if (match(token)) return true;
-    }
-    return false;
-}
-
-// Whether the Sec-WebSocket-Protocol list offers `protocol` (case-sensitive).
-inline bool handshake_offers_protocol(std::string_view header, std::string_view protocol) noexcept {
-    return header_list_has(header, [protocol](std::string_view token) { return token == protocol; });
-}
-
-}  // namespace detail
-
-// Composes the components for one upgrade request, cheapest checks first:
-// request shape → route → Origin / Host / Sec-Fetch-Site → penalty box →
-// per-address rate and connection cap → ticket → per-subject cap (the MAC is
-// the expensive step, so it comes late: a flood of forged tickets is rate
-// limited, and its sender banned, before it is verified).
-template <class ReplayStore = memory_replay_store>
-class basic_handshake_guard {
-public:
-    using config = basic_handshake_config<ReplayStore>;
-
-    static result<basic_handshake_guard> create(config cfg) {
-        using failure = result<basic_handshake_guard>;
-        if (cfg.routes.empty()) return failure::failure("handshake_guard: configure at least one route");
-        if (cfg.max_field_bytes < 256) return failure::failure("handshake_guard: max_field_bytes must be at least 256");
-        basic_handshake_guard guard;
-        for (route_config& rc : cfg.routes) {
-            const std::string where = "handshake_guard route \"" + rc.path + "\": ";
-            if (rc.path.empty() || rc.path.front() != '/' || rc.path.find('?') != std::string::npos)
-                return failure::failure(where + "path must start with '/' and hold no query");
-            for (const route& existing : guard.routes_) {
-                if (existing.path == rc.path) return failure::failure(where + "path is configured twice");
-            }
-            auto origins = origin_policy::create(rc.origins, rc.origin_options);
-            if (!origins) return failure::failure(where + origins.error());
-            std::optional<host_allowlist> hosts;
-            if (!rc.hosts.empty()) {
-                auto allowlist = host_allowlist::create(rc.hosts);
-                if (!allowlist) return failure::failure(where + allowlist.error());
-                hosts.emplace(std::move(allowlist).value());
-            }
-            if (rc.ticket == ticket_requirement::required) {
-                if (cfg.verifier == nullptr)
-                    return failure::failure(where + "requires tickets but the config has no verifier");
-                if (rc.audience.empty())
-                    return failure::failure(where + "requires tickets but has no audience (e.g. \"app.example.com" +
-                                            rc.path + "\")");
-            }
-            std::optional<connection_limiter<std::string_view>> subjects;
-            if (rc.max_connections_per_subject != 0) {
-                if (rc.ticket != ticket_requirement::required)
-                    return failure::failure(where + "max_connections_per_subject needs tickets (the subject is the ticket's)");
-                auto limiter = connection_limiter<std::string_view>::create(
-                    {rc.max_connections_per_subject, cfg.subject_table_capacity});
-                if (!limiter) return failure::failure(where + limiter.error());
-                subjects.emplace(std::move(limiter).value());
-            }
-            guard.routes_.push_back(route{rc.path, std::move(origins).value(), std::move(hosts), rc.deny_cross_site,
-                                          rc.ticket, rc.audience, rc.ticket_in_query, std::move(subjects)});
-        }
-        if (cfg.penalty.enabled) {
-            auto penalty = penalty_box::create(cfg.penalty);
-            if (!penalty) return failure::failure("handshake_guard: " + penalty.error());
-            guard.penalty_.emplace(std::move(penalty).value());
-        }
-        auto rate = keyed_limiter<address_key>::create(
-            {wsguard::rate::per_second(cfg.handshakes_per_second), cfg.handshake_burst, cfg.address_table_capacity});
-        if (!rate) return failure::failure("handshake_guard: " + rate.error());
-        auto connections = connection_limiter<address_key>::create(
-            {cfg.max_connections_per_address, cfg.address_table_capacity, cfg.max_connections_total});
-        if (!connections) return failure::failure("handshake_guard: " + connections.error());
-        auto reports = token_bucket::create(
-            {wsguard::rate::per_second(cfg.refusal_reports_per_second), cfg.refusal_report_burst});
-        if (!reports) return failure::failure("handshake_guard: refusal reports: " + reports.error());
-
-        guard.verifier_ = cfg.verifier;
-        guard.rate_.emplace(std::move(rate).value());
-        guard.connections_.emplace(std::move(connections).value());
-        guard.report_budget_.reset(new (std::nothrow) token_bucket(std::move(reports).value()));
-        guard.counters_.reset(new (std::nothrow) counters());
-        if (!guard.report_budget_ || !guard.counters_) return failure::failure("handshake_guard: out of memory");
-        guard.address_options_ = cfg.address_options;
-        guard.trusted_proxies_ = std::move(cfg.trusted_proxies);
-        guard.max_field_bytes_ = cfg.max_field_bytes;
-        guard.on_refusal_ = std::move(cfg.on_refusal);
-        return failure::success(std::move(guard));
-    }
-
-    handshake_outcome check(const upgrade_request& request) noexcept {
-        return check(request, std::chrono::steady_clock::now(), std::chrono::system_clock::now());
-    }
-
-    // `steady_now` drives the rate limits, `wall_now` the ticket lifetime.
-    handshake_outcome check(const upgrade_request& request, std::chrono::steady_clock::time_point steady_now,
-                            std::chrono::system_clock::time_point wall_now) noexcept {
-        handshake_outcome out;
-        // Resolved up front (a few dozen nanoseconds, bounded, no allocation)
-        // so that every refusal report names the client, also those decided
-        // before the rate limits.
-        const client_address client = resolve_client(request);
-        out.decision = decide(request, steady_now, wall_now, out, client);
-        if (!out.allowed()) {
-            out.permit_.release();
-            out.subprotocol_ = {};
-            out.claims_.clear();
-            report(out.decision.reason, request, out.route_, client, steady_now);
-        }
-        counters_->by_reason[detail::handshake_reason_index(out.decision.reason)].fetch_add(1, std::memory_order_relaxed);
-        return out;
-    }
-
-    // How many requests ended with `r` since construction (ok counts upgrades).
-    std::uint64_t count(reason r) const noexcept {
-        return counters_->by_reason[detail::handshake_reason_index(r)].load(std::memory_order_relaxed);
-    }
-    // Refusals counted but not passed to on_refusal (over the report rate).
-    std::uint64_t suppressed_reports() const noexcept { return counters_->suppressed.load(std::memory_order_relaxed); }
-    // Live connections across all addresses (permits not yet released).
-    std::uint32_t live_connections() const noexcept { return connections_->total(); }
-
-private:
-    struct route {
-        std::string path;
-        origin_policy origins;
-        std::optional<host_allowlist> hosts;
-        bool deny_cross_site;
-        ticket_requirement ticket;
-        std::string audience;
-        bool ticket_in_query;
-        // max_connections_per_subject; mutable: routes are matched through const
-        // pointers, and the limiter synchronises itself.
-        mutable std::optional<connection_limiter<std::string_view>> subjects;
-    };
-    struct counters {
-        std::array<std::atomic<std::uint64_t>, std::size(detail::reason_table) + 1> by_reason{};
-        std::atomic<std::uint64_t> suppressed{0};
-    };
-
-    basic_handshake_guard() = default;
-
-    bool field_too_long(const upgrade_request& r) const noexcept {
-        for (std::string_view field : {r.method, r.path, r.query, r.origin, r.host, r.sec_fetch_site,
-                                       r.sec_websocket_protocol, r.remote_address, r.forwarded, r.x_forwarded_for}) {
-            if (field.size() > max_field_bytes_) return true;
-        }
-        return false;
-    }
-
-    decision decide(const upgrade_request& request, std::chrono::steady_clock::time_point steady_now,
-                    std::chrono::system_clock::time_point wall_now, handshake_outcome& out,
-                    const client_address& client) noexcept {
-        // 1. Request shape and route.
-        if (field_too_long(request)) return reason::request_malformed;
-        if (request.method != "GET") return reason::method_not_get;
-        std::string_view path = request.path;
-        std::string_view query = request.query;
-        if (const std::size_t mark = path.find('?'); mark != std::string_view::npos) {
-            if (query.empty()) query = path.substr(mark + 1);
-            path = path.substr(0, mark);
-        }
-        const route* matched = nullptr;
-        for (const route& r : routes_) {
-            if (r.path == path) {
-                matched = &r;
-                break;
-            }
-        }
-        if (matched == nullptr) return reason::route_not_found;
-        out.route_ = matched->path;
-
-        // 2. Origin, Host, Sec-Fetch-Site: string checks, no state.
-        if (decision d = matched->origins.check(request.origin); !d) return d;
-        if (matched->hosts) {
-            if (decision d = matched->hosts->check(request.host); !d) return d;
-        }
-        if (matched->deny_cross_site) {
-            if (decision d = check_sec_fetch_site(request.sec_fetch_site); !d) return d;
-        }
-
-        // 3. Per-client penalty box, rate limit, then the connection cap.
-        if (!client) return client.decision();
-        const address_key address = client.key(address_options_);
-        if (penalty_) {
-            if (decision d = penalty_->check(address, steady_now); !d) return d;
-        }
-        if (decision d = rate_->try_acquire(address, steady_now); !d) return d;
-        out.permit_.address_ = connections_->try_acquire(address);
-        out.permit_.decision_ = out.permit_.address_.decision();
-        if (!out.permit_) return out.permit_.decision();
-
-        // 4. The ticket: MAC and replay store last.
-        if (matched->ticket == ticket_requirement::none) return decision::allow();
-        ticket_source source = ticket_from_subprotocol(request.sec_websocket_protocol);
-        if (!source && matched->ticket_in_query) source = ticket_from_query(query);
-        if (!source) return source.reason;
-        if (decision d = verifier_->verify(presented_ticket(source.ticket), expected_origin(request.origin),
-                                                 expected_audience(matched->audience), out.claims_, wall_now); !d) {
-            if (penalty_) static_cast<void>(penalty_->record_failure(address, d.reason, steady_now));
-            return d;
-        }
-        // 5. Per-subject cap, once the subject is authentic (the ticket is spent).
-        if (matched->subjects) {
-            out.permit_.subject_ = matched->subjects->try_acquire(out.claims_.subject());
-            if (!out.permit_.subject_) {
-                out.permit_.decision_ = decision(reason::too_many_connections_for_subject,
-                                                 connection_limiter<std::string_view>::refusal_retry_after);
-                return out.permit_.decision_;
-            }
-        }
-        // Echo the marker whenever the client offered it (also with a query
-        // ticket): clients such as Node's ws fail a connection whose offered
-        // subprotocols all went unanswered.
-        if (detail::handshake_offers_protocol(request.sec_websocket_protocol, ticket_subprotocol))
-            out.subprotocol_ = ticket_subprotocol;
-        return decision::allow();
-    }
-
-    // The client: the peer itself, or the client behind trusted proxies.
-    client_address resolve_client(const upgrade_request& r) const noexcept {
-        const bool raw = r.remote_address_bytes != nullptr;
-        if (!trusted_proxies_)
-            return raw ? client_address::from_peer_bytes(r.remote_address_bytes, r.remote_address_size)
-                       : client_address::from_peer(r.remote_address);
-        return raw ? trusted_proxies_->resolve_bytes(r.remote_address_bytes, r.remote_address_size, r.forwarded,
-                                                     r.x_forwarded_for)
-                   : trusted_proxies_->resolve(r.remote_address, r.forwarded, r.x_forwarded_for);
-    }
-
-    void report(reason r, const upgrade_request& request, std::string_view route_path, const client_address& client,
-                std::chrono::steady_clock::time_point now) noexcept {
-        if (!on_refusal_) return;
-        if (!report_budget_->try_acquire(now)) {
-            counters_->suppressed.fetch_add(1, std::memory_order_relaxed);
-            return;
-        }
-        std::array<char, 128> origin_text{};
-        std::array<char, 64> route_text{};
-        std::array<char, 48> address_text{};
-        refusal_event event;
-        event.reason = r;
-        event.route = route_path.empty() ? detail::handshake_log_text(request.path, route_text) : route_path;
-        event.origin = detail::handshake_log_text(request.origin, origin_text);
-        // The client; else the proxy whose headers could not be resolved; else
-        // the peer text, sanitized and truncated (raw bytes of a bad size: "").
-        const client_address named = client ? client
-                                     : request.remote_address_bytes != nullptr
-                                         ? client_address::from_peer_bytes(request.remote_address_bytes,
-                                                                           request.remote_address_size)
-                                         : client_address::from_peer(request.remote_address);
-        if (named) {
-            event.address = detail::handshake_address_text(named.key(address_options_), address_options_.ipv6_prefix,
-                                                           address_text);
-        } else if (request.remote_address_bytes == nullptr) {
-            event.address = detail::handshake_log_text(request.remote_address, address_text);
-        }
-        on_refusal_(event);
-    }
-
-    std::vector<route> routes_;
-    const ticket_verifier<ReplayStore>* verifier_ = nullptr;
-    std::optional<keyed_limiter<address_key>> rate_;
-    std::optional<connection_limiter<address_key>> connections_;
-    std::optional<penalty_box> penalty_;
-    std::unique_ptr<token_bucket> report_budget_;
-    std::unique_ptr<counters> counters_;
-    address_key_options address_options_{};
-    std::optional<trusted_proxies> trusted_proxies_;
-    std::size_t max_field_bytes_ = 4096;
-    std::function<void(const refusal_event&)> on_refusal_;
-};
-
-using handshake_guard = basic_handshake_guard<memory_replay_store>;
-
-}  // inline namespace WSGUARD_ABI_NS
-}  // namespace wsguard
-
-
-// ===========================================================================
-// 9. request_head_budget: caps on the upgrade request's head, byte by byte
-// ===========================================================================
-//
-// For stacks that read raw bytes (an epoll loop, a custom parser): feed every
-// chunk as it arrives, before buffering or parsing it. The budget answers as
-// soon as the answer is known, so a client that streams an endless head or
-// thousands of tiny header lines is refused at the first byte over a cap,
-// and the answer does not depend on how the bytes were split into chunks.
-//
-//   auto verdict = budget.feed(chunk.data(), chunk.size());
-//   if (verdict.status == wsguard::head_status::refused) answer(verdict.decision.http_status());  // 431 or 400
-//   else if (verdict.status == wsguard::head_status::complete) parse(buffer.substr(0, verdict.head_size));
-//
-// Line endings are CRLF only. A bare LF, a bare CR, a NUL byte or an obs-fold
-// continuation line (RFC 9112 5.2) is refused as request_malformed: two
-// parsers that disagree on where a line ends are how requests get smuggled,
-// and no browser sends any of them. Empty lines before the request line are
-// skipped as RFC 9112 2.2 asks (their bytes still count).
-
-namespace wsguard {
-inline namespace WSGUARD_ABI_NS {
-
-struct head_limits {
-    // The whole head: request line, header lines and the blank line (CRLF
-    // included). Browsers send 0.5-2 KB for an upgrade; cookies make it more.
-    std::size_t max_head_bytes = 8 * 1024;
-    // Header field lines after the request line. A browser upgrade has 10-20.
-    std::size_t max_header_lines = 64;
-};
-
-enum class head_status : std::uint8_t {
-    need_more,  // no blank line yet and no cap crossed: read more
-    complete,   // the head ends at head_size (bytes from the first one fed)
-    refused,    // decision says why; nothing more is read
-};
-
-struct [[nodiscard]] head_verdict {
-    head_status status = head_status::need_more;
-    // complete: bytes from the first byte ever fed through the blank line's
-    // LF. Bytes after it (a body, the first WebSocket frame) are not the head's.
-    std::size_t head_size = 0;
-    // ok unless refused: request_head_too_large or too_many_header_lines (431),
-    // request_malformed (400).
-    wsguard::decision decision;
-    // False once refused: the connection gets decision.http_status() and closes.
-    explicit operator bool() const noexcept { return status != head_status::refused; }
-};
-
-class request_head_budget {
-public:
-    static result<request_head_budget> create(head_limits limits = {}) {
-        if (limits.max_head_bytes < 64)
-            return result<request_head_budget>::failure(
-                "request_head_budget: max_head_bytes under 64 cannot hold a request line and a Host header");
-        if (limits.max_head_bytes > 1024 * 1024)
-            return result<request_head_budget>::failure(
-                "request_head_budget: max_head_bytes over 1 MiB; a head that large is an attack, not a browser");
-        if (limits.max_header_lines < 1 || limits.max_header_lines > 10000)
-            return result<request_head_budget>::failure(
-                "request_head_budget: max_header_lines must be 1 to 10000 (a browser upgrade sends 10-20)");
-        return result<request_head_budget>::success(request_head_budget(limits));
-    }
-
-    // Inspects `n` more bytes of the request. After complete or refused,
-    // further calls change nothing and answer the same verdict.
-    head_verdict feed(const char* data, std::size_t n) noexcept;
-    head_verdict feed(std::string_view bytes) noexcept { return feed(bytes.data(), bytes.size()); }
-
-    // The verdict so far (need_more before the first byte).
-    head_verdict verdict() const noexcept { return verdict_; }
-    // Bytes inspected so far (never more than head_size once complete).
-    std::size_t bytes_seen() const noexcept { return bytes_; }
-    // For the next request on the same connection.
-    void reset() noexcept { *this = request_head_budget(limits_); }
-    const head_limits& limits() const noexcept { return limits_; }
-
-private:
-    explicit request_head_budget(head_limits limits) noexcept : limits_(limits) {}
-    head_verdict refuse(reason r) noexcept {
-        verdict_.status = head_status::refused;
-        verdict_.decision = r;
-        return verdict_;
-    }
-
-    head_limits limits_;
-    head_verdict verdict_{};
-    std::size_t bytes_ = 0;
-    std::size_t header_lines_ = 0;
-    std::size_t line_bytes_ = 0;     // bytes of the current line before its CR
-    bool request_line_seen_ = false;
-    bool after_cr_ = false;
-};
-
-inline head_verdict request_head_budget::feed(const char* data, std::size_t n) noexcept {
-    if (verdict_.status != head_status::need_more || data == nullptr) return verdict_;
-    for (std::size_t i = 0; i < n; ++i) {
-        const char c = data[i];
-        if (++bytes_ > limits_.max_head_bytes) return refuse(reason::request_head_too_large);
-        if (after_cr_) {
-            if (c != '\n') return refuse(reason::request_malformed);  // a bare CR
-            after_cr_ = false;
-            if (line_bytes_ == 0 && request_line_seen_) {
-                verdict_.status = head_status::complete;
-                verdict_.head_size = bytes_;
-                return verdict_;
-            }
-            if (line_bytes_ != 0) request_line_seen_ = true;  // else an empty line before the request line
-            line_bytes_ = 0;
-            continue;
-        }
-        if (c == '\r') {
-            after_cr_ = true;
-            continue;
-        }
-        if (c == '\n' || c == '\0') return refuse(reason::request_malformed);  // a bare LF, a NUL
-        if (line_bytes_ == 0 && request_line_seen_) {
-            if (c == ' ' || c == '\t') return refuse(reason::request_malformed);  // obs-fold
-            // Counted at its first byte, so the line over the cap is refused
-            // before the rest of it arrives.
-            if (++header_lines_ > limits_.max_header_lines) return refuse(reason::too_many_header_lines);
-        }
-        ++line_bytes_;
-    }
-    return verdict_;
-}
-
-}  // inline namespace WSGUARD_ABI_NS
-}  // namespace wsguard
-
-// ===========================================================================
-// 10. mint_guard: the application's ticket endpoint (POST /ticket)
-// ===========================================================================
-//
-// The endpoint that turns a login (a cookie) into a ticket is the next thing a
-// cross-site page attacks: if evil.example can make the browser POST /ticket
-// with the user's cookie and read the answer, it has a ticket. mint_guard
-// decides, before the application issues anything:
-//   1. POST only (OPTIONS is the CORS preflight, answered by preflight()).
-//   2. Origin on the allowlist (the same origin_policy rules as the socket).
-//   3. Sec-Fetch-Site, when the browser sends it: cross-site refused (unless
-//      configured), same-site per configuration.
-//   4. A marker header (default "X-Wsguard-Ticket: 1") that no HTML form,
-//      <img>, navigator.sendBeacon or "simple" fetch can send: a browser sends
-//      a custom header cross-origin only after a CORS preflight this guard
-//      answers for the allowed origins alone. A cross-site form POST, which
-//      needs no preflight, therefore never carries it.
-//   5. A per-address rate, then an authenticated subject, then a per-subject
-//      mint rate (keyed, fixed-memory tables, like keyed_limiter).
-// Every answer carries the CORS response headers to send, so a page on
-// another allowed origin can read its ticket and no other page can.
-
-namespace wsguard {
-inline namespace WSGUARD_ABI_NS {
-
-// What the application knows about one request to its ticket endpoint,
-// borrowed for the call. Header values as the parser gives them; an empty view
-// means the header was absent.
-struct mint_request {
-    std::string_view method;          // "POST", or "OPTIONS" for a preflight
-    std::string_view origin;          // Origin
-    std::string_view sec_fetch_site;  // Sec-Fetch-Site
-    std::string_view marker;          // the value of mint_config::marker_header ("X-Wsguard-Ticket")
-    // The user the application authenticated from its cookie or session, or
-    // empty when the caller is not logged in. At most ticket_limits::max_subject bytes.
-    std::string_view subject;
-    // The client (after your trusted-proxy logic), for the per-address rate:
-    // "203.0.113.7", "203.0.113.7:5000", "[2001:db8::1]:443". Required by
-    // check(): neither this nor the bytes below is address_malformed.
-    std::string_view remote_address;
-    // Raw peer address (4 or 16 bytes, network order); used instead of
-    // remote_address when set.
-    const std::uint8_t* remote_address_bytes = nullptr;
-    std::size_t remote_address_size = 0;
-    // Preflight only: Access-Control-Request-Method and -Headers.
-    std::string_view access_control_request_method;
-    std::string_view access_control_request_headers;
-};
-
-struct mint_config {
-    // The pages that may fetch a ticket: origin_policy patterns (exact
-    // origins, whole-label wildcards; never "*" nor "null").
-    std::vector<std::string> origins;
-    // allow_missing_origin lets clients that send no Origin (native apps,
-    // scripts with a bearer token) mint; browsers always send one on a POST.
-    wsguard::origin_options origin_options{};
-    // Sec-Fetch-Site: "same-site" passes with deny_cross_site (the default),
-    // is refused with deny_cross_site_and_same_site.
-    fetch_site_policy fetch_site = fetch_site_policy::deny_cross_site;
-    // Set only when a listed origin is on another site than this endpoint
-    // (app.example.com calling tickets.example.net): the browser then says
-    // "cross-site", and the Origin allowlist alone decides.
-    bool allow_cross_site = false;
-    // The non-simple header the page must send with the value "1". An HTTP
-    // token that is neither CORS-safelisted nor forbidden to scripts.
-    std::string marker_header = "X-Wsguard-Ticket";
-    // Per remote address (IPv6 by /64), spent before the subject is looked
-    // at: caps login guessing and one address minting for many subjects.
-    wsguard::rate address_rate = rate::per_minute(120);
-    std::uint32_t address_burst = 60;
-    std::size_t address_table_capacity = 65536;
-    address_key_options address_options{};
-    // Per authenticated subject: a page fetches one ticket per socket it opens.
-    wsguard::rate subject_rate = rate::per_minute(30);
-    std::uint32_t subject_burst = 20;
-    std::size_t subject_table_capacity = 65536;
-    // How long a browser may cache an allowed preflight (Access-Control-Max-Age).
-    // Chromium caps it at 2 hours, Firefox at 24.
-    std::chrono::seconds preflight_max_age{600};
-};
-
-// One response header to send: views into the request and the guard.
-struct http_header {
-    std::string_view name;
-    std::string_view value;
-};
-
-// The verdict on one request, with the exact headers the response carries.
-// Borrows from the mint_request (the allowed origin) and the guard.
-class [[nodiscard]] mint_answer {
-public:
-    static constexpr std::size_t max_headers = 6;
-
-    wsguard::decision decision;
-
-    bool allowed() const noexcept { return decision.allowed(); }
-    explicit operator bool() const noexcept { return allowed(); }
-    // Allowed: 204 for a preflight, 200 for the POST (the application writes
-    // the ticket into the body). Refused: the reason's status (403, 405, 429, ...).
-    int http_status() const noexcept { return allowed() ? success_status_ : decision.http_status(); }
-    // > 0: send "Retry-After: <n>" (429).
-    std::int64_t retry_after_seconds() const noexcept { return decision.retry_after_seconds(); }
-    // A short plain-text body for a refusal: the reason's stable name.
-    std::string_view body() const noexcept { return allowed() ? std::string_view() : to_string(decision.reason); }
-    // The response headers, allowed or refused (Vary: Origin always; the
-    // Access-Control-Allow-* pair only for an allowed origin).
-    const http_header* begin() const noexcept { return headers_.data(); }
-    const http_header* end() const noexcept { return headers_.data() + header_count_; }
-    std::size_t header_count() const noexcept { return header_count_; }
-
-private:
-    friend class mint_guard;
-    void add(std::string_view name, std::string_view value) noexcept {
-        if (header_count_ < max_headers) headers_[header_count_++] = http_header{name, value};
-    }
-    std::array<http_header, max_headers> headers_{};
-    std::uint8_t header_count_ = 0;
-    std::uint16_t success_status_ = 200;
-};
-
-class mint_guard {
-public:
-    static result<mint_guard> create(mint_config config);
-
-    // POST /ticket. Allowed: issue the ticket for request.subject bound to
-    // request.origin, answer 200 with the answer's headers. Thread-safe.
-    mint_answer check(const mint_request& request) noexcept { return check(request, std::chrono::steady_clock::now()); }
-    mint_answer check(const mint_request& request, std::chrono::steady_clock::time_point now) noexcept;
-
-    // OPTIONS /ticket, the CORS preflight: allowed (204 with
-    // Access-Control-Allow-Origin/-Credentials/-Methods/-Headers/-Max-Age and
-    // Vary) only for an allowed origin asking for POST with the marker header
-    // among Access-Control-Request-Headers; otherwise refused with
-    // only Vary: Origin, so the browser never sends the POST. Spends no rate.
-    mint_answer preflight(const mint_request& request) const noexcept;
-
-    // The header name the page must send ("X-Wsguard-Ticket") with value "1".
-    std::string_view marker_header() const noexcept { return marker_header_; }
-    static constexpr std::string_view marker_value = "1";
-
-private:
-    mint_guard() = default;
-    static std::string validate_marker(std::string_view name);
-    decision decide(const mint_request& request, std::chrono::steady_clock::time_point now) noexcept;
-    decision check_origin_and_site(const mint_request& request) const noexcept;
-    void add_cors(mint_answer& answer, std::string_view origin) const noexcept;
-
-    std::optional<origin_policy> origins_;
-    fetch_site_policy fetch_site_ = fetch_site_policy::deny_cross_site;
-    bool allow_cross_site_ = false;
-    std::string marker_header_;
-    std::string max_age_;
-    address_key_options address_options_{};
-    std::optional<keyed_limiter<address_key>> address_rate_;
-    std::optional<keyed_limiter<std::string_view>> subject_rate_;
-};
-
-namespace detail {
-
-inline bool mint_is_token_char(char c) noexcept {
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
-    return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
-}
-
-// Whether a header-name list (Access-Control-Request-Headers, e.g.
-// "content-type,x-wsguard-ticket") names `header`, ASCII case-insensitive.
-inline bool mint_lists_header(std::string_view list, std::string_view header) noexcept {
-    return header_list_has(list, [header](std::string_view name) { return origin_iequal(name, header); });
-}
-
-}  // namespace detail
-
-inline std::string mint_guard::validate_marker(std::string_view name) {
-    if (name.empty() || name.size() > 64) return "marker_header must be 1 to 64 characters, e.g. X-Wsguard-Ticket";
-    for (char c : name) {
-        if (!detail::mint_is_token_char(c)) return "marker_header \"" + std::string(name) + "\" is not an HTTP token";
-    }
-    // CORS-safelisted headers need no preflight: they would prove nothing.
-    for (std::string_view safelisted : {"accept", "accept-language", "content-language", "content-type", "range"}) {
-        if (detail::origin_iequal(name, safelisted))
-            return "marker_header \"" + std::string(name) +
-                   "\" is CORS-safelisted: a cross-site page may send it without a preflight";
-    }
-    // Forbidden request headers: a page's script cannot set them at all.
-    const std::string_view lower_prefix[] = {"sec-", "proxy-"};
-    for (std::string_view prefix : lower_prefix) {
-        if (name.size() >= prefix.size() && detail::origin_iequal(name.substr(0, prefix.size()), prefix))
-            return "marker_header \"" + std::string(name) + "\" starts with " + std::string(prefix) +
-                   ", which browsers forbid scripts to set";
-    }
-    for (std::string_view forbidden :
-         {"accept-charset", "accept-encoding", "access-control-request-headers", "access-control-request-method",
-          "connection", "content-length", "cookie", "cookie2", "date", "dnt", "expect", "host", "keep-alive", "origin",
-          "referer", "set-cookie", "te", "trailer", "transfer-encoding", "upgrade", "via"}) {
-        if (detail::origin_iequal(name, forbidden))
-            return "marker_header \"" + std::string(name) + "\" is a header browsers forbid scripts to set";
-    }
-    return std::string();
-}
-
-inline result<mint_guard> mint_guard::create(mint_config config) {
-    using failure = result<mint_guard>;
-    mint_guard guard;
-    auto origins = origin_policy::create(config.origins, config.origin_options);
-    if (!origins) return failure::failure("mint_guard: " + origins.error());
-    if (config.origin_options.allow_any_origin_unsafe)
-        return failure::failure(
-            "mint_guard: origin_options.allow_any_origin_unsafe would let every page fetch tickets with the "
-            "user's cookies; list the origins of your pages");
-    guard.origins_.emplace(std::move(origins).value());
-    const std::string marker_error = validate_marker(config.marker_header);
-    if (!marker_error.empty()) return failure::failure("mint_guard: " + marker_error);
-    if (config.preflight_max_age < std::chrono::seconds(0) || config.preflight_max_age > std::chrono::hours(24))
-        return failure::failure("mint_guard: preflight_max_age must be 0 to 86400 s (browsers cap it lower)");
-    auto address_rate =
-        keyed_limiter<address_key>::create(config.address_rate, config.address_burst, config.address_table_capacity);
-    if (!address_rate) return failure::failure("mint_guard: address rate: " + address_rate.error());
-    auto subject_rate = keyed_limiter<std::string_view>::create(config.subject_rate, config.subject_burst,
-                                                                config.subject_table_capacity);
-    if (!subject_rate) return failure::failure("mint_guard: subject rate: " + subject_rate.error());
-    guard.fetch_site_ = config.fetch_site;
-    guard.allow_cross_site_ = config.allow_cross_site;
-    guard.marker_header_ = std::move(config.marker_header);
-    guard.max_age_ = std::to_string(config.preflight_max_age.count());
-    guard.address_options_ = config.address_options;
-    guard.address_rate_.emplace(std::move(address_rate).value());
-    guard.subject_rate_.emplace(std::move(subject_rate).value());
-    return failure::success(std::move(guard));
-}
-
-inline decision mint_guard::check_origin_and_site(const mint_request& request) const noexcept {
-    if (decision d = origins_->check(request.origin); !d) return d;
-    if (allow_cross_site_ && request.sec_fetch_site == "cross-site") return decision::allow();
-    return check_sec_fetch_site(request.sec_fetch_site, fetch_site_);
-}
-
-inline void mint_guard::add_cors(mint_answer& answer, std::string_view origin) const noexcept {
-    // Only an origin that passed the allowlist is echoed; without it the
-    // browser hides the answer from the page. Never "*": credentials need an
-    // exact origin, and "*" would hand tickets to every page.
-    if (!origin.empty()) {
-        answer.add("Access-Control-Allow-Origin", origin);
-        answer.add("Access-Control-Allow-Credentials", "true");
-    }
-}
-
-inline mint_answer mint_guard::preflight(const mint_request& request) const noexcept {
-    mint_answer answer;
-    answer.success_status_ = 204;
-    answer.add("Vary", "Origin");
-    if (request.method != "OPTIONS") {
-        answer.decision = reason::mint_method_not_post;
-        return answer;
-    }
-    // A preflight always has an Origin: without one this is no browser's
-    // preflight, and allow_missing_origin does not apply.
-    if (request.origin.empty()) {
-        answer.decision = reason::origin_missing;
-        return answer;
-    }
-    if (decision d = check_origin_and_site(request); !d) {
-        answer.decision = d;
-        return answer;
-    }
-    // Access-Control-Request-Method is case-sensitive (Fetch: methods are
-    // normalized only for DELETE/GET/HEAD/OPTIONS/POST/PUT, and fetch() sends "POST").
-    if (request.access_control_request_method != "POST") {
-        answer.decision = reason::mint_method_not_post;
-        return answer;
-    }
-    // A browser lists the non-safelisted headers the POST will carry: without
-    // the marker among them, the POST would be refused anyway.
-    if (!detail::mint_lists_header(request.access_control_request_headers, marker_header_)) {
-        answer.decision = reason::mint_not_preflighted;
-        return answer;
-    }
-    add_cors(answer, request.origin);
-    answer.add("Access-Control-Allow-Methods", "POST");
-    answer.add("Access-Control-Allow-Headers", marker_header_);
-    answer.add("Access-Control-Max-Age", max_age_);
-    return answer;
-}
-
-inline mint_answer mint_guard::check(const mint_request& request, std::chrono::steady_clock::time_point now) noexcept {
-    mint_answer answer;
-    answer.add("Vary", "Origin");
-    answer.decision = decide(request, now);
-    if (answer.decision.reason == reason::mint_method_not_post) answer.add("Allow", "POST, OPTIONS");
-    // The pair is sent whenever the origin itself passed, also on a later
-    // refusal (429, 401), so an allowed page can read why and when to retry.
-    if (!request.origin.empty() && check_origin_and_site(request)) add_cors(answer, request.origin);
-    return answer;
-}
-
-inline decision mint_guard::decide(const mint_request& request, std::chrono::steady_clock::time_point now) noexcept {
-    if (request.method != "POST") return reason::mint_method_not_post;
-    if (decision d = check_origin_and_site(request); !d) return d;
-    if (request.marker != marker_value) return reason::mint_not_preflighted;
-    const std::optional<address_key> address =
-        request.remote_address_bytes != nullptr
-            ? address_key::from_bytes(request.remote_address_bytes, request.remote_address_size, address_options_)
-            : address_key::from_endpoint_text(request.remote_address, address_options_);
-    if (!address) return reason::address_malformed;
-    if (decision d = address_rate_->try_acquire(*address, now); !d) return d;  // rate_limited
-    if (request.subject.empty()) return reason::mint_subject_missing;
-    if (request.subject.size() > ticket_limits::max_subject) return reason::ticket_field_too_long;
-    if (decision d = subject_rate_->try_acquire(request.subject, now); !d)
-        return decision(reason::mint_rate_limited, d.retry_after);
-    return decision::allow();
-}
-
-}  // inline namespace WSGUARD_ABI_NS
-}  // namespace wsguard
 
 #endif  // WSGUARD_HPP

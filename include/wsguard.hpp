@@ -91,6 +91,23 @@
 #include <utility>
 #include <vector>
 
+// Random bytes come from the operating system only. (<sys/mman.h>: huge
+// pages for the keyed limiter's table.)
+#if defined(__linux__)
+#include <sys/random.h>
+#include <sys/mman.h>
+#elif defined(_WIN32)
+// Declared here rather than through <windows.h>, whose min/max macros would
+// leak into every program that includes wsguard. Same types as <bcrypt.h>
+// (NTSTATUS, BCRYPT_ALG_HANDLE, PUCHAR, ULONG), so both may be included.
+// MinGW users link -lbcrypt.
+extern "C" long __stdcall BCryptGenRandom(void* algorithm, unsigned char* buffer, unsigned long size,
+                                          unsigned long flags);
+#if defined(_MSC_VER)
+#pragma comment(lib, "bcrypt")
+#endif
+#endif
+
 namespace wsguard {
 inline namespace WSGUARD_ABI_NS {
 
@@ -1843,6 +1860,224 @@ inline head_verdict request_head_budget::feed(const char* data, std::size_t n) n
 namespace wsguard {
 inline namespace WSGUARD_ABI_NS {
 
+// ---------------------------------------------------------------------------
+// Storage the public classes hold by value, so it is complete before them: the
+// flat host table (its hashing lives with the other internals, below) and the
+// trait that lets create() take any range of pattern strings.
+// ---------------------------------------------------------------------------
+namespace detail {
+
+template <class T, class = void>
+struct origin_is_pattern_range : std::false_type {};
+
+// Any container whose elements convert to std::string_view, but not a string
+// itself (a std::string is a range of chars, not of patterns).
+template <class T>
+using origin_element_t = decltype(*std::begin(std::declval<const T&>()));
+
+template <class T>
+struct origin_is_pattern_range<T, std::void_t<origin_element_t<T>, decltype(std::end(std::declval<const T&>()))>>
+    : std::integral_constant<bool, std::is_convertible<origin_element_t<T>, std::string_view>::value &&
+                                       !std::is_convertible<const T&, std::string_view>::value> {};
+
+template <class Patterns>
+std::vector<std::string_view> origin_views(const Patterns& patterns) {
+    std::vector<std::string_view> views;
+    for (const auto& p : patterns) views.emplace_back(std::string_view(p));
+    return views;
+}
+
+inline std::uint64_t origin_hash_host(std::string_view host) noexcept;
+inline bool origin_folded_equal(const char* host, const char* stored, std::size_t n) noexcept;
+
+// The set behind origin_policy and host_allowlist: keys are (tag, port, host).
+class origin_table {
+public:
+    // Adds a key once; returns false when it was already there.
+    bool insert(std::uint8_t tag, std::uint32_t port, std::string_view host) {
+        if (host.size() > 255 || arena_.size() > 0xffffff00u) return false;
+        if (find(tag, port, host, origin_hash_host(host))) return false;
+        if ((count_ + 1) * 2 > slots_.size()) grow();
+        place(slot{key_hash(origin_hash_host(host), tag, port), static_cast<std::uint32_t>(arena_.size()),
+                   static_cast<std::uint8_t>(host.size()), tag, static_cast<std::uint16_t>(port)});
+        for (char c : host) arena_ += static_cast<char>(c | 0x20);
+        ++count_;
+        return true;
+    }
+
+    bool find(std::uint8_t tag, std::uint32_t port, std::string_view host, std::uint64_t host_hash) const noexcept {
+        if (slots_.empty()) return false;
+        const std::uint64_t h = key_hash(host_hash, tag, port);
+        const std::size_t mask = slots_.size() - 1;
+        for (std::size_t i = static_cast<std::size_t>(h >> shift_);; i = (i + 1) & mask) {
+            const slot& s = slots_[i];
+            if (s.hash == 0) return false;
+            if (s.hash == h && s.tag == tag && s.port == port && s.length == host.size() &&
+                origin_folded_equal(host.data(), arena_.data() + s.offset, host.size())) {
+                return true;
+            }
+        }
+    }
+
+    std::size_t size() const noexcept { return count_; }
+
+private:
+    struct slot {
+        std::uint64_t hash;  // 0: empty
+        std::uint32_t offset;
+        std::uint8_t length;
+        std::uint8_t tag;
+        std::uint16_t port;
+    };
+
+    // Multiply-shift: the index is the product's top bits, which depend on
+    // every bit of the key.
+    static std::uint64_t key_hash(std::uint64_t host_hash, std::uint8_t tag, std::uint32_t port) noexcept {
+        const std::uint64_t h = (host_hash ^ (static_cast<std::uint64_t>(tag) << 16) ^ port) * 0x9e3779b97f4a7c15ULL;
+        return h == 0 ? 1 : h;
+    }
+
+    void place(const slot& entry) {
+        const std::size_t mask = slots_.size() - 1;
+        std::size_t i = static_cast<std::size_t>(entry.hash >> shift_);
+        while (slots_[i].hash != 0) i = (i + 1) & mask;
+        slots_[i] = entry;
+    }
+
+    void grow() {
+        std::vector<slot> old = std::move(slots_);
+        slots_.assign(old.empty() ? 16 : old.size() * 2, slot{0, 0, 0, 0, 0});
+        shift_ = 64;
+        for (std::size_t size = slots_.size(); size > 1; size >>= 1) --shift_;
+        for (const slot& s : old) {
+            if (s.hash != 0) place(s);
+        }
+    }
+
+    std::vector<slot> slots_;
+    std::string arena_;  // every host, folded, back to back
+    std::size_t count_ = 0;
+    unsigned shift_ = 64;  // 64 - log2(slots_.size())
+};
+
+}  // namespace detail
+
+// ---------------------------------------------------------------------------
+// origin_policy
+// ---------------------------------------------------------------------------
+struct origin_options {
+    // Let a handshake with no Origin header through. Browsers always send
+    // Origin on a WebSocket handshake; only set this for non-browser clients
+    // (native apps, server-to-server), and authenticate them another way.
+    bool allow_missing_origin = false;
+    // Accept every well-formed origin: the policy then checks nothing but the
+    // syntax. "null" and malformed values are still refused. Dangerous with
+    // cookies or any ambient credential: any page can open the socket.
+    bool allow_any_origin_unsafe = false;
+};
+
+class origin_policy {
+public:
+    using options = origin_options;
+    // Longer Origin values are refused before they are parsed. A real origin
+    // is at most about 270 bytes (253-byte host, scheme, port).
+    static constexpr std::size_t max_header_length = 2048;
+
+    // Patterns: "https://app.example.com", "https://app.example.com:8443",
+    // "http://[::1]:8080", "https://*.example.com" (one or more labels, not the
+    // apex), "http://localhost:*" (any port). ASCII case and default ports are
+    // folded; everything else is significant.
+    static result<origin_policy> create(std::initializer_list<std::string_view> patterns) {
+        return build(std::vector<std::string_view>(patterns), options{});
+    }
+    static result<origin_policy> create(std::initializer_list<std::string_view> patterns, const options& opts) {
+        return build(std::vector<std::string_view>(patterns), opts);
+    }
+    template <class Patterns, class = std::enable_if_t<detail::origin_is_pattern_range<Patterns>::value>>
+    static result<origin_policy> create(const Patterns& patterns) {
+        return build(detail::origin_views(patterns), options{});
+    }
+    template <class Patterns, class = std::enable_if_t<detail::origin_is_pattern_range<Patterns>::value>>
+    static result<origin_policy> create(const Patterns& patterns, const options& opts) {
+        return build(detail::origin_views(patterns), opts);
+    }
+
+    // `origin_header` is the Origin field value as the HTTP parser gives it;
+    // an empty view means the header was absent.
+    decision check(std::string_view origin_header) const noexcept;
+
+    // Distinct patterns after folding case and default ports.
+    std::size_t size() const noexcept { return table_.size(); }
+    const options& settings() const noexcept { return options_; }
+
+private:
+    origin_policy() = default;
+    static result<origin_policy> build(const std::vector<std::string_view>& patterns, const options& opts);
+
+    detail::origin_table table_;
+    options options_;
+    std::uint64_t wildcard_labels_ = 0;  // bit k-1: some wildcard parent has k labels (k >= 64 -> bit 63)
+    bool any_port_exact_ = false;
+    bool any_port_wildcard_ = false;
+};
+
+// ---------------------------------------------------------------------------
+// host_allowlist: the DNS-rebinding defence
+// ---------------------------------------------------------------------------
+// A page on attacker.example whose DNS answer flips to 127.0.0.1 talks to your
+// local server with Origin and Host both "attacker.example": an "Origin equals
+// Host" check passes, a Host allowlist does not.
+class host_allowlist {
+public:
+    // Patterns: "localhost:8080", "127.0.0.1:8080", "[::1]:8080",
+    // "app.example.com" (no port: matches a Host with no port, :80 or :443),
+    // "localhost:*" (any port). No wildcard hosts.
+    static result<host_allowlist> create(std::initializer_list<std::string_view> patterns) {
+        return build(std::vector<std::string_view>(patterns));
+    }
+    template <class Patterns, class = std::enable_if_t<detail::origin_is_pattern_range<Patterns>::value>>
+    static result<host_allowlist> create(const Patterns& patterns) {
+        return build(detail::origin_views(patterns));
+    }
+
+    // `host_header` is the Host field value; an empty view means it was absent.
+    decision check(std::string_view host_header) const noexcept;
+
+    std::size_t size() const noexcept { return table_.size(); }
+
+private:
+    host_allowlist() = default;
+    static result<host_allowlist> build(const std::vector<std::string_view>& patterns);
+
+    detail::origin_table table_;
+    bool any_port_ = false;
+};
+
+// ---------------------------------------------------------------------------
+// Sec-Fetch-Site: an extra denial, never a grant
+// ---------------------------------------------------------------------------
+enum class fetch_site_policy : std::uint8_t {
+    deny_cross_site,               // refuse "cross-site"
+    deny_cross_site_and_same_site, // also refuse "same-site" (sibling subdomains)
+};
+
+// Browsers send Sec-Fetch-Site on every request; older browsers and
+// non-browser clients send none, so an absent value passes. Passing this
+// check grants nothing: the Origin check must still pass.
+inline decision check_sec_fetch_site(std::string_view value,
+                                     fetch_site_policy policy = fetch_site_policy::deny_cross_site) noexcept {
+    if (value.empty() || value == "same-origin" || value == "none") return decision::allow();
+    if (value == "same-site") {
+        if (policy == fetch_site_policy::deny_cross_site) return decision::allow();
+        return reason::fetch_site_cross_site;
+    }
+    if (value == "cross-site") return reason::fetch_site_cross_site;
+    return reason::fetch_site_malformed;
+}
+
+// ---------------------------------------------------------------------------
+// Internals: the parser, the Public Suffix List lookups, the host hashing
+// ---------------------------------------------------------------------------
 namespace detail {
 
 // ---------------------------------------------------------------------------
@@ -2354,74 +2589,6 @@ enum : std::uint8_t {
     origin_tag_host_default = 0x81,  // host_allowlist: host with no port (none, 80 or 443)
 };
 
-class origin_table {
-public:
-    // Adds a key once; returns false when it was already there.
-    bool insert(std::uint8_t tag, std::uint32_t port, std::string_view host) {
-        if (host.size() > 255 || arena_.size() > 0xffffff00u) return false;
-        if (find(tag, port, host, origin_hash_host(host))) return false;
-        if ((count_ + 1) * 2 > slots_.size()) grow();
-        place(slot{key_hash(origin_hash_host(host), tag, port), static_cast<std::uint32_t>(arena_.size()),
-                   static_cast<std::uint8_t>(host.size()), tag, static_cast<std::uint16_t>(port)});
-        for (char c : host) arena_ += static_cast<char>(c | 0x20);
-        ++count_;
-        return true;
-    }
-
-    bool find(std::uint8_t tag, std::uint32_t port, std::string_view host, std::uint64_t host_hash) const noexcept {
-        if (slots_.empty()) return false;
-        const std::uint64_t h = key_hash(host_hash, tag, port);
-        const std::size_t mask = slots_.size() - 1;
-        for (std::size_t i = static_cast<std::size_t>(h >> shift_);; i = (i + 1) & mask) {
-            const slot& s = slots_[i];
-            if (s.hash == 0) return false;
-            if (s.hash == h && s.tag == tag && s.port == port && s.length == host.size() &&
-                origin_folded_equal(host.data(), arena_.data() + s.offset, host.size())) {
-                return true;
-            }
-        }
-    }
-
-    std::size_t size() const noexcept { return count_; }
-
-private:
-    struct slot {
-        std::uint64_t hash;  // 0: empty
-        std::uint32_t offset;
-        std::uint8_t length;
-        std::uint8_t tag;
-        std::uint16_t port;
-    };
-
-    // Multiply-shift: the index is the product's top bits, which depend on
-    // every bit of the key.
-    static std::uint64_t key_hash(std::uint64_t host_hash, std::uint8_t tag, std::uint32_t port) noexcept {
-        const std::uint64_t h = (host_hash ^ (static_cast<std::uint64_t>(tag) << 16) ^ port) * 0x9e3779b97f4a7c15ULL;
-        return h == 0 ? 1 : h;
-    }
-
-    void place(const slot& entry) {
-        const std::size_t mask = slots_.size() - 1;
-        std::size_t i = static_cast<std::size_t>(entry.hash >> shift_);
-        while (slots_[i].hash != 0) i = (i + 1) & mask;
-        slots_[i] = entry;
-    }
-
-    void grow() {
-        std::vector<slot> old = std::move(slots_);
-        slots_.assign(old.empty() ? 16 : old.size() * 2, slot{0, 0, 0, 0, 0});
-        shift_ = 64;
-        for (std::size_t size = slots_.size(); size > 1; size >>= 1) --shift_;
-        for (const slot& s : old) {
-            if (s.hash != 0) place(s);
-        }
-    }
-
-    std::vector<slot> slots_;
-    std::string arena_;  // every host, folded, back to back
-    std::size_t count_ = 0;
-    unsigned shift_ = 64;  // 64 - log2(slots_.size())
-};
 
 // Quotes a pattern for an error message, control and non-ASCII bytes escaped.
 inline std::string origin_quote(std::string_view s) {
@@ -2477,87 +2644,11 @@ inline std::string origin_syntax_message(origin_syntax e, bool host_list) {
     return "is invalid";
 }
 
-template <class T, class = void>
-struct origin_is_pattern_range : std::false_type {};
-
-// Any container whose elements convert to std::string_view, but not a string
-// itself (a std::string is a range of chars, not of patterns).
-template <class T>
-using origin_element_t = decltype(*std::begin(std::declval<const T&>()));
-
-template <class T>
-struct origin_is_pattern_range<T, std::void_t<origin_element_t<T>, decltype(std::end(std::declval<const T&>()))>>
-    : std::integral_constant<bool, std::is_convertible<origin_element_t<T>, std::string_view>::value &&
-                                       !std::is_convertible<const T&, std::string_view>::value> {};
-
-template <class Patterns>
-std::vector<std::string_view> origin_views(const Patterns& patterns) {
-    std::vector<std::string_view> views;
-    for (const auto& p : patterns) views.emplace_back(std::string_view(p));
-    return views;
-}
-
 }  // namespace detail
 
 // ---------------------------------------------------------------------------
-// origin_policy
+// origin_policy and host_allowlist: out-of-line bodies
 // ---------------------------------------------------------------------------
-struct origin_options {
-    // Let a handshake with no Origin header through. Browsers always send
-    // Origin on a WebSocket handshake; only set this for non-browser clients
-    // (native apps, server-to-server), and authenticate them another way.
-    bool allow_missing_origin = false;
-    // Accept every well-formed origin: the policy then checks nothing but the
-    // syntax. "null" and malformed values are still refused. Dangerous with
-    // cookies or any ambient credential: any page can open the socket.
-    bool allow_any_origin_unsafe = false;
-};
-
-class origin_policy {
-public:
-    using options = origin_options;
-    // Longer Origin values are refused before they are parsed. A real origin
-    // is at most about 270 bytes (253-byte host, scheme, port).
-    static constexpr std::size_t max_header_length = 2048;
-
-    // Patterns: "https://app.example.com", "https://app.example.com:8443",
-    // "http://[::1]:8080", "https://*.example.com" (one or more labels, not the
-    // apex), "http://localhost:*" (any port). ASCII case and default ports are
-    // folded; everything else is significant.
-    static result<origin_policy> create(std::initializer_list<std::string_view> patterns) {
-        return build(std::vector<std::string_view>(patterns), options{});
-    }
-    static result<origin_policy> create(std::initializer_list<std::string_view> patterns, const options& opts) {
-        return build(std::vector<std::string_view>(patterns), opts);
-    }
-    template <class Patterns, class = std::enable_if_t<detail::origin_is_pattern_range<Patterns>::value>>
-    static result<origin_policy> create(const Patterns& patterns) {
-        return build(detail::origin_views(patterns), options{});
-    }
-    template <class Patterns, class = std::enable_if_t<detail::origin_is_pattern_range<Patterns>::value>>
-    static result<origin_policy> create(const Patterns& patterns, const options& opts) {
-        return build(detail::origin_views(patterns), opts);
-    }
-
-    // `origin_header` is the Origin field value as the HTTP parser gives it;
-    // an empty view means the header was absent.
-    decision check(std::string_view origin_header) const noexcept;
-
-    // Distinct patterns after folding case and default ports.
-    std::size_t size() const noexcept { return table_.size(); }
-    const options& settings() const noexcept { return options_; }
-
-private:
-    origin_policy() = default;
-    static result<origin_policy> build(const std::vector<std::string_view>& patterns, const options& opts);
-
-    detail::origin_table table_;
-    options options_;
-    std::uint64_t wildcard_labels_ = 0;  // bit k-1: some wildcard parent has k labels (k >= 64 -> bit 63)
-    bool any_port_exact_ = false;
-    bool any_port_wildcard_ = false;
-};
-
 inline result<origin_policy> origin_policy::build(const std::vector<std::string_view>& patterns, const options& opts) {
     origin_policy policy;
     policy.options_ = opts;
@@ -2667,38 +2758,6 @@ inline decision origin_policy::check(std::string_view origin_header) const noexc
     return reason::origin_not_allowed;
 }
 
-// ---------------------------------------------------------------------------
-// host_allowlist: the DNS-rebinding defence
-// ---------------------------------------------------------------------------
-// A page on attacker.example whose DNS answer flips to 127.0.0.1 talks to your
-// local server with Origin and Host both "attacker.example": an "Origin equals
-// Host" check passes, a Host allowlist does not.
-class host_allowlist {
-public:
-    // Patterns: "localhost:8080", "127.0.0.1:8080", "[::1]:8080",
-    // "app.example.com" (no port: matches a Host with no port, :80 or :443),
-    // "localhost:*" (any port). No wildcard hosts.
-    static result<host_allowlist> create(std::initializer_list<std::string_view> patterns) {
-        return build(std::vector<std::string_view>(patterns));
-    }
-    template <class Patterns, class = std::enable_if_t<detail::origin_is_pattern_range<Patterns>::value>>
-    static result<host_allowlist> create(const Patterns& patterns) {
-        return build(detail::origin_views(patterns));
-    }
-
-    // `host_header` is the Host field value; an empty view means it was absent.
-    decision check(std::string_view host_header) const noexcept;
-
-    std::size_t size() const noexcept { return table_.size(); }
-
-private:
-    host_allowlist() = default;
-    static result<host_allowlist> build(const std::vector<std::string_view>& patterns);
-
-    detail::origin_table table_;
-    bool any_port_ = false;
-};
-
 inline result<host_allowlist> host_allowlist::build(const std::vector<std::string_view>& patterns) {
     if (patterns.empty()) {
         return result<host_allowlist>::failure(
@@ -2753,28 +2812,6 @@ inline decision host_allowlist::check(std::string_view host_header) const noexce
         return decision::allow();
     }
     return reason::host_not_allowed;
-}
-
-// ---------------------------------------------------------------------------
-// Sec-Fetch-Site: an extra denial, never a grant
-// ---------------------------------------------------------------------------
-enum class fetch_site_policy : std::uint8_t {
-    deny_cross_site,               // refuse "cross-site"
-    deny_cross_site_and_same_site, // also refuse "same-site" (sibling subdomains)
-};
-
-// Browsers send Sec-Fetch-Site on every request; older browsers and
-// non-browser clients send none, so an absent value passes. Passing this
-// check grants nothing: the Origin check must still pass.
-inline decision check_sec_fetch_site(std::string_view value,
-                                     fetch_site_policy policy = fetch_site_policy::deny_cross_site) noexcept {
-    if (value.empty() || value == "same-origin" || value == "none") return decision::allow();
-    if (value == "same-site") {
-        if (policy == fetch_site_policy::deny_cross_site) return decision::allow();
-        return reason::fetch_site_cross_site;
-    }
-    if (value == "cross-site") return reason::fetch_site_cross_site;
-    return reason::fetch_site_malformed;
 }
 
 }  // inline namespace WSGUARD_ABI_NS
@@ -3557,81 +3594,11 @@ inline proxy_header parse_proxy_header(const std::uint8_t* data, std::size_t siz
 // 7. Crypto: sha256, hmac_sha256, base64url, random bytes
 // ===========================================================================
 
-// Which SHA-256 compressions are compiled. Each SIMD path is compiled with a
-// target attribute (no -msha needed) and only ever called after a CPU check.
-#if !WSGUARD_NO_SIMD && (defined(__x86_64__) || defined(_M_X64)) && \
-    (defined(__GNUC__) || defined(__clang__) || defined(_MSC_VER))
-#define WSGUARD_DETAIL_SHA256_SHANI 1
-#else
-#define WSGUARD_DETAIL_SHA256_SHANI 0
-#endif
-
-// Clang before 16 only declares the ARMv8 SHA2 intrinsics when the whole
-// translation unit targets them; GCC and newer Clang accept a target attribute.
-#if !WSGUARD_NO_SIMD && defined(__aarch64__) &&                                                      \
-    (defined(__ARM_FEATURE_SHA2) || defined(__ARM_FEATURE_CRYPTO) ||                                  \
-     (defined(__GNUC__) && !defined(__clang__)) || (defined(__clang__) && __clang_major__ >= 16))
-#define WSGUARD_DETAIL_SHA256_ARMV8 1
-#else
-#define WSGUARD_DETAIL_SHA256_ARMV8 0
-#endif
-
-#if WSGUARD_DETAIL_SHA256_SHANI
-#include <immintrin.h>
-#if defined(_MSC_VER) && !defined(__clang__)
-#include <intrin.h>
-#define WSGUARD_DETAIL_TARGET_SHANI
-#else
-#include <cpuid.h>
-#define WSGUARD_DETAIL_TARGET_SHANI __attribute__((target("sha,sse4.1")))
-#endif
-// For the per-block helpers: the compression stays one straight-line function
-// with no calls (GCC -O2 would otherwise call a block, passing the state through
-// memory), which is what the constant-time job checks.
-#if defined(__GNUC__) || defined(__clang__)
-#define WSGUARD_DETAIL_SHANI_INLINE __attribute__((always_inline)) inline
-#else
-#define WSGUARD_DETAIL_SHANI_INLINE inline
-#endif
-#endif
-
-#if WSGUARD_DETAIL_SHA256_ARMV8
-#include <arm_neon.h>
-#if defined(__ARM_FEATURE_SHA2) || defined(__ARM_FEATURE_CRYPTO)
-#define WSGUARD_DETAIL_TARGET_ARMV8
-#elif defined(__clang__)
-#define WSGUARD_DETAIL_TARGET_ARMV8 __attribute__((target("sha2")))
-#else
-// GCC 12 declares the SHA2 intrinsics under "+crypto" (SHA2 and AES), later GCC under "+sha2".
-#define WSGUARD_DETAIL_TARGET_ARMV8 __attribute__((target("+crypto")))
-#endif
-#if defined(__linux__) && !(defined(__ARM_FEATURE_SHA2) || defined(__ARM_FEATURE_CRYPTO))
-#include <sys/auxv.h>
-#endif
-// As WSGUARD_DETAIL_SHANI_INLINE: one block's code in each caller, no call.
-#if defined(__GNUC__) || defined(__clang__)
-#define WSGUARD_DETAIL_ARMV8_INLINE __attribute__((always_inline)) inline
-#else
-#define WSGUARD_DETAIL_ARMV8_INLINE inline
-#endif
-#endif
-
-// Random bytes come from the operating system only. (<sys/mman.h>: huge
-// pages for the keyed limiter's table.)
-#if defined(__linux__)
-#include <sys/random.h>
-#include <sys/mman.h>
-#elif defined(_WIN32)
-// Declared here rather than through <windows.h>, whose min/max macros would
-// leak into every program that includes wsguard. Same types as <bcrypt.h>
-// (NTSTATUS, BCRYPT_ALG_HANDLE, PUCHAR, ULONG), so both may be included.
-// MinGW users link -lbcrypt.
-extern "C" long __stdcall BCryptGenRandom(void* algorithm, unsigned char* buffer, unsigned long size,
-                                          unsigned long flags);
-#if defined(_MSC_VER)
-#pragma comment(lib, "bcrypt")
-#endif
-#endif
+// The public promise: sha256 and sha256_hasher, hmac_sha256 and hmac_sha256_key,
+// constant_time_equal, base64url_encode / base64url_decode with their sizes,
+// and random_bytes. Below them: the portable SHA-256 and the base64url codec,
+// then, fenced at the end, the SIMD compression backends and the choice
+// between them.
 
 namespace wsguard {
 inline namespace WSGUARD_ABI_NS {
@@ -3640,19 +3607,318 @@ using sha256_digest = std::array<std::uint8_t, 32>;
 
 namespace detail {
 
+// What the public classes hold by value (complete before them), and the
+// internals their inline members call: declared here, defined below.
 // Compresses `count` consecutive 64-byte blocks into `state` (FIPS 180-4 6.2.2).
 using sha256_compress_fn = void (*)(std::uint32_t* state, const std::uint8_t* blocks, std::size_t count) noexcept;
 
-enum class sha256_backend : std::uint8_t { portable, x86_shani, armv8_sha2 };
+inline constexpr std::uint32_t sha256_initial_state[8] = {
+    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+};
 
-constexpr const char* sha256_backend_name(sha256_backend b) noexcept {
-    switch (b) {
-        case sha256_backend::portable: return "portable";
-        case sha256_backend::x86_shani: return "x86_shani";
-        case sha256_backend::armv8_sha2: return "armv8_sha2";
+inline void crypto_wipe(void* p, std::size_t size) noexcept;
+inline sha256_compress_fn sha256_active_compress() noexcept;
+inline void sha256_store_digest(const std::uint32_t* state, std::uint8_t* out) noexcept;
+inline void sha256_absorb_final(std::uint32_t* state, std::uint64_t prefix, const std::uint8_t* data, std::size_t size,
+                                sha256_compress_fn compress) noexcept;
+inline void hmac_sha256_finish(sha256_compress_fn compress, const std::uint32_t* inner, std::uint64_t prefix,
+                               const std::uint8_t* data, std::size_t size, const std::uint32_t* outer,
+                               std::uint8_t* out) noexcept;
+inline sha256_digest sha256_with(sha256_compress_fn compress, const std::uint8_t* data, std::size_t size) noexcept;
+
+// Buffered incremental SHA-256 from any starting state.
+struct sha256_engine {
+    std::uint32_t state[8];
+    std::uint8_t buffer[64];
+    std::size_t buffered;  // 0..63
+    std::uint64_t total;   // bytes absorbed, including the prefix a start state stands for
+    sha256_compress_fn compress;
+
+    void start(const std::uint32_t* initial, std::uint64_t prefix, sha256_compress_fn fn) noexcept {
+        std::memcpy(state, initial, sizeof state);
+        buffered = 0;
+        total = prefix;
+        compress = fn;
     }
-    return "unknown";
+
+    void update(const std::uint8_t* data, std::size_t size) noexcept {
+        if (size == 0) return;
+        total += size;
+        if (buffered != 0) {
+            const std::size_t take = size < 64 - buffered ? size : 64 - buffered;
+            std::memcpy(buffer + buffered, data, take);
+            buffered += take;
+            data += take;
+            size -= take;
+            if (buffered < 64) return;
+            compress(state, buffer, 1);
+            buffered = 0;
+        }
+        const std::size_t whole = size / 64;
+        if (whole != 0) compress(state, data, whole);
+        buffered = size % 64;
+        if (buffered != 0) std::memcpy(buffer, data + whole * 64, buffered);
+    }
+
+    void finish(std::uint8_t* out) noexcept {
+        sha256_absorb_final(state, total - buffered, buffer, buffered, compress);
+        sha256_store_digest(state, out);
+    }
+
+    void wipe() noexcept { crypto_wipe(this, sizeof *this); }
+};
+
+// Builds the hasher and key objects on one chosen backend (with the backends, at the end).
+struct sha256_backend_access;
+
+}  // namespace detail
+
+// ---------------------------------------------------------------------------
+// SHA-256
+// ---------------------------------------------------------------------------
+
+// Incremental SHA-256. finish() returns the digest and resets the hasher.
+class sha256_hasher {
+public:
+    sha256_hasher() noexcept : sha256_hasher(detail::sha256_active_compress()) {}
+    sha256_hasher(const sha256_hasher&) noexcept = default;
+    sha256_hasher& operator=(const sha256_hasher&) noexcept = default;
+    ~sha256_hasher() { engine_.wipe(); }
+
+    void update(const std::uint8_t* data, std::size_t size) noexcept { engine_.update(data, size); }
+    void update(std::string_view data) noexcept {
+        engine_.update(reinterpret_cast<const std::uint8_t*>(data.data()), data.size());
+    }
+    sha256_digest finish() noexcept {
+        sha256_digest out;
+        engine_.finish(out.data());
+        engine_.start(detail::sha256_initial_state, 0, engine_.compress);
+        return out;
+    }
+
+private:
+    friend struct detail::sha256_backend_access;
+    explicit sha256_hasher(detail::sha256_compress_fn compress) noexcept {
+        engine_.start(detail::sha256_initial_state, 0, compress);
+    }
+    detail::sha256_engine engine_;
+};
+
+inline sha256_digest sha256(const std::uint8_t* data, std::size_t size) noexcept {
+    return detail::sha256_with(detail::sha256_active_compress(), data, size);
 }
+inline sha256_digest sha256(std::string_view data) noexcept {
+    return sha256(reinterpret_cast<const std::uint8_t*>(data.data()), data.size());
+}
+
+// ---------------------------------------------------------------------------
+// HMAC-SHA256 (RFC 2104)
+// ---------------------------------------------------------------------------
+
+// A MAC key with its inner and outer pad blocks already compressed, so each MAC
+// costs only the message's compressions plus one. Wiped on destruction.
+// Any key length is accepted, as RFC 2104 (and RFC 4231's 20-byte vectors) has
+// it: this is the primitive. Ticket keys go through keyring::create, which
+// refuses secrets shorter than 32 bytes.
+class hmac_sha256_key {
+public:
+    explicit hmac_sha256_key(std::string_view key) noexcept
+        : hmac_sha256_key(reinterpret_cast<const std::uint8_t*>(key.data()), key.size()) {}
+    hmac_sha256_key(const std::uint8_t* key, std::size_t size) noexcept
+        : hmac_sha256_key(key, size, detail::sha256_active_compress()) {}
+    hmac_sha256_key(const hmac_sha256_key&) noexcept = default;
+    hmac_sha256_key& operator=(const hmac_sha256_key&) noexcept = default;
+    ~hmac_sha256_key() {
+        detail::crypto_wipe(inner_, sizeof inner_);
+        detail::crypto_wipe(outer_, sizeof outer_);
+    }
+
+    sha256_digest mac(const std::uint8_t* message, std::size_t size) const noexcept {
+        sha256_digest out;
+        detail::hmac_sha256_finish(compress_, inner_, 64, message, size, outer_, out.data());
+        return out;
+    }
+    sha256_digest mac(std::string_view message) const noexcept {
+        return mac(reinterpret_cast<const std::uint8_t*>(message.data()), message.size());
+    }
+
+    // An incremental MAC over several parts, without copying them together.
+    // finish() once per message; begin() again (or a copy made earlier) for the next.
+    class stream {
+    public:
+        stream(const stream&) noexcept = default;
+        stream& operator=(const stream&) noexcept = default;
+        ~stream() {
+            inner_.wipe();
+            detail::crypto_wipe(outer_, sizeof outer_);
+        }
+        void update(const std::uint8_t* data, std::size_t size) noexcept { inner_.update(data, size); }
+        void update(std::string_view data) noexcept {
+            inner_.update(reinterpret_cast<const std::uint8_t*>(data.data()), data.size());
+        }
+        // The MAC of everything absorbed. A copy of a stream continues on its
+        // own: absorb a shared prefix once, copy the stream per message.
+        sha256_digest finish() noexcept {
+            sha256_digest out;
+            detail::hmac_sha256_finish(inner_.compress, inner_.state, inner_.total - inner_.buffered, inner_.buffer,
+                                       inner_.buffered, outer_, out.data());
+            return out;
+        }
+
+    private:
+        friend class hmac_sha256_key;
+        explicit stream(const hmac_sha256_key& key) noexcept {
+            inner_.start(key.inner_, 64, key.compress_);
+            std::memcpy(outer_, key.outer_, sizeof outer_);
+        }
+        detail::sha256_engine inner_;
+        std::uint32_t outer_[8];
+    };
+
+    stream begin() const noexcept { return stream(*this); }
+
+private:
+    friend struct detail::sha256_backend_access;
+    hmac_sha256_key(const std::uint8_t* key, std::size_t size, detail::sha256_compress_fn compress) noexcept
+        : compress_(compress) {
+        // RFC 2104: a key longer than the block is replaced by its hash, then zero-padded.
+        std::uint8_t block[64] = {};
+        if (size > 64) {
+            const sha256_digest hashed = detail::sha256_with(compress_, key, size);
+            std::memcpy(block, hashed.data(), hashed.size());
+            detail::crypto_wipe(const_cast<std::uint8_t*>(hashed.data()), hashed.size());
+        } else if (size != 0) {
+            std::memcpy(block, key, size);
+        }
+        for (std::uint8_t& byte : block) byte ^= 0x36;
+        std::memcpy(inner_, detail::sha256_initial_state, sizeof inner_);
+        compress_(inner_, block, 1);
+        for (std::uint8_t& byte : block) byte ^= 0x36 ^ 0x5c;
+        std::memcpy(outer_, detail::sha256_initial_state, sizeof outer_);
+        compress_(outer_, block, 1);
+        detail::crypto_wipe(block, sizeof block);
+    }
+    std::uint32_t inner_[8];
+    std::uint32_t outer_[8];
+    detail::sha256_compress_fn compress_;
+};
+
+inline sha256_digest hmac_sha256(const std::uint8_t* key, std::size_t key_size, const std::uint8_t* message,
+                                 std::size_t message_size) noexcept {
+    return hmac_sha256_key(key, key_size).mac(message, message_size);
+}
+inline sha256_digest hmac_sha256(std::string_view key, std::string_view message) noexcept {
+    return hmac_sha256_key(key).mac(message);
+}
+
+// ---------------------------------------------------------------------------
+// Constant-time comparison
+// ---------------------------------------------------------------------------
+
+// True when the two buffers are equal. constant-time: the time depends only on
+// size, never on where or whether the buffers differ.
+inline bool constant_time_equal(const std::uint8_t* a, const std::uint8_t* b, std::size_t size) noexcept {
+    std::uint32_t difference = 0;
+    for (std::size_t i = 0; i < size; ++i) {
+        difference |= static_cast<std::uint32_t>(a[i] ^ b[i]);
+#if defined(__GNUC__) || defined(__clang__)
+        // Hides the accumulator from the optimiser, which could otherwise stop
+        // early once it saw every bit set.
+        __asm__("" : "+r"(difference));
+#endif
+    }
+    // 0 -> 1, 1..255 -> 0, without a comparison the compiler could branch on.
+    const bool equal = static_cast<bool>(((difference - 1u) >> 8) & 1u);
+    WSGUARD_CT_DECLASSIFY(&equal, sizeof equal);  // the answer is public; how it was reached is not
+    return equal;
+}
+inline bool constant_time_equal(const sha256_digest& a, const sha256_digest& b) noexcept {
+    return constant_time_equal(a.data(), b.data(), a.size());
+}
+
+// ---------------------------------------------------------------------------
+// base64url (RFC 4648 section 5), no padding, strict and canonical
+// ---------------------------------------------------------------------------
+
+// Characters needed for `bytes` bytes; saturates at SIZE_MAX (no buffer is that large).
+constexpr std::size_t base64url_encoded_size(std::size_t bytes) noexcept {
+    return bytes / 3 > std::numeric_limits<std::size_t>::max() / 4 - 1
+               ? std::numeric_limits<std::size_t>::max()
+               : bytes / 3 * 4 + (bytes % 3 == 0 ? 0 : bytes % 3 + 1);
+}
+// Bytes that `chars` characters decode to at most (exactly, when they are valid).
+constexpr std::size_t base64url_max_decoded_size(std::size_t chars) noexcept {
+    return chars / 4 * 3 + (chars % 4) * 3 / 4;
+}
+
+// Writes the encoding of in[0..size) to out (no terminator). Returns the number
+// of characters written, or 0 when out_capacity is too small (and size > 0).
+inline std::size_t base64url_encode(const std::uint8_t* in, std::size_t size, char* out,
+                                    std::size_t out_capacity) noexcept;
+
+// Convenience for configuration and tests (allocates: not for the request path).
+inline std::string base64url_encode(const std::uint8_t* in, std::size_t size) {
+    std::string out(base64url_encoded_size(size), '\0');
+    const std::size_t written = base64url_encode(in, size, &out[0], out.size());
+    out.resize(written);
+    return out;
+}
+
+// Decodes canonical unpadded base64url into out[0..out_capacity). Refuses (and
+// sets out_size to 0) anything but the one encoding an encoder would produce:
+// a character outside A-Z a-z 0-9 - _ (so '=', '+', '/', whitespace), a length
+// of 1 mod 4, non-zero unused bits in the last character, or an output larger
+// than out_capacity. Nothing is written past out_capacity; on refusal the
+// bytes written so far are zeroed.
+inline bool base64url_decode(std::string_view in, std::uint8_t* out, std::size_t out_capacity,
+                             std::size_t& out_size) noexcept;
+
+// ---------------------------------------------------------------------------
+// Random bytes from the operating system
+// ---------------------------------------------------------------------------
+
+// Fills out[0..size) from the OS generator. Fails closed: anything but a full
+// fill answers reason::random_unavailable (and the buffer is zeroed).
+inline reason random_bytes(std::uint8_t* out, std::size_t size) noexcept {
+    std::size_t filled = 0;
+#if defined(__linux__)
+    // getrandom() blocks only until the pool is first seeded; a signal may cut
+    // it short (EINTR) and large requests may come back partial.
+    while (filled < size) {
+        const ssize_t got = getrandom(out + filled, size - filled, 0);
+        if (got > 0) {
+            filled += static_cast<std::size_t>(got);
+        } else if (got < 0 && errno == EINTR) {
+            continue;
+        } else {
+            break;
+        }
+    }
+#elif defined(__APPLE__) || defined(__FreeBSD__) || defined(__OpenBSD__) || defined(__NetBSD__) || \
+    defined(__DragonFly__)
+    if (size != 0) arc4random_buf(out, size);  // cannot fail
+    filled = size;
+#elif defined(_WIN32)
+    const unsigned long use_system_preferred_rng = 0x00000002;  // BCRYPT_USE_SYSTEM_PREFERRED_RNG
+    while (filled < size) {
+        const std::size_t chunk_max = 0x40000000;  // fits the ULONG size argument
+        const std::size_t chunk = size - filled < chunk_max ? size - filled : chunk_max;
+        const long status = BCryptGenRandom(nullptr, out + filled, static_cast<unsigned long>(chunk), use_system_preferred_rng);
+        if (status < 0) break;  // NT_SUCCESS(status) is status >= 0
+        filled += chunk;
+    }
+#endif
+    if (filled != size) {
+        if (size != 0) detail::crypto_wipe(out, size);
+        return reason::random_unavailable;
+    }
+    return reason::ok;
+}
+
+// ---------------------------------------------------------------------------
+// Internals: the portable SHA-256, the end of an HMAC, the base64url codec
+// ---------------------------------------------------------------------------
+namespace detail {
 
 alignas(64) inline constexpr std::uint32_t sha256_round_constants[64] = {
     0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
@@ -3663,10 +3929,6 @@ alignas(64) inline constexpr std::uint32_t sha256_round_constants[64] = {
     0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
     0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
     0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
-};
-
-inline constexpr std::uint32_t sha256_initial_state[8] = {
-    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
 };
 
 constexpr std::uint32_t sha256_load_be32(const std::uint8_t* p) noexcept {
@@ -3734,6 +3996,338 @@ inline void sha256_compress_portable(std::uint32_t* state, const std::uint8_t* b
         state[6] += g;
         state[7] += h;
     }
+}
+
+inline void sha256_store_digest(const std::uint32_t* state, std::uint8_t* out) noexcept {
+    for (int i = 0; i < 8; ++i) sha256_store_be32(out + 4 * i, state[i]);
+}
+
+// Hashes `data` to its end, padding included, into a state that has already
+// absorbed `prefix` bytes (a multiple of 64). A short message (under two
+// blocks, e.g. an HMAC of a ticket) is copied so that one call compresses it
+// all; a longer one is compressed in place, only its tail copied.
+inline void sha256_absorb_final(std::uint32_t* state, std::uint64_t prefix, const std::uint8_t* data, std::size_t size,
+                                sha256_compress_fn compress) noexcept {
+    const std::size_t in_place = size >= 128 ? size / 64 : 0;
+    if (in_place != 0) compress(state, data, in_place);
+    const std::size_t rest = size - in_place * 64;  // 0..127
+    const std::size_t blocks = (rest + 1 + 8 + 63) / 64;  // room for 0x80 and the 64-bit length
+    std::uint8_t last[192];
+    if (rest != 0) std::memcpy(last, data + in_place * 64, rest);
+    last[rest] = 0x80;
+    std::memset(last + rest + 1, 0, blocks * 64 - rest - 1 - 8);
+    const std::uint64_t bits = (prefix + size) * 8;
+    sha256_store_be32(last + blocks * 64 - 8, static_cast<std::uint32_t>(bits >> 32));
+    sha256_store_be32(last + blocks * 64 - 4, static_cast<std::uint32_t>(bits));
+    compress(state, last, blocks);
+    crypto_wipe(last, blocks * 64);
+}
+
+// The end of an HMAC: the inner hash continues from `inner` (standing for
+// `prefix` bytes) over data[0..size) to its digest, the outer hash from `outer`
+// over that digest; the MAC goes to out[0..32).
+inline void hmac_sha256_finish(sha256_compress_fn compress, const std::uint32_t* inner, std::uint64_t prefix,
+                               const std::uint8_t* data, std::size_t size, const std::uint32_t* outer,
+                               std::uint8_t* out) noexcept {
+    std::uint32_t state[8];
+    std::memcpy(state, inner, sizeof state);
+    sha256_absorb_final(state, prefix, data, size, compress);
+    std::uint8_t inner_digest[32];
+    sha256_store_digest(state, inner_digest);
+    std::memcpy(state, outer, sizeof state);
+    sha256_absorb_final(state, 64, inner_digest, sizeof inner_digest, compress);
+    sha256_store_digest(state, out);
+    crypto_wipe(inner_digest, sizeof inner_digest);
+    crypto_wipe(state, sizeof state);
+}
+
+}  // namespace detail
+
+namespace detail {
+inline sha256_digest sha256_with(sha256_compress_fn compress, const std::uint8_t* data, std::size_t size) noexcept {
+    std::uint32_t state[8];
+    std::memcpy(state, sha256_initial_state, sizeof state);
+    sha256_absorb_final(state, 0, data, size, compress);
+    sha256_digest out;
+    sha256_store_digest(state, out.data());
+    return out;
+}
+}  // namespace detail
+
+namespace detail {
+// All-ones when the condition holds, else zero; keeps the codec free of
+// branches and tables indexed by data, so encoding or decoding a secret (a key,
+// a MAC) does not leak it through timing.
+constexpr std::uint32_t base64url_mask(bool condition) noexcept { return 0u - static_cast<std::uint32_t>(condition); }
+
+constexpr char base64url_char(std::uint32_t six_bits) noexcept {
+    const std::uint32_t v = six_bits & 63u;
+    std::uint32_t c = v + 'A';
+    c += base64url_mask(v >= 26) & ('a' - 'A' - 26);
+    c -= base64url_mask(v >= 52) & ('a' + 26 - '0');  // 'a' + (52 - 26) down to '0'
+    c -= base64url_mask(v >= 62) & ('0' + 10 - '-');
+    c += base64url_mask(v >= 63) & ('_' - '-' - 1);
+    return static_cast<char>(c);
+}
+
+// The six bits a character stands for, or 0x100 and above when it is not in the alphabet.
+constexpr std::uint32_t base64url_value(unsigned char c) noexcept {
+    const std::uint32_t x = c;
+    const std::uint32_t upper = base64url_mask(x >= 'A') & base64url_mask(x <= 'Z');
+    const std::uint32_t lower = base64url_mask(x >= 'a') & base64url_mask(x <= 'z');
+    const std::uint32_t digit = base64url_mask(x >= '0') & base64url_mask(x <= '9');
+    const std::uint32_t dash = base64url_mask(x == '-');
+    const std::uint32_t underscore = base64url_mask(x == '_');
+    const std::uint32_t value = (upper & (x - 'A')) | (lower & (x - 'a' + 26)) | (digit & (x - '0' + 52)) |
+                                (dash & 62u) | (underscore & 63u);
+    const std::uint32_t valid = upper | lower | digit | dash | underscore;
+    return value | (~valid & 0x100u);
+}
+}  // namespace detail
+
+namespace detail {
+// The same encoding as base64url_encode, NOT constant time (a table lookup per
+// character): only for output that is not secret (benchmark baselines).
+// Allocates; about 4x faster.
+inline std::string base64url_encode_public(const std::uint8_t* in, std::size_t size) {
+    static constexpr char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    std::string out(base64url_encoded_size(size), '\0');
+    char* o = &out[0];
+    std::size_t i = 0;
+    for (; i + 3 <= size; i += 3) {
+        const std::uint32_t v = (std::uint32_t{in[i]} << 16) | (std::uint32_t{in[i + 1]} << 8) | in[i + 2];
+        *o++ = alphabet[v >> 18];
+        *o++ = alphabet[(v >> 12) & 63];
+        *o++ = alphabet[(v >> 6) & 63];
+        *o++ = alphabet[v & 63];
+    }
+    if (size - i == 1) {
+        const std::uint32_t v = std::uint32_t{in[i]} << 16;
+        *o++ = alphabet[v >> 18];
+        *o++ = alphabet[(v >> 12) & 63];
+    } else if (size - i == 2) {
+        const std::uint32_t v = (std::uint32_t{in[i]} << 16) | (std::uint32_t{in[i + 1]} << 8);
+        *o++ = alphabet[v >> 18];
+        *o++ = alphabet[(v >> 12) & 63];
+        *o++ = alphabet[(v >> 6) & 63];
+    }
+    return out;
+}
+}  // namespace detail
+
+namespace detail {
+// 0..63 for the alphabet, 0xFF for every other byte. Indexed by input byte, so
+// only for public input (see detail::base64url_decode_public).
+struct base64url_table {
+    std::uint8_t value[256];
+    constexpr base64url_table() noexcept : value() {
+        for (int c = 0; c < 256; ++c) {
+            const std::uint32_t v = base64url_value(static_cast<unsigned char>(c));
+            value[c] = v > 63 ? std::uint8_t{0xFF} : static_cast<std::uint8_t>(v);
+        }
+    }
+};
+inline constexpr base64url_table base64url_lookup{};
+}  // namespace detail
+
+namespace detail {
+// The same strict, canonical decoding as base64url_decode, but NOT constant
+// time: a table lookup indexed by each character and an early exit on the
+// first bad one. Only for input that is not secret, such as a ticket the
+// client already holds (its MAC is checked afterwards, in constant time).
+// Nothing is written past out_capacity; out_size is 0 on refusal. (An SSSE3
+// version saved under 10% of a ticketed handshake_guard::check: removed.)
+inline bool base64url_decode_public(std::string_view text, std::uint8_t* out, std::size_t out_capacity,
+                                    std::size_t& out_size) noexcept {
+    out_size = 0;
+    const char* const in = text.data();
+    const std::size_t n = text.size();
+    if (n % 4 == 1 || base64url_max_decoded_size(n) > out_capacity) return false;  // 1 mod 4: no encoding
+    const std::uint8_t* table = base64url_lookup.value;
+    std::size_t o = 0;
+    std::size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const std::uint32_t a = table[static_cast<unsigned char>(in[i])];
+        const std::uint32_t b = table[static_cast<unsigned char>(in[i + 1])];
+        const std::uint32_t c = table[static_cast<unsigned char>(in[i + 2])];
+        const std::uint32_t d = table[static_cast<unsigned char>(in[i + 3])];
+        if ((a | b | c | d) > 63) return false;
+        const std::uint32_t v = (a << 18) | (b << 12) | (c << 6) | d;
+        out[o++] = static_cast<std::uint8_t>(v >> 16);
+        out[o++] = static_cast<std::uint8_t>(v >> 8);
+        out[o++] = static_cast<std::uint8_t>(v);
+    }
+    const std::size_t rest = n - i;  // 0, 2 or 3
+    if (rest != 0) {
+        const std::uint32_t a = table[static_cast<unsigned char>(in[i])];
+        const std::uint32_t b = table[static_cast<unsigned char>(in[i + 1])];
+        const std::uint32_t c = rest == 3 ? table[static_cast<unsigned char>(in[i + 2])] : 0;
+        if ((a | b | c) > 63) return false;
+        const std::uint32_t v = (a << 18) | (b << 12) | (c << 6);
+        // Canonical: the bits below the last whole byte must be zero.
+        if ((rest == 2 ? (v & 0xFFFFu) : (v & 0xFFu)) != 0) return false;
+        out[o++] = static_cast<std::uint8_t>(v >> 16);
+        if (rest == 3) out[o++] = static_cast<std::uint8_t>(v >> 8);
+    }
+    out_size = o;
+    return true;
+}
+
+}  // namespace detail
+
+// ---------------------------------------------------------------------------
+// base64url: out-of-line bodies
+// ---------------------------------------------------------------------------
+inline std::size_t base64url_encode(const std::uint8_t* in, std::size_t size, char* out,
+                                    std::size_t out_capacity) noexcept {
+    const std::size_t needed = base64url_encoded_size(size);
+    if (needed > out_capacity) return 0;
+    std::size_t o = 0;
+    std::size_t i = 0;
+    for (; i + 3 <= size; i += 3) {
+        const std::uint32_t v = (std::uint32_t{in[i]} << 16) | (std::uint32_t{in[i + 1]} << 8) | in[i + 2];
+        out[o++] = detail::base64url_char(v >> 18);
+        out[o++] = detail::base64url_char(v >> 12);
+        out[o++] = detail::base64url_char(v >> 6);
+        out[o++] = detail::base64url_char(v);
+    }
+    if (size - i == 1) {
+        const std::uint32_t v = std::uint32_t{in[i]} << 16;
+        out[o++] = detail::base64url_char(v >> 18);
+        out[o++] = detail::base64url_char(v >> 12);
+    } else if (size - i == 2) {
+        const std::uint32_t v = (std::uint32_t{in[i]} << 16) | (std::uint32_t{in[i + 1]} << 8);
+        out[o++] = detail::base64url_char(v >> 18);
+        out[o++] = detail::base64url_char(v >> 12);
+        out[o++] = detail::base64url_char(v >> 6);
+    }
+    return o;
+}
+
+inline bool base64url_decode(std::string_view in, std::uint8_t* out, std::size_t out_capacity,
+                             std::size_t& out_size) noexcept {
+    out_size = 0;
+    const std::size_t n = in.size();
+    if (n % 4 == 1) return false;
+    const std::size_t decoded = base64url_max_decoded_size(n);
+    if (decoded > out_capacity) return false;
+    std::uint32_t characters = 0;  // bit 8 set by any character outside the alphabet
+    std::uint32_t unused_bits = 0;  // must stay zero for the encoding to be canonical
+    std::size_t o = 0;
+    std::size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const std::uint32_t a = detail::base64url_value(static_cast<unsigned char>(in[i]));
+        const std::uint32_t b = detail::base64url_value(static_cast<unsigned char>(in[i + 1]));
+        const std::uint32_t c = detail::base64url_value(static_cast<unsigned char>(in[i + 2]));
+        const std::uint32_t d = detail::base64url_value(static_cast<unsigned char>(in[i + 3]));
+        characters |= a | b | c | d;
+        const std::uint32_t v = (a << 18) | (b << 12) | (c << 6) | d;
+        out[o++] = static_cast<std::uint8_t>(v >> 16);
+        out[o++] = static_cast<std::uint8_t>(v >> 8);
+        out[o++] = static_cast<std::uint8_t>(v);
+    }
+    const std::size_t rest = n - i;  // 0, 2 or 3
+    if (rest != 0) {
+        const std::uint32_t a = detail::base64url_value(static_cast<unsigned char>(in[i]));
+        const std::uint32_t b = detail::base64url_value(static_cast<unsigned char>(in[i + 1]));
+        const std::uint32_t c = rest == 3 ? detail::base64url_value(static_cast<unsigned char>(in[i + 2])) : 0;
+        characters |= a | b | c;
+        const std::uint32_t v = (a << 18) | (b << 12) | (c << 6);
+        out[o++] = static_cast<std::uint8_t>(v >> 16);
+        if (rest == 3) out[o++] = static_cast<std::uint8_t>(v >> 8);
+        // Canonical: the bits below the last whole byte must be zero.
+        unused_bits = rest == 2 ? (v & 0xFFFFu) : (v & 0xFFu);
+    }
+    if ((characters & 0x100u) != 0 || unused_bits != 0) {
+        detail::crypto_wipe(out, o);
+        return false;
+    }
+    out_size = o;
+    return true;
+}
+
+// ===========================================================================
+// detail, fenced: the SIMD SHA-256 compressions (SHA-NI, ARMv8 SHA2) and the
+// choice between them. Everything above reaches them only through
+// sha256_active_compress() and the sha256_backend_access hook; with
+// WSGUARD_NO_SIMD only the portable compression remains.
+// ===========================================================================
+}  // inline namespace WSGUARD_ABI_NS
+}  // namespace wsguard
+
+// Which SHA-256 compressions are compiled. Each SIMD path is compiled with a
+// target attribute (no -msha needed) and only ever called after a CPU check.
+#if !WSGUARD_NO_SIMD && (defined(__x86_64__) || defined(_M_X64)) && \
+    (defined(__GNUC__) || defined(__clang__) || defined(_MSC_VER))
+#define WSGUARD_DETAIL_SHA256_SHANI 1
+#else
+#define WSGUARD_DETAIL_SHA256_SHANI 0
+#endif
+
+// Clang before 16 only declares the ARMv8 SHA2 intrinsics when the whole
+// translation unit targets them; GCC and newer Clang accept a target attribute.
+#if !WSGUARD_NO_SIMD && defined(__aarch64__) &&                                                      \
+    (defined(__ARM_FEATURE_SHA2) || defined(__ARM_FEATURE_CRYPTO) ||                                  \
+     (defined(__GNUC__) && !defined(__clang__)) || (defined(__clang__) && __clang_major__ >= 16))
+#define WSGUARD_DETAIL_SHA256_ARMV8 1
+#else
+#define WSGUARD_DETAIL_SHA256_ARMV8 0
+#endif
+
+#if WSGUARD_DETAIL_SHA256_SHANI
+#include <immintrin.h>
+#if defined(_MSC_VER) && !defined(__clang__)
+#include <intrin.h>
+#define WSGUARD_DETAIL_TARGET_SHANI
+#else
+#include <cpuid.h>
+#define WSGUARD_DETAIL_TARGET_SHANI __attribute__((target("sha,sse4.1")))
+#endif
+// For the per-block helpers: the compression stays one straight-line function
+// with no calls (GCC -O2 would otherwise call a block, passing the state through
+// memory), which is what the constant-time job checks.
+#if defined(__GNUC__) || defined(__clang__)
+#define WSGUARD_DETAIL_SHANI_INLINE __attribute__((always_inline)) inline
+#else
+#define WSGUARD_DETAIL_SHANI_INLINE inline
+#endif
+#endif
+
+#if WSGUARD_DETAIL_SHA256_ARMV8
+#include <arm_neon.h>
+#if defined(__ARM_FEATURE_SHA2) || defined(__ARM_FEATURE_CRYPTO)
+#define WSGUARD_DETAIL_TARGET_ARMV8
+#elif defined(__clang__)
+#define WSGUARD_DETAIL_TARGET_ARMV8 __attribute__((target("sha2")))
+#else
+// GCC 12 declares the SHA2 intrinsics under "+crypto" (SHA2 and AES), later GCC under "+sha2".
+#define WSGUARD_DETAIL_TARGET_ARMV8 __attribute__((target("+crypto")))
+#endif
+#if defined(__linux__) && !(defined(__ARM_FEATURE_SHA2) || defined(__ARM_FEATURE_CRYPTO))
+#include <sys/auxv.h>
+#endif
+// As WSGUARD_DETAIL_SHANI_INLINE: one block's code in each caller, no call.
+#if defined(__GNUC__) || defined(__clang__)
+#define WSGUARD_DETAIL_ARMV8_INLINE __attribute__((always_inline)) inline
+#else
+#define WSGUARD_DETAIL_ARMV8_INLINE inline
+#endif
+#endif
+
+namespace wsguard {
+inline namespace WSGUARD_ABI_NS {
+
+namespace detail {
+
+enum class sha256_backend : std::uint8_t { portable, x86_shani, armv8_sha2 };
+
+constexpr const char* sha256_backend_name(sha256_backend b) noexcept {
+    switch (b) {
+        case sha256_backend::portable: return "portable";
+        case sha256_backend::x86_shani: return "x86_shani";
+        case sha256_backend::armv8_sha2: return "armv8_sha2";
+    }
+    return "unknown";
 }
 
 // ---------------------------------------------------------------------------
@@ -4022,244 +4616,7 @@ inline sha256_compress_fn sha256_active_compress() noexcept {
     return chosen;
 }
 
-inline void sha256_store_digest(const std::uint32_t* state, std::uint8_t* out) noexcept {
-    for (int i = 0; i < 8; ++i) sha256_store_be32(out + 4 * i, state[i]);
-}
-
-// Hashes `data` to its end, padding included, into a state that has already
-// absorbed `prefix` bytes (a multiple of 64). A short message (under two
-// blocks, e.g. an HMAC of a ticket) is copied so that one call compresses it
-// all; a longer one is compressed in place, only its tail copied.
-inline void sha256_absorb_final(std::uint32_t* state, std::uint64_t prefix, const std::uint8_t* data, std::size_t size,
-                                sha256_compress_fn compress) noexcept {
-    const std::size_t in_place = size >= 128 ? size / 64 : 0;
-    if (in_place != 0) compress(state, data, in_place);
-    const std::size_t rest = size - in_place * 64;  // 0..127
-    const std::size_t blocks = (rest + 1 + 8 + 63) / 64;  // room for 0x80 and the 64-bit length
-    std::uint8_t last[192];
-    if (rest != 0) std::memcpy(last, data + in_place * 64, rest);
-    last[rest] = 0x80;
-    std::memset(last + rest + 1, 0, blocks * 64 - rest - 1 - 8);
-    const std::uint64_t bits = (prefix + size) * 8;
-    sha256_store_be32(last + blocks * 64 - 8, static_cast<std::uint32_t>(bits >> 32));
-    sha256_store_be32(last + blocks * 64 - 4, static_cast<std::uint32_t>(bits));
-    compress(state, last, blocks);
-    crypto_wipe(last, blocks * 64);
-}
-
-// Buffered incremental SHA-256 from any starting state.
-struct sha256_engine {
-    std::uint32_t state[8];
-    std::uint8_t buffer[64];
-    std::size_t buffered;  // 0..63
-    std::uint64_t total;   // bytes absorbed, including the prefix a start state stands for
-    sha256_compress_fn compress;
-
-    void start(const std::uint32_t* initial, std::uint64_t prefix, sha256_compress_fn fn) noexcept {
-        std::memcpy(state, initial, sizeof state);
-        buffered = 0;
-        total = prefix;
-        compress = fn;
-    }
-
-    void update(const std::uint8_t* data, std::size_t size) noexcept {
-        if (size == 0) return;
-        total += size;
-        if (buffered != 0) {
-            const std::size_t take = size < 64 - buffered ? size : 64 - buffered;
-            std::memcpy(buffer + buffered, data, take);
-            buffered += take;
-            data += take;
-            size -= take;
-            if (buffered < 64) return;
-            compress(state, buffer, 1);
-            buffered = 0;
-        }
-        const std::size_t whole = size / 64;
-        if (whole != 0) compress(state, data, whole);
-        buffered = size % 64;
-        if (buffered != 0) std::memcpy(buffer, data + whole * 64, buffered);
-    }
-
-    void finish(std::uint8_t* out) noexcept {
-        sha256_absorb_final(state, total - buffered, buffer, buffered, compress);
-        sha256_store_digest(state, out);
-    }
-
-    void wipe() noexcept { crypto_wipe(this, sizeof *this); }
-};
-
-// The end of an HMAC: the inner hash continues from `inner` (standing for
-// `prefix` bytes) over data[0..size) to its digest, the outer hash from `outer`
-// over that digest; the MAC goes to out[0..32).
-inline void hmac_sha256_finish(sha256_compress_fn compress, const std::uint32_t* inner, std::uint64_t prefix,
-                               const std::uint8_t* data, std::size_t size, const std::uint32_t* outer,
-                               std::uint8_t* out) noexcept {
-    std::uint32_t state[8];
-    std::memcpy(state, inner, sizeof state);
-    sha256_absorb_final(state, prefix, data, size, compress);
-    std::uint8_t inner_digest[32];
-    sha256_store_digest(state, inner_digest);
-    std::memcpy(state, outer, sizeof state);
-    sha256_absorb_final(state, 64, inner_digest, sizeof inner_digest, compress);
-    sha256_store_digest(state, out);
-    crypto_wipe(inner_digest, sizeof inner_digest);
-    crypto_wipe(state, sizeof state);
-}
-
-// Builds the hasher and key objects on one chosen backend (below the HMAC section).
-struct sha256_backend_access;
-
 }  // namespace detail
-
-// ---------------------------------------------------------------------------
-// SHA-256
-// ---------------------------------------------------------------------------
-
-// Incremental SHA-256. finish() returns the digest and resets the hasher.
-class sha256_hasher {
-public:
-    sha256_hasher() noexcept : sha256_hasher(detail::sha256_active_compress()) {}
-    sha256_hasher(const sha256_hasher&) noexcept = default;
-    sha256_hasher& operator=(const sha256_hasher&) noexcept = default;
-    ~sha256_hasher() { engine_.wipe(); }
-
-    void update(const std::uint8_t* data, std::size_t size) noexcept { engine_.update(data, size); }
-    void update(std::string_view data) noexcept {
-        engine_.update(reinterpret_cast<const std::uint8_t*>(data.data()), data.size());
-    }
-    sha256_digest finish() noexcept {
-        sha256_digest out;
-        engine_.finish(out.data());
-        engine_.start(detail::sha256_initial_state, 0, engine_.compress);
-        return out;
-    }
-
-private:
-    friend struct detail::sha256_backend_access;
-    explicit sha256_hasher(detail::sha256_compress_fn compress) noexcept {
-        engine_.start(detail::sha256_initial_state, 0, compress);
-    }
-    detail::sha256_engine engine_;
-};
-
-namespace detail {
-inline sha256_digest sha256_with(sha256_compress_fn compress, const std::uint8_t* data, std::size_t size) noexcept {
-    std::uint32_t state[8];
-    std::memcpy(state, sha256_initial_state, sizeof state);
-    sha256_absorb_final(state, 0, data, size, compress);
-    sha256_digest out;
-    sha256_store_digest(state, out.data());
-    return out;
-}
-}  // namespace detail
-
-inline sha256_digest sha256(const std::uint8_t* data, std::size_t size) noexcept {
-    return detail::sha256_with(detail::sha256_active_compress(), data, size);
-}
-inline sha256_digest sha256(std::string_view data) noexcept {
-    return sha256(reinterpret_cast<const std::uint8_t*>(data.data()), data.size());
-}
-
-// ---------------------------------------------------------------------------
-// HMAC-SHA256 (RFC 2104)
-// ---------------------------------------------------------------------------
-
-// A MAC key with its inner and outer pad blocks already compressed, so each MAC
-// costs only the message's compressions plus one. Wiped on destruction.
-// Any key length is accepted, as RFC 2104 (and RFC 4231's 20-byte vectors) has
-// it: this is the primitive. Ticket keys go through keyring::create, which
-// refuses secrets shorter than 32 bytes.
-class hmac_sha256_key {
-public:
-    explicit hmac_sha256_key(std::string_view key) noexcept
-        : hmac_sha256_key(reinterpret_cast<const std::uint8_t*>(key.data()), key.size()) {}
-    hmac_sha256_key(const std::uint8_t* key, std::size_t size) noexcept
-        : hmac_sha256_key(key, size, detail::sha256_active_compress()) {}
-    hmac_sha256_key(const hmac_sha256_key&) noexcept = default;
-    hmac_sha256_key& operator=(const hmac_sha256_key&) noexcept = default;
-    ~hmac_sha256_key() {
-        detail::crypto_wipe(inner_, sizeof inner_);
-        detail::crypto_wipe(outer_, sizeof outer_);
-    }
-
-    sha256_digest mac(const std::uint8_t* message, std::size_t size) const noexcept {
-        sha256_digest out;
-        detail::hmac_sha256_finish(compress_, inner_, 64, message, size, outer_, out.data());
-        return out;
-    }
-    sha256_digest mac(std::string_view message) const noexcept {
-        return mac(reinterpret_cast<const std::uint8_t*>(message.data()), message.size());
-    }
-
-    // An incremental MAC over several parts, without copying them together.
-    // finish() once per message; begin() again (or a copy made earlier) for the next.
-    class stream {
-    public:
-        stream(const stream&) noexcept = default;
-        stream& operator=(const stream&) noexcept = default;
-        ~stream() {
-            inner_.wipe();
-            detail::crypto_wipe(outer_, sizeof outer_);
-        }
-        void update(const std::uint8_t* data, std::size_t size) noexcept { inner_.update(data, size); }
-        void update(std::string_view data) noexcept {
-            inner_.update(reinterpret_cast<const std::uint8_t*>(data.data()), data.size());
-        }
-        // The MAC of everything absorbed. A copy of a stream continues on its
-        // own: absorb a shared prefix once, copy the stream per message.
-        sha256_digest finish() noexcept {
-            sha256_digest out;
-            detail::hmac_sha256_finish(inner_.compress, inner_.state, inner_.total - inner_.buffered, inner_.buffer,
-                                       inner_.buffered, outer_, out.data());
-            return out;
-        }
-
-    private:
-        friend class hmac_sha256_key;
-        explicit stream(const hmac_sha256_key& key) noexcept {
-            inner_.start(key.inner_, 64, key.compress_);
-            std::memcpy(outer_, key.outer_, sizeof outer_);
-        }
-        detail::sha256_engine inner_;
-        std::uint32_t outer_[8];
-    };
-
-    stream begin() const noexcept { return stream(*this); }
-
-private:
-    friend struct detail::sha256_backend_access;
-    hmac_sha256_key(const std::uint8_t* key, std::size_t size, detail::sha256_compress_fn compress) noexcept
-        : compress_(compress) {
-        // RFC 2104: a key longer than the block is replaced by its hash, then zero-padded.
-        std::uint8_t block[64] = {};
-        if (size > 64) {
-            const sha256_digest hashed = detail::sha256_with(compress_, key, size);
-            std::memcpy(block, hashed.data(), hashed.size());
-            detail::crypto_wipe(const_cast<std::uint8_t*>(hashed.data()), hashed.size());
-        } else if (size != 0) {
-            std::memcpy(block, key, size);
-        }
-        for (std::uint8_t& byte : block) byte ^= 0x36;
-        std::memcpy(inner_, detail::sha256_initial_state, sizeof inner_);
-        compress_(inner_, block, 1);
-        for (std::uint8_t& byte : block) byte ^= 0x36 ^ 0x5c;
-        std::memcpy(outer_, detail::sha256_initial_state, sizeof outer_);
-        compress_(outer_, block, 1);
-        detail::crypto_wipe(block, sizeof block);
-    }
-    std::uint32_t inner_[8];
-    std::uint32_t outer_[8];
-    detail::sha256_compress_fn compress_;
-};
-
-inline sha256_digest hmac_sha256(const std::uint8_t* key, std::size_t key_size, const std::uint8_t* message,
-                                 std::size_t message_size) noexcept {
-    return hmac_sha256_key(key, key_size).mac(message, message_size);
-}
-inline sha256_digest hmac_sha256(std::string_view key, std::string_view message) noexcept {
-    return hmac_sha256_key(key).mac(message);
-}
 
 namespace detail {
 // One compression backend forced (tests, benchmarks, the constant-time job);
@@ -4276,293 +4633,6 @@ inline hmac_sha256_key hmac_sha256_key_for(sha256_backend backend, const std::ui
     return sha256_backend_access::key(key, size, backend);
 }
 }  // namespace detail
-
-// ---------------------------------------------------------------------------
-// Constant-time comparison
-// ---------------------------------------------------------------------------
-
-// True when the two buffers are equal. constant-time: the time depends only on
-// size, never on where or whether the buffers differ.
-inline bool constant_time_equal(const std::uint8_t* a, const std::uint8_t* b, std::size_t size) noexcept {
-    std::uint32_t difference = 0;
-    for (std::size_t i = 0; i < size; ++i) {
-        difference |= static_cast<std::uint32_t>(a[i] ^ b[i]);
-#if defined(__GNUC__) || defined(__clang__)
-        // Hides the accumulator from the optimiser, which could otherwise stop
-        // early once it saw every bit set.
-        __asm__("" : "+r"(difference));
-#endif
-    }
-    // 0 -> 1, 1..255 -> 0, without a comparison the compiler could branch on.
-    const bool equal = static_cast<bool>(((difference - 1u) >> 8) & 1u);
-    WSGUARD_CT_DECLASSIFY(&equal, sizeof equal);  // the answer is public; how it was reached is not
-    return equal;
-}
-inline bool constant_time_equal(const sha256_digest& a, const sha256_digest& b) noexcept {
-    return constant_time_equal(a.data(), b.data(), a.size());
-}
-
-// ---------------------------------------------------------------------------
-// base64url (RFC 4648 section 5), no padding, strict and canonical
-// ---------------------------------------------------------------------------
-
-// Characters needed for `bytes` bytes; saturates at SIZE_MAX (no buffer is that large).
-constexpr std::size_t base64url_encoded_size(std::size_t bytes) noexcept {
-    return bytes / 3 > std::numeric_limits<std::size_t>::max() / 4 - 1
-               ? std::numeric_limits<std::size_t>::max()
-               : bytes / 3 * 4 + (bytes % 3 == 0 ? 0 : bytes % 3 + 1);
-}
-// Bytes that `chars` characters decode to at most (exactly, when they are valid).
-constexpr std::size_t base64url_max_decoded_size(std::size_t chars) noexcept {
-    return chars / 4 * 3 + (chars % 4) * 3 / 4;
-}
-
-namespace detail {
-// All-ones when the condition holds, else zero; keeps the codec free of
-// branches and tables indexed by data, so encoding or decoding a secret (a key,
-// a MAC) does not leak it through timing.
-constexpr std::uint32_t base64url_mask(bool condition) noexcept { return 0u - static_cast<std::uint32_t>(condition); }
-
-constexpr char base64url_char(std::uint32_t six_bits) noexcept {
-    const std::uint32_t v = six_bits & 63u;
-    std::uint32_t c = v + 'A';
-    c += base64url_mask(v >= 26) & ('a' - 'A' - 26);
-    c -= base64url_mask(v >= 52) & ('a' + 26 - '0');  // 'a' + (52 - 26) down to '0'
-    c -= base64url_mask(v >= 62) & ('0' + 10 - '-');
-    c += base64url_mask(v >= 63) & ('_' - '-' - 1);
-    return static_cast<char>(c);
-}
-
-// The six bits a character stands for, or 0x100 and above when it is not in the alphabet.
-constexpr std::uint32_t base64url_value(unsigned char c) noexcept {
-    const std::uint32_t x = c;
-    const std::uint32_t upper = base64url_mask(x >= 'A') & base64url_mask(x <= 'Z');
-    const std::uint32_t lower = base64url_mask(x >= 'a') & base64url_mask(x <= 'z');
-    const std::uint32_t digit = base64url_mask(x >= '0') & base64url_mask(x <= '9');
-    const std::uint32_t dash = base64url_mask(x == '-');
-    const std::uint32_t underscore = base64url_mask(x == '_');
-    const std::uint32_t value = (upper & (x - 'A')) | (lower & (x - 'a' + 26)) | (digit & (x - '0' + 52)) |
-                                (dash & 62u) | (underscore & 63u);
-    const std::uint32_t valid = upper | lower | digit | dash | underscore;
-    return value | (~valid & 0x100u);
-}
-}  // namespace detail
-
-// Writes the encoding of in[0..size) to out (no terminator). Returns the number
-// of characters written, or 0 when out_capacity is too small (and size > 0).
-inline std::size_t base64url_encode(const std::uint8_t* in, std::size_t size, char* out,
-                                    std::size_t out_capacity) noexcept {
-    const std::size_t needed = base64url_encoded_size(size);
-    if (needed > out_capacity) return 0;
-    std::size_t o = 0;
-    std::size_t i = 0;
-    for (; i + 3 <= size; i += 3) {
-        const std::uint32_t v = (std::uint32_t{in[i]} << 16) | (std::uint32_t{in[i + 1]} << 8) | in[i + 2];
-        out[o++] = detail::base64url_char(v >> 18);
-        out[o++] = detail::base64url_char(v >> 12);
-        out[o++] = detail::base64url_char(v >> 6);
-        out[o++] = detail::base64url_char(v);
-    }
-    if (size - i == 1) {
-        const std::uint32_t v = std::uint32_t{in[i]} << 16;
-        out[o++] = detail::base64url_char(v >> 18);
-        out[o++] = detail::base64url_char(v >> 12);
-    } else if (size - i == 2) {
-        const std::uint32_t v = (std::uint32_t{in[i]} << 16) | (std::uint32_t{in[i + 1]} << 8);
-        out[o++] = detail::base64url_char(v >> 18);
-        out[o++] = detail::base64url_char(v >> 12);
-        out[o++] = detail::base64url_char(v >> 6);
-    }
-    return o;
-}
-
-namespace detail {
-// The same encoding as base64url_encode, NOT constant time (a table lookup per
-// character): only for output that is not secret (benchmark baselines).
-// Allocates; about 4x faster.
-inline std::string base64url_encode_public(const std::uint8_t* in, std::size_t size) {
-    static constexpr char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    std::string out(base64url_encoded_size(size), '\0');
-    char* o = &out[0];
-    std::size_t i = 0;
-    for (; i + 3 <= size; i += 3) {
-        const std::uint32_t v = (std::uint32_t{in[i]} << 16) | (std::uint32_t{in[i + 1]} << 8) | in[i + 2];
-        *o++ = alphabet[v >> 18];
-        *o++ = alphabet[(v >> 12) & 63];
-        *o++ = alphabet[(v >> 6) & 63];
-        *o++ = alphabet[v & 63];
-    }
-    if (size - i == 1) {
-        const std::uint32_t v = std::uint32_t{in[i]} << 16;
-        *o++ = alphabet[v >> 18];
-        *o++ = alphabet[(v >> 12) & 63];
-    } else if (size - i == 2) {
-        const std::uint32_t v = (std::uint32_t{in[i]} << 16) | (std::uint32_t{in[i + 1]} << 8);
-        *o++ = alphabet[v >> 18];
-        *o++ = alphabet[(v >> 12) & 63];
-        *o++ = alphabet[(v >> 6) & 63];
-    }
-    return out;
-}
-}  // namespace detail
-
-// Convenience for configuration and tests (allocates: not for the request path).
-inline std::string base64url_encode(const std::uint8_t* in, std::size_t size) {
-    std::string out(base64url_encoded_size(size), '\0');
-    const std::size_t written = base64url_encode(in, size, &out[0], out.size());
-    out.resize(written);
-    return out;
-}
-
-// Decodes canonical unpadded base64url into out[0..out_capacity). Refuses (and
-// sets out_size to 0) anything but the one encoding an encoder would produce:
-// a character outside A-Z a-z 0-9 - _ (so '=', '+', '/', whitespace), a length
-// of 1 mod 4, non-zero unused bits in the last character, or an output larger
-// than out_capacity. Nothing is written past out_capacity; on refusal the
-// bytes written so far are zeroed.
-inline bool base64url_decode(std::string_view in, std::uint8_t* out, std::size_t out_capacity,
-                             std::size_t& out_size) noexcept {
-    out_size = 0;
-    const std::size_t n = in.size();
-    if (n % 4 == 1) return false;
-    const std::size_t decoded = base64url_max_decoded_size(n);
-    if (decoded > out_capacity) return false;
-    std::uint32_t characters = 0;  // bit 8 set by any character outside the alphabet
-    std::uint32_t unused_bits = 0;  // must stay zero for the encoding to be canonical
-    std::size_t o = 0;
-    std::size_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        const std::uint32_t a = detail::base64url_value(static_cast<unsigned char>(in[i]));
-        const std::uint32_t b = detail::base64url_value(static_cast<unsigned char>(in[i + 1]));
-        const std::uint32_t c = detail::base64url_value(static_cast<unsigned char>(in[i + 2]));
-        const std::uint32_t d = detail::base64url_value(static_cast<unsigned char>(in[i + 3]));
-        characters |= a | b | c | d;
-        const std::uint32_t v = (a << 18) | (b << 12) | (c << 6) | d;
-        out[o++] = static_cast<std::uint8_t>(v >> 16);
-        out[o++] = static_cast<std::uint8_t>(v >> 8);
-        out[o++] = static_cast<std::uint8_t>(v);
-    }
-    const std::size_t rest = n - i;  // 0, 2 or 3
-    if (rest != 0) {
-        const std::uint32_t a = detail::base64url_value(static_cast<unsigned char>(in[i]));
-        const std::uint32_t b = detail::base64url_value(static_cast<unsigned char>(in[i + 1]));
-        const std::uint32_t c = rest == 3 ? detail::base64url_value(static_cast<unsigned char>(in[i + 2])) : 0;
-        characters |= a | b | c;
-        const std::uint32_t v = (a << 18) | (b << 12) | (c << 6);
-        out[o++] = static_cast<std::uint8_t>(v >> 16);
-        if (rest == 3) out[o++] = static_cast<std::uint8_t>(v >> 8);
-        // Canonical: the bits below the last whole byte must be zero.
-        unused_bits = rest == 2 ? (v & 0xFFFFu) : (v & 0xFFu);
-    }
-    if ((characters & 0x100u) != 0 || unused_bits != 0) {
-        detail::crypto_wipe(out, o);
-        return false;
-    }
-    out_size = o;
-    return true;
-}
-
-namespace detail {
-// 0..63 for the alphabet, 0xFF for every other byte. Indexed by input byte, so
-// only for public input (see detail::base64url_decode_public).
-struct base64url_table {
-    std::uint8_t value[256];
-    constexpr base64url_table() noexcept : value() {
-        for (int c = 0; c < 256; ++c) {
-            const std::uint32_t v = base64url_value(static_cast<unsigned char>(c));
-            value[c] = v > 63 ? std::uint8_t{0xFF} : static_cast<std::uint8_t>(v);
-        }
-    }
-};
-inline constexpr base64url_table base64url_lookup{};
-}  // namespace detail
-
-namespace detail {
-// The same strict, canonical decoding as base64url_decode, but NOT constant
-// time: a table lookup indexed by each character and an early exit on the
-// first bad one. Only for input that is not secret, such as a ticket the
-// client already holds (its MAC is checked afterwards, in constant time).
-// Nothing is written past out_capacity; out_size is 0 on refusal. (An SSSE3
-// version saved under 10% of a ticketed handshake_guard::check: removed.)
-inline bool base64url_decode_public(std::string_view text, std::uint8_t* out, std::size_t out_capacity,
-                                    std::size_t& out_size) noexcept {
-    out_size = 0;
-    const char* const in = text.data();
-    const std::size_t n = text.size();
-    if (n % 4 == 1 || base64url_max_decoded_size(n) > out_capacity) return false;  // 1 mod 4: no encoding
-    const std::uint8_t* table = base64url_lookup.value;
-    std::size_t o = 0;
-    std::size_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        const std::uint32_t a = table[static_cast<unsigned char>(in[i])];
-        const std::uint32_t b = table[static_cast<unsigned char>(in[i + 1])];
-        const std::uint32_t c = table[static_cast<unsigned char>(in[i + 2])];
-        const std::uint32_t d = table[static_cast<unsigned char>(in[i + 3])];
-        if ((a | b | c | d) > 63) return false;
-        const std::uint32_t v = (a << 18) | (b << 12) | (c << 6) | d;
-        out[o++] = static_cast<std::uint8_t>(v >> 16);
-        out[o++] = static_cast<std::uint8_t>(v >> 8);
-        out[o++] = static_cast<std::uint8_t>(v);
-    }
-    const std::size_t rest = n - i;  // 0, 2 or 3
-    if (rest != 0) {
-        const std::uint32_t a = table[static_cast<unsigned char>(in[i])];
-        const std::uint32_t b = table[static_cast<unsigned char>(in[i + 1])];
-        const std::uint32_t c = rest == 3 ? table[static_cast<unsigned char>(in[i + 2])] : 0;
-        if ((a | b | c) > 63) return false;
-        const std::uint32_t v = (a << 18) | (b << 12) | (c << 6);
-        // Canonical: the bits below the last whole byte must be zero.
-        if ((rest == 2 ? (v & 0xFFFFu) : (v & 0xFFu)) != 0) return false;
-        out[o++] = static_cast<std::uint8_t>(v >> 16);
-        if (rest == 3) out[o++] = static_cast<std::uint8_t>(v >> 8);
-    }
-    out_size = o;
-    return true;
-}
-
-}  // namespace detail
-
-// ---------------------------------------------------------------------------
-// Random bytes from the operating system
-// ---------------------------------------------------------------------------
-
-// Fills out[0..size) from the OS generator. Fails closed: anything but a full
-// fill answers reason::random_unavailable (and the buffer is zeroed).
-inline reason random_bytes(std::uint8_t* out, std::size_t size) noexcept {
-    std::size_t filled = 0;
-#if defined(__linux__)
-    // getrandom() blocks only until the pool is first seeded; a signal may cut
-    // it short (EINTR) and large requests may come back partial.
-    while (filled < size) {
-        const ssize_t got = getrandom(out + filled, size - filled, 0);
-        if (got > 0) {
-            filled += static_cast<std::size_t>(got);
-        } else if (got < 0 && errno == EINTR) {
-            continue;
-        } else {
-            break;
-        }
-    }
-#elif defined(__APPLE__) || defined(__FreeBSD__) || defined(__OpenBSD__) || defined(__NetBSD__) || \
-    defined(__DragonFly__)
-    if (size != 0) arc4random_buf(out, size);  // cannot fail
-    filled = size;
-#elif defined(_WIN32)
-    const unsigned long use_system_preferred_rng = 0x00000002;  // BCRYPT_USE_SYSTEM_PREFERRED_RNG
-    while (filled < size) {
-        const std::size_t chunk_max = 0x40000000;  // fits the ULONG size argument
-        const std::size_t chunk = size - filled < chunk_max ? size - filled : chunk_max;
-        const long status = BCryptGenRandom(nullptr, out + filled, static_cast<unsigned long>(chunk), use_system_preferred_rng);
-        if (status < 0) break;  // NT_SUCCESS(status) is status >= 0
-        filled += chunk;
-    }
-#endif
-    if (filled != size) {
-        if (size != 0) detail::crypto_wipe(out, size);
-        return reason::random_unavailable;
-    }
-    return reason::ok;
-}
 
 }  // inline namespace WSGUARD_ABI_NS
 }  // namespace wsguard

@@ -3609,6 +3609,7 @@ namespace detail {
 
 // What the public classes hold by value (complete before them), and the
 // internals their inline members call: declared here, defined below.
+
 // Compresses `count` consecutive 64-byte blocks into `state` (FIPS 180-4 6.2.2).
 using sha256_compress_fn = void (*)(std::uint32_t* state, const std::uint8_t* blocks, std::size_t count) noexcept;
 

@@ -10,19 +10,21 @@
 // Suffix List table), so copy the whole include/ folder, not this file alone.
 // The optional Redis backend is <wsguard/redis.hpp> (needs hiredis).
 //
-// Layout of this file, in data order of a handshake:
+// Layout of this file, in the order a connection meets the parts; each section
+// opens with its public API, then its storage types, then its internals:
 //   1. version and configuration macros
-//   2. vocabulary: reason, decision, result
-//   3. origin policy, host allowlist, Sec-Fetch-Site
-//   4. crypto: sha256, hmac_sha256, base64url, random bytes
-//   5. tickets: keyring, issuer, verifier, replay store, transport helpers
-//   6. rate limits: token_bucket, keyed_limiter, connection_limiter, address keys,
+//   2. vocabulary: reason, decision, result (and the few detail helpers that
+//      more than one section shares)
+//   3. rate limits: token_bucket, keyed_limiter, connection_limiter, address keys,
 //      accept_gate, penalty_box
-//  6b. client address behind proxies: trusted_proxies, client_address, PROXY protocol
-//   7. frames: frame_guard, inflate_budget
-//   8. handshake_guard: the one call that composes them
-//   9. request_head_budget: byte and line caps on a raw request head
-//  10. mint_guard: the application's ticket endpoint (POST /ticket, CORS)
+//   4. request_head_budget: byte and line caps on a raw request head
+//   5. origin policy, host allowlist, Sec-Fetch-Site
+//   6. client address behind proxies: trusted_proxies, client_address, PROXY protocol
+//   7. crypto: sha256, hmac_sha256, base64url, random bytes
+//   8. tickets: keyring, issuer, verifier, replay store, transport helpers
+//   9. mint_guard: the application's ticket endpoint (POST /ticket, CORS)
+//  10. handshake_guard: the one call that composes them
+//  11. frames: frame_guard, inflate_budget
 #ifndef WSGUARD_HPP
 #define WSGUARD_HPP
 
@@ -104,6 +106,23 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+// Random bytes come from the operating system only. (<sys/mman.h>: huge
+// pages for the keyed limiter's table.)
+#if defined(__linux__)
+#include <sys/random.h>
+#include <sys/mman.h>
+#elif defined(_WIN32)
+// Declared here rather than through <windows.h>, whose min/max macros would
+// leak into every program that includes wsguard. Same types as <bcrypt.h>
+// (NTSTATUS, BCRYPT_ALG_HANDLE, PUCHAR, ULONG), so both may be included.
+// MinGW users link -lbcrypt.
+extern "C" long __stdcall BCryptGenRandom(void* algorithm, unsigned char* buffer, unsigned long size,
+                                          unsigned long flags);
+#if defined(_MSC_VER)
+#pragma comment(lib, "bcrypt")
+#endif
+#endif
 
 namespace wsguard {
 inline namespace WSGUARD_ABI_NS {
@@ -457,2451 +476,11 @@ private:
     std::string error_;
 };
 
-}  // inline namespace WSGUARD_ABI_NS
-}  // namespace wsguard
-
-// ===========================================================================
-// 3. Origin policy, Host allowlist, Sec-Fetch-Site
-// ===========================================================================
-//
-// origin_policy   the Origin allowlist: exact origins, whole-label subdomain
-//                 wildcards (https://*.example.com), any-port (http://localhost:*).
-// host_allowlist  the Host allowlist: the DNS-rebinding defence for servers
-//                 reachable on localhost or a private address.
-// check_sec_fetch_site  an extra denial of cross-site handshakes; never a grant.
-//
-// Patterns are validated once, in create(); check() parses the header without
-// copying, hashes it case-insensitively and probes a flat open-addressing table,
-// so its cost does not grow with the allowlist and it never allocates or throws.
-
-// The generated Public Suffix List table lives in its own file, out of the
-// reading path (tests/psl/generate_psl_table.py writes it; do not edit it).
-// It is a part of this header: users include <wsguard.hpp> and copy include/.
-#include "wsguard/detail/public_suffix_data.hpp"
-
-namespace wsguard {
-inline namespace WSGUARD_ABI_NS {
-
-namespace detail {
-
 // ---------------------------------------------------------------------------
-// Public Suffix List lookups, used only by create() to refuse wildcards such as
-// https://*.co.uk or https://*.github.io. The table itself (origin_psl_chunks,
-// about 117 KB of generated data) is in wsguard/detail/public_suffix_data.hpp,
-// included above.
-// ---------------------------------------------------------------------------
-
-// Line starting at or before `pos` within a chunk of '\n'-terminated lines.
-inline std::string_view origin_psl_line_at(std::string_view chunk, std::size_t pos) noexcept {
-    std::size_t start = pos;
-    while (start > 0 && chunk[start - 1] != '\n') --start;
-    const std::size_t end = chunk.find('\n', start);
-    return chunk.substr(start, end - start);
-}
-
-// First table line >= key (byte order), or an empty view when there is none.
-inline std::string_view origin_psl_lower_bound(std::string_view key) noexcept {
-    for (std::string_view chunk : origin_psl_chunks) {
-        if (chunk.empty()) continue;
-        if (origin_psl_line_at(chunk, chunk.size() - 1) < key) continue;
-        std::size_t lo = 0, hi = chunk.size();  // both always at line starts
-        while (lo < hi) {
-            const std::size_t mid = lo + (hi - lo) / 2;
-            std::size_t start = mid;
-            while (start > lo && chunk[start - 1] != '\n') --start;
-            const std::string_view line = origin_psl_line_at(chunk, start);
-            if (line < key) lo = start + line.size() + 1;
-            else hi = start;
-        }
-        return origin_psl_line_at(chunk, lo);
-    }
-    return {};
-}
-
-inline bool origin_psl_has_line(std::string_view line) noexcept { return origin_psl_lower_bound(line) == line; }
-
-inline std::vector<std::string_view> origin_psl_labels(std::string_view domain) {
-    std::vector<std::string_view> labels;
-    std::size_t start = 0;
-    while (true) {
-        const std::size_t dot = domain.find('.', start);
-        labels.push_back(domain.substr(start, dot == std::string_view::npos ? std::string_view::npos : dot - start));
-        if (dot == std::string_view::npos) return labels;
-        start = dot + 1;
-    }
-}
-
-// "a.b.example.com" -> "com.example.b.a": the table's key order.
-inline std::string origin_psl_reversed(std::string_view domain) {
-    const std::vector<std::string_view> labels = origin_psl_labels(domain);
-    std::string out;
-    for (std::size_t k = labels.size(); k-- > 0;) {
-        out.append(labels[k]);
-        if (k > 0) out += '.';
-    }
-    return out;
-}
-
-// Number of labels of the public suffix of `domain` (lowercase ASCII, no
-// trailing dot), by the PSL algorithm: an exception rule prevails, else the
-// longest matching rule, else the implicit rule "*" (one label).
-inline std::size_t origin_psl_suffix_labels(std::string_view domain) {
-    const std::vector<std::string_view> labels = origin_psl_labels(domain);
-    std::size_t best = 1;
-    std::string rev;
-    for (std::size_t k = 1; k <= labels.size(); ++k) {
-        const std::string parent_rev = rev;  // the last k-1 labels, reversed
-        if (!rev.empty()) rev += '.';
-        rev.append(labels[labels.size() - k]);
-        if (origin_psl_has_line(rev + "!")) return k - 1;               // !rule
-        if (origin_psl_has_line(rev)) best = k;                         // rule
-        if (k >= 2 && origin_psl_has_line(parent_rev + ".*")) best = k;  // *.rule
-    }
-    return best;
-}
-
-inline bool origin_psl_is_public_suffix(std::string_view domain) {
-    return origin_psl_suffix_labels(domain) >= origin_psl_labels(domain).size();
-}
-
-// A rule strictly beneath `domain` (e.g. s3.amazonaws.com beneath
-// amazonaws.com), written as in the list, or "" when there is none.
-// Exception rules do not count: they carve sites out, not in.
-inline std::string origin_psl_rule_beneath(std::string_view domain) {
-    const std::string prefix = origin_psl_reversed(domain) + ".";
-    std::string_view line = origin_psl_lower_bound(prefix);
-    while (!line.empty() && line.substr(0, prefix.size()) == prefix) {
-        if (line.back() != '!') {
-            if (line.size() >= 2 && line.substr(line.size() - 2) == ".*") {
-                return "*." + origin_psl_reversed(line.substr(0, line.size() - 2));
-            }
-            return origin_psl_reversed(line);
-        }
-        // The next line: every table line sorts above line + "\x01".
-        line = origin_psl_lower_bound(std::string(line) + '\x01');
-    }
-    return {};
-}
-
-// ---------------------------------------------------------------------------
-// Character classes and parsing
-// ---------------------------------------------------------------------------
-enum : std::uint8_t {
-    origin_cc_alpha = 1,
-    origin_cc_digit = 2,
-    origin_cc_hex = 4,
-    origin_cc_label = 8,    // may appear in a host label: A-Z a-z 0-9 - _
-    origin_cc_scheme = 16,  // may appear after a scheme's first letter: A-Z a-z 0-9 + - .
-};
-
-struct origin_char_classes {
-    std::uint8_t of[256];
-};
-
-constexpr origin_char_classes origin_make_char_classes() noexcept {
-    origin_char_classes t{};
-    for (int c = 0; c < 256; ++c) {
-        std::uint8_t v = 0;
-        const bool upper = c >= 'A' && c <= 'Z', lower = c >= 'a' && c <= 'z', digit = c >= '0' && c <= '9';
-        if (upper || lower) v |= origin_cc_alpha;
-        if (digit) v |= origin_cc_digit;
-        if (digit || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')) v |= origin_cc_hex;
-        if (upper || lower || digit || c == '-' || c == '_') v |= origin_cc_label;
-        if (upper || lower || digit || c == '+' || c == '-' || c == '.') v |= origin_cc_scheme;
-        t.of[c] = v;
-    }
-    return t;
-}
-
-inline constexpr origin_char_classes origin_chars = origin_make_char_classes();
-
-inline bool origin_is(char c, std::uint8_t cls) noexcept {
-    return (origin_chars.of[static_cast<unsigned char>(c)] & cls) != 0;
-}
-
-
-inline bool origin_iequal(std::string_view a, std::string_view b) noexcept {
-    if (a.size() != b.size()) return false;
-    for (std::size_t i = 0; i < a.size(); ++i) {
-        if (ascii_lower(a[i]) != ascii_lower(b[i])) return false;
-    }
-    return true;
-}
-
-// What is wrong with an origin, a pattern or a Host value. check() only
-// reports malformed; create() turns each into a message.
-enum class origin_syntax : std::uint8_t {
-    ok,
-    no_scheme,          // no "scheme://" in front
-    websocket_scheme,   // ws: or wss: (never a page's origin)
-    unsupported_scheme, // patterns: only http and https
-    no_host,            // nothing (or only a port) after "://"
-    userinfo,           // user@ or user:pass@
-    path,               // "/" (even alone), "?" or "#"
-    bad_char,           // whitespace, control, non-ASCII, '%', ',', ...
-    non_ascii,          // a byte >= 0x80 in the host: needs punycode
-    bad_label,          // empty label, label over 63, name over 253
-    bad_ipv4,           // numeric host that is not a canonical dotted quad
-    bad_ipv6,           // not a valid IPv6 literal
-    ipv6_not_canonical, // valid, but not the RFC 5952 form
-    ipv6_zone,          // a zone id (%25...)
-    bad_port,           // empty, leading zero, non-digit or over 65535
-    bad_wildcard,       // '*' anywhere but a whole leftmost label / the port
-    wildcard_ip,        // *.<IP address>
-};
-
-enum class origin_host_kind : std::uint8_t { name, ipv4, ipv6 };
-
-// A parsed origin, pattern or Host. `host` points into the input, except for
-// IPv6, where it is the canonical text (without brackets) in `ipv6_text`.
-struct origin_parts {
-    std::uint8_t scheme = 0;  // 0 none (Host), 1 http, 2 https, 3 other
-    bool wildcard = false;    // pattern "*.": host is the parent domain
-    bool any_port = false;    // pattern ":*"
-    bool has_port = false;    // a port was written
-    origin_host_kind kind = origin_host_kind::name;
-    std::uint32_t port = 0;   // the written port, else the scheme's default
-    std::size_t labels = 0;   // dots + 1 (names only)
-    std::size_t dot_at[16];   // offsets in `host` of its first 16 dots
-    std::string_view host;
-    char ipv6_text[40];       // written only for IPv6 hosts
-};
-
-inline constexpr std::uint8_t origin_scheme_http = 1;
-inline constexpr std::uint8_t origin_scheme_https = 2;
-inline constexpr std::uint8_t origin_scheme_other = 3;
-
-inline origin_syntax origin_stray_char(char c) noexcept {
-    switch (c) {
-        case '/': case '?': case '#': return origin_syntax::path;
-        case '@': return origin_syntax::userinfo;
-        case '*': return origin_syntax::bad_wildcard;
-        default: return static_cast<unsigned char>(c) >= 0x80 ? origin_syntax::non_ascii : origin_syntax::bad_char;
-    }
-}
-
-// RFC 5952 text of eight IPv6 groups into `out` (at most 39 characters, no
-// terminator written): 4.2 compresses the longest run of two or more zero
-// groups, the first one on a tie; 4.3 lowercase, no leading zeros. Shared by
-// the Origin parser, the address reports and the client address behind proxies.
-inline std::size_t ipv6_format_rfc5952(const std::uint16_t (&groups)[8], char* out) noexcept {
-    int best_at = -1, best_len = 1;
-    for (int k = 0; k < 8;) {
-        int run = 0;
-        while (k + run < 8 && groups[k + run] == 0) ++run;
-        if (run > best_len) {
-            best_at = k;
-            best_len = run;
-        }
-        k += run > 0 ? run : 1;
-    }
-    std::size_t n = 0;
-    for (int k = 0; k < 8; ++k) {
-        if (k == best_at) {
-            out[n++] = ':';
-            out[n++] = ':';
-            k += best_len - 1;
-            continue;
-        }
-        if (n > 0 && out[n - 1] != ':') out[n++] = ':';
-        static constexpr char hex[] = "0123456789abcdef";
-        bool started = false;
-        for (int shift = 12; shift >= 0; shift -= 4) {
-            const int nibble = (groups[k] >> shift) & 0xf;
-            if (nibble != 0 || started || shift == 0) {
-                out[n++] = hex[nibble];
-                started = true;
-            }
-        }
-    }
-    return n;
-}
-
-// Parses an IPv6 literal's content (between the brackets) and writes its
-// RFC 5952 text to `out`; the input must equal it up to ASCII case.
-inline origin_syntax origin_parse_ipv6(std::string_view s, char (&out)[40]) noexcept {
-    if (s.find('%') != std::string_view::npos) return origin_syntax::ipv6_zone;
-    std::uint16_t groups[8] = {};
-    int count = 0, compress_at = -1;
-    std::size_t p = 0;
-    if (s.size() >= 2 && s[0] == ':' && s[1] == ':') {
-        compress_at = 0;
-        p = 2;
-    } else if (!s.empty() && s[0] == ':') {
-        return origin_syntax::bad_ipv6;
-    }
-    while (p < s.size()) {
-        std::uint32_t value = 0;
-        std::size_t digits = 0;
-        while (p < s.size() && origin_is(s[p], origin_cc_hex)) {
-            if (++digits > 4) return origin_syntax::bad_ipv6;
-            const char c = ascii_lower(s[p++]);
-            value = value * 16 + static_cast<std::uint32_t>(c <= '9' ? c - '0' : c - 'a' + 10);
-        }
-        if (digits == 0 || count == 8) return origin_syntax::bad_ipv6;
-        groups[count++] = static_cast<std::uint16_t>(value);
-        if (p == s.size()) break;
-        if (s[p] != ':') return origin_syntax::bad_ipv6;  // includes a dotted IPv4 tail
-        ++p;
-        if (p < s.size() && s[p] == ':') {
-            if (compress_at >= 0) return origin_syntax::bad_ipv6;
-            compress_at = count;
-            ++p;
-        } else if (p == s.size()) {
-            return origin_syntax::bad_ipv6;
-        }
-    }
-    if (compress_at < 0 ? count != 8 : count > 7) return origin_syntax::bad_ipv6;
-    if (compress_at >= 0) {
-        const int moved = count - compress_at, gap = 8 - count;
-        for (int k = moved - 1; k >= 0; --k) groups[compress_at + gap + k] = groups[compress_at + k];
-        for (int k = 0; k < gap; ++k) groups[compress_at + k] = 0;
-    }
-    const std::size_t n = ipv6_format_rfc5952(groups, out);
-    out[n] = '\0';
-    return origin_iequal(s, std::string_view(out, n)) ? origin_syntax::ok : origin_syntax::ipv6_not_canonical;
-}
-
-// WHATWG URL: a host whose last label is a number is an IPv4 address, and a
-// browser serializes it as a dotted quad: 127.1, 0x7f.1 and 0127.0.0.1 never
-// appear in a browser's Origin.
-inline bool origin_ends_in_number(std::string_view host) noexcept {
-    if (!host.empty() && host.back() == '.') host.remove_suffix(1);
-    const std::size_t dot = host.rfind('.');
-    const std::string_view last = dot == std::string_view::npos ? host : host.substr(dot + 1);
-    if (last.empty()) return false;
-    bool all_digits = true;
-    for (char c : last) all_digits = all_digits && origin_is(c, origin_cc_digit);
-    if (all_digits) return true;
-    if (last.size() >= 2 && last[0] == '0' && (last[1] == 'x' || last[1] == 'X')) {
-        for (char c : last.substr(2)) {
-            if (!origin_is(c, origin_cc_hex)) return false;
-        }
-        return true;
-    }
-    return false;
-}
-
-inline bool origin_is_dotted_quad(std::string_view host) noexcept {
-    int parts = 0;
-    std::size_t p = 0;
-    while (true) {
-        std::size_t digits = 0;
-        std::uint32_t value = 0;
-        while (p < host.size() && origin_is(host[p], origin_cc_digit)) {
-            if (++digits > 3) return false;
-            value = value * 10 + static_cast<std::uint32_t>(host[p] - '0');
-            ++p;
-        }
-        if (digits == 0 || value > 255 || (digits > 1 && host[p - digits] == '0')) return false;
-        ++parts;
-        if (p == host.size()) return parts == 4;
-        if (host[p] != '.' || parts == 4) return false;
-        ++p;
-    }
-}
-
-enum class origin_parse_mode : std::uint8_t { header, pattern, host_header, host_pattern };
-
-// Parses host[:port] from s[i..] to the end. Hosts are reg-names of labels
-// [A-Za-z0-9_-]{1,63} joined by dots (253 bytes at most, one optional
-// trailing dot), canonical dotted quads or canonical bracketed IPv6.
-inline origin_syntax origin_parse_authority(std::string_view s, std::size_t i, origin_parse_mode mode,
-                                            origin_parts& out) noexcept {
-    const bool pattern = mode == origin_parse_mode::pattern || mode == origin_parse_mode::host_pattern;
-    const std::size_t n = s.size();
-    if (i == n || s[i] == ':') return origin_syntax::no_host;
-    if (s[i] == '*') {
-        if (mode != origin_parse_mode::pattern || i + 1 == n || s[i + 1] != '.') return origin_syntax::bad_wildcard;
-        out.wildcard = true;
-        i += 2;
-        if (i == n) return origin_syntax::bad_wildcard;
-    }
-    const std::size_t host_start = i;
-    if (s[i] == '[') {
-        const std::size_t close = s.find(']', i);
-        if (close == std::string_view::npos || close - i - 1 > 64) return origin_syntax::bad_ipv6;
-        if (out.wildcard) return origin_syntax::wildcard_ip;
-        const origin_syntax r = origin_parse_ipv6(s.substr(i + 1, close - i - 1), out.ipv6_text);
-        if (r != origin_syntax::ok) return r;
-        out.kind = origin_host_kind::ipv6;
-        out.host = std::string_view(out.ipv6_text);
-        i = close + 1;
-    } else {
-        std::size_t dots = 0, label_start = i, previous_start = i;
-        for (; i < n; ++i) {
-            if (origin_is(s[i], origin_cc_label)) continue;
-            if (s[i] != '.') break;
-            if (i == label_start || i - label_start > 63) return origin_syntax::bad_label;
-            if (dots < 16) out.dot_at[dots] = i - host_start;
-            ++dots;
-            previous_start = label_start;
-            label_start = i + 1;
-        }
-        if (i - label_start > 63) return origin_syntax::bad_label;
-        out.host = s.substr(host_start, i - host_start);
-        if (out.host.empty()) {
-            if (i < n && s[i] != ':') return origin_stray_char(s[i]);
-            return out.wildcard ? origin_syntax::bad_wildcard : origin_syntax::no_host;
-        }
-        out.labels = dots + 1;
-        const bool trailing_dot = i == label_start;
-        if (out.host.size() - trailing_dot > 253) return origin_syntax::bad_label;
-        // Only a last label that starts with a digit can be a number.
-        const std::size_t last_label = trailing_dot ? previous_start : label_start;
-        if (origin_is(s[last_label], origin_cc_digit) && origin_ends_in_number(out.host)) {
-            if (out.wildcard) return origin_syntax::wildcard_ip;
-            if (!origin_is_dotted_quad(out.host)) return origin_syntax::bad_ipv4;
-            out.kind = origin_host_kind::ipv4;
-        }
-    }
-    if (i < n && s[i] == ':') {
-        ++i;
-        if (pattern && i + 1 == n && s[i] == '*') {
-            out.any_port = true;
-            out.has_port = true;
-            return origin_syntax::ok;
-        }
-        const std::size_t start = i;
-        std::uint32_t value = 0;
-        while (i < n && origin_is(s[i], origin_cc_digit) && i - start < 5) {
-            value = value * 10 + static_cast<std::uint32_t>(s[i] - '0');
-            ++i;
-        }
-        const std::size_t digits = i - start;
-        if (digits == 0 || value > 65535 || (digits > 1 && s[start] == '0')) return origin_syntax::bad_port;
-        if (i < n && origin_is(s[i], origin_cc_digit)) return origin_syntax::bad_port;
-        out.has_port = true;
-        out.port = value;
-    }
-    if (i < n) {
-        if (s[i] == '*') return origin_syntax::bad_wildcard;
-        if (s[i] == ':' || (out.has_port && origin_is(s[i], origin_cc_alpha))) return origin_syntax::bad_port;
-        return origin_stray_char(s[i]);
-    }
-    return origin_syntax::ok;
-}
-
-// Parses "scheme://host[:port]". Schemes other than http and https parse (an
-// extension's origin is well formed) but can never be allowed.
-inline origin_syntax origin_parse(std::string_view s, origin_parse_mode mode, origin_parts& out) noexcept {
-    const std::size_t n = s.size();
-    // Scheme bytes are letters, digits, + - and .: OR 0x20 lowercases the
-    // letters and leaves the others unequal to any letter.
-    const auto is = [&](std::size_t k, char lower) { return (s[k] | 0x20) == lower; };
-    std::size_t i = 0;
-    if (n > 8 && is(0, 'h') && is(1, 't') && is(2, 't') && is(3, 'p')) {  // the common case, first
-        if (s[4] == ':' && s[5] == '/' && s[6] == '/') {
-            out.scheme = origin_scheme_http;
-            i = 7;
-        } else if (is(4, 's') && s[5] == ':' && s[6] == '/' && s[7] == '/') {
-            out.scheme = origin_scheme_https;
-            i = 8;
-        }
-    }
-    if (i == 0) {
-        if (n == 0 || !origin_is(s[0], origin_cc_alpha)) {
-            if (n > 0 && s[0] == '*') return origin_syntax::bad_wildcard;
-            return origin_syntax::no_scheme;
-        }
-        while (i < n && origin_is(s[i], origin_cc_scheme)) ++i;
-        if (i + 3 > n || s[i] != ':' || s[i + 1] != '/' || s[i + 2] != '/') {
-            if (i < n && static_cast<unsigned char>(s[i]) >= 0x80) return origin_syntax::non_ascii;
-            return origin_syntax::no_scheme;  // "example.com", "localhost:8080", "https//x"
-        }
-        if (i >= 4 && i <= 5 && is(0, 'h') && is(1, 't') && is(2, 't') && is(3, 'p') && (i == 4 || is(4, 's'))) {
-            out.scheme = i == 4 ? origin_scheme_http : origin_scheme_https;
-        } else if (i >= 2 && i <= 3 && is(0, 'w') && is(1, 's') && (i == 2 || is(2, 's'))) {
-            return origin_syntax::websocket_scheme;
-        } else if (mode == origin_parse_mode::pattern) {
-            return origin_syntax::unsupported_scheme;
-        } else {
-            out.scheme = origin_scheme_other;
-        }
-        i += 3;
-    }
-    if (mode == origin_parse_mode::pattern) {
-        // Name userinfo before anything else mistakes it for a port or a host.
-        for (std::size_t k = i; k < n && s[k] != '/' && s[k] != '?' && s[k] != '#'; ++k) {
-            if (s[k] == '@') return origin_syntax::userinfo;
-        }
-    }
-    const origin_syntax r = origin_parse_authority(s, i, mode, out);
-    if (r != origin_syntax::ok) return r;
-    if (!out.has_port) {
-        out.port = out.scheme == origin_scheme_http ? 80u : out.scheme == origin_scheme_https ? 443u : 0u;
-    }
-    return origin_syntax::ok;
-}
-
-// ---------------------------------------------------------------------------
-// A flat open-addressing set of (tag, port, host), hashed and compared
-// case-insensitively straight from the header bytes.
-// ---------------------------------------------------------------------------
-// Folding: OR 0x20 into every byte. On the bytes a parsed host can hold
-// (A-Z a-z 0-9 - . _ :) it lowercases letters and is otherwise one-to-one
-// ('_' becomes 0x7f, which no host holds), so folded bytes compare exactly.
-inline constexpr std::uint64_t origin_fold_mask = 0x2020202020202020ULL;
-
-inline std::uint64_t origin_load8_folded(const char* p) noexcept {
-    std::uint64_t w;
-    std::memcpy(&w, p, 8);
-    return w | origin_fold_mask;
-}
-
-// Hosts are hashed and compared by 8-byte words: every whole 8 bytes, then
-// the last 8 bytes (overlapping) for the rest; a host under 8 bytes is
-// assembled byte by byte. Equal lengths give equal word sequences exactly
-// when the folded bytes are equal, and nothing is read outside the host.
-inline std::uint64_t origin_load_short_folded(const char* p, std::size_t n) noexcept {
-    std::uint64_t w = 0;
-    for (std::size_t k = 0; k < n; ++k) w |= static_cast<std::uint64_t>(static_cast<unsigned char>(p[k])) << (8 * k);
-    return w | origin_fold_mask;
-}
-
-inline std::uint64_t origin_hash_round(std::uint64_t h, std::uint64_t w) noexcept {
-    h = (h ^ w) * 0xbf58476d1ce4e5b9ULL;
-    return (h << 29) | (h >> 35);  // low input bits reach every output bit
-}
-
-inline std::uint64_t origin_hash_host(std::string_view host) noexcept {
-    const char* p = host.data();
-    const std::size_t n = host.size();
-    std::uint64_t h = 0x9e3779b97f4a7c15ULL ^ n;
-    if (n < 8) return origin_hash_round(h, origin_load_short_folded(p, n));
-    std::size_t k = 0;
-    for (; k + 8 <= n; k += 8) h = origin_hash_round(h, origin_load8_folded(p + k));
-    return k == n ? h : origin_hash_round(h, origin_load8_folded(p + n - 8));
-}
-
-// `stored` holds a host already folded, of the same length as `host`.
-inline bool origin_folded_equal(const char* host, const char* stored, std::size_t n) noexcept {
-    if (n < 8) return origin_load_short_folded(host, n) == origin_load_short_folded(stored, n);
-    std::size_t k = 0;
-    for (; k + 8 <= n; k += 8) {
-        if (origin_load8_folded(host + k) != origin_load8_folded(stored + k)) return false;
-    }
-    return k == n || origin_load8_folded(host + n - 8) == origin_load8_folded(stored + n - 8);
-}
-
-// Key tags. A tag says what an entry means; the port is part of the key.
-enum : std::uint8_t {
-    origin_tag_exact = 0x10,     // | scheme: scheme://host:port
-    origin_tag_wildcard = 0x20,  // | scheme: scheme://*.host:port
-    origin_tag_any_port = 0x40,  // | one of the above: any port
-    origin_tag_host = 0x80,      // host_allowlist: host:port
-    origin_tag_host_default = 0x81,  // host_allowlist: host with no port (none, 80 or 443)
-};
-
-class origin_table {
-public:
-    // Adds a key once; returns false when it was already there.
-    bool insert(std::uint8_t tag, std::uint32_t port, std::string_view host) {
-        if (host.size() > 255 || arena_.size() > 0xffffff00u) return false;
-        if (find(tag, port, host, origin_hash_host(host))) return false;
-        if ((count_ + 1) * 2 > slots_.size()) grow();
-        place(slot{key_hash(origin_hash_host(host), tag, port), static_cast<std::uint32_t>(arena_.size()),
-                   static_cast<std::uint8_t>(host.size()), tag, static_cast<std::uint16_t>(port)});
-        for (char c : host) arena_ += static_cast<char>(c | 0x20);
-        ++count_;
-        return true;
-    }
-
-    bool find(std::uint8_t tag, std::uint32_t port, std::string_view host, std::uint64_t host_hash) const noexcept {
-        if (slots_.empty()) return false;
-        const std::uint64_t h = key_hash(host_hash, tag, port);
-        const std::size_t mask = slots_.size() - 1;
-        for (std::size_t i = static_cast<std::size_t>(h >> shift_);; i = (i + 1) & mask) {
-            const slot& s = slots_[i];
-            if (s.hash == 0) return false;
-            if (s.hash == h && s.tag == tag && s.port == port && s.length == host.size() &&
-                origin_folded_equal(host.data(), arena_.data() + s.offset, host.size())) {
-                return true;
-            }
-        }
-    }
-
-    std::size_t size() const noexcept { return count_; }
-
-private:
-    struct slot {
-        std::uint64_t hash;  // 0: empty
-        std::uint32_t offset;
-        std::uint8_t length;
-        std::uint8_t tag;
-        std::uint16_t port;
-    };
-
-    // Multiply-shift: the index is the product's top bits, which depend on
-    // every bit of the key.
-    static std::uint64_t key_hash(std::uint64_t host_hash, std::uint8_t tag, std::uint32_t port) noexcept {
-        const std::uint64_t h = (host_hash ^ (static_cast<std::uint64_t>(tag) << 16) ^ port) * 0x9e3779b97f4a7c15ULL;
-        return h == 0 ? 1 : h;
-    }
-
-    void place(const slot& entry) {
-        const std::size_t mask = slots_.size() - 1;
-        std::size_t i = static_cast<std::size_t>(entry.hash >> shift_);
-        while (slots_[i].hash != 0) i = (i + 1) & mask;
-        slots_[i] = entry;
-    }
-
-    void grow() {
-        std::vector<slot> old = std::move(slots_);
-        slots_.assign(old.empty() ? 16 : old.size() * 2, slot{0, 0, 0, 0, 0});
-        shift_ = 64;
-        for (std::size_t size = slots_.size(); size > 1; size >>= 1) --shift_;
-        for (const slot& s : old) {
-            if (s.hash != 0) place(s);
-        }
-    }
-
-    std::vector<slot> slots_;
-    std::string arena_;  // every host, folded, back to back
-    std::size_t count_ = 0;
-    unsigned shift_ = 64;  // 64 - log2(slots_.size())
-};
-
-// Quotes a pattern for an error message, control and non-ASCII bytes escaped.
-inline std::string origin_quote(std::string_view s) {
-    std::string out = "\"";
-    const std::size_t shown = s.size() > 200 ? 200 : s.size();
-    for (std::size_t i = 0; i < shown; ++i) {
-        const unsigned char c = static_cast<unsigned char>(s[i]);
-        if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') {
-            static constexpr char hex[] = "0123456789abcdef";
-            out += "\\x";
-            out += hex[c >> 4];
-            out += hex[c & 15];
-        } else {
-            out += static_cast<char>(c);
-        }
-    }
-    if (shown < s.size()) out += "...";
-    return out + "\"";
-}
-
-inline std::string origin_syntax_message(origin_syntax e, bool host_list) {
-    const char* example = host_list ? "app.example.com, localhost:8080 or [::1]:*" : "https://app.example.com";
-    switch (e) {
-        case origin_syntax::ok: return "ok";
-        case origin_syntax::no_scheme:
-            return host_list ? std::string("is not host[:port]; write e.g. ") + example
-                             : "has no scheme: an origin is scheme://host[:port], e.g. https://app.example.com";
-        case origin_syntax::websocket_scheme:
-            return "uses ws: or wss:, but Origin carries the page's scheme: write http:// or https://";
-        case origin_syntax::unsupported_scheme: return "has a scheme other than http or https";
-        case origin_syntax::no_host: return "has no host";
-        case origin_syntax::userinfo: return "has userinfo (user@): an origin never carries one";
-        case origin_syntax::path:
-            return "has a path, query or fragment (even a trailing \"/\"): an origin is scheme://host[:port] only";
-        case origin_syntax::bad_char:
-            return "has a character no host can hold (whitespace, control byte, %, comma, ...)";
-        case origin_syntax::non_ascii:
-            return "has a non-ASCII host: write its punycode form (xn--...), which is what browsers send";
-        case origin_syntax::bad_label: return "has an empty label, a label over 63 bytes or a name over 253 bytes";
-        case origin_syntax::bad_ipv4:
-            return "has a numeric host that is not a dotted quad such as 127.0.0.1 (browsers rewrite 127.1, 0x7f.1, "
-                   "0127.0.0.1 and a trailing dot)";
-        case origin_syntax::bad_ipv6: return "has an invalid IPv6 literal";
-        case origin_syntax::ipv6_not_canonical: return "has an IPv6 literal not in RFC 5952 form";
-        case origin_syntax::ipv6_zone: return "has an IPv6 zone id, which an origin never carries";
-        case origin_syntax::bad_port: return "has an invalid port (1-5 digits, no leading zero, at most 65535)";
-        case origin_syntax::bad_wildcard:
-            return host_list ? std::string("has a wildcard: list each host; \":*\" after a host means any port")
-                             : "has a wildcard that is not a whole leftmost label (https://*.example.com) or the "
-                               "port (http://localhost:*)";
-        case origin_syntax::wildcard_ip: return "puts a wildcard over an IP address";
-    }
-    return "is invalid";
-}
-
-template <class T, class = void>
-struct origin_is_pattern_range : std::false_type {};
-
-// Any container whose elements convert to std::string_view, but not a string
-// itself (a std::string is a range of chars, not of patterns).
-template <class T>
-using origin_element_t = decltype(*std::begin(std::declval<const T&>()));
-
-template <class T>
-struct origin_is_pattern_range<T, std::void_t<origin_element_t<T>, decltype(std::end(std::declval<const T&>()))>>
-    : std::integral_constant<bool, std::is_convertible<origin_element_t<T>, std::string_view>::value &&
-                                       !std::is_convertible<const T&, std::string_view>::value> {};
-
-template <class Patterns>
-std::vector<std::string_view> origin_views(const Patterns& patterns) {
-    std::vector<std::string_view> views;
-    for (const auto& p : patterns) views.emplace_back(std::string_view(p));
-    return views;
-}
-
-}  // namespace detail
-
-// ---------------------------------------------------------------------------
-// origin_policy
-// ---------------------------------------------------------------------------
-struct origin_options {
-    // Let a handshake with no Origin header through. Browsers always send
-    // Origin on a WebSocket handshake; only set this for non-browser clients
-    // (native apps, server-to-server), and authenticate them another way.
-    bool allow_missing_origin = false;
-    // Accept every well-formed origin: the policy then checks nothing but the
-    // syntax. "null" and malformed values are still refused. Dangerous with
-    // cookies or any ambient credential: any page can open the socket.
-    bool allow_any_origin_unsafe = false;
-};
-
-class origin_policy {
-public:
-    using options = origin_options;
-    // Longer Origin values are refused before they are parsed. A real origin
-    // is at most about 270 bytes (253-byte host, scheme, port).
-    static constexpr std::size_t max_header_length = 2048;
-
-    // Patterns: "https://app.example.com", "https://app.example.com:8443",
-    // "http://[::1]:8080", "https://*.example.com" (one or more labels, not the
-    // apex), "http://localhost:*" (any port). ASCII case and default ports are
-    // folded; everything else is significant.
-    static result<origin_policy> create(std::initializer_list<std::string_view> patterns) {
-        return build(std::vector<std::string_view>(patterns), options{});
-    }
-    static result<origin_policy> create(std::initializer_list<std::string_view> patterns, const options& opts) {
-        return build(std::vector<std::string_view>(patterns), opts);
-    }
-    template <class Patterns, class = std::enable_if_t<detail::origin_is_pattern_range<Patterns>::value>>
-    static result<origin_policy> create(const Patterns& patterns) {
-        return build(detail::origin_views(patterns), options{});
-    }
-    template <class Patterns, class = std::enable_if_t<detail::origin_is_pattern_range<Patterns>::value>>
-    static result<origin_policy> create(const Patterns& patterns, const options& opts) {
-        return build(detail::origin_views(patterns), opts);
-    }
-
-    // `origin_header` is the Origin field value as the HTTP parser gives it;
-    // an empty view means the header was absent.
-    decision check(std::string_view origin_header) const noexcept;
-
-    // Distinct patterns after folding case and default ports.
-    std::size_t size() const noexcept { return table_.size(); }
-    const options& settings() const noexcept { return options_; }
-
-private:
-    origin_policy() = default;
-    static result<origin_policy> build(const std::vector<std::string_view>& patterns, const options& opts);
-
-    detail::origin_table table_;
-    options options_;
-    std::uint64_t wildcard_labels_ = 0;  // bit k-1: some wildcard parent has k labels (k >= 64 -> bit 63)
-    bool any_port_exact_ = false;
-    bool any_port_wildcard_ = false;
-};
-
-inline result<origin_policy> origin_policy::build(const std::vector<std::string_view>& patterns, const options& opts) {
-    origin_policy policy;
-    policy.options_ = opts;
-    if (patterns.empty() && !opts.allow_missing_origin && !opts.allow_any_origin_unsafe) {
-        return result<origin_policy>::failure(
-            "origin_policy: the pattern list is empty, so no browser could ever connect; list the origins of your "
-            "pages (e.g. https://app.example.com), or set options.allow_missing_origin for non-browser clients only");
-    }
-    for (const std::string_view pattern : patterns) {
-        const auto fail = [&](const std::string& why) {
-            return result<origin_policy>::failure("origin_policy: pattern " + detail::origin_quote(pattern) + " " +
-                                                  why);
-        };
-        if (pattern == "*") {
-            return fail(
-                "would allow every origin, which lets any web page open the socket with the user's cookies; "
-                "list your origins, or set options.allow_any_origin_unsafe if you really mean it");
-        }
-        if (detail::origin_iequal(pattern, "null")) {
-            return fail("is the opaque origin of sandboxed iframes, file: pages and some redirects; any site can "
-                        "produce it, so it cannot be allowed");
-        }
-        if (pattern.size() > max_header_length) return fail("is longer than any origin can be");
-        detail::origin_parts parts;
-        const detail::origin_syntax syntax = detail::origin_parse(pattern, detail::origin_parse_mode::pattern, parts);
-        if (syntax != detail::origin_syntax::ok) {
-            std::string why = detail::origin_syntax_message(syntax, false);
-            if (syntax == detail::origin_syntax::ipv6_not_canonical) {
-                why += ": write [" + std::string(parts.ipv6_text) + "]";
-            }
-            return fail(why);
-        }
-        std::uint8_t tag = parts.wildcard ? detail::origin_tag_wildcard : detail::origin_tag_exact;
-        tag = static_cast<std::uint8_t>(tag | parts.scheme | (parts.any_port ? detail::origin_tag_any_port : 0));
-        const std::uint32_t port = parts.any_port ? 0 : parts.port;
-        if (parts.wildcard) {
-            std::string parent;
-            for (char c : parts.host) parent += detail::ascii_lower(c);
-            if (!parent.empty() && parent.back() == '.') parent.pop_back();
-            if (detail::origin_psl_is_public_suffix(parent)) {
-                return fail("puts a wildcard over \"" + parent + "\", " +
-                            (parent.find('.') == std::string::npos ? "a top-level domain" : "a public suffix") +
-                            " (publicsuffix.org): it would match sites of unrelated owners; wildcard a domain you "
-                            "own, e.g. https://*.example.co.uk");
-            }
-            const std::string beneath = detail::origin_psl_rule_beneath(parent);
-            if (!beneath.empty()) {
-                return fail("puts a wildcard over \"" + parent + "\", which has public suffixes beneath it (\"" +
-                            beneath + "\"), so it would match sites of unrelated owners; list your hosts instead");
-            }
-            std::size_t labels = 1;
-            for (char c : parts.host) labels += (c == '.');
-            policy.wildcard_labels_ |= std::uint64_t{1} << (labels >= 64 ? 63 : labels - 1);
-            policy.any_port_wildcard_ = policy.any_port_wildcard_ || parts.any_port;
-        } else {
-            policy.any_port_exact_ = policy.any_port_exact_ || parts.any_port;
-        }
-        (void)policy.table_.insert(tag, port, parts.host);  // a duplicate is harmless
-    }
-    return result<origin_policy>::success(std::move(policy));
-}
-
-inline decision origin_policy::check(std::string_view origin_header) const noexcept {
-    if (origin_header.empty()) {
-        return options_.allow_missing_origin ? decision::allow() : decision(reason::origin_missing);
-    }
-    if (origin_header.size() > max_header_length) return reason::origin_too_long;
-    if (origin_header.size() == 4 && detail::origin_iequal(origin_header, "null")) return reason::origin_null;
-    detail::origin_parts parts;
-    if (detail::origin_parse(origin_header, detail::origin_parse_mode::header, parts) != detail::origin_syntax::ok) {
-        return reason::origin_malformed;
-    }
-    if (options_.allow_any_origin_unsafe) return decision::allow();
-    if (parts.scheme == detail::origin_scheme_other) return reason::origin_not_allowed;
-
-    const std::string_view host = parts.host;
-    const std::uint16_t port = static_cast<std::uint16_t>(parts.port);
-    const std::uint8_t exact = static_cast<std::uint8_t>(detail::origin_tag_exact | parts.scheme);
-    const std::uint64_t host_hash = detail::origin_hash_host(host);
-    if (table_.find(exact, port, host, host_hash)) return decision::allow();
-    const std::uint8_t exact_any_port = static_cast<std::uint8_t>(exact | detail::origin_tag_any_port);
-    if (any_port_exact_ && table_.find(exact_any_port, 0, host, host_hash)) return decision::allow();
-
-    if (wildcard_labels_ == 0 || parts.kind != detail::origin_host_kind::name) return reason::origin_not_allowed;
-    const std::uint8_t wildcard = static_cast<std::uint8_t>(detail::origin_tag_wildcard | parts.scheme);
-    const std::uint8_t wildcard_any_port = static_cast<std::uint8_t>(wildcard | detail::origin_tag_any_port);
-    // Each proper parent domain, longest first: a.b.example.com -> b.example.com
-    // -> example.com -> com. Only label counts some wildcard has are probed.
-    std::size_t start = 0;
-    for (std::size_t parent_labels = parts.labels - 1, dot = 0; parent_labels >= 1; --parent_labels, ++dot) {
-        if (dot < 16) {
-            start = parts.dot_at[dot] + 1;
-        } else {
-            while (host[start] != '.') ++start;
-            ++start;
-        }
-        const std::uint64_t bit = std::uint64_t{1} << (parent_labels >= 64 ? 63 : parent_labels - 1);
-        if ((wildcard_labels_ & bit) == 0) continue;
-        const std::string_view parent = host.substr(start);
-        if (parent.empty()) break;  // "example.com." has an empty last "label"
-        const std::uint64_t parent_hash = detail::origin_hash_host(parent);
-        if (table_.find(wildcard, port, parent, parent_hash)) return decision::allow();
-        if (any_port_wildcard_ && table_.find(wildcard_any_port, 0, parent, parent_hash)) {
-            return decision::allow();
-        }
-    }
-    return reason::origin_not_allowed;
-}
-
-// ---------------------------------------------------------------------------
-// host_allowlist: the DNS-rebinding defence
-// ---------------------------------------------------------------------------
-// A page on attacker.example whose DNS answer flips to 127.0.0.1 talks to your
-// local server with Origin and Host both "attacker.example": an "Origin equals
-// Host" check passes, a Host allowlist does not.
-class host_allowlist {
-public:
-    // Patterns: "localhost:8080", "127.0.0.1:8080", "[::1]:8080",
-    // "app.example.com" (no port: matches a Host with no port, :80 or :443),
-    // "localhost:*" (any port). No wildcard hosts.
-    static result<host_allowlist> create(std::initializer_list<std::string_view> patterns) {
-        return build(std::vector<std::string_view>(patterns));
-    }
-    template <class Patterns, class = std::enable_if_t<detail::origin_is_pattern_range<Patterns>::value>>
-    static result<host_allowlist> create(const Patterns& patterns) {
-        return build(detail::origin_views(patterns));
-    }
-
-    // `host_header` is the Host field value; an empty view means it was absent.
-    decision check(std::string_view host_header) const noexcept;
-
-    std::size_t size() const noexcept { return table_.size(); }
-
-private:
-    host_allowlist() = default;
-    static result<host_allowlist> build(const std::vector<std::string_view>& patterns);
-
-    detail::origin_table table_;
-    bool any_port_ = false;
-};
-
-inline result<host_allowlist> host_allowlist::build(const std::vector<std::string_view>& patterns) {
-    if (patterns.empty()) {
-        return result<host_allowlist>::failure(
-            "host_allowlist: the list is empty, so every request would be refused; list the hosts clients use to "
-            "reach this server, e.g. localhost:8080 and 127.0.0.1:8080");
-    }
-    host_allowlist list;
-    for (const std::string_view pattern : patterns) {
-        const auto fail = [&](const std::string& why) {
-            return result<host_allowlist>::failure("host_allowlist: pattern " + detail::origin_quote(pattern) + " " +
-                                                   why);
-        };
-        if (pattern.find("://") != std::string_view::npos) {
-            return fail("has a scheme: a Host value is host[:port], e.g. localhost:8080");
-        }
-        if (pattern.size() > origin_policy::max_header_length) return fail("is longer than any host can be");
-        detail::origin_parts parts;
-        const detail::origin_syntax syntax =
-            detail::origin_parse_authority(pattern, 0, detail::origin_parse_mode::host_pattern, parts);
-        if (syntax != detail::origin_syntax::ok) {
-            std::string why = detail::origin_syntax_message(syntax, true);
-            if (syntax == detail::origin_syntax::ipv6_not_canonical) {
-                why += ": write [" + std::string(parts.ipv6_text) + "]";
-            }
-            return fail(why);
-        }
-        if (parts.any_port) {
-            list.any_port_ = true;
-            (void)list.table_.insert(detail::origin_tag_host | detail::origin_tag_any_port, 0, parts.host);
-        } else if (parts.has_port) {
-            (void)list.table_.insert(detail::origin_tag_host, parts.port, parts.host);
-        } else {
-            (void)list.table_.insert(detail::origin_tag_host_default, 0, parts.host);
-        }
-    }
-    return result<host_allowlist>::success(std::move(list));
-}
-
-inline decision host_allowlist::check(std::string_view host_header) const noexcept {
-    if (host_header.empty()) return reason::host_missing;
-    if (host_header.size() > origin_policy::max_header_length) return reason::host_malformed;
-    detail::origin_parts parts;
-    if (detail::origin_parse_authority(host_header, 0, detail::origin_parse_mode::host_header, parts) !=
-        detail::origin_syntax::ok) {
-        return reason::host_malformed;
-    }
-    const std::uint64_t hash = detail::origin_hash_host(parts.host);
-    const bool default_port = !parts.has_port || parts.port == 80 || parts.port == 443;
-    if (default_port && table_.find(detail::origin_tag_host_default, 0, parts.host, hash)) return decision::allow();
-    if (parts.has_port && table_.find(detail::origin_tag_host, parts.port, parts.host, hash)) return decision::allow();
-    if (any_port_ && table_.find(detail::origin_tag_host | detail::origin_tag_any_port, 0, parts.host, hash)) {
-        return decision::allow();
-    }
-    return reason::host_not_allowed;
-}
-
-// ---------------------------------------------------------------------------
-// Sec-Fetch-Site: an extra denial, never a grant
-// ---------------------------------------------------------------------------
-enum class fetch_site_policy : std::uint8_t {
-    deny_cross_site,               // refuse "cross-site"
-    deny_cross_site_and_same_site, // also refuse "same-site" (sibling subdomains)
-};
-
-// Browsers send Sec-Fetch-Site on every request; older browsers and
-// non-browser clients send none, so an absent value passes. Passing this
-// check grants nothing: the Origin check must still pass.
-inline decision check_sec_fetch_site(std::string_view value,
-                                     fetch_site_policy policy = fetch_site_policy::deny_cross_site) noexcept {
-    if (value.empty() || value == "same-origin" || value == "none") return decision::allow();
-    if (value == "same-site") {
-        if (policy == fetch_site_policy::deny_cross_site) return decision::allow();
-        return reason::fetch_site_cross_site;
-    }
-    if (value == "cross-site") return reason::fetch_site_cross_site;
-    return reason::fetch_site_malformed;
-}
-
-}  // inline namespace WSGUARD_ABI_NS
-}  // namespace wsguard
-
-// ===========================================================================
-// 4. Crypto: sha256, hmac_sha256, base64url, random bytes
-// ===========================================================================
-
-// Which SHA-256 compressions are compiled. Each SIMD path is compiled with a
-// target attribute (no -msha needed) and only ever called after a CPU check.
-#if !WSGUARD_NO_SIMD && (defined(__x86_64__) || defined(_M_X64)) && \
-    (defined(__GNUC__) || defined(__clang__) || defined(_MSC_VER))
-#define WSGUARD_DETAIL_SHA256_SHANI 1
-#else
-#define WSGUARD_DETAIL_SHA256_SHANI 0
-#endif
-
-// Clang before 16 only declares the ARMv8 SHA2 intrinsics when the whole
-// translation unit targets them; GCC and newer Clang accept a target attribute.
-#if !WSGUARD_NO_SIMD && defined(__aarch64__) &&                                                      \
-    (defined(__ARM_FEATURE_SHA2) || defined(__ARM_FEATURE_CRYPTO) ||                                  \
-     (defined(__GNUC__) && !defined(__clang__)) || (defined(__clang__) && __clang_major__ >= 16))
-#define WSGUARD_DETAIL_SHA256_ARMV8 1
-#else
-#define WSGUARD_DETAIL_SHA256_ARMV8 0
-#endif
-
-#if WSGUARD_DETAIL_SHA256_SHANI
-#include <immintrin.h>
-#if defined(_MSC_VER) && !defined(__clang__)
-#include <intrin.h>
-#define WSGUARD_DETAIL_TARGET_SHANI
-#else
-#include <cpuid.h>
-#define WSGUARD_DETAIL_TARGET_SHANI __attribute__((target("sha,sse4.1")))
-#endif
-// For the per-block helpers: the compression stays one straight-line function
-// with no calls (GCC -O2 would otherwise call a block, passing the state through
-// memory), which is what the constant-time job checks.
-#if defined(__GNUC__) || defined(__clang__)
-#define WSGUARD_DETAIL_SHANI_INLINE __attribute__((always_inline)) inline
-#else
-#define WSGUARD_DETAIL_SHANI_INLINE inline
-#endif
-#endif
-
-#if WSGUARD_DETAIL_SHA256_ARMV8
-#include <arm_neon.h>
-#if defined(__ARM_FEATURE_SHA2) || defined(__ARM_FEATURE_CRYPTO)
-#define WSGUARD_DETAIL_TARGET_ARMV8
-#elif defined(__clang__)
-#define WSGUARD_DETAIL_TARGET_ARMV8 __attribute__((target("sha2")))
-#else
-// GCC 12 declares the SHA2 intrinsics under "+crypto" (SHA2 and AES), later GCC under "+sha2".
-#define WSGUARD_DETAIL_TARGET_ARMV8 __attribute__((target("+crypto")))
-#endif
-#if defined(__linux__) && !(defined(__ARM_FEATURE_SHA2) || defined(__ARM_FEATURE_CRYPTO))
-#include <sys/auxv.h>
-#endif
-// As WSGUARD_DETAIL_SHANI_INLINE: one block's code in each caller, no call.
-#if defined(__GNUC__) || defined(__clang__)
-#define WSGUARD_DETAIL_ARMV8_INLINE __attribute__((always_inline)) inline
-#else
-#define WSGUARD_DETAIL_ARMV8_INLINE inline
-#endif
-#endif
-
-// Random bytes come from the operating system only. (<sys/mman.h>: huge
-// pages for the keyed limiter's table.)
-#if defined(__linux__)
-#include <sys/random.h>
-#include <sys/mman.h>
-#elif defined(_WIN32)
-// Declared here rather than through <windows.h>, whose min/max macros would
-// leak into every program that includes wsguard. Same types as <bcrypt.h>
-// (NTSTATUS, BCRYPT_ALG_HANDLE, PUCHAR, ULONG), so both may be included.
-// MinGW users link -lbcrypt.
-extern "C" long __stdcall BCryptGenRandom(void* algorithm, unsigned char* buffer, unsigned long size,
-                                          unsigned long flags);
-#if defined(_MSC_VER)
-#pragma comment(lib, "bcrypt")
-#endif
-#endif
-
-namespace wsguard {
-inline namespace WSGUARD_ABI_NS {
-
-using sha256_digest = std::array<std::uint8_t, 32>;
-
-namespace detail {
-
-// Compresses `count` consecutive 64-byte blocks into `state` (FIPS 180-4 6.2.2).
-using sha256_compress_fn = void (*)(std::uint32_t* state, const std::uint8_t* blocks, std::size_t count) noexcept;
-
-enum class sha256_backend : std::uint8_t { portable, x86_shani, armv8_sha2 };
-
-constexpr const char* sha256_backend_name(sha256_backend b) noexcept {
-    switch (b) {
-        case sha256_backend::portable: return "portable";
-        case sha256_backend::x86_shani: return "x86_shani";
-        case sha256_backend::armv8_sha2: return "armv8_sha2";
-    }
-    return "unknown";
-}
-
-alignas(64) inline constexpr std::uint32_t sha256_round_constants[64] = {
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
-};
-
-inline constexpr std::uint32_t sha256_initial_state[8] = {
-    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
-};
-
-constexpr std::uint32_t sha256_load_be32(const std::uint8_t* p) noexcept {
-    return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) | std::uint32_t{p[3]};
-}
-
-inline void sha256_store_be32(std::uint8_t* p, std::uint32_t v) noexcept {
-    p[0] = static_cast<std::uint8_t>(v >> 24);
-    p[1] = static_cast<std::uint8_t>(v >> 16);
-    p[2] = static_cast<std::uint8_t>(v >> 8);
-    p[3] = static_cast<std::uint8_t>(v);
-}
-
-constexpr std::uint32_t sha256_rotr(std::uint32_t x, int n) noexcept { return (x >> n) | (x << (32 - n)); }
-
-// Erases secrets (key pads, hash states derived from a key) in a way the
-// compiler cannot drop as a dead store: memset followed by an empty asm that
-// claims to read the memory (as explicit_bzero does), or volatile stores where
-// inline asm is not available.
-inline void crypto_wipe(void* p, std::size_t size) noexcept {
-#if defined(__GNUC__) || defined(__clang__)
-    if (size == 0) return;
-    std::memset(p, 0, size);
-    __asm__ __volatile__("" : : "r"(p) : "memory");
-#else
-    volatile std::uint8_t* bytes = static_cast<volatile std::uint8_t*>(p);
-    for (std::size_t i = 0; i < size; ++i) bytes[i] = 0;
-#endif
-}
-
-// constant-time: no branch or index depends on the data, only on the block count.
-inline void sha256_compress_portable(std::uint32_t* state, const std::uint8_t* blocks, std::size_t count) noexcept {
-    for (std::size_t block = 0; block < count; ++block, blocks += 64) {
-        std::uint32_t w[64];
-        for (int i = 0; i < 16; ++i) w[i] = sha256_load_be32(blocks + 4 * i);
-        for (int i = 16; i < 64; ++i) {
-            const std::uint32_t s0 = sha256_rotr(w[i - 15], 7) ^ sha256_rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
-            const std::uint32_t s1 = sha256_rotr(w[i - 2], 17) ^ sha256_rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
-            w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-        }
-        std::uint32_t a = state[0], b = state[1], c = state[2], d = state[3];
-        std::uint32_t e = state[4], f = state[5], g = state[6], h = state[7];
-        for (int i = 0; i < 64; ++i) {
-            const std::uint32_t s1 = sha256_rotr(e, 6) ^ sha256_rotr(e, 11) ^ sha256_rotr(e, 25);
-            const std::uint32_t choose = (e & f) ^ (~e & g);
-            const std::uint32_t t1 = h + s1 + choose + sha256_round_constants[i] + w[i];
-            const std::uint32_t s0 = sha256_rotr(a, 2) ^ sha256_rotr(a, 13) ^ sha256_rotr(a, 22);
-            const std::uint32_t majority = (a & b) ^ (a & c) ^ (b & c);
-            const std::uint32_t t2 = s0 + majority;
-            h = g;
-            g = f;
-            f = e;
-            e = d + t1;
-            d = c;
-            c = b;
-            b = a;
-            a = t1 + t2;
-        }
-        state[0] += a;
-        state[1] += b;
-        state[2] += c;
-        state[3] += d;
-        state[4] += e;
-        state[5] += f;
-        state[6] += g;
-        state[7] += h;
-    }
-}
-
-// ---------------------------------------------------------------------------
-// detail, x86-64 backend: the SHA-NI compression
-// Why it is here: the one second implementation on the secret path that moves
-// a number users feel. A ticketed handshake_guard::check (bench_handshake_check,
-// medians of CPU time on a shared 2-vCPU EPYC) took 1.8 us with it and 2.8 us
-// with the portable compression: it saves about a third of the check. Nothing
-// else in it is fused or special-cased (issue 13: a fused HMAC finish saved
-// about 3% of the check, so HMAC runs on plain compress() calls everywhere;
-// docs/performance.md, "What the secret path keeps").
-// Checked in CI by structure, as valgrind cannot run it (.ci/jobs/45).
-// ---------------------------------------------------------------------------
-#if WSGUARD_DETAIL_SHA256_SHANI
-// Four rounds with message words w (already in SHA-NI lane order) and round constants k.
-WSGUARD_DETAIL_TARGET_SHANI WSGUARD_DETAIL_SHANI_INLINE
-void sha256_shani_rounds4(__m128i& abef, __m128i& cdgh, __m128i w, const std::uint32_t* k) noexcept {
-    __m128i wk = _mm_add_epi32(w, _mm_loadu_si128(reinterpret_cast<const __m128i*>(k)));
-    cdgh = _mm_sha256rnds2_epu32(cdgh, abef, wk);
-    wk = _mm_shuffle_epi32(wk, 0x0E);
-    abef = _mm_sha256rnds2_epu32(abef, cdgh, wk);
-}
-
-// Completes the next four message words: next + sigma-free part + sigma1(current).
-WSGUARD_DETAIL_TARGET_SHANI WSGUARD_DETAIL_SHANI_INLINE
-__m128i sha256_shani_schedule(__m128i next, __m128i current, __m128i previous) noexcept {
-    return _mm_sha256msg2_epu32(_mm_add_epi32(next, _mm_alignr_epi8(current, previous, 4)), current);
-}
-
-// The byte order of SHA-256 message words (big-endian) within each 32-bit lane.
-WSGUARD_DETAIL_TARGET_SHANI WSGUARD_DETAIL_SHANI_INLINE
-__m128i sha256_shani_byte_swap() noexcept {
-    return _mm_set_epi64x(0x0c0d0e0f08090a0bLL, 0x0405060700010203LL);
-}
-
-// The instructions want the state as ABEF and CDGH.
-WSGUARD_DETAIL_TARGET_SHANI WSGUARD_DETAIL_SHANI_INLINE
-void sha256_shani_load_state(const std::uint32_t* state, __m128i& abef, __m128i& cdgh) noexcept {
-    const __m128i tmp = _mm_shuffle_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(state)), 0xB1);  // CDAB
-    cdgh = _mm_shuffle_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(state + 4)), 0x1B);         // EFGH
-    abef = _mm_alignr_epi8(tmp, cdgh, 8);
-    cdgh = _mm_blend_epi16(cdgh, tmp, 0xF0);
-}
-
-// Back from ABEF and CDGH to the state words in order: abcd holds A B C D, efgh E F G H.
-WSGUARD_DETAIL_TARGET_SHANI WSGUARD_DETAIL_SHANI_INLINE
-void sha256_shani_state_words(__m128i abef, __m128i cdgh, __m128i& abcd, __m128i& efgh) noexcept {
-    const __m128i feba = _mm_shuffle_epi32(abef, 0x1B);
-    const __m128i dchg = _mm_shuffle_epi32(cdgh, 0xB1);
-    abcd = _mm_blend_epi16(feba, dchg, 0xF0);
-    efgh = _mm_alignr_epi8(dchg, feba, 8);
-}
-
-// One 64-byte block on a state held in registers; w0..w3 are its sixteen
-// message words (already in lane order). constant-time: fixed instruction sequence.
-WSGUARD_DETAIL_TARGET_SHANI WSGUARD_DETAIL_SHANI_INLINE
-void sha256_shani_block(__m128i& abef, __m128i& cdgh, __m128i w0, __m128i w1, __m128i w2, __m128i w3) noexcept {
-    const std::uint32_t* k = sha256_round_constants;
-    const __m128i abef_before = abef;
-    const __m128i cdgh_before = cdgh;
-    sha256_shani_rounds4(abef, cdgh, w0, k + 0);
-    sha256_shani_rounds4(abef, cdgh, w1, k + 4);
-    w0 = _mm_sha256msg1_epu32(w0, w1);
-    sha256_shani_rounds4(abef, cdgh, w2, k + 8);
-    w1 = _mm_sha256msg1_epu32(w1, w2);
-    sha256_shani_rounds4(abef, cdgh, w3, k + 12);
-    w0 = sha256_shani_schedule(w0, w3, w2);
-    w2 = _mm_sha256msg1_epu32(w2, w3);
-    // Rounds 16-47: the same four steps twice, the message words rotating
-    // (written out: GCC -O2 would keep a loop here).
-    sha256_shani_rounds4(abef, cdgh, w0, k + 16);
-    w1 = sha256_shani_schedule(w1, w0, w3);
-    w3 = _mm_sha256msg1_epu32(w3, w0);
-    sha256_shani_rounds4(abef, cdgh, w1, k + 20);
-    w2 = sha256_shani_schedule(w2, w1, w0);
-    w0 = _mm_sha256msg1_epu32(w0, w1);
-    sha256_shani_rounds4(abef, cdgh, w2, k + 24);
-    w3 = sha256_shani_schedule(w3, w2, w1);
-    w1 = _mm_sha256msg1_epu32(w1, w2);
-    sha256_shani_rounds4(abef, cdgh, w3, k + 28);
-    w0 = sha256_shani_schedule(w0, w3, w2);
-    w2 = _mm_sha256msg1_epu32(w2, w3);
-    sha256_shani_rounds4(abef, cdgh, w0, k + 32);
-    w1 = sha256_shani_schedule(w1, w0, w3);
-    w3 = _mm_sha256msg1_epu32(w3, w0);
-    sha256_shani_rounds4(abef, cdgh, w1, k + 36);
-    w2 = sha256_shani_schedule(w2, w1, w0);
-    w0 = _mm_sha256msg1_epu32(w0, w1);
-    sha256_shani_rounds4(abef, cdgh, w2, k + 40);
-    w3 = sha256_shani_schedule(w3, w2, w1);
-    w1 = _mm_sha256msg1_epu32(w1, w2);
-    sha256_shani_rounds4(abef, cdgh, w3, k + 44);
-    w0 = sha256_shani_schedule(w0, w3, w2);
-    w2 = _mm_sha256msg1_epu32(w2, w3);
-    sha256_shani_rounds4(abef, cdgh, w0, k + 48);
-    w1 = sha256_shani_schedule(w1, w0, w3);
-    w3 = _mm_sha256msg1_epu32(w3, w0);
-    sha256_shani_rounds4(abef, cdgh, w1, k + 52);
-    w2 = sha256_shani_schedule(w2, w1, w0);
-    sha256_shani_rounds4(abef, cdgh, w2, k + 56);
-    w3 = sha256_shani_schedule(w3, w2, w1);
-    sha256_shani_rounds4(abef, cdgh, w3, k + 60);
-
-    abef = _mm_add_epi32(abef, abef_before);
-    cdgh = _mm_add_epi32(cdgh, cdgh_before);
-}
-
-// Sixteen message words from 64 bytes of input.
-WSGUARD_DETAIL_TARGET_SHANI WSGUARD_DETAIL_SHANI_INLINE
-void sha256_shani_block_from(__m128i& abef, __m128i& cdgh, const std::uint8_t* block) noexcept {
-    const __m128i byte_swap = sha256_shani_byte_swap();
-    const __m128i w0 = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block)), byte_swap);
-    const __m128i w1 = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 16)), byte_swap);
-    const __m128i w2 = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 32)), byte_swap);
-    const __m128i w3 = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 48)), byte_swap);
-    sha256_shani_block(abef, cdgh, w0, w1, w2, w3);
-}
-
-// constant-time: fixed instruction sequence per block.
-WSGUARD_DETAIL_TARGET_SHANI inline void sha256_compress_shani(std::uint32_t* state, const std::uint8_t* blocks,
-                                                              std::size_t count) noexcept {
-    __m128i abef, cdgh;
-    sha256_shani_load_state(state, abef, cdgh);
-    for (std::size_t block = 0; block < count; ++block, blocks += 64) sha256_shani_block_from(abef, cdgh, blocks);
-    __m128i abcd, efgh;
-    sha256_shani_state_words(abef, cdgh, abcd, efgh);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(state), abcd);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(state + 4), efgh);
-}
-
-inline bool sha256_cpu_has_shani() noexcept {
-    // SHA (leaf 7 EBX bit 29) plus the SSSE3/SSE4.1 shuffles and blends the path uses.
-#if defined(_MSC_VER) && !defined(__clang__)
-    int regs[4];
-    __cpuid(regs, 0);
-    if (regs[0] < 7) return false;
-    __cpuid(regs, 1);
-    const unsigned ecx1 = static_cast<unsigned>(regs[2]);
-    __cpuidex(regs, 7, 0);
-    const unsigned ebx7 = static_cast<unsigned>(regs[1]);
-#else
-    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
-    if (__get_cpuid_max(0, nullptr) < 7) return false;
-    __cpuid_count(1, 0, eax, ebx, ecx, edx);
-    const unsigned ecx1 = ecx;
-    __cpuid_count(7, 0, eax, ebx, ecx, edx);
-    const unsigned ebx7 = ebx;
-#endif
-    const bool ssse3 = (ecx1 >> 9) & 1u;
-    const bool sse41 = (ecx1 >> 19) & 1u;
-    const bool sha = (ebx7 >> 29) & 1u;
-    return ssse3 && sse41 && sha;
-}
-#endif  // WSGUARD_DETAIL_SHA256_SHANI
-
-// ---------------------------------------------------------------------------
-// detail, aarch64 backend: the ARMv8 SHA2 compression
-// Why it is here: the same role as SHA-NI on x86-64 (the compression is most of
-// a ticketed check's time; SHA2 instructions replace about 2,000 scalar
-// operations per block). Measured only under qemu here (.ci/jobs/46 checks it
-// against the same vectors), not on ARM hardware.
-// ---------------------------------------------------------------------------
-#if WSGUARD_DETAIL_SHA256_ARMV8
-// Four rounds with message words `current`, then `current` becomes the words
-// four groups ahead (computed from it and the next three groups).
-WSGUARD_DETAIL_TARGET_ARMV8 inline void sha256_armv8_rounds4(uint32x4_t& abcd, uint32x4_t& efgh, uint32x4_t& current,
-                                                             uint32x4_t next1, uint32x4_t next2, uint32x4_t next3,
-                                                             const std::uint32_t* k, bool schedule) noexcept {
-    const uint32x4_t wk = vaddq_u32(current, vld1q_u32(k));
-    if (schedule) current = vsha256su1q_u32(vsha256su0q_u32(current, next1), next2, next3);
-    const uint32x4_t abcd_before = abcd;
-    abcd = vsha256hq_u32(abcd, efgh, wk);
-    efgh = vsha256h2q_u32(efgh, abcd_before, wk);
-}
-
-// One 64-byte block on a state held in registers (A B C D and E F G H); w0..w3
-// are its sixteen message words. constant-time: fixed instruction sequence.
-WSGUARD_DETAIL_TARGET_ARMV8 WSGUARD_DETAIL_ARMV8_INLINE
-void sha256_armv8_block(uint32x4_t& abcd, uint32x4_t& efgh, uint32x4_t w0, uint32x4_t w1, uint32x4_t w2,
-                        uint32x4_t w3) noexcept {
-    const std::uint32_t* k = sha256_round_constants;
-    const uint32x4_t abcd_before = abcd;
-    const uint32x4_t efgh_before = efgh;
-    // Rounds 0-47 schedule the words of rounds 16-63; rounds 48-63 only consume.
-    for (int i = 0; i < 64; i += 16) {
-        const bool schedule = i < 48;
-        sha256_armv8_rounds4(abcd, efgh, w0, w1, w2, w3, k + i, schedule);
-        sha256_armv8_rounds4(abcd, efgh, w1, w2, w3, w0, k + i + 4, schedule);
-        sha256_armv8_rounds4(abcd, efgh, w2, w3, w0, w1, k + i + 8, schedule);
-        sha256_armv8_rounds4(abcd, efgh, w3, w0, w1, w2, k + i + 12, schedule);
-    }
-    abcd = vaddq_u32(abcd, abcd_before);
-    efgh = vaddq_u32(efgh, efgh_before);
-}
-
-// Sixteen message words (big-endian) from 64 bytes of input.
-WSGUARD_DETAIL_TARGET_ARMV8 WSGUARD_DETAIL_ARMV8_INLINE
-void sha256_armv8_block_from(uint32x4_t& abcd, uint32x4_t& efgh, const std::uint8_t* block) noexcept {
-    sha256_armv8_block(abcd, efgh, vreinterpretq_u32_u8(vrev32q_u8(vld1q_u8(block))),
-                       vreinterpretq_u32_u8(vrev32q_u8(vld1q_u8(block + 16))),
-                       vreinterpretq_u32_u8(vrev32q_u8(vld1q_u8(block + 32))),
-                       vreinterpretq_u32_u8(vrev32q_u8(vld1q_u8(block + 48))));
-}
-
-// constant-time: fixed instruction sequence per block.
-WSGUARD_DETAIL_TARGET_ARMV8 inline void sha256_compress_armv8(std::uint32_t* state, const std::uint8_t* blocks,
-                                                              std::size_t count) noexcept {
-    uint32x4_t abcd = vld1q_u32(state);
-    uint32x4_t efgh = vld1q_u32(state + 4);
-    for (std::size_t block = 0; block < count; ++block, blocks += 64) sha256_armv8_block_from(abcd, efgh, blocks);
-    vst1q_u32(state, abcd);
-    vst1q_u32(state + 4, efgh);
-}
-
-inline bool sha256_cpu_has_armv8_sha2() noexcept {
-#if defined(__ARM_FEATURE_SHA2) || defined(__ARM_FEATURE_CRYPTO)
-    return true;  // the whole program is compiled for a CPU that has it
-#elif defined(__linux__)
-    const unsigned long hwcap_sha2 = 1ul << 6;  // HWCAP_SHA2 in the kernel's <asm/hwcap.h> for arm64
-    return (getauxval(AT_HWCAP) & hwcap_sha2) != 0;
-#else
-    return false;
-#endif
-}
-#endif  // WSGUARD_DETAIL_SHA256_ARMV8
-
-// Whether this build and this CPU can run a backend.
-inline bool sha256_backend_available(sha256_backend b) noexcept {
-    switch (b) {
-        case sha256_backend::portable: return true;
-        case sha256_backend::x86_shani:
-#if WSGUARD_DETAIL_SHA256_SHANI
-        {
-            static const bool has = sha256_cpu_has_shani();
-            return has;
-        }
-#else
-            return false;
-#endif
-        case sha256_backend::armv8_sha2:
-#if WSGUARD_DETAIL_SHA256_ARMV8
-        {
-            static const bool has = sha256_cpu_has_armv8_sha2();
-            return has;
-        }
-#else
-            return false;
-#endif
-    }
-    return false;
-}
-
-// The compression for a backend; a backend this CPU lacks gets the portable
-// code (never an illegal instruction).
-inline sha256_compress_fn sha256_compress_for(sha256_backend b) noexcept {
-#if WSGUARD_DETAIL_SHA256_SHANI
-    if (b == sha256_backend::x86_shani && sha256_backend_available(b)) return &sha256_compress_shani;
-#endif
-#if WSGUARD_DETAIL_SHA256_ARMV8
-    if (b == sha256_backend::armv8_sha2 && sha256_backend_available(b)) return &sha256_compress_armv8;
-#endif
-    static_cast<void>(b);
-    return &sha256_compress_portable;
-}
-
-// Every backend this build and CPU can run, portable first (for tests and benchmarks).
-inline std::vector<sha256_backend> available_backends() {
-    std::vector<sha256_backend> out;
-    for (sha256_backend b : {sha256_backend::portable, sha256_backend::x86_shani, sha256_backend::armv8_sha2}) {
-        if (sha256_backend_available(b)) out.push_back(b);
-    }
-    return out;
-}
-
-// The fastest backend, chosen once (a function-local static is initialised
-// exactly once even when threads race to it).
-inline sha256_backend sha256_active_backend() noexcept {
-    static const sha256_backend chosen = sha256_backend_available(sha256_backend::x86_shani)    ? sha256_backend::x86_shani
-                                         : sha256_backend_available(sha256_backend::armv8_sha2) ? sha256_backend::armv8_sha2
-                                                                                                : sha256_backend::portable;
-    return chosen;
-}
-
-inline sha256_compress_fn sha256_active_compress() noexcept {
-    static const sha256_compress_fn chosen = sha256_compress_for(sha256_active_backend());
-    return chosen;
-}
-
-inline void sha256_store_digest(const std::uint32_t* state, std::uint8_t* out) noexcept {
-    for (int i = 0; i < 8; ++i) sha256_store_be32(out + 4 * i, state[i]);
-}
-
-// Hashes `data` to its end, padding included, into a state that has already
-// absorbed `prefix` bytes (a multiple of 64). A short message (under two
-// blocks, e.g. an HMAC of a ticket) is copied so that one call compresses it
-// all; a longer one is compressed in place, only its tail copied.
-inline void sha256_absorb_final(std::uint32_t* state, std::uint64_t prefix, const std::uint8_t* data, std::size_t size,
-                                sha256_compress_fn compress) noexcept {
-    const std::size_t in_place = size >= 128 ? size / 64 : 0;
-    if (in_place != 0) compress(state, data, in_place);
-    const std::size_t rest = size - in_place * 64;  // 0..127
-    const std::size_t blocks = (rest + 1 + 8 + 63) / 64;  // room for 0x80 and the 64-bit length
-    std::uint8_t last[192];
-    if (rest != 0) std::memcpy(last, data + in_place * 64, rest);
-    last[rest] = 0x80;
-    std::memset(last + rest + 1, 0, blocks * 64 - rest - 1 - 8);
-    const std::uint64_t bits = (prefix + size) * 8;
-    sha256_store_be32(last + blocks * 64 - 8, static_cast<std::uint32_t>(bits >> 32));
-    sha256_store_be32(last + blocks * 64 - 4, static_cast<std::uint32_t>(bits));
-    compress(state, last, blocks);
-    crypto_wipe(last, blocks * 64);
-}
-
-// Buffered incremental SHA-256 from any starting state.
-struct sha256_engine {
-    std::uint32_t state[8];
-    std::uint8_t buffer[64];
-    std::size_t buffered;  // 0..63
-    std::uint64_t total;   // bytes absorbed, including the prefix a start state stands for
-    sha256_compress_fn compress;
-
-    void start(const std::uint32_t* initial, std::uint64_t prefix, sha256_compress_fn fn) noexcept {
-        std::memcpy(state, initial, sizeof state);
-        buffered = 0;
-        total = prefix;
-        compress = fn;
-    }
-
-    void update(const std::uint8_t* data, std::size_t size) noexcept {
-        if (size == 0) return;
-        total += size;
-        if (buffered != 0) {
-            const std::size_t take = size < 64 - buffered ? size : 64 - buffered;
-            std::memcpy(buffer + buffered, data, take);
-            buffered += take;
-            data += take;
-            size -= take;
-            if (buffered < 64) return;
-            compress(state, buffer, 1);
-            buffered = 0;
-        }
-        const std::size_t whole = size / 64;
-        if (whole != 0) compress(state, data, whole);
-        buffered = size % 64;
-        if (buffered != 0) std::memcpy(buffer, data + whole * 64, buffered);
-    }
-
-    void finish(std::uint8_t* out) noexcept {
-        sha256_absorb_final(state, total - buffered, buffer, buffered, compress);
-        sha256_store_digest(state, out);
-    }
-
-    void wipe() noexcept { crypto_wipe(this, sizeof *this); }
-};
-
-// The end of an HMAC: the inner hash continues from `inner` (standing for
-// `prefix` bytes) over data[0..size) to its digest, the outer hash from `outer`
-// over that digest; the MAC goes to out[0..32).
-inline void hmac_sha256_finish(sha256_compress_fn compress, const std::uint32_t* inner, std::uint64_t prefix,
-                               const std::uint8_t* data, std::size_t size, const std::uint32_t* outer,
-                               std::uint8_t* out) noexcept {
-    std::uint32_t state[8];
-    std::memcpy(state, inner, sizeof state);
-    sha256_absorb_final(state, prefix, data, size, compress);
-    std::uint8_t inner_digest[32];
-    sha256_store_digest(state, inner_digest);
-    std::memcpy(state, outer, sizeof state);
-    sha256_absorb_final(state, 64, inner_digest, sizeof inner_digest, compress);
-    sha256_store_digest(state, out);
-    crypto_wipe(inner_digest, sizeof inner_digest);
-    crypto_wipe(state, sizeof state);
-}
-
-// Builds the hasher and key objects on one chosen backend (below the HMAC section).
-struct sha256_backend_access;
-
-}  // namespace detail
-
-// ---------------------------------------------------------------------------
-// SHA-256
-// ---------------------------------------------------------------------------
-
-// Incremental SHA-256. finish() returns the digest and resets the hasher.
-class sha256_hasher {
-public:
-    sha256_hasher() noexcept : sha256_hasher(detail::sha256_active_compress()) {}
-    sha256_hasher(const sha256_hasher&) noexcept = default;
-    sha256_hasher& operator=(const sha256_hasher&) noexcept = default;
-    ~sha256_hasher() { engine_.wipe(); }
-
-    void update(const std::uint8_t* data, std::size_t size) noexcept { engine_.update(data, size); }
-    void update(std::string_view data) noexcept {
-        engine_.update(reinterpret_cast<const std::uint8_t*>(data.data()), data.size());
-    }
-    sha256_digest finish() noexcept {
-        sha256_digest out;
-        engine_.finish(out.data());
-        engine_.start(detail::sha256_initial_state, 0, engine_.compress);
-        return out;
-    }
-
-private:
-    friend struct detail::sha256_backend_access;
-    explicit sha256_hasher(detail::sha256_compress_fn compress) noexcept {
-        engine_.start(detail::sha256_initial_state, 0, compress);
-    }
-    detail::sha256_engine engine_;
-};
-
-namespace detail {
-inline sha256_digest sha256_with(sha256_compress_fn compress, const std::uint8_t* data, std::size_t size) noexcept {
-    std::uint32_t state[8];
-    std::memcpy(state, sha256_initial_state, sizeof state);
-    sha256_absorb_final(state, 0, data, size, compress);
-    sha256_digest out;
-    sha256_store_digest(state, out.data());
-    return out;
-}
-}  // namespace detail
-
-inline sha256_digest sha256(const std::uint8_t* data, std::size_t size) noexcept {
-    return detail::sha256_with(detail::sha256_active_compress(), data, size);
-}
-inline sha256_digest sha256(std::string_view data) noexcept {
-    return sha256(reinterpret_cast<const std::uint8_t*>(data.data()), data.size());
-}
-
-// ---------------------------------------------------------------------------
-// HMAC-SHA256 (RFC 2104)
-// ---------------------------------------------------------------------------
-
-// A MAC key with its inner and outer pad blocks already compressed, so each MAC
-// costs only the message's compressions plus one. Wiped on destruction.
-// Any key length is accepted, as RFC 2104 (and RFC 4231's 20-byte vectors) has
-// it: this is the primitive. Ticket keys go through keyring::create, which
-// refuses secrets shorter than 32 bytes.
-class hmac_sha256_key {
-public:
-    explicit hmac_sha256_key(std::string_view key) noexcept
-        : hmac_sha256_key(reinterpret_cast<const std::uint8_t*>(key.data()), key.size()) {}
-    hmac_sha256_key(const std::uint8_t* key, std::size_t size) noexcept
-        : hmac_sha256_key(key, size, detail::sha256_active_compress()) {}
-    hmac_sha256_key(const hmac_sha256_key&) noexcept = default;
-    hmac_sha256_key& operator=(const hmac_sha256_key&) noexcept = default;
-    ~hmac_sha256_key() {
-        detail::crypto_wipe(inner_, sizeof inner_);
-        detail::crypto_wipe(outer_, sizeof outer_);
-    }
-
-    sha256_digest mac(const std::uint8_t* message, std::size_t size) const noexcept {
-        sha256_digest out;
-        detail::hmac_sha256_finish(compress_, inner_, 64, message, size, outer_, out.data());
-        return out;
-    }
-    sha256_digest mac(std::string_view message) const noexcept {
-        return mac(reinterpret_cast<const std::uint8_t*>(message.data()), message.size());
-    }
-
-    // An incremental MAC over several parts, without copying them together.
-    // finish() once per message; begin() again (or a copy made earlier) for the next.
-    class stream {
-    public:
-        stream(const stream&) noexcept = default;
-        stream& operator=(const stream&) noexcept = default;
-        ~stream() {
-            inner_.wipe();
-            detail::crypto_wipe(outer_, sizeof outer_);
-        }
-        void update(const std::uint8_t* data, std::size_t size) noexcept { inner_.update(data, size); }
-        void update(std::string_view data) noexcept {
-            inner_.update(reinterpret_cast<const std::uint8_t*>(data.data()), data.size());
-        }
-        // The MAC of everything absorbed. A copy of a stream continues on its
-        // own: absorb a shared prefix once, copy the stream per message.
-        sha256_digest finish() noexcept {
-            sha256_digest out;
-            detail::hmac_sha256_finish(inner_.compress, inner_.state, inner_.total - inner_.buffered, inner_.buffer,
-                                       inner_.buffered, outer_, out.data());
-            return out;
-        }
-
-    private:
-        friend class hmac_sha256_key;
-        explicit stream(const hmac_sha256_key& key) noexcept {
-            inner_.start(key.inner_, 64, key.compress_);
-            std::memcpy(outer_, key.outer_, sizeof outer_);
-        }
-        detail::sha256_engine inner_;
-        std::uint32_t outer_[8];
-    };
-
-    stream begin() const noexcept { return stream(*this); }
-
-private:
-    friend struct detail::sha256_backend_access;
-    hmac_sha256_key(const std::uint8_t* key, std::size_t size, detail::sha256_compress_fn compress) noexcept
-        : compress_(compress) {
-        // RFC 2104: a key longer than the block is replaced by its hash, then zero-padded.
-        std::uint8_t block[64] = {};
-        if (size > 64) {
-            const sha256_digest hashed = detail::sha256_with(compress_, key, size);
-            std::memcpy(block, hashed.data(), hashed.size());
-            detail::crypto_wipe(const_cast<std::uint8_t*>(hashed.data()), hashed.size());
-        } else if (size != 0) {
-            std::memcpy(block, key, size);
-        }
-        for (std::uint8_t& byte : block) byte ^= 0x36;
-        std::memcpy(inner_, detail::sha256_initial_state, sizeof inner_);
-        compress_(inner_, block, 1);
-        for (std::uint8_t& byte : block) byte ^= 0x36 ^ 0x5c;
-        std::memcpy(outer_, detail::sha256_initial_state, sizeof outer_);
-        compress_(outer_, block, 1);
-        detail::crypto_wipe(block, sizeof block);
-    }
-    std::uint32_t inner_[8];
-    std::uint32_t outer_[8];
-    detail::sha256_compress_fn compress_;
-};
-
-inline sha256_digest hmac_sha256(const std::uint8_t* key, std::size_t key_size, const std::uint8_t* message,
-                                 std::size_t message_size) noexcept {
-    return hmac_sha256_key(key, key_size).mac(message, message_size);
-}
-inline sha256_digest hmac_sha256(std::string_view key, std::string_view message) noexcept {
-    return hmac_sha256_key(key).mac(message);
-}
-
-namespace detail {
-// One compression backend forced (tests, benchmarks, the constant-time job);
-// a backend this CPU lacks runs the portable code. Not a public constructor:
-// users get the fastest backend the CPU has.
-struct sha256_backend_access {
-    static sha256_hasher hasher(sha256_backend backend) noexcept { return sha256_hasher(sha256_compress_for(backend)); }
-    static hmac_sha256_key key(const std::uint8_t* key, std::size_t size, sha256_backend backend) noexcept {
-        return hmac_sha256_key(key, size, sha256_compress_for(backend));
-    }
-};
-inline sha256_hasher sha256_hasher_for(sha256_backend backend) noexcept { return sha256_backend_access::hasher(backend); }
-inline hmac_sha256_key hmac_sha256_key_for(sha256_backend backend, const std::uint8_t* key, std::size_t size) noexcept {
-    return sha256_backend_access::key(key, size, backend);
-}
-}  // namespace detail
-
-// ---------------------------------------------------------------------------
-// Constant-time comparison
-// ---------------------------------------------------------------------------
-
-// True when the two buffers are equal. constant-time: the time depends only on
-// size, never on where or whether the buffers differ.
-inline bool constant_time_equal(const std::uint8_t* a, const std::uint8_t* b, std::size_t size) noexcept {
-    std::uint32_t difference = 0;
-    for (std::size_t i = 0; i < size; ++i) {
-        difference |= static_cast<std::uint32_t>(a[i] ^ b[i]);
-#if defined(__GNUC__) || defined(__clang__)
-        // Hides the accumulator from the optimiser, which could otherwise stop
-        // early once it saw every bit set.
-        __asm__("" : "+r"(difference));
-#endif
-    }
-    // 0 -> 1, 1..255 -> 0, without a comparison the compiler could branch on.
-    const bool equal = static_cast<bool>(((difference - 1u) >> 8) & 1u);
-    WSGUARD_CT_DECLASSIFY(&equal, sizeof equal);  // the answer is public; how it was reached is not
-    return equal;
-}
-inline bool constant_time_equal(const sha256_digest& a, const sha256_digest& b) noexcept {
-    return constant_time_equal(a.data(), b.data(), a.size());
-}
-
-// ---------------------------------------------------------------------------
-// base64url (RFC 4648 section 5), no padding, strict and canonical
-// ---------------------------------------------------------------------------
-
-// Characters needed for `bytes` bytes; saturates at SIZE_MAX (no buffer is that large).
-constexpr std::size_t base64url_encoded_size(std::size_t bytes) noexcept {
-    return bytes / 3 > std::numeric_limits<std::size_t>::max() / 4 - 1
-               ? std::numeric_limits<std::size_t>::max()
-               : bytes / 3 * 4 + (bytes % 3 == 0 ? 0 : bytes % 3 + 1);
-}
-// Bytes that `chars` characters decode to at most (exactly, when they are valid).
-constexpr std::size_t base64url_max_decoded_size(std::size_t chars) noexcept {
-    return chars / 4 * 3 + (chars % 4) * 3 / 4;
-}
-
-namespace detail {
-// All-ones when the condition holds, else zero; keeps the codec free of
-// branches and tables indexed by data, so encoding or decoding a secret (a key,
-// a MAC) does not leak it through timing.
-constexpr std::uint32_t base64url_mask(bool condition) noexcept { return 0u - static_cast<std::uint32_t>(condition); }
-
-constexpr char base64url_char(std::uint32_t six_bits) noexcept {
-    const std::uint32_t v = six_bits & 63u;
-    std::uint32_t c = v + 'A';
-    c += base64url_mask(v >= 26) & ('a' - 'A' - 26);
-    c -= base64url_mask(v >= 52) & ('a' + 26 - '0');  // 'a' + (52 - 26) down to '0'
-    c -= base64url_mask(v >= 62) & ('0' + 10 - '-');
-    c += base64url_mask(v >= 63) & ('_' - '-' - 1);
-    return static_cast<char>(c);
-}
-
-// The six bits a character stands for, or 0x100 and above when it is not in the alphabet.
-constexpr std::uint32_t base64url_value(unsigned char c) noexcept {
-    const std::uint32_t x = c;
-    const std::uint32_t upper = base64url_mask(x >= 'A') & base64url_mask(x <= 'Z');
-    const std::uint32_t lower = base64url_mask(x >= 'a') & base64url_mask(x <= 'z');
-    const std::uint32_t digit = base64url_mask(x >= '0') & base64url_mask(x <= '9');
-    const std::uint32_t dash = base64url_mask(x == '-');
-    const std::uint32_t underscore = base64url_mask(x == '_');
-    const std::uint32_t value = (upper & (x - 'A')) | (lower & (x - 'a' + 26)) | (digit & (x - '0' + 52)) |
-                                (dash & 62u) | (underscore & 63u);
-    const std::uint32_t valid = upper | lower | digit | dash | underscore;
-    return value | (~valid & 0x100u);
-}
-}  // namespace detail
-
-// Writes the encoding of in[0..size) to out (no terminator). Returns the number
-// of characters written, or 0 when out_capacity is too small (and size > 0).
-inline std::size_t base64url_encode(const std::uint8_t* in, std::size_t size, char* out,
-                                    std::size_t out_capacity) noexcept {
-    const std::size_t needed = base64url_encoded_size(size);
-    if (needed > out_capacity) return 0;
-    std::size_t o = 0;
-    std::size_t i = 0;
-    for (; i + 3 <= size; i += 3) {
-        const std::uint32_t v = (std::uint32_t{in[i]} << 16) | (std::uint32_t{in[i + 1]} << 8) | in[i + 2];
-        out[o++] = detail::base64url_char(v >> 18);
-        out[o++] = detail::base64url_char(v >> 12);
-        out[o++] = detail::base64url_char(v >> 6);
-        out[o++] = detail::base64url_char(v);
-    }
-    if (size - i == 1) {
-        const std::uint32_t v = std::uint32_t{in[i]} << 16;
-        out[o++] = detail::base64url_char(v >> 18);
-        out[o++] = detail::base64url_char(v >> 12);
-    } else if (size - i == 2) {
-        const std::uint32_t v = (std::uint32_t{in[i]} << 16) | (std::uint32_t{in[i + 1]} << 8);
-        out[o++] = detail::base64url_char(v >> 18);
-        out[o++] = detail::base64url_char(v >> 12);
-        out[o++] = detail::base64url_char(v >> 6);
-    }
-    return o;
-}
-
-namespace detail {
-// The same encoding as base64url_encode, NOT constant time (a table lookup per
-// character): only for output that is not secret (benchmark baselines).
-// Allocates; about 4x faster.
-inline std::string base64url_encode_public(const std::uint8_t* in, std::size_t size) {
-    static constexpr char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    std::string out(base64url_encoded_size(size), '\0');
-    char* o = &out[0];
-    std::size_t i = 0;
-    for (; i + 3 <= size; i += 3) {
-        const std::uint32_t v = (std::uint32_t{in[i]} << 16) | (std::uint32_t{in[i + 1]} << 8) | in[i + 2];
-        *o++ = alphabet[v >> 18];
-        *o++ = alphabet[(v >> 12) & 63];
-        *o++ = alphabet[(v >> 6) & 63];
-        *o++ = alphabet[v & 63];
-    }
-    if (size - i == 1) {
-        const std::uint32_t v = std::uint32_t{in[i]} << 16;
-        *o++ = alphabet[v >> 18];
-        *o++ = alphabet[(v >> 12) & 63];
-    } else if (size - i == 2) {
-        const std::uint32_t v = (std::uint32_t{in[i]} << 16) | (std::uint32_t{in[i + 1]} << 8);
-        *o++ = alphabet[v >> 18];
-        *o++ = alphabet[(v >> 12) & 63];
-        *o++ = alphabet[(v >> 6) & 63];
-    }
-    return out;
-}
-}  // namespace detail
-
-// Convenience for configuration and tests (allocates: not for the request path).
-inline std::string base64url_encode(const std::uint8_t* in, std::size_t size) {
-    std::string out(base64url_encoded_size(size), '\0');
-    const std::size_t written = base64url_encode(in, size, &out[0], out.size());
-    out.resize(written);
-    return out;
-}
-
-// Decodes canonical unpadded base64url into out[0..out_capacity). Refuses (and
-// sets out_size to 0) anything but the one encoding an encoder would produce:
-// a character outside A-Z a-z 0-9 - _ (so '=', '+', '/', whitespace), a length
-// of 1 mod 4, non-zero unused bits in the last character, or an output larger
-// than out_capacity. Nothing is written past out_capacity; on refusal the
-// bytes written so far are zeroed.
-inline bool base64url_decode(std::string_view in, std::uint8_t* out, std::size_t out_capacity,
-                             std::size_t& out_size) noexcept {
-    out_size = 0;
-    const std::size_t n = in.size();
-    if (n % 4 == 1) return false;
-    const std::size_t decoded = base64url_max_decoded_size(n);
-    if (decoded > out_capacity) return false;
-    std::uint32_t characters = 0;  // bit 8 set by any character outside the alphabet
-    std::uint32_t unused_bits = 0;  // must stay zero for the encoding to be canonical
-    std::size_t o = 0;
-    std::size_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        const std::uint32_t a = detail::base64url_value(static_cast<unsigned char>(in[i]));
-        const std::uint32_t b = detail::base64url_value(static_cast<unsigned char>(in[i + 1]));
-        const std::uint32_t c = detail::base64url_value(static_cast<unsigned char>(in[i + 2]));
-        const std::uint32_t d = detail::base64url_value(static_cast<unsigned char>(in[i + 3]));
-        characters |= a | b | c | d;
-        const std::uint32_t v = (a << 18) | (b << 12) | (c << 6) | d;
-        out[o++] = static_cast<std::uint8_t>(v >> 16);
-        out[o++] = static_cast<std::uint8_t>(v >> 8);
-        out[o++] = static_cast<std::uint8_t>(v);
-    }
-    const std::size_t rest = n - i;  // 0, 2 or 3
-    if (rest != 0) {
-        const std::uint32_t a = detail::base64url_value(static_cast<unsigned char>(in[i]));
-        const std::uint32_t b = detail::base64url_value(static_cast<unsigned char>(in[i + 1]));
-        const std::uint32_t c = rest == 3 ? detail::base64url_value(static_cast<unsigned char>(in[i + 2])) : 0;
-        characters |= a | b | c;
-        const std::uint32_t v = (a << 18) | (b << 12) | (c << 6);
-        out[o++] = static_cast<std::uint8_t>(v >> 16);
-        if (rest == 3) out[o++] = static_cast<std::uint8_t>(v >> 8);
-        // Canonical: the bits below the last whole byte must be zero.
-        unused_bits = rest == 2 ? (v & 0xFFFFu) : (v & 0xFFu);
-    }
-    if ((characters & 0x100u) != 0 || unused_bits != 0) {
-        detail::crypto_wipe(out, o);
-        return false;
-    }
-    out_size = o;
-    return true;
-}
-
-namespace detail {
-// 0..63 for the alphabet, 0xFF for every other byte. Indexed by input byte, so
-// only for public input (see detail::base64url_decode_public).
-struct base64url_table {
-    std::uint8_t value[256];
-    constexpr base64url_table() noexcept : value() {
-        for (int c = 0; c < 256; ++c) {
-            const std::uint32_t v = base64url_value(static_cast<unsigned char>(c));
-            value[c] = v > 63 ? std::uint8_t{0xFF} : static_cast<std::uint8_t>(v);
-        }
-    }
-};
-inline constexpr base64url_table base64url_lookup{};
-}  // namespace detail
-
-namespace detail {
-// The same strict, canonical decoding as base64url_decode, but NOT constant
-// time: a table lookup indexed by each character and an early exit on the
-// first bad one. Only for input that is not secret, such as a ticket the
-// client already holds (its MAC is checked afterwards, in constant time).
-// Nothing is written past out_capacity; out_size is 0 on refusal. (An SSSE3
-// version saved under 10% of a ticketed handshake_guard::check: removed.)
-inline bool base64url_decode_public(std::string_view text, std::uint8_t* out, std::size_t out_capacity,
-                                    std::size_t& out_size) noexcept {
-    out_size = 0;
-    const char* const in = text.data();
-    const std::size_t n = text.size();
-    if (n % 4 == 1 || base64url_max_decoded_size(n) > out_capacity) return false;  // 1 mod 4: no encoding
-    const std::uint8_t* table = base64url_lookup.value;
-    std::size_t o = 0;
-    std::size_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        const std::uint32_t a = table[static_cast<unsigned char>(in[i])];
-        const std::uint32_t b = table[static_cast<unsigned char>(in[i + 1])];
-        const std::uint32_t c = table[static_cast<unsigned char>(in[i + 2])];
-        const std::uint32_t d = table[static_cast<unsigned char>(in[i + 3])];
-        if ((a | b | c | d) > 63) return false;
-        const std::uint32_t v = (a << 18) | (b << 12) | (c << 6) | d;
-        out[o++] = static_cast<std::uint8_t>(v >> 16);
-        out[o++] = static_cast<std::uint8_t>(v >> 8);
-        out[o++] = static_cast<std::uint8_t>(v);
-    }
-    const std::size_t rest = n - i;  // 0, 2 or 3
-    if (rest != 0) {
-        const std::uint32_t a = table[static_cast<unsigned char>(in[i])];
-        const std::uint32_t b = table[static_cast<unsigned char>(in[i + 1])];
-        const std::uint32_t c = rest == 3 ? table[static_cast<unsigned char>(in[i + 2])] : 0;
-        if ((a | b | c) > 63) return false;
-        const std::uint32_t v = (a << 18) | (b << 12) | (c << 6);
-        // Canonical: the bits below the last whole byte must be zero.
-        if ((rest == 2 ? (v & 0xFFFFu) : (v & 0xFFu)) != 0) return false;
-        out[o++] = static_cast<std::uint8_t>(v >> 16);
-        if (rest == 3) out[o++] = static_cast<std::uint8_t>(v >> 8);
-    }
-    out_size = o;
-    return true;
-}
-
-}  // namespace detail
-
-// ---------------------------------------------------------------------------
-// Random bytes from the operating system
-// ---------------------------------------------------------------------------
-
-// Fills out[0..size) from the OS generator. Fails closed: anything but a full
-// fill answers reason::random_unavailable (and the buffer is zeroed).
-inline reason random_bytes(std::uint8_t* out, std::size_t size) noexcept {
-    std::size_t filled = 0;
-#if defined(__linux__)
-    // getrandom() blocks only until the pool is first seeded; a signal may cut
-    // it short (EINTR) and large requests may come back partial.
-    while (filled < size) {
-        const ssize_t got = getrandom(out + filled, size - filled, 0);
-        if (got > 0) {
-            filled += static_cast<std::size_t>(got);
-        } else if (got < 0 && errno == EINTR) {
-            continue;
-        } else {
-            break;
-        }
-    }
-#elif defined(__APPLE__) || defined(__FreeBSD__) || defined(__OpenBSD__) || defined(__NetBSD__) || \
-    defined(__DragonFly__)
-    if (size != 0) arc4random_buf(out, size);  // cannot fail
-    filled = size;
-#elif defined(_WIN32)
-    const unsigned long use_system_preferred_rng = 0x00000002;  // BCRYPT_USE_SYSTEM_PREFERRED_RNG
-    while (filled < size) {
-        const std::size_t chunk_max = 0x40000000;  // fits the ULONG size argument
-        const std::size_t chunk = size - filled < chunk_max ? size - filled : chunk_max;
-        const long status = BCryptGenRandom(nullptr, out + filled, static_cast<unsigned long>(chunk), use_system_preferred_rng);
-        if (status < 0) break;  // NT_SUCCESS(status) is status >= 0
-        filled += chunk;
-    }
-#endif
-    if (filled != size) {
-        if (size != 0) detail::crypto_wipe(out, size);
-        return reason::random_unavailable;
-    }
-    return reason::ok;
-}
-
-// Overwrites out[0..size) with zeros in a way the optimiser cannot remove as a
-// dead store (memset, then an empty asm that claims to read the memory, as
-// explicit_bzero does; volatile stores where inline asm is unavailable). For a
-// raw key once keyring::create has derived its own copy: the keyring keeps no
-// view of the secret, so the caller's buffer is the last plain copy.
-inline void secure_wipe(void* out, std::size_t size) noexcept { detail::crypto_wipe(out, size); }
-
-}  // inline namespace WSGUARD_ABI_NS
-}  // namespace wsguard
-
-// ===========================================================================
-// 5. Tickets: keyring, issuer, verifier, replay store, transport helpers
-// ===========================================================================
-//
-// The browser WebSocket API cannot send an Authorization header. The page
-// fetches a ticket with an authenticated HTTP POST, presents it once in the
-// upgrade request (Sec-WebSocket-Protocol or a query parameter), and the server
-// verifies it before answering 101. A ticket is short-lived, works once, and is
-// bound to the origin it was issued for and to one endpoint (audience).
-//
-// Wire format: base64url without padding (valid in a query string and as a
-// Sec-WebSocket-Protocol token) of
-//   version u8 = 1 | key id u32 | issued_at i64 | expires_at i64 | nonce 16 bytes
-//   | subject u8-len | origin u16-len | audience u16-len | scope count u8,
-//     each scope u8-len | HMAC-SHA256 32 bytes
-// Integers big-endian; times in milliseconds since the Unix epoch (wall clock:
-// tickets cross machines). The MAC covers one 64-byte block, "wsguard-ticket-v1"
-// zero-padded (domain separation), then every ticket byte before the MAC. The
-// block is absorbed once per key, at construction, so it costs nothing per ticket.
-
-namespace wsguard {
-inline namespace WSGUARD_ABI_NS {
-
-template <class ReplayStore>
-class ticket_verifier;
-class ticket_issuer;
-
-// The 128-bit random nonce that makes a ticket one-time. Replay stores key on
-// these decoded bytes, never on the ticket string.
-using ticket_nonce = std::array<std::uint8_t, 16>;
-
-// Field caps, checked when issuing (ticket_field_too_long) and when parsing.
-struct ticket_limits {
-    static constexpr std::size_t max_subject = 128;
-    static constexpr std::size_t max_origin = 256;
-    static constexpr std::size_t max_audience = 256;
-    static constexpr std::size_t max_scopes = 8;
-    static constexpr std::size_t max_scope = 32;
-    // Largest decoded ticket and its base64url length: longer input is refused
-    // (ticket_too_long) before it is decoded.
-    static constexpr std::size_t max_bytes = 37 + (1 + max_subject) + (2 + max_origin) + (2 + max_audience) +
-                                             1 + max_scopes * (1 + max_scope) + 32;
-    static constexpr std::size_t max_chars = (max_bytes / 3) * 4 + (max_bytes % 3 == 0 ? 0 : max_bytes % 3 + 1);
-};
-
-namespace detail {
-
-inline constexpr char ticket_domain[] = "wsguard-ticket-v1";  // zero-padded to one SHA-256 block
-inline constexpr std::uint8_t ticket_version = 1;
-inline constexpr std::size_t ticket_header_size = 1 + 4 + 8 + 8 + 16;
-inline constexpr std::size_t ticket_mac_size = 32;
-// Header, empty subject/origin/audience, no scopes, MAC.
-inline constexpr std::size_t ticket_min_bytes = ticket_header_size + 1 + 2 + 2 + 1 + ticket_mac_size;
-// Times outside [0, ticket_max_unix_ms] are refused: they fit any system_clock.
-inline constexpr std::int64_t ticket_max_unix_ms = 8'000'000'000'000;  // year 2223
-
-inline void ticket_store_be(std::uint8_t* out, std::uint64_t value, int bytes) noexcept {
-    for (int i = bytes - 1; i >= 0; --i) {
-        out[i] = static_cast<std::uint8_t>(value);
-        value >>= 8;
-    }
-}
-
-inline std::uint64_t ticket_load_be(const std::uint8_t* in, int bytes) noexcept {
-    std::uint64_t value = 0;
-    for (int i = 0; i < bytes; ++i) value = (value << 8) | in[i];
-    return value;
-}
-
-inline std::int64_t ticket_unix_ms(std::chrono::system_clock::time_point t) noexcept {
-    return std::chrono::floor<std::chrono::milliseconds>(t.time_since_epoch()).count();
-}
-
-inline std::chrono::system_clock::time_point ticket_time_point(std::int64_t unix_ms) noexcept {
-    return std::chrono::system_clock::time_point(
-        std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::milliseconds(unix_ms)));
-}
-
-
-// Origins are compared after the folding the Origin policy applies: scheme and
-// host are case-insensitive and a default port (:443 for https/wss, :80 for
-// http/ws) is dropped. Returns the folded length (never longer than the input).
-inline std::size_t ticket_fold_origin(std::string_view origin, char* out) noexcept {
-    for (std::size_t i = 0; i < origin.size(); ++i) out[i] = ascii_lower(origin[i]);
-    const std::string_view folded(out, origin.size());
-    const auto drop = [&](std::string_view scheme, std::string_view port) {
-        return folded.size() > scheme.size() + port.size() && folded.compare(0, scheme.size(), scheme) == 0 &&
-               folded.compare(folded.size() - port.size(), port.size(), port) == 0;
-    };
-    if (drop("https://", ":443") || drop("wss://", ":443")) return folded.size() - 4;
-    if (drop("http://", ":80") || drop("ws://", ":80")) return folded.size() - 3;
-    return folded.size();
-}
-
-// Scopes are given as one space-separated string ("chat:read chat:write"), as
-// OAuth does. Calls visit(scope) for each; false when over the caps.
-template <class Visit>
-bool ticket_for_each_scope(std::string_view scopes, Visit&& visit) noexcept {
-    std::size_t count = 0;
-    std::size_t i = 0;
-    while (i < scopes.size()) {
-        if (scopes[i] == ' ') {
-            ++i;
-            continue;
-        }
-        std::size_t end = scopes.find(' ', i);
-        if (end == std::string_view::npos) end = scopes.size();
-        const std::string_view scope = scopes.substr(i, end - i);
-        if (scope.size() > ticket_limits::max_scope || ++count > ticket_limits::max_scopes) return false;
-        visit(scope);
-        i = end;
-    }
-    return true;
-}
-
-struct ticket_key_entry {
-    std::uint32_t id;
-    hmac_sha256_key::stream after_domain;  // HMAC state with the domain block absorbed
-    std::chrono::system_clock::time_point verify_until;  // max(): no end
-};
-
-inline hmac_sha256_key::stream ticket_mac_start(std::string_view secret) noexcept {
-    std::uint8_t block[64] = {};
-    std::memcpy(block, ticket_domain, sizeof ticket_domain - 1);
-    hmac_sha256_key::stream mac = hmac_sha256_key(secret).begin();
-    mac.update(block, sizeof block);
-    return mac;
-}
-
-inline sha256_digest ticket_mac(const hmac_sha256_key::stream& after_domain, const std::uint8_t* bytes,
-                                std::size_t size) noexcept {
-    hmac_sha256_key::stream mac = after_domain;
-    mac.update(bytes, size);
-    return mac.finish();
-}
-
-}  // namespace detail
-
-// ---------------------------------------------------------------------------
-// keyring: HMAC keys by id. One key issues; older keys keep verifying until
-// their verify_until, so tickets issued just before a rotation still work.
-// ---------------------------------------------------------------------------
-// Every member has a default initializer, so {{id, secret}} compiles without
-// -Wmissing-field-initializers (g++ and clang++ warn on an omitted member that
-// has none, even a std::optional).
-struct keyring_key {
-    std::uint32_t id = 0;
-    std::string_view secret = {};  // raw bytes, at least 32 (e.g. 32 bytes from a CSPRNG)
-    // When set, the key stops verifying at this time (ticket_unknown_key after).
-    // Rotating: keep the old key with verify_until = now + the longest ticket lifetime.
-    std::optional<std::chrono::system_clock::time_point> verify_until = std::nullopt;
-};
-
-class keyring {
-public:
-    static constexpr std::size_t max_keys = 16;
-    static constexpr std::size_t min_secret_size = 32;
-
-    static result<keyring> create(std::uint32_t issuing_key_id, std::initializer_list<keyring_key> keys) {
-        return create(issuing_key_id, keys.begin(), keys.size());
-    }
-
-    static result<keyring> create(std::uint32_t issuing_key_id, const keyring_key* keys, std::size_t count) {
-        using failure = result<keyring>;
-        if (count == 0) return failure::failure("keyring: no keys; give at least the key that issues tickets");
-        if (count > max_keys)
-            return failure::failure("keyring: " + std::to_string(count) + " keys; at most " + std::to_string(max_keys));
-        keyring ring;
-        ring.issuing_key_id_ = issuing_key_id;
-        bool has_issuing_key = false;
-        for (std::size_t i = 0; i < count; ++i) {
-            const keyring_key& k = keys[i];
-            const std::string name = "keyring: key " + std::to_string(k.id);
-            if (k.secret.size() < min_secret_size)
-                return failure::failure(name + " is " + std::to_string(k.secret.size()) +
-                                        " bytes; HMAC-SHA256 keys must be at least 32 random bytes");
-            for (std::size_t j = 0; j < i; ++j) {
-                if (keys[j].id == k.id) return failure::failure(name + " appears twice; key ids must be unique");
-            }
-            if (k.id == issuing_key_id) {
-                has_issuing_key = true;
-                if (k.verify_until)
-                    return failure::failure(name + " issues tickets, so it cannot have a verify_until");
-            }
-            ring.keys_.push_back(detail::ticket_key_entry{
-                k.id, detail::ticket_mac_start(k.secret), k.verify_until.value_or(std::chrono::system_clock::time_point::max())});
-        }
-        if (!has_issuing_key)
-            return failure::failure("keyring: the issuing key id " + std::to_string(issuing_key_id) +
-                                    " is not among the keys");
-        return failure::success(std::move(ring));
-    }
-
-    std::uint32_t issuing_key_id() const noexcept { return issuing_key_id_; }
-    std::size_t size() const noexcept { return keys_.size(); }
-
-    // True when a ticket under key `id` verifies at `now`.
-    bool verifies(std::uint32_t id, std::chrono::system_clock::time_point now) const noexcept {
-        return verifying_key(id, now) != nullptr;
-    }
-
-private:
-    friend class ticket_issuer;
-    template <class ReplayStore>
-    friend class ticket_verifier;
-
-    keyring() = default;
-
-    // The precomputed key for issuing / for a ticket's key id.
-    const hmac_sha256_key::stream& issuing_key() const noexcept {
-        for (const detail::ticket_key_entry& e : keys_) {
-            if (e.id == issuing_key_id_) return e.after_domain;
-        }
-        detail::contract_violation("keyring without its issuing key");
-    }
-    const hmac_sha256_key::stream* verifying_key(std::uint32_t id,
-                                                 std::chrono::system_clock::time_point now) const noexcept {
-        for (const detail::ticket_key_entry& e : keys_) {
-            if (e.id == id) return now < e.verify_until ? &e.after_domain : nullptr;
-        }
-        return nullptr;
-    }
-
-    std::uint32_t issuing_key_id_ = 0;
-    std::vector<detail::ticket_key_entry> keys_;  // at most max_keys, filled at construction
-};
-
-// ---------------------------------------------------------------------------
-// ticket_claims: what a verified ticket says. Fixed capacity, no allocation.
-// ---------------------------------------------------------------------------
-class ticket_claims {
-public:
-    std::string_view subject() const noexcept { return std::string_view(subject_.data(), subject_size_); }
-    std::size_t scope_count() const noexcept { return scope_count_; }
-    std::string_view scope(std::size_t i) const noexcept {
-        return i < scope_count_ ? std::string_view(scopes_[i].data(), scope_sizes_[i]) : std::string_view();
-    }
-    bool has_scope(std::string_view wanted) const noexcept {
-        for (std::size_t i = 0; i < scope_count_; ++i) {
-            if (scope(i) == wanted) return true;
-        }
-        return false;
-    }
-    std::chrono::system_clock::time_point issued_at() const noexcept { return detail::ticket_time_point(issued_ms_); }
-    // The lifetime end the verifier applied (the ticket's, cut to the verifier's max_ttl).
-    std::chrono::system_clock::time_point expires_at() const noexcept { return detail::ticket_time_point(expires_ms_); }
-    std::uint32_t key_id() const noexcept { return key_id_; }
-    const ticket_nonce& nonce() const noexcept { return nonce_; }
-
-    // Empties the claims (cheaply: only the sizes and times are reset).
-    void clear() noexcept {
-        subject_size_ = 0;
-        scope_count_ = 0;
-        key_id_ = 0;
-        issued_ms_ = 0;
-        expires_ms_ = 0;
-        nonce_ = ticket_nonce{};
-    }
-
-private:
-    template <class ReplayStore>
-    friend class ticket_verifier;
-
-    // Filled by ticket_verifier only, from authenticated bytes within the caps.
-    void set_subject(std::string_view s) noexcept {
-        subject_size_ = static_cast<std::uint8_t>(s.size());
-        std::memcpy(subject_.data(), s.data(), s.size());
-    }
-    void add_scope(std::string_view s) noexcept {
-        scope_sizes_[scope_count_] = static_cast<std::uint8_t>(s.size());
-        std::memcpy(scopes_[scope_count_].data(), s.data(), s.size());
-        ++scope_count_;
-    }
-    void set_header(std::uint32_t key_id, std::int64_t issued_ms, std::int64_t expires_ms,
-                    const ticket_nonce& nonce) noexcept {
-        key_id_ = key_id;
-        issued_ms_ = issued_ms;
-        expires_ms_ = expires_ms;
-        nonce_ = nonce;
-    }
-
-    std::array<char, ticket_limits::max_subject> subject_{};
-    std::array<std::array<char, ticket_limits::max_scope>, ticket_limits::max_scopes> scopes_{};
-    std::array<std::uint8_t, ticket_limits::max_scopes> scope_sizes_{};
-    std::uint8_t subject_size_ = 0;
-    std::uint8_t scope_count_ = 0;
-    std::uint32_t key_id_ = 0;
-    std::int64_t issued_ms_ = 0;
-    std::int64_t expires_ms_ = 0;
-    ticket_nonce nonce_{};
-};
-
-// Authorizes one action (e.g. each later message) by scope.
-inline decision require_scope(const ticket_claims& claims, std::string_view scope) noexcept {
-    return claims.has_scope(scope) ? decision::allow() : decision::deny(reason::ticket_scope_missing);
-}
-
-// ---------------------------------------------------------------------------
-// ticket_issuer: answers the authenticated HTTP POST that fetches a ticket.
-// ---------------------------------------------------------------------------
-struct ticket_issuer_options {
-    std::chrono::seconds default_ttl{30};
-    std::chrono::seconds max_ttl{120};  // a request's ttl is cut to this
-};
-
-struct ticket_request {
-    std::string_view subject = {};  // who (user id); any bytes, at most 128
-    std::string_view origin = {};   // the page's Origin, e.g. "https://app.example.com"; empty for non-browser clients
-    std::string_view audience = {}; // the endpoint, e.g. "api.example.com/chat"; the verifier must pass the same
-    std::string_view scopes = {};   // space-separated, at most 8 of at most 32 bytes: "chat:read chat:write"
-    std::chrono::seconds ttl{0};  // 0: the issuer's default_ttl; cut to max_ttl
-};
-
-WSGUARD_DETAIL_SET_DEPRECATED_BEGIN  // quiet implicit members: see the macro
-struct [[nodiscard]] issued_ticket {
-    wsguard::decision decision;  // ok, ticket_field_too_long, random_unavailable or internal_error
-    std::string ticket;          // empty unless decision allows
-    std::chrono::system_clock::time_point expires_at{};
-    explicit operator bool() const noexcept { return decision.allowed(); }
-    // 0.1 spelling, set by the library alongside decision.
-    [[deprecated("use issued_ticket::decision; removed in 0.3")]] wsguard::decision status{};
-};
-WSGUARD_DETAIL_SET_DEPRECATED_END
-
-class ticket_issuer {
-public:
-    static result<ticket_issuer> create(keyring keys, ticket_issuer_options options = {}) {
-        using failure = result<ticket_issuer>;
-        if (options.default_ttl < std::chrono::seconds(1) || options.default_ttl > options.max_ttl)
-            return failure::failure("ticket_issuer: default_ttl must be at least 1 s and at most max_ttl");
-        if (options.max_ttl > std::chrono::hours(1))
-            return failure::failure("ticket_issuer: max_ttl over 1 hour; tickets are meant to be short-lived");
-        return failure::success(ticket_issuer(std::move(keys), options));
-    }
-
-    issued_ticket issue(const ticket_request& request) const { return issue(request, std::chrono::system_clock::now()); }
-
-    issued_ticket issue(const ticket_request& request, std::chrono::system_clock::time_point now) const {
-        issued_ticket out;
-        if (request.subject.size() > ticket_limits::max_subject || request.origin.size() > ticket_limits::max_origin ||
-            request.audience.size() > ticket_limits::max_audience ||
-            !detail::ticket_for_each_scope(request.scopes, [](std::string_view) {})) {
-            settle(out, reason::ticket_field_too_long);
-            return out;
-        }
-        std::chrono::seconds ttl = request.ttl > std::chrono::seconds(0) ? request.ttl : options_.default_ttl;
-        if (ttl > options_.max_ttl) ttl = options_.max_ttl;
-        const std::int64_t issued_ms = detail::ticket_unix_ms(now);
-        const std::int64_t expires_ms = issued_ms + std::chrono::milliseconds(ttl).count();
-        if (issued_ms < 0 || expires_ms > detail::ticket_max_unix_ms) {
-            settle(out, reason::internal_error);  // the clock is outside any sane range
-            return out;
-        }
-
-        std::uint8_t body[ticket_limits::max_bytes];
-        std::uint8_t* p = body;
-        *p++ = detail::ticket_version;
-        detail::ticket_store_be(p, keys_.issuing_key_id(), 4);
-        detail::ticket_store_be(p + 4, static_cast<std::uint64_t>(issued_ms), 8);
-        detail::ticket_store_be(p + 12, static_cast<std::uint64_t>(expires_ms), 8);
-        const reason random = random_bytes(p + 20, 16);
-        if (random != reason::ok) {
-            settle(out, random);
-            return out;
-        }
-        p += 36;
-        *p++ = static_cast<std::uint8_t>(request.subject.size());
-        p = put(p, request.subject);
-        char origin[ticket_limits::max_origin];
-        const std::size_t origin_size = detail::ticket_fold_origin(request.origin, origin);
-        detail::ticket_store_be(p, origin_size, 2);
-        p = put(p + 2, std::string_view(origin, origin_size));
-        detail::ticket_store_be(p, request.audience.size(), 2);
-        p = put(p + 2, request.audience);
-        std::uint8_t* const scope_count = p++;
-        *scope_count = 0;
-        (void)detail::ticket_for_each_scope(request.scopes, [&](std::string_view scope) {
-            ++*scope_count;
-            *p++ = static_cast<std::uint8_t>(scope.size());
-            p = put(p, scope);
-        });
-        const sha256_digest mac = detail::ticket_mac(keys_.issuing_key(), body, static_cast<std::size_t>(p - body));
-        std::memcpy(p, mac.data(), detail::ticket_mac_size);
-        p += detail::ticket_mac_size;
-
-        // constant-time: until the client spends it, the ticket is a bearer
-        // credential, so its nonce and MAC must not index a table (a cache
-        // observer on this host could read them and spend the ticket first).
-        out.ticket = base64url_encode(body, static_cast<std::size_t>(p - body));
-        out.expires_at = detail::ticket_time_point(expires_ms);
-        settle(out, reason::ok);
-        return out;
-    }
-
-    const keyring& keys() const noexcept { return keys_; }
-    const ticket_issuer_options& options() const noexcept { return options_; }
-
-private:
-    ticket_issuer(keyring keys, ticket_issuer_options options) : keys_(std::move(keys)), options_(options) {}
-    static std::uint8_t* put(std::uint8_t* p, std::string_view s) noexcept {
-        if (!s.empty()) std::memcpy(p, s.data(), s.size());
-        return p + s.size();
-    }
-    static void settle(issued_ticket& out, wsguard::decision d) noexcept {
-        out.decision = d;
-        WSGUARD_DETAIL_SET_DEPRECATED_BEGIN
-        out.status = d;
-        WSGUARD_DETAIL_SET_DEPRECATED_END
-    }
-    keyring keys_;
-    ticket_issuer_options options_;
-};
-
-// ---------------------------------------------------------------------------
-// memory_replay_store: the default ReplayStore; one process, bounded, thread-safe.
-//
-// ReplayStore concept (what ticket_verifier calls; a shared store, e.g. Redis
-// SET NX PX, implements the same two members):
-//   wsguard::reason try_spend(const wsguard::ticket_nonce& nonce,
-//                             std::chrono::system_clock::time_point expires_at,
-//                             std::chrono::system_clock::time_point now) noexcept;
-//       ok: first use, remembered until expires_at; ticket_replayed: already
-//       spent; replay_store_full / store_unavailable: fail closed.
-//   std::chrono::system_clock::time_point accepts_issued_after() const noexcept;
-//       tickets issued before this are refused (ticket_before_store_start): a
-//       fresh in-memory store does not know what the previous process spent, so
-//       it returns its construction time; the verifier adds its clock_skew
-//       (ticket_verifier::spendable_from).
-// A store whose start can move while it runs (a shared store that detects that
-// its backend lost data, e.g. redis_replay_store) implements instead of the
-// three-argument try_spend:
-//   wsguard::reason try_spend(const wsguard::ticket_nonce& nonce,
-//                             std::chrono::system_clock::time_point issued_at,
-//                             std::chrono::system_clock::time_point expires_at,
-//                             std::chrono::system_clock::time_point now) noexcept;
-//       as above, and ticket_before_store_start when issued_at is before the
-//       store's start, decided atomically with the spend. The verifier calls
-//       this form when it exists; accepts_issued_after() is then the start the
-//       store last saw (a cheap early refusal, not the final word).
-//
-// Exact capacity: up to `capacity` unexpired nonces are always stored, and
-// the next one is refused (replay_store_full) rather than a live one
-// forgotten; size capacity >= peak tickets per second x the longest ticket
-// lifetime (+ skew). Layout: one open-addressing array of 2 x capacity slots
-// (24 bytes each) with linear probing over the whole array, behind one mutex,
-// and a count of stored nonces checked before one is added: at most half the
-// slots are in use, so a probe always ends at an empty slot (expected 2.5
-// slots). Expired nonces are removed by backward-shift deletion (no
-// tombstones): a few slots behind a moving cursor on every spend, and the
-// whole array when the count reaches `capacity` while some stored nonce has
-// expired (the earliest expiry is tracked, so a store full of live nonces
-// refuses at once without a sweep). Creation is rounded up to the next whole
-// millisecond: a ticket issued in the very millisecond of creation may have
-// been spent by the previous process, so it is refused.
+// Shared detail: helpers that more than one section uses. They sit here, ahead
+// of every component, so that the sections can follow the handshake order.
 // ---------------------------------------------------------------------------
 namespace detail {
-
-struct replay_slot {
-    std::uint64_t low = 0;
-    std::uint64_t high = 0;
-    std::int64_t expires_ms = 0;  // 0: never used (ends a probe); <= now: expired, reusable
-};
 
 // A test-and-test-and-set lock for short critical sections (a few dozen
 // instructions): spinning beats parking; after a while it yields. The keyed
@@ -2923,613 +502,29 @@ private:
     std::atomic<bool> locked_{false};
 };
 
-// MinGW-w64's "win32" thread model (Debian's default x86_64-w64-mingw32-g++)
-// builds libstdc++ without gthreads: no std::mutex. The replay store then takes
-// the spin lock; elsewhere a mutex parks a waiter instead of spinning. One
-// program has one thread model, so one layout.
-#if defined(__GLIBCXX__) && !defined(_GLIBCXX_HAS_GTHREADS)
-using replay_lock = spinlock;
-#else
-using replay_lock = std::mutex;
-#endif
-
-// Slots examined for expired nonces on every spend, behind a moving cursor:
-// keeps expired entries from piling up, so the full sweep stays rare.
-inline constexpr std::size_t replay_reclaim_per_spend = 2;
-
-// Whether a ReplayStore spends with the ticket's issue time (a store whose start can move).
-template <class Store, class = void>
-struct replay_store_spends_with_issued_at : std::false_type {};
-template <class Store>
-struct replay_store_spends_with_issued_at<
-    Store, std::void_t<decltype(std::declval<Store&>().try_spend(
-               std::declval<const ticket_nonce&>(), std::declval<std::chrono::system_clock::time_point>(),
-               std::declval<std::chrono::system_clock::time_point>(),
-               std::declval<std::chrono::system_clock::time_point>()))>> : std::true_type {};
-
-// Whether a ReplayStore names how far an issuer's clock may run ahead of its own start.
-template <class Store, class = void>
-struct replay_store_reports_issuer_skew : std::false_type {};
-template <class Store>
-struct replay_store_reports_issuer_skew<Store, std::void_t<decltype(std::declval<const Store&>().issuer_clock_skew())>>
-    : std::true_type {};
-
-// t + d, or the latest time point when that would overflow.
-inline std::chrono::system_clock::time_point saturating_add(std::chrono::system_clock::time_point t,
-                                                            std::chrono::seconds d) noexcept {
-    const auto latest = std::chrono::system_clock::time_point::max();
-    return t > latest - d ? latest : t + d;  // d is 0..60 s (checked by create)
-}
-
-inline std::uint64_t replay_mix(std::uint64_t x) noexcept {  // splitmix64 finalizer
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ULL;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebULL;
-    x ^= x >> 31;
-    return x;
-}
-
-}  // namespace detail
-
-class memory_replay_store {
-public:
-    static constexpr std::size_t max_capacity = std::size_t(1) << 24;
-
-    static result<memory_replay_store> create(std::size_t capacity) {
-        return create(capacity, std::chrono::system_clock::now());
-    }
-
-    // `now`: the creation time; tickets issued before it, or in its
-    // millisecond, are refused.
-    static result<memory_replay_store> create(std::size_t capacity, std::chrono::system_clock::time_point now) {
-        using failure = result<memory_replay_store>;
-        if (capacity == 0 || capacity > max_capacity)
-            return failure::failure("memory_replay_store: capacity must be between 1 and " +
-                                    std::to_string(max_capacity) +
-                                    " live tickets (peak tickets per second x longest ticket lifetime)");
-        memory_replay_store store;
-        store.state_.reset(new (std::nothrow) state());
-        if (!store.state_) return failure::failure("memory_replay_store: out of memory");
-        state& st = *store.state_;
-        st.capacity = capacity;
-        st.slot_count = 2 * capacity;  // load factor at most 1/2
-        st.slots.reset(new (std::nothrow) detail::replay_slot[st.slot_count]());
-        if (!st.slots) return failure::failure("memory_replay_store: out of memory for the table");
-        // A keyed hash, so nonces chosen by someone holding a valid MAC cannot
-        // be lined up into one long cluster. Not a secret that guards anything else.
-        std::uint8_t seed[16];
-        if (random_bytes(seed, sizeof seed) != reason::ok) {
-            const std::uint64_t fallback = static_cast<std::uint64_t>(
-                std::chrono::steady_clock::now().time_since_epoch().count()) ^ reinterpret_cast<std::uintptr_t>(&store);
-            std::memcpy(seed, &fallback, 8);
-            std::memcpy(seed + 8, &fallback, 8);
-        }
-        st.seed_low = detail::ticket_load_be(seed, 8);
-        st.seed_high = detail::ticket_load_be(seed + 8, 8);
-        // The first whole millisecond after creation: tickets carry
-        // milliseconds, and one issued in the creation millisecond may predate it.
-        store.created_ = detail::ticket_time_point(detail::ticket_unix_ms(now) + 1);
-        return failure::success(std::move(store));
-    }
-
-    reason try_spend(const ticket_nonce& nonce, std::chrono::system_clock::time_point expires_at,
-                     std::chrono::system_clock::time_point now) noexcept {
-        if (!state_) return reason::store_unavailable;  // a moved-from store
-        state& st = *state_;
-        const std::uint64_t low = detail::ticket_load_be(nonce.data(), 8);
-        const std::uint64_t high = detail::ticket_load_be(nonce.data() + 8, 8);
-        const std::int64_t now_ms = detail::ticket_unix_ms(now);
-        std::int64_t expires_ms = detail::ticket_unix_ms(expires_at);
-        if (expires_ms < 1) expires_ms = 1;
-
-        const std::lock_guard<detail::replay_lock> guard(st.lock);
-        st.reclaim_some(now_ms);
-        for (bool swept = false;; swept = true) {
-            std::size_t i = st.home_of(low, high);
-            for (; st.slots[i].expires_ms != 0; i = st.next(i)) {
-                detail::replay_slot& slot = st.slots[i];
-                if (slot.low != low || slot.high != high) continue;
-                if (slot.expires_ms > now_ms) return reason::ticket_replayed;
-                slot.expires_ms = expires_ms;  // the same nonce, expired: remembered again
-                st.earliest_ms = std::min(st.earliest_ms, expires_ms);
-                return reason::ok;
-            }
-            if (st.stored < st.capacity) {
-                st.slots[i] = detail::replay_slot{low, high, expires_ms};
-                ++st.stored;
-                st.earliest_ms = std::min(st.earliest_ms, expires_ms);
-                return reason::ok;
-            }
-            // Full: exactly `capacity` live nonces unless one has expired.
-            if (swept || st.earliest_ms > now_ms) return reason::replay_store_full;
-            st.sweep(now_ms);  // entries moved: probe again
-        }
-    }
-
-    std::chrono::system_clock::time_point accepts_issued_after() const noexcept { return created_; }
-    // Unexpired nonces always stored: exactly the capacity given to create().
-    std::size_t capacity() const noexcept { return state_ ? state_->capacity : 0; }
-    std::size_t slot_count() const noexcept { return state_ ? state_->slot_count : 0; }
-    // Everything this store owns; constant from construction on.
-    std::size_t memory_bytes() const noexcept {
-        return sizeof(*this) + (state_ ? sizeof(state) + state_->slot_count * sizeof(detail::replay_slot) : 0);
-    }
-
-private:
-    struct state {
-        detail::replay_lock lock;
-        std::unique_ptr<detail::replay_slot[]> slots;
-        std::size_t capacity = 0;
-        std::size_t slot_count = 0;
-        std::size_t stored = 0;  // occupied slots, live or expired-not-yet-removed
-        std::size_t cursor = 0;  // where reclaim_some looks next
-        std::int64_t earliest_ms = std::numeric_limits<std::int64_t>::max();  // <= every stored expiry
-        std::uint64_t seed_low = 0;
-        std::uint64_t seed_high = 0;
-
-        std::size_t home_of(std::uint64_t low, std::uint64_t high) const noexcept {
-            const std::uint64_t hash = detail::replay_mix(detail::replay_mix(low ^ seed_low) ^ high ^ seed_high);
-            return static_cast<std::size_t>(((hash >> 32) * slot_count) >> 32);
-        }
-        std::size_t next(std::size_t i) const noexcept { return i + 1 == slot_count ? 0 : i + 1; }
-        // Backward-shift deletion of the entry at `hole` (see connection_limiter).
-        void erase(std::size_t hole) noexcept {
-            for (std::size_t j = next(hole); slots[j].expires_ms != 0; j = next(j)) {
-                const std::size_t h = home_of(slots[j].low, slots[j].high);
-                const std::size_t from_home = j >= h ? j - h : j + slot_count - h;
-                const std::size_t from_hole = j >= hole ? j - hole : j + slot_count - hole;
-                if (from_home >= from_hole) {
-                    slots[hole] = slots[j];
-                    hole = j;
-                }
-            }
-            slots[hole] = detail::replay_slot{};
-            --stored;
-        }
-        bool expired_at(std::size_t i, std::int64_t now_ms) const noexcept {
-            return slots[i].expires_ms != 0 && slots[i].expires_ms <= now_ms;
-        }
-        void reclaim_some(std::int64_t now_ms) noexcept {
-            for (std::size_t k = 0; k < detail::replay_reclaim_per_spend; ++k) {
-                if (expired_at(cursor, now_ms)) {
-                    erase(cursor);  // look at the same slot again next time: something may have moved in
-                } else {
-                    cursor = next(cursor);
-                }
-            }
-        }
-        // Removes every expired nonce and recomputes the earliest expiry. An
-        // entry moved by a deletion only moves to the slot being examined or
-        // to one not yet reached (or, across the wrap, among slots already
-        // kept), so every expired entry is seen once.
-        void sweep(std::int64_t now_ms) noexcept {
-            earliest_ms = std::numeric_limits<std::int64_t>::max();
-            for (std::size_t i = 0; i < slot_count; ++i) {
-                while (expired_at(i, now_ms)) erase(i);
-                if (slots[i].expires_ms != 0) earliest_ms = std::min(earliest_ms, slots[i].expires_ms);
-            }
-        }
-    };
-
-    memory_replay_store() = default;
-
-    template <class>
-    friend class ticket_verifier;
-    // handshake_guard's hook, through ticket_verifier::spend_slot: the slot
-    // where try_spend will start looking for `nonce` (public: the client holds
-    // it), for the guard to prefetch while it computes the MAC. The seeds and
-    // the table are fixed at creation, so finding it takes no lock.
-    const detail::replay_slot* home_slot(const ticket_nonce& nonce) const noexcept {
-        if (!state_) return nullptr;
-        const state& st = *state_;
-        return &st.slots[st.home_of(detail::ticket_load_be(nonce.data(), 8), detail::ticket_load_be(nonce.data() + 8, 8))];
-    }
-
-    // On the heap so the store moves (the mutex does not).
-    std::unique_ptr<state> state_;
-    std::chrono::system_clock::time_point created_{};
-};
-
-// ---------------------------------------------------------------------------
-// ticket_verifier: checks a presented ticket, cheapest first, and spends it.
-// Holds a pointer to the store: the store must outlive every verifier using it
-// (and not be moved while they do). Several verifiers (routes) may share one.
-// ---------------------------------------------------------------------------
-
-// verify's three strings, each its own type: swapping the origin and the
-// audience (or passing either as the ticket) does not compile. Explicit from
-// std::string_view, a view inside, nothing copied.
-struct presented_ticket {
-    constexpr presented_ticket() noexcept = default;  // empty
-    constexpr explicit presented_ticket(std::string_view text) noexcept : value(text) {}
-    std::string_view value{};  // as taken from the request (ticket_source)
-};
-struct expected_origin {
-    constexpr expected_origin() noexcept = default;  // empty
-    constexpr explicit expected_origin(std::string_view origin) noexcept : value(origin) {}
-    std::string_view value{};  // the request's Origin header, empty when absent
-};
-struct expected_audience {
-    constexpr expected_audience() noexcept = default;  // empty
-    constexpr explicit expected_audience(std::string_view audience) noexcept : value(audience) {}
-    std::string_view value{};  // this endpoint, as passed to the issuer
-};
-
-struct ticket_verifier_options {
-    // A ticket claiming a longer lifetime is cut to this (keys shared with a
-    // more generous issuer cannot widen this server's window).
-    std::chrono::seconds max_ttl{120};
-    // How far an issuer's clock may run ahead: a ticket issued later than
-    // now + clock_skew is ticket_not_yet_valid. Expiry gets no such allowance.
-    // The price: a ticket issued up to clock_skew after a memory_replay_store
-    // was created may have been spent by the process before it, so it is
-    // refused (ticket_before_store_start). An issuer in this same process
-    // (same clock) needs 0: then nothing is refused after a start.
-    std::chrono::seconds clock_skew{5};
-};
-
-template <class ReplayStore = memory_replay_store>
-class ticket_verifier {
-public:
-    static result<ticket_verifier> create(keyring keys, ReplayStore& store, ticket_verifier_options options = {}) {
-        using failure = result<ticket_verifier>;
-        if (options.max_ttl < std::chrono::seconds(1) || options.max_ttl > std::chrono::hours(1))
-            return failure::failure("ticket_verifier: max_ttl must be between 1 s and 1 hour");
-        if (options.clock_skew < std::chrono::seconds(0) || options.clock_skew > std::chrono::minutes(1))
-            return failure::failure("ticket_verifier: clock_skew must be between 0 and 60 s");
-        if constexpr (detail::replay_store_reports_issuer_skew<ReplayStore>::value) {
-            // Otherwise a ticket issued up to clock_skew ahead, spent before the
-            // store lost its data, would be issued after the new start + the
-            // store's skew, and accepted again.
-            if (store.issuer_clock_skew() < options.clock_skew)
-                return failure::failure(
-                    "ticket_verifier: the replay store's issuer_clock_skew is below this verifier's clock_skew; a "
-                    "ticket spent just before the store lost its data could be accepted again: raise the store's "
-                    "issuer_clock_skew or lower clock_skew");
-        }
-        return failure::success(ticket_verifier(std::move(keys), store, options));
-    }
-
-    // `origin`: the request's Origin header (empty when absent); `audience`:
-    // this endpoint, as passed to the issuer. On ok, `claims` holds the ticket's
-    // claims; otherwise it is cleared. Never allocates.
-    decision verify(presented_ticket ticket, expected_origin origin, expected_audience audience,
-                    ticket_claims& claims) const noexcept {
-        return verify(ticket, origin, audience, claims, std::chrono::system_clock::now());
-    }
-
-    // Three adjacent strings: a swapped origin and audience compiled. Kept for one minor version.
-    [[deprecated("use verify(presented_ticket, expected_origin, expected_audience, ...)")]]
-    decision verify(std::string_view ticket, std::string_view origin, std::string_view audience,
-                    ticket_claims& claims) const noexcept {
-        return verify(presented_ticket(ticket), expected_origin(origin), expected_audience(audience), claims,
-                      std::chrono::system_clock::now());
-    }
-    [[deprecated("use verify(presented_ticket, expected_origin, expected_audience, ...)")]]
-    decision verify(std::string_view ticket, std::string_view origin, std::string_view audience, ticket_claims& claims,
-                    std::chrono::system_clock::time_point now) const noexcept {
-        return verify(presented_ticket(ticket), expected_origin(origin), expected_audience(audience), claims, now);
-    }
-
-    decision verify(presented_ticket presented, expected_origin expected, expected_audience endpoint,
-                    ticket_claims& claims, std::chrono::system_clock::time_point now) const noexcept {
-        const std::string_view ticket = presented.value, origin = expected.value, audience = endpoint.value;
-        claims.clear();
-        if (ticket.empty()) return reason::ticket_missing;
-        if (ticket.size() > ticket_limits::max_chars) return reason::ticket_too_long;
-
-        std::uint8_t body[ticket_limits::max_bytes];
-        std::size_t size = 0;
-        // The ticket is public (the client holds it): no need for the constant-time decoder.
-        if (!detail::base64url_decode_public(ticket, body, ticket_limits::max_bytes, size)) return reason::ticket_malformed;
-        if (size < detail::ticket_min_bytes) return reason::ticket_malformed;
-        if (body[0] != detail::ticket_version) return reason::ticket_bad_version;
-        const std::uint32_t key_id = static_cast<std::uint32_t>(detail::ticket_load_be(body + 1, 4));
-        const hmac_sha256_key::stream* key = keys_.verifying_key(key_id, now);
-        if (!key) return reason::ticket_unknown_key;
-
-        ticket_nonce nonce;
-        std::memcpy(nonce.data(), body + 21, nonce.size());
-
-        const std::size_t signed_size = size - detail::ticket_mac_size;
-        sha256_digest mac = detail::ticket_mac(*key, body, signed_size);
-        // constant-time: the whole MAC is compared, whatever byte differs first.
-        const bool authentic = constant_time_equal(mac.data(), body + signed_size, detail::ticket_mac_size);
-        // The expected MAC of a forged body would make it valid: leave no copy on the stack.
-        detail::crypto_wipe(mac.data(), mac.size());
-        if (!authentic) return reason::ticket_bad_mac;
-
-        // Authenticated from here on; the layout is still checked field by field.
-        const std::int64_t issued_ms = static_cast<std::int64_t>(detail::ticket_load_be(body + 5, 8));
-        std::int64_t expires_ms = static_cast<std::int64_t>(detail::ticket_load_be(body + 13, 8));
-        if (issued_ms < 0 || issued_ms >= expires_ms || expires_ms > detail::ticket_max_unix_ms)
-            return reason::ticket_malformed;
-        const std::uint8_t* p = body + detail::ticket_header_size;
-        const std::uint8_t* const end = body + signed_size;
-        std::string_view subject, ticket_origin, ticket_audience;
-        if (!take(p, end, 1, ticket_limits::max_subject, subject) ||
-            !take(p, end, 2, ticket_limits::max_origin, ticket_origin) ||
-            !take(p, end, 2, ticket_limits::max_audience, ticket_audience) || p == end)
-            return reason::ticket_malformed;
-        const std::size_t scope_count = *p++;
-        if (scope_count > ticket_limits::max_scopes) return reason::ticket_malformed;
-        // Checked now, copied into the claims at the end by walking them again
-        // (cheaper than keeping an array of views, which would be zeroed per call).
-        const std::uint8_t* const scopes = p;
-        for (std::size_t i = 0; i < scope_count; ++i) {
-            std::string_view scope;
-            if (!take(p, end, 1, ticket_limits::max_scope, scope)) return reason::ticket_malformed;
-        }
-        if (p != end) return reason::ticket_malformed;
-
-        const std::int64_t now_ms = detail::ticket_unix_ms(now);
-        const std::int64_t max_ttl_ms = std::chrono::milliseconds(options_.max_ttl).count();
-        if (expires_ms - issued_ms > max_ttl_ms) expires_ms = issued_ms + max_ttl_ms;
-        if (now_ms >= expires_ms) return reason::ticket_expired;
-        if (issued_ms > now_ms + std::chrono::milliseconds(options_.clock_skew).count())
-            return reason::ticket_not_yet_valid;
-        if (!origin_matches(origin, ticket_origin)) return reason::ticket_origin_mismatch;
-        if (audience != ticket_audience) return reason::ticket_audience_mismatch;
-        if (detail::ticket_time_point(issued_ms) < spendable_from())
-            return reason::ticket_before_store_start;
-        // Remembered past expiry by the skew, so a server whose clock runs behind
-        // cannot accept the ticket after another forgot it.
-        const std::chrono::system_clock::time_point remember_until =
-            detail::ticket_time_point(expires_ms) + options_.clock_skew;
-        reason spent;
-        if constexpr (detail::replay_store_spends_with_issued_at<ReplayStore>::value)
-            spent = store_->try_spend(nonce, detail::ticket_time_point(issued_ms), remember_until, now);
-        else
-            spent = store_->try_spend(nonce, remember_until, now);
-        if (spent != reason::ok) return spent;
-
-        claims.set_header(key_id, issued_ms, expires_ms, nonce);
-        claims.set_subject(subject);
-        p = scopes;
-        for (std::size_t i = 0; i < scope_count; ++i) {
-            std::string_view scope;
-            static_cast<void>(take(p, end, 1, ticket_limits::max_scope, scope));  // succeeded above
-            claims.add_scope(scope);
-        }
-        return decision::allow();
-    }
-
-    const keyring& keys() const noexcept { return keys_; }
-    const ticket_verifier_options& options() const noexcept { return options_; }
-
-    // The earliest issue time this verifier accepts. A ticket issued up to
-    // clock_skew after a store's start may have been spent before it (its
-    // issuer's clock ran ahead), by a previous process the store knows nothing
-    // of: so a store that cannot tell (memory_replay_store) costs clock_skew
-    // after its start; a store that decides this itself with each spend
-    // (redis_replay_store, whose start already includes its issuer_clock_skew,
-    // checked >= clock_skew by create) is taken at its word.
-    std::chrono::system_clock::time_point spendable_from() const noexcept {
-        if constexpr (detail::replay_store_spends_with_issued_at<ReplayStore>::value)
-            return store_->accepts_issued_after();
-        else
-            return detail::saturating_add(store_->accepts_issued_after(), options_.clock_skew);
-    }
-
-private:
-    template <class>
-    friend class basic_handshake_guard;
-
-    ticket_verifier(keyring keys, ReplayStore& store, ticket_verifier_options options)
-        : keys_(std::move(keys)), store_(&store), options_(options) {}
-
-    // handshake_guard's hook: decodes the nonce from the ticket's first
-    // characters (public; a ticket that does not decode is left to verify())
-    // and returns the in-memory store's slot where verify() will spend it, or
-    // nullptr. It returns the slot for the guard to prefetch: g++ 12 judged a
-    // function that only prefetched pure and deleted the call (it had not
-    // inlined it first), so the prefetch sits in the caller.
-    const detail::replay_slot* spend_slot(presented_ticket presented) const noexcept {
-        if constexpr (std::is_same<ReplayStore, memory_replay_store>::value) {
-            constexpr std::size_t chars = (detail::ticket_header_size + 2) / 3 * 4;  // the header: 37 of 39 bytes
-            std::uint8_t header[chars / 4 * 3];
-            std::size_t size = 0;
-            if (presented.value.size() < chars ||
-                !detail::base64url_decode_public(presented.value.substr(0, chars), header, sizeof header, size))
-                return nullptr;
-            ticket_nonce nonce;
-            std::memcpy(nonce.data(), header + detail::ticket_header_size - nonce.size(), nonce.size());
-            return store_->home_slot(nonce);
-        } else {
-            (void)presented;
-            return nullptr;
-        }
-    }
-
-    // A length-prefixed field of at most `cap` bytes.
-    static bool take(const std::uint8_t*& p, const std::uint8_t* end, int prefix, std::size_t cap,
-                     std::string_view& field) noexcept {
-        if (end - p < prefix) return false;
-        const std::size_t size = static_cast<std::size_t>(detail::ticket_load_be(p, prefix));
-        p += prefix;
-        if (size > cap || static_cast<std::size_t>(end - p) < size) return false;
-        field = std::string_view(reinterpret_cast<const char*>(p), size);
-        p += size;
-        return true;
-    }
-
-    // The ticket holds the folded origin; fold the request's the same way.
-    static bool origin_matches(std::string_view request_origin, std::string_view ticket_origin) noexcept {
-        if (request_origin.size() > ticket_limits::max_origin) return false;
-        char folded[ticket_limits::max_origin];
-        const std::size_t size = detail::ticket_fold_origin(request_origin, folded);
-        return std::string_view(folded, size) == ticket_origin;
-    }
-
-    keyring keys_;
-    ReplayStore* store_;
-    ticket_verifier_options options_;
-};
-
-// ---------------------------------------------------------------------------
-// Transport helpers: where the browser puts the ticket. All allocation-free;
-// the views point into the caller's header or query.
-// ---------------------------------------------------------------------------
-
-// The subprotocol marker that carries a ticket: new WebSocket(url, ["wsguard.v1", ticket]).
-inline constexpr std::string_view ticket_subprotocol = "wsguard.v1";
-
-WSGUARD_DETAIL_SET_DEPRECATED_BEGIN  // quiet implicit members: see the macro
-struct [[nodiscard]] ticket_source {
-    std::string_view ticket;         // pass to ticket_verifier::verify
-    std::string_view echo_protocol;  // the server's Sec-WebSocket-Protocol answer: "wsguard.v1", never the ticket
-    wsguard::decision decision{wsguard::reason::ticket_missing};  // ok, ticket_missing or ticket_malformed
-    explicit operator bool() const noexcept { return decision.allowed(); }
-    // 0.1 spelling, set by the library alongside decision.
-    [[deprecated("use ticket_source::decision.reason; removed in 0.3")]]
-    wsguard::reason reason = wsguard::reason::ticket_missing;
-};
-WSGUARD_DETAIL_SET_DEPRECATED_END
-
-namespace detail {
-inline void settle(ticket_source& out, wsguard::reason r) noexcept {
-    out.decision = r;
-    WSGUARD_DETAIL_SET_DEPRECATED_BEGIN
-    out.reason = r;
-    WSGUARD_DETAIL_SET_DEPRECATED_END
-}
-}  // namespace detail
-
-// Sec-WebSocket-Protocol: "wsguard.v1, <ticket>". Comma-separated tokens with
-// optional spaces or tabs; empty list elements are skipped. The ticket is the
-// token right after the first "wsguard.v1". Other offered protocols are ignored.
-inline ticket_source ticket_from_subprotocol(std::string_view header) noexcept {
-    ticket_source out;
-    bool marker_seen = false;
-    std::size_t i = 0;
-    while (i <= header.size()) {
-        std::size_t end = header.find(',', i);
-        if (end == std::string_view::npos) end = header.size();
-        std::string_view token = header.substr(i, end - i);
+// Whether a comma-separated header list (optional spaces or tabs around each
+// element) has an element for which `match` is true.
+template <class Match>
+inline bool header_list_has(std::string_view list, Match match) noexcept {
+    while (!list.empty()) {
+        const std::size_t comma = list.find(',');
+        std::string_view token = list.substr(0, comma);
+        list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
         while (!token.empty() && (token.front() == ' ' || token.front() == '\t')) token.remove_prefix(1);
         while (!token.empty() && (token.back() == ' ' || token.back() == '\t')) token.remove_suffix(1);
-        i = end + 1;
-        if (token.empty()) continue;
-        if (marker_seen) {
-            out.ticket = token;
-            out.echo_protocol = ticket_subprotocol;
-            detail::settle(out, reason::ok);
-            return out;
-        }
-        if (token == ticket_subprotocol) marker_seen = true;
+        if (match(token)) return true;
     }
-    return out;  // no marker, or no token after it: ticket_missing
+    return false;
 }
 
-// The fallback: "?ticket=<ticket>" (a leading '?' and a '#fragment' are
-// tolerated). Exact, case-sensitive name; first occurrence. base64url needs no
-// percent-encoding, so a '%' in the value means a mangled ticket: malformed.
-inline ticket_source ticket_from_query(std::string_view query) noexcept {
-    ticket_source out;
-    if (!query.empty() && query.front() == '?') query.remove_prefix(1);
-    const std::size_t fragment = query.find('#');
-    if (fragment != std::string_view::npos) query = query.substr(0, fragment);
-    std::size_t i = 0;
-    while (i <= query.size()) {
-        std::size_t end = query.find('&', i);
-        if (end == std::string_view::npos) end = query.size();
-        const std::string_view pair = query.substr(i, end - i);
-        i = end + 1;
-        const std::size_t equals = pair.find('=');
-        if (pair.substr(0, equals) != "ticket") continue;
-        if (equals == std::string_view::npos || equals + 1 == pair.size()) return out;  // ticket_missing
-        out.ticket = pair.substr(equals + 1);
-        detail::settle(out, out.ticket.find('%') == std::string_view::npos ? reason::ok : reason::ticket_malformed);
-        if (!out) out.ticket = {};
-        return out;
-    }
-    return out;
-}
+}  // namespace detail
 
-// ---------------------------------------------------------------------------
-// first_message_gate: for stacks that can carry the ticket in neither the
-// subprotocol nor the URL. One per connection (not thread-safe, like the
-// connection). The first message must be "wsguard.v1 <ticket>" and arrive
-// within the deadline; until then nothing reaches the application, and any
-// refusal is final.
-//
-//   auto verdict = gate.on_message(msg, verifier, origin, audience, claims);
-//   if (!verdict.decision) ws.close(verdict.decision.close_code(), to_string(verdict.decision.reason));
-//   else if (verdict.deliver) handle(msg);   // false for the ticket message itself
-// ---------------------------------------------------------------------------
-struct [[nodiscard]] gate_verdict {
-    wsguard::decision decision;
-    bool deliver = false;  // hand this message to the application
-};
-
-class first_message_gate {
-public:
-    static constexpr std::string_view message_prefix = "wsguard.v1 ";
-
-    explicit first_message_gate(std::chrono::milliseconds deadline = std::chrono::seconds(10)) noexcept
-        : first_message_gate(std::chrono::steady_clock::now(), deadline) {}
-    // `connected_at`: when the connection opened (101 sent).
-    first_message_gate(std::chrono::steady_clock::time_point connected_at,
-                       std::chrono::milliseconds deadline = std::chrono::seconds(10)) noexcept
-        : deadline_(connected_at + deadline) {}
-
-    bool is_open() const noexcept { return state_ == state::open; }
-
-    // For a timer: ticket_deadline_passed (and the gate closes for good) once
-    // the deadline passed without a ticket; the final reason after a refusal;
-    // ok while open or still within the deadline.
-    decision poll() noexcept { return poll(std::chrono::steady_clock::now()); }
-    decision poll(std::chrono::steady_clock::time_point now) noexcept {
-        if (state_ == state::waiting && now >= deadline_) refuse(reason::ticket_deadline_passed);
-        return refused_;
-    }
-
-    template <class Verifier>
-    gate_verdict on_message(std::string_view message, const Verifier& verifier, std::string_view origin,
-                            std::string_view audience, ticket_claims& claims) noexcept {
-        return on_message(message, verifier, origin, audience, claims, std::chrono::steady_clock::now(),
-                          std::chrono::system_clock::now());
-    }
-
-    // `now`: the connection's clock for the deadline; `wall_now`: the wall clock for the ticket.
-    template <class Verifier>
-    gate_verdict on_message(std::string_view message, const Verifier& verifier, std::string_view origin,
-                            std::string_view audience, ticket_claims& claims, std::chrono::steady_clock::time_point now,
-                            std::chrono::system_clock::time_point wall_now) noexcept {
-        if (state_ == state::open) return gate_verdict{decision::allow(), true};
-        if (!poll(now)) return gate_verdict{refused_, false};
-        if (message.substr(0, message_prefix.size()) != message_prefix) {
-            refuse(reason::ticket_message_expected);
-            return gate_verdict{refused_, false};
-        }
-        const decision verified =
-            verifier.verify(presented_ticket(message.substr(message_prefix.size())), expected_origin(origin),
-                            expected_audience(audience), claims, wall_now);
-        if (!verified) {
-            refuse(verified.reason);
-            return gate_verdict{refused_, false};
-        }
-        state_ = state::open;
-        return gate_verdict{decision::allow(), false};
-    }
-
-private:
-    enum class state : std::uint8_t { waiting, open, refused };
-    void refuse(reason r) noexcept {
-        state_ = state::refused;
-        refused_ = r;
-    }
-    std::chrono::steady_clock::time_point deadline_;
-    state state_ = state::waiting;
-    decision refused_{};
-};
 
 }  // inline namespace WSGUARD_ABI_NS
 }  // namespace wsguard
 
 // ===========================================================================
-// 6. Rate limits: token_bucket, keyed_limiter, connection_limiter, address keys,
+// 3. Rate limits: token_bucket, keyed_limiter, connection_limiter, address keys,
 //    accept_gate, penalty_box
 // ===========================================================================
 //
@@ -3540,6 +535,9 @@ private:
 
 namespace wsguard {
 inline namespace WSGUARD_ABI_NS {
+
+// Defined in section 7 (crypto); the limiters draw their SipHash seed from it.
+inline reason random_bytes(std::uint8_t* out, std::size_t size) noexcept;
 
 // A rate: `count` events per `period`, e.g. rate{3, std::chrono::seconds(1)} or
 // rate{1, std::chrono::hours(24)}. Rates below one per second need no floats.
@@ -3765,7 +763,7 @@ struct limits_key_traits<std::string_view> : limits_string_key_traits {};
 template <>
 struct limits_key_traits<std::string> : limits_string_key_traits {};
 
-// A spin lock per shard (detail::spinlock, section 5): critical sections are a
+// A spin lock per shard (detail::spinlock, section 2): critical sections are a
 // few dozen instructions, so spinning beats parking.
 using limits_spinlock = spinlock;
 
@@ -4797,8 +1795,1117 @@ private:
 }  // namespace wsguard
 
 // ===========================================================================
-// 6b. Client address behind proxies: trusted_proxies, client_address,
-//     parse_proxy_header
+// 4. request_head_budget: caps on the upgrade request's head, byte by byte
+// ===========================================================================
+//
+// For stacks that read raw bytes (an epoll loop, a custom parser): feed every
+// chunk as it arrives, before buffering or parsing it. The budget answers as
+// soon as the answer is known, so a client that streams an endless head or
+// thousands of tiny header lines is refused at the first byte over a cap,
+// and the answer does not depend on how the bytes were split into chunks.
+//
+//   auto verdict = budget.feed(chunk.data(), chunk.size());
+//   if (verdict.status == wsguard::head_status::refused) answer(verdict.decision.http_status());  // 431 or 400
+//   else if (verdict.status == wsguard::head_status::complete) parse(buffer.substr(0, verdict.head_size));
+//
+// Line endings are CRLF only. A bare LF, a bare CR, a NUL byte or an obs-fold
+// continuation line (RFC 9112 5.2) is refused as request_malformed: two
+// parsers that disagree on where a line ends are how requests get smuggled,
+// and no browser sends any of them. Empty lines before the request line are
+// skipped as RFC 9112 2.2 asks (their bytes still count).
+
+namespace wsguard {
+inline namespace WSGUARD_ABI_NS {
+
+struct head_limits {
+    // The whole head: request line, header lines and the blank line (CRLF
+    // included). Browsers send 0.5-2 KB for an upgrade; cookies make it more.
+    std::size_t max_head_bytes = 8 * 1024;
+    // Header field lines after the request line. A browser upgrade has 10-20.
+    std::size_t max_header_lines = 64;
+};
+
+enum class head_status : std::uint8_t {
+    need_more,  // no blank line yet and no cap crossed: read more
+    complete,   // the head ends at head_size (bytes from the first one fed)
+    refused,    // decision says why; nothing more is read
+};
+
+struct [[nodiscard]] head_verdict {
+    head_status status = head_status::need_more;
+    // complete: bytes from the first byte ever fed through the blank line's
+    // LF. Bytes after it (a body, the first WebSocket frame) are not the head's.
+    std::size_t head_size = 0;
+    // ok unless refused: request_head_too_large or too_many_header_lines (431),
+    // request_malformed (400).
+    wsguard::decision decision;
+    // False once refused: the connection gets decision.http_status() and closes.
+    explicit operator bool() const noexcept { return status != head_status::refused; }
+};
+
+class request_head_budget {
+public:
+    static result<request_head_budget> create(head_limits limits = {}) {
+        if (limits.max_head_bytes < 64)
+            return result<request_head_budget>::failure(
+                "request_head_budget: max_head_bytes under 64 cannot hold a request line and a Host header");
+        if (limits.max_head_bytes > 1024 * 1024)
+            return result<request_head_budget>::failure(
+                "request_head_budget: max_head_bytes over 1 MiB; a head that large is an attack, not a browser");
+        if (limits.max_header_lines < 1 || limits.max_header_lines > 10000)
+            return result<request_head_budget>::failure(
+                "request_head_budget: max_header_lines must be 1 to 10000 (a browser upgrade sends 10-20)");
+        return result<request_head_budget>::success(request_head_budget(limits));
+    }
+
+    // Inspects `n` more bytes of the request. After complete or refused,
+    // further calls change nothing and answer the same verdict.
+    head_verdict feed(const char* data, std::size_t n) noexcept;
+    head_verdict feed(std::string_view bytes) noexcept { return feed(bytes.data(), bytes.size()); }
+
+    // The verdict so far (need_more before the first byte).
+    head_verdict verdict() const noexcept { return verdict_; }
+    // Bytes inspected so far (never more than head_size once complete).
+    std::size_t bytes_seen() const noexcept { return bytes_; }
+    // For the next request on the same connection.
+    void reset() noexcept { *this = request_head_budget(limits_); }
+    const head_limits& limits() const noexcept { return limits_; }
+
+private:
+    explicit request_head_budget(head_limits limits) noexcept : limits_(limits) {}
+    head_verdict refuse(reason r) noexcept {
+        verdict_.status = head_status::refused;
+        verdict_.decision = r;
+        return verdict_;
+    }
+
+    head_limits limits_;
+    head_verdict verdict_{};
+    std::size_t bytes_ = 0;
+    std::size_t header_lines_ = 0;
+    std::size_t line_bytes_ = 0;     // bytes of the current line before its CR
+    bool request_line_seen_ = false;
+    bool after_cr_ = false;
+};
+
+inline head_verdict request_head_budget::feed(const char* data, std::size_t n) noexcept {
+    if (verdict_.status != head_status::need_more || data == nullptr) return verdict_;
+    for (std::size_t i = 0; i < n; ++i) {
+        const char c = data[i];
+        if (++bytes_ > limits_.max_head_bytes) return refuse(reason::request_head_too_large);
+        if (after_cr_) {
+            if (c != '\n') return refuse(reason::request_malformed);  // a bare CR
+            after_cr_ = false;
+            if (line_bytes_ == 0 && request_line_seen_) {
+                verdict_.status = head_status::complete;
+                verdict_.head_size = bytes_;
+                return verdict_;
+            }
+            if (line_bytes_ != 0) request_line_seen_ = true;  // else an empty line before the request line
+            line_bytes_ = 0;
+            continue;
+        }
+        if (c == '\r') {
+            after_cr_ = true;
+            continue;
+        }
+        if (c == '\n' || c == '\0') return refuse(reason::request_malformed);  // a bare LF, a NUL
+        if (line_bytes_ == 0 && request_line_seen_) {
+            if (c == ' ' || c == '\t') return refuse(reason::request_malformed);  // obs-fold
+            // Counted at its first byte, so the line over the cap is refused
+            // before the rest of it arrives.
+            if (++header_lines_ > limits_.max_header_lines) return refuse(reason::too_many_header_lines);
+        }
+        ++line_bytes_;
+    }
+    return verdict_;
+}
+
+}  // inline namespace WSGUARD_ABI_NS
+}  // namespace wsguard
+
+// ===========================================================================
+// 5. Origin policy, Host allowlist, Sec-Fetch-Site
+// ===========================================================================
+//
+// origin_policy   the Origin allowlist: exact origins, whole-label subdomain
+//                 wildcards (https://*.example.com), any-port (http://localhost:*).
+// host_allowlist  the Host allowlist: the DNS-rebinding defence for servers
+//                 reachable on localhost or a private address.
+// check_sec_fetch_site  an extra denial of cross-site handshakes; never a grant.
+//
+// Patterns are validated once, in create(); check() parses the header without
+// copying, hashes it case-insensitively and probes a flat open-addressing table,
+// so its cost does not grow with the allowlist and it never allocates or throws.
+
+// The generated Public Suffix List table lives in its own file, out of the
+// reading path (tests/psl/generate_psl_table.py writes it; do not edit it).
+// It is a part of this header: users include <wsguard.hpp> and copy include/.
+#include "wsguard/detail/public_suffix_data.hpp"
+
+namespace wsguard {
+inline namespace WSGUARD_ABI_NS {
+
+// ---------------------------------------------------------------------------
+// Storage the public classes hold by value, so it is complete before them: the
+// flat host table (its hashing lives with the other internals, below) and the
+// trait that lets create() take any range of pattern strings.
+// ---------------------------------------------------------------------------
+namespace detail {
+
+template <class T, class = void>
+struct origin_is_pattern_range : std::false_type {};
+
+// Any container whose elements convert to std::string_view, but not a string
+// itself (a std::string is a range of chars, not of patterns).
+template <class T>
+using origin_element_t = decltype(*std::begin(std::declval<const T&>()));
+
+template <class T>
+struct origin_is_pattern_range<T, std::void_t<origin_element_t<T>, decltype(std::end(std::declval<const T&>()))>>
+    : std::integral_constant<bool, std::is_convertible<origin_element_t<T>, std::string_view>::value &&
+                                       !std::is_convertible<const T&, std::string_view>::value> {};
+
+template <class Patterns>
+std::vector<std::string_view> origin_views(const Patterns& patterns) {
+    std::vector<std::string_view> views;
+    for (const auto& p : patterns) views.emplace_back(std::string_view(p));
+    return views;
+}
+
+inline std::uint64_t origin_hash_host(std::string_view host) noexcept;
+inline bool origin_folded_equal(const char* host, const char* stored, std::size_t n) noexcept;
+
+// The set behind origin_policy and host_allowlist: keys are (tag, port, host).
+class origin_table {
+public:
+    // Adds a key once; returns false when it was already there.
+    bool insert(std::uint8_t tag, std::uint32_t port, std::string_view host) {
+        if (host.size() > 255 || arena_.size() > 0xffffff00u) return false;
+        if (find(tag, port, host, origin_hash_host(host))) return false;
+        if ((count_ + 1) * 2 > slots_.size()) grow();
+        place(slot{key_hash(origin_hash_host(host), tag, port), static_cast<std::uint32_t>(arena_.size()),
+                   static_cast<std::uint8_t>(host.size()), tag, static_cast<std::uint16_t>(port)});
+        for (char c : host) arena_ += static_cast<char>(c | 0x20);
+        ++count_;
+        return true;
+    }
+
+    bool find(std::uint8_t tag, std::uint32_t port, std::string_view host, std::uint64_t host_hash) const noexcept {
+        if (slots_.empty()) return false;
+        const std::uint64_t h = key_hash(host_hash, tag, port);
+        const std::size_t mask = slots_.size() - 1;
+        for (std::size_t i = static_cast<std::size_t>(h >> shift_);; i = (i + 1) & mask) {
+            const slot& s = slots_[i];
+            if (s.hash == 0) return false;
+            if (s.hash == h && s.tag == tag && s.port == port && s.length == host.size() &&
+                origin_folded_equal(host.data(), arena_.data() + s.offset, host.size())) {
+                return true;
+            }
+        }
+    }
+
+    std::size_t size() const noexcept { return count_; }
+
+private:
+    struct slot {
+        std::uint64_t hash;  // 0: empty
+        std::uint32_t offset;
+        std::uint8_t length;
+        std::uint8_t tag;
+        std::uint16_t port;
+    };
+
+    // Multiply-shift: the index is the product's top bits, which depend on
+    // every bit of the key.
+    static std::uint64_t key_hash(std::uint64_t host_hash, std::uint8_t tag, std::uint32_t port) noexcept {
+        const std::uint64_t h = (host_hash ^ (static_cast<std::uint64_t>(tag) << 16) ^ port) * 0x9e3779b97f4a7c15ULL;
+        return h == 0 ? 1 : h;
+    }
+
+    void place(const slot& entry) {
+        const std::size_t mask = slots_.size() - 1;
+        std::size_t i = static_cast<std::size_t>(entry.hash >> shift_);
+        while (slots_[i].hash != 0) i = (i + 1) & mask;
+        slots_[i] = entry;
+    }
+
+    void grow() {
+        std::vector<slot> old = std::move(slots_);
+        slots_.assign(old.empty() ? 16 : old.size() * 2, slot{0, 0, 0, 0, 0});
+        shift_ = 64;
+        for (std::size_t size = slots_.size(); size > 1; size >>= 1) --shift_;
+        for (const slot& s : old) {
+            if (s.hash != 0) place(s);
+        }
+    }
+
+    std::vector<slot> slots_;
+    std::string arena_;  // every host, folded, back to back
+    std::size_t count_ = 0;
+    unsigned shift_ = 64;  // 64 - log2(slots_.size())
+};
+
+}  // namespace detail
+
+// ---------------------------------------------------------------------------
+// origin_policy
+// ---------------------------------------------------------------------------
+struct origin_options {
+    // Let a handshake with no Origin header through. Browsers always send
+    // Origin on a WebSocket handshake; only set this for non-browser clients
+    // (native apps, server-to-server), and authenticate them another way.
+    bool allow_missing_origin = false;
+    // Accept every well-formed origin: the policy then checks nothing but the
+    // syntax. "null" and malformed values are still refused. Dangerous with
+    // cookies or any ambient credential: any page can open the socket.
+    bool allow_any_origin_unsafe = false;
+};
+
+class origin_policy {
+public:
+    using options = origin_options;
+    // Longer Origin values are refused before they are parsed. A real origin
+    // is at most about 270 bytes (253-byte host, scheme, port).
+    static constexpr std::size_t max_header_length = 2048;
+
+    // Patterns: "https://app.example.com", "https://app.example.com:8443",
+    // "http://[::1]:8080", "https://*.example.com" (one or more labels, not the
+    // apex), "http://localhost:*" (any port). ASCII case and default ports are
+    // folded; everything else is significant.
+    static result<origin_policy> create(std::initializer_list<std::string_view> patterns) {
+        return build(std::vector<std::string_view>(patterns), options{});
+    }
+    static result<origin_policy> create(std::initializer_list<std::string_view> patterns, const options& opts) {
+        return build(std::vector<std::string_view>(patterns), opts);
+    }
+    template <class Patterns, class = std::enable_if_t<detail::origin_is_pattern_range<Patterns>::value>>
+    static result<origin_policy> create(const Patterns& patterns) {
+        return build(detail::origin_views(patterns), options{});
+    }
+    template <class Patterns, class = std::enable_if_t<detail::origin_is_pattern_range<Patterns>::value>>
+    static result<origin_policy> create(const Patterns& patterns, const options& opts) {
+        return build(detail::origin_views(patterns), opts);
+    }
+
+    // `origin_header` is the Origin field value as the HTTP parser gives it;
+    // an empty view means the header was absent.
+    decision check(std::string_view origin_header) const noexcept;
+
+    // Distinct patterns after folding case and default ports.
+    std::size_t size() const noexcept { return table_.size(); }
+    const options& settings() const noexcept { return options_; }
+
+private:
+    origin_policy() = default;
+    static result<origin_policy> build(const std::vector<std::string_view>& patterns, const options& opts);
+
+    detail::origin_table table_;
+    options options_;
+    std::uint64_t wildcard_labels_ = 0;  // bit k-1: some wildcard parent has k labels (k >= 64 -> bit 63)
+    bool any_port_exact_ = false;
+    bool any_port_wildcard_ = false;
+};
+
+// ---------------------------------------------------------------------------
+// host_allowlist: the DNS-rebinding defence
+// ---------------------------------------------------------------------------
+// A page on attacker.example whose DNS answer flips to 127.0.0.1 talks to your
+// local server with Origin and Host both "attacker.example": an "Origin equals
+// Host" check passes, a Host allowlist does not.
+class host_allowlist {
+public:
+    // Patterns: "localhost:8080", "127.0.0.1:8080", "[::1]:8080",
+    // "app.example.com" (no port: matches a Host with no port, :80 or :443),
+    // "localhost:*" (any port). No wildcard hosts.
+    static result<host_allowlist> create(std::initializer_list<std::string_view> patterns) {
+        return build(std::vector<std::string_view>(patterns));
+    }
+    template <class Patterns, class = std::enable_if_t<detail::origin_is_pattern_range<Patterns>::value>>
+    static result<host_allowlist> create(const Patterns& patterns) {
+        return build(detail::origin_views(patterns));
+    }
+
+    // `host_header` is the Host field value; an empty view means it was absent.
+    decision check(std::string_view host_header) const noexcept;
+
+    std::size_t size() const noexcept { return table_.size(); }
+
+private:
+    host_allowlist() = default;
+    static result<host_allowlist> build(const std::vector<std::string_view>& patterns);
+
+    detail::origin_table table_;
+    bool any_port_ = false;
+};
+
+// ---------------------------------------------------------------------------
+// Sec-Fetch-Site: an extra denial, never a grant
+// ---------------------------------------------------------------------------
+enum class fetch_site_policy : std::uint8_t {
+    deny_cross_site,               // refuse "cross-site"
+    deny_cross_site_and_same_site, // also refuse "same-site" (sibling subdomains)
+};
+
+// Browsers send Sec-Fetch-Site on every request; older browsers and
+// non-browser clients send none, so an absent value passes. Passing this
+// check grants nothing: the Origin check must still pass.
+inline decision check_sec_fetch_site(std::string_view value,
+                                     fetch_site_policy policy = fetch_site_policy::deny_cross_site) noexcept {
+    if (value.empty() || value == "same-origin" || value == "none") return decision::allow();
+    if (value == "same-site") {
+        if (policy == fetch_site_policy::deny_cross_site) return decision::allow();
+        return reason::fetch_site_cross_site;
+    }
+    if (value == "cross-site") return reason::fetch_site_cross_site;
+    return reason::fetch_site_malformed;
+}
+
+// ---------------------------------------------------------------------------
+// Internals: the parser, the Public Suffix List lookups, the host hashing
+// ---------------------------------------------------------------------------
+namespace detail {
+
+// ---------------------------------------------------------------------------
+// Public Suffix List lookups, used only by create() to refuse wildcards such as
+// https://*.co.uk or https://*.github.io. The table itself (origin_psl_chunks,
+// about 117 KB of generated data) is in wsguard/detail/public_suffix_data.hpp,
+// included above.
+// ---------------------------------------------------------------------------
+
+// Line starting at or before `pos` within a chunk of '\n'-terminated lines.
+inline std::string_view origin_psl_line_at(std::string_view chunk, std::size_t pos) noexcept {
+    std::size_t start = pos;
+    while (start > 0 && chunk[start - 1] != '\n') --start;
+    const std::size_t end = chunk.find('\n', start);
+    return chunk.substr(start, end - start);
+}
+
+// First table line >= key (byte order), or an empty view when there is none.
+inline std::string_view origin_psl_lower_bound(std::string_view key) noexcept {
+    for (std::string_view chunk : origin_psl_chunks) {
+        if (chunk.empty()) continue;
+        if (origin_psl_line_at(chunk, chunk.size() - 1) < key) continue;
+        std::size_t lo = 0, hi = chunk.size();  // both always at line starts
+        while (lo < hi) {
+            const std::size_t mid = lo + (hi - lo) / 2;
+            std::size_t start = mid;
+            while (start > lo && chunk[start - 1] != '\n') --start;
+            const std::string_view line = origin_psl_line_at(chunk, start);
+            if (line < key) lo = start + line.size() + 1;
+            else hi = start;
+        }
+        return origin_psl_line_at(chunk, lo);
+    }
+    return {};
+}
+
+inline bool origin_psl_has_line(std::string_view line) noexcept { return origin_psl_lower_bound(line) == line; }
+
+inline std::vector<std::string_view> origin_psl_labels(std::string_view domain) {
+    std::vector<std::string_view> labels;
+    std::size_t start = 0;
+    while (true) {
+        const std::size_t dot = domain.find('.', start);
+        labels.push_back(domain.substr(start, dot == std::string_view::npos ? std::string_view::npos : dot - start));
+        if (dot == std::string_view::npos) return labels;
+        start = dot + 1;
+    }
+}
+
+// "a.b.example.com" -> "com.example.b.a": the table's key order.
+inline std::string origin_psl_reversed(std::string_view domain) {
+    const std::vector<std::string_view> labels = origin_psl_labels(domain);
+    std::string out;
+    for (std::size_t k = labels.size(); k-- > 0;) {
+        out.append(labels[k]);
+        if (k > 0) out += '.';
+    }
+    return out;
+}
+
+// Number of labels of the public suffix of `domain` (lowercase ASCII, no
+// trailing dot), by the PSL algorithm: an exception rule prevails, else the
+// longest matching rule, else the implicit rule "*" (one label).
+inline std::size_t origin_psl_suffix_labels(std::string_view domain) {
+    const std::vector<std::string_view> labels = origin_psl_labels(domain);
+    std::size_t best = 1;
+    std::string rev;
+    for (std::size_t k = 1; k <= labels.size(); ++k) {
+        const std::string parent_rev = rev;  // the last k-1 labels, reversed
+        if (!rev.empty()) rev += '.';
+        rev.append(labels[labels.size() - k]);
+        if (origin_psl_has_line(rev + "!")) return k - 1;               // !rule
+        if (origin_psl_has_line(rev)) best = k;                         // rule
+        if (k >= 2 && origin_psl_has_line(parent_rev + ".*")) best = k;  // *.rule
+    }
+    return best;
+}
+
+inline bool origin_psl_is_public_suffix(std::string_view domain) {
+    return origin_psl_suffix_labels(domain) >= origin_psl_labels(domain).size();
+}
+
+// A rule strictly beneath `domain` (e.g. s3.amazonaws.com beneath
+// amazonaws.com), written as in the list, or "" when there is none.
+// Exception rules do not count: they carve sites out, not in.
+inline std::string origin_psl_rule_beneath(std::string_view domain) {
+    const std::string prefix = origin_psl_reversed(domain) + ".";
+    std::string_view line = origin_psl_lower_bound(prefix);
+    while (!line.empty() && line.substr(0, prefix.size()) == prefix) {
+        if (line.back() != '!') {
+            if (line.size() >= 2 && line.substr(line.size() - 2) == ".*") {
+                return "*." + origin_psl_reversed(line.substr(0, line.size() - 2));
+            }
+            return origin_psl_reversed(line);
+        }
+        // The next line: every table line sorts above line + "\x01".
+        line = origin_psl_lower_bound(std::string(line) + '\x01');
+    }
+    return {};
+}
+
+// ---------------------------------------------------------------------------
+// Character classes and parsing
+// ---------------------------------------------------------------------------
+enum : std::uint8_t {
+    origin_cc_alpha = 1,
+    origin_cc_digit = 2,
+    origin_cc_hex = 4,
+    origin_cc_label = 8,    // may appear in a host label: A-Z a-z 0-9 - _
+    origin_cc_scheme = 16,  // may appear after a scheme's first letter: A-Z a-z 0-9 + - .
+};
+
+struct origin_char_classes {
+    std::uint8_t of[256];
+};
+
+constexpr origin_char_classes origin_make_char_classes() noexcept {
+    origin_char_classes t{};
+    for (int c = 0; c < 256; ++c) {
+        std::uint8_t v = 0;
+        const bool upper = c >= 'A' && c <= 'Z', lower = c >= 'a' && c <= 'z', digit = c >= '0' && c <= '9';
+        if (upper || lower) v |= origin_cc_alpha;
+        if (digit) v |= origin_cc_digit;
+        if (digit || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')) v |= origin_cc_hex;
+        if (upper || lower || digit || c == '-' || c == '_') v |= origin_cc_label;
+        if (upper || lower || digit || c == '+' || c == '-' || c == '.') v |= origin_cc_scheme;
+        t.of[c] = v;
+    }
+    return t;
+}
+
+inline constexpr origin_char_classes origin_chars = origin_make_char_classes();
+
+inline bool origin_is(char c, std::uint8_t cls) noexcept {
+    return (origin_chars.of[static_cast<unsigned char>(c)] & cls) != 0;
+}
+
+
+inline bool origin_iequal(std::string_view a, std::string_view b) noexcept {
+    if (a.size() != b.size()) return false;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        if (ascii_lower(a[i]) != ascii_lower(b[i])) return false;
+    }
+    return true;
+}
+
+// What is wrong with an origin, a pattern or a Host value. check() only
+// reports malformed; create() turns each into a message.
+enum class origin_syntax : std::uint8_t {
+    ok,
+    no_scheme,          // no "scheme://" in front
+    websocket_scheme,   // ws: or wss: (never a page's origin)
+    unsupported_scheme, // patterns: only http and https
+    no_host,            // nothing (or only a port) after "://"
+    userinfo,           // user@ or user:pass@
+    path,               // "/" (even alone), "?" or "#"
+    bad_char,           // whitespace, control, non-ASCII, '%', ',', ...
+    non_ascii,          // a byte >= 0x80 in the host: needs punycode
+    bad_label,          // empty label, label over 63, name over 253
+    bad_ipv4,           // numeric host that is not a canonical dotted quad
+    bad_ipv6,           // not a valid IPv6 literal
+    ipv6_not_canonical, // valid, but not the RFC 5952 form
+    ipv6_zone,          // a zone id (%25...)
+    bad_port,           // empty, leading zero, non-digit or over 65535
+    bad_wildcard,       // '*' anywhere but a whole leftmost label / the port
+    wildcard_ip,        // *.<IP address>
+};
+
+enum class origin_host_kind : std::uint8_t { name, ipv4, ipv6 };
+
+// A parsed origin, pattern or Host. `host` points into the input, except for
+// IPv6, where it is the canonical text (without brackets) in `ipv6_text`.
+struct origin_parts {
+    std::uint8_t scheme = 0;  // 0 none (Host), 1 http, 2 https, 3 other
+    bool wildcard = false;    // pattern "*.": host is the parent domain
+    bool any_port = false;    // pattern ":*"
+    bool has_port = false;    // a port was written
+    origin_host_kind kind = origin_host_kind::name;
+    std::uint32_t port = 0;   // the written port, else the scheme's default
+    std::size_t labels = 0;   // dots + 1 (names only)
+    std::size_t dot_at[16];   // offsets in `host` of its first 16 dots
+    std::string_view host;
+    char ipv6_text[40];       // written only for IPv6 hosts
+};
+
+inline constexpr std::uint8_t origin_scheme_http = 1;
+inline constexpr std::uint8_t origin_scheme_https = 2;
+inline constexpr std::uint8_t origin_scheme_other = 3;
+
+inline origin_syntax origin_stray_char(char c) noexcept {
+    switch (c) {
+        case '/': case '?': case '#': return origin_syntax::path;
+        case '@': return origin_syntax::userinfo;
+        case '*': return origin_syntax::bad_wildcard;
+        default: return static_cast<unsigned char>(c) >= 0x80 ? origin_syntax::non_ascii : origin_syntax::bad_char;
+    }
+}
+
+// RFC 5952 text of eight IPv6 groups into `out` (at most 39 characters, no
+// terminator written): 4.2 compresses the longest run of two or more zero
+// groups, the first one on a tie; 4.3 lowercase, no leading zeros. Shared by
+// the Origin parser, the address reports and the client address behind proxies.
+inline std::size_t ipv6_format_rfc5952(const std::uint16_t (&groups)[8], char* out) noexcept {
+    int best_at = -1, best_len = 1;
+    for (int k = 0; k < 8;) {
+        int run = 0;
+        while (k + run < 8 && groups[k + run] == 0) ++run;
+        if (run > best_len) {
+            best_at = k;
+            best_len = run;
+        }
+        k += run > 0 ? run : 1;
+    }
+    std::size_t n = 0;
+    for (int k = 0; k < 8; ++k) {
+        if (k == best_at) {
+            out[n++] = ':';
+            out[n++] = ':';
+            k += best_len - 1;
+            continue;
+        }
+        if (n > 0 && out[n - 1] != ':') out[n++] = ':';
+        static constexpr char hex[] = "0123456789abcdef";
+        bool started = false;
+        for (int shift = 12; shift >= 0; shift -= 4) {
+            const int nibble = (groups[k] >> shift) & 0xf;
+            if (nibble != 0 || started || shift == 0) {
+                out[n++] = hex[nibble];
+                started = true;
+            }
+        }
+    }
+    return n;
+}
+
+// Parses an IPv6 literal's content (between the brackets) and writes its
+// RFC 5952 text to `out`; the input must equal it up to ASCII case.
+inline origin_syntax origin_parse_ipv6(std::string_view s, char (&out)[40]) noexcept {
+    if (s.find('%') != std::string_view::npos) return origin_syntax::ipv6_zone;
+    std::uint16_t groups[8] = {};
+    int count = 0, compress_at = -1;
+    std::size_t p = 0;
+    if (s.size() >= 2 && s[0] == ':' && s[1] == ':') {
+        compress_at = 0;
+        p = 2;
+    } else if (!s.empty() && s[0] == ':') {
+        return origin_syntax::bad_ipv6;
+    }
+    while (p < s.size()) {
+        std::uint32_t value = 0;
+        std::size_t digits = 0;
+        while (p < s.size() && origin_is(s[p], origin_cc_hex)) {
+            if (++digits > 4) return origin_syntax::bad_ipv6;
+            const char c = ascii_lower(s[p++]);
+            value = value * 16 + static_cast<std::uint32_t>(c <= '9' ? c - '0' : c - 'a' + 10);
+        }
+        if (digits == 0 || count == 8) return origin_syntax::bad_ipv6;
+        groups[count++] = static_cast<std::uint16_t>(value);
+        if (p == s.size()) break;
+        if (s[p] != ':') return origin_syntax::bad_ipv6;  // includes a dotted IPv4 tail
+        ++p;
+        if (p < s.size() && s[p] == ':') {
+            if (compress_at >= 0) return origin_syntax::bad_ipv6;
+            compress_at = count;
+            ++p;
+        } else if (p == s.size()) {
+            return origin_syntax::bad_ipv6;
+        }
+    }
+    if (compress_at < 0 ? count != 8 : count > 7) return origin_syntax::bad_ipv6;
+    if (compress_at >= 0) {
+        const int moved = count - compress_at, gap = 8 - count;
+        for (int k = moved - 1; k >= 0; --k) groups[compress_at + gap + k] = groups[compress_at + k];
+        for (int k = 0; k < gap; ++k) groups[compress_at + k] = 0;
+    }
+    const std::size_t n = ipv6_format_rfc5952(groups, out);
+    out[n] = '\0';
+    return origin_iequal(s, std::string_view(out, n)) ? origin_syntax::ok : origin_syntax::ipv6_not_canonical;
+}
+
+// WHATWG URL: a host whose last label is a number is an IPv4 address, and a
+// browser serializes it as a dotted quad: 127.1, 0x7f.1 and 0127.0.0.1 never
+// appear in a browser's Origin.
+inline bool origin_ends_in_number(std::string_view host) noexcept {
+    if (!host.empty() && host.back() == '.') host.remove_suffix(1);
+    const std::size_t dot = host.rfind('.');
+    const std::string_view last = dot == std::string_view::npos ? host : host.substr(dot + 1);
+    if (last.empty()) return false;
+    bool all_digits = true;
+    for (char c : last) all_digits = all_digits && origin_is(c, origin_cc_digit);
+    if (all_digits) return true;
+    if (last.size() >= 2 && last[0] == '0' && (last[1] == 'x' || last[1] == 'X')) {
+        for (char c : last.substr(2)) {
+            if (!origin_is(c, origin_cc_hex)) return false;
+        }
+        return true;
+    }
+    return false;
+}
+
+inline bool origin_is_dotted_quad(std::string_view host) noexcept {
+    int parts = 0;
+    std::size_t p = 0;
+    while (true) {
+        std::size_t digits = 0;
+        std::uint32_t value = 0;
+        while (p < host.size() && origin_is(host[p], origin_cc_digit)) {
+            if (++digits > 3) return false;
+            value = value * 10 + static_cast<std::uint32_t>(host[p] - '0');
+            ++p;
+        }
+        if (digits == 0 || value > 255 || (digits > 1 && host[p - digits] == '0')) return false;
+        ++parts;
+        if (p == host.size()) return parts == 4;
+        if (host[p] != '.' || parts == 4) return false;
+        ++p;
+    }
+}
+
+enum class origin_parse_mode : std::uint8_t { header, pattern, host_header, host_pattern };
+
+// Parses host[:port] from s[i..] to the end. Hosts are reg-names of labels
+// [A-Za-z0-9_-]{1,63} joined by dots (253 bytes at most, one optional
+// trailing dot), canonical dotted quads or canonical bracketed IPv6.
+inline origin_syntax origin_parse_authority(std::string_view s, std::size_t i, origin_parse_mode mode,
+                                            origin_parts& out) noexcept {
+    const bool pattern = mode == origin_parse_mode::pattern || mode == origin_parse_mode::host_pattern;
+    const std::size_t n = s.size();
+    if (i == n || s[i] == ':') return origin_syntax::no_host;
+    if (s[i] == '*') {
+        if (mode != origin_parse_mode::pattern || i + 1 == n || s[i + 1] != '.') return origin_syntax::bad_wildcard;
+        out.wildcard = true;
+        i += 2;
+        if (i == n) return origin_syntax::bad_wildcard;
+    }
+    const std::size_t host_start = i;
+    if (s[i] == '[') {
+        const std::size_t close = s.find(']', i);
+        if (close == std::string_view::npos || close - i - 1 > 64) return origin_syntax::bad_ipv6;
+        if (out.wildcard) return origin_syntax::wildcard_ip;
+        const origin_syntax r = origin_parse_ipv6(s.substr(i + 1, close - i - 1), out.ipv6_text);
+        if (r != origin_syntax::ok) return r;
+        out.kind = origin_host_kind::ipv6;
+        out.host = std::string_view(out.ipv6_text);
+        i = close + 1;
+    } else {
+        std::size_t dots = 0, label_start = i, previous_start = i;
+        for (; i < n; ++i) {
+            if (origin_is(s[i], origin_cc_label)) continue;
+            if (s[i] != '.') break;
+            if (i == label_start || i - label_start > 63) return origin_syntax::bad_label;
+            if (dots < 16) out.dot_at[dots] = i - host_start;
+            ++dots;
+            previous_start = label_start;
+            label_start = i + 1;
+        }
+        if (i - label_start > 63) return origin_syntax::bad_label;
+        out.host = s.substr(host_start, i - host_start);
+        if (out.host.empty()) {
+            if (i < n && s[i] != ':') return origin_stray_char(s[i]);
+            return out.wildcard ? origin_syntax::bad_wildcard : origin_syntax::no_host;
+        }
+        out.labels = dots + 1;
+        const bool trailing_dot = i == label_start;
+        if (out.host.size() - trailing_dot > 253) return origin_syntax::bad_label;
+        // Only a last label that starts with a digit can be a number.
+        const std::size_t last_label = trailing_dot ? previous_start : label_start;
+        if (origin_is(s[last_label], origin_cc_digit) && origin_ends_in_number(out.host)) {
+            if (out.wildcard) return origin_syntax::wildcard_ip;
+            if (!origin_is_dotted_quad(out.host)) return origin_syntax::bad_ipv4;
+            out.kind = origin_host_kind::ipv4;
+        }
+    }
+    if (i < n && s[i] == ':') {
+        ++i;
+        if (pattern && i + 1 == n && s[i] == '*') {
+            out.any_port = true;
+            out.has_port = true;
+            return origin_syntax::ok;
+        }
+        const std::size_t start = i;
+        std::uint32_t value = 0;
+        while (i < n && origin_is(s[i], origin_cc_digit) && i - start < 5) {
+            value = value * 10 + static_cast<std::uint32_t>(s[i] - '0');
+            ++i;
+        }
+        const std::size_t digits = i - start;
+        if (digits == 0 || value > 65535 || (digits > 1 && s[start] == '0')) return origin_syntax::bad_port;
+        if (i < n && origin_is(s[i], origin_cc_digit)) return origin_syntax::bad_port;
+        out.has_port = true;
+        out.port = value;
+    }
+    if (i < n) {
+        if (s[i] == '*') return origin_syntax::bad_wildcard;
+        if (s[i] == ':' || (out.has_port && origin_is(s[i], origin_cc_alpha))) return origin_syntax::bad_port;
+        return origin_stray_char(s[i]);
+    }
+    return origin_syntax::ok;
+}
+
+// Parses "scheme://host[:port]". Schemes other than http and https parse (an
+// extension's origin is well formed) but can never be allowed.
+inline origin_syntax origin_parse(std::string_view s, origin_parse_mode mode, origin_parts& out) noexcept {
+    const std::size_t n = s.size();
+    // Scheme bytes are letters, digits, + - and .: OR 0x20 lowercases the
+    // letters and leaves the others unequal to any letter.
+    const auto is = [&](std::size_t k, char lower) { return (s[k] | 0x20) == lower; };
+    std::size_t i = 0;
+    if (n > 8 && is(0, 'h') && is(1, 't') && is(2, 't') && is(3, 'p')) {  // the common case, first
+        if (s[4] == ':' && s[5] == '/' && s[6] == '/') {
+            out.scheme = origin_scheme_http;
+            i = 7;
+        } else if (is(4, 's') && s[5] == ':' && s[6] == '/' && s[7] == '/') {
+            out.scheme = origin_scheme_https;
+            i = 8;
+        }
+    }
+    if (i == 0) {
+        if (n == 0 || !origin_is(s[0], origin_cc_alpha)) {
+            if (n > 0 && s[0] == '*') return origin_syntax::bad_wildcard;
+            return origin_syntax::no_scheme;
+        }
+        while (i < n && origin_is(s[i], origin_cc_scheme)) ++i;
+        if (i + 3 > n || s[i] != ':' || s[i + 1] != '/' || s[i + 2] != '/') {
+            if (i < n && static_cast<unsigned char>(s[i]) >= 0x80) return origin_syntax::non_ascii;
+            return origin_syntax::no_scheme;  // "example.com", "localhost:8080", "https//x"
+        }
+        if (i >= 4 && i <= 5 && is(0, 'h') && is(1, 't') && is(2, 't') && is(3, 'p') && (i == 4 || is(4, 's'))) {
+            out.scheme = i == 4 ? origin_scheme_http : origin_scheme_https;
+        } else if (i >= 2 && i <= 3 && is(0, 'w') && is(1, 's') && (i == 2 || is(2, 's'))) {
+            return origin_syntax::websocket_scheme;
+        } else if (mode == origin_parse_mode::pattern) {
+            return origin_syntax::unsupported_scheme;
+        } else {
+            out.scheme = origin_scheme_other;
+        }
+        i += 3;
+    }
+    if (mode == origin_parse_mode::pattern) {
+        // Name userinfo before anything else mistakes it for a port or a host.
+        for (std::size_t k = i; k < n && s[k] != '/' && s[k] != '?' && s[k] != '#'; ++k) {
+            if (s[k] == '@') return origin_syntax::userinfo;
+        }
+    }
+    const origin_syntax r = origin_parse_authority(s, i, mode, out);
+    if (r != origin_syntax::ok) return r;
+    if (!out.has_port) {
+        out.port = out.scheme == origin_scheme_http ? 80u : out.scheme == origin_scheme_https ? 443u : 0u;
+    }
+    return origin_syntax::ok;
+}
+
+// ---------------------------------------------------------------------------
+// A flat open-addressing set of (tag, port, host), hashed and compared
+// case-insensitively straight from the header bytes.
+// ---------------------------------------------------------------------------
+// Folding: OR 0x20 into every byte. On the bytes a parsed host can hold
+// (A-Z a-z 0-9 - . _ :) it lowercases letters and is otherwise one-to-one
+// ('_' becomes 0x7f, which no host holds), so folded bytes compare exactly.
+inline constexpr std::uint64_t origin_fold_mask = 0x2020202020202020ULL;
+
+inline std::uint64_t origin_load8_folded(const char* p) noexcept {
+    std::uint64_t w;
+    std::memcpy(&w, p, 8);
+    return w | origin_fold_mask;
+}
+
+// Hosts are hashed and compared by 8-byte words: every whole 8 bytes, then
+// the last 8 bytes (overlapping) for the rest; a host under 8 bytes is
+// assembled byte by byte. Equal lengths give equal word sequences exactly
+// when the folded bytes are equal, and nothing is read outside the host.
+inline std::uint64_t origin_load_short_folded(const char* p, std::size_t n) noexcept {
+    std::uint64_t w = 0;
+    for (std::size_t k = 0; k < n; ++k) w |= static_cast<std::uint64_t>(static_cast<unsigned char>(p[k])) << (8 * k);
+    return w | origin_fold_mask;
+}
+
+inline std::uint64_t origin_hash_round(std::uint64_t h, std::uint64_t w) noexcept {
+    h = (h ^ w) * 0xbf58476d1ce4e5b9ULL;
+    return (h << 29) | (h >> 35);  // low input bits reach every output bit
+}
+
+inline std::uint64_t origin_hash_host(std::string_view host) noexcept {
+    const char* p = host.data();
+    const std::size_t n = host.size();
+    std::uint64_t h = 0x9e3779b97f4a7c15ULL ^ n;
+    if (n < 8) return origin_hash_round(h, origin_load_short_folded(p, n));
+    std::size_t k = 0;
+    for (; k + 8 <= n; k += 8) h = origin_hash_round(h, origin_load8_folded(p + k));
+    return k == n ? h : origin_hash_round(h, origin_load8_folded(p + n - 8));
+}
+
+// `stored` holds a host already folded, of the same length as `host`.
+inline bool origin_folded_equal(const char* host, const char* stored, std::size_t n) noexcept {
+    if (n < 8) return origin_load_short_folded(host, n) == origin_load_short_folded(stored, n);
+    std::size_t k = 0;
+    for (; k + 8 <= n; k += 8) {
+        if (origin_load8_folded(host + k) != origin_load8_folded(stored + k)) return false;
+    }
+    return k == n || origin_load8_folded(host + n - 8) == origin_load8_folded(stored + n - 8);
+}
+
+// Key tags. A tag says what an entry means; the port is part of the key.
+enum : std::uint8_t {
+    origin_tag_exact = 0x10,     // | scheme: scheme://host:port
+    origin_tag_wildcard = 0x20,  // | scheme: scheme://*.host:port
+    origin_tag_any_port = 0x40,  // | one of the above: any port
+    origin_tag_host = 0x80,      // host_allowlist: host:port
+    origin_tag_host_default = 0x81,  // host_allowlist: host with no port (none, 80 or 443)
+};
+
+
+// Quotes a pattern for an error message, control and non-ASCII bytes escaped.
+inline std::string origin_quote(std::string_view s) {
+    std::string out = "\"";
+    const std::size_t shown = s.size() > 200 ? 200 : s.size();
+    for (std::size_t i = 0; i < shown; ++i) {
+        const unsigned char c = static_cast<unsigned char>(s[i]);
+        if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') {
+            static constexpr char hex[] = "0123456789abcdef";
+            out += "\\x";
+            out += hex[c >> 4];
+            out += hex[c & 15];
+        } else {
+            out += static_cast<char>(c);
+        }
+    }
+    if (shown < s.size()) out += "...";
+    return out + "\"";
+}
+
+inline std::string origin_syntax_message(origin_syntax e, bool host_list) {
+    const char* example = host_list ? "app.example.com, localhost:8080 or [::1]:*" : "https://app.example.com";
+    switch (e) {
+        case origin_syntax::ok: return "ok";
+        case origin_syntax::no_scheme:
+            return host_list ? std::string("is not host[:port]; write e.g. ") + example
+                             : "has no scheme: an origin is scheme://host[:port], e.g. https://app.example.com";
+        case origin_syntax::websocket_scheme:
+            return "uses ws: or wss:, but Origin carries the page's scheme: write http:// or https://";
+        case origin_syntax::unsupported_scheme: return "has a scheme other than http or https";
+        case origin_syntax::no_host: return "has no host";
+        case origin_syntax::userinfo: return "has userinfo (user@): an origin never carries one";
+        case origin_syntax::path:
+            return "has a path, query or fragment (even a trailing \"/\"): an origin is scheme://host[:port] only";
+        case origin_syntax::bad_char:
+            return "has a character no host can hold (whitespace, control byte, %, comma, ...)";
+        case origin_syntax::non_ascii:
+            return "has a non-ASCII host: write its punycode form (xn--...), which is what browsers send";
+        case origin_syntax::bad_label: return "has an empty label, a label over 63 bytes or a name over 253 bytes";
+        case origin_syntax::bad_ipv4:
+            return "has a numeric host that is not a dotted quad such as 127.0.0.1 (browsers rewrite 127.1, 0x7f.1, "
+                   "0127.0.0.1 and a trailing dot)";
+        case origin_syntax::bad_ipv6: return "has an invalid IPv6 literal";
+        case origin_syntax::ipv6_not_canonical: return "has an IPv6 literal not in RFC 5952 form";
+        case origin_syntax::ipv6_zone: return "has an IPv6 zone id, which an origin never carries";
+        case origin_syntax::bad_port: return "has an invalid port (1-5 digits, no leading zero, at most 65535)";
+        case origin_syntax::bad_wildcard:
+            return host_list ? std::string("has a wildcard: list each host; \":*\" after a host means any port")
+                             : "has a wildcard that is not a whole leftmost label (https://*.example.com) or the "
+                               "port (http://localhost:*)";
+        case origin_syntax::wildcard_ip: return "puts a wildcard over an IP address";
+    }
+    return "is invalid";
+}
+
+}  // namespace detail
+
+// ---------------------------------------------------------------------------
+// origin_policy and host_allowlist: out-of-line bodies
+// ---------------------------------------------------------------------------
+inline result<origin_policy> origin_policy::build(const std::vector<std::string_view>& patterns, const options& opts) {
+    origin_policy policy;
+    policy.options_ = opts;
+    if (patterns.empty() && !opts.allow_missing_origin && !opts.allow_any_origin_unsafe) {
+        return result<origin_policy>::failure(
+            "origin_policy: the pattern list is empty, so no browser could ever connect; list the origins of your "
+            "pages (e.g. https://app.example.com), or set options.allow_missing_origin for non-browser clients only");
+    }
+    for (const std::string_view pattern : patterns) {
+        const auto fail = [&](const std::string& why) {
+            return result<origin_policy>::failure("origin_policy: pattern " + detail::origin_quote(pattern) + " " +
+                                                  why);
+        };
+        if (pattern == "*") {
+            return fail(
+                "would allow every origin, which lets any web page open the socket with the user's cookies; "
+                "list your origins, or set options.allow_any_origin_unsafe if you really mean it");
+        }
+        if (detail::origin_iequal(pattern, "null")) {
+            return fail("is the opaque origin of sandboxed iframes, file: pages and some redirects; any site can "
+                        "produce it, so it cannot be allowed");
+        }
+        if (pattern.size() > max_header_length) return fail("is longer than any origin can be");
+        detail::origin_parts parts;
+        const detail::origin_syntax syntax = detail::origin_parse(pattern, detail::origin_parse_mode::pattern, parts);
+        if (syntax != detail::origin_syntax::ok) {
+            std::string why = detail::origin_syntax_message(syntax, false);
+            if (syntax == detail::origin_syntax::ipv6_not_canonical) {
+                why += ": write [" + std::string(parts.ipv6_text) + "]";
+            }
+            return fail(why);
+        }
+        std::uint8_t tag = parts.wildcard ? detail::origin_tag_wildcard : detail::origin_tag_exact;
+        tag = static_cast<std::uint8_t>(tag | parts.scheme | (parts.any_port ? detail::origin_tag_any_port : 0));
+        const std::uint32_t port = parts.any_port ? 0 : parts.port;
+        if (parts.wildcard) {
+            std::string parent;
+            for (char c : parts.host) parent += detail::ascii_lower(c);
+            if (!parent.empty() && parent.back() == '.') parent.pop_back();
+            if (detail::origin_psl_is_public_suffix(parent)) {
+                return fail("puts a wildcard over \"" + parent + "\", " +
+                            (parent.find('.') == std::string::npos ? "a top-level domain" : "a public suffix") +
+                            " (publicsuffix.org): it would match sites of unrelated owners; wildcard a domain you "
+                            "own, e.g. https://*.example.co.uk");
+            }
+            const std::string beneath = detail::origin_psl_rule_beneath(parent);
+            if (!beneath.empty()) {
+                return fail("puts a wildcard over \"" + parent + "\", which has public suffixes beneath it (\"" +
+                            beneath + "\"), so it would match sites of unrelated owners; list your hosts instead");
+            }
+            std::size_t labels = 1;
+            for (char c : parts.host) labels += (c == '.');
+            policy.wildcard_labels_ |= std::uint64_t{1} << (labels >= 64 ? 63 : labels - 1);
+            policy.any_port_wildcard_ = policy.any_port_wildcard_ || parts.any_port;
+        } else {
+            policy.any_port_exact_ = policy.any_port_exact_ || parts.any_port;
+        }
+        (void)policy.table_.insert(tag, port, parts.host);  // a duplicate is harmless
+    }
+    return result<origin_policy>::success(std::move(policy));
+}
+
+inline decision origin_policy::check(std::string_view origin_header) const noexcept {
+    if (origin_header.empty()) {
+        return options_.allow_missing_origin ? decision::allow() : decision(reason::origin_missing);
+    }
+    if (origin_header.size() > max_header_length) return reason::origin_too_long;
+    if (origin_header.size() == 4 && detail::origin_iequal(origin_header, "null")) return reason::origin_null;
+    detail::origin_parts parts;
+    if (detail::origin_parse(origin_header, detail::origin_parse_mode::header, parts) != detail::origin_syntax::ok) {
+        return reason::origin_malformed;
+    }
+    if (options_.allow_any_origin_unsafe) return decision::allow();
+    if (parts.scheme == detail::origin_scheme_other) return reason::origin_not_allowed;
+
+    const std::string_view host = parts.host;
+    const std::uint16_t port = static_cast<std::uint16_t>(parts.port);
+    const std::uint8_t exact = static_cast<std::uint8_t>(detail::origin_tag_exact | parts.scheme);
+    const std::uint64_t host_hash = detail::origin_hash_host(host);
+    if (table_.find(exact, port, host, host_hash)) return decision::allow();
+    const std::uint8_t exact_any_port = static_cast<std::uint8_t>(exact | detail::origin_tag_any_port);
+    if (any_port_exact_ && table_.find(exact_any_port, 0, host, host_hash)) return decision::allow();
+
+    if (wildcard_labels_ == 0 || parts.kind != detail::origin_host_kind::name) return reason::origin_not_allowed;
+    const std::uint8_t wildcard = static_cast<std::uint8_t>(detail::origin_tag_wildcard | parts.scheme);
+    const std::uint8_t wildcard_any_port = static_cast<std::uint8_t>(wildcard | detail::origin_tag_any_port);
+    // Each proper parent domain, longest first: a.b.example.com -> b.example.com
+    // -> example.com -> com. Only label counts some wildcard has are probed.
+    std::size_t start = 0;
+    for (std::size_t parent_labels = parts.labels - 1, dot = 0; parent_labels >= 1; --parent_labels, ++dot) {
+        if (dot < 16) {
+            start = parts.dot_at[dot] + 1;
+        } else {
+            while (host[start] != '.') ++start;
+            ++start;
+        }
+        const std::uint64_t bit = std::uint64_t{1} << (parent_labels >= 64 ? 63 : parent_labels - 1);
+        if ((wildcard_labels_ & bit) == 0) continue;
+        const std::string_view parent = host.substr(start);
+        if (parent.empty()) break;  // "example.com." has an empty last "label"
+        const std::uint64_t parent_hash = detail::origin_hash_host(parent);
+        if (table_.find(wildcard, port, parent, parent_hash)) return decision::allow();
+        if (any_port_wildcard_ && table_.find(wildcard_any_port, 0, parent, parent_hash)) {
+            return decision::allow();
+        }
+    }
+    return reason::origin_not_allowed;
+}
+
+inline result<host_allowlist> host_allowlist::build(const std::vector<std::string_view>& patterns) {
+    if (patterns.empty()) {
+        return result<host_allowlist>::failure(
+            "host_allowlist: the list is empty, so every request would be refused; list the hosts clients use to "
+            "reach this server, e.g. localhost:8080 and 127.0.0.1:8080");
+    }
+    host_allowlist list;
+    for (const std::string_view pattern : patterns) {
+        const auto fail = [&](const std::string& why) {
+            return result<host_allowlist>::failure("host_allowlist: pattern " + detail::origin_quote(pattern) + " " +
+                                                   why);
+        };
+        if (pattern.find("://") != std::string_view::npos) {
+            return fail("has a scheme: a Host value is host[:port], e.g. localhost:8080");
+        }
+        if (pattern.size() > origin_policy::max_header_length) return fail("is longer than any host can be");
+        detail::origin_parts parts;
+        const detail::origin_syntax syntax =
+            detail::origin_parse_authority(pattern, 0, detail::origin_parse_mode::host_pattern, parts);
+        if (syntax != detail::origin_syntax::ok) {
+            std::string why = detail::origin_syntax_message(syntax, true);
+            if (syntax == detail::origin_syntax::ipv6_not_canonical) {
+                why += ": write [" + std::string(parts.ipv6_text) + "]";
+            }
+            return fail(why);
+        }
+        if (parts.any_port) {
+            list.any_port_ = true;
+            (void)list.table_.insert(detail::origin_tag_host | detail::origin_tag_any_port, 0, parts.host);
+        } else if (parts.has_port) {
+            (void)list.table_.insert(detail::origin_tag_host, parts.port, parts.host);
+        } else {
+            (void)list.table_.insert(detail::origin_tag_host_default, 0, parts.host);
+        }
+    }
+    return result<host_allowlist>::success(std::move(list));
+}
+
+inline decision host_allowlist::check(std::string_view host_header) const noexcept {
+    if (host_header.empty()) return reason::host_missing;
+    if (host_header.size() > origin_policy::max_header_length) return reason::host_malformed;
+    detail::origin_parts parts;
+    if (detail::origin_parse_authority(host_header, 0, detail::origin_parse_mode::host_header, parts) !=
+        detail::origin_syntax::ok) {
+        return reason::host_malformed;
+    }
+    const std::uint64_t hash = detail::origin_hash_host(parts.host);
+    const bool default_port = !parts.has_port || parts.port == 80 || parts.port == 443;
+    if (default_port && table_.find(detail::origin_tag_host_default, 0, parts.host, hash)) return decision::allow();
+    if (parts.has_port && table_.find(detail::origin_tag_host, parts.port, parts.host, hash)) return decision::allow();
+    if (any_port_ && table_.find(detail::origin_tag_host | detail::origin_tag_any_port, 0, parts.host, hash)) {
+        return decision::allow();
+    }
+    return reason::host_not_allowed;
+}
+
+}  // inline namespace WSGUARD_ABI_NS
+}  // namespace wsguard
+
+// ===========================================================================
+// 6. Client address behind proxies: trusted_proxies, client_address,
+//    parse_proxy_header
 // ===========================================================================
 //
 // Behind nginx, HAProxy, a load balancer or a CDN, every socket's peer is the
@@ -5588,7 +3695,3083 @@ inline proxy_header parse_proxy_header(const std::uint8_t* data, std::size_t siz
 
 
 // ===========================================================================
-// 7. Frames: frame_guard, inflate_budget
+// 7. Crypto: sha256, hmac_sha256, base64url, random bytes
+// ===========================================================================
+
+// The public promise: sha256 and sha256_hasher, hmac_sha256 and hmac_sha256_key,
+// constant_time_equal, base64url_encode / base64url_decode with their sizes,
+// and random_bytes. Below them: the portable SHA-256 and the base64url codec,
+// then, fenced at the end, the SIMD compression backends and the choice
+// between them.
+
+namespace wsguard {
+inline namespace WSGUARD_ABI_NS {
+
+using sha256_digest = std::array<std::uint8_t, 32>;
+
+namespace detail {
+
+// What the public classes hold by value (complete before them), and the
+// internals their inline members call: declared here, defined below.
+
+// Compresses `count` consecutive 64-byte blocks into `state` (FIPS 180-4 6.2.2).
+using sha256_compress_fn = void (*)(std::uint32_t* state, const std::uint8_t* blocks, std::size_t count) noexcept;
+
+inline constexpr std::uint32_t sha256_initial_state[8] = {
+    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+};
+
+inline void crypto_wipe(void* p, std::size_t size) noexcept;
+inline sha256_compress_fn sha256_active_compress() noexcept;
+inline void sha256_store_digest(const std::uint32_t* state, std::uint8_t* out) noexcept;
+inline void sha256_absorb_final(std::uint32_t* state, std::uint64_t prefix, const std::uint8_t* data, std::size_t size,
+                                sha256_compress_fn compress) noexcept;
+inline void hmac_sha256_finish(sha256_compress_fn compress, const std::uint32_t* inner, std::uint64_t prefix,
+                               const std::uint8_t* data, std::size_t size, const std::uint32_t* outer,
+                               std::uint8_t* out) noexcept;
+inline sha256_digest sha256_with(sha256_compress_fn compress, const std::uint8_t* data, std::size_t size) noexcept;
+
+// Buffered incremental SHA-256 from any starting state.
+struct sha256_engine {
+    std::uint32_t state[8];
+    std::uint8_t buffer[64];
+    std::size_t buffered;  // 0..63
+    std::uint64_t total;   // bytes absorbed, including the prefix a start state stands for
+    sha256_compress_fn compress;
+
+    void start(const std::uint32_t* initial, std::uint64_t prefix, sha256_compress_fn fn) noexcept {
+        std::memcpy(state, initial, sizeof state);
+        buffered = 0;
+        total = prefix;
+        compress = fn;
+    }
+
+    void update(const std::uint8_t* data, std::size_t size) noexcept {
+        if (size == 0) return;
+        total += size;
+        if (buffered != 0) {
+            const std::size_t take = size < 64 - buffered ? size : 64 - buffered;
+            std::memcpy(buffer + buffered, data, take);
+            buffered += take;
+            data += take;
+            size -= take;
+            if (buffered < 64) return;
+            compress(state, buffer, 1);
+            buffered = 0;
+        }
+        const std::size_t whole = size / 64;
+        if (whole != 0) compress(state, data, whole);
+        buffered = size % 64;
+        if (buffered != 0) std::memcpy(buffer, data + whole * 64, buffered);
+    }
+
+    void finish(std::uint8_t* out) noexcept {
+        sha256_absorb_final(state, total - buffered, buffer, buffered, compress);
+        sha256_store_digest(state, out);
+    }
+
+    void wipe() noexcept { crypto_wipe(this, sizeof *this); }
+};
+
+// Builds the hasher and key objects on one chosen backend (with the backends, at the end).
+struct sha256_backend_access;
+
+}  // namespace detail
+
+// ---------------------------------------------------------------------------
+// SHA-256
+// ---------------------------------------------------------------------------
+
+// Incremental SHA-256. finish() returns the digest and resets the hasher.
+class sha256_hasher {
+public:
+    sha256_hasher() noexcept : sha256_hasher(detail::sha256_active_compress()) {}
+    sha256_hasher(const sha256_hasher&) noexcept = default;
+    sha256_hasher& operator=(const sha256_hasher&) noexcept = default;
+    ~sha256_hasher() { engine_.wipe(); }
+
+    void update(const std::uint8_t* data, std::size_t size) noexcept { engine_.update(data, size); }
+    void update(std::string_view data) noexcept {
+        engine_.update(reinterpret_cast<const std::uint8_t*>(data.data()), data.size());
+    }
+    sha256_digest finish() noexcept {
+        sha256_digest out;
+        engine_.finish(out.data());
+        engine_.start(detail::sha256_initial_state, 0, engine_.compress);
+        return out;
+    }
+
+private:
+    friend struct detail::sha256_backend_access;
+    explicit sha256_hasher(detail::sha256_compress_fn compress) noexcept {
+        engine_.start(detail::sha256_initial_state, 0, compress);
+    }
+    detail::sha256_engine engine_;
+};
+
+inline sha256_digest sha256(const std::uint8_t* data, std::size_t size) noexcept {
+    return detail::sha256_with(detail::sha256_active_compress(), data, size);
+}
+inline sha256_digest sha256(std::string_view data) noexcept {
+    return sha256(reinterpret_cast<const std::uint8_t*>(data.data()), data.size());
+}
+
+// ---------------------------------------------------------------------------
+// HMAC-SHA256 (RFC 2104)
+// ---------------------------------------------------------------------------
+
+// A MAC key with its inner and outer pad blocks already compressed, so each MAC
+// costs only the message's compressions plus one. Wiped on destruction.
+// Any key length is accepted, as RFC 2104 (and RFC 4231's 20-byte vectors) has
+// it: this is the primitive. Ticket keys go through keyring::create, which
+// refuses secrets shorter than 32 bytes.
+class hmac_sha256_key {
+public:
+    explicit hmac_sha256_key(std::string_view key) noexcept
+        : hmac_sha256_key(reinterpret_cast<const std::uint8_t*>(key.data()), key.size()) {}
+    hmac_sha256_key(const std::uint8_t* key, std::size_t size) noexcept
+        : hmac_sha256_key(key, size, detail::sha256_active_compress()) {}
+    hmac_sha256_key(const hmac_sha256_key&) noexcept = default;
+    hmac_sha256_key& operator=(const hmac_sha256_key&) noexcept = default;
+    ~hmac_sha256_key() {
+        detail::crypto_wipe(inner_, sizeof inner_);
+        detail::crypto_wipe(outer_, sizeof outer_);
+    }
+
+    sha256_digest mac(const std::uint8_t* message, std::size_t size) const noexcept {
+        sha256_digest out;
+        detail::hmac_sha256_finish(compress_, inner_, 64, message, size, outer_, out.data());
+        return out;
+    }
+    sha256_digest mac(std::string_view message) const noexcept {
+        return mac(reinterpret_cast<const std::uint8_t*>(message.data()), message.size());
+    }
+
+    // An incremental MAC over several parts, without copying them together.
+    // finish() once per message; begin() again (or a copy made earlier) for the next.
+    class stream {
+    public:
+        stream(const stream&) noexcept = default;
+        stream& operator=(const stream&) noexcept = default;
+        ~stream() {
+            inner_.wipe();
+            detail::crypto_wipe(outer_, sizeof outer_);
+        }
+        void update(const std::uint8_t* data, std::size_t size) noexcept { inner_.update(data, size); }
+        void update(std::string_view data) noexcept {
+            inner_.update(reinterpret_cast<const std::uint8_t*>(data.data()), data.size());
+        }
+        // The MAC of everything absorbed. A copy of a stream continues on its
+        // own: absorb a shared prefix once, copy the stream per message.
+        sha256_digest finish() noexcept {
+            sha256_digest out;
+            detail::hmac_sha256_finish(inner_.compress, inner_.state, inner_.total - inner_.buffered, inner_.buffer,
+                                       inner_.buffered, outer_, out.data());
+            return out;
+        }
+
+    private:
+        friend class hmac_sha256_key;
+        explicit stream(const hmac_sha256_key& key) noexcept {
+            inner_.start(key.inner_, 64, key.compress_);
+            std::memcpy(outer_, key.outer_, sizeof outer_);
+        }
+        detail::sha256_engine inner_;
+        std::uint32_t outer_[8];
+    };
+
+    stream begin() const noexcept { return stream(*this); }
+
+private:
+    friend struct detail::sha256_backend_access;
+    hmac_sha256_key(const std::uint8_t* key, std::size_t size, detail::sha256_compress_fn compress) noexcept
+        : compress_(compress) {
+        // RFC 2104: a key longer than the block is replaced by its hash, then zero-padded.
+        std::uint8_t block[64] = {};
+        if (size > 64) {
+            const sha256_digest hashed = detail::sha256_with(compress_, key, size);
+            std::memcpy(block, hashed.data(), hashed.size());
+            detail::crypto_wipe(const_cast<std::uint8_t*>(hashed.data()), hashed.size());
+        } else if (size != 0) {
+            std::memcpy(block, key, size);
+        }
+        for (std::uint8_t& byte : block) byte ^= 0x36;
+        std::memcpy(inner_, detail::sha256_initial_state, sizeof inner_);
+        compress_(inner_, block, 1);
+        for (std::uint8_t& byte : block) byte ^= 0x36 ^ 0x5c;
+        std::memcpy(outer_, detail::sha256_initial_state, sizeof outer_);
+        compress_(outer_, block, 1);
+        detail::crypto_wipe(block, sizeof block);
+    }
+    std::uint32_t inner_[8];
+    std::uint32_t outer_[8];
+    detail::sha256_compress_fn compress_;
+};
+
+inline sha256_digest hmac_sha256(const std::uint8_t* key, std::size_t key_size, const std::uint8_t* message,
+                                 std::size_t message_size) noexcept {
+    return hmac_sha256_key(key, key_size).mac(message, message_size);
+}
+inline sha256_digest hmac_sha256(std::string_view key, std::string_view message) noexcept {
+    return hmac_sha256_key(key).mac(message);
+}
+
+// ---------------------------------------------------------------------------
+// Constant-time comparison
+// ---------------------------------------------------------------------------
+
+// True when the two buffers are equal. constant-time: the time depends only on
+// size, never on where or whether the buffers differ.
+inline bool constant_time_equal(const std::uint8_t* a, const std::uint8_t* b, std::size_t size) noexcept {
+    std::uint32_t difference = 0;
+    for (std::size_t i = 0; i < size; ++i) {
+        difference |= static_cast<std::uint32_t>(a[i] ^ b[i]);
+#if defined(__GNUC__) || defined(__clang__)
+        // Hides the accumulator from the optimiser, which could otherwise stop
+        // early once it saw every bit set.
+        __asm__("" : "+r"(difference));
+#endif
+    }
+    // 0 -> 1, 1..255 -> 0, without a comparison the compiler could branch on.
+    const bool equal = static_cast<bool>(((difference - 1u) >> 8) & 1u);
+    WSGUARD_CT_DECLASSIFY(&equal, sizeof equal);  // the answer is public; how it was reached is not
+    return equal;
+}
+inline bool constant_time_equal(const sha256_digest& a, const sha256_digest& b) noexcept {
+    return constant_time_equal(a.data(), b.data(), a.size());
+}
+
+// ---------------------------------------------------------------------------
+// base64url (RFC 4648 section 5), no padding, strict and canonical
+// ---------------------------------------------------------------------------
+
+// Characters needed for `bytes` bytes; saturates at SIZE_MAX (no buffer is that large).
+constexpr std::size_t base64url_encoded_size(std::size_t bytes) noexcept {
+    return bytes / 3 > std::numeric_limits<std::size_t>::max() / 4 - 1
+               ? std::numeric_limits<std::size_t>::max()
+               : bytes / 3 * 4 + (bytes % 3 == 0 ? 0 : bytes % 3 + 1);
+}
+// Bytes that `chars` characters decode to at most (exactly, when they are valid).
+constexpr std::size_t base64url_max_decoded_size(std::size_t chars) noexcept {
+    return chars / 4 * 3 + (chars % 4) * 3 / 4;
+}
+
+// Writes the encoding of in[0..size) to out (no terminator). Returns the number
+// of characters written, or 0 when out_capacity is too small (and size > 0).
+inline std::size_t base64url_encode(const std::uint8_t* in, std::size_t size, char* out,
+                                    std::size_t out_capacity) noexcept;
+
+// Convenience for configuration and tests (allocates: not for the request path).
+inline std::string base64url_encode(const std::uint8_t* in, std::size_t size) {
+    std::string out(base64url_encoded_size(size), '\0');
+    const std::size_t written = base64url_encode(in, size, &out[0], out.size());
+    out.resize(written);
+    return out;
+}
+
+// Decodes canonical unpadded base64url into out[0..out_capacity). Refuses (and
+// sets out_size to 0) anything but the one encoding an encoder would produce:
+// a character outside A-Z a-z 0-9 - _ (so '=', '+', '/', whitespace), a length
+// of 1 mod 4, non-zero unused bits in the last character, or an output larger
+// than out_capacity. Nothing is written past out_capacity; on refusal the
+// bytes written so far are zeroed.
+inline bool base64url_decode(std::string_view in, std::uint8_t* out, std::size_t out_capacity,
+                             std::size_t& out_size) noexcept;
+
+// ---------------------------------------------------------------------------
+// Random bytes from the operating system
+// ---------------------------------------------------------------------------
+
+// Fills out[0..size) from the OS generator. Fails closed: anything but a full
+// fill answers reason::random_unavailable (and the buffer is zeroed).
+inline reason random_bytes(std::uint8_t* out, std::size_t size) noexcept {
+    std::size_t filled = 0;
+#if defined(__linux__)
+    // getrandom() blocks only until the pool is first seeded; a signal may cut
+    // it short (EINTR) and large requests may come back partial.
+    while (filled < size) {
+        const ssize_t got = getrandom(out + filled, size - filled, 0);
+        if (got > 0) {
+            filled += static_cast<std::size_t>(got);
+        } else if (got < 0 && errno == EINTR) {
+            continue;
+        } else {
+            break;
+        }
+    }
+#elif defined(__APPLE__) || defined(__FreeBSD__) || defined(__OpenBSD__) || defined(__NetBSD__) || \
+    defined(__DragonFly__)
+    if (size != 0) arc4random_buf(out, size);  // cannot fail
+    filled = size;
+#elif defined(_WIN32)
+    const unsigned long use_system_preferred_rng = 0x00000002;  // BCRYPT_USE_SYSTEM_PREFERRED_RNG
+    while (filled < size) {
+        const std::size_t chunk_max = 0x40000000;  // fits the ULONG size argument
+        const std::size_t chunk = size - filled < chunk_max ? size - filled : chunk_max;
+        const long status = BCryptGenRandom(nullptr, out + filled, static_cast<unsigned long>(chunk), use_system_preferred_rng);
+        if (status < 0) break;  // NT_SUCCESS(status) is status >= 0
+        filled += chunk;
+    }
+#endif
+    if (filled != size) {
+        if (size != 0) detail::crypto_wipe(out, size);
+        return reason::random_unavailable;
+    }
+    return reason::ok;
+}
+
+// Overwrites out[0..size) with zeros in a way the optimiser cannot remove as a
+// dead store (memset, then an empty asm that claims to read the memory, as
+// explicit_bzero does; volatile stores where inline asm is unavailable). For a
+// raw key once keyring::create has derived its own copy: the keyring keeps no
+// view of the secret, so the caller's buffer is the last plain copy.
+inline void secure_wipe(void* out, std::size_t size) noexcept { detail::crypto_wipe(out, size); }
+
+// ---------------------------------------------------------------------------
+// Internals: the portable SHA-256, the end of an HMAC, the base64url codec
+// ---------------------------------------------------------------------------
+namespace detail {
+
+alignas(64) inline constexpr std::uint32_t sha256_round_constants[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+};
+
+constexpr std::uint32_t sha256_load_be32(const std::uint8_t* p) noexcept {
+    return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) | std::uint32_t{p[3]};
+}
+
+inline void sha256_store_be32(std::uint8_t* p, std::uint32_t v) noexcept {
+    p[0] = static_cast<std::uint8_t>(v >> 24);
+    p[1] = static_cast<std::uint8_t>(v >> 16);
+    p[2] = static_cast<std::uint8_t>(v >> 8);
+    p[3] = static_cast<std::uint8_t>(v);
+}
+
+constexpr std::uint32_t sha256_rotr(std::uint32_t x, int n) noexcept { return (x >> n) | (x << (32 - n)); }
+
+// Erases secrets (key pads, hash states derived from a key) in a way the
+// compiler cannot drop as a dead store: memset followed by an empty asm that
+// claims to read the memory (as explicit_bzero does), or volatile stores where
+// inline asm is not available.
+inline void crypto_wipe(void* p, std::size_t size) noexcept {
+#if defined(__GNUC__) || defined(__clang__)
+    if (size == 0) return;
+    std::memset(p, 0, size);
+    __asm__ __volatile__("" : : "r"(p) : "memory");
+#else
+    volatile std::uint8_t* bytes = static_cast<volatile std::uint8_t*>(p);
+    for (std::size_t i = 0; i < size; ++i) bytes[i] = 0;
+#endif
+}
+
+// constant-time: no branch or index depends on the data, only on the block count.
+inline void sha256_compress_portable(std::uint32_t* state, const std::uint8_t* blocks, std::size_t count) noexcept {
+    for (std::size_t block = 0; block < count; ++block, blocks += 64) {
+        std::uint32_t w[64];
+        for (int i = 0; i < 16; ++i) w[i] = sha256_load_be32(blocks + 4 * i);
+        for (int i = 16; i < 64; ++i) {
+            const std::uint32_t s0 = sha256_rotr(w[i - 15], 7) ^ sha256_rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
+            const std::uint32_t s1 = sha256_rotr(w[i - 2], 17) ^ sha256_rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
+            w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+        }
+        std::uint32_t a = state[0], b = state[1], c = state[2], d = state[3];
+        std::uint32_t e = state[4], f = state[5], g = state[6], h = state[7];
+        for (int i = 0; i < 64; ++i) {
+            const std::uint32_t s1 = sha256_rotr(e, 6) ^ sha256_rotr(e, 11) ^ sha256_rotr(e, 25);
+            const std::uint32_t choose = (e & f) ^ (~e & g);
+            const std::uint32_t t1 = h + s1 + choose + sha256_round_constants[i] + w[i];
+            const std::uint32_t s0 = sha256_rotr(a, 2) ^ sha256_rotr(a, 13) ^ sha256_rotr(a, 22);
+            const std::uint32_t majority = (a & b) ^ (a & c) ^ (b & c);
+            const std::uint32_t t2 = s0 + majority;
+            h = g;
+            g = f;
+            f = e;
+            e = d + t1;
+            d = c;
+            c = b;
+            b = a;
+            a = t1 + t2;
+        }
+        state[0] += a;
+        state[1] += b;
+        state[2] += c;
+        state[3] += d;
+        state[4] += e;
+        state[5] += f;
+        state[6] += g;
+        state[7] += h;
+    }
+}
+
+inline void sha256_store_digest(const std::uint32_t* state, std::uint8_t* out) noexcept {
+    for (int i = 0; i < 8; ++i) sha256_store_be32(out + 4 * i, state[i]);
+}
+
+// Hashes `data` to its end, padding included, into a state that has already
+// absorbed `prefix` bytes (a multiple of 64). A short message (under two
+// blocks, e.g. an HMAC of a ticket) is copied so that one call compresses it
+// all; a longer one is compressed in place, only its tail copied.
+inline void sha256_absorb_final(std::uint32_t* state, std::uint64_t prefix, const std::uint8_t* data, std::size_t size,
+                                sha256_compress_fn compress) noexcept {
+    const std::size_t in_place = size >= 128 ? size / 64 : 0;
+    if (in_place != 0) compress(state, data, in_place);
+    const std::size_t rest = size - in_place * 64;  // 0..127
+    const std::size_t blocks = (rest + 1 + 8 + 63) / 64;  // room for 0x80 and the 64-bit length
+    std::uint8_t last[192];
+    if (rest != 0) std::memcpy(last, data + in_place * 64, rest);
+    last[rest] = 0x80;
+    std::memset(last + rest + 1, 0, blocks * 64 - rest - 1 - 8);
+    const std::uint64_t bits = (prefix + size) * 8;
+    sha256_store_be32(last + blocks * 64 - 8, static_cast<std::uint32_t>(bits >> 32));
+    sha256_store_be32(last + blocks * 64 - 4, static_cast<std::uint32_t>(bits));
+    compress(state, last, blocks);
+    crypto_wipe(last, blocks * 64);
+}
+
+// The end of an HMAC: the inner hash continues from `inner` (standing for
+// `prefix` bytes) over data[0..size) to its digest, the outer hash from `outer`
+// over that digest; the MAC goes to out[0..32).
+inline void hmac_sha256_finish(sha256_compress_fn compress, const std::uint32_t* inner, std::uint64_t prefix,
+                               const std::uint8_t* data, std::size_t size, const std::uint32_t* outer,
+                               std::uint8_t* out) noexcept {
+    std::uint32_t state[8];
+    std::memcpy(state, inner, sizeof state);
+    sha256_absorb_final(state, prefix, data, size, compress);
+    std::uint8_t inner_digest[32];
+    sha256_store_digest(state, inner_digest);
+    std::memcpy(state, outer, sizeof state);
+    sha256_absorb_final(state, 64, inner_digest, sizeof inner_digest, compress);
+    sha256_store_digest(state, out);
+    crypto_wipe(inner_digest, sizeof inner_digest);
+    crypto_wipe(state, sizeof state);
+}
+
+}  // namespace detail
+
+namespace detail {
+inline sha256_digest sha256_with(sha256_compress_fn compress, const std::uint8_t* data, std::size_t size) noexcept {
+    std::uint32_t state[8];
+    std::memcpy(state, sha256_initial_state, sizeof state);
+    sha256_absorb_final(state, 0, data, size, compress);
+    sha256_digest out;
+    sha256_store_digest(state, out.data());
+    return out;
+}
+}  // namespace detail
+
+namespace detail {
+// All-ones when the condition holds, else zero; keeps the codec free of
+// branches and tables indexed by data, so encoding or decoding a secret (a key,
+// a MAC) does not leak it through timing.
+constexpr std::uint32_t base64url_mask(bool condition) noexcept { return 0u - static_cast<std::uint32_t>(condition); }
+
+constexpr char base64url_char(std::uint32_t six_bits) noexcept {
+    const std::uint32_t v = six_bits & 63u;
+    std::uint32_t c = v + 'A';
+    c += base64url_mask(v >= 26) & ('a' - 'A' - 26);
+    c -= base64url_mask(v >= 52) & ('a' + 26 - '0');  // 'a' + (52 - 26) down to '0'
+    c -= base64url_mask(v >= 62) & ('0' + 10 - '-');
+    c += base64url_mask(v >= 63) & ('_' - '-' - 1);
+    return static_cast<char>(c);
+}
+
+// The six bits a character stands for, or 0x100 and above when it is not in the alphabet.
+constexpr std::uint32_t base64url_value(unsigned char c) noexcept {
+    const std::uint32_t x = c;
+    const std::uint32_t upper = base64url_mask(x >= 'A') & base64url_mask(x <= 'Z');
+    const std::uint32_t lower = base64url_mask(x >= 'a') & base64url_mask(x <= 'z');
+    const std::uint32_t digit = base64url_mask(x >= '0') & base64url_mask(x <= '9');
+    const std::uint32_t dash = base64url_mask(x == '-');
+    const std::uint32_t underscore = base64url_mask(x == '_');
+    const std::uint32_t value = (upper & (x - 'A')) | (lower & (x - 'a' + 26)) | (digit & (x - '0' + 52)) |
+                                (dash & 62u) | (underscore & 63u);
+    const std::uint32_t valid = upper | lower | digit | dash | underscore;
+    return value | (~valid & 0x100u);
+}
+}  // namespace detail
+
+namespace detail {
+// The same encoding as base64url_encode, NOT constant time (a table lookup per
+// character): only for output that is not secret (benchmark baselines).
+// Allocates; about 4x faster.
+inline std::string base64url_encode_public(const std::uint8_t* in, std::size_t size) {
+    static constexpr char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    std::string out(base64url_encoded_size(size), '\0');
+    char* o = &out[0];
+    std::size_t i = 0;
+    for (; i + 3 <= size; i += 3) {
+        const std::uint32_t v = (std::uint32_t{in[i]} << 16) | (std::uint32_t{in[i + 1]} << 8) | in[i + 2];
+        *o++ = alphabet[v >> 18];
+        *o++ = alphabet[(v >> 12) & 63];
+        *o++ = alphabet[(v >> 6) & 63];
+        *o++ = alphabet[v & 63];
+    }
+    if (size - i == 1) {
+        const std::uint32_t v = std::uint32_t{in[i]} << 16;
+        *o++ = alphabet[v >> 18];
+        *o++ = alphabet[(v >> 12) & 63];
+    } else if (size - i == 2) {
+        const std::uint32_t v = (std::uint32_t{in[i]} << 16) | (std::uint32_t{in[i + 1]} << 8);
+        *o++ = alphabet[v >> 18];
+        *o++ = alphabet[(v >> 12) & 63];
+        *o++ = alphabet[(v >> 6) & 63];
+    }
+    return out;
+}
+}  // namespace detail
+
+namespace detail {
+// 0..63 for the alphabet, 0xFF for every other byte. Indexed by input byte, so
+// only for public input (see detail::base64url_decode_public).
+struct base64url_table {
+    std::uint8_t value[256];
+    constexpr base64url_table() noexcept : value() {
+        for (int c = 0; c < 256; ++c) {
+            const std::uint32_t v = base64url_value(static_cast<unsigned char>(c));
+            value[c] = v > 63 ? std::uint8_t{0xFF} : static_cast<std::uint8_t>(v);
+        }
+    }
+};
+inline constexpr base64url_table base64url_lookup{};
+}  // namespace detail
+
+namespace detail {
+// The same strict, canonical decoding as base64url_decode, but NOT constant
+// time: a table lookup indexed by each character and an early exit on the
+// first bad one. Only for input that is not secret, such as a ticket the
+// client already holds (its MAC is checked afterwards, in constant time).
+// Nothing is written past out_capacity; out_size is 0 on refusal. (An SSSE3
+// version saved under 10% of a ticketed handshake_guard::check: removed.)
+inline bool base64url_decode_public(std::string_view text, std::uint8_t* out, std::size_t out_capacity,
+                                    std::size_t& out_size) noexcept {
+    out_size = 0;
+    const char* const in = text.data();
+    const std::size_t n = text.size();
+    if (n % 4 == 1 || base64url_max_decoded_size(n) > out_capacity) return false;  // 1 mod 4: no encoding
+    const std::uint8_t* table = base64url_lookup.value;
+    std::size_t o = 0;
+    std::size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const std::uint32_t a = table[static_cast<unsigned char>(in[i])];
+        const std::uint32_t b = table[static_cast<unsigned char>(in[i + 1])];
+        const std::uint32_t c = table[static_cast<unsigned char>(in[i + 2])];
+        const std::uint32_t d = table[static_cast<unsigned char>(in[i + 3])];
+        if ((a | b | c | d) > 63) return false;
+        const std::uint32_t v = (a << 18) | (b << 12) | (c << 6) | d;
+        out[o++] = static_cast<std::uint8_t>(v >> 16);
+        out[o++] = static_cast<std::uint8_t>(v >> 8);
+        out[o++] = static_cast<std::uint8_t>(v);
+    }
+    const std::size_t rest = n - i;  // 0, 2 or 3
+    if (rest != 0) {
+        const std::uint32_t a = table[static_cast<unsigned char>(in[i])];
+        const std::uint32_t b = table[static_cast<unsigned char>(in[i + 1])];
+        const std::uint32_t c = rest == 3 ? table[static_cast<unsigned char>(in[i + 2])] : 0;
+        if ((a | b | c) > 63) return false;
+        const std::uint32_t v = (a << 18) | (b << 12) | (c << 6);
+        // Canonical: the bits below the last whole byte must be zero.
+        if ((rest == 2 ? (v & 0xFFFFu) : (v & 0xFFu)) != 0) return false;
+        out[o++] = static_cast<std::uint8_t>(v >> 16);
+        if (rest == 3) out[o++] = static_cast<std::uint8_t>(v >> 8);
+    }
+    out_size = o;
+    return true;
+}
+
+}  // namespace detail
+
+// ---------------------------------------------------------------------------
+// base64url: out-of-line bodies
+// ---------------------------------------------------------------------------
+inline std::size_t base64url_encode(const std::uint8_t* in, std::size_t size, char* out,
+                                    std::size_t out_capacity) noexcept {
+    const std::size_t needed = base64url_encoded_size(size);
+    if (needed > out_capacity) return 0;
+    std::size_t o = 0;
+    std::size_t i = 0;
+    for (; i + 3 <= size; i += 3) {
+        const std::uint32_t v = (std::uint32_t{in[i]} << 16) | (std::uint32_t{in[i + 1]} << 8) | in[i + 2];
+        out[o++] = detail::base64url_char(v >> 18);
+        out[o++] = detail::base64url_char(v >> 12);
+        out[o++] = detail::base64url_char(v >> 6);
+        out[o++] = detail::base64url_char(v);
+    }
+    if (size - i == 1) {
+        const std::uint32_t v = std::uint32_t{in[i]} << 16;
+        out[o++] = detail::base64url_char(v >> 18);
+        out[o++] = detail::base64url_char(v >> 12);
+    } else if (size - i == 2) {
+        const std::uint32_t v = (std::uint32_t{in[i]} << 16) | (std::uint32_t{in[i + 1]} << 8);
+        out[o++] = detail::base64url_char(v >> 18);
+        out[o++] = detail::base64url_char(v >> 12);
+        out[o++] = detail::base64url_char(v >> 6);
+    }
+    return o;
+}
+
+inline bool base64url_decode(std::string_view in, std::uint8_t* out, std::size_t out_capacity,
+                             std::size_t& out_size) noexcept {
+    out_size = 0;
+    const std::size_t n = in.size();
+    if (n % 4 == 1) return false;
+    const std::size_t decoded = base64url_max_decoded_size(n);
+    if (decoded > out_capacity) return false;
+    std::uint32_t characters = 0;  // bit 8 set by any character outside the alphabet
+    std::uint32_t unused_bits = 0;  // must stay zero for the encoding to be canonical
+    std::size_t o = 0;
+    std::size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const std::uint32_t a = detail::base64url_value(static_cast<unsigned char>(in[i]));
+        const std::uint32_t b = detail::base64url_value(static_cast<unsigned char>(in[i + 1]));
+        const std::uint32_t c = detail::base64url_value(static_cast<unsigned char>(in[i + 2]));
+        const std::uint32_t d = detail::base64url_value(static_cast<unsigned char>(in[i + 3]));
+        characters |= a | b | c | d;
+        const std::uint32_t v = (a << 18) | (b << 12) | (c << 6) | d;
+        out[o++] = static_cast<std::uint8_t>(v >> 16);
+        out[o++] = static_cast<std::uint8_t>(v >> 8);
+        out[o++] = static_cast<std::uint8_t>(v);
+    }
+    const std::size_t rest = n - i;  // 0, 2 or 3
+    if (rest != 0) {
+        const std::uint32_t a = detail::base64url_value(static_cast<unsigned char>(in[i]));
+        const std::uint32_t b = detail::base64url_value(static_cast<unsigned char>(in[i + 1]));
+        const std::uint32_t c = rest == 3 ? detail::base64url_value(static_cast<unsigned char>(in[i + 2])) : 0;
+        characters |= a | b | c;
+        const std::uint32_t v = (a << 18) | (b << 12) | (c << 6);
+        out[o++] = static_cast<std::uint8_t>(v >> 16);
+        if (rest == 3) out[o++] = static_cast<std::uint8_t>(v >> 8);
+        // Canonical: the bits below the last whole byte must be zero.
+        unused_bits = rest == 2 ? (v & 0xFFFFu) : (v & 0xFFu);
+    }
+    if ((characters & 0x100u) != 0 || unused_bits != 0) {
+        detail::crypto_wipe(out, o);
+        return false;
+    }
+    out_size = o;
+    return true;
+}
+
+// ===========================================================================
+// detail, fenced: the SIMD SHA-256 compressions (SHA-NI, ARMv8 SHA2) and the
+// choice between them. Everything above reaches them only through
+// sha256_active_compress() and the sha256_backend_access hook; with
+// WSGUARD_NO_SIMD only the portable compression remains.
+// ===========================================================================
+}  // inline namespace WSGUARD_ABI_NS
+}  // namespace wsguard
+
+// Which SHA-256 compressions are compiled. Each SIMD path is compiled with a
+// target attribute (no -msha needed) and only ever called after a CPU check.
+#if !WSGUARD_NO_SIMD && (defined(__x86_64__) || defined(_M_X64)) && \
+    (defined(__GNUC__) || defined(__clang__) || defined(_MSC_VER))
+#define WSGUARD_DETAIL_SHA256_SHANI 1
+#else
+#define WSGUARD_DETAIL_SHA256_SHANI 0
+#endif
+
+// Clang before 16 only declares the ARMv8 SHA2 intrinsics when the whole
+// translation unit targets them; GCC and newer Clang accept a target attribute.
+#if !WSGUARD_NO_SIMD && defined(__aarch64__) &&                                                      \
+    (defined(__ARM_FEATURE_SHA2) || defined(__ARM_FEATURE_CRYPTO) ||                                  \
+     (defined(__GNUC__) && !defined(__clang__)) || (defined(__clang__) && __clang_major__ >= 16))
+#define WSGUARD_DETAIL_SHA256_ARMV8 1
+#else
+#define WSGUARD_DETAIL_SHA256_ARMV8 0
+#endif
+
+#if WSGUARD_DETAIL_SHA256_SHANI
+#include <immintrin.h>
+#if defined(_MSC_VER) && !defined(__clang__)
+#include <intrin.h>
+#define WSGUARD_DETAIL_TARGET_SHANI
+#else
+#include <cpuid.h>
+#define WSGUARD_DETAIL_TARGET_SHANI __attribute__((target("sha,sse4.1")))
+#endif
+// For the per-block helpers: the compression stays one straight-line function
+// with no calls (GCC -O2 would otherwise call a block, passing the state through
+// memory), which is what the constant-time job checks.
+#if defined(__GNUC__) || defined(__clang__)
+#define WSGUARD_DETAIL_SHANI_INLINE __attribute__((always_inline)) inline
+#else
+#define WSGUARD_DETAIL_SHANI_INLINE inline
+#endif
+#endif
+
+#if WSGUARD_DETAIL_SHA256_ARMV8
+#include <arm_neon.h>
+#if defined(__ARM_FEATURE_SHA2) || defined(__ARM_FEATURE_CRYPTO)
+#define WSGUARD_DETAIL_TARGET_ARMV8
+#elif defined(__clang__)
+#define WSGUARD_DETAIL_TARGET_ARMV8 __attribute__((target("sha2")))
+#else
+// GCC 12 declares the SHA2 intrinsics under "+crypto" (SHA2 and AES), later GCC under "+sha2".
+#define WSGUARD_DETAIL_TARGET_ARMV8 __attribute__((target("+crypto")))
+#endif
+#if defined(__linux__) && !(defined(__ARM_FEATURE_SHA2) || defined(__ARM_FEATURE_CRYPTO))
+#include <sys/auxv.h>
+#endif
+// As WSGUARD_DETAIL_SHANI_INLINE: one block's code in each caller, no call.
+#if defined(__GNUC__) || defined(__clang__)
+#define WSGUARD_DETAIL_ARMV8_INLINE __attribute__((always_inline)) inline
+#else
+#define WSGUARD_DETAIL_ARMV8_INLINE inline
+#endif
+#endif
+
+namespace wsguard {
+inline namespace WSGUARD_ABI_NS {
+
+namespace detail {
+
+enum class sha256_backend : std::uint8_t { portable, x86_shani, armv8_sha2 };
+
+constexpr const char* sha256_backend_name(sha256_backend b) noexcept {
+    switch (b) {
+        case sha256_backend::portable: return "portable";
+        case sha256_backend::x86_shani: return "x86_shani";
+        case sha256_backend::armv8_sha2: return "armv8_sha2";
+    }
+    return "unknown";
+}
+
+// ---------------------------------------------------------------------------
+// detail, x86-64 backend: the SHA-NI compression
+// Why it is here: the one second implementation on the secret path that moves
+// a number users feel. A ticketed handshake_guard::check (bench_handshake_check,
+// medians of CPU time on a shared 2-vCPU EPYC) took 1.8 us with it and 2.8 us
+// with the portable compression: it saves about a third of the check. Nothing
+// else in it is fused or special-cased (issue 13: a fused HMAC finish saved
+// about 3% of the check, so HMAC runs on plain compress() calls everywhere;
+// docs/performance.md, "What the secret path keeps").
+// Checked in CI by structure, as valgrind cannot run it (.ci/jobs/45).
+// ---------------------------------------------------------------------------
+#if WSGUARD_DETAIL_SHA256_SHANI
+// Four rounds with message words w (already in SHA-NI lane order) and round constants k.
+WSGUARD_DETAIL_TARGET_SHANI WSGUARD_DETAIL_SHANI_INLINE
+void sha256_shani_rounds4(__m128i& abef, __m128i& cdgh, __m128i w, const std::uint32_t* k) noexcept {
+    __m128i wk = _mm_add_epi32(w, _mm_loadu_si128(reinterpret_cast<const __m128i*>(k)));
+    cdgh = _mm_sha256rnds2_epu32(cdgh, abef, wk);
+    wk = _mm_shuffle_epi32(wk, 0x0E);
+    abef = _mm_sha256rnds2_epu32(abef, cdgh, wk);
+}
+
+// Completes the next four message words: next + sigma-free part + sigma1(current).
+WSGUARD_DETAIL_TARGET_SHANI WSGUARD_DETAIL_SHANI_INLINE
+__m128i sha256_shani_schedule(__m128i next, __m128i current, __m128i previous) noexcept {
+    return _mm_sha256msg2_epu32(_mm_add_epi32(next, _mm_alignr_epi8(current, previous, 4)), current);
+}
+
+// The byte order of SHA-256 message words (big-endian) within each 32-bit lane.
+WSGUARD_DETAIL_TARGET_SHANI WSGUARD_DETAIL_SHANI_INLINE
+__m128i sha256_shani_byte_swap() noexcept {
+    return _mm_set_epi64x(0x0c0d0e0f08090a0bLL, 0x0405060700010203LL);
+}
+
+// The instructions want the state as ABEF and CDGH.
+WSGUARD_DETAIL_TARGET_SHANI WSGUARD_DETAIL_SHANI_INLINE
+void sha256_shani_load_state(const std::uint32_t* state, __m128i& abef, __m128i& cdgh) noexcept {
+    const __m128i tmp = _mm_shuffle_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(state)), 0xB1);  // CDAB
+    cdgh = _mm_shuffle_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(state + 4)), 0x1B);         // EFGH
+    abef = _mm_alignr_epi8(tmp, cdgh, 8);
+    cdgh = _mm_blend_epi16(cdgh, tmp, 0xF0);
+}
+
+// Back from ABEF and CDGH to the state words in order: abcd holds A B C D, efgh E F G H.
+WSGUARD_DETAIL_TARGET_SHANI WSGUARD_DETAIL_SHANI_INLINE
+void sha256_shani_state_words(__m128i abef, __m128i cdgh, __m128i& abcd, __m128i& efgh) noexcept {
+    const __m128i feba = _mm_shuffle_epi32(abef, 0x1B);
+    const __m128i dchg = _mm_shuffle_epi32(cdgh, 0xB1);
+    abcd = _mm_blend_epi16(feba, dchg, 0xF0);
+    efgh = _mm_alignr_epi8(dchg, feba, 8);
+}
+
+// One 64-byte block on a state held in registers; w0..w3 are its sixteen
+// message words (already in lane order). constant-time: fixed instruction sequence.
+WSGUARD_DETAIL_TARGET_SHANI WSGUARD_DETAIL_SHANI_INLINE
+void sha256_shani_block(__m128i& abef, __m128i& cdgh, __m128i w0, __m128i w1, __m128i w2, __m128i w3) noexcept {
+    const std::uint32_t* k = sha256_round_constants;
+    const __m128i abef_before = abef;
+    const __m128i cdgh_before = cdgh;
+    sha256_shani_rounds4(abef, cdgh, w0, k + 0);
+    sha256_shani_rounds4(abef, cdgh, w1, k + 4);
+    w0 = _mm_sha256msg1_epu32(w0, w1);
+    sha256_shani_rounds4(abef, cdgh, w2, k + 8);
+    w1 = _mm_sha256msg1_epu32(w1, w2);
+    sha256_shani_rounds4(abef, cdgh, w3, k + 12);
+    w0 = sha256_shani_schedule(w0, w3, w2);
+    w2 = _mm_sha256msg1_epu32(w2, w3);
+    // Rounds 16-47: the same four steps twice, the message words rotating
+    // (written out: GCC -O2 would keep a loop here).
+    sha256_shani_rounds4(abef, cdgh, w0, k + 16);
+    w1 = sha256_shani_schedule(w1, w0, w3);
+    w3 = _mm_sha256msg1_epu32(w3, w0);
+    sha256_shani_rounds4(abef, cdgh, w1, k + 20);
+    w2 = sha256_shani_schedule(w2, w1, w0);
+    w0 = _mm_sha256msg1_epu32(w0, w1);
+    sha256_shani_rounds4(abef, cdgh, w2, k + 24);
+    w3 = sha256_shani_schedule(w3, w2, w1);
+    w1 = _mm_sha256msg1_epu32(w1, w2);
+    sha256_shani_rounds4(abef, cdgh, w3, k + 28);
+    w0 = sha256_shani_schedule(w0, w3, w2);
+    w2 = _mm_sha256msg1_epu32(w2, w3);
+    sha256_shani_rounds4(abef, cdgh, w0, k + 32);
+    w1 = sha256_shani_schedule(w1, w0, w3);
+    w3 = _mm_sha256msg1_epu32(w3, w0);
+    sha256_shani_rounds4(abef, cdgh, w1, k + 36);
+    w2 = sha256_shani_schedule(w2, w1, w0);
+    w0 = _mm_sha256msg1_epu32(w0, w1);
+    sha256_shani_rounds4(abef, cdgh, w2, k + 40);
+    w3 = sha256_shani_schedule(w3, w2, w1);
+    w1 = _mm_sha256msg1_epu32(w1, w2);
+    sha256_shani_rounds4(abef, cdgh, w3, k + 44);
+    w0 = sha256_shani_schedule(w0, w3, w2);
+    w2 = _mm_sha256msg1_epu32(w2, w3);
+    sha256_shani_rounds4(abef, cdgh, w0, k + 48);
+    w1 = sha256_shani_schedule(w1, w0, w3);
+    w3 = _mm_sha256msg1_epu32(w3, w0);
+    sha256_shani_rounds4(abef, cdgh, w1, k + 52);
+    w2 = sha256_shani_schedule(w2, w1, w0);
+    sha256_shani_rounds4(abef, cdgh, w2, k + 56);
+    w3 = sha256_shani_schedule(w3, w2, w1);
+    sha256_shani_rounds4(abef, cdgh, w3, k + 60);
+
+    abef = _mm_add_epi32(abef, abef_before);
+    cdgh = _mm_add_epi32(cdgh, cdgh_before);
+}
+
+// Sixteen message words from 64 bytes of input.
+WSGUARD_DETAIL_TARGET_SHANI WSGUARD_DETAIL_SHANI_INLINE
+void sha256_shani_block_from(__m128i& abef, __m128i& cdgh, const std::uint8_t* block) noexcept {
+    const __m128i byte_swap = sha256_shani_byte_swap();
+    const __m128i w0 = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block)), byte_swap);
+    const __m128i w1 = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 16)), byte_swap);
+    const __m128i w2 = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 32)), byte_swap);
+    const __m128i w3 = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 48)), byte_swap);
+    sha256_shani_block(abef, cdgh, w0, w1, w2, w3);
+}
+
+// constant-time: fixed instruction sequence per block.
+WSGUARD_DETAIL_TARGET_SHANI inline void sha256_compress_shani(std::uint32_t* state, const std::uint8_t* blocks,
+                                                              std::size_t count) noexcept {
+    __m128i abef, cdgh;
+    sha256_shani_load_state(state, abef, cdgh);
+    for (std::size_t block = 0; block < count; ++block, blocks += 64) sha256_shani_block_from(abef, cdgh, blocks);
+    __m128i abcd, efgh;
+    sha256_shani_state_words(abef, cdgh, abcd, efgh);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(state), abcd);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(state + 4), efgh);
+}
+
+inline bool sha256_cpu_has_shani() noexcept {
+    // SHA (leaf 7 EBX bit 29) plus the SSSE3/SSE4.1 shuffles and blends the path uses.
+#if defined(_MSC_VER) && !defined(__clang__)
+    int regs[4];
+    __cpuid(regs, 0);
+    if (regs[0] < 7) return false;
+    __cpuid(regs, 1);
+    const unsigned ecx1 = static_cast<unsigned>(regs[2]);
+    __cpuidex(regs, 7, 0);
+    const unsigned ebx7 = static_cast<unsigned>(regs[1]);
+#else
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    if (__get_cpuid_max(0, nullptr) < 7) return false;
+    __cpuid_count(1, 0, eax, ebx, ecx, edx);
+    const unsigned ecx1 = ecx;
+    __cpuid_count(7, 0, eax, ebx, ecx, edx);
+    const unsigned ebx7 = ebx;
+#endif
+    const bool ssse3 = (ecx1 >> 9) & 1u;
+    const bool sse41 = (ecx1 >> 19) & 1u;
+    const bool sha = (ebx7 >> 29) & 1u;
+    return ssse3 && sse41 && sha;
+}
+#endif  // WSGUARD_DETAIL_SHA256_SHANI
+
+// ---------------------------------------------------------------------------
+// detail, aarch64 backend: the ARMv8 SHA2 compression
+// Why it is here: the same role as SHA-NI on x86-64 (the compression is most of
+// a ticketed check's time; SHA2 instructions replace about 2,000 scalar
+// operations per block). Measured only under qemu here (.ci/jobs/46 checks it
+// against the same vectors), not on ARM hardware.
+// ---------------------------------------------------------------------------
+#if WSGUARD_DETAIL_SHA256_ARMV8
+// Four rounds with message words `current`, then `current` becomes the words
+// four groups ahead (computed from it and the next three groups).
+WSGUARD_DETAIL_TARGET_ARMV8 inline void sha256_armv8_rounds4(uint32x4_t& abcd, uint32x4_t& efgh, uint32x4_t& current,
+                                                             uint32x4_t next1, uint32x4_t next2, uint32x4_t next3,
+                                                             const std::uint32_t* k, bool schedule) noexcept {
+    const uint32x4_t wk = vaddq_u32(current, vld1q_u32(k));
+    if (schedule) current = vsha256su1q_u32(vsha256su0q_u32(current, next1), next2, next3);
+    const uint32x4_t abcd_before = abcd;
+    abcd = vsha256hq_u32(abcd, efgh, wk);
+    efgh = vsha256h2q_u32(efgh, abcd_before, wk);
+}
+
+// One 64-byte block on a state held in registers (A B C D and E F G H); w0..w3
+// are its sixteen message words. constant-time: fixed instruction sequence.
+WSGUARD_DETAIL_TARGET_ARMV8 WSGUARD_DETAIL_ARMV8_INLINE
+void sha256_armv8_block(uint32x4_t& abcd, uint32x4_t& efgh, uint32x4_t w0, uint32x4_t w1, uint32x4_t w2,
+                        uint32x4_t w3) noexcept {
+    const std::uint32_t* k = sha256_round_constants;
+    const uint32x4_t abcd_before = abcd;
+    const uint32x4_t efgh_before = efgh;
+    // Rounds 0-47 schedule the words of rounds 16-63; rounds 48-63 only consume.
+    for (int i = 0; i < 64; i += 16) {
+        const bool schedule = i < 48;
+        sha256_armv8_rounds4(abcd, efgh, w0, w1, w2, w3, k + i, schedule);
+        sha256_armv8_rounds4(abcd, efgh, w1, w2, w3, w0, k + i + 4, schedule);
+        sha256_armv8_rounds4(abcd, efgh, w2, w3, w0, w1, k + i + 8, schedule);
+        sha256_armv8_rounds4(abcd, efgh, w3, w0, w1, w2, k + i + 12, schedule);
+    }
+    abcd = vaddq_u32(abcd, abcd_before);
+    efgh = vaddq_u32(efgh, efgh_before);
+}
+
+// Sixteen message words (big-endian) from 64 bytes of input.
+WSGUARD_DETAIL_TARGET_ARMV8 WSGUARD_DETAIL_ARMV8_INLINE
+void sha256_armv8_block_from(uint32x4_t& abcd, uint32x4_t& efgh, const std::uint8_t* block) noexcept {
+    sha256_armv8_block(abcd, efgh, vreinterpretq_u32_u8(vrev32q_u8(vld1q_u8(block))),
+                       vreinterpretq_u32_u8(vrev32q_u8(vld1q_u8(block + 16))),
+                       vreinterpretq_u32_u8(vrev32q_u8(vld1q_u8(block + 32))),
+                       vreinterpretq_u32_u8(vrev32q_u8(vld1q_u8(block + 48))));
+}
+
+// constant-time: fixed instruction sequence per block.
+WSGUARD_DETAIL_TARGET_ARMV8 inline void sha256_compress_armv8(std::uint32_t* state, const std::uint8_t* blocks,
+                                                              std::size_t count) noexcept {
+    uint32x4_t abcd = vld1q_u32(state);
+    uint32x4_t efgh = vld1q_u32(state + 4);
+    for (std::size_t block = 0; block < count; ++block, blocks += 64) sha256_armv8_block_from(abcd, efgh, blocks);
+    vst1q_u32(state, abcd);
+    vst1q_u32(state + 4, efgh);
+}
+
+inline bool sha256_cpu_has_armv8_sha2() noexcept {
+#if defined(__ARM_FEATURE_SHA2) || defined(__ARM_FEATURE_CRYPTO)
+    return true;  // the whole program is compiled for a CPU that has it
+#elif defined(__linux__)
+    const unsigned long hwcap_sha2 = 1ul << 6;  // HWCAP_SHA2 in the kernel's <asm/hwcap.h> for arm64
+    return (getauxval(AT_HWCAP) & hwcap_sha2) != 0;
+#else
+    return false;
+#endif
+}
+#endif  // WSGUARD_DETAIL_SHA256_ARMV8
+
+// Whether this build and this CPU can run a backend.
+inline bool sha256_backend_available(sha256_backend b) noexcept {
+    switch (b) {
+        case sha256_backend::portable: return true;
+        case sha256_backend::x86_shani:
+#if WSGUARD_DETAIL_SHA256_SHANI
+        {
+            static const bool has = sha256_cpu_has_shani();
+            return has;
+        }
+#else
+            return false;
+#endif
+        case sha256_backend::armv8_sha2:
+#if WSGUARD_DETAIL_SHA256_ARMV8
+        {
+            static const bool has = sha256_cpu_has_armv8_sha2();
+            return has;
+        }
+#else
+            return false;
+#endif
+    }
+    return false;
+}
+
+// The compression for a backend; a backend this CPU lacks gets the portable
+// code (never an illegal instruction).
+inline sha256_compress_fn sha256_compress_for(sha256_backend b) noexcept {
+#if WSGUARD_DETAIL_SHA256_SHANI
+    if (b == sha256_backend::x86_shani && sha256_backend_available(b)) return &sha256_compress_shani;
+#endif
+#if WSGUARD_DETAIL_SHA256_ARMV8
+    if (b == sha256_backend::armv8_sha2 && sha256_backend_available(b)) return &sha256_compress_armv8;
+#endif
+    static_cast<void>(b);
+    return &sha256_compress_portable;
+}
+
+// Every backend this build and CPU can run, portable first (for tests and benchmarks).
+inline std::vector<sha256_backend> available_backends() {
+    std::vector<sha256_backend> out;
+    for (sha256_backend b : {sha256_backend::portable, sha256_backend::x86_shani, sha256_backend::armv8_sha2}) {
+        if (sha256_backend_available(b)) out.push_back(b);
+    }
+    return out;
+}
+
+// The fastest backend, chosen once (a function-local static is initialised
+// exactly once even when threads race to it).
+inline sha256_backend sha256_active_backend() noexcept {
+    static const sha256_backend chosen = sha256_backend_available(sha256_backend::x86_shani)    ? sha256_backend::x86_shani
+                                         : sha256_backend_available(sha256_backend::armv8_sha2) ? sha256_backend::armv8_sha2
+                                                                                                : sha256_backend::portable;
+    return chosen;
+}
+
+inline sha256_compress_fn sha256_active_compress() noexcept {
+    static const sha256_compress_fn chosen = sha256_compress_for(sha256_active_backend());
+    return chosen;
+}
+
+}  // namespace detail
+
+namespace detail {
+// One compression backend forced (tests, benchmarks, the constant-time job);
+// a backend this CPU lacks runs the portable code. Not a public constructor:
+// users get the fastest backend the CPU has.
+struct sha256_backend_access {
+    static sha256_hasher hasher(sha256_backend backend) noexcept { return sha256_hasher(sha256_compress_for(backend)); }
+    static hmac_sha256_key key(const std::uint8_t* key, std::size_t size, sha256_backend backend) noexcept {
+        return hmac_sha256_key(key, size, sha256_compress_for(backend));
+    }
+};
+inline sha256_hasher sha256_hasher_for(sha256_backend backend) noexcept { return sha256_backend_access::hasher(backend); }
+inline hmac_sha256_key hmac_sha256_key_for(sha256_backend backend, const std::uint8_t* key, std::size_t size) noexcept {
+    return sha256_backend_access::key(key, size, backend);
+}
+}  // namespace detail
+
+}  // inline namespace WSGUARD_ABI_NS
+}  // namespace wsguard
+
+// ===========================================================================
+// 8. Tickets: keyring, issuer, verifier, replay store, transport helpers
+// ===========================================================================
+//
+// The browser WebSocket API cannot send an Authorization header. The page
+// fetches a ticket with an authenticated HTTP POST, presents it once in the
+// upgrade request (Sec-WebSocket-Protocol or a query parameter), and the server
+// verifies it before answering 101. A ticket is short-lived, works once, and is
+// bound to the origin it was issued for and to one endpoint (audience).
+//
+// Wire format: base64url without padding (valid in a query string and as a
+// Sec-WebSocket-Protocol token) of
+//   version u8 = 1 | key id u32 | issued_at i64 | expires_at i64 | nonce 16 bytes
+//   | subject u8-len | origin u16-len | audience u16-len | scope count u8,
+//     each scope u8-len | HMAC-SHA256 32 bytes
+// Integers big-endian; times in milliseconds since the Unix epoch (wall clock:
+// tickets cross machines). The MAC covers one 64-byte block, "wsguard-ticket-v1"
+// zero-padded (domain separation), then every ticket byte before the MAC. The
+// block is absorbed once per key, at construction, so it costs nothing per ticket.
+
+namespace wsguard {
+inline namespace WSGUARD_ABI_NS {
+
+template <class ReplayStore>
+class ticket_verifier;
+class ticket_issuer;
+
+// The 128-bit random nonce that makes a ticket one-time. Replay stores key on
+// these decoded bytes, never on the ticket string.
+using ticket_nonce = std::array<std::uint8_t, 16>;
+
+// Field caps, checked when issuing (ticket_field_too_long) and when parsing.
+struct ticket_limits {
+    static constexpr std::size_t max_subject = 128;
+    static constexpr std::size_t max_origin = 256;
+    static constexpr std::size_t max_audience = 256;
+    static constexpr std::size_t max_scopes = 8;
+    static constexpr std::size_t max_scope = 32;
+    // Largest decoded ticket and its base64url length: longer input is refused
+    // (ticket_too_long) before it is decoded.
+    static constexpr std::size_t max_bytes = 37 + (1 + max_subject) + (2 + max_origin) + (2 + max_audience) +
+                                             1 + max_scopes * (1 + max_scope) + 32;
+    static constexpr std::size_t max_chars = (max_bytes / 3) * 4 + (max_bytes % 3 == 0 ? 0 : max_bytes % 3 + 1);
+};
+
+namespace detail {
+
+inline constexpr char ticket_domain[] = "wsguard-ticket-v1";  // zero-padded to one SHA-256 block
+inline constexpr std::uint8_t ticket_version = 1;
+inline constexpr std::size_t ticket_header_size = 1 + 4 + 8 + 8 + 16;
+inline constexpr std::size_t ticket_mac_size = 32;
+// Header, empty subject/origin/audience, no scopes, MAC.
+inline constexpr std::size_t ticket_min_bytes = ticket_header_size + 1 + 2 + 2 + 1 + ticket_mac_size;
+// Times outside [0, ticket_max_unix_ms] are refused: they fit any system_clock.
+inline constexpr std::int64_t ticket_max_unix_ms = 8'000'000'000'000;  // year 2223
+
+inline void ticket_store_be(std::uint8_t* out, std::uint64_t value, int bytes) noexcept {
+    for (int i = bytes - 1; i >= 0; --i) {
+        out[i] = static_cast<std::uint8_t>(value);
+        value >>= 8;
+    }
+}
+
+inline std::uint64_t ticket_load_be(const std::uint8_t* in, int bytes) noexcept {
+    std::uint64_t value = 0;
+    for (int i = 0; i < bytes; ++i) value = (value << 8) | in[i];
+    return value;
+}
+
+inline std::int64_t ticket_unix_ms(std::chrono::system_clock::time_point t) noexcept {
+    return std::chrono::floor<std::chrono::milliseconds>(t.time_since_epoch()).count();
+}
+
+inline std::chrono::system_clock::time_point ticket_time_point(std::int64_t unix_ms) noexcept {
+    return std::chrono::system_clock::time_point(
+        std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::milliseconds(unix_ms)));
+}
+
+
+// Origins are compared after the folding the Origin policy applies: scheme and
+// host are case-insensitive and a default port (:443 for https/wss, :80 for
+// http/ws) is dropped. Returns the folded length (never longer than the input).
+inline std::size_t ticket_fold_origin(std::string_view origin, char* out) noexcept {
+    for (std::size_t i = 0; i < origin.size(); ++i) out[i] = ascii_lower(origin[i]);
+    const std::string_view folded(out, origin.size());
+    const auto drop = [&](std::string_view scheme, std::string_view port) {
+        return folded.size() > scheme.size() + port.size() && folded.compare(0, scheme.size(), scheme) == 0 &&
+               folded.compare(folded.size() - port.size(), port.size(), port) == 0;
+    };
+    if (drop("https://", ":443") || drop("wss://", ":443")) return folded.size() - 4;
+    if (drop("http://", ":80") || drop("ws://", ":80")) return folded.size() - 3;
+    return folded.size();
+}
+
+// Scopes are given as one space-separated string ("chat:read chat:write"), as
+// OAuth does. Calls visit(scope) for each; false when over the caps.
+template <class Visit>
+bool ticket_for_each_scope(std::string_view scopes, Visit&& visit) noexcept {
+    std::size_t count = 0;
+    std::size_t i = 0;
+    while (i < scopes.size()) {
+        if (scopes[i] == ' ') {
+            ++i;
+            continue;
+        }
+        std::size_t end = scopes.find(' ', i);
+        if (end == std::string_view::npos) end = scopes.size();
+        const std::string_view scope = scopes.substr(i, end - i);
+        if (scope.size() > ticket_limits::max_scope || ++count > ticket_limits::max_scopes) return false;
+        visit(scope);
+        i = end;
+    }
+    return true;
+}
+
+struct ticket_key_entry {
+    std::uint32_t id;
+    hmac_sha256_key::stream after_domain;  // HMAC state with the domain block absorbed
+    std::chrono::system_clock::time_point verify_until;  // max(): no end
+};
+
+inline hmac_sha256_key::stream ticket_mac_start(std::string_view secret) noexcept {
+    std::uint8_t block[64] = {};
+    std::memcpy(block, ticket_domain, sizeof ticket_domain - 1);
+    hmac_sha256_key::stream mac = hmac_sha256_key(secret).begin();
+    mac.update(block, sizeof block);
+    return mac;
+}
+
+inline sha256_digest ticket_mac(const hmac_sha256_key::stream& after_domain, const std::uint8_t* bytes,
+                                std::size_t size) noexcept {
+    hmac_sha256_key::stream mac = after_domain;
+    mac.update(bytes, size);
+    return mac.finish();
+}
+
+}  // namespace detail
+
+// ---------------------------------------------------------------------------
+// keyring: HMAC keys by id. One key issues; older keys keep verifying until
+// their verify_until, so tickets issued just before a rotation still work.
+// ---------------------------------------------------------------------------
+// Every member has a default initializer, so {{id, secret}} compiles without
+// -Wmissing-field-initializers (g++ and clang++ warn on an omitted member that
+// has none, even a std::optional).
+struct keyring_key {
+    std::uint32_t id = 0;
+    std::string_view secret = {};  // raw bytes, at least 32 (e.g. 32 bytes from a CSPRNG)
+    // When set, the key stops verifying at this time (ticket_unknown_key after).
+    // Rotating: keep the old key with verify_until = now + the longest ticket lifetime.
+    std::optional<std::chrono::system_clock::time_point> verify_until = std::nullopt;
+};
+
+class keyring {
+public:
+    static constexpr std::size_t max_keys = 16;
+    static constexpr std::size_t min_secret_size = 32;
+
+    static result<keyring> create(std::uint32_t issuing_key_id, std::initializer_list<keyring_key> keys) {
+        return create(issuing_key_id, keys.begin(), keys.size());
+    }
+
+    static result<keyring> create(std::uint32_t issuing_key_id, const keyring_key* keys, std::size_t count) {
+        using failure = result<keyring>;
+        if (count == 0) return failure::failure("keyring: no keys; give at least the key that issues tickets");
+        if (count > max_keys)
+            return failure::failure("keyring: " + std::to_string(count) + " keys; at most " + std::to_string(max_keys));
+        keyring ring;
+        ring.issuing_key_id_ = issuing_key_id;
+        bool has_issuing_key = false;
+        for (std::size_t i = 0; i < count; ++i) {
+            const keyring_key& k = keys[i];
+            const std::string name = "keyring: key " + std::to_string(k.id);
+            if (k.secret.size() < min_secret_size)
+                return failure::failure(name + " is " + std::to_string(k.secret.size()) +
+                                        " bytes; HMAC-SHA256 keys must be at least 32 random bytes");
+            for (std::size_t j = 0; j < i; ++j) {
+                if (keys[j].id == k.id) return failure::failure(name + " appears twice; key ids must be unique");
+            }
+            if (k.id == issuing_key_id) {
+                has_issuing_key = true;
+                if (k.verify_until)
+                    return failure::failure(name + " issues tickets, so it cannot have a verify_until");
+            }
+            ring.keys_.push_back(detail::ticket_key_entry{
+                k.id, detail::ticket_mac_start(k.secret), k.verify_until.value_or(std::chrono::system_clock::time_point::max())});
+        }
+        if (!has_issuing_key)
+            return failure::failure("keyring: the issuing key id " + std::to_string(issuing_key_id) +
+                                    " is not among the keys");
+        return failure::success(std::move(ring));
+    }
+
+    std::uint32_t issuing_key_id() const noexcept { return issuing_key_id_; }
+    std::size_t size() const noexcept { return keys_.size(); }
+
+    // True when a ticket under key `id` verifies at `now`.
+    bool verifies(std::uint32_t id, std::chrono::system_clock::time_point now) const noexcept {
+        return verifying_key(id, now) != nullptr;
+    }
+
+private:
+    friend class ticket_issuer;
+    template <class ReplayStore>
+    friend class ticket_verifier;
+
+    keyring() = default;
+
+    // The precomputed key for issuing / for a ticket's key id.
+    const hmac_sha256_key::stream& issuing_key() const noexcept {
+        for (const detail::ticket_key_entry& e : keys_) {
+            if (e.id == issuing_key_id_) return e.after_domain;
+        }
+        detail::contract_violation("keyring without its issuing key");
+    }
+    const hmac_sha256_key::stream* verifying_key(std::uint32_t id,
+                                                 std::chrono::system_clock::time_point now) const noexcept {
+        for (const detail::ticket_key_entry& e : keys_) {
+            if (e.id == id) return now < e.verify_until ? &e.after_domain : nullptr;
+        }
+        return nullptr;
+    }
+
+    std::uint32_t issuing_key_id_ = 0;
+    std::vector<detail::ticket_key_entry> keys_;  // at most max_keys, filled at construction
+};
+
+// ---------------------------------------------------------------------------
+// ticket_claims: what a verified ticket says. Fixed capacity, no allocation.
+// ---------------------------------------------------------------------------
+class ticket_claims {
+public:
+    std::string_view subject() const noexcept { return std::string_view(subject_.data(), subject_size_); }
+    std::size_t scope_count() const noexcept { return scope_count_; }
+    std::string_view scope(std::size_t i) const noexcept {
+        return i < scope_count_ ? std::string_view(scopes_[i].data(), scope_sizes_[i]) : std::string_view();
+    }
+    bool has_scope(std::string_view wanted) const noexcept {
+        for (std::size_t i = 0; i < scope_count_; ++i) {
+            if (scope(i) == wanted) return true;
+        }
+        return false;
+    }
+    std::chrono::system_clock::time_point issued_at() const noexcept { return detail::ticket_time_point(issued_ms_); }
+    // The lifetime end the verifier applied (the ticket's, cut to the verifier's max_ttl).
+    std::chrono::system_clock::time_point expires_at() const noexcept { return detail::ticket_time_point(expires_ms_); }
+    std::uint32_t key_id() const noexcept { return key_id_; }
+    const ticket_nonce& nonce() const noexcept { return nonce_; }
+
+    // Empties the claims (cheaply: only the sizes and times are reset).
+    void clear() noexcept {
+        subject_size_ = 0;
+        scope_count_ = 0;
+        key_id_ = 0;
+        issued_ms_ = 0;
+        expires_ms_ = 0;
+        nonce_ = ticket_nonce{};
+    }
+
+private:
+    template <class ReplayStore>
+    friend class ticket_verifier;
+
+    // Filled by ticket_verifier only, from authenticated bytes within the caps.
+    void set_subject(std::string_view s) noexcept {
+        subject_size_ = static_cast<std::uint8_t>(s.size());
+        std::memcpy(subject_.data(), s.data(), s.size());
+    }
+    void add_scope(std::string_view s) noexcept {
+        scope_sizes_[scope_count_] = static_cast<std::uint8_t>(s.size());
+        std::memcpy(scopes_[scope_count_].data(), s.data(), s.size());
+        ++scope_count_;
+    }
+    void set_header(std::uint32_t key_id, std::int64_t issued_ms, std::int64_t expires_ms,
+                    const ticket_nonce& nonce) noexcept {
+        key_id_ = key_id;
+        issued_ms_ = issued_ms;
+        expires_ms_ = expires_ms;
+        nonce_ = nonce;
+    }
+
+    std::array<char, ticket_limits::max_subject> subject_{};
+    std::array<std::array<char, ticket_limits::max_scope>, ticket_limits::max_scopes> scopes_{};
+    std::array<std::uint8_t, ticket_limits::max_scopes> scope_sizes_{};
+    std::uint8_t subject_size_ = 0;
+    std::uint8_t scope_count_ = 0;
+    std::uint32_t key_id_ = 0;
+    std::int64_t issued_ms_ = 0;
+    std::int64_t expires_ms_ = 0;
+    ticket_nonce nonce_{};
+};
+
+// Authorizes one action (e.g. each later message) by scope.
+inline decision require_scope(const ticket_claims& claims, std::string_view scope) noexcept {
+    return claims.has_scope(scope) ? decision::allow() : decision::deny(reason::ticket_scope_missing);
+}
+
+// ---------------------------------------------------------------------------
+// ticket_issuer: answers the authenticated HTTP POST that fetches a ticket.
+// ---------------------------------------------------------------------------
+struct ticket_issuer_options {
+    std::chrono::seconds default_ttl{30};
+    std::chrono::seconds max_ttl{120};  // a request's ttl is cut to this
+};
+
+struct ticket_request {
+    std::string_view subject = {};  // who (user id); any bytes, at most 128
+    std::string_view origin = {};   // the page's Origin, e.g. "https://app.example.com"; empty for non-browser clients
+    std::string_view audience = {}; // the endpoint, e.g. "api.example.com/chat"; the verifier must pass the same
+    std::string_view scopes = {};   // space-separated, at most 8 of at most 32 bytes: "chat:read chat:write"
+    std::chrono::seconds ttl{0};  // 0: the issuer's default_ttl; cut to max_ttl
+};
+
+WSGUARD_DETAIL_SET_DEPRECATED_BEGIN  // quiet implicit members: see the macro
+struct [[nodiscard]] issued_ticket {
+    wsguard::decision decision;  // ok, ticket_field_too_long, random_unavailable or internal_error
+    std::string ticket;          // empty unless decision allows
+    std::chrono::system_clock::time_point expires_at{};
+    explicit operator bool() const noexcept { return decision.allowed(); }
+    // 0.1 spelling, set by the library alongside decision.
+    [[deprecated("use issued_ticket::decision; removed in 0.3")]] wsguard::decision status{};
+};
+WSGUARD_DETAIL_SET_DEPRECATED_END
+
+class ticket_issuer {
+public:
+    static result<ticket_issuer> create(keyring keys, ticket_issuer_options options = {}) {
+        using failure = result<ticket_issuer>;
+        if (options.default_ttl < std::chrono::seconds(1) || options.default_ttl > options.max_ttl)
+            return failure::failure("ticket_issuer: default_ttl must be at least 1 s and at most max_ttl");
+        if (options.max_ttl > std::chrono::hours(1))
+            return failure::failure("ticket_issuer: max_ttl over 1 hour; tickets are meant to be short-lived");
+        return failure::success(ticket_issuer(std::move(keys), options));
+    }
+
+    issued_ticket issue(const ticket_request& request) const { return issue(request, std::chrono::system_clock::now()); }
+
+    issued_ticket issue(const ticket_request& request, std::chrono::system_clock::time_point now) const {
+        issued_ticket out;
+        if (request.subject.size() > ticket_limits::max_subject || request.origin.size() > ticket_limits::max_origin ||
+            request.audience.size() > ticket_limits::max_audience ||
+            !detail::ticket_for_each_scope(request.scopes, [](std::string_view) {})) {
+            settle(out, reason::ticket_field_too_long);
+            return out;
+        }
+        std::chrono::seconds ttl = request.ttl > std::chrono::seconds(0) ? request.ttl : options_.default_ttl;
+        if (ttl > options_.max_ttl) ttl = options_.max_ttl;
+        const std::int64_t issued_ms = detail::ticket_unix_ms(now);
+        const std::int64_t expires_ms = issued_ms + std::chrono::milliseconds(ttl).count();
+        if (issued_ms < 0 || expires_ms > detail::ticket_max_unix_ms) {
+            settle(out, reason::internal_error);  // the clock is outside any sane range
+            return out;
+        }
+
+        std::uint8_t body[ticket_limits::max_bytes];
+        std::uint8_t* p = body;
+        *p++ = detail::ticket_version;
+        detail::ticket_store_be(p, keys_.issuing_key_id(), 4);
+        detail::ticket_store_be(p + 4, static_cast<std::uint64_t>(issued_ms), 8);
+        detail::ticket_store_be(p + 12, static_cast<std::uint64_t>(expires_ms), 8);
+        const reason random = random_bytes(p + 20, 16);
+        if (random != reason::ok) {
+            settle(out, random);
+            return out;
+        }
+        p += 36;
+        *p++ = static_cast<std::uint8_t>(request.subject.size());
+        p = put(p, request.subject);
+        char origin[ticket_limits::max_origin];
+        const std::size_t origin_size = detail::ticket_fold_origin(request.origin, origin);
+        detail::ticket_store_be(p, origin_size, 2);
+        p = put(p + 2, std::string_view(origin, origin_size));
+        detail::ticket_store_be(p, request.audience.size(), 2);
+        p = put(p + 2, request.audience);
+        std::uint8_t* const scope_count = p++;
+        *scope_count = 0;
+        (void)detail::ticket_for_each_scope(request.scopes, [&](std::string_view scope) {
+            ++*scope_count;
+            *p++ = static_cast<std::uint8_t>(scope.size());
+            p = put(p, scope);
+        });
+        const sha256_digest mac = detail::ticket_mac(keys_.issuing_key(), body, static_cast<std::size_t>(p - body));
+        std::memcpy(p, mac.data(), detail::ticket_mac_size);
+        p += detail::ticket_mac_size;
+
+        // constant-time: until the client spends it, the ticket is a bearer
+        // credential, so its nonce and MAC must not index a table (a cache
+        // observer on this host could read them and spend the ticket first).
+        out.ticket = base64url_encode(body, static_cast<std::size_t>(p - body));
+        out.expires_at = detail::ticket_time_point(expires_ms);
+        settle(out, reason::ok);
+        return out;
+    }
+
+    const keyring& keys() const noexcept { return keys_; }
+    const ticket_issuer_options& options() const noexcept { return options_; }
+
+private:
+    ticket_issuer(keyring keys, ticket_issuer_options options) : keys_(std::move(keys)), options_(options) {}
+    static std::uint8_t* put(std::uint8_t* p, std::string_view s) noexcept {
+        if (!s.empty()) std::memcpy(p, s.data(), s.size());
+        return p + s.size();
+    }
+    static void settle(issued_ticket& out, wsguard::decision d) noexcept {
+        out.decision = d;
+        WSGUARD_DETAIL_SET_DEPRECATED_BEGIN
+        out.status = d;
+        WSGUARD_DETAIL_SET_DEPRECATED_END
+    }
+    keyring keys_;
+    ticket_issuer_options options_;
+};
+
+// ---------------------------------------------------------------------------
+// memory_replay_store: the default ReplayStore; one process, bounded, thread-safe.
+//
+// ReplayStore concept (what ticket_verifier calls; a shared store, e.g. Redis
+// SET NX PX, implements the same two members):
+//   wsguard::reason try_spend(const wsguard::ticket_nonce& nonce,
+//                             std::chrono::system_clock::time_point expires_at,
+//                             std::chrono::system_clock::time_point now) noexcept;
+//       ok: first use, remembered until expires_at; ticket_replayed: already
+//       spent; replay_store_full / store_unavailable: fail closed.
+//   std::chrono::system_clock::time_point accepts_issued_after() const noexcept;
+//       tickets issued before this are refused (ticket_before_store_start): a
+//       fresh in-memory store does not know what the previous process spent, so
+//       it returns its construction time; the verifier adds its clock_skew
+//       (ticket_verifier::spendable_from).
+// A store whose start can move while it runs (a shared store that detects that
+// its backend lost data, e.g. redis_replay_store) implements instead of the
+// three-argument try_spend:
+//   wsguard::reason try_spend(const wsguard::ticket_nonce& nonce,
+//                             std::chrono::system_clock::time_point issued_at,
+//                             std::chrono::system_clock::time_point expires_at,
+//                             std::chrono::system_clock::time_point now) noexcept;
+//       as above, and ticket_before_store_start when issued_at is before the
+//       store's start, decided atomically with the spend. The verifier calls
+//       this form when it exists; accepts_issued_after() is then the start the
+//       store last saw (a cheap early refusal, not the final word).
+//
+// Exact capacity: up to `capacity` unexpired nonces are always stored, and
+// the next one is refused (replay_store_full) rather than a live one
+// forgotten; size capacity >= peak tickets per second x the longest ticket
+// lifetime (+ skew). Layout: one open-addressing array of 2 x capacity slots
+// (24 bytes each) with linear probing over the whole array, behind one mutex,
+// and a count of stored nonces checked before one is added: at most half the
+// slots are in use, so a probe always ends at an empty slot (expected 2.5
+// slots). Expired nonces are removed by backward-shift deletion (no
+// tombstones): a few slots behind a moving cursor on every spend, and the
+// whole array when the count reaches `capacity` while some stored nonce has
+// expired (the earliest expiry is tracked, so a store full of live nonces
+// refuses at once without a sweep). Creation is rounded up to the next whole
+// millisecond: a ticket issued in the very millisecond of creation may have
+// been spent by the previous process, so it is refused.
+// ---------------------------------------------------------------------------
+namespace detail {
+
+struct replay_slot {
+    std::uint64_t low = 0;
+    std::uint64_t high = 0;
+    std::int64_t expires_ms = 0;  // 0: never used (ends a probe); <= now: expired, reusable
+};
+
+// MinGW-w64's "win32" thread model (Debian's default x86_64-w64-mingw32-g++)
+// builds libstdc++ without gthreads: no std::mutex. The replay store then takes
+// the spin lock; elsewhere a mutex parks a waiter instead of spinning. One
+// program has one thread model, so one layout.
+#if defined(__GLIBCXX__) && !defined(_GLIBCXX_HAS_GTHREADS)
+using replay_lock = spinlock;
+#else
+using replay_lock = std::mutex;
+#endif
+
+// Slots examined for expired nonces on every spend, behind a moving cursor:
+// keeps expired entries from piling up, so the full sweep stays rare.
+inline constexpr std::size_t replay_reclaim_per_spend = 2;
+
+// Whether a ReplayStore spends with the ticket's issue time (a store whose start can move).
+template <class Store, class = void>
+struct replay_store_spends_with_issued_at : std::false_type {};
+template <class Store>
+struct replay_store_spends_with_issued_at<
+    Store, std::void_t<decltype(std::declval<Store&>().try_spend(
+               std::declval<const ticket_nonce&>(), std::declval<std::chrono::system_clock::time_point>(),
+               std::declval<std::chrono::system_clock::time_point>(),
+               std::declval<std::chrono::system_clock::time_point>()))>> : std::true_type {};
+
+// Whether a ReplayStore names how far an issuer's clock may run ahead of its own start.
+template <class Store, class = void>
+struct replay_store_reports_issuer_skew : std::false_type {};
+template <class Store>
+struct replay_store_reports_issuer_skew<Store, std::void_t<decltype(std::declval<const Store&>().issuer_clock_skew())>>
+    : std::true_type {};
+
+// t + d, or the latest time point when that would overflow.
+inline std::chrono::system_clock::time_point saturating_add(std::chrono::system_clock::time_point t,
+                                                            std::chrono::seconds d) noexcept {
+    const auto latest = std::chrono::system_clock::time_point::max();
+    return t > latest - d ? latest : t + d;  // d is 0..60 s (checked by create)
+}
+
+inline std::uint64_t replay_mix(std::uint64_t x) noexcept {  // splitmix64 finalizer
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    return x;
+}
+
+}  // namespace detail
+
+class memory_replay_store {
+public:
+    static constexpr std::size_t max_capacity = std::size_t(1) << 24;
+
+    static result<memory_replay_store> create(std::size_t capacity) {
+        return create(capacity, std::chrono::system_clock::now());
+    }
+
+    // `now`: the creation time; tickets issued before it, or in its
+    // millisecond, are refused.
+    static result<memory_replay_store> create(std::size_t capacity, std::chrono::system_clock::time_point now) {
+        using failure = result<memory_replay_store>;
+        if (capacity == 0 || capacity > max_capacity)
+            return failure::failure("memory_replay_store: capacity must be between 1 and " +
+                                    std::to_string(max_capacity) +
+                                    " live tickets (peak tickets per second x longest ticket lifetime)");
+        memory_replay_store store;
+        store.state_.reset(new (std::nothrow) state());
+        if (!store.state_) return failure::failure("memory_replay_store: out of memory");
+        state& st = *store.state_;
+        st.capacity = capacity;
+        st.slot_count = 2 * capacity;  // load factor at most 1/2
+        st.slots.reset(new (std::nothrow) detail::replay_slot[st.slot_count]());
+        if (!st.slots) return failure::failure("memory_replay_store: out of memory for the table");
+        // A keyed hash, so nonces chosen by someone holding a valid MAC cannot
+        // be lined up into one long cluster. Not a secret that guards anything else.
+        std::uint8_t seed[16];
+        if (random_bytes(seed, sizeof seed) != reason::ok) {
+            const std::uint64_t fallback = static_cast<std::uint64_t>(
+                std::chrono::steady_clock::now().time_since_epoch().count()) ^ reinterpret_cast<std::uintptr_t>(&store);
+            std::memcpy(seed, &fallback, 8);
+            std::memcpy(seed + 8, &fallback, 8);
+        }
+        st.seed_low = detail::ticket_load_be(seed, 8);
+        st.seed_high = detail::ticket_load_be(seed + 8, 8);
+        // The first whole millisecond after creation: tickets carry
+        // milliseconds, and one issued in the creation millisecond may predate it.
+        store.created_ = detail::ticket_time_point(detail::ticket_unix_ms(now) + 1);
+        return failure::success(std::move(store));
+    }
+
+    reason try_spend(const ticket_nonce& nonce, std::chrono::system_clock::time_point expires_at,
+                     std::chrono::system_clock::time_point now) noexcept {
+        if (!state_) return reason::store_unavailable;  // a moved-from store
+        state& st = *state_;
+        const std::uint64_t low = detail::ticket_load_be(nonce.data(), 8);
+        const std::uint64_t high = detail::ticket_load_be(nonce.data() + 8, 8);
+        const std::int64_t now_ms = detail::ticket_unix_ms(now);
+        std::int64_t expires_ms = detail::ticket_unix_ms(expires_at);
+        if (expires_ms < 1) expires_ms = 1;
+
+        const std::lock_guard<detail::replay_lock> guard(st.lock);
+        st.reclaim_some(now_ms);
+        for (bool swept = false;; swept = true) {
+            std::size_t i = st.home_of(low, high);
+            for (; st.slots[i].expires_ms != 0; i = st.next(i)) {
+                detail::replay_slot& slot = st.slots[i];
+                if (slot.low != low || slot.high != high) continue;
+                if (slot.expires_ms > now_ms) return reason::ticket_replayed;
+                slot.expires_ms = expires_ms;  // the same nonce, expired: remembered again
+                st.earliest_ms = std::min(st.earliest_ms, expires_ms);
+                return reason::ok;
+            }
+            if (st.stored < st.capacity) {
+                st.slots[i] = detail::replay_slot{low, high, expires_ms};
+                ++st.stored;
+                st.earliest_ms = std::min(st.earliest_ms, expires_ms);
+                return reason::ok;
+            }
+            // Full: exactly `capacity` live nonces unless one has expired.
+            if (swept || st.earliest_ms > now_ms) return reason::replay_store_full;
+            st.sweep(now_ms);  // entries moved: probe again
+        }
+    }
+
+    std::chrono::system_clock::time_point accepts_issued_after() const noexcept { return created_; }
+    // Unexpired nonces always stored: exactly the capacity given to create().
+    std::size_t capacity() const noexcept { return state_ ? state_->capacity : 0; }
+    std::size_t slot_count() const noexcept { return state_ ? state_->slot_count : 0; }
+    // Everything this store owns; constant from construction on.
+    std::size_t memory_bytes() const noexcept {
+        return sizeof(*this) + (state_ ? sizeof(state) + state_->slot_count * sizeof(detail::replay_slot) : 0);
+    }
+
+private:
+    struct state {
+        detail::replay_lock lock;
+        std::unique_ptr<detail::replay_slot[]> slots;
+        std::size_t capacity = 0;
+        std::size_t slot_count = 0;
+        std::size_t stored = 0;  // occupied slots, live or expired-not-yet-removed
+        std::size_t cursor = 0;  // where reclaim_some looks next
+        std::int64_t earliest_ms = std::numeric_limits<std::int64_t>::max();  // <= every stored expiry
+        std::uint64_t seed_low = 0;
+        std::uint64_t seed_high = 0;
+
+        std::size_t home_of(std::uint64_t low, std::uint64_t high) const noexcept {
+            const std::uint64_t hash = detail::replay_mix(detail::replay_mix(low ^ seed_low) ^ high ^ seed_high);
+            return static_cast<std::size_t>(((hash >> 32) * slot_count) >> 32);
+        }
+        std::size_t next(std::size_t i) const noexcept { return i + 1 == slot_count ? 0 : i + 1; }
+        // Backward-shift deletion of the entry at `hole` (see connection_limiter).
+        void erase(std::size_t hole) noexcept {
+            for (std::size_t j = next(hole); slots[j].expires_ms != 0; j = next(j)) {
+                const std::size_t h = home_of(slots[j].low, slots[j].high);
+                const std::size_t from_home = j >= h ? j - h : j + slot_count - h;
+                const std::size_t from_hole = j >= hole ? j - hole : j + slot_count - hole;
+                if (from_home >= from_hole) {
+                    slots[hole] = slots[j];
+                    hole = j;
+                }
+            }
+            slots[hole] = detail::replay_slot{};
+            --stored;
+        }
+        bool expired_at(std::size_t i, std::int64_t now_ms) const noexcept {
+            return slots[i].expires_ms != 0 && slots[i].expires_ms <= now_ms;
+        }
+        void reclaim_some(std::int64_t now_ms) noexcept {
+            for (std::size_t k = 0; k < detail::replay_reclaim_per_spend; ++k) {
+                if (expired_at(cursor, now_ms)) {
+                    erase(cursor);  // look at the same slot again next time: something may have moved in
+                } else {
+                    cursor = next(cursor);
+                }
+            }
+        }
+        // Removes every expired nonce and recomputes the earliest expiry. An
+        // entry moved by a deletion only moves to the slot being examined or
+        // to one not yet reached (or, across the wrap, among slots already
+        // kept), so every expired entry is seen once.
+        void sweep(std::int64_t now_ms) noexcept {
+            earliest_ms = std::numeric_limits<std::int64_t>::max();
+            for (std::size_t i = 0; i < slot_count; ++i) {
+                while (expired_at(i, now_ms)) erase(i);
+                if (slots[i].expires_ms != 0) earliest_ms = std::min(earliest_ms, slots[i].expires_ms);
+            }
+        }
+    };
+
+    memory_replay_store() = default;
+
+    template <class>
+    friend class ticket_verifier;
+    // handshake_guard's hook, through ticket_verifier::spend_slot: the slot
+    // where try_spend will start looking for `nonce` (public: the client holds
+    // it), for the guard to prefetch while it computes the MAC. The seeds and
+    // the table are fixed at creation, so finding it takes no lock.
+    const detail::replay_slot* home_slot(const ticket_nonce& nonce) const noexcept {
+        if (!state_) return nullptr;
+        const state& st = *state_;
+        return &st.slots[st.home_of(detail::ticket_load_be(nonce.data(), 8), detail::ticket_load_be(nonce.data() + 8, 8))];
+    }
+
+    // On the heap so the store moves (the mutex does not).
+    std::unique_ptr<state> state_;
+    std::chrono::system_clock::time_point created_{};
+};
+
+// ---------------------------------------------------------------------------
+// ticket_verifier: checks a presented ticket, cheapest first, and spends it.
+// Holds a pointer to the store: the store must outlive every verifier using it
+// (and not be moved while they do). Several verifiers (routes) may share one.
+// ---------------------------------------------------------------------------
+
+// verify's three strings, each its own type: swapping the origin and the
+// audience (or passing either as the ticket) does not compile. Explicit from
+// std::string_view, a view inside, nothing copied.
+struct presented_ticket {
+    constexpr presented_ticket() noexcept = default;  // empty
+    constexpr explicit presented_ticket(std::string_view text) noexcept : value(text) {}
+    std::string_view value{};  // as taken from the request (ticket_source)
+};
+struct expected_origin {
+    constexpr expected_origin() noexcept = default;  // empty
+    constexpr explicit expected_origin(std::string_view origin) noexcept : value(origin) {}
+    std::string_view value{};  // the request's Origin header, empty when absent
+};
+struct expected_audience {
+    constexpr expected_audience() noexcept = default;  // empty
+    constexpr explicit expected_audience(std::string_view audience) noexcept : value(audience) {}
+    std::string_view value{};  // this endpoint, as passed to the issuer
+};
+
+struct ticket_verifier_options {
+    // A ticket claiming a longer lifetime is cut to this (keys shared with a
+    // more generous issuer cannot widen this server's window).
+    std::chrono::seconds max_ttl{120};
+    // How far an issuer's clock may run ahead: a ticket issued later than
+    // now + clock_skew is ticket_not_yet_valid. Expiry gets no such allowance.
+    // The price: a ticket issued up to clock_skew after a memory_replay_store
+    // was created may have been spent by the process before it, so it is
+    // refused (ticket_before_store_start). An issuer in this same process
+    // (same clock) needs 0: then nothing is refused after a start.
+    std::chrono::seconds clock_skew{5};
+};
+
+template <class ReplayStore = memory_replay_store>
+class ticket_verifier {
+public:
+    static result<ticket_verifier> create(keyring keys, ReplayStore& store, ticket_verifier_options options = {}) {
+        using failure = result<ticket_verifier>;
+        if (options.max_ttl < std::chrono::seconds(1) || options.max_ttl > std::chrono::hours(1))
+            return failure::failure("ticket_verifier: max_ttl must be between 1 s and 1 hour");
+        if (options.clock_skew < std::chrono::seconds(0) || options.clock_skew > std::chrono::minutes(1))
+            return failure::failure("ticket_verifier: clock_skew must be between 0 and 60 s");
+        if constexpr (detail::replay_store_reports_issuer_skew<ReplayStore>::value) {
+            // Otherwise a ticket issued up to clock_skew ahead, spent before the
+            // store lost its data, would be issued after the new start + the
+            // store's skew, and accepted again.
+            if (store.issuer_clock_skew() < options.clock_skew)
+                return failure::failure(
+                    "ticket_verifier: the replay store's issuer_clock_skew is below this verifier's clock_skew; a "
+                    "ticket spent just before the store lost its data could be accepted again: raise the store's "
+                    "issuer_clock_skew or lower clock_skew");
+        }
+        return failure::success(ticket_verifier(std::move(keys), store, options));
+    }
+
+    // `origin`: the request's Origin header (empty when absent); `audience`:
+    // this endpoint, as passed to the issuer. On ok, `claims` holds the ticket's
+    // claims; otherwise it is cleared. Never allocates.
+    decision verify(presented_ticket ticket, expected_origin origin, expected_audience audience,
+                    ticket_claims& claims) const noexcept {
+        return verify(ticket, origin, audience, claims, std::chrono::system_clock::now());
+    }
+
+    // Three adjacent strings: a swapped origin and audience compiled. Kept for one minor version.
+    [[deprecated("use verify(presented_ticket, expected_origin, expected_audience, ...)")]]
+    decision verify(std::string_view ticket, std::string_view origin, std::string_view audience,
+                    ticket_claims& claims) const noexcept {
+        return verify(presented_ticket(ticket), expected_origin(origin), expected_audience(audience), claims,
+                      std::chrono::system_clock::now());
+    }
+    [[deprecated("use verify(presented_ticket, expected_origin, expected_audience, ...)")]]
+    decision verify(std::string_view ticket, std::string_view origin, std::string_view audience, ticket_claims& claims,
+                    std::chrono::system_clock::time_point now) const noexcept {
+        return verify(presented_ticket(ticket), expected_origin(origin), expected_audience(audience), claims, now);
+    }
+
+    decision verify(presented_ticket presented, expected_origin expected, expected_audience endpoint,
+                    ticket_claims& claims, std::chrono::system_clock::time_point now) const noexcept {
+        const std::string_view ticket = presented.value, origin = expected.value, audience = endpoint.value;
+        claims.clear();
+        if (ticket.empty()) return reason::ticket_missing;
+        if (ticket.size() > ticket_limits::max_chars) return reason::ticket_too_long;
+
+        std::uint8_t body[ticket_limits::max_bytes];
+        std::size_t size = 0;
+        // The ticket is public (the client holds it): no need for the constant-time decoder.
+        if (!detail::base64url_decode_public(ticket, body, ticket_limits::max_bytes, size)) return reason::ticket_malformed;
+        if (size < detail::ticket_min_bytes) return reason::ticket_malformed;
+        if (body[0] != detail::ticket_version) return reason::ticket_bad_version;
+        const std::uint32_t key_id = static_cast<std::uint32_t>(detail::ticket_load_be(body + 1, 4));
+        const hmac_sha256_key::stream* key = keys_.verifying_key(key_id, now);
+        if (!key) return reason::ticket_unknown_key;
+
+        ticket_nonce nonce;
+        std::memcpy(nonce.data(), body + 21, nonce.size());
+
+        const std::size_t signed_size = size - detail::ticket_mac_size;
+        sha256_digest mac = detail::ticket_mac(*key, body, signed_size);
+        // constant-time: the whole MAC is compared, whatever byte differs first.
+        const bool authentic = constant_time_equal(mac.data(), body + signed_size, detail::ticket_mac_size);
+        // The expected MAC of a forged body would make it valid: leave no copy on the stack.
+        detail::crypto_wipe(mac.data(), mac.size());
+        if (!authentic) return reason::ticket_bad_mac;
+
+        // Authenticated from here on; the layout is still checked field by field.
+        const std::int64_t issued_ms = static_cast<std::int64_t>(detail::ticket_load_be(body + 5, 8));
+        std::int64_t expires_ms = static_cast<std::int64_t>(detail::ticket_load_be(body + 13, 8));
+        if (issued_ms < 0 || issued_ms >= expires_ms || expires_ms > detail::ticket_max_unix_ms)
+            return reason::ticket_malformed;
+        const std::uint8_t* p = body + detail::ticket_header_size;
+        const std::uint8_t* const end = body + signed_size;
+        std::string_view subject, ticket_origin, ticket_audience;
+        if (!take(p, end, 1, ticket_limits::max_subject, subject) ||
+            !take(p, end, 2, ticket_limits::max_origin, ticket_origin) ||
+            !take(p, end, 2, ticket_limits::max_audience, ticket_audience) || p == end)
+            return reason::ticket_malformed;
+        const std::size_t scope_count = *p++;
+        if (scope_count > ticket_limits::max_scopes) return reason::ticket_malformed;
+        // Checked now, copied into the claims at the end by walking them again
+        // (cheaper than keeping an array of views, which would be zeroed per call).
+        const std::uint8_t* const scopes = p;
+        for (std::size_t i = 0; i < scope_count; ++i) {
+            std::string_view scope;
+            if (!take(p, end, 1, ticket_limits::max_scope, scope)) return reason::ticket_malformed;
+        }
+        if (p != end) return reason::ticket_malformed;
+
+        const std::int64_t now_ms = detail::ticket_unix_ms(now);
+        const std::int64_t max_ttl_ms = std::chrono::milliseconds(options_.max_ttl).count();
+        if (expires_ms - issued_ms > max_ttl_ms) expires_ms = issued_ms + max_ttl_ms;
+        if (now_ms >= expires_ms) return reason::ticket_expired;
+        if (issued_ms > now_ms + std::chrono::milliseconds(options_.clock_skew).count())
+            return reason::ticket_not_yet_valid;
+        if (!origin_matches(origin, ticket_origin)) return reason::ticket_origin_mismatch;
+        if (audience != ticket_audience) return reason::ticket_audience_mismatch;
+        if (detail::ticket_time_point(issued_ms) < spendable_from())
+            return reason::ticket_before_store_start;
+        // Remembered past expiry by the skew, so a server whose clock runs behind
+        // cannot accept the ticket after another forgot it.
+        const std::chrono::system_clock::time_point remember_until =
+            detail::ticket_time_point(expires_ms) + options_.clock_skew;
+        reason spent;
+        if constexpr (detail::replay_store_spends_with_issued_at<ReplayStore>::value)
+            spent = store_->try_spend(nonce, detail::ticket_time_point(issued_ms), remember_until, now);
+        else
+            spent = store_->try_spend(nonce, remember_until, now);
+        if (spent != reason::ok) return spent;
+
+        claims.set_header(key_id, issued_ms, expires_ms, nonce);
+        claims.set_subject(subject);
+        p = scopes;
+        for (std::size_t i = 0; i < scope_count; ++i) {
+            std::string_view scope;
+            static_cast<void>(take(p, end, 1, ticket_limits::max_scope, scope));  // succeeded above
+            claims.add_scope(scope);
+        }
+        return decision::allow();
+    }
+
+    const keyring& keys() const noexcept { return keys_; }
+    const ticket_verifier_options& options() const noexcept { return options_; }
+
+    // The earliest issue time this verifier accepts. A ticket issued up to
+    // clock_skew after a store's start may have been spent before it (its
+    // issuer's clock ran ahead), by a previous process the store knows nothing
+    // of: so a store that cannot tell (memory_replay_store) costs clock_skew
+    // after its start; a store that decides this itself with each spend
+    // (redis_replay_store, whose start already includes its issuer_clock_skew,
+    // checked >= clock_skew by create) is taken at its word.
+    std::chrono::system_clock::time_point spendable_from() const noexcept {
+        if constexpr (detail::replay_store_spends_with_issued_at<ReplayStore>::value)
+            return store_->accepts_issued_after();
+        else
+            return detail::saturating_add(store_->accepts_issued_after(), options_.clock_skew);
+    }
+
+private:
+    template <class>
+    friend class basic_handshake_guard;
+
+    ticket_verifier(keyring keys, ReplayStore& store, ticket_verifier_options options)
+        : keys_(std::move(keys)), store_(&store), options_(options) {}
+
+    // handshake_guard's hook: decodes the nonce from the ticket's first
+    // characters (public; a ticket that does not decode is left to verify())
+    // and returns the in-memory store's slot where verify() will spend it, or
+    // nullptr. It returns the slot for the guard to prefetch: g++ 12 judged a
+    // function that only prefetched pure and deleted the call (it had not
+    // inlined it first), so the prefetch sits in the caller.
+    const detail::replay_slot* spend_slot(presented_ticket presented) const noexcept {
+        if constexpr (std::is_same<ReplayStore, memory_replay_store>::value) {
+            constexpr std::size_t chars = (detail::ticket_header_size + 2) / 3 * 4;  // the header: 37 of 39 bytes
+            std::uint8_t header[chars / 4 * 3];
+            std::size_t size = 0;
+            if (presented.value.size() < chars ||
+                !detail::base64url_decode_public(presented.value.substr(0, chars), header, sizeof header, size))
+                return nullptr;
+            ticket_nonce nonce;
+            std::memcpy(nonce.data(), header + detail::ticket_header_size - nonce.size(), nonce.size());
+            return store_->home_slot(nonce);
+        } else {
+            (void)presented;
+            return nullptr;
+        }
+    }
+
+    // A length-prefixed field of at most `cap` bytes.
+    static bool take(const std::uint8_t*& p, const std::uint8_t* end, int prefix, std::size_t cap,
+                     std::string_view& field) noexcept {
+        if (end - p < prefix) return false;
+        const std::size_t size = static_cast<std::size_t>(detail::ticket_load_be(p, prefix));
+        p += prefix;
+        if (size > cap || static_cast<std::size_t>(end - p) < size) return false;
+        field = std::string_view(reinterpret_cast<const char*>(p), size);
+        p += size;
+        return true;
+    }
+
+    // The ticket holds the folded origin; fold the request's the same way.
+    static bool origin_matches(std::string_view request_origin, std::string_view ticket_origin) noexcept {
+        if (request_origin.size() > ticket_limits::max_origin) return false;
+        char folded[ticket_limits::max_origin];
+        const std::size_t size = detail::ticket_fold_origin(request_origin, folded);
+        return std::string_view(folded, size) == ticket_origin;
+    }
+
+    keyring keys_;
+    ReplayStore* store_;
+    ticket_verifier_options options_;
+};
+
+// ---------------------------------------------------------------------------
+// Transport helpers: where the browser puts the ticket. All allocation-free;
+// the views point into the caller's header or query.
+// ---------------------------------------------------------------------------
+
+// The subprotocol marker that carries a ticket: new WebSocket(url, ["wsguard.v1", ticket]).
+inline constexpr std::string_view ticket_subprotocol = "wsguard.v1";
+
+WSGUARD_DETAIL_SET_DEPRECATED_BEGIN  // quiet implicit members: see the macro
+struct [[nodiscard]] ticket_source {
+    std::string_view ticket;         // pass to ticket_verifier::verify
+    std::string_view echo_protocol;  // the server's Sec-WebSocket-Protocol answer: "wsguard.v1", never the ticket
+    wsguard::decision decision{wsguard::reason::ticket_missing};  // ok, ticket_missing or ticket_malformed
+    explicit operator bool() const noexcept { return decision.allowed(); }
+    // 0.1 spelling, set by the library alongside decision.
+    [[deprecated("use ticket_source::decision.reason; removed in 0.3")]]
+    wsguard::reason reason = wsguard::reason::ticket_missing;
+};
+WSGUARD_DETAIL_SET_DEPRECATED_END
+
+namespace detail {
+inline void settle(ticket_source& out, wsguard::reason r) noexcept {
+    out.decision = r;
+    WSGUARD_DETAIL_SET_DEPRECATED_BEGIN
+    out.reason = r;
+    WSGUARD_DETAIL_SET_DEPRECATED_END
+}
+}  // namespace detail
+
+// Sec-WebSocket-Protocol: "wsguard.v1, <ticket>". Comma-separated tokens with
+// optional spaces or tabs; empty list elements are skipped. The ticket is the
+// token right after the first "wsguard.v1". Other offered protocols are ignored.
+inline ticket_source ticket_from_subprotocol(std::string_view header) noexcept {
+    ticket_source out;
+    bool marker_seen = false;
+    std::size_t i = 0;
+    while (i <= header.size()) {
+        std::size_t end = header.find(',', i);
+        if (end == std::string_view::npos) end = header.size();
+        std::string_view token = header.substr(i, end - i);
+        while (!token.empty() && (token.front() == ' ' || token.front() == '\t')) token.remove_prefix(1);
+        while (!token.empty() && (token.back() == ' ' || token.back() == '\t')) token.remove_suffix(1);
+        i = end + 1;
+        if (token.empty()) continue;
+        if (marker_seen) {
+            out.ticket = token;
+            out.echo_protocol = ticket_subprotocol;
+            detail::settle(out, reason::ok);
+            return out;
+        }
+        if (token == ticket_subprotocol) marker_seen = true;
+    }
+    return out;  // no marker, or no token after it: ticket_missing
+}
+
+// The fallback: "?ticket=<ticket>" (a leading '?' and a '#fragment' are
+// tolerated). Exact, case-sensitive name; first occurrence. base64url needs no
+// percent-encoding, so a '%' in the value means a mangled ticket: malformed.
+inline ticket_source ticket_from_query(std::string_view query) noexcept {
+    ticket_source out;
+    if (!query.empty() && query.front() == '?') query.remove_prefix(1);
+    const std::size_t fragment = query.find('#');
+    if (fragment != std::string_view::npos) query = query.substr(0, fragment);
+    std::size_t i = 0;
+    while (i <= query.size()) {
+        std::size_t end = query.find('&', i);
+        if (end == std::string_view::npos) end = query.size();
+        const std::string_view pair = query.substr(i, end - i);
+        i = end + 1;
+        const std::size_t equals = pair.find('=');
+        if (pair.substr(0, equals) != "ticket") continue;
+        if (equals == std::string_view::npos || equals + 1 == pair.size()) return out;  // ticket_missing
+        out.ticket = pair.substr(equals + 1);
+        detail::settle(out, out.ticket.find('%') == std::string_view::npos ? reason::ok : reason::ticket_malformed);
+        if (!out) out.ticket = {};
+        return out;
+    }
+    return out;
+}
+
+// ---------------------------------------------------------------------------
+// first_message_gate: for stacks that can carry the ticket in neither the
+// subprotocol nor the URL. One per connection (not thread-safe, like the
+// connection). The first message must be "wsguard.v1 <ticket>" and arrive
+// within the deadline; until then nothing reaches the application, and any
+// refusal is final.
+//
+//   auto verdict = gate.on_message(msg, verifier, origin, audience, claims);
+//   if (!verdict.decision) ws.close(verdict.decision.close_code(), to_string(verdict.decision.reason));
+//   else if (verdict.deliver) handle(msg);   // false for the ticket message itself
+// ---------------------------------------------------------------------------
+struct [[nodiscard]] gate_verdict {
+    wsguard::decision decision;
+    bool deliver = false;  // hand this message to the application
+};
+
+class first_message_gate {
+public:
+    static constexpr std::string_view message_prefix = "wsguard.v1 ";
+
+    explicit first_message_gate(std::chrono::milliseconds deadline = std::chrono::seconds(10)) noexcept
+        : first_message_gate(std::chrono::steady_clock::now(), deadline) {}
+    // `connected_at`: when the connection opened (101 sent).
+    first_message_gate(std::chrono::steady_clock::time_point connected_at,
+                       std::chrono::milliseconds deadline = std::chrono::seconds(10)) noexcept
+        : deadline_(connected_at + deadline) {}
+
+    bool is_open() const noexcept { return state_ == state::open; }
+
+    // For a timer: ticket_deadline_passed (and the gate closes for good) once
+    // the deadline passed without a ticket; the final reason after a refusal;
+    // ok while open or still within the deadline.
+    decision poll() noexcept { return poll(std::chrono::steady_clock::now()); }
+    decision poll(std::chrono::steady_clock::time_point now) noexcept {
+        if (state_ == state::waiting && now >= deadline_) refuse(reason::ticket_deadline_passed);
+        return refused_;
+    }
+
+    template <class Verifier>
+    gate_verdict on_message(std::string_view message, const Verifier& verifier, std::string_view origin,
+                            std::string_view audience, ticket_claims& claims) noexcept {
+        return on_message(message, verifier, origin, audience, claims, std::chrono::steady_clock::now(),
+                          std::chrono::system_clock::now());
+    }
+
+    // `now`: the connection's clock for the deadline; `wall_now`: the wall clock for the ticket.
+    template <class Verifier>
+    gate_verdict on_message(std::string_view message, const Verifier& verifier, std::string_view origin,
+                            std::string_view audience, ticket_claims& claims, std::chrono::steady_clock::time_point now,
+                            std::chrono::system_clock::time_point wall_now) noexcept {
+        if (state_ == state::open) return gate_verdict{decision::allow(), true};
+        if (!poll(now)) return gate_verdict{refused_, false};
+        if (message.substr(0, message_prefix.size()) != message_prefix) {
+            refuse(reason::ticket_message_expected);
+            return gate_verdict{refused_, false};
+        }
+        const decision verified =
+            verifier.verify(presented_ticket(message.substr(message_prefix.size())), expected_origin(origin),
+                            expected_audience(audience), claims, wall_now);
+        if (!verified) {
+            refuse(verified.reason);
+            return gate_verdict{refused_, false};
+        }
+        state_ = state::open;
+        return gate_verdict{decision::allow(), false};
+    }
+
+private:
+    enum class state : std::uint8_t { waiting, open, refused };
+    void refuse(reason r) noexcept {
+        state_ = state::refused;
+        refused_ = r;
+    }
+    std::chrono::steady_clock::time_point deadline_;
+    state state_ = state::waiting;
+    decision refused_{};
+};
+
+}  // inline namespace WSGUARD_ABI_NS
+}  // namespace wsguard
+
+// ===========================================================================
+// 9. mint_guard: the application's ticket endpoint (POST /ticket)
+// ===========================================================================
+//
+// The endpoint that turns a login (a cookie) into a ticket is the next thing a
+// cross-site page attacks: if evil.example can make the browser POST /ticket
+// with the user's cookie and read the answer, it has a ticket. mint_guard
+// decides, before the application issues anything:
+//   1. POST only (OPTIONS is the CORS preflight, answered by preflight()).
+//   2. Origin on the allowlist (the same origin_policy rules as the socket).
+//   3. Sec-Fetch-Site, when the browser sends it: cross-site refused (unless
+//      configured), same-site per configuration.
+//   4. A marker header (default "X-Wsguard-Ticket: 1") that no HTML form,
+//      <img>, navigator.sendBeacon or "simple" fetch can send: a browser sends
+//      a custom header cross-origin only after a CORS preflight this guard
+//      answers for the allowed origins alone. A cross-site form POST, which
+//      needs no preflight, therefore never carries it.
+//   5. A per-address rate, then an authenticated subject, then a per-subject
+//      mint rate (keyed, fixed-memory tables, like keyed_limiter).
+// Every answer carries the CORS response headers to send, so a page on
+// another allowed origin can read its ticket and no other page can.
+
+namespace wsguard {
+inline namespace WSGUARD_ABI_NS {
+
+// What the application knows about one request to its ticket endpoint,
+// borrowed for the call. Header values as the parser gives them; an empty view
+// means the header was absent.
+struct mint_request {
+    std::string_view method;          // "POST", or "OPTIONS" for a preflight
+    std::string_view origin;          // Origin
+    std::string_view sec_fetch_site;  // Sec-Fetch-Site
+    std::string_view marker;          // the value of mint_config::marker_header ("X-Wsguard-Ticket")
+    // The user the application authenticated from its cookie or session, or
+    // empty when the caller is not logged in. At most ticket_limits::max_subject bytes.
+    std::string_view subject;
+    // The client (after your trusted-proxy logic), for the per-address rate:
+    // "203.0.113.7", "203.0.113.7:5000", "[2001:db8::1]:443". Required by
+    // check(): neither this nor the bytes below is address_malformed.
+    std::string_view remote_address;
+    // Raw peer address (4 or 16 bytes, network order); used instead of
+    // remote_address when set.
+    const std::uint8_t* remote_address_bytes = nullptr;
+    std::size_t remote_address_size = 0;
+    // Preflight only: Access-Control-Request-Method and -Headers.
+    std::string_view access_control_request_method;
+    std::string_view access_control_request_headers;
+};
+
+struct mint_config {
+    // The pages that may fetch a ticket: origin_policy patterns (exact
+    // origins, whole-label wildcards; never "*" nor "null").
+    std::vector<std::string> origins;
+    // allow_missing_origin lets clients that send no Origin (native apps,
+    // scripts with a bearer token) mint; browsers always send one on a POST.
+    wsguard::origin_options origin_options{};
+    // Sec-Fetch-Site: "same-site" passes with deny_cross_site (the default),
+    // is refused with deny_cross_site_and_same_site.
+    fetch_site_policy fetch_site = fetch_site_policy::deny_cross_site;
+    // Set only when a listed origin is on another site than this endpoint
+    // (app.example.com calling tickets.example.net): the browser then says
+    // "cross-site", and the Origin allowlist alone decides.
+    bool allow_cross_site = false;
+    // The non-simple header the page must send with the value "1". An HTTP
+    // token that is neither CORS-safelisted nor forbidden to scripts.
+    std::string marker_header = "X-Wsguard-Ticket";
+    // Per remote address (IPv6 by /64), spent before the subject is looked
+    // at: caps login guessing and one address minting for many subjects.
+    wsguard::rate address_rate = rate::per_minute(120);
+    std::uint32_t address_burst = 60;
+    std::size_t address_table_capacity = 65536;
+    address_key_options address_options{};
+    // Per authenticated subject: a page fetches one ticket per socket it opens.
+    wsguard::rate subject_rate = rate::per_minute(30);
+    std::uint32_t subject_burst = 20;
+    std::size_t subject_table_capacity = 65536;
+    // How long a browser may cache an allowed preflight (Access-Control-Max-Age).
+    // Chromium caps it at 2 hours, Firefox at 24.
+    std::chrono::seconds preflight_max_age{600};
+};
+
+// One response header to send: views into the request and the guard.
+struct http_header {
+    std::string_view name;
+    std::string_view value;
+};
+
+// The verdict on one request, with the exact headers the response carries.
+// Borrows from the mint_request (the allowed origin) and the guard.
+class [[nodiscard]] mint_answer {
+public:
+    static constexpr std::size_t max_headers = 6;
+
+    wsguard::decision decision;
+
+    bool allowed() const noexcept { return decision.allowed(); }
+    explicit operator bool() const noexcept { return allowed(); }
+    // Allowed: 204 for a preflight, 200 for the POST (the application writes
+    // the ticket into the body). Refused: the reason's status (403, 405, 429, ...).
+    int http_status() const noexcept { return allowed() ? success_status_ : decision.http_status(); }
+    // > 0: send "Retry-After: <n>" (429).
+    std::int64_t retry_after_seconds() const noexcept { return decision.retry_after_seconds(); }
+    // A short plain-text body for a refusal: the reason's stable name.
+    std::string_view body() const noexcept { return allowed() ? std::string_view() : to_string(decision.reason); }
+    // The response headers, allowed or refused (Vary: Origin always; the
+    // Access-Control-Allow-* pair only for an allowed origin).
+    const http_header* begin() const noexcept { return headers_.data(); }
+    const http_header* end() const noexcept { return headers_.data() + header_count_; }
+    std::size_t header_count() const noexcept { return header_count_; }
+
+private:
+    friend class mint_guard;
+    void add(std::string_view name, std::string_view value) noexcept {
+        if (header_count_ < max_headers) headers_[header_count_++] = http_header{name, value};
+    }
+    std::array<http_header, max_headers> headers_{};
+    std::uint8_t header_count_ = 0;
+    std::uint16_t success_status_ = 200;
+};
+
+class mint_guard {
+public:
+    static result<mint_guard> create(mint_config config);
+
+    // POST /ticket. Allowed: issue the ticket for request.subject bound to
+    // request.origin, answer 200 with the answer's headers. Thread-safe.
+    mint_answer check(const mint_request& request) noexcept { return check(request, std::chrono::steady_clock::now()); }
+    mint_answer check(const mint_request& request, std::chrono::steady_clock::time_point now) noexcept;
+
+    // OPTIONS /ticket, the CORS preflight: allowed (204 with
+    // Access-Control-Allow-Origin/-Credentials/-Methods/-Headers/-Max-Age and
+    // Vary) only for an allowed origin asking for POST with the marker header
+    // among Access-Control-Request-Headers; otherwise refused with
+    // only Vary: Origin, so the browser never sends the POST. Spends no rate.
+    mint_answer preflight(const mint_request& request) const noexcept;
+
+    // The header name the page must send ("X-Wsguard-Ticket") with value "1".
+    std::string_view marker_header() const noexcept { return marker_header_; }
+    static constexpr std::string_view marker_value = "1";
+
+private:
+    mint_guard() = default;
+    static std::string validate_marker(std::string_view name);
+    decision decide(const mint_request& request, std::chrono::steady_clock::time_point now) noexcept;
+    decision check_origin_and_site(const mint_request& request) const noexcept;
+    void add_cors(mint_answer& answer, std::string_view origin) const noexcept;
+
+    std::optional<origin_policy> origins_;
+    fetch_site_policy fetch_site_ = fetch_site_policy::deny_cross_site;
+    bool allow_cross_site_ = false;
+    std::string marker_header_;
+    std::string max_age_;
+    address_key_options address_options_{};
+    std::optional<keyed_limiter<address_key>> address_rate_;
+    std::optional<keyed_limiter<std::string_view>> subject_rate_;
+};
+
+namespace detail {
+
+inline bool mint_is_token_char(char c) noexcept {
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
+    return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+}
+
+// Whether a header-name list (Access-Control-Request-Headers, e.g.
+// "content-type,x-wsguard-ticket") names `header`, ASCII case-insensitive.
+inline bool mint_lists_header(std::string_view list, std::string_view header) noexcept {
+    return header_list_has(list, [header](std::string_view name) { return origin_iequal(name, header); });
+}
+
+}  // namespace detail
+
+inline std::string mint_guard::validate_marker(std::string_view name) {
+    if (name.empty() || name.size() > 64) return "marker_header must be 1 to 64 characters, e.g. X-Wsguard-Ticket";
+    for (char c : name) {
+        if (!detail::mint_is_token_char(c)) return "marker_header \"" + std::string(name) + "\" is not an HTTP token";
+    }
+    // CORS-safelisted headers need no preflight: they would prove nothing.
+    for (std::string_view safelisted : {"accept", "accept-language", "content-language", "content-type", "range"}) {
+        if (detail::origin_iequal(name, safelisted))
+            return "marker_header \"" + std::string(name) +
+                   "\" is CORS-safelisted: a cross-site page may send it without a preflight";
+    }
+    // Forbidden request headers: a page's script cannot set them at all.
+    const std::string_view lower_prefix[] = {"sec-", "proxy-"};
+    for (std::string_view prefix : lower_prefix) {
+        if (name.size() >= prefix.size() && detail::origin_iequal(name.substr(0, prefix.size()), prefix))
+            return "marker_header \"" + std::string(name) + "\" starts with " + std::string(prefix) +
+                   ", which browsers forbid scripts to set";
+    }
+    for (std::string_view forbidden :
+         {"accept-charset", "accept-encoding", "access-control-request-headers", "access-control-request-method",
+          "connection", "content-length", "cookie", "cookie2", "date", "dnt", "expect", "host", "keep-alive", "origin",
+          "referer", "set-cookie", "te", "trailer", "transfer-encoding", "upgrade", "via"}) {
+        if (detail::origin_iequal(name, forbidden))
+            return "marker_header \"" + std::string(name) + "\" is a header browsers forbid scripts to set";
+    }
+    return std::string();
+}
+
+inline result<mint_guard> mint_guard::create(mint_config config) {
+    using failure = result<mint_guard>;
+    mint_guard guard;
+    auto origins = origin_policy::create(config.origins, config.origin_options);
+    if (!origins) return failure::failure("mint_guard: " + origins.error());
+    if (config.origin_options.allow_any_origin_unsafe)
+        return failure::failure(
+            "mint_guard: origin_options.allow_any_origin_unsafe would let every page fetch tickets with the "
+            "user's cookies; list the origins of your pages");
+    guard.origins_.emplace(std::move(origins).value());
+    const std::string marker_error = validate_marker(config.marker_header);
+    if (!marker_error.empty()) return failure::failure("mint_guard: " + marker_error);
+    if (config.preflight_max_age < std::chrono::seconds(0) || config.preflight_max_age > std::chrono::hours(24))
+        return failure::failure("mint_guard: preflight_max_age must be 0 to 86400 s (browsers cap it lower)");
+    auto address_rate =
+        keyed_limiter<address_key>::create(config.address_rate, config.address_burst, config.address_table_capacity);
+    if (!address_rate) return failure::failure("mint_guard: address rate: " + address_rate.error());
+    auto subject_rate = keyed_limiter<std::string_view>::create(config.subject_rate, config.subject_burst,
+                                                                config.subject_table_capacity);
+    if (!subject_rate) return failure::failure("mint_guard: subject rate: " + subject_rate.error());
+    guard.fetch_site_ = config.fetch_site;
+    guard.allow_cross_site_ = config.allow_cross_site;
+    guard.marker_header_ = std::move(config.marker_header);
+    guard.max_age_ = std::to_string(config.preflight_max_age.count());
+    guard.address_options_ = config.address_options;
+    guard.address_rate_.emplace(std::move(address_rate).value());
+    guard.subject_rate_.emplace(std::move(subject_rate).value());
+    return failure::success(std::move(guard));
+}
+
+inline decision mint_guard::check_origin_and_site(const mint_request& request) const noexcept {
+    if (decision d = origins_->check(request.origin); !d) return d;
+    if (allow_cross_site_ && request.sec_fetch_site == "cross-site") return decision::allow();
+    return check_sec_fetch_site(request.sec_fetch_site, fetch_site_);
+}
+
+inline void mint_guard::add_cors(mint_answer& answer, std::string_view origin) const noexcept {
+    // Only an origin that passed the allowlist is echoed; without it the
+    // browser hides the answer from the page. Never "*": credentials need an
+    // exact origin, and "*" would hand tickets to every page.
+    if (!origin.empty()) {
+        answer.add("Access-Control-Allow-Origin", origin);
+        answer.add("Access-Control-Allow-Credentials", "true");
+    }
+}
+
+inline mint_answer mint_guard::preflight(const mint_request& request) const noexcept {
+    mint_answer answer;
+    answer.success_status_ = 204;
+    answer.add("Vary", "Origin");
+    if (request.method != "OPTIONS") {
+        answer.decision = reason::mint_method_not_post;
+        return answer;
+    }
+    // A preflight always has an Origin: without one this is no browser's
+    // preflight, and allow_missing_origin does not apply.
+    if (request.origin.empty()) {
+        answer.decision = reason::origin_missing;
+        return answer;
+    }
+    if (decision d = check_origin_and_site(request); !d) {
+        answer.decision = d;
+        return answer;
+    }
+    // Access-Control-Request-Method is case-sensitive (Fetch: methods are
+    // normalized only for DELETE/GET/HEAD/OPTIONS/POST/PUT, and fetch() sends "POST").
+    if (request.access_control_request_method != "POST") {
+        answer.decision = reason::mint_method_not_post;
+        return answer;
+    }
+    // A browser lists the non-safelisted headers the POST will carry: without
+    // the marker among them, the POST would be refused anyway.
+    if (!detail::mint_lists_header(request.access_control_request_headers, marker_header_)) {
+        answer.decision = reason::mint_not_preflighted;
+        return answer;
+    }
+    add_cors(answer, request.origin);
+    answer.add("Access-Control-Allow-Methods", "POST");
+    answer.add("Access-Control-Allow-Headers", marker_header_);
+    answer.add("Access-Control-Max-Age", max_age_);
+    return answer;
+}
+
+inline mint_answer mint_guard::check(const mint_request& request, std::chrono::steady_clock::time_point now) noexcept {
+    mint_answer answer;
+    answer.add("Vary", "Origin");
+    answer.decision = decide(request, now);
+    if (answer.decision.reason == reason::mint_method_not_post) answer.add("Allow", "POST, OPTIONS");
+    // The pair is sent whenever the origin itself passed, also on a later
+    // refusal (429, 401), so an allowed page can read why and when to retry.
+    if (!request.origin.empty() && check_origin_and_site(request)) add_cors(answer, request.origin);
+    return answer;
+}
+
+inline decision mint_guard::decide(const mint_request& request, std::chrono::steady_clock::time_point now) noexcept {
+    if (request.method != "POST") return reason::mint_method_not_post;
+    if (decision d = check_origin_and_site(request); !d) return d;
+    if (request.marker != marker_value) return reason::mint_not_preflighted;
+    const std::optional<address_key> address =
+        request.remote_address_bytes != nullptr
+            ? address_key::from_bytes(request.remote_address_bytes, request.remote_address_size, address_options_)
+            : address_key::from_endpoint_text(request.remote_address, address_options_);
+    if (!address) return reason::address_malformed;
+    if (decision d = address_rate_->try_acquire(*address, now); !d) return d;  // rate_limited
+    if (request.subject.empty()) return reason::mint_subject_missing;
+    if (request.subject.size() > ticket_limits::max_subject) return reason::ticket_field_too_long;
+    if (decision d = subject_rate_->try_acquire(request.subject, now); !d)
+        return decision(reason::mint_rate_limited, d.retry_after);
+    return decision::allow();
+}
+
+}  // inline namespace WSGUARD_ABI_NS
+}  // namespace wsguard
+// ===========================================================================
+// 10. handshake_guard: the one call that composes them
+// ===========================================================================
+
+namespace wsguard {
+inline namespace WSGUARD_ABI_NS {
+
+// What a stack knows about one upgrade request, borrowed for the call. Every
+// field is the raw header value as the stack's parser gives it; an empty view
+// means the header was absent.
+struct upgrade_request {
+    std::string_view method = {};                  // "GET"
+    std::string_view path = {};                    // "/ws"; a "?query" tail is split off if present
+    std::string_view query = {};                   // "ticket=..." without '?'; may be empty
+    std::string_view origin = {};                  // Origin
+    std::string_view host = {};                    // Host
+    std::string_view sec_fetch_site = {};          // Sec-Fetch-Site
+    std::string_view sec_websocket_protocol = {};  // Sec-WebSocket-Protocol, e.g. "wsguard.v1, <ticket>"
+    // The socket's peer: "203.0.113.7", "203.0.113.7:5000", "[2001:db8::1]:443".
+    // Behind a PROXY protocol balancer, the header's source instead (after
+    // checking the balancer is trusted): proxy_header::source_text(), or
+    // source_bytes() with size 16 below; for LOCAL/UNKNOWN, the socket's peer.
+    std::string_view remote_address = {};
+    // Raw peer address (4 or 16 bytes, network order); used instead of
+    // remote_address when set, so stacks with a sockaddr need not format it.
+    const std::uint8_t* remote_address_bytes = nullptr;
+    std::size_t remote_address_size = 0;
+    // Every Forwarded (RFC 7239) line and every X-Forwarded-For line, each
+    // joined with ", " in arrival order. Read only when the config has
+    // trusted_proxies and the peer is one of them; otherwise ignored.
+    std::string_view forwarded = {};
+    std::string_view x_forwarded_for = {};
+    // Origin, Host, Sec-Fetch-Site or Sec-WebSocket-Protocol came on more than
+    // one line: refused as security_header_repeated before any is read.
+    // upgrade_request_builder sets it; a stack that fills the fields by hand
+    // must count the lines itself.
+    bool repeated_security_header = false;
+    // The Forwarded / X-Forwarded-For lines did not fit upgrade_request_builder's
+    // buffer: refused as request_malformed, as one line over max_field_bytes is.
+    bool forwarded_over_cap = false;
+};
+
+// Fills an upgrade_request from the stack's own header iteration, so that no
+// stack copies the field assignments by hand or misses a repeated header. Feed
+// it every header line in arrival order; names compare case-insensitively,
+// values are kept as views of the stack's storage (which must outlive the
+// check). No allocation, no exceptions.
+//
+//   wsguard::upgrade_request_builder build(method, target);  // target: "/ws?ticket=..."
+//   for (const auto& [name, value] : headers) build.add(name, value);
+//   build.request().remote_address = peer;                    // the stack knows the peer
+//   wsguard::handshake_outcome outcome = guard.check(build.request());
+//
+// - Origin, Host, Sec-Fetch-Site and Sec-WebSocket-Protocol must come on one
+//   line each; a second line sets repeated_security_header. Two lines are two
+//   chances for parsers to disagree (a proxy or a log reads the first, the
+//   stack the last). RFC 6454 7.3: one Origin; RFC 9112 3.2: 400 for more
+//   than one Host; Fetch: one Sec-Fetch-Site. RFC 6455 11.3.4 lets
+//   Sec-WebSocket-Protocol repeat as a split list, but it carries the ticket,
+//   and browsers (and Node ws, Python websockets, Go) send one line: a split
+//   list is refused rather than read one way here and another by the stack
+//   that picks the subprotocol.
+// - Forwarded and X-Forwarded-For legitimately repeat (a line per proxy):
+//   their lines are joined with ", " in arrival order (empty lines add no
+//   element). One line stays a view; from the second on they are copied into
+//   a fixed buffer of JoinBytes per header inside the builder. A join that
+//   does not fit sets forwarded_over_cap, which the guard refuses: never
+//   truncated, since a cut list would name another client. Keep JoinBytes at
+//   least handshake_config::max_field_bytes (both 4096 by default), so the
+//   builder is never stricter than the guard.
+// The request's views point into the builder: keep it alive, in place (it
+// cannot be copied), until check() returns.
+template <std::size_t JoinBytes = 4096>
+class basic_upgrade_request_builder {
+public:
+    basic_upgrade_request_builder(std::string_view method, std::string_view target) noexcept {
+        request_.method = method;
+        request_.path = target;  // the guard splits a "?query" tail off
+    }
+    basic_upgrade_request_builder(const basic_upgrade_request_builder&) = delete;
+    basic_upgrade_request_builder& operator=(const basic_upgrade_request_builder&) = delete;
+
+    // One header line, name and value as the stack parsed them. Other names are ignored.
+    void add(std::string_view name, std::string_view value) noexcept {
+        if (header_name_is(name, "origin")) once(request_.origin, value, 1u);
+        else if (header_name_is(name, "host")) once(request_.host, value, 2u);
+        else if (header_name_is(name, "sec-fetch-site")) once(request_.sec_fetch_site, value, 4u);
+        else if (header_name_is(name, "sec-websocket-protocol")) once(request_.sec_websocket_protocol, value, 8u);
+        else if (header_name_is(name, "forwarded")) join(request_.forwarded, value, forwarded_);
+        else if (header_name_is(name, "x-forwarded-for")) join(request_.x_forwarded_for, value, x_forwarded_for_);
+    }
+
+    // The request so far; set the remote address fields on it before check().
+    upgrade_request& request() noexcept { return request_; }
+    const upgrade_request& request() const noexcept { return request_; }
+
+private:
+    // Whether a header name equals `lower` (lowercase ASCII), ignoring case.
+    static constexpr bool header_name_is(std::string_view name, std::string_view lower) noexcept {
+        if (name.size() != lower.size()) return false;
+        for (std::size_t i = 0; i < name.size(); ++i) {
+            if (detail::ascii_lower(name[i]) != lower[i]) return false;
+        }
+        return true;
+    }
+
+    void once(std::string_view& field, std::string_view value, unsigned bit) noexcept {
+        if ((seen_ & bit) != 0) {
+            request_.repeated_security_header = true;
+            return;
+        }
+        seen_ |= bit;
+        field = value;
+    }
+
+    void join(std::string_view& field, std::string_view value, std::array<char, JoinBytes>& buffer) noexcept {
+        if (value.empty() || request_.forwarded_over_cap) return;
+        if (field.empty()) {
+            field = value;  // one line: a view of the stack's own value
+            return;
+        }
+        const std::size_t size = field.size();
+        if (value.size() > JoinBytes || size + 2 > JoinBytes - value.size()) {
+            request_.forwarded_over_cap = true;
+            field = {};
+            return;
+        }
+        if (field.data() != buffer.data()) std::memcpy(buffer.data(), field.data(), size);  // the first line
+        buffer[size] = ',';
+        buffer[size + 1] = ' ';
+        std::memcpy(buffer.data() + size + 2, value.data(), value.size());
+        field = std::string_view(buffer.data(), size + 2 + value.size());
+    }
+
+    upgrade_request request_;
+    unsigned seen_ = 0;  // one bit per once() header
+    std::array<char, JoinBytes> forwarded_;
+    std::array<char, JoinBytes> x_forwarded_for_;
+};
+using upgrade_request_builder = basic_upgrade_request_builder<>;
+
+// How a route authenticates its handshakes.
+enum class ticket_requirement : std::uint8_t {
+    required,  // a valid one-time ticket or no upgrade (the default)
+    none,      // no ticket: the application authenticates some other way
+};
+
+// One endpoint. Two routes may have different allowlists and audiences.
+struct route_config {
+    std::string path = {};                    // exact path, e.g. "/ws"
+    std::vector<std::string> origins = {};    // origin_policy patterns
+    wsguard::origin_options origin_options{};  // e.g. allow_missing_origin for native clients
+    std::vector<std::string> hosts = {};      // host_allowlist patterns; empty: Host is not checked
+    bool deny_cross_site = true;              // refuse Sec-Fetch-Site: cross-site
+    ticket_requirement ticket = ticket_requirement::required;
+    std::string audience = {};                // what the issuer bound the ticket to, e.g. "app.example.com/ws"
+    bool ticket_in_query = true;              // accept "?ticket=" when the subprotocol carries none
+    // Concurrent connections per verified ticket subject (user); 0: no cap.
+    // At the cap a new connection is refused (too_many_connections_for_subject),
+    // never an old one evicted: evicting would let a stolen ticket's holder
+    // disconnect the real user, and the refused client can retry or close a tab.
+    std::uint32_t max_connections_per_subject = 0;
+};
+
+// One refusal, as the logging hook sees it. Every text is bounded, printable
+// ASCII (anything else shown as '?'), so it is safe to write to a log line.
+WSGUARD_DETAIL_SET_DEPRECATED_BEGIN  // quiet implicit members: see the macro
+struct refusal_event {
+    wsguard::decision decision;  // the refusal, with its retry_after when it sets one
+    std::string_view route;    // the configured path, or the request's (truncated) when no route matched
+    std::string_view origin;   // lowercased, truncated Origin ("" when absent)
+    // The client's rate-limit key: "192.0.2.1" or "2001:db8:0:1::/64" (RFC 5952),
+    // the client behind trusted proxies, for every refusal; when the client
+    // could not be resolved, the proxy that sent the request, or the
+    // sanitized, truncated peer text when even that is not an address.
+    std::string_view address;
+    // 0.1 spelling, set by the library alongside decision.
+    [[deprecated("use refusal_event::decision.reason; removed in 0.3")]]
+    wsguard::reason reason = wsguard::reason::ok;
+};
+WSGUARD_DETAIL_SET_DEPRECATED_END
+
+template <class ReplayStore>
+struct basic_handshake_config {
+    std::vector<route_config> routes;
+    // Verifies tickets for every route that requires one; must outlive the guard.
+    const ticket_verifier<ReplayStore>* verifier = nullptr;
+
+    // Per-address handshake rate (token bucket) and concurrent connection cap.
+    std::uint64_t handshakes_per_second = 10;
+    std::uint32_t handshake_burst = 20;
+    std::uint32_t max_connections_per_address = 32;
+    std::uint32_t max_connections_total = 100000;
+    std::size_t address_table_capacity = 65536;  // distinct addresses tracked at once (fixed memory)
+    address_key_options address_options{};       // IPv6 grouped by /64 by default
+    std::size_t subject_table_capacity = 65536;  // subjects tracked at once per capped route (exact)
+
+    // Bans a client after repeated forged tickets, checked before any MAC is
+    // computed (penalty_box; on by default: 20 forgeries, then 5 minutes).
+    penalty_options penalty{};
+
+    // The proxies in front of the server. When set, the client that the
+    // per-address rate limit, connection cap, penalty box and refusal reports
+    // use is trusted_proxies->resolve(peer, forwarded, x_forwarded_for), and a
+    // refusal of the resolver (forwarded_malformed, ...) is the decision.
+    std::optional<wsguard::trusted_proxies> trusted_proxies;
+
+    // A header longer than this is refused as request_malformed before any parsing.
+    std::size_t max_field_bytes = 4096;
+
+    // Called once per refusal, at most refusal_reports_per_second (burst
+    // refusal_report_burst); further refusals are only counted.
+    std::function<void(const refusal_event&)> on_refusal;
+    std::uint64_t refusal_reports_per_second = 20;
+    std::uint32_t refusal_report_burst = 50;
+};
+using handshake_config = basic_handshake_config<memory_replay_store>;
+
+// The slots one upgraded connection holds: its address's connection slot and,
+// on a route with max_connections_per_subject, its subject's. Keep it as long
+// as the connection; destroying it (or release()) gives both back.
+class handshake_permit {
+public:
+    handshake_permit() noexcept = default;
+
+    // True while the permit holds the connection (not after release()).
+    explicit operator bool() const noexcept { return static_cast<bool>(address_); }
+    // ok, or the refusal that stopped the connection (too_many_connections,
+    // too_many_connections_for_subject). A default-constructed permit reads
+    // as refused.
+    wsguard::decision decision() const noexcept { return decision_; }
+    // Gives both slots back now. Idempotent.
+    void release() noexcept {
+        subject_.release();
+        address_.release();
+    }
+
+    const connection_limiter<address_key>::permit& address() const noexcept { return address_; }
+    const connection_limiter<std::string_view>::permit& subject() const noexcept { return subject_; }
+
+private:
+    template <class>
+    friend class basic_handshake_guard;
+
+    connection_limiter<address_key>::permit address_;
+    connection_limiter<std::string_view>::permit subject_;
+    wsguard::decision decision_{reason::too_many_connections, connection_limiter<address_key>::refusal_retry_after};
+};
+
+// What the stack must do with one upgrade request.
+class [[nodiscard]] handshake_outcome {
+public:
+    using connection_permit = handshake_permit;
+
+    wsguard::decision decision;
+
+    bool allowed() const noexcept { return decision.allowed(); }
+    explicit operator bool() const noexcept { return allowed(); }
+    // 0 when allowed (answer 101); otherwise the status to answer instead.
+    int http_status() const noexcept { return decision.http_status(); }
+    // A short plain-text body for the refusal: the reason's stable name.
+    std::string_view body() const noexcept { return allowed() ? std::string_view() : to_string(decision.reason); }
+    // > 0: send "Retry-After: <n>" with the refusal (429).
+    std::int64_t retry_after_seconds() const noexcept { return decision.retry_after_seconds(); }
+    // The Sec-WebSocket-Protocol value to answer with ("wsguard.v1"), or empty
+    // for none. Never the ticket: echoing it would log it in every proxy.
+    std::string_view subprotocol() const noexcept { return subprotocol_; }
+    // The verified ticket's claims (subject, scopes); empty without a ticket.
+    const ticket_claims& claims() const noexcept { return claims_; }
+    // The route that matched (its configured path), empty if none did.
+    std::string_view route() const noexcept { return route_; }
+
+    // Keep this alive as long as the connection: destroying it (or the
+    // outcome) gives the per-address (and per-subject) connection slots back.
+    connection_permit& permit() noexcept { return permit_; }
+    connection_permit take_permit() noexcept { return std::move(permit_); }
+
+private:
+    template <class>
+    friend class basic_handshake_guard;
+
+    std::string_view subprotocol_;
+    std::string_view route_;
+    ticket_claims claims_;
+    connection_permit permit_;
+};
+
+// Reason phrase for a status line ("403 Forbidden"): refusals, and the ticket endpoint's 200 and 204.
+constexpr std::string_view http_reason_phrase(int status) noexcept {
+    switch (status) {
+        case 200: return "OK";
+        case 204: return "No Content";
+        case 400: return "Bad Request";
+        case 401: return "Unauthorized";
+        case 403: return "Forbidden";
+        case 404: return "Not Found";
+        case 405: return "Method Not Allowed";
+        case 408: return "Request Timeout";
+        case 429: return "Too Many Requests";
+        case 431: return "Request Header Fields Too Large";
+        case 500: return "Internal Server Error";
+        case 503: return "Service Unavailable";
+        default: return "Error";
+    }
+}
+
+namespace detail {
+
+// Index of a reason in reason_table, for per-reason counters.
+constexpr std::size_t handshake_reason_index(reason r) noexcept {
+    for (std::size_t i = 0; i < std::size(reason_table); ++i) {
+        if (reason_table[i].value == r) return i;
+    }
+    return std::size(reason_table);  // the "unknown" counter
+}
+
+// Copies `text` into `out` for a log line: lowercased, printable ASCII only,
+// truncated with "..." so a hostile header cannot forge or flood log lines.
+template <std::size_t N>
+inline std::string_view handshake_log_text(std::string_view text, std::array<char, N>& out) noexcept {
+    static_assert(N > 3, "room for the ellipsis");
+    const bool truncated = text.size() > N;
+    const std::size_t n = truncated ? N - 3 : text.size();
+    for (std::size_t i = 0; i < n; ++i) {
+        const char c = ascii_lower(text[i]);
+        out[i] = (c >= 0x21 && c <= 0x7e) ? c : '?';
+    }
+    if (!truncated) return std::string_view(out.data(), n);
+    out[N - 3] = out[N - 2] = out[N - 1] = '.';
+    return std::string_view(out.data(), N);
+}
+
+// "192.0.2.1" or "2001:db8:0:1::/64" (RFC 5952): the key the limiter counted.
+inline std::string_view handshake_address_text(const address_key& key, unsigned ipv6_prefix,
+                                               std::array<char, 48>& out) noexcept {
+    std::uint8_t bytes[16];
+    std::memcpy(bytes, key.bytes(), 16);
+    char text[40];
+    std::size_t n = proxy_address_text(bytes, text);
+    std::memcpy(out.data(), text, n);
+    if (!key.is_ipv4()) {
+        const int suffix = std::snprintf(out.data() + n, out.size() - n, "/%u", ipv6_prefix > 128 ? 128 : ipv6_prefix);
+        if (suffix > 0) n += static_cast<std::size_t>(suffix);
+    }
+    return std::string_view(out.data(), std::min(n, out.size() - 1));
+}
+
+// Whether the Sec-WebSocket-Protocol list offers `protocol` (case-sensitive).
+inline bool handshake_offers_protocol(std::string_view header, std::string_view protocol) noexcept {
+    return header_list_has(header, [protocol](std::string_view token) { return token == protocol; });
+}
+
+}  // namespace detail
+
+// Composes the components for one upgrade request, cheapest checks first:
+// request shape → route → Origin / Host / Sec-Fetch-Site → penalty box →
+// per-address rate and connection cap → ticket → per-subject cap (the MAC is
+// the expensive step, so it comes late: a flood of forged tickets is rate
+// limited, and its sender banned, before it is verified).
+template <class ReplayStore = memory_replay_store>
+class basic_handshake_guard {
+public:
+    using config = basic_handshake_config<ReplayStore>;
+
+    static result<basic_handshake_guard> create(config cfg) {
+        using failure = result<basic_handshake_guard>;
+        if (cfg.routes.empty()) return failure::failure("handshake_guard: configure at least one route");
+        if (cfg.max_field_bytes < 256) return failure::failure("handshake_guard: max_field_bytes must be at least 256");
+        basic_handshake_guard guard;
+        for (route_config& rc : cfg.routes) {
+            const std::string where = "handshake_guard route \"" + rc.path + "\": ";
+            if (rc.path.empty() || rc.path.front() != '/' || rc.path.find('?') != std::string::npos)
+                return failure::failure(where + "path must start with '/' and hold no query");
+            for (const route& existing : guard.routes_) {
+                if (existing.path == rc.path) return failure::failure(where + "path is configured twice");
+            }
+            auto origins = origin_policy::create(rc.origins, rc.origin_options);
+            if (!origins) return failure::failure(where + origins.error());
+            std::optional<host_allowlist> hosts;
+            if (!rc.hosts.empty()) {
+                auto allowlist = host_allowlist::create(rc.hosts);
+                if (!allowlist) return failure::failure(where + allowlist.error());
+                hosts.emplace(std::move(allowlist).value());
+            }
+            if (rc.ticket == ticket_requirement::required) {
+                if (cfg.verifier == nullptr)
+                    return failure::failure(where + "requires tickets but the config has no verifier");
+                if (rc.audience.empty())
+                    return failure::failure(where + "requires tickets but has no audience (e.g. \"app.example.com" +
+                                            rc.path + "\")");
+            }
+            std::optional<connection_limiter<std::string_view>> subjects;
+            if (rc.max_connections_per_subject != 0) {
+                if (rc.ticket != ticket_requirement::required)
+                    return failure::failure(where + "max_connections_per_subject needs tickets (the subject is the ticket's)");
+                auto limiter = connection_limiter<std::string_view>::create(
+                    {rc.max_connections_per_subject, cfg.subject_table_capacity});
+                if (!limiter) return failure::failure(where + limiter.error());
+                subjects.emplace(std::move(limiter).value());
+            }
+            guard.routes_.push_back(route{rc.path, std::move(origins).value(), std::move(hosts), rc.deny_cross_site,
+                                          rc.ticket, rc.audience, rc.ticket_in_query, std::move(subjects)});
+        }
+        if (cfg.penalty.enabled) {
+            auto penalty = penalty_box::create(cfg.penalty);
+            if (!penalty) return failure::failure("handshake_guard: " + penalty.error());
+            guard.penalty_.emplace(std::move(penalty).value());
+        }
+        auto rate = keyed_limiter<address_key>::create(
+            {wsguard::rate::per_second(cfg.handshakes_per_second), cfg.handshake_burst, cfg.address_table_capacity});
+        if (!rate) return failure::failure("handshake_guard: " + rate.error());
+        auto connections = connection_limiter<address_key>::create(
+            {cfg.max_connections_per_address, cfg.address_table_capacity, cfg.max_connections_total});
+        if (!connections) return failure::failure("handshake_guard: " + connections.error());
+        auto reports = token_bucket::create(
+            {wsguard::rate::per_second(cfg.refusal_reports_per_second), cfg.refusal_report_burst});
+        if (!reports) return failure::failure("handshake_guard: refusal reports: " + reports.error());
+
+        guard.verifier_ = cfg.verifier;
+        guard.rate_.emplace(std::move(rate).value());
+        guard.connections_.emplace(std::move(connections).value());
+        guard.report_budget_.reset(new (std::nothrow) token_bucket(std::move(reports).value()));
+        guard.counters_.reset(new (std::nothrow) counters());
+        if (!guard.report_budget_ || !guard.counters_) return failure::failure("handshake_guard: out of memory");
+        guard.address_options_ = cfg.address_options;
+        guard.trusted_proxies_ = std::move(cfg.trusted_proxies);
+        guard.max_field_bytes_ = cfg.max_field_bytes;
+        guard.on_refusal_ = std::move(cfg.on_refusal);
+        return failure::success(std::move(guard));
+    }
+
+    handshake_outcome check(const upgrade_request& request) noexcept {
+        return check(request, std::chrono::steady_clock::now(), std::chrono::system_clock::now());
+    }
+
+    // `steady_now` drives the rate limits, `wall_now` the ticket lifetime.
+    handshake_outcome check(const upgrade_request& request, std::chrono::steady_clock::time_point steady_now,
+                            std::chrono::system_clock::time_point wall_now) noexcept {
+        handshake_outcome out;
+        // Resolved up front (a few dozen nanoseconds, bounded, no allocation)
+        // so that every refusal report names the client, also those decided
+        // before the rate limits.
+        const client_address client = resolve_client(request);
+        out.decision = decide(request, steady_now, wall_now, out, client);
+        if (!out.allowed()) {
+            out.permit_.release();
+            out.subprotocol_ = {};
+            out.claims_.clear();
+            report(out.decision, request, out.route_, client, steady_now);
+        }
+        counters_->by_reason[detail::handshake_reason_index(out.decision.reason)].fetch_add(1, std::memory_order_relaxed);
+        return out;
+    }
+
+    // How many requests ended with `r` since construction (ok counts upgrades).
+    std::uint64_t count(reason r) const noexcept {
+        return counters_->by_reason[detail::handshake_reason_index(r)].load(std::memory_order_relaxed);
+    }
+    // Refusals counted but not passed to on_refusal (over the report rate).
+    std::uint64_t suppressed_reports() const noexcept { return counters_->suppressed.load(std::memory_order_relaxed); }
+    // Live connections across all addresses (permits not yet released).
+    std::uint32_t live_connections() const noexcept { return connections_->total(); }
+
+private:
+    struct route {
+        std::string path;
+        origin_policy origins;
+        std::optional<host_allowlist> hosts;
+        bool deny_cross_site;
+        ticket_requirement ticket;
+        std::string audience;
+        bool ticket_in_query;
+        // max_connections_per_subject; mutable: routes are matched through const
+        // pointers, and the limiter synchronises itself.
+        mutable std::optional<connection_limiter<std::string_view>> subjects;
+    };
+    struct counters {
+        std::array<std::atomic<std::uint64_t>, std::size(detail::reason_table) + 1> by_reason{};
+        std::atomic<std::uint64_t> suppressed{0};
+    };
+
+    basic_handshake_guard() = default;
+
+    bool field_too_long(const upgrade_request& r) const noexcept {
+        for (std::string_view field : {r.method, r.path, r.query, r.origin, r.host, r.sec_fetch_site,
+                                       r.sec_websocket_protocol, r.remote_address, r.forwarded, r.x_forwarded_for}) {
+            if (field.size() > max_field_bytes_) return true;
+        }
+        return false;
+    }
+
+    decision decide(const upgrade_request& request, std::chrono::steady_clock::time_point steady_now,
+                    std::chrono::system_clock::time_point wall_now, handshake_outcome& out,
+                    const client_address& client) noexcept {
+        // 1. Request shape and route.
+        if (field_too_long(request) || request.forwarded_over_cap) return reason::request_malformed;
+        if (request.repeated_security_header) return reason::security_header_repeated;
+        if (request.method != "GET") return reason::method_not_get;
+        std::string_view path = request.path;
+        std::string_view query = request.query;
+        if (const std::size_t mark = path.find('?'); mark != std::string_view::npos) {
+            if (query.empty()) query = path.substr(mark + 1);
+            path = path.substr(0, mark);
+        }
+        const route* matched = nullptr;
+        for (const route& r : routes_) {
+            if (r.path == path) {
+                matched = &r;
+                break;
+            }
+        }
+        if (matched == nullptr) return reason::route_not_found;
+        out.route_ = matched->path;
+
+        // 2. Origin, Host, Sec-Fetch-Site: string checks, no state.
+        if (decision d = matched->origins.check(request.origin); !d) return d;
+        if (matched->hosts) {
+            if (decision d = matched->hosts->check(request.host); !d) return d;
+        }
+        if (matched->deny_cross_site) {
+            if (decision d = check_sec_fetch_site(request.sec_fetch_site); !d) return d;
+        }
+
+        // 3. Per-client penalty box, rate limit, then the connection cap.
+        if (!client) return client.decision;
+        const address_key address = client.key(address_options_);
+        // Every table line the check will touch is requested here, together:
+        // with large tables each is a cache miss, and waited for one after
+        // another they cost more than the MAC (issue 11). The replay store's
+        // line then arrives while the MAC is computed. Only public inputs (the
+        // address, the ticket's nonce) choose the lines.
+        using prepared_address = detail::limits_key_traits<address_key>::digest;
+        const prepared_address penalty_key = penalty_ ? penalty_->prepare(address) : prepared_address{};
+        const prepared_address rate_key = rate_->prepare(address);
+        const prepared_address connection_key = connections_->prepare(address);
+        ticket_source source;
+        if (matched->ticket == ticket_requirement::required) {
+            source = ticket_from_subprotocol(request.sec_websocket_protocol);
+            if (!source && matched->ticket_in_query) source = ticket_from_query(query);
+            if (source) {
+                if (const detail::replay_slot* slot = verifier_->spend_slot(presented_ticket(source.ticket)))
+                    detail::limits_prefetch(*slot);
+            }
+        }
+        if (penalty_) {
+            if (decision d = penalty_->check_prepared(penalty_key, steady_now); !d) return d;
+        }
+        if (decision d = rate_->try_acquire_prepared(rate_key, steady_now); !d) return d;
+        out.permit_.address_ = connections_->try_acquire_prepared(connection_key);
+        out.permit_.decision_ = out.permit_.address_.decision();
+        if (!out.permit_) return out.permit_.decision();
+
+        // 4. The ticket: MAC and replay store last.
+        if (matched->ticket == ticket_requirement::none) return decision::allow();
+        if (!source) return source.decision;
+        if (decision d = verifier_->verify(presented_ticket(source.ticket), expected_origin(request.origin),
+                                                 expected_audience(matched->audience), out.claims_, wall_now); !d) {
+            if (penalty_) static_cast<void>(penalty_->record_failure(address, d.reason, steady_now));
+            return d;
+        }
+        // 5. Per-subject cap, once the subject is authentic (the ticket is spent).
+        if (matched->subjects) {
+            out.permit_.subject_ = matched->subjects->try_acquire(out.claims_.subject());
+            if (!out.permit_.subject_) {
+                out.permit_.decision_ = decision(reason::too_many_connections_for_subject,
+                                                 connection_limiter<std::string_view>::refusal_retry_after);
+                return out.permit_.decision_;
+            }
+        }
+        // Echo the marker whenever the client offered it (also with a query
+        // ticket): clients such as Node's ws fail a connection whose offered
+        // subprotocols all went unanswered.
+        if (detail::handshake_offers_protocol(request.sec_websocket_protocol, ticket_subprotocol))
+            out.subprotocol_ = ticket_subprotocol;
+        return decision::allow();
+    }
+
+    // The client: the peer itself, or the client behind trusted proxies.
+    client_address resolve_client(const upgrade_request& r) const noexcept {
+        const bool raw = r.remote_address_bytes != nullptr;
+        if (!trusted_proxies_)
+            return raw ? client_address::from_peer_bytes(r.remote_address_bytes, r.remote_address_size)
+                       : client_address::from_peer(r.remote_address);
+        return raw ? trusted_proxies_->resolve_bytes(r.remote_address_bytes, r.remote_address_size, r.forwarded,
+                                                     r.x_forwarded_for)
+                   : trusted_proxies_->resolve(r.remote_address, r.forwarded, r.x_forwarded_for);
+    }
+
+    void report(wsguard::decision d, const upgrade_request& request, std::string_view route_path, const client_address& client,
+                std::chrono::steady_clock::time_point now) noexcept {
+        if (!on_refusal_) return;
+        if (!report_budget_->try_acquire(now)) {
+            counters_->suppressed.fetch_add(1, std::memory_order_relaxed);
+            return;
+        }
+        std::array<char, 128> origin_text{};
+        std::array<char, 64> route_text{};
+        std::array<char, 48> address_text{};
+        refusal_event event;
+        event.decision = d;
+        WSGUARD_DETAIL_SET_DEPRECATED_BEGIN
+        event.reason = d.reason;
+        WSGUARD_DETAIL_SET_DEPRECATED_END
+        event.route = route_path.empty() ? detail::handshake_log_text(request.path, route_text) : route_path;
+        event.origin = detail::handshake_log_text(request.origin, origin_text);
+        // The client; else the proxy whose headers could not be resolved; else
+        // the peer text, sanitized and truncated (raw bytes of a bad size: "").
+        const client_address named = client ? client
+                                     : request.remote_address_bytes != nullptr
+                                         ? client_address::from_peer_bytes(request.remote_address_bytes,
+                                                                           request.remote_address_size)
+                                         : client_address::from_peer(request.remote_address);
+        if (named) {
+            event.address = detail::handshake_address_text(named.key(address_options_), address_options_.ipv6_prefix,
+                                                           address_text);
+        } else if (request.remote_address_bytes == nullptr) {
+            event.address = detail::handshake_log_text(request.remote_address, address_text);
+        }
+        on_refusal_(event);
+    }
+
+    std::vector<route> routes_;
+    const ticket_verifier<ReplayStore>* verifier_ = nullptr;
+    std::optional<keyed_limiter<address_key>> rate_;
+    std::optional<connection_limiter<address_key>> connections_;
+    std::optional<penalty_box> penalty_;
+    std::unique_ptr<token_bucket> report_budget_;
+    std::unique_ptr<counters> counters_;
+    address_key_options address_options_{};
+    std::optional<trusted_proxies> trusted_proxies_;
+    std::size_t max_field_bytes_ = 4096;
+    std::function<void(const refusal_event&)> on_refusal_;
+};
+
+using handshake_guard = basic_handshake_guard<memory_replay_store>;
+
+}  // inline namespace WSGUARD_ABI_NS
+}  // namespace wsguard
+
+
+// ===========================================================================
+// 11. Frames: frame_guard, inflate_budget
 // ===========================================================================
 //
 // frame_guard reads the first bytes of each RFC 6455 frame (2 to 14 bytes of
@@ -6000,1103 +7183,5 @@ private:
 }  // inline namespace WSGUARD_ABI_NS
 }  // namespace wsguard
 
-// ===========================================================================
-// 8. handshake_guard: the one call that composes them
-// ===========================================================================
-
-namespace wsguard {
-inline namespace WSGUARD_ABI_NS {
-
-// What a stack knows about one upgrade request, borrowed for the call. Every
-// field is the raw header value as the stack's parser gives it; an empty view
-// means the header was absent.
-struct upgrade_request {
-    std::string_view method = {};                  // "GET"
-    std::string_view path = {};                    // "/ws"; a "?query" tail is split off if present
-    std::string_view query = {};                   // "ticket=..." without '?'; may be empty
-    std::string_view origin = {};                  // Origin
-    std::string_view host = {};                    // Host
-    std::string_view sec_fetch_site = {};          // Sec-Fetch-Site
-    std::string_view sec_websocket_protocol = {};  // Sec-WebSocket-Protocol, e.g. "wsguard.v1, <ticket>"
-    // The socket's peer: "203.0.113.7", "203.0.113.7:5000", "[2001:db8::1]:443".
-    // Behind a PROXY protocol balancer, the header's source instead (after
-    // checking the balancer is trusted): proxy_header::source_text(), or
-    // source_bytes() with size 16 below; for LOCAL/UNKNOWN, the socket's peer.
-    std::string_view remote_address = {};
-    // Raw peer address (4 or 16 bytes, network order); used instead of
-    // remote_address when set, so stacks with a sockaddr need not format it.
-    const std::uint8_t* remote_address_bytes = nullptr;
-    std::size_t remote_address_size = 0;
-    // Every Forwarded (RFC 7239) line and every X-Forwarded-For line, each
-    // joined with ", " in arrival order. Read only when the config has
-    // trusted_proxies and the peer is one of them; otherwise ignored.
-    std::string_view forwarded = {};
-    std::string_view x_forwarded_for = {};
-    // Origin, Host, Sec-Fetch-Site or Sec-WebSocket-Protocol came on more than
-    // one line: refused as security_header_repeated before any is read.
-    // upgrade_request_builder sets it; a stack that fills the fields by hand
-    // must count the lines itself.
-    bool repeated_security_header = false;
-    // The Forwarded / X-Forwarded-For lines did not fit upgrade_request_builder's
-    // buffer: refused as request_malformed, as one line over max_field_bytes is.
-    bool forwarded_over_cap = false;
-};
-
-// Fills an upgrade_request from the stack's own header iteration, so that no
-// stack copies the field assignments by hand or misses a repeated header. Feed
-// it every header line in arrival order; names compare case-insensitively,
-// values are kept as views of the stack's storage (which must outlive the
-// check). No allocation, no exceptions.
-//
-//   wsguard::upgrade_request_builder build(method, target);  // target: "/ws?ticket=..."
-//   for (const auto& [name, value] : headers) build.add(name, value);
-//   build.request().remote_address = peer;                    // the stack knows the peer
-//   wsguard::handshake_outcome outcome = guard.check(build.request());
-//
-// - Origin, Host, Sec-Fetch-Site and Sec-WebSocket-Protocol must come on one
-//   line each; a second line sets repeated_security_header. Two lines are two
-//   chances for parsers to disagree (a proxy or a log reads the first, the
-//   stack the last). RFC 6454 7.3: one Origin; RFC 9112 3.2: 400 for more
-//   than one Host; Fetch: one Sec-Fetch-Site. RFC 6455 11.3.4 lets
-//   Sec-WebSocket-Protocol repeat as a split list, but it carries the ticket,
-//   and browsers (and Node ws, Python websockets, Go) send one line: a split
-//   list is refused rather than read one way here and another by the stack
-//   that picks the subprotocol.
-// - Forwarded and X-Forwarded-For legitimately repeat (a line per proxy):
-//   their lines are joined with ", " in arrival order (empty lines add no
-//   element). One line stays a view; from the second on they are copied into
-//   a fixed buffer of JoinBytes per header inside the builder. A join that
-//   does not fit sets forwarded_over_cap, which the guard refuses: never
-//   truncated, since a cut list would name another client. Keep JoinBytes at
-//   least handshake_config::max_field_bytes (both 4096 by default), so the
-//   builder is never stricter than the guard.
-// The request's views point into the builder: keep it alive, in place (it
-// cannot be copied), until check() returns.
-template <std::size_t JoinBytes = 4096>
-class basic_upgrade_request_builder {
-public:
-    basic_upgrade_request_builder(std::string_view method, std::string_view target) noexcept {
-        request_.method = method;
-        request_.path = target;  // the guard splits a "?query" tail off
-    }
-    basic_upgrade_request_builder(const basic_upgrade_request_builder&) = delete;
-    basic_upgrade_request_builder& operator=(const basic_upgrade_request_builder&) = delete;
-
-    // One header line, name and value as the stack parsed them. Other names are ignored.
-    void add(std::string_view name, std::string_view value) noexcept {
-        if (header_name_is(name, "origin")) once(request_.origin, value, 1u);
-        else if (header_name_is(name, "host")) once(request_.host, value, 2u);
-        else if (header_name_is(name, "sec-fetch-site")) once(request_.sec_fetch_site, value, 4u);
-        else if (header_name_is(name, "sec-websocket-protocol")) once(request_.sec_websocket_protocol, value, 8u);
-        else if (header_name_is(name, "forwarded")) join(request_.forwarded, value, forwarded_);
-        else if (header_name_is(name, "x-forwarded-for")) join(request_.x_forwarded_for, value, x_forwarded_for_);
-    }
-
-    // The request so far; set the remote address fields on it before check().
-    upgrade_request& request() noexcept { return request_; }
-    const upgrade_request& request() const noexcept { return request_; }
-
-private:
-    // Whether a header name equals `lower` (lowercase ASCII), ignoring case.
-    static constexpr bool header_name_is(std::string_view name, std::string_view lower) noexcept {
-        if (name.size() != lower.size()) return false;
-        for (std::size_t i = 0; i < name.size(); ++i) {
-            if (detail::ascii_lower(name[i]) != lower[i]) return false;
-        }
-        return true;
-    }
-
-    void once(std::string_view& field, std::string_view value, unsigned bit) noexcept {
-        if ((seen_ & bit) != 0) {
-            request_.repeated_security_header = true;
-            return;
-        }
-        seen_ |= bit;
-        field = value;
-    }
-
-    void join(std::string_view& field, std::string_view value, std::array<char, JoinBytes>& buffer) noexcept {
-        if (value.empty() || request_.forwarded_over_cap) return;
-        if (field.empty()) {
-            field = value;  // one line: a view of the stack's own value
-            return;
-        }
-        const std::size_t size = field.size();
-        if (value.size() > JoinBytes || size + 2 > JoinBytes - value.size()) {
-            request_.forwarded_over_cap = true;
-            field = {};
-            return;
-        }
-        if (field.data() != buffer.data()) std::memcpy(buffer.data(), field.data(), size);  // the first line
-        buffer[size] = ',';
-        buffer[size + 1] = ' ';
-        std::memcpy(buffer.data() + size + 2, value.data(), value.size());
-        field = std::string_view(buffer.data(), size + 2 + value.size());
-    }
-
-    upgrade_request request_;
-    unsigned seen_ = 0;  // one bit per once() header
-    std::array<char, JoinBytes> forwarded_;
-    std::array<char, JoinBytes> x_forwarded_for_;
-};
-using upgrade_request_builder = basic_upgrade_request_builder<>;
-
-// How a route authenticates its handshakes.
-enum class ticket_requirement : std::uint8_t {
-    required,  // a valid one-time ticket or no upgrade (the default)
-    none,      // no ticket: the application authenticates some other way
-};
-
-// One endpoint. Two routes may have different allowlists and audiences.
-struct route_config {
-    std::string path = {};                    // exact path, e.g. "/ws"
-    std::vector<std::string> origins = {};    // origin_policy patterns
-    wsguard::origin_options origin_options{};  // e.g. allow_missing_origin for native clients
-    std::vector<std::string> hosts = {};      // host_allowlist patterns; empty: Host is not checked
-    bool deny_cross_site = true;              // refuse Sec-Fetch-Site: cross-site
-    ticket_requirement ticket = ticket_requirement::required;
-    std::string audience = {};                // what the issuer bound the ticket to, e.g. "app.example.com/ws"
-    bool ticket_in_query = true;              // accept "?ticket=" when the subprotocol carries none
-    // Concurrent connections per verified ticket subject (user); 0: no cap.
-    // At the cap a new connection is refused (too_many_connections_for_subject),
-    // never an old one evicted: evicting would let a stolen ticket's holder
-    // disconnect the real user, and the refused client can retry or close a tab.
-    std::uint32_t max_connections_per_subject = 0;
-};
-
-// One refusal, as the logging hook sees it. Every text is bounded, printable
-// ASCII (anything else shown as '?'), so it is safe to write to a log line.
-WSGUARD_DETAIL_SET_DEPRECATED_BEGIN  // quiet implicit members: see the macro
-struct refusal_event {
-    wsguard::decision decision;  // the refusal, with its retry_after when it sets one
-    std::string_view route;    // the configured path, or the request's (truncated) when no route matched
-    std::string_view origin;   // lowercased, truncated Origin ("" when absent)
-    // The client's rate-limit key: "192.0.2.1" or "2001:db8:0:1::/64" (RFC 5952),
-    // the client behind trusted proxies, for every refusal; when the client
-    // could not be resolved, the proxy that sent the request, or the
-    // sanitized, truncated peer text when even that is not an address.
-    std::string_view address;
-    // 0.1 spelling, set by the library alongside decision.
-    [[deprecated("use refusal_event::decision.reason; removed in 0.3")]]
-    wsguard::reason reason = wsguard::reason::ok;
-};
-WSGUARD_DETAIL_SET_DEPRECATED_END
-
-template <class ReplayStore>
-struct basic_handshake_config {
-    std::vector<route_config> routes;
-    // Verifies tickets for every route that requires one; must outlive the guard.
-    const ticket_verifier<ReplayStore>* verifier = nullptr;
-
-    // Per-address handshake rate (token bucket) and concurrent connection cap.
-    std::uint64_t handshakes_per_second = 10;
-    std::uint32_t handshake_burst = 20;
-    std::uint32_t max_connections_per_address = 32;
-    std::uint32_t max_connections_total = 100000;
-    std::size_t address_table_capacity = 65536;  // distinct addresses tracked at once (fixed memory)
-    address_key_options address_options{};       // IPv6 grouped by /64 by default
-    std::size_t subject_table_capacity = 65536;  // subjects tracked at once per capped route (exact)
-
-    // Bans a client after repeated forged tickets, checked before any MAC is
-    // computed (penalty_box; on by default: 20 forgeries, then 5 minutes).
-    penalty_options penalty{};
-
-    // The proxies in front of the server. When set, the client that the
-    // per-address rate limit, connection cap, penalty box and refusal reports
-    // use is trusted_proxies->resolve(peer, forwarded, x_forwarded_for), and a
-    // refusal of the resolver (forwarded_malformed, ...) is the decision.
-    std::optional<wsguard::trusted_proxies> trusted_proxies;
-
-    // A header longer than this is refused as request_malformed before any parsing.
-    std::size_t max_field_bytes = 4096;
-
-    // Called once per refusal, at most refusal_reports_per_second (burst
-    // refusal_report_burst); further refusals are only counted.
-    std::function<void(const refusal_event&)> on_refusal;
-    std::uint64_t refusal_reports_per_second = 20;
-    std::uint32_t refusal_report_burst = 50;
-};
-using handshake_config = basic_handshake_config<memory_replay_store>;
-
-// The slots one upgraded connection holds: its address's connection slot and,
-// on a route with max_connections_per_subject, its subject's. Keep it as long
-// as the connection; destroying it (or release()) gives both back.
-class handshake_permit {
-public:
-    handshake_permit() noexcept = default;
-
-    // True while the permit holds the connection (not after release()).
-    explicit operator bool() const noexcept { return static_cast<bool>(address_); }
-    // ok, or the refusal that stopped the connection (too_many_connections,
-    // too_many_connections_for_subject). A default-constructed permit reads
-    // as refused.
-    wsguard::decision decision() const noexcept { return decision_; }
-    // Gives both slots back now. Idempotent.
-    void release() noexcept {
-        subject_.release();
-        address_.release();
-    }
-
-    const connection_limiter<address_key>::permit& address() const noexcept { return address_; }
-    const connection_limiter<std::string_view>::permit& subject() const noexcept { return subject_; }
-
-private:
-    template <class>
-    friend class basic_handshake_guard;
-
-    connection_limiter<address_key>::permit address_;
-    connection_limiter<std::string_view>::permit subject_;
-    wsguard::decision decision_{reason::too_many_connections, connection_limiter<address_key>::refusal_retry_after};
-};
-
-// What the stack must do with one upgrade request.
-class [[nodiscard]] handshake_outcome {
-public:
-    using connection_permit = handshake_permit;
-
-    wsguard::decision decision;
-
-    bool allowed() const noexcept { return decision.allowed(); }
-    explicit operator bool() const noexcept { return allowed(); }
-    // 0 when allowed (answer 101); otherwise the status to answer instead.
-    int http_status() const noexcept { return decision.http_status(); }
-    // A short plain-text body for the refusal: the reason's stable name.
-    std::string_view body() const noexcept { return allowed() ? std::string_view() : to_string(decision.reason); }
-    // > 0: send "Retry-After: <n>" with the refusal (429).
-    std::int64_t retry_after_seconds() const noexcept { return decision.retry_after_seconds(); }
-    // The Sec-WebSocket-Protocol value to answer with ("wsguard.v1"), or empty
-    // for none. Never the ticket: echoing it would log it in every proxy.
-    std::string_view subprotocol() const noexcept { return subprotocol_; }
-    // The verified ticket's claims (subject, scopes); empty without a ticket.
-    const ticket_claims& claims() const noexcept { return claims_; }
-    // The route that matched (its configured path), empty if none did.
-    std::string_view route() const noexcept { return route_; }
-
-    // Keep this alive as long as the connection: destroying it (or the
-    // outcome) gives the per-address (and per-subject) connection slots back.
-    connection_permit& permit() noexcept { return permit_; }
-    connection_permit take_permit() noexcept { return std::move(permit_); }
-
-private:
-    template <class>
-    friend class basic_handshake_guard;
-
-    std::string_view subprotocol_;
-    std::string_view route_;
-    ticket_claims claims_;
-    connection_permit permit_;
-};
-
-// Reason phrase for a status line ("403 Forbidden"): refusals, and the ticket endpoint's 200 and 204.
-constexpr std::string_view http_reason_phrase(int status) noexcept {
-    switch (status) {
-        case 200: return "OK";
-        case 204: return "No Content";
-        case 400: return "Bad Request";
-        case 401: return "Unauthorized";
-        case 403: return "Forbidden";
-        case 404: return "Not Found";
-        case 405: return "Method Not Allowed";
-        case 408: return "Request Timeout";
-        case 429: return "Too Many Requests";
-        case 431: return "Request Header Fields Too Large";
-        case 500: return "Internal Server Error";
-        case 503: return "Service Unavailable";
-        default: return "Error";
-    }
-}
-
-namespace detail {
-
-// Index of a reason in reason_table, for per-reason counters.
-constexpr std::size_t handshake_reason_index(reason r) noexcept {
-    for (std::size_t i = 0; i < std::size(reason_table); ++i) {
-        if (reason_table[i].value == r) return i;
-    }
-    return std::size(reason_table);  // the "unknown" counter
-}
-
-// Copies `text` into `out` for a log line: lowercased, printable ASCII only,
-// truncated with "..." so a hostile header cannot forge or flood log lines.
-template <std::size_t N>
-inline std::string_view handshake_log_text(std::string_view text, std::array<char, N>& out) noexcept {
-    static_assert(N > 3, "room for the ellipsis");
-    const bool truncated = text.size() > N;
-    const std::size_t n = truncated ? N - 3 : text.size();
-    for (std::size_t i = 0; i < n; ++i) {
-        const char c = ascii_lower(text[i]);
-        out[i] = (c >= 0x21 && c <= 0x7e) ? c : '?';
-    }
-    if (!truncated) return std::string_view(out.data(), n);
-    out[N - 3] = out[N - 2] = out[N - 1] = '.';
-    return std::string_view(out.data(), N);
-}
-
-// "192.0.2.1" or "2001:db8:0:1::/64" (RFC 5952): the key the limiter counted.
-inline std::string_view handshake_address_text(const address_key& key, unsigned ipv6_prefix,
-                                               std::array<char, 48>& out) noexcept {
-    std::uint8_t bytes[16];
-    std::memcpy(bytes, key.bytes(), 16);
-    char text[40];
-    std::size_t n = proxy_address_text(bytes, text);
-    std::memcpy(out.data(), text, n);
-    if (!key.is_ipv4()) {
-        const int suffix = std::snprintf(out.data() + n, out.size() - n, "/%u", ipv6_prefix > 128 ? 128 : ipv6_prefix);
-        if (suffix > 0) n += static_cast<std::size_t>(suffix);
-    }
-    return std::string_view(out.data(), std::min(n, out.size() - 1));
-}
-
-// Whether a comma-separated header list (optional spaces or tabs around each
-// element) has an element for which `match` is true.
-template <class Match>
-inline bool header_list_has(std::string_view list, Match match) noexcept {
-    while (!list.empty()) {
-        const std::size_t comma = list.find(',');
-        std::string_view token = list.substr(0, comma);
-        list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
-        while (!token.empty() && (token.front() == ' ' || token.front() == '\t')) token.remove_prefix(1);
-        while (!token.empty() && (token.back() == ' ' || token.back() == '\t')) token.remove_suffix(1);
-        if (match(token)) return true;
-    }
-    return false;
-}
-
-// Whether the Sec-WebSocket-Protocol list offers `protocol` (case-sensitive).
-inline bool handshake_offers_protocol(std::string_view header, std::string_view protocol) noexcept {
-    return header_list_has(header, [protocol](std::string_view token) { return token == protocol; });
-}
-
-}  // namespace detail
-
-// Composes the components for one upgrade request, cheapest checks first:
-// request shape → route → Origin / Host / Sec-Fetch-Site → penalty box →
-// per-address rate and connection cap → ticket → per-subject cap (the MAC is
-// the expensive step, so it comes late: a flood of forged tickets is rate
-// limited, and its sender banned, before it is verified).
-template <class ReplayStore = memory_replay_store>
-class basic_handshake_guard {
-public:
-    using config = basic_handshake_config<ReplayStore>;
-
-    static result<basic_handshake_guard> create(config cfg) {
-        using failure = result<basic_handshake_guard>;
-        if (cfg.routes.empty()) return failure::failure("handshake_guard: configure at least one route");
-        if (cfg.max_field_bytes < 256) return failure::failure("handshake_guard: max_field_bytes must be at least 256");
-        basic_handshake_guard guard;
-        for (route_config& rc : cfg.routes) {
-            const std::string where = "handshake_guard route \"" + rc.path + "\": ";
-            if (rc.path.empty() || rc.path.front() != '/' || rc.path.find('?') != std::string::npos)
-                return failure::failure(where + "path must start with '/' and hold no query");
-            for (const route& existing : guard.routes_) {
-                if (existing.path == rc.path) return failure::failure(where + "path is configured twice");
-            }
-            auto origins = origin_policy::create(rc.origins, rc.origin_options);
-            if (!origins) return failure::failure(where + origins.error());
-            std::optional<host_allowlist> hosts;
-            if (!rc.hosts.empty()) {
-                auto allowlist = host_allowlist::create(rc.hosts);
-                if (!allowlist) return failure::failure(where + allowlist.error());
-                hosts.emplace(std::move(allowlist).value());
-            }
-            if (rc.ticket == ticket_requirement::required) {
-                if (cfg.verifier == nullptr)
-                    return failure::failure(where + "requires tickets but the config has no verifier");
-                if (rc.audience.empty())
-                    return failure::failure(where + "requires tickets but has no audience (e.g. \"app.example.com" +
-                                            rc.path + "\")");
-            }
-            std::optional<connection_limiter<std::string_view>> subjects;
-            if (rc.max_connections_per_subject != 0) {
-                if (rc.ticket != ticket_requirement::required)
-                    return failure::failure(where + "max_connections_per_subject needs tickets (the subject is the ticket's)");
-                auto limiter = connection_limiter<std::string_view>::create(
-                    {rc.max_connections_per_subject, cfg.subject_table_capacity});
-                if (!limiter) return failure::failure(where + limiter.error());
-                subjects.emplace(std::move(limiter).value());
-            }
-            guard.routes_.push_back(route{rc.path, std::move(origins).value(), std::move(hosts), rc.deny_cross_site,
-                                          rc.ticket, rc.audience, rc.ticket_in_query, std::move(subjects)});
-        }
-        if (cfg.penalty.enabled) {
-            auto penalty = penalty_box::create(cfg.penalty);
-            if (!penalty) return failure::failure("handshake_guard: " + penalty.error());
-            guard.penalty_.emplace(std::move(penalty).value());
-        }
-        auto rate = keyed_limiter<address_key>::create(
-            {wsguard::rate::per_second(cfg.handshakes_per_second), cfg.handshake_burst, cfg.address_table_capacity});
-        if (!rate) return failure::failure("handshake_guard: " + rate.error());
-        auto connections = connection_limiter<address_key>::create(
-            {cfg.max_connections_per_address, cfg.address_table_capacity, cfg.max_connections_total});
-        if (!connections) return failure::failure("handshake_guard: " + connections.error());
-        auto reports = token_bucket::create(
-            {wsguard::rate::per_second(cfg.refusal_reports_per_second), cfg.refusal_report_burst});
-        if (!reports) return failure::failure("handshake_guard: refusal reports: " + reports.error());
-
-        guard.verifier_ = cfg.verifier;
-        guard.rate_.emplace(std::move(rate).value());
-        guard.connections_.emplace(std::move(connections).value());
-        guard.report_budget_.reset(new (std::nothrow) token_bucket(std::move(reports).value()));
-        guard.counters_.reset(new (std::nothrow) counters());
-        if (!guard.report_budget_ || !guard.counters_) return failure::failure("handshake_guard: out of memory");
-        guard.address_options_ = cfg.address_options;
-        guard.trusted_proxies_ = std::move(cfg.trusted_proxies);
-        guard.max_field_bytes_ = cfg.max_field_bytes;
-        guard.on_refusal_ = std::move(cfg.on_refusal);
-        return failure::success(std::move(guard));
-    }
-
-    handshake_outcome check(const upgrade_request& request) noexcept {
-        return check(request, std::chrono::steady_clock::now(), std::chrono::system_clock::now());
-    }
-
-    // `steady_now` drives the rate limits, `wall_now` the ticket lifetime.
-    handshake_outcome check(const upgrade_request& request, std::chrono::steady_clock::time_point steady_now,
-                            std::chrono::system_clock::time_point wall_now) noexcept {
-        handshake_outcome out;
-        // Resolved up front (a few dozen nanoseconds, bounded, no allocation)
-        // so that every refusal report names the client, also those decided
-        // before the rate limits.
-        const client_address client = resolve_client(request);
-        out.decision = decide(request, steady_now, wall_now, out, client);
-        if (!out.allowed()) {
-            out.permit_.release();
-            out.subprotocol_ = {};
-            out.claims_.clear();
-            report(out.decision, request, out.route_, client, steady_now);
-        }
-        counters_->by_reason[detail::handshake_reason_index(out.decision.reason)].fetch_add(1, std::memory_order_relaxed);
-        return out;
-    }
-
-    // How many requests ended with `r` since construction (ok counts upgrades).
-    std::uint64_t count(reason r) const noexcept {
-        return counters_->by_reason[detail::handshake_reason_index(r)].load(std::memory_order_relaxed);
-    }
-    // Refusals counted but not passed to on_refusal (over the report rate).
-    std::uint64_t suppressed_reports() const noexcept { return counters_->suppressed.load(std::memory_order_relaxed); }
-    // Live connections across all addresses (permits not yet released).
-    std::uint32_t live_connections() const noexcept { return connections_->total(); }
-
-private:
-    struct route {
-        std::string path;
-        origin_policy origins;
-        std::optional<host_allowlist> hosts;
-        bool deny_cross_site;
-        ticket_requirement ticket;
-        std::string audience;
-        bool ticket_in_query;
-        // max_connections_per_subject; mutable: routes are matched through const
-        // pointers, and the limiter synchronises itself.
-        mutable std::optional<connection_limiter<std::string_view>> subjects;
-    };
-    struct counters {
-        std::array<std::atomic<std::uint64_t>, std::size(detail::reason_table) + 1> by_reason{};
-        std::atomic<std::uint64_t> suppressed{0};
-    };
-
-    basic_handshake_guard() = default;
-
-    bool field_too_long(const upgrade_request& r) const noexcept {
-        for (std::string_view field : {r.method, r.path, r.query, r.origin, r.host, r.sec_fetch_site,
-                                       r.sec_websocket_protocol, r.remote_address, r.forwarded, r.x_forwarded_for}) {
-            if (field.size() > max_field_bytes_) return true;
-        }
-        return false;
-    }
-
-    decision decide(const upgrade_request& request, std::chrono::steady_clock::time_point steady_now,
-                    std::chrono::system_clock::time_point wall_now, handshake_outcome& out,
-                    const client_address& client) noexcept {
-        // 1. Request shape and route.
-        if (field_too_long(request) || request.forwarded_over_cap) return reason::request_malformed;
-        if (request.repeated_security_header) return reason::security_header_repeated;
-        if (request.method != "GET") return reason::method_not_get;
-        std::string_view path = request.path;
-        std::string_view query = request.query;
-        if (const std::size_t mark = path.find('?'); mark != std::string_view::npos) {
-            if (query.empty()) query = path.substr(mark + 1);
-            path = path.substr(0, mark);
-        }
-        const route* matched = nullptr;
-        for (const route& r : routes_) {
-            if (r.path == path) {
-                matched = &r;
-                break;
-            }
-        }
-        if (matched == nullptr) return reason::route_not_found;
-        out.route_ = matched->path;
-
-        // 2. Origin, Host, Sec-Fetch-Site: string checks, no state.
-        if (decision d = matched->origins.check(request.origin); !d) return d;
-        if (matched->hosts) {
-            if (decision d = matched->hosts->check(request.host); !d) return d;
-        }
-        if (matched->deny_cross_site) {
-            if (decision d = check_sec_fetch_site(request.sec_fetch_site); !d) return d;
-        }
-
-        // 3. Per-client penalty box, rate limit, then the connection cap.
-        if (!client) return client.decision;
-        const address_key address = client.key(address_options_);
-        // Every table line the check will touch is requested here, together:
-        // with large tables each is a cache miss, and waited for one after
-        // another they cost more than the MAC (issue 11). The replay store's
-        // line then arrives while the MAC is computed. Only public inputs (the
-        // address, the ticket's nonce) choose the lines.
-        using prepared_address = detail::limits_key_traits<address_key>::digest;
-        const prepared_address penalty_key = penalty_ ? penalty_->prepare(address) : prepared_address{};
-        const prepared_address rate_key = rate_->prepare(address);
-        const prepared_address connection_key = connections_->prepare(address);
-        ticket_source source;
-        if (matched->ticket == ticket_requirement::required) {
-            source = ticket_from_subprotocol(request.sec_websocket_protocol);
-            if (!source && matched->ticket_in_query) source = ticket_from_query(query);
-            if (source) {
-                if (const detail::replay_slot* slot = verifier_->spend_slot(presented_ticket(source.ticket)))
-                    detail::limits_prefetch(*slot);
-            }
-        }
-        if (penalty_) {
-            if (decision d = penalty_->check_prepared(penalty_key, steady_now); !d) return d;
-        }
-        if (decision d = rate_->try_acquire_prepared(rate_key, steady_now); !d) return d;
-        out.permit_.address_ = connections_->try_acquire_prepared(connection_key);
-        out.permit_.decision_ = out.permit_.address_.decision();
-        if (!out.permit_) return out.permit_.decision();
-
-        // 4. The ticket: MAC and replay store last.
-        if (matched->ticket == ticket_requirement::none) return decision::allow();
-        if (!source) return source.decision;
-        if (decision d = verifier_->verify(presented_ticket(source.ticket), expected_origin(request.origin),
-                                                 expected_audience(matched->audience), out.claims_, wall_now); !d) {
-            if (penalty_) static_cast<void>(penalty_->record_failure(address, d.reason, steady_now));
-            return d;
-        }
-        // 5. Per-subject cap, once the subject is authentic (the ticket is spent).
-        if (matched->subjects) {
-            out.permit_.subject_ = matched->subjects->try_acquire(out.claims_.subject());
-            if (!out.permit_.subject_) {
-                out.permit_.decision_ = decision(reason::too_many_connections_for_subject,
-                                                 connection_limiter<std::string_view>::refusal_retry_after);
-                return out.permit_.decision_;
-            }
-        }
-        // Echo the marker whenever the client offered it (also with a query
-        // ticket): clients such as Node's ws fail a connection whose offered
-        // subprotocols all went unanswered.
-        if (detail::handshake_offers_protocol(request.sec_websocket_protocol, ticket_subprotocol))
-            out.subprotocol_ = ticket_subprotocol;
-        return decision::allow();
-    }
-
-    // The client: the peer itself, or the client behind trusted proxies.
-    client_address resolve_client(const upgrade_request& r) const noexcept {
-        const bool raw = r.remote_address_bytes != nullptr;
-        if (!trusted_proxies_)
-            return raw ? client_address::from_peer_bytes(r.remote_address_bytes, r.remote_address_size)
-                       : client_address::from_peer(r.remote_address);
-        return raw ? trusted_proxies_->resolve_bytes(r.remote_address_bytes, r.remote_address_size, r.forwarded,
-                                                     r.x_forwarded_for)
-                   : trusted_proxies_->resolve(r.remote_address, r.forwarded, r.x_forwarded_for);
-    }
-
-    void report(wsguard::decision d, const upgrade_request& request, std::string_view route_path, const client_address& client,
-                std::chrono::steady_clock::time_point now) noexcept {
-        if (!on_refusal_) return;
-        if (!report_budget_->try_acquire(now)) {
-            counters_->suppressed.fetch_add(1, std::memory_order_relaxed);
-            return;
-        }
-        std::array<char, 128> origin_text{};
-        std::array<char, 64> route_text{};
-        std::array<char, 48> address_text{};
-        refusal_event event;
-        event.decision = d;
-        WSGUARD_DETAIL_SET_DEPRECATED_BEGIN
-        event.reason = d.reason;
-        WSGUARD_DETAIL_SET_DEPRECATED_END
-        event.route = route_path.empty() ? detail::handshake_log_text(request.path, route_text) : route_path;
-        event.origin = detail::handshake_log_text(request.origin, origin_text);
-        // The client; else the proxy whose headers could not be resolved; else
-        // the peer text, sanitized and truncated (raw bytes of a bad size: "").
-        const client_address named = client ? client
-                                     : request.remote_address_bytes != nullptr
-                                         ? client_address::from_peer_bytes(request.remote_address_bytes,
-                                                                           request.remote_address_size)
-                                         : client_address::from_peer(request.remote_address);
-        if (named) {
-            event.address = detail::handshake_address_text(named.key(address_options_), address_options_.ipv6_prefix,
-                                                           address_text);
-        } else if (request.remote_address_bytes == nullptr) {
-            event.address = detail::handshake_log_text(request.remote_address, address_text);
-        }
-        on_refusal_(event);
-    }
-
-    std::vector<route> routes_;
-    const ticket_verifier<ReplayStore>* verifier_ = nullptr;
-    std::optional<keyed_limiter<address_key>> rate_;
-    std::optional<connection_limiter<address_key>> connections_;
-    std::optional<penalty_box> penalty_;
-    std::unique_ptr<token_bucket> report_budget_;
-    std::unique_ptr<counters> counters_;
-    address_key_options address_options_{};
-    std::optional<trusted_proxies> trusted_proxies_;
-    std::size_t max_field_bytes_ = 4096;
-    std::function<void(const refusal_event&)> on_refusal_;
-};
-
-using handshake_guard = basic_handshake_guard<memory_replay_store>;
-
-}  // inline namespace WSGUARD_ABI_NS
-}  // namespace wsguard
-
-
-// ===========================================================================
-// 9. request_head_budget: caps on the upgrade request's head, byte by byte
-// ===========================================================================
-//
-// For stacks that read raw bytes (an epoll loop, a custom parser): feed every
-// chunk as it arrives, before buffering or parsing it. The budget answers as
-// soon as the answer is known, so a client that streams an endless head or
-// thousands of tiny header lines is refused at the first byte over a cap,
-// and the answer does not depend on how the bytes were split into chunks.
-//
-//   auto verdict = budget.feed(chunk.data(), chunk.size());
-//   if (verdict.status == wsguard::head_status::refused) answer(verdict.decision.http_status());  // 431 or 400
-//   else if (verdict.status == wsguard::head_status::complete) parse(buffer.substr(0, verdict.head_size));
-//
-// Line endings are CRLF only. A bare LF, a bare CR, a NUL byte or an obs-fold
-// continuation line (RFC 9112 5.2) is refused as request_malformed: two
-// parsers that disagree on where a line ends are how requests get smuggled,
-// and no browser sends any of them. Empty lines before the request line are
-// skipped as RFC 9112 2.2 asks (their bytes still count).
-
-namespace wsguard {
-inline namespace WSGUARD_ABI_NS {
-
-struct head_limits {
-    // The whole head: request line, header lines and the blank line (CRLF
-    // included). Browsers send 0.5-2 KB for an upgrade; cookies make it more.
-    std::size_t max_head_bytes = 8 * 1024;
-    // Header field lines after the request line. A browser upgrade has 10-20.
-    std::size_t max_header_lines = 64;
-};
-
-enum class head_status : std::uint8_t {
-    need_more,  // no blank line yet and no cap crossed: read more
-    complete,   // the head ends at head_size (bytes from the first one fed)
-    refused,    // decision says why; nothing more is read
-};
-
-struct [[nodiscard]] head_verdict {
-    head_status status = head_status::need_more;
-    // complete: bytes from the first byte ever fed through the blank line's
-    // LF. Bytes after it (a body, the first WebSocket frame) are not the head's.
-    std::size_t head_size = 0;
-    // ok unless refused: request_head_too_large or too_many_header_lines (431),
-    // request_malformed (400).
-    wsguard::decision decision;
-    // False once refused: the connection gets decision.http_status() and closes.
-    explicit operator bool() const noexcept { return status != head_status::refused; }
-};
-
-class request_head_budget {
-public:
-    static result<request_head_budget> create(head_limits limits = {}) {
-        if (limits.max_head_bytes < 64)
-            return result<request_head_budget>::failure(
-                "request_head_budget: max_head_bytes under 64 cannot hold a request line and a Host header");
-        if (limits.max_head_bytes > 1024 * 1024)
-            return result<request_head_budget>::failure(
-                "request_head_budget: max_head_bytes over 1 MiB; a head that large is an attack, not a browser");
-        if (limits.max_header_lines < 1 || limits.max_header_lines > 10000)
-            return result<request_head_budget>::failure(
-                "request_head_budget: max_header_lines must be 1 to 10000 (a browser upgrade sends 10-20)");
-        return result<request_head_budget>::success(request_head_budget(limits));
-    }
-
-    // Inspects `n` more bytes of the request. After complete or refused,
-    // further calls change nothing and answer the same verdict.
-    head_verdict feed(const char* data, std::size_t n) noexcept;
-    head_verdict feed(std::string_view bytes) noexcept { return feed(bytes.data(), bytes.size()); }
-
-    // The verdict so far (need_more before the first byte).
-    head_verdict verdict() const noexcept { return verdict_; }
-    // Bytes inspected so far (never more than head_size once complete).
-    std::size_t bytes_seen() const noexcept { return bytes_; }
-    // For the next request on the same connection.
-    void reset() noexcept { *this = request_head_budget(limits_); }
-    const head_limits& limits() const noexcept { return limits_; }
-
-private:
-    explicit request_head_budget(head_limits limits) noexcept : limits_(limits) {}
-    head_verdict refuse(reason r) noexcept {
-        verdict_.status = head_status::refused;
-        verdict_.decision = r;
-        return verdict_;
-    }
-
-    head_limits limits_;
-    head_verdict verdict_{};
-    std::size_t bytes_ = 0;
-    std::size_t header_lines_ = 0;
-    std::size_t line_bytes_ = 0;     // bytes of the current line before its CR
-    bool request_line_seen_ = false;
-    bool after_cr_ = false;
-};
-
-inline head_verdict request_head_budget::feed(const char* data, std::size_t n) noexcept {
-    if (verdict_.status != head_status::need_more || data == nullptr) return verdict_;
-    for (std::size_t i = 0; i < n; ++i) {
-        const char c = data[i];
-        if (++bytes_ > limits_.max_head_bytes) return refuse(reason::request_head_too_large);
-        if (after_cr_) {
-            if (c != '\n') return refuse(reason::request_malformed);  // a bare CR
-            after_cr_ = false;
-            if (line_bytes_ == 0 && request_line_seen_) {
-                verdict_.status = head_status::complete;
-                verdict_.head_size = bytes_;
-                return verdict_;
-            }
-            if (line_bytes_ != 0) request_line_seen_ = true;  // else an empty line before the request line
-            line_bytes_ = 0;
-            continue;
-        }
-        if (c == '\r') {
-            after_cr_ = true;
-            continue;
-        }
-        if (c == '\n' || c == '\0') return refuse(reason::request_malformed);  // a bare LF, a NUL
-        if (line_bytes_ == 0 && request_line_seen_) {
-            if (c == ' ' || c == '\t') return refuse(reason::request_malformed);  // obs-fold
-            // Counted at its first byte, so the line over the cap is refused
-            // before the rest of it arrives.
-            if (++header_lines_ > limits_.max_header_lines) return refuse(reason::too_many_header_lines);
-        }
-        ++line_bytes_;
-    }
-    return verdict_;
-}
-
-}  // inline namespace WSGUARD_ABI_NS
-}  // namespace wsguard
-
-// ===========================================================================
-// 10. mint_guard: the application's ticket endpoint (POST /ticket)
-// ===========================================================================
-//
-// The endpoint that turns a login (a cookie) into a ticket is the next thing a
-// cross-site page attacks: if evil.example can make the browser POST /ticket
-// with the user's cookie and read the answer, it has a ticket. mint_guard
-// decides, before the application issues anything:
-//   1. POST only (OPTIONS is the CORS preflight, answered by preflight()).
-//   2. Origin on the allowlist (the same origin_policy rules as the socket).
-//   3. Sec-Fetch-Site, when the browser sends it: cross-site refused (unless
-//      configured), same-site per configuration.
-//   4. A marker header (default "X-Wsguard-Ticket: 1") that no HTML form,
-//      <img>, navigator.sendBeacon or "simple" fetch can send: a browser sends
-//      a custom header cross-origin only after a CORS preflight this guard
-//      answers for the allowed origins alone. A cross-site form POST, which
-//      needs no preflight, therefore never carries it.
-//   5. A per-address rate, then an authenticated subject, then a per-subject
-//      mint rate (keyed, fixed-memory tables, like keyed_limiter).
-// Every answer carries the CORS response headers to send, so a page on
-// another allowed origin can read its ticket and no other page can.
-
-namespace wsguard {
-inline namespace WSGUARD_ABI_NS {
-
-// What the application knows about one request to its ticket endpoint,
-// borrowed for the call. Header values as the parser gives them; an empty view
-// means the header was absent.
-struct mint_request {
-    std::string_view method;          // "POST", or "OPTIONS" for a preflight
-    std::string_view origin;          // Origin
-    std::string_view sec_fetch_site;  // Sec-Fetch-Site
-    std::string_view marker;          // the value of mint_config::marker_header ("X-Wsguard-Ticket")
-    // The user the application authenticated from its cookie or session, or
-    // empty when the caller is not logged in. At most ticket_limits::max_subject bytes.
-    std::string_view subject;
-    // The client (after your trusted-proxy logic), for the per-address rate:
-    // "203.0.113.7", "203.0.113.7:5000", "[2001:db8::1]:443". Required by
-    // check(): neither this nor the bytes below is address_malformed.
-    std::string_view remote_address;
-    // Raw peer address (4 or 16 bytes, network order); used instead of
-    // remote_address when set.
-    const std::uint8_t* remote_address_bytes = nullptr;
-    std::size_t remote_address_size = 0;
-    // Preflight only: Access-Control-Request-Method and -Headers.
-    std::string_view access_control_request_method;
-    std::string_view access_control_request_headers;
-};
-
-struct mint_config {
-    // The pages that may fetch a ticket: origin_policy patterns (exact
-    // origins, whole-label wildcards; never "*" nor "null").
-    std::vector<std::string> origins;
-    // allow_missing_origin lets clients that send no Origin (native apps,
-    // scripts with a bearer token) mint; browsers always send one on a POST.
-    wsguard::origin_options origin_options{};
-    // Sec-Fetch-Site: "same-site" passes with deny_cross_site (the default),
-    // is refused with deny_cross_site_and_same_site.
-    fetch_site_policy fetch_site = fetch_site_policy::deny_cross_site;
-    // Set only when a listed origin is on another site than this endpoint
-    // (app.example.com calling tickets.example.net): the browser then says
-    // "cross-site", and the Origin allowlist alone decides.
-    bool allow_cross_site = false;
-    // The non-simple header the page must send with the value "1". An HTTP
-    // token that is neither CORS-safelisted nor forbidden to scripts.
-    std::string marker_header = "X-Wsguard-Ticket";
-    // Per remote address (IPv6 by /64), spent before the subject is looked
-    // at: caps login guessing and one address minting for many subjects.
-    wsguard::rate address_rate = rate::per_minute(120);
-    std::uint32_t address_burst = 60;
-    std::size_t address_table_capacity = 65536;
-    address_key_options address_options{};
-    // Per authenticated subject: a page fetches one ticket per socket it opens.
-    wsguard::rate subject_rate = rate::per_minute(30);
-    std::uint32_t subject_burst = 20;
-    std::size_t subject_table_capacity = 65536;
-    // How long a browser may cache an allowed preflight (Access-Control-Max-Age).
-    // Chromium caps it at 2 hours, Firefox at 24.
-    std::chrono::seconds preflight_max_age{600};
-};
-
-// One response header to send: views into the request and the guard.
-struct http_header {
-    std::string_view name;
-    std::string_view value;
-};
-
-// The verdict on one request, with the exact headers the response carries.
-// Borrows from the mint_request (the allowed origin) and the guard.
-class [[nodiscard]] mint_answer {
-public:
-    static constexpr std::size_t max_headers = 6;
-
-    wsguard::decision decision;
-
-    bool allowed() const noexcept { return decision.allowed(); }
-    explicit operator bool() const noexcept { return allowed(); }
-    // Allowed: 204 for a preflight, 200 for the POST (the application writes
-    // the ticket into the body). Refused: the reason's status (403, 405, 429, ...).
-    int http_status() const noexcept { return allowed() ? success_status_ : decision.http_status(); }
-    // > 0: send "Retry-After: <n>" (429).
-    std::int64_t retry_after_seconds() const noexcept { return decision.retry_after_seconds(); }
-    // A short plain-text body for a refusal: the reason's stable name.
-    std::string_view body() const noexcept { return allowed() ? std::string_view() : to_string(decision.reason); }
-    // The response headers, allowed or refused (Vary: Origin always; the
-    // Access-Control-Allow-* pair only for an allowed origin).
-    const http_header* begin() const noexcept { return headers_.data(); }
-    const http_header* end() const noexcept { return headers_.data() + header_count_; }
-    std::size_t header_count() const noexcept { return header_count_; }
-
-private:
-    friend class mint_guard;
-    void add(std::string_view name, std::string_view value) noexcept {
-        if (header_count_ < max_headers) headers_[header_count_++] = http_header{name, value};
-    }
-    std::array<http_header, max_headers> headers_{};
-    std::uint8_t header_count_ = 0;
-    std::uint16_t success_status_ = 200;
-};
-
-class mint_guard {
-public:
-    static result<mint_guard> create(mint_config config);
-
-    // POST /ticket. Allowed: issue the ticket for request.subject bound to
-    // request.origin, answer 200 with the answer's headers. Thread-safe.
-    mint_answer check(const mint_request& request) noexcept { return check(request, std::chrono::steady_clock::now()); }
-    mint_answer check(const mint_request& request, std::chrono::steady_clock::time_point now) noexcept;
-
-    // OPTIONS /ticket, the CORS preflight: allowed (204 with
-    // Access-Control-Allow-Origin/-Credentials/-Methods/-Headers/-Max-Age and
-    // Vary) only for an allowed origin asking for POST with the marker header
-    // among Access-Control-Request-Headers; otherwise refused with
-    // only Vary: Origin, so the browser never sends the POST. Spends no rate.
-    mint_answer preflight(const mint_request& request) const noexcept;
-
-    // The header name the page must send ("X-Wsguard-Ticket") with value "1".
-    std::string_view marker_header() const noexcept { return marker_header_; }
-    static constexpr std::string_view marker_value = "1";
-
-private:
-    mint_guard() = default;
-    static std::string validate_marker(std::string_view name);
-    decision decide(const mint_request& request, std::chrono::steady_clock::time_point now) noexcept;
-    decision check_origin_and_site(const mint_request& request) const noexcept;
-    void add_cors(mint_answer& answer, std::string_view origin) const noexcept;
-
-    std::optional<origin_policy> origins_;
-    fetch_site_policy fetch_site_ = fetch_site_policy::deny_cross_site;
-    bool allow_cross_site_ = false;
-    std::string marker_header_;
-    std::string max_age_;
-    address_key_options address_options_{};
-    std::optional<keyed_limiter<address_key>> address_rate_;
-    std::optional<keyed_limiter<std::string_view>> subject_rate_;
-};
-
-namespace detail {
-
-inline bool mint_is_token_char(char c) noexcept {
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
-    return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
-}
-
-// Whether a header-name list (Access-Control-Request-Headers, e.g.
-// "content-type,x-wsguard-ticket") names `header`, ASCII case-insensitive.
-inline bool mint_lists_header(std::string_view list, std::string_view header) noexcept {
-    return header_list_has(list, [header](std::string_view name) { return origin_iequal(name, header); });
-}
-
-}  // namespace detail
-
-inline std::string mint_guard::validate_marker(std::string_view name) {
-    if (name.empty() || name.size() > 64) return "marker_header must be 1 to 64 characters, e.g. X-Wsguard-Ticket";
-    for (char c : name) {
-        if (!detail::mint_is_token_char(c)) return "marker_header \"" + std::string(name) + "\" is not an HTTP token";
-    }
-    // CORS-safelisted headers need no preflight: they would prove nothing.
-    for (std::string_view safelisted : {"accept", "accept-language", "content-language", "content-type", "range"}) {
-        if (detail::origin_iequal(name, safelisted))
-            return "marker_header \"" + std::string(name) +
-                   "\" is CORS-safelisted: a cross-site page may send it without a preflight";
-    }
-    // Forbidden request headers: a page's script cannot set them at all.
-    const std::string_view lower_prefix[] = {"sec-", "proxy-"};
-    for (std::string_view prefix : lower_prefix) {
-        if (name.size() >= prefix.size() && detail::origin_iequal(name.substr(0, prefix.size()), prefix))
-            return "marker_header \"" + std::string(name) + "\" starts with " + std::string(prefix) +
-                   ", which browsers forbid scripts to set";
-    }
-    for (std::string_view forbidden :
-         {"accept-charset", "accept-encoding", "access-control-request-headers", "access-control-request-method",
-          "connection", "content-length", "cookie", "cookie2", "date", "dnt", "expect", "host", "keep-alive", "origin",
-          "referer", "set-cookie", "te", "trailer", "transfer-encoding", "upgrade", "via"}) {
-        if (detail::origin_iequal(name, forbidden))
-            return "marker_header \"" + std::string(name) + "\" is a header browsers forbid scripts to set";
-    }
-    return std::string();
-}
-
-inline result<mint_guard> mint_guard::create(mint_config config) {
-    using failure = result<mint_guard>;
-    mint_guard guard;
-    auto origins = origin_policy::create(config.origins, config.origin_options);
-    if (!origins) return failure::failure("mint_guard: " + origins.error());
-    if (config.origin_options.allow_any_origin_unsafe)
-        return failure::failure(
-            "mint_guard: origin_options.allow_any_origin_unsafe would let every page fetch tickets with the "
-            "user's cookies; list the origins of your pages");
-    guard.origins_.emplace(std::move(origins).value());
-    const std::string marker_error = validate_marker(config.marker_header);
-    if (!marker_error.empty()) return failure::failure("mint_guard: " + marker_error);
-    if (config.preflight_max_age < std::chrono::seconds(0) || config.preflight_max_age > std::chrono::hours(24))
-        return failure::failure("mint_guard: preflight_max_age must be 0 to 86400 s (browsers cap it lower)");
-    auto address_rate =
-        keyed_limiter<address_key>::create(config.address_rate, config.address_burst, config.address_table_capacity);
-    if (!address_rate) return failure::failure("mint_guard: address rate: " + address_rate.error());
-    auto subject_rate = keyed_limiter<std::string_view>::create(config.subject_rate, config.subject_burst,
-                                                                config.subject_table_capacity);
-    if (!subject_rate) return failure::failure("mint_guard: subject rate: " + subject_rate.error());
-    guard.fetch_site_ = config.fetch_site;
-    guard.allow_cross_site_ = config.allow_cross_site;
-    guard.marker_header_ = std::move(config.marker_header);
-    guard.max_age_ = std::to_string(config.preflight_max_age.count());
-    guard.address_options_ = config.address_options;
-    guard.address_rate_.emplace(std::move(address_rate).value());
-    guard.subject_rate_.emplace(std::move(subject_rate).value());
-    return failure::success(std::move(guard));
-}
-
-inline decision mint_guard::check_origin_and_site(const mint_request& request) const noexcept {
-    if (decision d = origins_->check(request.origin); !d) return d;
-    if (allow_cross_site_ && request.sec_fetch_site == "cross-site") return decision::allow();
-    return check_sec_fetch_site(request.sec_fetch_site, fetch_site_);
-}
-
-inline void mint_guard::add_cors(mint_answer& answer, std::string_view origin) const noexcept {
-    // Only an origin that passed the allowlist is echoed; without it the
-    // browser hides the answer from the page. Never "*": credentials need an
-    // exact origin, and "*" would hand tickets to every page.
-    if (!origin.empty()) {
-        answer.add("Access-Control-Allow-Origin", origin);
-        answer.add("Access-Control-Allow-Credentials", "true");
-    }
-}
-
-inline mint_answer mint_guard::preflight(const mint_request& request) const noexcept {
-    mint_answer answer;
-    answer.success_status_ = 204;
-    answer.add("Vary", "Origin");
-    if (request.method != "OPTIONS") {
-        answer.decision = reason::mint_method_not_post;
-        return answer;
-    }
-    // A preflight always has an Origin: without one this is no browser's
-    // preflight, and allow_missing_origin does not apply.
-    if (request.origin.empty()) {
-        answer.decision = reason::origin_missing;
-        return answer;
-    }
-    if (decision d = check_origin_and_site(request); !d) {
-        answer.decision = d;
-        return answer;
-    }
-    // Access-Control-Request-Method is case-sensitive (Fetch: methods are
-    // normalized only for DELETE/GET/HEAD/OPTIONS/POST/PUT, and fetch() sends "POST").
-    if (request.access_control_request_method != "POST") {
-        answer.decision = reason::mint_method_not_post;
-        return answer;
-    }
-    // A browser lists the non-safelisted headers the POST will carry: without
-    // the marker among them, the POST would be refused anyway.
-    if (!detail::mint_lists_header(request.access_control_request_headers, marker_header_)) {
-        answer.decision = reason::mint_not_preflighted;
-        return answer;
-    }
-    add_cors(answer, request.origin);
-    answer.add("Access-Control-Allow-Methods", "POST");
-    answer.add("Access-Control-Allow-Headers", marker_header_);
-    answer.add("Access-Control-Max-Age", max_age_);
-    return answer;
-}
-
-inline mint_answer mint_guard::check(const mint_request& request, std::chrono::steady_clock::time_point now) noexcept {
-    mint_answer answer;
-    answer.add("Vary", "Origin");
-    answer.decision = decide(request, now);
-    if (answer.decision.reason == reason::mint_method_not_post) answer.add("Allow", "POST, OPTIONS");
-    // The pair is sent whenever the origin itself passed, also on a later
-    // refusal (429, 401), so an allowed page can read why and when to retry.
-    if (!request.origin.empty() && check_origin_and_site(request)) add_cors(answer, request.origin);
-    return answer;
-}
-
-inline decision mint_guard::decide(const mint_request& request, std::chrono::steady_clock::time_point now) noexcept {
-    if (request.method != "POST") return reason::mint_method_not_post;
-    if (decision d = check_origin_and_site(request); !d) return d;
-    if (request.marker != marker_value) return reason::mint_not_preflighted;
-    const std::optional<address_key> address =
-        request.remote_address_bytes != nullptr
-            ? address_key::from_bytes(request.remote_address_bytes, request.remote_address_size, address_options_)
-            : address_key::from_endpoint_text(request.remote_address, address_options_);
-    if (!address) return reason::address_malformed;
-    if (decision d = address_rate_->try_acquire(*address, now); !d) return d;  // rate_limited
-    if (request.subject.empty()) return reason::mint_subject_missing;
-    if (request.subject.size() > ticket_limits::max_subject) return reason::ticket_field_too_long;
-    if (decision d = subject_rate_->try_acquire(request.subject, now); !d)
-        return decision(reason::mint_rate_limited, d.retry_after);
-    return decision::allow();
-}
-
-}  // inline namespace WSGUARD_ABI_NS
-}  // namespace wsguard
 
 #endif  // WSGUARD_HPP

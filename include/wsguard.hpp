@@ -5283,8 +5283,7 @@ public:
         state& st = *store.state_;
         st.capacity = capacity;
         st.slot_count = 2 * capacity;  // load factor at most 1/2
-        st.slots.reset(new (std::nothrow) detail::replay_slot[st.slot_count]());
-        if (!st.slots) return failure::failure("memory_replay_store: out of memory for the table");
+        if (!st.slots.allocate(st.slot_count)) return failure::failure("memory_replay_store: out of memory for the table");
         // A keyed hash, so nonces chosen by someone holding a valid MAC cannot
         // be lined up into one long cluster. Not a secret that guards anything else.
         std::uint8_t seed[16];
@@ -5348,7 +5347,10 @@ public:
 private:
     struct state {
         detail::replay_lock lock;
-        std::unique_ptr<detail::replay_slot[]> slots;
+        // Zeroed, 2 MiB-aligned and offered huge pages when that large, as the
+        // limiters' tables (section 3): a spend then costs one cache miss, not a
+        // page walk as well.
+        detail::limits_table<detail::replay_slot> slots;
         std::size_t capacity = 0;
         std::size_t slot_count = 0;
         std::size_t stored = 0;  // occupied slots, live or expired-not-yet-removed

@@ -528,6 +528,16 @@ inline bool header_list_has(std::string_view list, Match match) noexcept {
 //    accept_gate, penalty_box
 // ===========================================================================
 //
+// token_bucket             one lock-free bucket (GCRA): a rate and a burst.
+// keyed_limiter<Key>       one bucket per key (a client address, a user id) in
+//                          a fixed-capacity table.
+// connection_limiter<Key>  at most N concurrent connections per key, exactly.
+// address_key              a peer address as a key (IPv4, or IPv6 by /64).
+// accept_gate              admission at accept time: pending handshakes per
+//                          client, and the deadline for the upgrade request.
+// penalty_box              bans a client that keeps presenting forged tickets.
+// rate                     `count` events per `period`: what they all take.
+//
 // Time is integer nanoseconds of std::chrono::steady_clock, pushed in by the
 // caller (every call has an overload that reads the clock). No floating point,
 // every addition and product saturates, and a clock that goes backwards can
@@ -550,6 +560,12 @@ struct rate {
     static constexpr rate per_hour(std::uint64_t n) noexcept { return rate{n, std::chrono::hours(1)}; }
 };
 
+// ---------------------------------------------------------------------------
+// Storage the public classes hold by value, so it is complete before them: a
+// bucket's constants, a sharded table's geometry, groups and memory, the hash
+// seed and how each Key type is stored. Their bodies, the hash and the locks
+// live with the other internals, below the public classes.
+// ---------------------------------------------------------------------------
 namespace detail {
 
 inline constexpr std::uint64_t limits_u64_max = std::numeric_limits<std::uint64_t>::max();
@@ -563,24 +579,6 @@ inline constexpr std::uint32_t limits_keyed_window = 4;
 inline constexpr std::uint32_t limits_max_shards = 64;
 inline constexpr std::size_t limits_max_capacity = std::size_t{1} << 28;
 
-static_assert(std::ratio_less_equal<std::chrono::steady_clock::period, std::nano>::value,
-              "wsguard rate limits need a steady_clock with at least nanosecond resolution");
-
-// steady_clock time as unsigned nanoseconds, order-preserving over the whole
-// int64 range (min maps to 0, max to 2^64-1), so no subtraction can wrap.
-inline std::uint64_t limits_ticks(std::chrono::steady_clock::time_point t) noexcept {
-    const std::int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
-    return static_cast<std::uint64_t>(ns) ^ (std::uint64_t{1} << 63);
-}
-
-// A refusal's wait, rounded up to whole milliseconds and never zero: a client
-// that retries exactly at retry_after must succeed, not be refused again.
-inline std::chrono::milliseconds limits_wait(std::uint64_t wait_ns) noexcept {
-    std::uint64_t ms = wait_ns / 1000000 + (wait_ns % 1000000 != 0 ? 1 : 0);
-    if (ms == 0) ms = 1;
-    return std::chrono::milliseconds(static_cast<std::chrono::milliseconds::rep>(ms));
-}
-
 // The validated constants of one GCRA bucket, shared by token_bucket and
 // keyed_limiter. `tat` is the theoretical arrival time: the instant at which
 // the bucket would be full again. A request of n passes if, after charging
@@ -592,117 +590,28 @@ struct limits_gcra {
     std::uint32_t burst = 0;
 
     // Validates once; returns an empty string when the configuration is good.
-    static std::string configure(rate r, std::uint32_t burst_size, limits_gcra& out) {
-        const std::int64_t period = r.period.count();
-        if (r.count == 0) return "rate: count must be at least 1 (a limiter that refuses everything is a configuration error)";
-        if (period <= 0) return "rate: period must be positive";
-        if (r.count > static_cast<std::uint64_t>(period))
-            return "rate: more than one event per nanosecond (over 1e9 per second) is not supported";
-        if (burst_size == 0) return "burst must be at least 1 (0 would refuse every request)";
-        const std::uint64_t p = static_cast<std::uint64_t>(period);
-        const std::uint64_t interval = p / r.count + (p % r.count != 0 ? 1 : 0);
-        if (interval > limits_max_window_ns / burst_size)
-            return "burst / rate spans more than 100 years: lower the burst or raise the rate";
-        out.interval_ns = interval;
-        out.window_ns = interval * burst_size;
-        // Clock values above the horizon are clamped to it, so tat (at most
-        // now + window) never reaches 2^64: near the end of time the bucket
-        // stops refilling instead of wrapping around (fails closed).
-        out.horizon = limits_u64_max - 2 * out.window_ns;
-        out.burst = burst_size;
-        return std::string();
-    }
+    static std::string configure(rate r, std::uint32_t burst_size, limits_gcra& out);
 
-    std::uint64_t clamp(std::chrono::steady_clock::time_point now) const noexcept {
-        const std::uint64_t t = limits_ticks(now);
-        return t < horizon ? t : horizon;
-    }
+    std::uint64_t clamp(std::chrono::steady_clock::time_point now) const noexcept;
 
     // One step of the algorithm on a loaded tat. On success writes the new tat.
     // Preconditions: 1 <= n <= burst, t == clamp(now).
-    decision step(std::uint64_t tat, std::uint64_t t, std::uint32_t n, std::uint64_t& new_tat) const noexcept {
-        const std::uint64_t cost = interval_ns * n;                 // <= window_ns
-        const std::uint64_t base = tat > t ? tat : t;               // an idle bucket starts from now
-        const std::uint64_t debt = base - t;                        // how far ahead the bucket runs
-        if (debt > window_ns - cost) return decision(reason::rate_limited, limits_wait(debt + cost - window_ns));
-        new_tat = base + cost;
-        return decision::allow();
-    }
+    decision step(std::uint64_t tat, std::uint64_t t, std::uint32_t n, std::uint64_t& new_tat) const noexcept;
 };
-
-// SipHash-c-d (Aumasson and Bernstein), portable and endian-independent.
-// Keyed with a random seed, so a remote client cannot choose keys that collide.
-inline std::uint64_t limits_load_le64(const unsigned char* p) noexcept {
-    std::uint64_t v = 0;
-    for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
-    return v;
-}
 
 struct limits_siphash_output {
     std::uint64_t lo = 0;
     std::uint64_t hi = 0;  // only with wide output
 };
 
-// `wide`: the 128-bit variant of the reference implementation (hi is then
-// the second 64 bits; lo differs from the 64-bit variant's output).
-template <int CompressionRounds, int FinalRounds>
-inline limits_siphash_output limits_siphash(std::uint64_t k0, std::uint64_t k1, const void* data, std::size_t len,
-                                            bool wide = false) noexcept {
-    const auto* in = static_cast<const unsigned char*>(data);
-    std::uint64_t v0 = 0x736f6d6570736575ull ^ k0;
-    std::uint64_t v1 = 0x646f72616e646f6dull ^ k1 ^ (wide ? 0xee : 0);
-    std::uint64_t v2 = 0x6c7967656e657261ull ^ k0;
-    std::uint64_t v3 = 0x7465646279746573ull ^ k1;
-    auto rotl = [](std::uint64_t x, int b) noexcept { return (x << b) | (x >> (64 - b)); };
-    auto sip_round = [&]() noexcept {
-        v0 += v1; v1 = rotl(v1, 13); v1 ^= v0; v0 = rotl(v0, 32);
-        v2 += v3; v3 = rotl(v3, 16); v3 ^= v2;
-        v0 += v3; v3 = rotl(v3, 21); v3 ^= v0;
-        v2 += v1; v1 = rotl(v1, 17); v1 ^= v2; v2 = rotl(v2, 32);
-    };
-    const std::size_t whole = len - len % 8;
-    for (std::size_t i = 0; i < whole; i += 8) {
-        const std::uint64_t m = limits_load_le64(in + i);
-        v3 ^= m;
-        for (int r = 0; r < CompressionRounds; ++r) sip_round();
-        v0 ^= m;
-    }
-    std::uint64_t last = static_cast<std::uint64_t>(len) << 56;
-    for (std::size_t i = 0; i < len % 8; ++i) last |= static_cast<std::uint64_t>(in[whole + i]) << (8 * i);
-    v3 ^= last;
-    for (int r = 0; r < CompressionRounds; ++r) sip_round();
-    v0 ^= last;
-    v2 ^= wide ? 0xee : 0xff;
-    for (int r = 0; r < FinalRounds; ++r) sip_round();
-    limits_siphash_output out;
-    out.lo = v0 ^ v1 ^ v2 ^ v3;
-    if (wide) {
-        v1 ^= 0xdd;
-        for (int r = 0; r < FinalRounds; ++r) sip_round();
-        out.hi = v0 ^ v1 ^ v2 ^ v3;
-    }
-    return out;
-}
-
-// SipHash-1-3 with its 128-bit output: `lo` places a key in the table and
-// `hi` is the independent 64-bit tag stored to recognise it.
+// Defined with the internals below; the key traits hash with it.
 inline limits_siphash_output limits_siphash13_128(std::uint64_t k0, std::uint64_t k1, const void* data,
-                                                  std::size_t len) noexcept {
-    return limits_siphash<1, 3>(k0, k1, data, len, true);
-}
+                                                  std::size_t len) noexcept;
 
 // The 128-bit SipHash key, drawn from the OS at construction.
 struct limits_seed {
     std::uint64_t k[2] = {0, 0};
 };
-
-// From the OS through the crypto section; false if the OS refused.
-inline bool limits_make_seed(limits_seed& seed) noexcept {
-    std::uint8_t raw[16] = {};
-    if (random_bytes(raw, sizeof raw) != reason::ok) return false;
-    for (int i = 0; i < 2; ++i) seed.k[i] = limits_load_le64(raw + 8 * i);
-    return true;
-}
 
 // A 128-bit keyed fingerprint: what connection_limiter stores for
 // variable-length keys. Two different strings share one with probability
@@ -771,17 +680,6 @@ struct alignas(64) limits_shard {
     limits_spinlock lock;
 };
 
-class limits_lock_guard {
-public:
-    explicit limits_lock_guard(limits_spinlock& l) noexcept : lock_(l) { lock_.lock(); }
-    ~limits_lock_guard() { lock_.unlock(); }
-    limits_lock_guard(const limits_lock_guard&) = delete;
-    limits_lock_guard& operator=(const limits_lock_guard&) = delete;
-
-private:
-    limits_spinlock& lock_;
-};
-
 // Geometry of a sharded table: shard_count shards (a power of two, up to 64,
 // each with its own lock) of groups_per_shard groups of `window` slots. A key
 // hashes to one group, its whole probe window; groups are aligned to cache
@@ -791,17 +689,7 @@ struct limits_geometry {
     std::uint32_t groups_per_shard = 0;
     std::uint32_t window = 1;
 
-    static std::string configure(std::size_t capacity, std::uint32_t window, limits_geometry& out) {
-        if (capacity == 0) return "capacity must be at least 1";
-        if (capacity > limits_max_capacity) return "capacity over 2^28 entries: that is gigabytes of table, surely a mistake";
-        std::uint32_t shards = 1;
-        while (shards < limits_max_shards && std::size_t{shards} * 4 * window <= capacity) shards *= 2;
-        const std::size_t per_shard = std::size_t{shards} * window;
-        out.shard_count = shards;
-        out.groups_per_shard = static_cast<std::uint32_t>((capacity + per_shard - 1) / per_shard);
-        out.window = window;
-        return std::string();
-    }
+    static std::string configure(std::size_t capacity, std::uint32_t window, limits_geometry& out);
     std::size_t group_count() const noexcept { return std::size_t{shard_count} * groups_per_shard; }
     std::size_t capacity() const noexcept { return group_count() * window; }
     std::uint32_t shard_of(std::uint64_t hash) const noexcept {
@@ -818,25 +706,6 @@ template <class Slot, std::uint32_t Window>
 struct alignas(64) limits_group {
     Slot slots[Window];
 };
-
-// Starts loading a group while the shard lock is being taken: under a flood
-// of new keys the group is rarely cached.
-template <class Group>
-inline void limits_prefetch(const Group& group) noexcept {
-#if defined(__GNUC__) || defined(__clang__)
-    const char* bytes = reinterpret_cast<const char*>(&group);
-    for (std::size_t offset = 0; offset < sizeof(Group); offset += 64) __builtin_prefetch(bytes + offset, 1);
-    // A slot not aligned to a line (connection_limiter's, the replay store's) may straddle two.
-    if constexpr (alignof(Group) < 64) __builtin_prefetch(bytes + sizeof(Group) - 1, 1);
-#else
-    (void)group;
-#endif
-}
-
-template <class T>
-std::unique_ptr<T[]> limits_allocate(std::size_t n) noexcept {
-    return std::unique_ptr<T[]>(new (std::nothrow) T[n]());
-}
 
 // A zeroed array of groups, allocated once. Tables of 2 MiB or more are
 // 2 MiB-aligned and, on Linux, offered transparent huge pages: a random key
@@ -863,21 +732,7 @@ public:
     limits_table& operator=(const limits_table&) = delete;
     ~limits_table() { release(); }
 
-    bool allocate(std::size_t count) noexcept {
-        release();
-        constexpr std::size_t huge_page = std::size_t{2} << 20;
-        std::size_t bytes = count * sizeof(Group);
-        alignment_ = bytes >= huge_page ? huge_page : alignof(Group);
-        bytes = (bytes + alignment_ - 1) / alignment_ * alignment_;
-        void* memory = ::operator new(bytes, std::align_val_t(alignment_), std::nothrow);
-        if (memory == nullptr) return false;
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-        if (alignment_ == huge_page) (void)::madvise(memory, bytes, MADV_HUGEPAGE);  // a hint: fine if refused
-#endif
-        std::memset(memory, 0, bytes);
-        groups_ = static_cast<Group*>(memory);
-        return true;
-    }
+    bool allocate(std::size_t count) noexcept;
     explicit operator bool() const noexcept { return groups_ != nullptr; }
     Group& operator[](std::size_t i) noexcept { return groups_[i]; }
     const Group& operator[](std::size_t i) const noexcept { return groups_[i]; }
@@ -914,12 +769,7 @@ public:
     static result<token_bucket> create(const token_bucket_options& options) {
         return create(options.rate, options.burst);
     }
-    static result<token_bucket> create(wsguard::rate r, std::uint32_t burst) {
-        detail::limits_gcra gcra;
-        std::string error = detail::limits_gcra::configure(r, burst, gcra);
-        if (!error.empty()) return result<token_bucket>::failure("token_bucket: " + error);
-        return result<token_bucket>::success(token_bucket(gcra));
-    }
+    static result<token_bucket> create(wsguard::rate r, std::uint32_t burst);
     [[deprecated("use create(token_bucket_options{rate::per_second(n), burst})")]]
     static result<token_bucket> create(std::uint64_t rate_per_second, std::uint32_t burst) {
         return create(wsguard::rate::per_second(rate_per_second), burst);
@@ -934,19 +784,7 @@ public:
     token_bucket(const token_bucket&) = delete;
     token_bucket& operator=(const token_bucket&) = delete;
 
-    decision try_acquire(std::chrono::steady_clock::time_point now, std::uint32_t n = 1) noexcept {
-        if (n == 0) return decision::allow();
-        if (n > gcra_.burst) return decision(reason::rate_limited);
-        const std::uint64_t t = gcra_.clamp(now);
-        std::uint64_t tat = tat_.load(std::memory_order_relaxed);
-        for (;;) {
-            std::uint64_t new_tat = 0;
-            const decision d = gcra_.step(tat, t, n, new_tat);
-            if (!d) return d;
-            // The word is the whole state: relaxed ordering is enough.
-            if (tat_.compare_exchange_weak(tat, new_tat, std::memory_order_relaxed, std::memory_order_relaxed)) return d;
-        }
-    }
+    decision try_acquire(std::chrono::steady_clock::time_point now, std::uint32_t n = 1) noexcept;
     decision try_acquire(std::uint32_t n = 1) noexcept { return try_acquire(std::chrono::steady_clock::now(), n); }
 
     std::uint32_t burst() const noexcept { return gcra_.burst; }
@@ -990,28 +828,13 @@ public:
     static result<keyed_limiter> create(const keyed_limiter_options& options) {
         return create(options.rate, options.burst, options.capacity);
     }
-    static result<keyed_limiter> create(wsguard::rate r, std::uint32_t burst, std::size_t capacity) {
-        keyed_limiter limiter;
-        std::string error = detail::limits_gcra::configure(r, burst, limiter.gcra_);
-        if (error.empty()) error = detail::limits_geometry::configure(capacity, detail::limits_keyed_window, limiter.geometry_);
-        if (!error.empty()) return result<keyed_limiter>::failure("keyed_limiter: " + error);
-        if (!detail::limits_make_seed(limiter.seed_))
-            return result<keyed_limiter>::failure("keyed_limiter: the OS refused random bytes for the hash seed");
-        limiter.shards_ = detail::limits_allocate<detail::limits_shard>(limiter.geometry_.shard_count);
-        if (!limiter.shards_ || !limiter.groups_.allocate(limiter.geometry_.group_count()))
-            return result<keyed_limiter>::failure("keyed_limiter: out of memory for the table");
-        return result<keyed_limiter>::success(std::move(limiter));
-    }
+    static result<keyed_limiter> create(wsguard::rate r, std::uint32_t burst, std::size_t capacity);
     [[deprecated("use create(keyed_limiter_options{rate::per_second(n), burst, capacity})")]]
     static result<keyed_limiter> create(std::uint64_t rate_per_second, std::uint32_t burst, std::size_t capacity) {
         return create(wsguard::rate::per_second(rate_per_second), burst, capacity);
     }
 
-    decision try_acquire(const Key& key, std::chrono::steady_clock::time_point now, std::uint32_t n = 1) noexcept {
-        if (n == 0) return decision::allow();
-        if (n > gcra_.burst) return decision(reason::rate_limited);
-        return try_acquire_prepared(prepare(key), now, n);
-    }
+    decision try_acquire(const Key& key, std::chrono::steady_clock::time_point now, std::uint32_t n = 1) noexcept;
     decision try_acquire(const Key& key, std::uint32_t n = 1) noexcept {
         return try_acquire(key, std::chrono::steady_clock::now(), n);
     }
@@ -1044,59 +867,24 @@ private:
 
     // The key hashed, its group already on its way. handshake_guard prepares
     // every table's key before it looks at any, so the misses overlap.
-    prepared_key prepare(const Key& key) noexcept {
-        const prepared_key digest = traits::make(key, seed_);
-        detail::limits_prefetch(groups_[geometry_.group_of(digest.hash, geometry_.shard_of(digest.hash))]);
-        return digest;
-    }
+    prepared_key prepare(const Key& key) noexcept;
     // try_acquire's work, for 1 <= n <= burst.
     decision try_acquire_prepared(const prepared_key& key, std::chrono::steady_clock::time_point now,
-                                  std::uint32_t n = 1) noexcept {
-        return with_entry(key, now, true, [&](slot& entry, std::uint64_t t) noexcept {
-            std::uint64_t new_tat = 0;
-            const decision d = gcra_.step(entry.tat, t, n, new_tat);
-            if (d) entry.tat = new_tat;
-            return d;
-        });
-    }
+                                  std::uint32_t n = 1) noexcept;
 
     // Runs visit(entry, clamped now) on the key's entry under its shard lock
     // and returns its decision. Without `insert`, a key that has no entry is
     // allowed without visiting (a lookup must not evict anyone).
     template <class Visit>
-    decision with_entry(const Key& key, std::chrono::steady_clock::time_point now, bool insert, Visit visit) noexcept {
-        return with_entry(prepare(key), now, insert, visit);
-    }
+    decision with_entry(const Key& key, std::chrono::steady_clock::time_point now, bool insert, Visit visit) noexcept;
     template <class Visit>
     decision with_entry(const prepared_key& digest, std::chrono::steady_clock::time_point now, bool insert,
-                        Visit visit) noexcept {
-        const std::uint64_t t = gcra_.clamp(now);
-        const std::uint32_t shard = geometry_.shard_of(digest.hash);
-        group& candidates = groups_[geometry_.group_of(digest.hash, shard)];
-
-        detail::limits_lock_guard guard(shards_[shard].lock);
-        if (!insert) {
-            for (slot& s : candidates.slots) {
-                if (s.tag == digest.tag) return visit(s, t);
-            }
-            return decision::allow();
-        }
-        return visit(find_or_evict(candidates, digest.tag), t);
-    }
+                        Visit visit) noexcept;
 
     // The key's entry, or the stalest entry of its group reset for it. A
     // never-used entry has tat 0, so it is the stalest. Matching one by its tag
     // is harmless: an idle bucket is what a new key starts from anyway.
-    static slot& find_or_evict(group& candidates, std::uint64_t tag) noexcept {
-        slot* stalest = &candidates.slots[0];
-        for (slot& s : candidates.slots) {
-            if (s.tag == tag) return s;
-            if (s.tat < stalest->tat) stalest = &s;
-        }
-        stalest->tag = tag;
-        stalest->tat = 0;
-        return *stalest;
-    }
+    static slot& find_or_evict(group& candidates, std::uint64_t tag) noexcept;
 
     detail::limits_gcra gcra_;
     detail::limits_geometry geometry_;
@@ -1135,7 +923,78 @@ template <class Key>
 class connection_limiter {
     using traits = detail::limits_key_traits<Key>;
     using stored_key = typename traits::stored;
+    struct table;  // the shared state permits point at, defined in the private part
 
+public:
+    // How long a refused client is told to wait (Retry-After): connections
+    // end at an unknown time, so this is a polite hint, not a promise.
+    static constexpr std::chrono::milliseconds refusal_retry_after{1000};
+
+    class permit {
+    public:
+        permit() noexcept = default;
+        permit(permit&& other) noexcept
+            : table_(std::exchange(other.table_, nullptr)), key_(other.key_), home_(other.home_),
+              decision_(other.decision_) {}
+        permit& operator=(permit&& other) noexcept {
+            if (this != &other) {
+                release();
+                table_ = std::exchange(other.table_, nullptr);
+                key_ = other.key_;
+                home_ = other.home_;
+                decision_ = other.decision_;
+            }
+            return *this;
+        }
+        permit(const permit&) = delete;
+        permit& operator=(const permit&) = delete;
+        ~permit() { release(); }
+
+        // True while the permit holds a connection (not after release()).
+        explicit operator bool() const noexcept { return table_ != nullptr; }
+        // The outcome of try_acquire: ok, or too_many_connections with
+        // retry_after 1 s. A default-constructed permit reads as refused.
+        wsguard::decision decision() const noexcept { return decision_; }
+        // Gives the connection back now instead of at destruction. Idempotent.
+        void release() noexcept;
+
+    private:
+        friend class connection_limiter;
+        permit(table* t, const stored_key& key, std::uint32_t home) noexcept
+            : table_(t), key_(key), home_(home), decision_(wsguard::decision::allow()) {}
+        explicit permit(wsguard::decision refusal) noexcept : decision_(refusal) {}
+
+        table* table_ = nullptr;
+        stored_key key_{};
+        std::uint32_t home_ = 0;
+        wsguard::decision decision_{reason::too_many_connections, refusal_retry_after};
+    };
+
+    // The documented way: every number by name (connection_limiter_options).
+    static result<connection_limiter> create(const connection_limiter_options& options);
+    // Three adjacent numbers whose order is easy to get wrong. Kept for one minor version.
+    [[deprecated("use create(connection_limiter_options{max_per_key, capacity, max_total})")]]
+    static result<connection_limiter> create(std::uint32_t max_per_key, std::size_t capacity,
+                                             std::uint32_t max_total = std::numeric_limits<std::uint32_t>::max()) {
+        return create(connection_limiter_options{max_per_key, capacity, max_total});
+    }
+
+    permit try_acquire(const Key& key) noexcept { return try_acquire_prepared(prepare(key)); }
+
+    // Live connections for one key (0 when unknown).
+    std::uint32_t connections(const Key& key) const noexcept;
+    // Live connections across all keys.
+    std::uint32_t total() const noexcept { return table_->total.load(std::memory_order_relaxed); }
+    // Distinct keys holding at least one connection.
+    std::size_t live_keys() const noexcept;
+    // Distinct keys held at once: exactly the capacity given to create().
+    std::size_t capacity() const noexcept { return table_->capacity; }
+    // Everything this limiter owns; constant from construction on.
+    std::size_t memory_bytes() const noexcept {
+        return sizeof(*this) + sizeof(table) + std::size_t{table_->slot_count} * sizeof(slot);
+    }
+
+private:
     struct slot {
         stored_key key;
         std::uint32_t count;  // 0: empty
@@ -1181,143 +1040,14 @@ class connection_limiter {
         std::uint32_t index_of(const slot& s) const noexcept { return static_cast<std::uint32_t>(&s - &slots[0]); }
     };
 
-public:
-    // How long a refused client is told to wait (Retry-After): connections
-    // end at an unknown time, so this is a polite hint, not a promise.
-    static constexpr std::chrono::milliseconds refusal_retry_after{1000};
-
-    class permit {
-    public:
-        permit() noexcept = default;
-        permit(permit&& other) noexcept
-            : table_(std::exchange(other.table_, nullptr)), key_(other.key_), home_(other.home_),
-              decision_(other.decision_) {}
-        permit& operator=(permit&& other) noexcept {
-            if (this != &other) {
-                release();
-                table_ = std::exchange(other.table_, nullptr);
-                key_ = other.key_;
-                home_ = other.home_;
-                decision_ = other.decision_;
-            }
-            return *this;
-        }
-        permit(const permit&) = delete;
-        permit& operator=(const permit&) = delete;
-        ~permit() { release(); }
-
-        // True while the permit holds a connection (not after release()).
-        explicit operator bool() const noexcept { return table_ != nullptr; }
-        // The outcome of try_acquire: ok, or too_many_connections with
-        // retry_after 1 s. A default-constructed permit reads as refused.
-        wsguard::decision decision() const noexcept { return decision_; }
-        // Gives the connection back now instead of at destruction. Idempotent.
-        void release() noexcept {
-            if (table_ == nullptr) return;
-            {
-                detail::limits_lock_guard guard(table_->lock);
-                slot& s = table_->find(key_, home_);  // entries move on deletion: found again by key
-                if (s.count != 0 && --s.count == 0) table_->erase(table_->index_of(s));
-                table_->total.fetch_sub(1, std::memory_order_relaxed);
-            }
-            table_ = nullptr;
-        }
-
-    private:
-        friend class connection_limiter;
-        permit(table* t, const stored_key& key, std::uint32_t home) noexcept
-            : table_(t), key_(key), home_(home), decision_(wsguard::decision::allow()) {}
-        explicit permit(wsguard::decision refusal) noexcept : decision_(refusal) {}
-
-        table* table_ = nullptr;
-        stored_key key_{};
-        std::uint32_t home_ = 0;
-        wsguard::decision decision_{reason::too_many_connections, refusal_retry_after};
-    };
-
-    // The documented way: every number by name (connection_limiter_options).
-    static result<connection_limiter> create(const connection_limiter_options& options) {
-        const std::uint32_t max_per_key = options.max_per_key, max_total = options.max_total;
-        const std::size_t capacity = options.capacity;
-        if (max_per_key == 0) return result<connection_limiter>::failure("connection_limiter: max_per_key must be at least 1");
-        if (max_total == 0) return result<connection_limiter>::failure("connection_limiter: max_total must be at least 1");
-        if (capacity == 0) return result<connection_limiter>::failure("connection_limiter: capacity must be at least 1");
-        if (capacity > detail::limits_max_capacity)
-            return result<connection_limiter>::failure(
-                "connection_limiter: capacity over 2^28 keys: that is gigabytes of table, surely a mistake");
-        connection_limiter limiter;
-        limiter.table_.reset(new (std::nothrow) table());
-        if (!limiter.table_) return result<connection_limiter>::failure("connection_limiter: out of memory");
-        table& t = *limiter.table_;
-        if (!detail::limits_make_seed(t.seed))
-            return result<connection_limiter>::failure("connection_limiter: the OS refused random bytes for the hash seed");
-        t.capacity = capacity;
-        t.slot_count = static_cast<std::uint32_t>(2 * capacity);  // load factor at most 1/2
-        t.max_per_key = max_per_key;
-        t.max_total = max_total;
-        if (!t.slots.allocate(t.slot_count)) return result<connection_limiter>::failure("connection_limiter: out of memory for the table");
-        return result<connection_limiter>::success(std::move(limiter));
-    }
-    // Three adjacent numbers whose order is easy to get wrong. Kept for one minor version.
-    [[deprecated("use create(connection_limiter_options{max_per_key, capacity, max_total})")]]
-    static result<connection_limiter> create(std::uint32_t max_per_key, std::size_t capacity,
-                                             std::uint32_t max_total = std::numeric_limits<std::uint32_t>::max()) {
-        return create(connection_limiter_options{max_per_key, capacity, max_total});
-    }
-
-    permit try_acquire(const Key& key) noexcept { return try_acquire_prepared(prepare(key)); }
-
-    // Live connections for one key (0 when unknown).
-    std::uint32_t connections(const Key& key) const noexcept {
-        table& t = *table_;
-        const auto digest = traits::make(key, t.seed);
-        detail::limits_lock_guard guard(t.lock);
-        return t.find(digest.key, t.home_of(digest.hash)).count;
-    }
-    // Live connections across all keys.
-    std::uint32_t total() const noexcept { return table_->total.load(std::memory_order_relaxed); }
-    // Distinct keys holding at least one connection.
-    std::size_t live_keys() const noexcept {
-        detail::limits_lock_guard guard(table_->lock);
-        return table_->live_keys;
-    }
-    // Distinct keys held at once: exactly the capacity given to create().
-    std::size_t capacity() const noexcept { return table_->capacity; }
-    // Everything this limiter owns; constant from construction on.
-    std::size_t memory_bytes() const noexcept {
-        return sizeof(*this) + sizeof(table) + std::size_t{table_->slot_count} * sizeof(slot);
-    }
-
-private:
     template <class>
     friend class basic_handshake_guard;
 
     using prepared_key = typename traits::digest;
 
     // The key hashed, its home slot already on its way (see keyed_limiter::prepare).
-    prepared_key prepare(const Key& key) noexcept {
-        table& t = *table_;
-        const prepared_key digest = traits::make(key, t.seed);
-        detail::limits_prefetch(t.slots[t.home_of(digest.hash)]);
-        return digest;
-    }
-    permit try_acquire_prepared(const prepared_key& digest) noexcept {
-        table& t = *table_;
-        const std::uint32_t home = t.home_of(digest.hash);
-
-        detail::limits_lock_guard guard(t.lock);
-        slot& s = t.find(digest.key, home);
-        if (s.count != 0 ? s.count >= t.max_per_key : t.live_keys >= t.capacity) return refused();
-        if (t.total.load(std::memory_order_relaxed) >= t.max_total) return refused();
-        t.total.fetch_add(1, std::memory_order_relaxed);
-        if (s.count == 0) {
-            s.key = digest.key;
-            s.home = home;
-            ++t.live_keys;
-        }
-        ++s.count;
-        return permit(&t, digest.key, home);
-    }
+    prepared_key prepare(const Key& key) noexcept;
+    permit try_acquire_prepared(const prepared_key& digest) noexcept;
 
     connection_limiter() = default;
     static permit refused() noexcept {
@@ -1343,7 +1073,354 @@ struct address_key_options {
     std::uint8_t ipv6_prefix = 64;  // bits kept of an IPv6 address; values over 128 mean 128
 };
 
+class address_key {
+public:
+
+    // A bare address: "192.0.2.1", "2001:db8::1", "[2001:db8::1]",
+    // "fe80::1%eth0" (zone dropped), "::ffff:192.0.2.1" (IPv4). No port: use
+    // from_endpoint_text for "ip:port". Anything else, or over 128 bytes, is
+    // nullopt (reason::address_malformed).
+    static std::optional<address_key> from_text(std::string_view text, address_key_options options = {}) noexcept;
+
+    // What stacks report as the remote endpoint: "192.0.2.1:443",
+    // "[2001:db8::1]:443", or a bare address. An unbracketed IPv6 address
+    // never carries a port (its last group would be ambiguous).
+    static std::optional<address_key> from_endpoint_text(std::string_view text, address_key_options options = {}) noexcept;
+
+    // Raw network-order bytes: 4 (IPv4) or 16 (IPv6, e.g. sin6_addr). Other
+    // sizes, or a null pointer, are nullopt.
+    static std::optional<address_key> from_bytes(const std::uint8_t* data, std::size_t size, address_key_options options = {}) noexcept;
+
+    // 4 or 6 (a default-constructed key is the IPv6 key of "::").
+    int family() const noexcept { return is_ipv4() ? 4 : 6; }
+    bool is_ipv4() const noexcept { return is_v4_mapped(bytes_); }
+    // 16 bytes in network order; an IPv4 address is the last 4 (::ffff:a.b.c.d).
+    const std::uint8_t* bytes() const noexcept { return bytes_; }
+
+    friend bool operator==(const address_key& a, const address_key& b) noexcept {
+        return std::memcmp(a.bytes_, b.bytes_, sizeof a.bytes_) == 0;
+    }
+    friend bool operator!=(const address_key& a, const address_key& b) noexcept { return !(a == b); }
+
+private:
+    static bool is_v4_mapped(const std::uint8_t* b) noexcept;
+    static std::optional<address_key> parse_ipv6_text(std::string_view text, address_key_options options) noexcept;
+    // Zeroes every bit after the first `bits` bits counted from byte `from`.
+    // Precondition: bits <= (16 - from) * 8.
+    void keep_prefix(unsigned from, unsigned bits) noexcept;
+
+    std::uint8_t bytes_[16] = {};
+};
+
+static_assert(std::has_unique_object_representations<address_key>::value && sizeof(address_key) == 16,
+              "address_key is stored and hashed as raw bytes: it must have no padding");
+
+// ---------------------------------------------------------------------------
+// accept_gate: admission at accept time, before any byte of HTTP is read.
+// ---------------------------------------------------------------------------
+//
+// A server's socket budget is shared by everyone, so a client that opens
+// sockets and sends nothing (or trickles a header, slowloris) must not be able
+// to fill it. Call try_admit right after accept(): at most
+// max_pending_per_address handshakes in progress per client (IPv4 address or
+// IPv6 /64, like address_key; the client behind a trusted PROXY header when
+// one came first) and max_pending_total in all, each with a deadline by which
+// its upgrade request must be complete. The returned accept_permit holds the
+// pending slot; the slot returns when the handshake ends either way — upgraded
+// (the connection_limiter permit from handshake_guard takes over) or dropped —
+// by release() or destruction. A refusal is too_many_pending: answer 503 with
+// Retry-After, or simply close the socket (cheaper, and what a flood deserves).
+// A stack polls permit.expired(now) (or arms a timer at deadline()) and closes
+// the socket when the deadline passed: handshake_deadline_passed is the reason
+// to log (408, or a close without an answer). Fixed capacity (the exact
+// connection_limiter table), seeded hashing, no allocation after create.
+struct accept_limits {
+    std::uint32_t max_pending_per_address = 8;   // handshakes in progress per client
+    std::uint32_t max_pending_total = 1024;      // in progress across all clients
+    std::chrono::milliseconds handshake_deadline{10000};  // accept to complete upgrade request
+    std::size_t table_capacity = 65536;          // clients with a pending handshake at once (exact)
+    address_key_options address_options{};       // for address_of(); IPv6 grouped by /64 by default
+};
+
+class [[nodiscard]] accept_permit {
+public:
+    // How long a refused client is told to wait when the stack answers 503.
+    static constexpr std::chrono::milliseconds refusal_retry_after{1000};
+
+    // Refused (too_many_pending) and holding nothing.
+    accept_permit() noexcept = default;
+    accept_permit(accept_permit&&) noexcept = default;
+    accept_permit& operator=(accept_permit&&) noexcept = default;
+    accept_permit(const accept_permit&) = delete;
+    accept_permit& operator=(const accept_permit&) = delete;
+
+    // True while the permit holds a pending slot (not after release()).
+    explicit operator bool() const noexcept { return static_cast<bool>(slot_); }
+    // ok, or too_many_pending with retry_after 1 s.
+    wsguard::decision decision() const noexcept { return decision_; }
+    // When the upgrade request must be complete (try_admit's now + deadline).
+    std::chrono::steady_clock::time_point deadline() const noexcept { return deadline_; }
+    // True from the deadline on: close the socket, log handshake_deadline_passed.
+    bool expired(std::chrono::steady_clock::time_point now) const noexcept { return now >= deadline_; }
+    bool expired() const noexcept { return expired(std::chrono::steady_clock::now()); }
+    // ok before the deadline, handshake_deadline_passed from it on: for logs
+    // and for stacks that answer 408 before closing.
+    wsguard::decision check_deadline(std::chrono::steady_clock::time_point now) const noexcept {
+        return expired(now) ? wsguard::decision(reason::handshake_deadline_passed) : wsguard::decision::allow();
+    }
+    wsguard::decision check_deadline() const noexcept { return check_deadline(std::chrono::steady_clock::now()); }
+    // Gives the pending slot back now (the handshake ended: upgraded or
+    // dropped). Idempotent; the destructor does the same.
+    void release() noexcept { slot_.release(); }
+
+private:
+    friend class accept_gate;
+    accept_permit(connection_limiter<address_key>::permit slot, wsguard::decision d,
+                  std::chrono::steady_clock::time_point deadline) noexcept
+        : slot_(std::move(slot)), decision_(d), deadline_(deadline) {}
+
+    connection_limiter<address_key>::permit slot_;
+    wsguard::decision decision_{reason::too_many_pending, refusal_retry_after};
+    std::chrono::steady_clock::time_point deadline_{};
+};
+
+class accept_gate {
+public:
+    static result<accept_gate> create(const accept_limits& limits);
+
+    // Call right after accept(), before reading anything from the socket.
+    accept_permit try_admit(const address_key& client, std::chrono::steady_clock::time_point now) noexcept;
+    accept_permit try_admit(const address_key& client) noexcept {
+        return try_admit(client, std::chrono::steady_clock::now());
+    }
+
+    // The key for a peer, grouped by this gate's address options: raw
+    // network-order bytes (4 or 16, e.g. from sockaddr) or endpoint text.
+    std::optional<address_key> address_of(const std::uint8_t* data, std::size_t size) const noexcept {
+        return address_key::from_bytes(data, size, limits_.address_options);
+    }
+    std::optional<address_key> address_of(std::string_view endpoint_text) const noexcept {
+        return address_key::from_endpoint_text(endpoint_text, limits_.address_options);
+    }
+
+    // Handshakes in progress, in total and for one client.
+    std::uint32_t pending() const noexcept { return pending_.total(); }
+    std::uint32_t pending(const address_key& client) const noexcept { return pending_.connections(client); }
+    std::chrono::milliseconds handshake_deadline() const noexcept { return limits_.handshake_deadline; }
+    // Everything this gate owns; constant from construction on.
+    std::size_t memory_bytes() const noexcept { return sizeof(*this) - sizeof(pending_) + pending_.memory_bytes(); }
+
+private:
+    accept_gate(connection_limiter<address_key> table, const accept_limits& limits) noexcept
+        : pending_(std::move(table)), limits_(limits) {}
+    static wsguard::decision refusal() noexcept {
+        return wsguard::decision(reason::too_many_pending, accept_permit::refusal_retry_after);
+    }
+
+    connection_limiter<address_key> pending_;
+    accept_limits limits_;
+};
+
+// ---------------------------------------------------------------------------
+// penalty_box: bans a client that keeps presenting forged tickets.
+// ---------------------------------------------------------------------------
+//
+// A forged ticket costs the server a MAC; a client that sends them by the
+// thousand is an attacker, not a user. record_failure counts the failures that
+// only forgery or replay produce — ticket_bad_mac, ticket_unknown_key,
+// ticket_replayed, ticket_malformed — and ignores every other reason (an
+// expired ticket from a stale page, a clock skew, a wrong origin are honest
+// mistakes). A client may fail max_failures times at once and one more time
+// every window / max_failures after that; the failure beyond that bans it for
+// `ban`. check() refuses a banned client with client_penalized (429, with
+// retry_after until the ban ends) and is meant to run before any MAC is
+// computed. After a ban the client's failure budget refills from empty: a
+// client that resumes forging at once is banned again on its first failure.
+// Defaults: 20 failures (per 60 s) and a 5-minute ban; a user with a stale
+// page fails with ticket_expired, which is not counted, and a reload spends a
+// fresh ticket, so an ordinary user is never banned.
+//
+// Storage is keyed_limiter's fixed table (one 16-byte entry per client,
+// seeded hashing, sharded locks, no allocation after create): a ban is stored
+// as a bucket state far in the future, so bans are the last entries evicted
+// when a flood of new clients passes through; when a probe group holds only
+// bans, the one closest to its end goes first.
+struct penalty_options {
+    std::uint32_t max_failures = 20;                       // tolerated at once
+    std::chrono::milliseconds window = std::chrono::minutes(1);  // max_failures more per window
+    std::chrono::milliseconds ban = std::chrono::minutes(5);
+    std::size_t capacity = 65536;                          // clients tracked at once
+    bool enabled = true;                                   // read by handshake_guard only
+};
+
+class penalty_box {
+public:
+    static result<penalty_box> create(const penalty_options& options);
+
+    // Whether a failure with this reason counts towards a ban.
+    static constexpr bool counts(reason r) noexcept {
+        return r == reason::ticket_bad_mac || r == reason::ticket_unknown_key || r == reason::ticket_replayed ||
+               r == reason::ticket_malformed;
+    }
+
+    // ok, or client_penalized with retry_after until the ban ends. Never
+    // creates an entry.
+    decision check(const address_key& client, std::chrono::steady_clock::time_point now) noexcept {
+        return check_prepared(table_.prepare(client), now);
+    }
+    decision check(const address_key& client) noexcept { return check(client, std::chrono::steady_clock::now()); }
+
+    // Counts one failure of `r` (ignored unless counts(r)). Returns ok while the
+    // client is tolerated, client_penalized (retry_after: the ban) when this
+    // failure started a ban or one is running.
+    decision record_failure(const address_key& client, reason r, std::chrono::steady_clock::time_point now) noexcept;
+    decision record_failure(const address_key& client, reason r) noexcept {
+        return record_failure(client, r, std::chrono::steady_clock::now());
+    }
+
+    std::size_t capacity() const noexcept { return table_.capacity(); }
+    std::size_t memory_bytes() const noexcept { return sizeof(*this) - sizeof(table_) + table_.memory_bytes(); }
+
+private:
+    using slot = keyed_limiter<address_key>::slot;
+    using prepared_key = keyed_limiter<address_key>::prepared_key;
+
+    template <class>
+    friend class basic_handshake_guard;
+
+    // handshake_guard's hooks (see keyed_limiter::prepare).
+    prepared_key prepare(const address_key& client) noexcept { return table_.prepare(client); }
+    decision check_prepared(const prepared_key& client, std::chrono::steady_clock::time_point now) noexcept;
+
+    penalty_box(keyed_limiter<address_key> table, std::uint64_t ban_ns) noexcept
+        : table_(std::move(table)), ban_ns_(ban_ns) {}
+
+    // A bucket never runs more than one window ahead of now unless banned:
+    // the excess is what is left of the ban. The bucket is clamped below
+    // 2^64 by the clock horizon, and ban_ns is at most a year.
+    decision ban_left(const slot& entry, std::uint64_t t) const noexcept;
+
+    keyed_limiter<address_key> table_;
+    std::uint64_t ban_ns_ = 0;
+};
+
+// ---------------------------------------------------------------------------
+// Internals: the clock, the hash, the locks and the address parser, then the
+// out-of-line bodies of the storage types and of the public classes above.
+// ---------------------------------------------------------------------------
 namespace detail {
+
+static_assert(std::ratio_less_equal<std::chrono::steady_clock::period, std::nano>::value,
+              "wsguard rate limits need a steady_clock with at least nanosecond resolution");
+
+// steady_clock time as unsigned nanoseconds, order-preserving over the whole
+// int64 range (min maps to 0, max to 2^64-1), so no subtraction can wrap.
+inline std::uint64_t limits_ticks(std::chrono::steady_clock::time_point t) noexcept {
+    const std::int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+    return static_cast<std::uint64_t>(ns) ^ (std::uint64_t{1} << 63);
+}
+
+// A refusal's wait, rounded up to whole milliseconds and never zero: a client
+// that retries exactly at retry_after must succeed, not be refused again.
+inline std::chrono::milliseconds limits_wait(std::uint64_t wait_ns) noexcept {
+    std::uint64_t ms = wait_ns / 1000000 + (wait_ns % 1000000 != 0 ? 1 : 0);
+    if (ms == 0) ms = 1;
+    return std::chrono::milliseconds(static_cast<std::chrono::milliseconds::rep>(ms));
+}
+
+// SipHash-c-d (Aumasson and Bernstein), portable and endian-independent.
+// Keyed with a random seed, so a remote client cannot choose keys that collide.
+inline std::uint64_t limits_load_le64(const unsigned char* p) noexcept {
+    std::uint64_t v = 0;
+    for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
+    return v;
+}
+
+// `wide`: the 128-bit variant of the reference implementation (hi is then
+// the second 64 bits; lo differs from the 64-bit variant's output).
+template <int CompressionRounds, int FinalRounds>
+inline limits_siphash_output limits_siphash(std::uint64_t k0, std::uint64_t k1, const void* data, std::size_t len,
+                                            bool wide = false) noexcept {
+    const auto* in = static_cast<const unsigned char*>(data);
+    std::uint64_t v0 = 0x736f6d6570736575ull ^ k0;
+    std::uint64_t v1 = 0x646f72616e646f6dull ^ k1 ^ (wide ? 0xee : 0);
+    std::uint64_t v2 = 0x6c7967656e657261ull ^ k0;
+    std::uint64_t v3 = 0x7465646279746573ull ^ k1;
+    auto rotl = [](std::uint64_t x, int b) noexcept { return (x << b) | (x >> (64 - b)); };
+    auto sip_round = [&]() noexcept {
+        v0 += v1; v1 = rotl(v1, 13); v1 ^= v0; v0 = rotl(v0, 32);
+        v2 += v3; v3 = rotl(v3, 16); v3 ^= v2;
+        v0 += v3; v3 = rotl(v3, 21); v3 ^= v0;
+        v2 += v1; v1 = rotl(v1, 17); v1 ^= v2; v2 = rotl(v2, 32);
+    };
+    const std::size_t whole = len - len % 8;
+    for (std::size_t i = 0; i < whole; i += 8) {
+        const std::uint64_t m = limits_load_le64(in + i);
+        v3 ^= m;
+        for (int r = 0; r < CompressionRounds; ++r) sip_round();
+        v0 ^= m;
+    }
+    std::uint64_t last = static_cast<std::uint64_t>(len) << 56;
+    for (std::size_t i = 0; i < len % 8; ++i) last |= static_cast<std::uint64_t>(in[whole + i]) << (8 * i);
+    v3 ^= last;
+    for (int r = 0; r < CompressionRounds; ++r) sip_round();
+    v0 ^= last;
+    v2 ^= wide ? 0xee : 0xff;
+    for (int r = 0; r < FinalRounds; ++r) sip_round();
+    limits_siphash_output out;
+    out.lo = v0 ^ v1 ^ v2 ^ v3;
+    if (wide) {
+        v1 ^= 0xdd;
+        for (int r = 0; r < FinalRounds; ++r) sip_round();
+        out.hi = v0 ^ v1 ^ v2 ^ v3;
+    }
+    return out;
+}
+
+// SipHash-1-3 with its 128-bit output: `lo` places a key in the table and
+// `hi` is the independent 64-bit tag stored to recognise it.
+inline limits_siphash_output limits_siphash13_128(std::uint64_t k0, std::uint64_t k1, const void* data,
+                                                  std::size_t len) noexcept {
+    return limits_siphash<1, 3>(k0, k1, data, len, true);
+}
+
+// From the OS through the crypto section; false if the OS refused.
+inline bool limits_make_seed(limits_seed& seed) noexcept {
+    std::uint8_t raw[16] = {};
+    if (random_bytes(raw, sizeof raw) != reason::ok) return false;
+    for (int i = 0; i < 2; ++i) seed.k[i] = limits_load_le64(raw + 8 * i);
+    return true;
+}
+
+class limits_lock_guard {
+public:
+    explicit limits_lock_guard(limits_spinlock& l) noexcept : lock_(l) { lock_.lock(); }
+    ~limits_lock_guard() { lock_.unlock(); }
+    limits_lock_guard(const limits_lock_guard&) = delete;
+    limits_lock_guard& operator=(const limits_lock_guard&) = delete;
+
+private:
+    limits_spinlock& lock_;
+};
+
+// Starts loading a group while the shard lock is being taken: under a flood
+// of new keys the group is rarely cached.
+template <class Group>
+inline void limits_prefetch(const Group& group) noexcept {
+#if defined(__GNUC__) || defined(__clang__)
+    const char* bytes = reinterpret_cast<const char*>(&group);
+    for (std::size_t offset = 0; offset < sizeof(Group); offset += 64) __builtin_prefetch(bytes + offset, 1);
+    // A slot not aligned to a line (connection_limiter's, the replay store's) may straddle two.
+    if constexpr (alignof(Group) < 64) __builtin_prefetch(bytes + sizeof(Group) - 1, 1);
+#else
+    (void)group;
+#endif
+}
+
+template <class T>
+std::unique_ptr<T[]> limits_allocate(std::size_t n) noexcept {
+    return std::unique_ptr<T[]>(new (std::nothrow) T[n]());
+}
 
 inline constexpr std::size_t limits_address_text_cap = 128;  // longer input is refused unread
 inline constexpr std::size_t limits_zone_cap = 32;
@@ -1454,342 +1531,387 @@ inline bool limits_parse_port(std::string_view s) noexcept {
     return value <= 65535;
 }
 
+inline std::string limits_gcra::configure(rate r, std::uint32_t burst_size, limits_gcra& out) {
+    const std::int64_t period = r.period.count();
+    if (r.count == 0) return "rate: count must be at least 1 (a limiter that refuses everything is a configuration error)";
+    if (period <= 0) return "rate: period must be positive";
+    if (r.count > static_cast<std::uint64_t>(period))
+        return "rate: more than one event per nanosecond (over 1e9 per second) is not supported";
+    if (burst_size == 0) return "burst must be at least 1 (0 would refuse every request)";
+    const std::uint64_t p = static_cast<std::uint64_t>(period);
+    const std::uint64_t interval = p / r.count + (p % r.count != 0 ? 1 : 0);
+    if (interval > limits_max_window_ns / burst_size)
+        return "burst / rate spans more than 100 years: lower the burst or raise the rate";
+    out.interval_ns = interval;
+    out.window_ns = interval * burst_size;
+    // Clock values above the horizon are clamped to it, so tat (at most
+    // now + window) never reaches 2^64: near the end of time the bucket
+    // stops refilling instead of wrapping around (fails closed).
+    out.horizon = limits_u64_max - 2 * out.window_ns;
+    out.burst = burst_size;
+    return std::string();
+}
+
+inline std::uint64_t limits_gcra::clamp(std::chrono::steady_clock::time_point now) const noexcept {
+    const std::uint64_t t = limits_ticks(now);
+    return t < horizon ? t : horizon;
+}
+
+inline decision limits_gcra::step(std::uint64_t tat, std::uint64_t t, std::uint32_t n,
+                                  std::uint64_t& new_tat) const noexcept {
+    const std::uint64_t cost = interval_ns * n;                 // <= window_ns
+    const std::uint64_t base = tat > t ? tat : t;               // an idle bucket starts from now
+    const std::uint64_t debt = base - t;                        // how far ahead the bucket runs
+    if (debt > window_ns - cost) return decision(reason::rate_limited, limits_wait(debt + cost - window_ns));
+    new_tat = base + cost;
+    return decision::allow();
+}
+
+inline std::string limits_geometry::configure(std::size_t capacity, std::uint32_t window, limits_geometry& out) {
+    if (capacity == 0) return "capacity must be at least 1";
+    if (capacity > limits_max_capacity) return "capacity over 2^28 entries: that is gigabytes of table, surely a mistake";
+    std::uint32_t shards = 1;
+    while (shards < limits_max_shards && std::size_t{shards} * 4 * window <= capacity) shards *= 2;
+    const std::size_t per_shard = std::size_t{shards} * window;
+    out.shard_count = shards;
+    out.groups_per_shard = static_cast<std::uint32_t>((capacity + per_shard - 1) / per_shard);
+    out.window = window;
+    return std::string();
+}
+
+template <class Group>
+inline bool limits_table<Group>::allocate(std::size_t count) noexcept {
+    release();
+    constexpr std::size_t huge_page = std::size_t{2} << 20;
+    std::size_t bytes = count * sizeof(Group);
+    alignment_ = bytes >= huge_page ? huge_page : alignof(Group);
+    bytes = (bytes + alignment_ - 1) / alignment_ * alignment_;
+    void* memory = ::operator new(bytes, std::align_val_t(alignment_), std::nothrow);
+    if (memory == nullptr) return false;
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    if (alignment_ == huge_page) (void)::madvise(memory, bytes, MADV_HUGEPAGE);  // a hint: fine if refused
+#endif
+    std::memset(memory, 0, bytes);
+    groups_ = static_cast<Group*>(memory);
+    return true;
+}
+
 }  // namespace detail
 
-class address_key {
-public:
+// The out-of-line bodies of the public classes, in the order of the classes.
 
-    // A bare address: "192.0.2.1", "2001:db8::1", "[2001:db8::1]",
-    // "fe80::1%eth0" (zone dropped), "::ffff:192.0.2.1" (IPv4). No port: use
-    // from_endpoint_text for "ip:port". Anything else, or over 128 bytes, is
-    // nullopt (reason::address_malformed).
-    static std::optional<address_key> from_text(std::string_view text, address_key_options options = {}) noexcept {
-        if (text.size() > detail::limits_address_text_cap) return std::nullopt;
-        if (!text.empty() && text.front() == '[') {
-            if (text.size() < 2 || text.back() != ']') return std::nullopt;
-            return parse_ipv6_text(text.substr(1, text.size() - 2), options);
+inline result<token_bucket> token_bucket::create(wsguard::rate r, std::uint32_t burst) {
+    detail::limits_gcra gcra;
+    std::string error = detail::limits_gcra::configure(r, burst, gcra);
+    if (!error.empty()) return result<token_bucket>::failure("token_bucket: " + error);
+    return result<token_bucket>::success(token_bucket(gcra));
+}
+
+inline decision token_bucket::try_acquire(std::chrono::steady_clock::time_point now, std::uint32_t n) noexcept {
+    if (n == 0) return decision::allow();
+    if (n > gcra_.burst) return decision(reason::rate_limited);
+    const std::uint64_t t = gcra_.clamp(now);
+    std::uint64_t tat = tat_.load(std::memory_order_relaxed);
+    for (;;) {
+        std::uint64_t new_tat = 0;
+        const decision d = gcra_.step(tat, t, n, new_tat);
+        if (!d) return d;
+        // The word is the whole state: relaxed ordering is enough.
+        if (tat_.compare_exchange_weak(tat, new_tat, std::memory_order_relaxed, std::memory_order_relaxed)) return d;
+    }
+}
+
+template <class Key>
+inline result<keyed_limiter<Key>> keyed_limiter<Key>::create(wsguard::rate r, std::uint32_t burst,
+                                                             std::size_t capacity) {
+    keyed_limiter limiter;
+    std::string error = detail::limits_gcra::configure(r, burst, limiter.gcra_);
+    if (error.empty()) error = detail::limits_geometry::configure(capacity, detail::limits_keyed_window, limiter.geometry_);
+    if (!error.empty()) return result<keyed_limiter>::failure("keyed_limiter: " + error);
+    if (!detail::limits_make_seed(limiter.seed_))
+        return result<keyed_limiter>::failure("keyed_limiter: the OS refused random bytes for the hash seed");
+    limiter.shards_ = detail::limits_allocate<detail::limits_shard>(limiter.geometry_.shard_count);
+    if (!limiter.shards_ || !limiter.groups_.allocate(limiter.geometry_.group_count()))
+        return result<keyed_limiter>::failure("keyed_limiter: out of memory for the table");
+    return result<keyed_limiter>::success(std::move(limiter));
+}
+
+template <class Key>
+inline decision keyed_limiter<Key>::try_acquire(const Key& key, std::chrono::steady_clock::time_point now,
+                                                std::uint32_t n) noexcept {
+    if (n == 0) return decision::allow();
+    if (n > gcra_.burst) return decision(reason::rate_limited);
+    return try_acquire_prepared(prepare(key), now, n);
+}
+
+template <class Key>
+inline typename keyed_limiter<Key>::prepared_key keyed_limiter<Key>::prepare(const Key& key) noexcept {
+    const prepared_key digest = traits::make(key, seed_);
+    detail::limits_prefetch(groups_[geometry_.group_of(digest.hash, geometry_.shard_of(digest.hash))]);
+    return digest;
+}
+
+template <class Key>
+inline decision keyed_limiter<Key>::try_acquire_prepared(const prepared_key& key,
+                                                         std::chrono::steady_clock::time_point now,
+                                                         std::uint32_t n) noexcept {
+    return with_entry(key, now, true, [&](slot& entry, std::uint64_t t) noexcept {
+        std::uint64_t new_tat = 0;
+        const decision d = gcra_.step(entry.tat, t, n, new_tat);
+        if (d) entry.tat = new_tat;
+        return d;
+    });
+}
+
+template <class Key>
+template <class Visit>
+inline decision keyed_limiter<Key>::with_entry(const Key& key, std::chrono::steady_clock::time_point now, bool insert,
+                                               Visit visit) noexcept {
+    return with_entry(prepare(key), now, insert, visit);
+}
+
+template <class Key>
+template <class Visit>
+inline decision keyed_limiter<Key>::with_entry(const prepared_key& digest, std::chrono::steady_clock::time_point now,
+                                               bool insert, Visit visit) noexcept {
+    const std::uint64_t t = gcra_.clamp(now);
+    const std::uint32_t shard = geometry_.shard_of(digest.hash);
+    group& candidates = groups_[geometry_.group_of(digest.hash, shard)];
+
+    detail::limits_lock_guard guard(shards_[shard].lock);
+    if (!insert) {
+        for (slot& s : candidates.slots) {
+            if (s.tag == digest.tag) return visit(s, t);
         }
-        if (text.find(':') != std::string_view::npos) return parse_ipv6_text(text, options);
+        return decision::allow();
+    }
+    return visit(find_or_evict(candidates, digest.tag), t);
+}
+
+template <class Key>
+inline typename keyed_limiter<Key>::slot& keyed_limiter<Key>::find_or_evict(group& candidates,
+                                                                             std::uint64_t tag) noexcept {
+    slot* stalest = &candidates.slots[0];
+    for (slot& s : candidates.slots) {
+        if (s.tag == tag) return s;
+        if (s.tat < stalest->tat) stalest = &s;
+    }
+    stalest->tag = tag;
+    stalest->tat = 0;
+    return *stalest;
+}
+
+template <class Key>
+inline void connection_limiter<Key>::permit::release() noexcept {
+    if (table_ == nullptr) return;
+    {
+        detail::limits_lock_guard guard(table_->lock);
+        slot& s = table_->find(key_, home_);  // entries move on deletion: found again by key
+        if (s.count != 0 && --s.count == 0) table_->erase(table_->index_of(s));
+        table_->total.fetch_sub(1, std::memory_order_relaxed);
+    }
+    table_ = nullptr;
+}
+
+template <class Key>
+inline result<connection_limiter<Key>> connection_limiter<Key>::create(const connection_limiter_options& options) {
+    const std::uint32_t max_per_key = options.max_per_key, max_total = options.max_total;
+    const std::size_t capacity = options.capacity;
+    if (max_per_key == 0) return result<connection_limiter>::failure("connection_limiter: max_per_key must be at least 1");
+    if (max_total == 0) return result<connection_limiter>::failure("connection_limiter: max_total must be at least 1");
+    if (capacity == 0) return result<connection_limiter>::failure("connection_limiter: capacity must be at least 1");
+    if (capacity > detail::limits_max_capacity)
+        return result<connection_limiter>::failure(
+            "connection_limiter: capacity over 2^28 keys: that is gigabytes of table, surely a mistake");
+    connection_limiter limiter;
+    limiter.table_.reset(new (std::nothrow) table());
+    if (!limiter.table_) return result<connection_limiter>::failure("connection_limiter: out of memory");
+    table& t = *limiter.table_;
+    if (!detail::limits_make_seed(t.seed))
+        return result<connection_limiter>::failure("connection_limiter: the OS refused random bytes for the hash seed");
+    t.capacity = capacity;
+    t.slot_count = static_cast<std::uint32_t>(2 * capacity);  // load factor at most 1/2
+    t.max_per_key = max_per_key;
+    t.max_total = max_total;
+    if (!t.slots.allocate(t.slot_count)) return result<connection_limiter>::failure("connection_limiter: out of memory for the table");
+    return result<connection_limiter>::success(std::move(limiter));
+}
+
+template <class Key>
+inline std::uint32_t connection_limiter<Key>::connections(const Key& key) const noexcept {
+    table& t = *table_;
+    const auto digest = traits::make(key, t.seed);
+    detail::limits_lock_guard guard(t.lock);
+    return t.find(digest.key, t.home_of(digest.hash)).count;
+}
+
+template <class Key>
+inline std::size_t connection_limiter<Key>::live_keys() const noexcept {
+    detail::limits_lock_guard guard(table_->lock);
+    return table_->live_keys;
+}
+
+template <class Key>
+inline typename connection_limiter<Key>::prepared_key connection_limiter<Key>::prepare(const Key& key) noexcept {
+    table& t = *table_;
+    const prepared_key digest = traits::make(key, t.seed);
+    detail::limits_prefetch(t.slots[t.home_of(digest.hash)]);
+    return digest;
+}
+
+template <class Key>
+inline typename connection_limiter<Key>::permit connection_limiter<Key>::try_acquire_prepared(
+    const prepared_key& digest) noexcept {
+    table& t = *table_;
+    const std::uint32_t home = t.home_of(digest.hash);
+
+    detail::limits_lock_guard guard(t.lock);
+    slot& s = t.find(digest.key, home);
+    if (s.count != 0 ? s.count >= t.max_per_key : t.live_keys >= t.capacity) return refused();
+    if (t.total.load(std::memory_order_relaxed) >= t.max_total) return refused();
+    t.total.fetch_add(1, std::memory_order_relaxed);
+    if (s.count == 0) {
+        s.key = digest.key;
+        s.home = home;
+        ++t.live_keys;
+    }
+    ++s.count;
+    return permit(&t, digest.key, home);
+}
+
+inline std::optional<address_key> address_key::from_text(std::string_view text, address_key_options options) noexcept {
+    if (text.size() > detail::limits_address_text_cap) return std::nullopt;
+    if (!text.empty() && text.front() == '[') {
+        if (text.size() < 2 || text.back() != ']') return std::nullopt;
+        return parse_ipv6_text(text.substr(1, text.size() - 2), options);
+    }
+    if (text.find(':') != std::string_view::npos) return parse_ipv6_text(text, options);
+    std::uint8_t quad[4];
+    if (!detail::limits_parse_ipv4(text, quad)) return std::nullopt;
+    return from_bytes(quad, 4, options);
+}
+
+inline std::optional<address_key> address_key::from_endpoint_text(std::string_view text,
+                                                                   address_key_options options) noexcept {
+    if (text.size() > detail::limits_address_text_cap) return std::nullopt;
+    if (!text.empty() && text.front() == '[') {
+        const std::size_t close = text.find(']');
+        if (close == std::string_view::npos) return std::nullopt;
+        const std::string_view rest = text.substr(close + 1);
+        if (!rest.empty() && (rest.front() != ':' || !detail::limits_parse_port(rest.substr(1)))) return std::nullopt;
+        return parse_ipv6_text(text.substr(1, close - 1), options);
+    }
+    const std::size_t colon = text.find(':');
+    if (colon != std::string_view::npos && text.find(':', colon + 1) == std::string_view::npos) {
+        if (!detail::limits_parse_port(text.substr(colon + 1))) return std::nullopt;
         std::uint8_t quad[4];
-        if (!detail::limits_parse_ipv4(text, quad)) return std::nullopt;
+        if (!detail::limits_parse_ipv4(text.substr(0, colon), quad)) return std::nullopt;
         return from_bytes(quad, 4, options);
     }
+    return from_text(text, options);
+}
 
-    // What stacks report as the remote endpoint: "192.0.2.1:443",
-    // "[2001:db8::1]:443", or a bare address. An unbracketed IPv6 address
-    // never carries a port (its last group would be ambiguous).
-    static std::optional<address_key> from_endpoint_text(std::string_view text, address_key_options options = {}) noexcept {
-        if (text.size() > detail::limits_address_text_cap) return std::nullopt;
-        if (!text.empty() && text.front() == '[') {
-            const std::size_t close = text.find(']');
-            if (close == std::string_view::npos) return std::nullopt;
-            const std::string_view rest = text.substr(close + 1);
-            if (!rest.empty() && (rest.front() != ':' || !detail::limits_parse_port(rest.substr(1)))) return std::nullopt;
-            return parse_ipv6_text(text.substr(1, close - 1), options);
+inline std::optional<address_key> address_key::from_bytes(const std::uint8_t* data, std::size_t size,
+                                                           address_key_options options) noexcept {
+    if (data == nullptr || (size != 4 && size != 16)) return std::nullopt;
+    address_key key;
+    if (size == 16 && !is_v4_mapped(data)) {
+        std::memcpy(key.bytes_, data, 16);
+        key.keep_prefix(0, options.ipv6_prefix > 128 ? 128 : options.ipv6_prefix);
+    } else {
+        key.bytes_[10] = 0xff;
+        key.bytes_[11] = 0xff;
+        std::memcpy(key.bytes_ + 12, size == 16 ? data + 12 : data, 4);
+        key.keep_prefix(12, options.ipv4_prefix > 32 ? 32 : options.ipv4_prefix);
+    }
+    return key;
+}
+
+inline bool address_key::is_v4_mapped(const std::uint8_t* b) noexcept {
+    for (int i = 0; i < 10; ++i) {
+        if (b[i] != 0) return false;
+    }
+    return b[10] == 0xff && b[11] == 0xff;
+}
+
+inline std::optional<address_key> address_key::parse_ipv6_text(std::string_view text,
+                                                                address_key_options options) noexcept {
+    if (!detail::limits_strip_zone(text)) return std::nullopt;
+    std::uint8_t raw[16];
+    if (!detail::limits_parse_ipv6(text, raw)) return std::nullopt;
+    return from_bytes(raw, 16, options);
+}
+
+inline void address_key::keep_prefix(unsigned from, unsigned bits) noexcept {
+    unsigned i = from + bits / 8;
+    if (i < 16 && bits % 8 != 0) {
+        bytes_[i] = static_cast<std::uint8_t>(bytes_[i] & (0xff << (8 - bits % 8)));
+        ++i;
+    }
+    if (i < 16) std::memset(bytes_ + i, 0, 16 - i);
+}
+
+inline result<accept_gate> accept_gate::create(const accept_limits& limits) {
+    if (limits.handshake_deadline <= std::chrono::milliseconds::zero())
+        return result<accept_gate>::failure("accept_gate: handshake_deadline must be positive (10 s is a good default)");
+    if (limits.max_pending_per_address > limits.max_pending_total)
+        return result<accept_gate>::failure("accept_gate: max_pending_per_address is over max_pending_total");
+    auto table = connection_limiter<address_key>::create(
+        {limits.max_pending_per_address, limits.table_capacity, limits.max_pending_total});
+    if (!table) return result<accept_gate>::failure("accept_gate: " + table.error());
+    return result<accept_gate>::success(accept_gate(std::move(table).value(), limits));
+}
+
+inline accept_permit accept_gate::try_admit(const address_key& client,
+                                            std::chrono::steady_clock::time_point now) noexcept {
+    connection_limiter<address_key>::permit slot = pending_.try_acquire(client);
+    if (!slot) return accept_permit(std::move(slot), refusal(), now);
+    return accept_permit(std::move(slot), wsguard::decision::allow(), now + limits_.handshake_deadline);
+}
+
+inline result<penalty_box> penalty_box::create(const penalty_options& options) {
+    if (options.max_failures == 0) return result<penalty_box>::failure("penalty_box: max_failures must be at least 1");
+    if (options.window <= std::chrono::milliseconds::zero())
+        return result<penalty_box>::failure("penalty_box: window must be positive");
+    if (options.ban <= std::chrono::milliseconds::zero() || options.ban > std::chrono::hours(24 * 365))
+        return result<penalty_box>::failure("penalty_box: ban must be positive and at most a year");
+    auto table = keyed_limiter<address_key>::create(wsguard::rate{options.max_failures, options.window},
+                                                     options.max_failures, options.capacity);
+    if (!table) return result<penalty_box>::failure("penalty_box: " + table.error());
+    const std::uint64_t ban_ns = static_cast<std::uint64_t>(std::chrono::nanoseconds(options.ban).count());
+    return result<penalty_box>::success(penalty_box(std::move(table).value(), ban_ns));
+}
+
+inline decision penalty_box::record_failure(const address_key& client, reason r,
+                                            std::chrono::steady_clock::time_point now) noexcept {
+    if (!counts(r)) return decision::allow();
+    const detail::limits_gcra& gcra = table_.gcra_;
+    return table_.with_entry(client, now, true, [&](slot& entry, std::uint64_t t) noexcept {
+        if (decision running = ban_left(entry, t); !running) return running;
+        std::uint64_t new_tat = 0;
+        if (gcra.step(entry.tat, t, 1, new_tat)) {
+            entry.tat = new_tat;
+            return decision::allow();
         }
-        const std::size_t colon = text.find(':');
-        if (colon != std::string_view::npos && text.find(':', colon + 1) == std::string_view::npos) {
-            if (!detail::limits_parse_port(text.substr(colon + 1))) return std::nullopt;
-            std::uint8_t quad[4];
-            if (!detail::limits_parse_ipv4(text.substr(0, colon), quad)) return std::nullopt;
-            return from_bytes(quad, 4, options);
-        }
-        return from_text(text, options);
-    }
+        // Banned: the bucket runs `ban` beyond full debt, see ban_left.
+        const std::uint64_t room = detail::limits_u64_max - gcra.window_ns - t;  // t <= horizon: no wrap
+        entry.tat = t + gcra.window_ns + (ban_ns_ < room ? ban_ns_ : room);
+        return decision(reason::client_penalized, detail::limits_wait(ban_ns_));
+    });
+}
 
-    // Raw network-order bytes: 4 (IPv4) or 16 (IPv6, e.g. sin6_addr). Other
-    // sizes, or a null pointer, are nullopt.
-    static std::optional<address_key> from_bytes(const std::uint8_t* data, std::size_t size, address_key_options options = {}) noexcept {
-        if (data == nullptr || (size != 4 && size != 16)) return std::nullopt;
-        address_key key;
-        if (size == 16 && !is_v4_mapped(data)) {
-            std::memcpy(key.bytes_, data, 16);
-            key.keep_prefix(0, options.ipv6_prefix > 128 ? 128 : options.ipv6_prefix);
-        } else {
-            key.bytes_[10] = 0xff;
-            key.bytes_[11] = 0xff;
-            std::memcpy(key.bytes_ + 12, size == 16 ? data + 12 : data, 4);
-            key.keep_prefix(12, options.ipv4_prefix > 32 ? 32 : options.ipv4_prefix);
-        }
-        return key;
-    }
+inline decision penalty_box::check_prepared(const prepared_key& client,
+                                            std::chrono::steady_clock::time_point now) noexcept {
+    return table_.with_entry(client, now, false, [&](const slot& entry, std::uint64_t t) noexcept {
+        return ban_left(entry, t);
+    });
+}
 
-    // 4 or 6 (a default-constructed key is the IPv6 key of "::").
-    int family() const noexcept { return is_ipv4() ? 4 : 6; }
-    bool is_ipv4() const noexcept { return is_v4_mapped(bytes_); }
-    // 16 bytes in network order; an IPv4 address is the last 4 (::ffff:a.b.c.d).
-    const std::uint8_t* bytes() const noexcept { return bytes_; }
-
-    friend bool operator==(const address_key& a, const address_key& b) noexcept {
-        return std::memcmp(a.bytes_, b.bytes_, sizeof a.bytes_) == 0;
-    }
-    friend bool operator!=(const address_key& a, const address_key& b) noexcept { return !(a == b); }
-
-private:
-    static bool is_v4_mapped(const std::uint8_t* b) noexcept {
-        for (int i = 0; i < 10; ++i) {
-            if (b[i] != 0) return false;
-        }
-        return b[10] == 0xff && b[11] == 0xff;
-    }
-    static std::optional<address_key> parse_ipv6_text(std::string_view text, address_key_options options) noexcept {
-        if (!detail::limits_strip_zone(text)) return std::nullopt;
-        std::uint8_t raw[16];
-        if (!detail::limits_parse_ipv6(text, raw)) return std::nullopt;
-        return from_bytes(raw, 16, options);
-    }
-    // Zeroes every bit after the first `bits` bits counted from byte `from`.
-    // Precondition: bits <= (16 - from) * 8.
-    void keep_prefix(unsigned from, unsigned bits) noexcept {
-        unsigned i = from + bits / 8;
-        if (i < 16 && bits % 8 != 0) {
-            bytes_[i] = static_cast<std::uint8_t>(bytes_[i] & (0xff << (8 - bits % 8)));
-            ++i;
-        }
-        if (i < 16) std::memset(bytes_ + i, 0, 16 - i);
-    }
-
-    std::uint8_t bytes_[16] = {};
-};
-
-static_assert(std::has_unique_object_representations<address_key>::value && sizeof(address_key) == 16,
-              "address_key is stored and hashed as raw bytes: it must have no padding");
-
-// ---------------------------------------------------------------------------
-// accept_gate: admission at accept time, before any byte of HTTP is read.
-// ---------------------------------------------------------------------------
-//
-// A server's socket budget is shared by everyone, so a client that opens
-// sockets and sends nothing (or trickles a header, slowloris) must not be able
-// to fill it. Call try_admit right after accept(): at most
-// max_pending_per_address handshakes in progress per client (IPv4 address or
-// IPv6 /64, like address_key; the client behind a trusted PROXY header when
-// one came first) and max_pending_total in all, each with a deadline by which
-// its upgrade request must be complete. The returned accept_permit holds the
-// pending slot; the slot returns when the handshake ends either way — upgraded
-// (the connection_limiter permit from handshake_guard takes over) or dropped —
-// by release() or destruction. A refusal is too_many_pending: answer 503 with
-// Retry-After, or simply close the socket (cheaper, and what a flood deserves).
-// A stack polls permit.expired(now) (or arms a timer at deadline()) and closes
-// the socket when the deadline passed: handshake_deadline_passed is the reason
-// to log (408, or a close without an answer). Fixed capacity (the exact
-// connection_limiter table), seeded hashing, no allocation after create.
-struct accept_limits {
-    std::uint32_t max_pending_per_address = 8;   // handshakes in progress per client
-    std::uint32_t max_pending_total = 1024;      // in progress across all clients
-    std::chrono::milliseconds handshake_deadline{10000};  // accept to complete upgrade request
-    std::size_t table_capacity = 65536;          // clients with a pending handshake at once (exact)
-    address_key_options address_options{};       // for address_of(); IPv6 grouped by /64 by default
-};
-
-class [[nodiscard]] accept_permit {
-public:
-    // How long a refused client is told to wait when the stack answers 503.
-    static constexpr std::chrono::milliseconds refusal_retry_after{1000};
-
-    // Refused (too_many_pending) and holding nothing.
-    accept_permit() noexcept = default;
-    accept_permit(accept_permit&&) noexcept = default;
-    accept_permit& operator=(accept_permit&&) noexcept = default;
-    accept_permit(const accept_permit&) = delete;
-    accept_permit& operator=(const accept_permit&) = delete;
-
-    // True while the permit holds a pending slot (not after release()).
-    explicit operator bool() const noexcept { return static_cast<bool>(slot_); }
-    // ok, or too_many_pending with retry_after 1 s.
-    wsguard::decision decision() const noexcept { return decision_; }
-    // When the upgrade request must be complete (try_admit's now + deadline).
-    std::chrono::steady_clock::time_point deadline() const noexcept { return deadline_; }
-    // True from the deadline on: close the socket, log handshake_deadline_passed.
-    bool expired(std::chrono::steady_clock::time_point now) const noexcept { return now >= deadline_; }
-    bool expired() const noexcept { return expired(std::chrono::steady_clock::now()); }
-    // ok before the deadline, handshake_deadline_passed from it on: for logs
-    // and for stacks that answer 408 before closing.
-    wsguard::decision check_deadline(std::chrono::steady_clock::time_point now) const noexcept {
-        return expired(now) ? wsguard::decision(reason::handshake_deadline_passed) : wsguard::decision::allow();
-    }
-    wsguard::decision check_deadline() const noexcept { return check_deadline(std::chrono::steady_clock::now()); }
-    // Gives the pending slot back now (the handshake ended: upgraded or
-    // dropped). Idempotent; the destructor does the same.
-    void release() noexcept { slot_.release(); }
-
-private:
-    friend class accept_gate;
-    accept_permit(connection_limiter<address_key>::permit slot, wsguard::decision d,
-                  std::chrono::steady_clock::time_point deadline) noexcept
-        : slot_(std::move(slot)), decision_(d), deadline_(deadline) {}
-
-    connection_limiter<address_key>::permit slot_;
-    wsguard::decision decision_{reason::too_many_pending, refusal_retry_after};
-    std::chrono::steady_clock::time_point deadline_{};
-};
-
-class accept_gate {
-public:
-    static result<accept_gate> create(const accept_limits& limits) {
-        if (limits.handshake_deadline <= std::chrono::milliseconds::zero())
-            return result<accept_gate>::failure("accept_gate: handshake_deadline must be positive (10 s is a good default)");
-        if (limits.max_pending_per_address > limits.max_pending_total)
-            return result<accept_gate>::failure("accept_gate: max_pending_per_address is over max_pending_total");
-        auto table = connection_limiter<address_key>::create(
-            {limits.max_pending_per_address, limits.table_capacity, limits.max_pending_total});
-        if (!table) return result<accept_gate>::failure("accept_gate: " + table.error());
-        return result<accept_gate>::success(accept_gate(std::move(table).value(), limits));
-    }
-
-    // Call right after accept(), before reading anything from the socket.
-    accept_permit try_admit(const address_key& client, std::chrono::steady_clock::time_point now) noexcept {
-        connection_limiter<address_key>::permit slot = pending_.try_acquire(client);
-        if (!slot) return accept_permit(std::move(slot), refusal(), now);
-        return accept_permit(std::move(slot), wsguard::decision::allow(), now + limits_.handshake_deadline);
-    }
-    accept_permit try_admit(const address_key& client) noexcept {
-        return try_admit(client, std::chrono::steady_clock::now());
-    }
-
-    // The key for a peer, grouped by this gate's address options: raw
-    // network-order bytes (4 or 16, e.g. from sockaddr) or endpoint text.
-    std::optional<address_key> address_of(const std::uint8_t* data, std::size_t size) const noexcept {
-        return address_key::from_bytes(data, size, limits_.address_options);
-    }
-    std::optional<address_key> address_of(std::string_view endpoint_text) const noexcept {
-        return address_key::from_endpoint_text(endpoint_text, limits_.address_options);
-    }
-
-    // Handshakes in progress, in total and for one client.
-    std::uint32_t pending() const noexcept { return pending_.total(); }
-    std::uint32_t pending(const address_key& client) const noexcept { return pending_.connections(client); }
-    std::chrono::milliseconds handshake_deadline() const noexcept { return limits_.handshake_deadline; }
-    // Everything this gate owns; constant from construction on.
-    std::size_t memory_bytes() const noexcept { return sizeof(*this) - sizeof(pending_) + pending_.memory_bytes(); }
-
-private:
-    accept_gate(connection_limiter<address_key> table, const accept_limits& limits) noexcept
-        : pending_(std::move(table)), limits_(limits) {}
-    static wsguard::decision refusal() noexcept {
-        return wsguard::decision(reason::too_many_pending, accept_permit::refusal_retry_after);
-    }
-
-    connection_limiter<address_key> pending_;
-    accept_limits limits_;
-};
-
-// ---------------------------------------------------------------------------
-// penalty_box: bans a client that keeps presenting forged tickets.
-// ---------------------------------------------------------------------------
-//
-// A forged ticket costs the server a MAC; a client that sends them by the
-// thousand is an attacker, not a user. record_failure counts the failures that
-// only forgery or replay produce — ticket_bad_mac, ticket_unknown_key,
-// ticket_replayed, ticket_malformed — and ignores every other reason (an
-// expired ticket from a stale page, a clock skew, a wrong origin are honest
-// mistakes). A client may fail max_failures times at once and one more time
-// every window / max_failures after that; the failure beyond that bans it for
-// `ban`. check() refuses a banned client with client_penalized (429, with
-// retry_after until the ban ends) and is meant to run before any MAC is
-// computed. After a ban the client's failure budget refills from empty: a
-// client that resumes forging at once is banned again on its first failure.
-// Defaults: 20 failures (per 60 s) and a 5-minute ban; a user with a stale
-// page fails with ticket_expired, which is not counted, and a reload spends a
-// fresh ticket, so an ordinary user is never banned.
-//
-// Storage is keyed_limiter's fixed table (one 16-byte entry per client,
-// seeded hashing, sharded locks, no allocation after create): a ban is stored
-// as a bucket state far in the future, so bans are the last entries evicted
-// when a flood of new clients passes through; when a probe group holds only
-// bans, the one closest to its end goes first.
-struct penalty_options {
-    std::uint32_t max_failures = 20;                       // tolerated at once
-    std::chrono::milliseconds window = std::chrono::minutes(1);  // max_failures more per window
-    std::chrono::milliseconds ban = std::chrono::minutes(5);
-    std::size_t capacity = 65536;                          // clients tracked at once
-    bool enabled = true;                                   // read by handshake_guard only
-};
-
-class penalty_box {
-public:
-    static result<penalty_box> create(const penalty_options& options) {
-        if (options.max_failures == 0) return result<penalty_box>::failure("penalty_box: max_failures must be at least 1");
-        if (options.window <= std::chrono::milliseconds::zero())
-            return result<penalty_box>::failure("penalty_box: window must be positive");
-        if (options.ban <= std::chrono::milliseconds::zero() || options.ban > std::chrono::hours(24 * 365))
-            return result<penalty_box>::failure("penalty_box: ban must be positive and at most a year");
-        auto table = keyed_limiter<address_key>::create(wsguard::rate{options.max_failures, options.window},
-                                                         options.max_failures, options.capacity);
-        if (!table) return result<penalty_box>::failure("penalty_box: " + table.error());
-        const std::uint64_t ban_ns = static_cast<std::uint64_t>(std::chrono::nanoseconds(options.ban).count());
-        return result<penalty_box>::success(penalty_box(std::move(table).value(), ban_ns));
-    }
-
-    // Whether a failure with this reason counts towards a ban.
-    static constexpr bool counts(reason r) noexcept {
-        return r == reason::ticket_bad_mac || r == reason::ticket_unknown_key || r == reason::ticket_replayed ||
-               r == reason::ticket_malformed;
-    }
-
-    // ok, or client_penalized with retry_after until the ban ends. Never
-    // creates an entry.
-    decision check(const address_key& client, std::chrono::steady_clock::time_point now) noexcept {
-        return check_prepared(table_.prepare(client), now);
-    }
-    decision check(const address_key& client) noexcept { return check(client, std::chrono::steady_clock::now()); }
-
-    // Counts one failure of `r` (ignored unless counts(r)). Returns ok while the
-    // client is tolerated, client_penalized (retry_after: the ban) when this
-    // failure started a ban or one is running.
-    decision record_failure(const address_key& client, reason r, std::chrono::steady_clock::time_point now) noexcept {
-        if (!counts(r)) return decision::allow();
-        const detail::limits_gcra& gcra = table_.gcra_;
-        return table_.with_entry(client, now, true, [&](slot& entry, std::uint64_t t) noexcept {
-            if (decision running = ban_left(entry, t); !running) return running;
-            std::uint64_t new_tat = 0;
-            if (gcra.step(entry.tat, t, 1, new_tat)) {
-                entry.tat = new_tat;
-                return decision::allow();
-            }
-            // Banned: the bucket runs `ban` beyond full debt, see ban_left.
-            const std::uint64_t room = detail::limits_u64_max - gcra.window_ns - t;  // t <= horizon: no wrap
-            entry.tat = t + gcra.window_ns + (ban_ns_ < room ? ban_ns_ : room);
-            return decision(reason::client_penalized, detail::limits_wait(ban_ns_));
-        });
-    }
-    decision record_failure(const address_key& client, reason r) noexcept {
-        return record_failure(client, r, std::chrono::steady_clock::now());
-    }
-
-    std::size_t capacity() const noexcept { return table_.capacity(); }
-    std::size_t memory_bytes() const noexcept { return sizeof(*this) - sizeof(table_) + table_.memory_bytes(); }
-
-private:
-    using slot = keyed_limiter<address_key>::slot;
-    using prepared_key = keyed_limiter<address_key>::prepared_key;
-
-    template <class>
-    friend class basic_handshake_guard;
-
-    // handshake_guard's hooks (see keyed_limiter::prepare).
-    prepared_key prepare(const address_key& client) noexcept { return table_.prepare(client); }
-    decision check_prepared(const prepared_key& client, std::chrono::steady_clock::time_point now) noexcept {
-        return table_.with_entry(client, now, false, [&](const slot& entry, std::uint64_t t) noexcept {
-            return ban_left(entry, t);
-        });
-    }
-
-    penalty_box(keyed_limiter<address_key> table, std::uint64_t ban_ns) noexcept
-        : table_(std::move(table)), ban_ns_(ban_ns) {}
-
-    // A bucket never runs more than one window ahead of now unless banned:
-    // the excess is what is left of the ban. The bucket is clamped below
-    // 2^64 by the clock horizon, and ban_ns is at most a year.
-    decision ban_left(const slot& entry, std::uint64_t t) const noexcept {
-        const std::uint64_t window = table_.gcra_.window_ns;
-        if (entry.tat <= t || entry.tat - t <= window) return decision::allow();
-        return decision(reason::client_penalized, detail::limits_wait(entry.tat - t - window));
-    }
-
-    keyed_limiter<address_key> table_;
-    std::uint64_t ban_ns_ = 0;
-};
+inline decision penalty_box::ban_left(const slot& entry, std::uint64_t t) const noexcept {
+    const std::uint64_t window = table_.gcra_.window_ns;
+    if (entry.tat <= t || entry.tat - t <= window) return decision::allow();
+    return decision(reason::client_penalized, detail::limits_wait(entry.tat - t - window));
+}
 
 }  // inline namespace WSGUARD_ABI_NS
 }  // namespace wsguard

@@ -4875,6 +4875,14 @@ inline hmac_sha256_key hmac_sha256_key_for(sha256_backend backend, const std::ui
 // 8. Tickets: keyring, issuer, verifier, replay store, transport helpers
 // ===========================================================================
 //
+// keyring              HMAC keys by id: one issues, older ones keep verifying.
+// ticket_claims        what a verified ticket says; require_scope checks one.
+// ticket_issuer        mints a ticket for the authenticated POST (issue()).
+// memory_replay_store  the default ReplayStore: spent nonces, one process.
+// ticket_verifier      checks a presented ticket, cheapest first, and spends it.
+// ticket_from_subprotocol, ticket_from_query  where the browser puts a ticket.
+// first_message_gate   the ticket as the first message, for stacks that need it.
+//
 // The browser WebSocket API cannot send an Authorization header. The page
 // fetches a ticket with an authenticated HTTP POST, presents it once in the
 // upgrade request (Sec-WebSocket-Protocol or a query parameter), and the server
@@ -4916,75 +4924,12 @@ struct ticket_limits {
     static constexpr std::size_t max_chars = (max_bytes / 3) * 4 + (max_bytes % 3 == 0 ? 0 : max_bytes % 3 + 1);
 };
 
+// ---------------------------------------------------------------------------
+// Storage the public classes hold by value, so it is complete before them: a
+// keyring's precomputed keys and the replay store's slots and lock. The wire
+// format's helpers and the MAC live with the other internals, below.
+// ---------------------------------------------------------------------------
 namespace detail {
-
-inline constexpr char ticket_domain[] = "wsguard-ticket-v1";  // zero-padded to one SHA-256 block
-inline constexpr std::uint8_t ticket_version = 1;
-inline constexpr std::size_t ticket_header_size = 1 + 4 + 8 + 8 + 16;
-inline constexpr std::size_t ticket_mac_size = 32;
-// Header, empty subject/origin/audience, no scopes, MAC.
-inline constexpr std::size_t ticket_min_bytes = ticket_header_size + 1 + 2 + 2 + 1 + ticket_mac_size;
-// Times outside [0, ticket_max_unix_ms] are refused: they fit any system_clock.
-inline constexpr std::int64_t ticket_max_unix_ms = 8'000'000'000'000;  // year 2223
-
-inline void ticket_store_be(std::uint8_t* out, std::uint64_t value, int bytes) noexcept {
-    for (int i = bytes - 1; i >= 0; --i) {
-        out[i] = static_cast<std::uint8_t>(value);
-        value >>= 8;
-    }
-}
-
-inline std::uint64_t ticket_load_be(const std::uint8_t* in, int bytes) noexcept {
-    std::uint64_t value = 0;
-    for (int i = 0; i < bytes; ++i) value = (value << 8) | in[i];
-    return value;
-}
-
-inline std::int64_t ticket_unix_ms(std::chrono::system_clock::time_point t) noexcept {
-    return std::chrono::floor<std::chrono::milliseconds>(t.time_since_epoch()).count();
-}
-
-inline std::chrono::system_clock::time_point ticket_time_point(std::int64_t unix_ms) noexcept {
-    return std::chrono::system_clock::time_point(
-        std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::milliseconds(unix_ms)));
-}
-
-
-// Origins are compared after the folding the Origin policy applies: scheme and
-// host are case-insensitive and a default port (:443 for https/wss, :80 for
-// http/ws) is dropped. Returns the folded length (never longer than the input).
-inline std::size_t ticket_fold_origin(std::string_view origin, char* out) noexcept {
-    for (std::size_t i = 0; i < origin.size(); ++i) out[i] = ascii_lower(origin[i]);
-    const std::string_view folded(out, origin.size());
-    const auto drop = [&](std::string_view scheme, std::string_view port) {
-        return folded.size() > scheme.size() + port.size() && folded.compare(0, scheme.size(), scheme) == 0 &&
-               folded.compare(folded.size() - port.size(), port.size(), port) == 0;
-    };
-    if (drop("https://", ":443") || drop("wss://", ":443")) return folded.size() - 4;
-    if (drop("http://", ":80") || drop("ws://", ":80")) return folded.size() - 3;
-    return folded.size();
-}
-
-// Scopes are given as one space-separated string ("chat:read chat:write"), as
-// OAuth does. Calls visit(scope) for each; false when over the caps.
-template <class Visit>
-bool ticket_for_each_scope(std::string_view scopes, Visit&& visit) noexcept {
-    std::size_t count = 0;
-    std::size_t i = 0;
-    while (i < scopes.size()) {
-        if (scopes[i] == ' ') {
-            ++i;
-            continue;
-        }
-        std::size_t end = scopes.find(' ', i);
-        if (end == std::string_view::npos) end = scopes.size();
-        const std::string_view scope = scopes.substr(i, end - i);
-        if (scope.size() > ticket_limits::max_scope || ++count > ticket_limits::max_scopes) return false;
-        visit(scope);
-        i = end;
-    }
-    return true;
-}
 
 struct ticket_key_entry {
     std::uint32_t id;
@@ -4992,20 +4937,24 @@ struct ticket_key_entry {
     std::chrono::system_clock::time_point verify_until;  // max(): no end
 };
 
-inline hmac_sha256_key::stream ticket_mac_start(std::string_view secret) noexcept {
-    std::uint8_t block[64] = {};
-    std::memcpy(block, ticket_domain, sizeof ticket_domain - 1);
-    hmac_sha256_key::stream mac = hmac_sha256_key(secret).begin();
-    mac.update(block, sizeof block);
-    return mac;
-}
+// Defined with the internals below; ticket_claims reports its times with it.
+inline std::chrono::system_clock::time_point ticket_time_point(std::int64_t unix_ms) noexcept;
 
-inline sha256_digest ticket_mac(const hmac_sha256_key::stream& after_domain, const std::uint8_t* bytes,
-                                std::size_t size) noexcept {
-    hmac_sha256_key::stream mac = after_domain;
-    mac.update(bytes, size);
-    return mac.finish();
-}
+struct replay_slot {
+    std::uint64_t low = 0;
+    std::uint64_t high = 0;
+    std::int64_t expires_ms = 0;  // 0: never used (ends a probe); <= now: expired, reusable
+};
+
+// MinGW-w64's "win32" thread model (Debian's default x86_64-w64-mingw32-g++)
+// builds libstdc++ without gthreads: no std::mutex. The replay store then takes
+// the spin lock; elsewhere a mutex parks a waiter instead of spinning. One
+// program has one thread model, so one layout.
+#if defined(__GLIBCXX__) && !defined(_GLIBCXX_HAS_GTHREADS)
+using replay_lock = spinlock;
+#else
+using replay_lock = std::mutex;
+#endif
 
 }  // namespace detail
 
@@ -5033,36 +4982,7 @@ public:
         return create(issuing_key_id, keys.begin(), keys.size());
     }
 
-    static result<keyring> create(std::uint32_t issuing_key_id, const keyring_key* keys, std::size_t count) {
-        using failure = result<keyring>;
-        if (count == 0) return failure::failure("keyring: no keys; give at least the key that issues tickets");
-        if (count > max_keys)
-            return failure::failure("keyring: " + std::to_string(count) + " keys; at most " + std::to_string(max_keys));
-        keyring ring;
-        ring.issuing_key_id_ = issuing_key_id;
-        bool has_issuing_key = false;
-        for (std::size_t i = 0; i < count; ++i) {
-            const keyring_key& k = keys[i];
-            const std::string name = "keyring: key " + std::to_string(k.id);
-            if (k.secret.size() < min_secret_size)
-                return failure::failure(name + " is " + std::to_string(k.secret.size()) +
-                                        " bytes; HMAC-SHA256 keys must be at least 32 random bytes");
-            for (std::size_t j = 0; j < i; ++j) {
-                if (keys[j].id == k.id) return failure::failure(name + " appears twice; key ids must be unique");
-            }
-            if (k.id == issuing_key_id) {
-                has_issuing_key = true;
-                if (k.verify_until)
-                    return failure::failure(name + " issues tickets, so it cannot have a verify_until");
-            }
-            ring.keys_.push_back(detail::ticket_key_entry{
-                k.id, detail::ticket_mac_start(k.secret), k.verify_until.value_or(std::chrono::system_clock::time_point::max())});
-        }
-        if (!has_issuing_key)
-            return failure::failure("keyring: the issuing key id " + std::to_string(issuing_key_id) +
-                                    " is not among the keys");
-        return failure::success(std::move(ring));
-    }
+    static result<keyring> create(std::uint32_t issuing_key_id, const keyring_key* keys, std::size_t count);
 
     std::uint32_t issuing_key_id() const noexcept { return issuing_key_id_; }
     std::size_t size() const noexcept { return keys_.size(); }
@@ -5080,19 +5000,9 @@ private:
     keyring() = default;
 
     // The precomputed key for issuing / for a ticket's key id.
-    const hmac_sha256_key::stream& issuing_key() const noexcept {
-        for (const detail::ticket_key_entry& e : keys_) {
-            if (e.id == issuing_key_id_) return e.after_domain;
-        }
-        detail::contract_violation("keyring without its issuing key");
-    }
+    const hmac_sha256_key::stream& issuing_key() const noexcept;
     const hmac_sha256_key::stream* verifying_key(std::uint32_t id,
-                                                 std::chrono::system_clock::time_point now) const noexcept {
-        for (const detail::ticket_key_entry& e : keys_) {
-            if (e.id == id) return now < e.verify_until ? &e.after_domain : nullptr;
-        }
-        return nullptr;
-    }
+                                                 std::chrono::system_clock::time_point now) const noexcept;
 
     std::uint32_t issuing_key_id_ = 0;
     std::vector<detail::ticket_key_entry> keys_;  // at most max_keys, filled at construction
@@ -5197,73 +5107,11 @@ WSGUARD_DETAIL_SET_DEPRECATED_END
 
 class ticket_issuer {
 public:
-    static result<ticket_issuer> create(keyring keys, ticket_issuer_options options = {}) {
-        using failure = result<ticket_issuer>;
-        if (options.default_ttl < std::chrono::seconds(1) || options.default_ttl > options.max_ttl)
-            return failure::failure("ticket_issuer: default_ttl must be at least 1 s and at most max_ttl");
-        if (options.max_ttl > std::chrono::hours(1))
-            return failure::failure("ticket_issuer: max_ttl over 1 hour; tickets are meant to be short-lived");
-        return failure::success(ticket_issuer(std::move(keys), options));
-    }
+    static result<ticket_issuer> create(keyring keys, ticket_issuer_options options = {});
 
     issued_ticket issue(const ticket_request& request) const { return issue(request, std::chrono::system_clock::now()); }
 
-    issued_ticket issue(const ticket_request& request, std::chrono::system_clock::time_point now) const {
-        issued_ticket out;
-        if (request.subject.size() > ticket_limits::max_subject || request.origin.size() > ticket_limits::max_origin ||
-            request.audience.size() > ticket_limits::max_audience ||
-            !detail::ticket_for_each_scope(request.scopes, [](std::string_view) {})) {
-            settle(out, reason::ticket_field_too_long);
-            return out;
-        }
-        std::chrono::seconds ttl = request.ttl > std::chrono::seconds(0) ? request.ttl : options_.default_ttl;
-        if (ttl > options_.max_ttl) ttl = options_.max_ttl;
-        const std::int64_t issued_ms = detail::ticket_unix_ms(now);
-        const std::int64_t expires_ms = issued_ms + std::chrono::milliseconds(ttl).count();
-        if (issued_ms < 0 || expires_ms > detail::ticket_max_unix_ms) {
-            settle(out, reason::internal_error);  // the clock is outside any sane range
-            return out;
-        }
-
-        std::uint8_t body[ticket_limits::max_bytes];
-        std::uint8_t* p = body;
-        *p++ = detail::ticket_version;
-        detail::ticket_store_be(p, keys_.issuing_key_id(), 4);
-        detail::ticket_store_be(p + 4, static_cast<std::uint64_t>(issued_ms), 8);
-        detail::ticket_store_be(p + 12, static_cast<std::uint64_t>(expires_ms), 8);
-        const reason random = random_bytes(p + 20, 16);
-        if (random != reason::ok) {
-            settle(out, random);
-            return out;
-        }
-        p += 36;
-        *p++ = static_cast<std::uint8_t>(request.subject.size());
-        p = put(p, request.subject);
-        char origin[ticket_limits::max_origin];
-        const std::size_t origin_size = detail::ticket_fold_origin(request.origin, origin);
-        detail::ticket_store_be(p, origin_size, 2);
-        p = put(p + 2, std::string_view(origin, origin_size));
-        detail::ticket_store_be(p, request.audience.size(), 2);
-        p = put(p + 2, request.audience);
-        std::uint8_t* const scope_count = p++;
-        *scope_count = 0;
-        (void)detail::ticket_for_each_scope(request.scopes, [&](std::string_view scope) {
-            ++*scope_count;
-            *p++ = static_cast<std::uint8_t>(scope.size());
-            p = put(p, scope);
-        });
-        const sha256_digest mac = detail::ticket_mac(keys_.issuing_key(), body, static_cast<std::size_t>(p - body));
-        std::memcpy(p, mac.data(), detail::ticket_mac_size);
-        p += detail::ticket_mac_size;
-
-        // constant-time: until the client spends it, the ticket is a bearer
-        // credential, so its nonce and MAC must not index a table (a cache
-        // observer on this host could read them and spend the ticket first).
-        out.ticket = base64url_encode(body, static_cast<std::size_t>(p - body));
-        out.expires_at = detail::ticket_time_point(expires_ms);
-        settle(out, reason::ok);
-        return out;
-    }
+    issued_ticket issue(const ticket_request& request, std::chrono::system_clock::time_point now) const;
 
     const keyring& keys() const noexcept { return keys_; }
     const ticket_issuer_options& options() const noexcept { return options_; }
@@ -5326,63 +5174,6 @@ private:
 // millisecond: a ticket issued in the very millisecond of creation may have
 // been spent by the previous process, so it is refused.
 // ---------------------------------------------------------------------------
-namespace detail {
-
-struct replay_slot {
-    std::uint64_t low = 0;
-    std::uint64_t high = 0;
-    std::int64_t expires_ms = 0;  // 0: never used (ends a probe); <= now: expired, reusable
-};
-
-// MinGW-w64's "win32" thread model (Debian's default x86_64-w64-mingw32-g++)
-// builds libstdc++ without gthreads: no std::mutex. The replay store then takes
-// the spin lock; elsewhere a mutex parks a waiter instead of spinning. One
-// program has one thread model, so one layout.
-#if defined(__GLIBCXX__) && !defined(_GLIBCXX_HAS_GTHREADS)
-using replay_lock = spinlock;
-#else
-using replay_lock = std::mutex;
-#endif
-
-// Slots examined for expired nonces on every spend, behind a moving cursor:
-// keeps expired entries from piling up, so the full sweep stays rare.
-inline constexpr std::size_t replay_reclaim_per_spend = 2;
-
-// Whether a ReplayStore spends with the ticket's issue time (a store whose start can move).
-template <class Store, class = void>
-struct replay_store_spends_with_issued_at : std::false_type {};
-template <class Store>
-struct replay_store_spends_with_issued_at<
-    Store, std::void_t<decltype(std::declval<Store&>().try_spend(
-               std::declval<const ticket_nonce&>(), std::declval<std::chrono::system_clock::time_point>(),
-               std::declval<std::chrono::system_clock::time_point>(),
-               std::declval<std::chrono::system_clock::time_point>()))>> : std::true_type {};
-
-// Whether a ReplayStore names how far an issuer's clock may run ahead of its own start.
-template <class Store, class = void>
-struct replay_store_reports_issuer_skew : std::false_type {};
-template <class Store>
-struct replay_store_reports_issuer_skew<Store, std::void_t<decltype(std::declval<const Store&>().issuer_clock_skew())>>
-    : std::true_type {};
-
-// t + d, or the latest time point when that would overflow.
-inline std::chrono::system_clock::time_point saturating_add(std::chrono::system_clock::time_point t,
-                                                            std::chrono::seconds d) noexcept {
-    const auto latest = std::chrono::system_clock::time_point::max();
-    return t > latest - d ? latest : t + d;  // d is 0..60 s (checked by create)
-}
-
-inline std::uint64_t replay_mix(std::uint64_t x) noexcept {  // splitmix64 finalizer
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ULL;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebULL;
-    x ^= x >> 31;
-    return x;
-}
-
-}  // namespace detail
-
 class memory_replay_store {
 public:
     static constexpr std::size_t max_capacity = std::size_t(1) << 24;
@@ -5393,69 +5184,10 @@ public:
 
     // `now`: the creation time; tickets issued before it, or in its
     // millisecond, are refused.
-    static result<memory_replay_store> create(std::size_t capacity, std::chrono::system_clock::time_point now) {
-        using failure = result<memory_replay_store>;
-        if (capacity == 0 || capacity > max_capacity)
-            return failure::failure("memory_replay_store: capacity must be between 1 and " +
-                                    std::to_string(max_capacity) +
-                                    " live tickets (peak tickets per second x longest ticket lifetime)");
-        memory_replay_store store;
-        store.state_.reset(new (std::nothrow) state());
-        if (!store.state_) return failure::failure("memory_replay_store: out of memory");
-        state& st = *store.state_;
-        st.capacity = capacity;
-        st.slot_count = 2 * capacity;  // load factor at most 1/2
-        if (!st.slots.allocate(st.slot_count)) return failure::failure("memory_replay_store: out of memory for the table");
-        // A keyed hash, so nonces chosen by someone holding a valid MAC cannot
-        // be lined up into one long cluster. Not a secret that guards anything else.
-        std::uint8_t seed[16];
-        if (random_bytes(seed, sizeof seed) != reason::ok) {
-            const std::uint64_t fallback = static_cast<std::uint64_t>(
-                std::chrono::steady_clock::now().time_since_epoch().count()) ^ reinterpret_cast<std::uintptr_t>(&store);
-            std::memcpy(seed, &fallback, 8);
-            std::memcpy(seed + 8, &fallback, 8);
-        }
-        st.seed_low = detail::ticket_load_be(seed, 8);
-        st.seed_high = detail::ticket_load_be(seed + 8, 8);
-        // The first whole millisecond after creation: tickets carry
-        // milliseconds, and one issued in the creation millisecond may predate it.
-        store.created_ = detail::ticket_time_point(detail::ticket_unix_ms(now) + 1);
-        return failure::success(std::move(store));
-    }
+    static result<memory_replay_store> create(std::size_t capacity, std::chrono::system_clock::time_point now);
 
     reason try_spend(const ticket_nonce& nonce, std::chrono::system_clock::time_point expires_at,
-                     std::chrono::system_clock::time_point now) noexcept {
-        if (!state_) return reason::store_unavailable;  // a moved-from store
-        state& st = *state_;
-        const std::uint64_t low = detail::ticket_load_be(nonce.data(), 8);
-        const std::uint64_t high = detail::ticket_load_be(nonce.data() + 8, 8);
-        const std::int64_t now_ms = detail::ticket_unix_ms(now);
-        std::int64_t expires_ms = detail::ticket_unix_ms(expires_at);
-        if (expires_ms < 1) expires_ms = 1;
-
-        const std::lock_guard<detail::replay_lock> guard(st.lock);
-        st.reclaim_some(now_ms);
-        for (bool swept = false;; swept = true) {
-            std::size_t i = st.home_of(low, high);
-            for (; st.slots[i].expires_ms != 0; i = st.next(i)) {
-                detail::replay_slot& slot = st.slots[i];
-                if (slot.low != low || slot.high != high) continue;
-                if (slot.expires_ms > now_ms) return reason::ticket_replayed;
-                slot.expires_ms = expires_ms;  // the same nonce, expired: remembered again
-                st.earliest_ms = std::min(st.earliest_ms, expires_ms);
-                return reason::ok;
-            }
-            if (st.stored < st.capacity) {
-                st.slots[i] = detail::replay_slot{low, high, expires_ms};
-                ++st.stored;
-                st.earliest_ms = std::min(st.earliest_ms, expires_ms);
-                return reason::ok;
-            }
-            // Full: exactly `capacity` live nonces unless one has expired.
-            if (swept || st.earliest_ms > now_ms) return reason::replay_store_full;
-            st.sweep(now_ms);  // entries moved: probe again
-        }
-    }
+                     std::chrono::system_clock::time_point now) noexcept;
 
     std::chrono::system_clock::time_point accepts_issued_after() const noexcept { return created_; }
     // Unexpired nonces always stored: exactly the capacity given to create().
@@ -5481,48 +5213,19 @@ private:
         std::uint64_t seed_low = 0;
         std::uint64_t seed_high = 0;
 
-        std::size_t home_of(std::uint64_t low, std::uint64_t high) const noexcept {
-            const std::uint64_t hash = detail::replay_mix(detail::replay_mix(low ^ seed_low) ^ high ^ seed_high);
-            return static_cast<std::size_t>(((hash >> 32) * slot_count) >> 32);
-        }
+        std::size_t home_of(std::uint64_t low, std::uint64_t high) const noexcept;
         std::size_t next(std::size_t i) const noexcept { return i + 1 == slot_count ? 0 : i + 1; }
         // Backward-shift deletion of the entry at `hole` (see connection_limiter).
-        void erase(std::size_t hole) noexcept {
-            for (std::size_t j = next(hole); slots[j].expires_ms != 0; j = next(j)) {
-                const std::size_t h = home_of(slots[j].low, slots[j].high);
-                const std::size_t from_home = j >= h ? j - h : j + slot_count - h;
-                const std::size_t from_hole = j >= hole ? j - hole : j + slot_count - hole;
-                if (from_home >= from_hole) {
-                    slots[hole] = slots[j];
-                    hole = j;
-                }
-            }
-            slots[hole] = detail::replay_slot{};
-            --stored;
-        }
+        void erase(std::size_t hole) noexcept;
         bool expired_at(std::size_t i, std::int64_t now_ms) const noexcept {
             return slots[i].expires_ms != 0 && slots[i].expires_ms <= now_ms;
         }
-        void reclaim_some(std::int64_t now_ms) noexcept {
-            for (std::size_t k = 0; k < detail::replay_reclaim_per_spend; ++k) {
-                if (expired_at(cursor, now_ms)) {
-                    erase(cursor);  // look at the same slot again next time: something may have moved in
-                } else {
-                    cursor = next(cursor);
-                }
-            }
-        }
+        void reclaim_some(std::int64_t now_ms) noexcept;
         // Removes every expired nonce and recomputes the earliest expiry. An
         // entry moved by a deletion only moves to the slot being examined or
         // to one not yet reached (or, across the wrap, among slots already
         // kept), so every expired entry is seen once.
-        void sweep(std::int64_t now_ms) noexcept {
-            earliest_ms = std::numeric_limits<std::int64_t>::max();
-            for (std::size_t i = 0; i < slot_count; ++i) {
-                while (expired_at(i, now_ms)) erase(i);
-                if (slots[i].expires_ms != 0) earliest_ms = std::min(earliest_ms, slots[i].expires_ms);
-            }
-        }
+        void sweep(std::int64_t now_ms) noexcept;
     };
 
     memory_replay_store() = default;
@@ -5533,11 +5236,7 @@ private:
     // where try_spend will start looking for `nonce` (public: the client holds
     // it), for the guard to prefetch while it computes the MAC. The seeds and
     // the table are fixed at creation, so finding it takes no lock.
-    const detail::replay_slot* home_slot(const ticket_nonce& nonce) const noexcept {
-        if (!state_) return nullptr;
-        const state& st = *state_;
-        return &st.slots[st.home_of(detail::ticket_load_be(nonce.data(), 8), detail::ticket_load_be(nonce.data() + 8, 8))];
-    }
+    const detail::replay_slot* home_slot(const ticket_nonce& nonce) const noexcept;
 
     // On the heap so the store moves (the mutex does not).
     std::unique_ptr<state> state_;
@@ -5585,24 +5284,7 @@ struct ticket_verifier_options {
 template <class ReplayStore = memory_replay_store>
 class ticket_verifier {
 public:
-    static result<ticket_verifier> create(keyring keys, ReplayStore& store, ticket_verifier_options options = {}) {
-        using failure = result<ticket_verifier>;
-        if (options.max_ttl < std::chrono::seconds(1) || options.max_ttl > std::chrono::hours(1))
-            return failure::failure("ticket_verifier: max_ttl must be between 1 s and 1 hour");
-        if (options.clock_skew < std::chrono::seconds(0) || options.clock_skew > std::chrono::minutes(1))
-            return failure::failure("ticket_verifier: clock_skew must be between 0 and 60 s");
-        if constexpr (detail::replay_store_reports_issuer_skew<ReplayStore>::value) {
-            // Otherwise a ticket issued up to clock_skew ahead, spent before the
-            // store lost its data, would be issued after the new start + the
-            // store's skew, and accepted again.
-            if (store.issuer_clock_skew() < options.clock_skew)
-                return failure::failure(
-                    "ticket_verifier: the replay store's issuer_clock_skew is below this verifier's clock_skew; a "
-                    "ticket spent just before the store lost its data could be accepted again: raise the store's "
-                    "issuer_clock_skew or lower clock_skew");
-        }
-        return failure::success(ticket_verifier(std::move(keys), store, options));
-    }
+    static result<ticket_verifier> create(keyring keys, ReplayStore& store, ticket_verifier_options options = {});
 
     // `origin`: the request's Origin header (empty when absent); `audience`:
     // this endpoint, as passed to the issuer. On ok, `claims` holds the ticket's
@@ -5626,87 +5308,7 @@ public:
     }
 
     decision verify(presented_ticket presented, expected_origin expected, expected_audience endpoint,
-                    ticket_claims& claims, std::chrono::system_clock::time_point now) const noexcept {
-        const std::string_view ticket = presented.value, origin = expected.value, audience = endpoint.value;
-        claims.clear();
-        if (ticket.empty()) return reason::ticket_missing;
-        if (ticket.size() > ticket_limits::max_chars) return reason::ticket_too_long;
-
-        std::uint8_t body[ticket_limits::max_bytes];
-        std::size_t size = 0;
-        // The ticket is public (the client holds it): no need for the constant-time decoder.
-        if (!detail::base64url_decode_public(ticket, body, ticket_limits::max_bytes, size)) return reason::ticket_malformed;
-        if (size < detail::ticket_min_bytes) return reason::ticket_malformed;
-        if (body[0] != detail::ticket_version) return reason::ticket_bad_version;
-        const std::uint32_t key_id = static_cast<std::uint32_t>(detail::ticket_load_be(body + 1, 4));
-        const hmac_sha256_key::stream* key = keys_.verifying_key(key_id, now);
-        if (!key) return reason::ticket_unknown_key;
-
-        ticket_nonce nonce;
-        std::memcpy(nonce.data(), body + 21, nonce.size());
-
-        const std::size_t signed_size = size - detail::ticket_mac_size;
-        sha256_digest mac = detail::ticket_mac(*key, body, signed_size);
-        // constant-time: the whole MAC is compared, whatever byte differs first.
-        const bool authentic = constant_time_equal(mac.data(), body + signed_size, detail::ticket_mac_size);
-        // The expected MAC of a forged body would make it valid: leave no copy on the stack.
-        detail::crypto_wipe(mac.data(), mac.size());
-        if (!authentic) return reason::ticket_bad_mac;
-
-        // Authenticated from here on; the layout is still checked field by field.
-        const std::int64_t issued_ms = static_cast<std::int64_t>(detail::ticket_load_be(body + 5, 8));
-        std::int64_t expires_ms = static_cast<std::int64_t>(detail::ticket_load_be(body + 13, 8));
-        if (issued_ms < 0 || issued_ms >= expires_ms || expires_ms > detail::ticket_max_unix_ms)
-            return reason::ticket_malformed;
-        const std::uint8_t* p = body + detail::ticket_header_size;
-        const std::uint8_t* const end = body + signed_size;
-        std::string_view subject, ticket_origin, ticket_audience;
-        if (!take(p, end, 1, ticket_limits::max_subject, subject) ||
-            !take(p, end, 2, ticket_limits::max_origin, ticket_origin) ||
-            !take(p, end, 2, ticket_limits::max_audience, ticket_audience) || p == end)
-            return reason::ticket_malformed;
-        const std::size_t scope_count = *p++;
-        if (scope_count > ticket_limits::max_scopes) return reason::ticket_malformed;
-        // Checked now, copied into the claims at the end by walking them again
-        // (cheaper than keeping an array of views, which would be zeroed per call).
-        const std::uint8_t* const scopes = p;
-        for (std::size_t i = 0; i < scope_count; ++i) {
-            std::string_view scope;
-            if (!take(p, end, 1, ticket_limits::max_scope, scope)) return reason::ticket_malformed;
-        }
-        if (p != end) return reason::ticket_malformed;
-
-        const std::int64_t now_ms = detail::ticket_unix_ms(now);
-        const std::int64_t max_ttl_ms = std::chrono::milliseconds(options_.max_ttl).count();
-        if (expires_ms - issued_ms > max_ttl_ms) expires_ms = issued_ms + max_ttl_ms;
-        if (now_ms >= expires_ms) return reason::ticket_expired;
-        if (issued_ms > now_ms + std::chrono::milliseconds(options_.clock_skew).count())
-            return reason::ticket_not_yet_valid;
-        if (!origin_matches(origin, ticket_origin)) return reason::ticket_origin_mismatch;
-        if (audience != ticket_audience) return reason::ticket_audience_mismatch;
-        if (detail::ticket_time_point(issued_ms) < spendable_from())
-            return reason::ticket_before_store_start;
-        // Remembered past expiry by the skew, so a server whose clock runs behind
-        // cannot accept the ticket after another forgot it.
-        const std::chrono::system_clock::time_point remember_until =
-            detail::ticket_time_point(expires_ms) + options_.clock_skew;
-        reason spent;
-        if constexpr (detail::replay_store_spends_with_issued_at<ReplayStore>::value)
-            spent = store_->try_spend(nonce, detail::ticket_time_point(issued_ms), remember_until, now);
-        else
-            spent = store_->try_spend(nonce, remember_until, now);
-        if (spent != reason::ok) return spent;
-
-        claims.set_header(key_id, issued_ms, expires_ms, nonce);
-        claims.set_subject(subject);
-        p = scopes;
-        for (std::size_t i = 0; i < scope_count; ++i) {
-            std::string_view scope;
-            static_cast<void>(take(p, end, 1, ticket_limits::max_scope, scope));  // succeeded above
-            claims.add_scope(scope);
-        }
-        return decision::allow();
-    }
+                    ticket_claims& claims, std::chrono::system_clock::time_point now) const noexcept;
 
     const keyring& keys() const noexcept { return keys_; }
     const ticket_verifier_options& options() const noexcept { return options_; }
@@ -5718,12 +5320,7 @@ public:
     // after its start; a store that decides this itself with each spend
     // (redis_replay_store, whose start already includes its issuer_clock_skew,
     // checked >= clock_skew by create) is taken at its word.
-    std::chrono::system_clock::time_point spendable_from() const noexcept {
-        if constexpr (detail::replay_store_spends_with_issued_at<ReplayStore>::value)
-            return store_->accepts_issued_after();
-        else
-            return detail::saturating_add(store_->accepts_issued_after(), options_.clock_skew);
-    }
+    std::chrono::system_clock::time_point spendable_from() const noexcept;
 
 private:
     template <class>
@@ -5738,42 +5335,14 @@ private:
     // nullptr. It returns the slot for the guard to prefetch: g++ 12 judged a
     // function that only prefetched pure and deleted the call (it had not
     // inlined it first), so the prefetch sits in the caller.
-    const detail::replay_slot* spend_slot(presented_ticket presented) const noexcept {
-        if constexpr (std::is_same<ReplayStore, memory_replay_store>::value) {
-            constexpr std::size_t chars = (detail::ticket_header_size + 2) / 3 * 4;  // the header: 37 of 39 bytes
-            std::uint8_t header[chars / 4 * 3];
-            std::size_t size = 0;
-            if (presented.value.size() < chars ||
-                !detail::base64url_decode_public(presented.value.substr(0, chars), header, sizeof header, size))
-                return nullptr;
-            ticket_nonce nonce;
-            std::memcpy(nonce.data(), header + detail::ticket_header_size - nonce.size(), nonce.size());
-            return store_->home_slot(nonce);
-        } else {
-            (void)presented;
-            return nullptr;
-        }
-    }
+    const detail::replay_slot* spend_slot(presented_ticket presented) const noexcept;
 
     // A length-prefixed field of at most `cap` bytes.
     static bool take(const std::uint8_t*& p, const std::uint8_t* end, int prefix, std::size_t cap,
-                     std::string_view& field) noexcept {
-        if (end - p < prefix) return false;
-        const std::size_t size = static_cast<std::size_t>(detail::ticket_load_be(p, prefix));
-        p += prefix;
-        if (size > cap || static_cast<std::size_t>(end - p) < size) return false;
-        field = std::string_view(reinterpret_cast<const char*>(p), size);
-        p += size;
-        return true;
-    }
+                     std::string_view& field) noexcept;
 
     // The ticket holds the folded origin; fold the request's the same way.
-    static bool origin_matches(std::string_view request_origin, std::string_view ticket_origin) noexcept {
-        if (request_origin.size() > ticket_limits::max_origin) return false;
-        char folded[ticket_limits::max_origin];
-        const std::size_t size = detail::ticket_fold_origin(request_origin, folded);
-        return std::string_view(folded, size) == ticket_origin;
-    }
+    static bool origin_matches(std::string_view request_origin, std::string_view ticket_origin) noexcept;
 
     keyring keys_;
     ReplayStore* store_;
@@ -5937,6 +5506,509 @@ private:
     state state_ = state::waiting;
     decision refused_{};
 };
+
+// ---------------------------------------------------------------------------
+// Internals: the wire format's constants and helpers, the MAC, the replay
+// store's hash and the traits that tell store kinds apart; then the
+// out-of-line bodies of the public classes above.
+// ---------------------------------------------------------------------------
+namespace detail {
+
+inline constexpr char ticket_domain[] = "wsguard-ticket-v1";  // zero-padded to one SHA-256 block
+inline constexpr std::uint8_t ticket_version = 1;
+inline constexpr std::size_t ticket_header_size = 1 + 4 + 8 + 8 + 16;
+inline constexpr std::size_t ticket_mac_size = 32;
+// Header, empty subject/origin/audience, no scopes, MAC.
+inline constexpr std::size_t ticket_min_bytes = ticket_header_size + 1 + 2 + 2 + 1 + ticket_mac_size;
+// Times outside [0, ticket_max_unix_ms] are refused: they fit any system_clock.
+inline constexpr std::int64_t ticket_max_unix_ms = 8'000'000'000'000;  // year 2223
+
+inline void ticket_store_be(std::uint8_t* out, std::uint64_t value, int bytes) noexcept {
+    for (int i = bytes - 1; i >= 0; --i) {
+        out[i] = static_cast<std::uint8_t>(value);
+        value >>= 8;
+    }
+}
+
+inline std::uint64_t ticket_load_be(const std::uint8_t* in, int bytes) noexcept {
+    std::uint64_t value = 0;
+    for (int i = 0; i < bytes; ++i) value = (value << 8) | in[i];
+    return value;
+}
+
+inline std::int64_t ticket_unix_ms(std::chrono::system_clock::time_point t) noexcept {
+    return std::chrono::floor<std::chrono::milliseconds>(t.time_since_epoch()).count();
+}
+
+inline std::chrono::system_clock::time_point ticket_time_point(std::int64_t unix_ms) noexcept {
+    return std::chrono::system_clock::time_point(
+        std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::milliseconds(unix_ms)));
+}
+
+// Origins are compared after the folding the Origin policy applies: scheme and
+// host are case-insensitive and a default port (:443 for https/wss, :80 for
+// http/ws) is dropped. Returns the folded length (never longer than the input).
+inline std::size_t ticket_fold_origin(std::string_view origin, char* out) noexcept {
+    for (std::size_t i = 0; i < origin.size(); ++i) out[i] = ascii_lower(origin[i]);
+    const std::string_view folded(out, origin.size());
+    const auto drop = [&](std::string_view scheme, std::string_view port) {
+        return folded.size() > scheme.size() + port.size() && folded.compare(0, scheme.size(), scheme) == 0 &&
+               folded.compare(folded.size() - port.size(), port.size(), port) == 0;
+    };
+    if (drop("https://", ":443") || drop("wss://", ":443")) return folded.size() - 4;
+    if (drop("http://", ":80") || drop("ws://", ":80")) return folded.size() - 3;
+    return folded.size();
+}
+
+// Scopes are given as one space-separated string ("chat:read chat:write"), as
+// OAuth does. Calls visit(scope) for each; false when over the caps.
+template <class Visit>
+bool ticket_for_each_scope(std::string_view scopes, Visit&& visit) noexcept {
+    std::size_t count = 0;
+    std::size_t i = 0;
+    while (i < scopes.size()) {
+        if (scopes[i] == ' ') {
+            ++i;
+            continue;
+        }
+        std::size_t end = scopes.find(' ', i);
+        if (end == std::string_view::npos) end = scopes.size();
+        const std::string_view scope = scopes.substr(i, end - i);
+        if (scope.size() > ticket_limits::max_scope || ++count > ticket_limits::max_scopes) return false;
+        visit(scope);
+        i = end;
+    }
+    return true;
+}
+
+inline hmac_sha256_key::stream ticket_mac_start(std::string_view secret) noexcept {
+    std::uint8_t block[64] = {};
+    std::memcpy(block, ticket_domain, sizeof ticket_domain - 1);
+    hmac_sha256_key::stream mac = hmac_sha256_key(secret).begin();
+    mac.update(block, sizeof block);
+    return mac;
+}
+
+inline sha256_digest ticket_mac(const hmac_sha256_key::stream& after_domain, const std::uint8_t* bytes,
+                                std::size_t size) noexcept {
+    hmac_sha256_key::stream mac = after_domain;
+    mac.update(bytes, size);
+    return mac.finish();
+}
+
+// Slots examined for expired nonces on every spend, behind a moving cursor:
+// keeps expired entries from piling up, so the full sweep stays rare.
+inline constexpr std::size_t replay_reclaim_per_spend = 2;
+
+// Whether a ReplayStore spends with the ticket's issue time (a store whose start can move).
+template <class Store, class = void>
+struct replay_store_spends_with_issued_at : std::false_type {};
+template <class Store>
+struct replay_store_spends_with_issued_at<
+    Store, std::void_t<decltype(std::declval<Store&>().try_spend(
+               std::declval<const ticket_nonce&>(), std::declval<std::chrono::system_clock::time_point>(),
+               std::declval<std::chrono::system_clock::time_point>(),
+               std::declval<std::chrono::system_clock::time_point>()))>> : std::true_type {};
+
+// Whether a ReplayStore names how far an issuer's clock may run ahead of its own start.
+template <class Store, class = void>
+struct replay_store_reports_issuer_skew : std::false_type {};
+template <class Store>
+struct replay_store_reports_issuer_skew<Store, std::void_t<decltype(std::declval<const Store&>().issuer_clock_skew())>>
+    : std::true_type {};
+
+// t + d, or the latest time point when that would overflow.
+inline std::chrono::system_clock::time_point saturating_add(std::chrono::system_clock::time_point t,
+                                                            std::chrono::seconds d) noexcept {
+    const auto latest = std::chrono::system_clock::time_point::max();
+    return t > latest - d ? latest : t + d;  // d is 0..60 s (checked by create)
+}
+
+inline std::uint64_t replay_mix(std::uint64_t x) noexcept {  // splitmix64 finalizer
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    return x;
+}
+
+}  // namespace detail
+
+// The out-of-line bodies of the public classes, in the order of the classes.
+
+inline result<keyring> keyring::create(std::uint32_t issuing_key_id, const keyring_key* keys, std::size_t count) {
+    using failure = result<keyring>;
+    if (count == 0) return failure::failure("keyring: no keys; give at least the key that issues tickets");
+    if (count > max_keys)
+        return failure::failure("keyring: " + std::to_string(count) + " keys; at most " + std::to_string(max_keys));
+    keyring ring;
+    ring.issuing_key_id_ = issuing_key_id;
+    bool has_issuing_key = false;
+    for (std::size_t i = 0; i < count; ++i) {
+        const keyring_key& k = keys[i];
+        const std::string name = "keyring: key " + std::to_string(k.id);
+        if (k.secret.size() < min_secret_size)
+            return failure::failure(name + " is " + std::to_string(k.secret.size()) +
+                                    " bytes; HMAC-SHA256 keys must be at least 32 random bytes");
+        for (std::size_t j = 0; j < i; ++j) {
+            if (keys[j].id == k.id) return failure::failure(name + " appears twice; key ids must be unique");
+        }
+        if (k.id == issuing_key_id) {
+            has_issuing_key = true;
+            if (k.verify_until)
+                return failure::failure(name + " issues tickets, so it cannot have a verify_until");
+        }
+        ring.keys_.push_back(detail::ticket_key_entry{
+            k.id, detail::ticket_mac_start(k.secret), k.verify_until.value_or(std::chrono::system_clock::time_point::max())});
+    }
+    if (!has_issuing_key)
+        return failure::failure("keyring: the issuing key id " + std::to_string(issuing_key_id) +
+                                " is not among the keys");
+    return failure::success(std::move(ring));
+}
+
+inline const hmac_sha256_key::stream& keyring::issuing_key() const noexcept {
+    for (const detail::ticket_key_entry& e : keys_) {
+        if (e.id == issuing_key_id_) return e.after_domain;
+    }
+    detail::contract_violation("keyring without its issuing key");
+}
+
+inline const hmac_sha256_key::stream* keyring::verifying_key(std::uint32_t id,
+                                                             std::chrono::system_clock::time_point now) const noexcept {
+    for (const detail::ticket_key_entry& e : keys_) {
+        if (e.id == id) return now < e.verify_until ? &e.after_domain : nullptr;
+    }
+    return nullptr;
+}
+
+inline result<ticket_issuer> ticket_issuer::create(keyring keys, ticket_issuer_options options) {
+    using failure = result<ticket_issuer>;
+    if (options.default_ttl < std::chrono::seconds(1) || options.default_ttl > options.max_ttl)
+        return failure::failure("ticket_issuer: default_ttl must be at least 1 s and at most max_ttl");
+    if (options.max_ttl > std::chrono::hours(1))
+        return failure::failure("ticket_issuer: max_ttl over 1 hour; tickets are meant to be short-lived");
+    return failure::success(ticket_issuer(std::move(keys), options));
+}
+
+inline issued_ticket ticket_issuer::issue(const ticket_request& request, std::chrono::system_clock::time_point now) const {
+    issued_ticket out;
+    if (request.subject.size() > ticket_limits::max_subject || request.origin.size() > ticket_limits::max_origin ||
+        request.audience.size() > ticket_limits::max_audience ||
+        !detail::ticket_for_each_scope(request.scopes, [](std::string_view) {})) {
+        settle(out, reason::ticket_field_too_long);
+        return out;
+    }
+    std::chrono::seconds ttl = request.ttl > std::chrono::seconds(0) ? request.ttl : options_.default_ttl;
+    if (ttl > options_.max_ttl) ttl = options_.max_ttl;
+    const std::int64_t issued_ms = detail::ticket_unix_ms(now);
+    const std::int64_t expires_ms = issued_ms + std::chrono::milliseconds(ttl).count();
+    if (issued_ms < 0 || expires_ms > detail::ticket_max_unix_ms) {
+        settle(out, reason::internal_error);  // the clock is outside any sane range
+        return out;
+    }
+
+    std::uint8_t body[ticket_limits::max_bytes];
+    std::uint8_t* p = body;
+    *p++ = detail::ticket_version;
+    detail::ticket_store_be(p, keys_.issuing_key_id(), 4);
+    detail::ticket_store_be(p + 4, static_cast<std::uint64_t>(issued_ms), 8);
+    detail::ticket_store_be(p + 12, static_cast<std::uint64_t>(expires_ms), 8);
+    const reason random = random_bytes(p + 20, 16);
+    if (random != reason::ok) {
+        settle(out, random);
+        return out;
+    }
+    p += 36;
+    *p++ = static_cast<std::uint8_t>(request.subject.size());
+    p = put(p, request.subject);
+    char origin[ticket_limits::max_origin];
+    const std::size_t origin_size = detail::ticket_fold_origin(request.origin, origin);
+    detail::ticket_store_be(p, origin_size, 2);
+    p = put(p + 2, std::string_view(origin, origin_size));
+    detail::ticket_store_be(p, request.audience.size(), 2);
+    p = put(p + 2, request.audience);
+    std::uint8_t* const scope_count = p++;
+    *scope_count = 0;
+    (void)detail::ticket_for_each_scope(request.scopes, [&](std::string_view scope) {
+        ++*scope_count;
+        *p++ = static_cast<std::uint8_t>(scope.size());
+        p = put(p, scope);
+    });
+    const sha256_digest mac = detail::ticket_mac(keys_.issuing_key(), body, static_cast<std::size_t>(p - body));
+    std::memcpy(p, mac.data(), detail::ticket_mac_size);
+    p += detail::ticket_mac_size;
+
+    // constant-time: until the client spends it, the ticket is a bearer
+    // credential, so its nonce and MAC must not index a table (a cache
+    // observer on this host could read them and spend the ticket first).
+    out.ticket = base64url_encode(body, static_cast<std::size_t>(p - body));
+    out.expires_at = detail::ticket_time_point(expires_ms);
+    settle(out, reason::ok);
+    return out;
+}
+
+inline result<memory_replay_store> memory_replay_store::create(std::size_t capacity,
+                                                               std::chrono::system_clock::time_point now) {
+    using failure = result<memory_replay_store>;
+    if (capacity == 0 || capacity > max_capacity)
+        return failure::failure("memory_replay_store: capacity must be between 1 and " +
+                                std::to_string(max_capacity) +
+                                " live tickets (peak tickets per second x longest ticket lifetime)");
+    memory_replay_store store;
+    store.state_.reset(new (std::nothrow) state());
+    if (!store.state_) return failure::failure("memory_replay_store: out of memory");
+    state& st = *store.state_;
+    st.capacity = capacity;
+    st.slot_count = 2 * capacity;  // load factor at most 1/2
+    if (!st.slots.allocate(st.slot_count)) return failure::failure("memory_replay_store: out of memory for the table");
+    // A keyed hash, so nonces chosen by someone holding a valid MAC cannot
+    // be lined up into one long cluster. Not a secret that guards anything else.
+    std::uint8_t seed[16];
+    if (random_bytes(seed, sizeof seed) != reason::ok) {
+        const std::uint64_t fallback = static_cast<std::uint64_t>(
+            std::chrono::steady_clock::now().time_since_epoch().count()) ^ reinterpret_cast<std::uintptr_t>(&store);
+        std::memcpy(seed, &fallback, 8);
+        std::memcpy(seed + 8, &fallback, 8);
+    }
+    st.seed_low = detail::ticket_load_be(seed, 8);
+    st.seed_high = detail::ticket_load_be(seed + 8, 8);
+    // The first whole millisecond after creation: tickets carry
+    // milliseconds, and one issued in the creation millisecond may predate it.
+    store.created_ = detail::ticket_time_point(detail::ticket_unix_ms(now) + 1);
+    return failure::success(std::move(store));
+}
+
+inline reason memory_replay_store::try_spend(const ticket_nonce& nonce, std::chrono::system_clock::time_point expires_at,
+                                             std::chrono::system_clock::time_point now) noexcept {
+    if (!state_) return reason::store_unavailable;  // a moved-from store
+    state& st = *state_;
+    const std::uint64_t low = detail::ticket_load_be(nonce.data(), 8);
+    const std::uint64_t high = detail::ticket_load_be(nonce.data() + 8, 8);
+    const std::int64_t now_ms = detail::ticket_unix_ms(now);
+    std::int64_t expires_ms = detail::ticket_unix_ms(expires_at);
+    if (expires_ms < 1) expires_ms = 1;
+
+    const std::lock_guard<detail::replay_lock> guard(st.lock);
+    st.reclaim_some(now_ms);
+    for (bool swept = false;; swept = true) {
+        std::size_t i = st.home_of(low, high);
+        for (; st.slots[i].expires_ms != 0; i = st.next(i)) {
+            detail::replay_slot& slot = st.slots[i];
+            if (slot.low != low || slot.high != high) continue;
+            if (slot.expires_ms > now_ms) return reason::ticket_replayed;
+            slot.expires_ms = expires_ms;  // the same nonce, expired: remembered again
+            st.earliest_ms = std::min(st.earliest_ms, expires_ms);
+            return reason::ok;
+        }
+        if (st.stored < st.capacity) {
+            st.slots[i] = detail::replay_slot{low, high, expires_ms};
+            ++st.stored;
+            st.earliest_ms = std::min(st.earliest_ms, expires_ms);
+            return reason::ok;
+        }
+        // Full: exactly `capacity` live nonces unless one has expired.
+        if (swept || st.earliest_ms > now_ms) return reason::replay_store_full;
+        st.sweep(now_ms);  // entries moved: probe again
+    }
+}
+
+inline std::size_t memory_replay_store::state::home_of(std::uint64_t low, std::uint64_t high) const noexcept {
+    const std::uint64_t hash = detail::replay_mix(detail::replay_mix(low ^ seed_low) ^ high ^ seed_high);
+    return static_cast<std::size_t>(((hash >> 32) * slot_count) >> 32);
+}
+
+inline void memory_replay_store::state::erase(std::size_t hole) noexcept {
+    for (std::size_t j = next(hole); slots[j].expires_ms != 0; j = next(j)) {
+        const std::size_t h = home_of(slots[j].low, slots[j].high);
+        const std::size_t from_home = j >= h ? j - h : j + slot_count - h;
+        const std::size_t from_hole = j >= hole ? j - hole : j + slot_count - hole;
+        if (from_home >= from_hole) {
+            slots[hole] = slots[j];
+            hole = j;
+        }
+    }
+    slots[hole] = detail::replay_slot{};
+    --stored;
+}
+
+inline void memory_replay_store::state::reclaim_some(std::int64_t now_ms) noexcept {
+    for (std::size_t k = 0; k < detail::replay_reclaim_per_spend; ++k) {
+        if (expired_at(cursor, now_ms)) {
+            erase(cursor);  // look at the same slot again next time: something may have moved in
+        } else {
+            cursor = next(cursor);
+        }
+    }
+}
+
+inline void memory_replay_store::state::sweep(std::int64_t now_ms) noexcept {
+    earliest_ms = std::numeric_limits<std::int64_t>::max();
+    for (std::size_t i = 0; i < slot_count; ++i) {
+        while (expired_at(i, now_ms)) erase(i);
+        if (slots[i].expires_ms != 0) earliest_ms = std::min(earliest_ms, slots[i].expires_ms);
+    }
+}
+
+inline const detail::replay_slot* memory_replay_store::home_slot(const ticket_nonce& nonce) const noexcept {
+    if (!state_) return nullptr;
+    const state& st = *state_;
+    return &st.slots[st.home_of(detail::ticket_load_be(nonce.data(), 8), detail::ticket_load_be(nonce.data() + 8, 8))];
+}
+
+template <class ReplayStore>
+inline result<ticket_verifier<ReplayStore>> ticket_verifier<ReplayStore>::create(keyring keys, ReplayStore& store,
+                                                                               ticket_verifier_options options) {
+    using failure = result<ticket_verifier>;
+    if (options.max_ttl < std::chrono::seconds(1) || options.max_ttl > std::chrono::hours(1))
+        return failure::failure("ticket_verifier: max_ttl must be between 1 s and 1 hour");
+    if (options.clock_skew < std::chrono::seconds(0) || options.clock_skew > std::chrono::minutes(1))
+        return failure::failure("ticket_verifier: clock_skew must be between 0 and 60 s");
+    if constexpr (detail::replay_store_reports_issuer_skew<ReplayStore>::value) {
+        // Otherwise a ticket issued up to clock_skew ahead, spent before the
+        // store lost its data, would be issued after the new start + the
+        // store's skew, and accepted again.
+        if (store.issuer_clock_skew() < options.clock_skew)
+            return failure::failure(
+                "ticket_verifier: the replay store's issuer_clock_skew is below this verifier's clock_skew; a "
+                "ticket spent just before the store lost its data could be accepted again: raise the store's "
+                "issuer_clock_skew or lower clock_skew");
+    }
+    return failure::success(ticket_verifier(std::move(keys), store, options));
+}
+
+template <class ReplayStore>
+inline decision ticket_verifier<ReplayStore>::verify(presented_ticket presented, expected_origin expected,
+                                                    expected_audience endpoint, ticket_claims& claims,
+                                                    std::chrono::system_clock::time_point now) const noexcept {
+    const std::string_view ticket = presented.value, origin = expected.value, audience = endpoint.value;
+    claims.clear();
+    if (ticket.empty()) return reason::ticket_missing;
+    if (ticket.size() > ticket_limits::max_chars) return reason::ticket_too_long;
+
+    std::uint8_t body[ticket_limits::max_bytes];
+    std::size_t size = 0;
+    // The ticket is public (the client holds it): no need for the constant-time decoder.
+    if (!detail::base64url_decode_public(ticket, body, ticket_limits::max_bytes, size)) return reason::ticket_malformed;
+    if (size < detail::ticket_min_bytes) return reason::ticket_malformed;
+    if (body[0] != detail::ticket_version) return reason::ticket_bad_version;
+    const std::uint32_t key_id = static_cast<std::uint32_t>(detail::ticket_load_be(body + 1, 4));
+    const hmac_sha256_key::stream* key = keys_.verifying_key(key_id, now);
+    if (!key) return reason::ticket_unknown_key;
+
+    ticket_nonce nonce;
+    std::memcpy(nonce.data(), body + 21, nonce.size());
+
+    const std::size_t signed_size = size - detail::ticket_mac_size;
+    sha256_digest mac = detail::ticket_mac(*key, body, signed_size);
+    // constant-time: the whole MAC is compared, whatever byte differs first.
+    const bool authentic = constant_time_equal(mac.data(), body + signed_size, detail::ticket_mac_size);
+    // The expected MAC of a forged body would make it valid: leave no copy on the stack.
+    detail::crypto_wipe(mac.data(), mac.size());
+    if (!authentic) return reason::ticket_bad_mac;
+
+    // Authenticated from here on; the layout is still checked field by field.
+    const std::int64_t issued_ms = static_cast<std::int64_t>(detail::ticket_load_be(body + 5, 8));
+    std::int64_t expires_ms = static_cast<std::int64_t>(detail::ticket_load_be(body + 13, 8));
+    if (issued_ms < 0 || issued_ms >= expires_ms || expires_ms > detail::ticket_max_unix_ms)
+        return reason::ticket_malformed;
+    const std::uint8_t* p = body + detail::ticket_header_size;
+    const std::uint8_t* const end = body + signed_size;
+    std::string_view subject, ticket_origin, ticket_audience;
+    if (!take(p, end, 1, ticket_limits::max_subject, subject) ||
+        !take(p, end, 2, ticket_limits::max_origin, ticket_origin) ||
+        !take(p, end, 2, ticket_limits::max_audience, ticket_audience) || p == end)
+        return reason::ticket_malformed;
+    const std::size_t scope_count = *p++;
+    if (scope_count > ticket_limits::max_scopes) return reason::ticket_malformed;
+    // Checked now, copied into the claims at the end by walking them again
+    // (cheaper than keeping an array of views, which would be zeroed per call).
+    const std::uint8_t* const scopes = p;
+    for (std::size_t i = 0; i < scope_count; ++i) {
+        std::string_view scope;
+        if (!take(p, end, 1, ticket_limits::max_scope, scope)) return reason::ticket_malformed;
+    }
+    if (p != end) return reason::ticket_malformed;
+
+    const std::int64_t now_ms = detail::ticket_unix_ms(now);
+    const std::int64_t max_ttl_ms = std::chrono::milliseconds(options_.max_ttl).count();
+    if (expires_ms - issued_ms > max_ttl_ms) expires_ms = issued_ms + max_ttl_ms;
+    if (now_ms >= expires_ms) return reason::ticket_expired;
+    if (issued_ms > now_ms + std::chrono::milliseconds(options_.clock_skew).count())
+        return reason::ticket_not_yet_valid;
+    if (!origin_matches(origin, ticket_origin)) return reason::ticket_origin_mismatch;
+    if (audience != ticket_audience) return reason::ticket_audience_mismatch;
+    if (detail::ticket_time_point(issued_ms) < spendable_from())
+        return reason::ticket_before_store_start;
+    // Remembered past expiry by the skew, so a server whose clock runs behind
+    // cannot accept the ticket after another forgot it.
+    const std::chrono::system_clock::time_point remember_until =
+        detail::ticket_time_point(expires_ms) + options_.clock_skew;
+    reason spent;
+    if constexpr (detail::replay_store_spends_with_issued_at<ReplayStore>::value)
+        spent = store_->try_spend(nonce, detail::ticket_time_point(issued_ms), remember_until, now);
+    else
+        spent = store_->try_spend(nonce, remember_until, now);
+    if (spent != reason::ok) return spent;
+
+    claims.set_header(key_id, issued_ms, expires_ms, nonce);
+    claims.set_subject(subject);
+    p = scopes;
+    for (std::size_t i = 0; i < scope_count; ++i) {
+        std::string_view scope;
+        static_cast<void>(take(p, end, 1, ticket_limits::max_scope, scope));  // succeeded above
+        claims.add_scope(scope);
+    }
+    return decision::allow();
+}
+
+template <class ReplayStore>
+inline std::chrono::system_clock::time_point ticket_verifier<ReplayStore>::spendable_from() const noexcept {
+    if constexpr (detail::replay_store_spends_with_issued_at<ReplayStore>::value)
+        return store_->accepts_issued_after();
+    else
+        return detail::saturating_add(store_->accepts_issued_after(), options_.clock_skew);
+}
+
+template <class ReplayStore>
+inline const detail::replay_slot* ticket_verifier<ReplayStore>::spend_slot(presented_ticket presented) const noexcept {
+    if constexpr (std::is_same<ReplayStore, memory_replay_store>::value) {
+        constexpr std::size_t chars = (detail::ticket_header_size + 2) / 3 * 4;  // the header: 37 of 39 bytes
+        std::uint8_t header[chars / 4 * 3];
+        std::size_t size = 0;
+        if (presented.value.size() < chars ||
+            !detail::base64url_decode_public(presented.value.substr(0, chars), header, sizeof header, size))
+            return nullptr;
+        ticket_nonce nonce;
+        std::memcpy(nonce.data(), header + detail::ticket_header_size - nonce.size(), nonce.size());
+        return store_->home_slot(nonce);
+    } else {
+        (void)presented;
+        return nullptr;
+    }
+}
+
+template <class ReplayStore>
+inline bool ticket_verifier<ReplayStore>::take(const std::uint8_t*& p, const std::uint8_t* end, int prefix,
+                                               std::size_t cap, std::string_view& field) noexcept {
+    if (end - p < prefix) return false;
+    const std::size_t size = static_cast<std::size_t>(detail::ticket_load_be(p, prefix));
+    p += prefix;
+    if (size > cap || static_cast<std::size_t>(end - p) < size) return false;
+    field = std::string_view(reinterpret_cast<const char*>(p), size);
+    p += size;
+    return true;
+}
+
+template <class ReplayStore>
+inline bool ticket_verifier<ReplayStore>::origin_matches(std::string_view request_origin,
+                                                         std::string_view ticket_origin) noexcept {
+    if (request_origin.size() > ticket_limits::max_origin) return false;
+    char folded[ticket_limits::max_origin];
+    const std::size_t size = detail::ticket_fold_origin(request_origin, folded);
+    return std::string_view(folded, size) == ticket_origin;
+}
 
 }  // inline namespace WSGUARD_ABI_NS
 }  // namespace wsguard

@@ -5692,7 +5692,8 @@ inline result<ticket_issuer> ticket_issuer::create(keyring keys, ticket_issuer_o
     return failure::success(ticket_issuer(std::move(keys), options));
 }
 
-inline issued_ticket ticket_issuer::issue(const ticket_request& request, std::chrono::system_clock::time_point now) const {
+inline issued_ticket ticket_issuer::issue(const ticket_request& request,
+                                          std::chrono::system_clock::time_point now) const {
     issued_ticket out;
     if (request.subject.size() > ticket_limits::max_subject || request.origin.size() > ticket_limits::max_origin ||
         request.audience.size() > ticket_limits::max_audience ||
@@ -5780,7 +5781,8 @@ inline result<memory_replay_store> memory_replay_store::create(std::size_t capac
     return failure::success(std::move(store));
 }
 
-inline reason memory_replay_store::try_spend(const ticket_nonce& nonce, std::chrono::system_clock::time_point expires_at,
+inline reason memory_replay_store::try_spend(const ticket_nonce& nonce,
+                                             std::chrono::system_clock::time_point expires_at,
                                              std::chrono::system_clock::time_point now) noexcept {
     if (!state_) return reason::store_unavailable;  // a moved-from store
     state& st = *state_;

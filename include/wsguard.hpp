@@ -6634,52 +6634,14 @@ constexpr std::string_view http_reason_phrase(int status) noexcept {
     }
 }
 
+// basic_handshake_guard's log and counter helpers, defined below the class.
 namespace detail {
-
-// Index of a reason in reason_table, for per-reason counters.
-constexpr std::size_t handshake_reason_index(reason r) noexcept {
-    for (std::size_t i = 0; i < std::size(reason_table); ++i) {
-        if (reason_table[i].value == r) return i;
-    }
-    return std::size(reason_table);  // the "unknown" counter
-}
-
-// Copies `text` into `out` for a log line: lowercased, printable ASCII only,
-// truncated with "..." so a hostile header cannot forge or flood log lines.
+constexpr std::size_t handshake_reason_index(reason r) noexcept;
 template <std::size_t N>
-inline std::string_view handshake_log_text(std::string_view text, std::array<char, N>& out) noexcept {
-    static_assert(N > 3, "room for the ellipsis");
-    const bool truncated = text.size() > N;
-    const std::size_t n = truncated ? N - 3 : text.size();
-    for (std::size_t i = 0; i < n; ++i) {
-        const char c = ascii_lower(text[i]);
-        out[i] = (c >= 0x21 && c <= 0x7e) ? c : '?';
-    }
-    if (!truncated) return std::string_view(out.data(), n);
-    out[N - 3] = out[N - 2] = out[N - 1] = '.';
-    return std::string_view(out.data(), N);
-}
-
-// "192.0.2.1" or "2001:db8:0:1::/64" (RFC 5952): the key the limiter counted.
+inline std::string_view handshake_log_text(std::string_view text, std::array<char, N>& out) noexcept;
 inline std::string_view handshake_address_text(const address_key& key, unsigned ipv6_prefix,
-                                               std::array<char, 48>& out) noexcept {
-    std::uint8_t bytes[16];
-    std::memcpy(bytes, key.bytes(), 16);
-    char text[40];
-    std::size_t n = proxy_address_text(bytes, text);
-    std::memcpy(out.data(), text, n);
-    if (!key.is_ipv4()) {
-        const int suffix = std::snprintf(out.data() + n, out.size() - n, "/%u", ipv6_prefix > 128 ? 128 : ipv6_prefix);
-        if (suffix > 0) n += static_cast<std::size_t>(suffix);
-    }
-    return std::string_view(out.data(), std::min(n, out.size() - 1));
-}
-
-// Whether the Sec-WebSocket-Protocol list offers `protocol` (case-sensitive).
-inline bool handshake_offers_protocol(std::string_view header, std::string_view protocol) noexcept {
-    return header_list_has(header, [protocol](std::string_view token) { return token == protocol; });
-}
-
+                                               std::array<char, 48>& out) noexcept;
+inline bool handshake_offers_protocol(std::string_view header, std::string_view protocol) noexcept;
 }  // namespace detail
 
 // Composes the components for one upgrade request, cheapest checks first:
@@ -6964,6 +6926,54 @@ private:
 
 using handshake_guard = basic_handshake_guard<memory_replay_store>;
 
+namespace detail {
+
+// Index of a reason in reason_table, for per-reason counters.
+constexpr std::size_t handshake_reason_index(reason r) noexcept {
+    for (std::size_t i = 0; i < std::size(reason_table); ++i) {
+        if (reason_table[i].value == r) return i;
+    }
+    return std::size(reason_table);  // the "unknown" counter
+}
+
+// Copies `text` into `out` for a log line: lowercased, printable ASCII only,
+// truncated with "..." so a hostile header cannot forge or flood log lines.
+template <std::size_t N>
+inline std::string_view handshake_log_text(std::string_view text, std::array<char, N>& out) noexcept {
+    static_assert(N > 3, "room for the ellipsis");
+    const bool truncated = text.size() > N;
+    const std::size_t n = truncated ? N - 3 : text.size();
+    for (std::size_t i = 0; i < n; ++i) {
+        const char c = ascii_lower(text[i]);
+        out[i] = (c >= 0x21 && c <= 0x7e) ? c : '?';
+    }
+    if (!truncated) return std::string_view(out.data(), n);
+    out[N - 3] = out[N - 2] = out[N - 1] = '.';
+    return std::string_view(out.data(), N);
+}
+
+// "192.0.2.1" or "2001:db8:0:1::/64" (RFC 5952): the key the limiter counted.
+inline std::string_view handshake_address_text(const address_key& key, unsigned ipv6_prefix,
+                                               std::array<char, 48>& out) noexcept {
+    std::uint8_t bytes[16];
+    std::memcpy(bytes, key.bytes(), 16);
+    char text[40];
+    std::size_t n = proxy_address_text(bytes, text);
+    std::memcpy(out.data(), text, n);
+    if (!key.is_ipv4()) {
+        const int suffix = std::snprintf(out.data() + n, out.size() - n, "/%u", ipv6_prefix > 128 ? 128 : ipv6_prefix);
+        if (suffix > 0) n += static_cast<std::size_t>(suffix);
+    }
+    return std::string_view(out.data(), std::min(n, out.size() - 1));
+}
+
+// Whether the Sec-WebSocket-Protocol list offers `protocol` (case-sensitive).
+inline bool handshake_offers_protocol(std::string_view header, std::string_view protocol) noexcept {
+    return header_list_has(header, [protocol](std::string_view token) { return token == protocol; });
+}
+
+}  // namespace detail
+
 }  // inline namespace WSGUARD_ABI_NS
 }  // namespace wsguard
 
@@ -7087,39 +7097,6 @@ private:
 };
 WSGUARD_DETAIL_SET_DEPRECATED_END
 
-namespace detail {
-
-// The first bytes a frame may start with, as a 64-bit set indexed by
-// FIN, RSV1 and the opcode (bit FIN<<5 | RSV1<<4 | opcode): RFC 6455 5.2-5.5
-// for a guard with or without permessage-deflate, inside or outside a
-// fragmented message. RSV2 and RSV3 are never allowed and tested apart.
-constexpr std::uint64_t frame_legal_first_bytes(bool deflate, bool in_message) noexcept {
-    std::uint64_t legal = 0;
-    for (unsigned index = 0; index < 64; ++index) {
-        const bool fin = (index & 0x20u) != 0;
-        const bool rsv1 = (index & 0x10u) != 0;
-        const unsigned opcode = index & 0x0Fu;
-        const bool control = opcode == 0x8 || opcode == 0x9 || opcode == 0xA;
-        const bool starts_message = opcode == 0x1 || opcode == 0x2;
-        bool ok = control ? fin : (opcode == 0x0 ? in_message : starts_message && !in_message);
-        if (rsv1 && !(deflate && starts_message)) ok = false;
-        if (ok) legal |= std::uint64_t{1} << index;
-    }
-    return legal;
-}
-
-// [permessage_deflate][in_message]
-inline constexpr std::uint64_t frame_legal_first_bytes_table[2][2] = {
-    {frame_legal_first_bytes(false, false), frame_legal_first_bytes(false, true)},
-    {frame_legal_first_bytes(true, false), frame_legal_first_bytes(true, true)},
-};
-
-constexpr unsigned frame_first_byte_index(std::uint8_t b0) noexcept {
-    return ((b0 >> 2) & 0x30u) | (b0 & 0x0Fu);  // FIN (bit 7) and RSV1 (bit 6) move to bits 5 and 4
-}
-
-}  // namespace detail
-
 // Inspects the header of every frame a connection receives, in order, and keeps
 // the message state across frames (fragmentation, cumulative size, fragment
 // count). One guard per connection and direction; not thread-safe (a
@@ -7176,14 +7153,7 @@ private:
         return v;
     }
     wsguard::reason first_byte_violation(std::uint8_t b0) const noexcept;
-    void start_message_state() noexcept {
-        message_opcode_ = 0;
-        message_compressed_ = false;
-        message_bytes_ = 0;
-        message_fragments_ = 0;
-        data_room_ = frame_cap_ < limits_.max_message_bytes ? frame_cap_ : limits_.max_message_bytes;
-        legal_first_bytes_ = detail::frame_legal_first_bytes_table[limits_.permessage_deflate][0];
-    }
+    void start_message_state() noexcept;
 
     frame_limits limits_;
     // Derived from limits_ once, for the hot path.
@@ -7201,6 +7171,39 @@ private:
     std::uint64_t data_room_ = 0;
     std::uint64_t legal_first_bytes_ = 0;  // frame_legal_first_bytes for the state; 0 once refused
 };
+
+namespace detail {
+
+// The first bytes a frame may start with, as a 64-bit set indexed by
+// FIN, RSV1 and the opcode (bit FIN<<5 | RSV1<<4 | opcode): RFC 6455 5.2-5.5
+// for a guard with or without permessage-deflate, inside or outside a
+// fragmented message. RSV2 and RSV3 are never allowed and tested apart.
+constexpr std::uint64_t frame_legal_first_bytes(bool deflate, bool in_message) noexcept {
+    std::uint64_t legal = 0;
+    for (unsigned index = 0; index < 64; ++index) {
+        const bool fin = (index & 0x20u) != 0;
+        const bool rsv1 = (index & 0x10u) != 0;
+        const unsigned opcode = index & 0x0Fu;
+        const bool control = opcode == 0x8 || opcode == 0x9 || opcode == 0xA;
+        const bool starts_message = opcode == 0x1 || opcode == 0x2;
+        bool ok = control ? fin : (opcode == 0x0 ? in_message : starts_message && !in_message);
+        if (rsv1 && !(deflate && starts_message)) ok = false;
+        if (ok) legal |= std::uint64_t{1} << index;
+    }
+    return legal;
+}
+
+// [permessage_deflate][in_message]
+inline constexpr std::uint64_t frame_legal_first_bytes_table[2][2] = {
+    {frame_legal_first_bytes(false, false), frame_legal_first_bytes(false, true)},
+    {frame_legal_first_bytes(true, false), frame_legal_first_bytes(true, true)},
+};
+
+constexpr unsigned frame_first_byte_index(std::uint8_t b0) noexcept {
+    return ((b0 >> 2) & 0x30u) | (b0 & 0x0Fu);  // FIN (bit 7) and RSV1 (bit 6) move to bits 5 and 4
+}
+
+}  // namespace detail
 
 // The precise reason for a first byte the fast test rejected, in the
 // documented order. Kept apart so the common path is one table test.
@@ -7304,6 +7307,15 @@ inline frame_verdict frame_guard::inspect(const std::uint8_t* data, std::size_t 
         data_room_ = frame_cap_ < message_room ? frame_cap_ : message_room;
     }
     return v;
+}
+
+inline void frame_guard::start_message_state() noexcept {
+    message_opcode_ = 0;
+    message_compressed_ = false;
+    message_bytes_ = 0;
+    message_fragments_ = 0;
+    data_room_ = frame_cap_ < limits_.max_message_bytes ? frame_cap_ : limits_.max_message_bytes;
+    legal_first_bytes_ = detail::frame_legal_first_bytes_table[limits_.permessage_deflate][0];
 }
 
 // Caps for inflating one permessage-deflate message.

@@ -528,6 +528,16 @@ inline bool header_list_has(std::string_view list, Match match) noexcept {
 //    accept_gate, penalty_box
 // ===========================================================================
 //
+// token_bucket             one lock-free bucket (GCRA): a rate and a burst.
+// keyed_limiter<Key>       one bucket per key (a client address, a user id) in
+//                          a fixed-capacity table.
+// connection_limiter<Key>  at most N concurrent connections per key, exactly.
+// address_key              a peer address as a key (IPv4, or IPv6 by /64).
+// accept_gate              admission at accept time: pending handshakes per
+//                          client, and the deadline for the upgrade request.
+// penalty_box              bans a client that keeps presenting forged tickets.
+// rate                     `count` events per `period`: what they all take.
+//
 // Time is integer nanoseconds of std::chrono::steady_clock, pushed in by the
 // caller (every call has an overload that reads the clock). No floating point,
 // every addition and product saturates, and a clock that goes backwards can
@@ -550,6 +560,12 @@ struct rate {
     static constexpr rate per_hour(std::uint64_t n) noexcept { return rate{n, std::chrono::hours(1)}; }
 };
 
+// ---------------------------------------------------------------------------
+// Storage the public classes hold by value, so it is complete before them: a
+// bucket's constants, a sharded table's geometry, groups and memory, the hash
+// seed and how each Key type is stored. Their bodies, the hash and the locks
+// live with the other internals, below the public classes.
+// ---------------------------------------------------------------------------
 namespace detail {
 
 inline constexpr std::uint64_t limits_u64_max = std::numeric_limits<std::uint64_t>::max();
@@ -563,24 +579,6 @@ inline constexpr std::uint32_t limits_keyed_window = 4;
 inline constexpr std::uint32_t limits_max_shards = 64;
 inline constexpr std::size_t limits_max_capacity = std::size_t{1} << 28;
 
-static_assert(std::ratio_less_equal<std::chrono::steady_clock::period, std::nano>::value,
-              "wsguard rate limits need a steady_clock with at least nanosecond resolution");
-
-// steady_clock time as unsigned nanoseconds, order-preserving over the whole
-// int64 range (min maps to 0, max to 2^64-1), so no subtraction can wrap.
-inline std::uint64_t limits_ticks(std::chrono::steady_clock::time_point t) noexcept {
-    const std::int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
-    return static_cast<std::uint64_t>(ns) ^ (std::uint64_t{1} << 63);
-}
-
-// A refusal's wait, rounded up to whole milliseconds and never zero: a client
-// that retries exactly at retry_after must succeed, not be refused again.
-inline std::chrono::milliseconds limits_wait(std::uint64_t wait_ns) noexcept {
-    std::uint64_t ms = wait_ns / 1000000 + (wait_ns % 1000000 != 0 ? 1 : 0);
-    if (ms == 0) ms = 1;
-    return std::chrono::milliseconds(static_cast<std::chrono::milliseconds::rep>(ms));
-}
-
 // The validated constants of one GCRA bucket, shared by token_bucket and
 // keyed_limiter. `tat` is the theoretical arrival time: the instant at which
 // the bucket would be full again. A request of n passes if, after charging
@@ -592,117 +590,28 @@ struct limits_gcra {
     std::uint32_t burst = 0;
 
     // Validates once; returns an empty string when the configuration is good.
-    static std::string configure(rate r, std::uint32_t burst_size, limits_gcra& out) {
-        const std::int64_t period = r.period.count();
-        if (r.count == 0) return "rate: count must be at least 1 (a limiter that refuses everything is a configuration error)";
-        if (period <= 0) return "rate: period must be positive";
-        if (r.count > static_cast<std::uint64_t>(period))
-            return "rate: more than one event per nanosecond (over 1e9 per second) is not supported";
-        if (burst_size == 0) return "burst must be at least 1 (0 would refuse every request)";
-        const std::uint64_t p = static_cast<std::uint64_t>(period);
-        const std::uint64_t interval = p / r.count + (p % r.count != 0 ? 1 : 0);
-        if (interval > limits_max_window_ns / burst_size)
-            return "burst / rate spans more than 100 years: lower the burst or raise the rate";
-        out.interval_ns = interval;
-        out.window_ns = interval * burst_size;
-        // Clock values above the horizon are clamped to it, so tat (at most
-        // now + window) never reaches 2^64: near the end of time the bucket
-        // stops refilling instead of wrapping around (fails closed).
-        out.horizon = limits_u64_max - 2 * out.window_ns;
-        out.burst = burst_size;
-        return std::string();
-    }
+    static std::string configure(rate r, std::uint32_t burst_size, limits_gcra& out);
 
-    std::uint64_t clamp(std::chrono::steady_clock::time_point now) const noexcept {
-        const std::uint64_t t = limits_ticks(now);
-        return t < horizon ? t : horizon;
-    }
+    std::uint64_t clamp(std::chrono::steady_clock::time_point now) const noexcept;
 
     // One step of the algorithm on a loaded tat. On success writes the new tat.
     // Preconditions: 1 <= n <= burst, t == clamp(now).
-    decision step(std::uint64_t tat, std::uint64_t t, std::uint32_t n, std::uint64_t& new_tat) const noexcept {
-        const std::uint64_t cost = interval_ns * n;                 // <= window_ns
-        const std::uint64_t base = tat > t ? tat : t;               // an idle bucket starts from now
-        const std::uint64_t debt = base - t;                        // how far ahead the bucket runs
-        if (debt > window_ns - cost) return decision(reason::rate_limited, limits_wait(debt + cost - window_ns));
-        new_tat = base + cost;
-        return decision::allow();
-    }
+    decision step(std::uint64_t tat, std::uint64_t t, std::uint32_t n, std::uint64_t& new_tat) const noexcept;
 };
-
-// SipHash-c-d (Aumasson and Bernstein), portable and endian-independent.
-// Keyed with a random seed, so a remote client cannot choose keys that collide.
-inline std::uint64_t limits_load_le64(const unsigned char* p) noexcept {
-    std::uint64_t v = 0;
-    for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
-    return v;
-}
 
 struct limits_siphash_output {
     std::uint64_t lo = 0;
     std::uint64_t hi = 0;  // only with wide output
 };
 
-// `wide`: the 128-bit variant of the reference implementation (hi is then
-// the second 64 bits; lo differs from the 64-bit variant's output).
-template <int CompressionRounds, int FinalRounds>
-inline limits_siphash_output limits_siphash(std::uint64_t k0, std::uint64_t k1, const void* data, std::size_t len,
-                                            bool wide = false) noexcept {
-    const auto* in = static_cast<const unsigned char*>(data);
-    std::uint64_t v0 = 0x736f6d6570736575ull ^ k0;
-    std::uint64_t v1 = 0x646f72616e646f6dull ^ k1 ^ (wide ? 0xee : 0);
-    std::uint64_t v2 = 0x6c7967656e657261ull ^ k0;
-    std::uint64_t v3 = 0x7465646279746573ull ^ k1;
-    auto rotl = [](std::uint64_t x, int b) noexcept { return (x << b) | (x >> (64 - b)); };
-    auto sip_round = [&]() noexcept {
-        v0 += v1; v1 = rotl(v1, 13); v1 ^= v0; v0 = rotl(v0, 32);
-        v2 += v3; v3 = rotl(v3, 16); v3 ^= v2;
-        v0 += v3; v3 = rotl(v3, 21); v3 ^= v0;
-        v2 += v1; v1 = rotl(v1, 17); v1 ^= v2; v2 = rotl(v2, 32);
-    };
-    const std::size_t whole = len - len % 8;
-    for (std::size_t i = 0; i < whole; i += 8) {
-        const std::uint64_t m = limits_load_le64(in + i);
-        v3 ^= m;
-        for (int r = 0; r < CompressionRounds; ++r) sip_round();
-        v0 ^= m;
-    }
-    std::uint64_t last = static_cast<std::uint64_t>(len) << 56;
-    for (std::size_t i = 0; i < len % 8; ++i) last |= static_cast<std::uint64_t>(in[whole + i]) << (8 * i);
-    v3 ^= last;
-    for (int r = 0; r < CompressionRounds; ++r) sip_round();
-    v0 ^= last;
-    v2 ^= wide ? 0xee : 0xff;
-    for (int r = 0; r < FinalRounds; ++r) sip_round();
-    limits_siphash_output out;
-    out.lo = v0 ^ v1 ^ v2 ^ v3;
-    if (wide) {
-        v1 ^= 0xdd;
-        for (int r = 0; r < FinalRounds; ++r) sip_round();
-        out.hi = v0 ^ v1 ^ v2 ^ v3;
-    }
-    return out;
-}
-
-// SipHash-1-3 with its 128-bit output: `lo` places a key in the table and
-// `hi` is the independent 64-bit tag stored to recognise it.
+// Defined with the internals below; the key traits hash with it.
 inline limits_siphash_output limits_siphash13_128(std::uint64_t k0, std::uint64_t k1, const void* data,
-                                                  std::size_t len) noexcept {
-    return limits_siphash<1, 3>(k0, k1, data, len, true);
-}
+                                                  std::size_t len) noexcept;
 
 // The 128-bit SipHash key, drawn from the OS at construction.
 struct limits_seed {
     std::uint64_t k[2] = {0, 0};
 };
-
-// From the OS through the crypto section; false if the OS refused.
-inline bool limits_make_seed(limits_seed& seed) noexcept {
-    std::uint8_t raw[16] = {};
-    if (random_bytes(raw, sizeof raw) != reason::ok) return false;
-    for (int i = 0; i < 2; ++i) seed.k[i] = limits_load_le64(raw + 8 * i);
-    return true;
-}
 
 // A 128-bit keyed fingerprint: what connection_limiter stores for
 // variable-length keys. Two different strings share one with probability
@@ -771,17 +680,6 @@ struct alignas(64) limits_shard {
     limits_spinlock lock;
 };
 
-class limits_lock_guard {
-public:
-    explicit limits_lock_guard(limits_spinlock& l) noexcept : lock_(l) { lock_.lock(); }
-    ~limits_lock_guard() { lock_.unlock(); }
-    limits_lock_guard(const limits_lock_guard&) = delete;
-    limits_lock_guard& operator=(const limits_lock_guard&) = delete;
-
-private:
-    limits_spinlock& lock_;
-};
-
 // Geometry of a sharded table: shard_count shards (a power of two, up to 64,
 // each with its own lock) of groups_per_shard groups of `window` slots. A key
 // hashes to one group, its whole probe window; groups are aligned to cache
@@ -791,17 +689,7 @@ struct limits_geometry {
     std::uint32_t groups_per_shard = 0;
     std::uint32_t window = 1;
 
-    static std::string configure(std::size_t capacity, std::uint32_t window, limits_geometry& out) {
-        if (capacity == 0) return "capacity must be at least 1";
-        if (capacity > limits_max_capacity) return "capacity over 2^28 entries: that is gigabytes of table, surely a mistake";
-        std::uint32_t shards = 1;
-        while (shards < limits_max_shards && std::size_t{shards} * 4 * window <= capacity) shards *= 2;
-        const std::size_t per_shard = std::size_t{shards} * window;
-        out.shard_count = shards;
-        out.groups_per_shard = static_cast<std::uint32_t>((capacity + per_shard - 1) / per_shard);
-        out.window = window;
-        return std::string();
-    }
+    static std::string configure(std::size_t capacity, std::uint32_t window, limits_geometry& out);
     std::size_t group_count() const noexcept { return std::size_t{shard_count} * groups_per_shard; }
     std::size_t capacity() const noexcept { return group_count() * window; }
     std::uint32_t shard_of(std::uint64_t hash) const noexcept {
@@ -818,25 +706,6 @@ template <class Slot, std::uint32_t Window>
 struct alignas(64) limits_group {
     Slot slots[Window];
 };
-
-// Starts loading a group while the shard lock is being taken: under a flood
-// of new keys the group is rarely cached.
-template <class Group>
-inline void limits_prefetch(const Group& group) noexcept {
-#if defined(__GNUC__) || defined(__clang__)
-    const char* bytes = reinterpret_cast<const char*>(&group);
-    for (std::size_t offset = 0; offset < sizeof(Group); offset += 64) __builtin_prefetch(bytes + offset, 1);
-    // A slot not aligned to a line (connection_limiter's, the replay store's) may straddle two.
-    if constexpr (alignof(Group) < 64) __builtin_prefetch(bytes + sizeof(Group) - 1, 1);
-#else
-    (void)group;
-#endif
-}
-
-template <class T>
-std::unique_ptr<T[]> limits_allocate(std::size_t n) noexcept {
-    return std::unique_ptr<T[]>(new (std::nothrow) T[n]());
-}
 
 // A zeroed array of groups, allocated once. Tables of 2 MiB or more are
 // 2 MiB-aligned and, on Linux, offered transparent huge pages: a random key
@@ -863,21 +732,7 @@ public:
     limits_table& operator=(const limits_table&) = delete;
     ~limits_table() { release(); }
 
-    bool allocate(std::size_t count) noexcept {
-        release();
-        constexpr std::size_t huge_page = std::size_t{2} << 20;
-        std::size_t bytes = count * sizeof(Group);
-        alignment_ = bytes >= huge_page ? huge_page : alignof(Group);
-        bytes = (bytes + alignment_ - 1) / alignment_ * alignment_;
-        void* memory = ::operator new(bytes, std::align_val_t(alignment_), std::nothrow);
-        if (memory == nullptr) return false;
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-        if (alignment_ == huge_page) (void)::madvise(memory, bytes, MADV_HUGEPAGE);  // a hint: fine if refused
-#endif
-        std::memset(memory, 0, bytes);
-        groups_ = static_cast<Group*>(memory);
-        return true;
-    }
+    bool allocate(std::size_t count) noexcept;
     explicit operator bool() const noexcept { return groups_ != nullptr; }
     Group& operator[](std::size_t i) noexcept { return groups_[i]; }
     const Group& operator[](std::size_t i) const noexcept { return groups_[i]; }
@@ -914,12 +769,7 @@ public:
     static result<token_bucket> create(const token_bucket_options& options) {
         return create(options.rate, options.burst);
     }
-    static result<token_bucket> create(wsguard::rate r, std::uint32_t burst) {
-        detail::limits_gcra gcra;
-        std::string error = detail::limits_gcra::configure(r, burst, gcra);
-        if (!error.empty()) return result<token_bucket>::failure("token_bucket: " + error);
-        return result<token_bucket>::success(token_bucket(gcra));
-    }
+    static result<token_bucket> create(wsguard::rate r, std::uint32_t burst);
     [[deprecated("use create(token_bucket_options{rate::per_second(n), burst})")]]
     static result<token_bucket> create(std::uint64_t rate_per_second, std::uint32_t burst) {
         return create(wsguard::rate::per_second(rate_per_second), burst);
@@ -934,19 +784,7 @@ public:
     token_bucket(const token_bucket&) = delete;
     token_bucket& operator=(const token_bucket&) = delete;
 
-    decision try_acquire(std::chrono::steady_clock::time_point now, std::uint32_t n = 1) noexcept {
-        if (n == 0) return decision::allow();
-        if (n > gcra_.burst) return decision(reason::rate_limited);
-        const std::uint64_t t = gcra_.clamp(now);
-        std::uint64_t tat = tat_.load(std::memory_order_relaxed);
-        for (;;) {
-            std::uint64_t new_tat = 0;
-            const decision d = gcra_.step(tat, t, n, new_tat);
-            if (!d) return d;
-            // The word is the whole state: relaxed ordering is enough.
-            if (tat_.compare_exchange_weak(tat, new_tat, std::memory_order_relaxed, std::memory_order_relaxed)) return d;
-        }
-    }
+    decision try_acquire(std::chrono::steady_clock::time_point now, std::uint32_t n = 1) noexcept;
     decision try_acquire(std::uint32_t n = 1) noexcept { return try_acquire(std::chrono::steady_clock::now(), n); }
 
     std::uint32_t burst() const noexcept { return gcra_.burst; }
@@ -990,28 +828,13 @@ public:
     static result<keyed_limiter> create(const keyed_limiter_options& options) {
         return create(options.rate, options.burst, options.capacity);
     }
-    static result<keyed_limiter> create(wsguard::rate r, std::uint32_t burst, std::size_t capacity) {
-        keyed_limiter limiter;
-        std::string error = detail::limits_gcra::configure(r, burst, limiter.gcra_);
-        if (error.empty()) error = detail::limits_geometry::configure(capacity, detail::limits_keyed_window, limiter.geometry_);
-        if (!error.empty()) return result<keyed_limiter>::failure("keyed_limiter: " + error);
-        if (!detail::limits_make_seed(limiter.seed_))
-            return result<keyed_limiter>::failure("keyed_limiter: the OS refused random bytes for the hash seed");
-        limiter.shards_ = detail::limits_allocate<detail::limits_shard>(limiter.geometry_.shard_count);
-        if (!limiter.shards_ || !limiter.groups_.allocate(limiter.geometry_.group_count()))
-            return result<keyed_limiter>::failure("keyed_limiter: out of memory for the table");
-        return result<keyed_limiter>::success(std::move(limiter));
-    }
+    static result<keyed_limiter> create(wsguard::rate r, std::uint32_t burst, std::size_t capacity);
     [[deprecated("use create(keyed_limiter_options{rate::per_second(n), burst, capacity})")]]
     static result<keyed_limiter> create(std::uint64_t rate_per_second, std::uint32_t burst, std::size_t capacity) {
         return create(wsguard::rate::per_second(rate_per_second), burst, capacity);
     }
 
-    decision try_acquire(const Key& key, std::chrono::steady_clock::time_point now, std::uint32_t n = 1) noexcept {
-        if (n == 0) return decision::allow();
-        if (n > gcra_.burst) return decision(reason::rate_limited);
-        return try_acquire_prepared(prepare(key), now, n);
-    }
+    decision try_acquire(const Key& key, std::chrono::steady_clock::time_point now, std::uint32_t n = 1) noexcept;
     decision try_acquire(const Key& key, std::uint32_t n = 1) noexcept {
         return try_acquire(key, std::chrono::steady_clock::now(), n);
     }
@@ -1044,59 +867,24 @@ private:
 
     // The key hashed, its group already on its way. handshake_guard prepares
     // every table's key before it looks at any, so the misses overlap.
-    prepared_key prepare(const Key& key) noexcept {
-        const prepared_key digest = traits::make(key, seed_);
-        detail::limits_prefetch(groups_[geometry_.group_of(digest.hash, geometry_.shard_of(digest.hash))]);
-        return digest;
-    }
+    prepared_key prepare(const Key& key) noexcept;
     // try_acquire's work, for 1 <= n <= burst.
     decision try_acquire_prepared(const prepared_key& key, std::chrono::steady_clock::time_point now,
-                                  std::uint32_t n = 1) noexcept {
-        return with_entry(key, now, true, [&](slot& entry, std::uint64_t t) noexcept {
-            std::uint64_t new_tat = 0;
-            const decision d = gcra_.step(entry.tat, t, n, new_tat);
-            if (d) entry.tat = new_tat;
-            return d;
-        });
-    }
+                                  std::uint32_t n = 1) noexcept;
 
     // Runs visit(entry, clamped now) on the key's entry under its shard lock
     // and returns its decision. Without `insert`, a key that has no entry is
     // allowed without visiting (a lookup must not evict anyone).
     template <class Visit>
-    decision with_entry(const Key& key, std::chrono::steady_clock::time_point now, bool insert, Visit visit) noexcept {
-        return with_entry(prepare(key), now, insert, visit);
-    }
+    decision with_entry(const Key& key, std::chrono::steady_clock::time_point now, bool insert, Visit visit) noexcept;
     template <class Visit>
     decision with_entry(const prepared_key& digest, std::chrono::steady_clock::time_point now, bool insert,
-                        Visit visit) noexcept {
-        const std::uint64_t t = gcra_.clamp(now);
-        const std::uint32_t shard = geometry_.shard_of(digest.hash);
-        group& candidates = groups_[geometry_.group_of(digest.hash, shard)];
-
-        detail::limits_lock_guard guard(shards_[shard].lock);
-        if (!insert) {
-            for (slot& s : candidates.slots) {
-                if (s.tag == digest.tag) return visit(s, t);
-            }
-            return decision::allow();
-        }
-        return visit(find_or_evict(candidates, digest.tag), t);
-    }
+                        Visit visit) noexcept;
 
     // The key's entry, or the stalest entry of its group reset for it. A
     // never-used entry has tat 0, so it is the stalest. Matching one by its tag
     // is harmless: an idle bucket is what a new key starts from anyway.
-    static slot& find_or_evict(group& candidates, std::uint64_t tag) noexcept {
-        slot* stalest = &candidates.slots[0];
-        for (slot& s : candidates.slots) {
-            if (s.tag == tag) return s;
-            if (s.tat < stalest->tat) stalest = &s;
-        }
-        stalest->tag = tag;
-        stalest->tat = 0;
-        return *stalest;
-    }
+    static slot& find_or_evict(group& candidates, std::uint64_t tag) noexcept;
 
     detail::limits_gcra gcra_;
     detail::limits_geometry geometry_;
@@ -1135,7 +923,78 @@ template <class Key>
 class connection_limiter {
     using traits = detail::limits_key_traits<Key>;
     using stored_key = typename traits::stored;
+    struct table;  // the shared state permits point at, defined in the private part
 
+public:
+    // How long a refused client is told to wait (Retry-After): connections
+    // end at an unknown time, so this is a polite hint, not a promise.
+    static constexpr std::chrono::milliseconds refusal_retry_after{1000};
+
+    class permit {
+    public:
+        permit() noexcept = default;
+        permit(permit&& other) noexcept
+            : table_(std::exchange(other.table_, nullptr)), key_(other.key_), home_(other.home_),
+              decision_(other.decision_) {}
+        permit& operator=(permit&& other) noexcept {
+            if (this != &other) {
+                release();
+                table_ = std::exchange(other.table_, nullptr);
+                key_ = other.key_;
+                home_ = other.home_;
+                decision_ = other.decision_;
+            }
+            return *this;
+        }
+        permit(const permit&) = delete;
+        permit& operator=(const permit&) = delete;
+        ~permit() { release(); }
+
+        // True while the permit holds a connection (not after release()).
+        explicit operator bool() const noexcept { return table_ != nullptr; }
+        // The outcome of try_acquire: ok, or too_many_connections with
+        // retry_after 1 s. A default-constructed permit reads as refused.
+        wsguard::decision decision() const noexcept { return decision_; }
+        // Gives the connection back now instead of at destruction. Idempotent.
+        void release() noexcept;
+
+    private:
+        friend class connection_limiter;
+        permit(table* t, const stored_key& key, std::uint32_t home) noexcept
+            : table_(t), key_(key), home_(home), decision_(wsguard::decision::allow()) {}
+        explicit permit(wsguard::decision refusal) noexcept : decision_(refusal) {}
+
+        table* table_ = nullptr;
+        stored_key key_{};
+        std::uint32_t home_ = 0;
+        wsguard::decision decision_{reason::too_many_connections, refusal_retry_after};
+    };
+
+    // The documented way: every number by name (connection_limiter_options).
+    static result<connection_limiter> create(const connection_limiter_options& options);
+    // Three adjacent numbers whose order is easy to get wrong. Kept for one minor version.
+    [[deprecated("use create(connection_limiter_options{max_per_key, capacity, max_total})")]]
+    static result<connection_limiter> create(std::uint32_t max_per_key, std::size_t capacity,
+                                             std::uint32_t max_total = std::numeric_limits<std::uint32_t>::max()) {
+        return create(connection_limiter_options{max_per_key, capacity, max_total});
+    }
+
+    permit try_acquire(const Key& key) noexcept { return try_acquire_prepared(prepare(key)); }
+
+    // Live connections for one key (0 when unknown).
+    std::uint32_t connections(const Key& key) const noexcept;
+    // Live connections across all keys.
+    std::uint32_t total() const noexcept { return table_->total.load(std::memory_order_relaxed); }
+    // Distinct keys holding at least one connection.
+    std::size_t live_keys() const noexcept;
+    // Distinct keys held at once: exactly the capacity given to create().
+    std::size_t capacity() const noexcept { return table_->capacity; }
+    // Everything this limiter owns; constant from construction on.
+    std::size_t memory_bytes() const noexcept {
+        return sizeof(*this) + sizeof(table) + std::size_t{table_->slot_count} * sizeof(slot);
+    }
+
+private:
     struct slot {
         stored_key key;
         std::uint32_t count;  // 0: empty
@@ -1181,143 +1040,14 @@ class connection_limiter {
         std::uint32_t index_of(const slot& s) const noexcept { return static_cast<std::uint32_t>(&s - &slots[0]); }
     };
 
-public:
-    // How long a refused client is told to wait (Retry-After): connections
-    // end at an unknown time, so this is a polite hint, not a promise.
-    static constexpr std::chrono::milliseconds refusal_retry_after{1000};
-
-    class permit {
-    public:
-        permit() noexcept = default;
-        permit(permit&& other) noexcept
-            : table_(std::exchange(other.table_, nullptr)), key_(other.key_), home_(other.home_),
-              decision_(other.decision_) {}
-        permit& operator=(permit&& other) noexcept {
-            if (this != &other) {
-                release();
-                table_ = std::exchange(other.table_, nullptr);
-                key_ = other.key_;
-                home_ = other.home_;
-                decision_ = other.decision_;
-            }
-            return *this;
-        }
-        permit(const permit&) = delete;
-        permit& operator=(const permit&) = delete;
-        ~permit() { release(); }
-
-        // True while the permit holds a connection (not after release()).
-        explicit operator bool() const noexcept { return table_ != nullptr; }
-        // The outcome of try_acquire: ok, or too_many_connections with
-        // retry_after 1 s. A default-constructed permit reads as refused.
-        wsguard::decision decision() const noexcept { return decision_; }
-        // Gives the connection back now instead of at destruction. Idempotent.
-        void release() noexcept {
-            if (table_ == nullptr) return;
-            {
-                detail::limits_lock_guard guard(table_->lock);
-                slot& s = table_->find(key_, home_);  // entries move on deletion: found again by key
-                if (s.count != 0 && --s.count == 0) table_->erase(table_->index_of(s));
-                table_->total.fetch_sub(1, std::memory_order_relaxed);
-            }
-            table_ = nullptr;
-        }
-
-    private:
-        friend class connection_limiter;
-        permit(table* t, const stored_key& key, std::uint32_t home) noexcept
-            : table_(t), key_(key), home_(home), decision_(wsguard::decision::allow()) {}
-        explicit permit(wsguard::decision refusal) noexcept : decision_(refusal) {}
-
-        table* table_ = nullptr;
-        stored_key key_{};
-        std::uint32_t home_ = 0;
-        wsguard::decision decision_{reason::too_many_connections, refusal_retry_after};
-    };
-
-    // The documented way: every number by name (connection_limiter_options).
-    static result<connection_limiter> create(const connection_limiter_options& options) {
-        const std::uint32_t max_per_key = options.max_per_key, max_total = options.max_total;
-        const std::size_t capacity = options.capacity;
-        if (max_per_key == 0) return result<connection_limiter>::failure("connection_limiter: max_per_key must be at least 1");
-        if (max_total == 0) return result<connection_limiter>::failure("connection_limiter: max_total must be at least 1");
-        if (capacity == 0) return result<connection_limiter>::failure("connection_limiter: capacity must be at least 1");
-        if (capacity > detail::limits_max_capacity)
-            return result<connection_limiter>::failure(
-                "connection_limiter: capacity over 2^28 keys: that is gigabytes of table, surely a mistake");
-        connection_limiter limiter;
-        limiter.table_.reset(new (std::nothrow) table());
-        if (!limiter.table_) return result<connection_limiter>::failure("connection_limiter: out of memory");
-        table& t = *limiter.table_;
-        if (!detail::limits_make_seed(t.seed))
-            return result<connection_limiter>::failure("connection_limiter: the OS refused random bytes for the hash seed");
-        t.capacity = capacity;
-        t.slot_count = static_cast<std::uint32_t>(2 * capacity);  // load factor at most 1/2
-        t.max_per_key = max_per_key;
-        t.max_total = max_total;
-        if (!t.slots.allocate(t.slot_count)) return result<connection_limiter>::failure("connection_limiter: out of memory for the table");
-        return result<connection_limiter>::success(std::move(limiter));
-    }
-    // Three adjacent numbers whose order is easy to get wrong. Kept for one minor version.
-    [[deprecated("use create(connection_limiter_options{max_per_key, capacity, max_total})")]]
-    static result<connection_limiter> create(std::uint32_t max_per_key, std::size_t capacity,
-                                             std::uint32_t max_total = std::numeric_limits<std::uint32_t>::max()) {
-        return create(connection_limiter_options{max_per_key, capacity, max_total});
-    }
-
-    permit try_acquire(const Key& key) noexcept { return try_acquire_prepared(prepare(key)); }
-
-    // Live connections for one key (0 when unknown).
-    std::uint32_t connections(const Key& key) const noexcept {
-        table& t = *table_;
-        const auto digest = traits::make(key, t.seed);
-        detail::limits_lock_guard guard(t.lock);
-        return t.find(digest.key, t.home_of(digest.hash)).count;
-    }
-    // Live connections across all keys.
-    std::uint32_t total() const noexcept { return table_->total.load(std::memory_order_relaxed); }
-    // Distinct keys holding at least one connection.
-    std::size_t live_keys() const noexcept {
-        detail::limits_lock_guard guard(table_->lock);
-        return table_->live_keys;
-    }
-    // Distinct keys held at once: exactly the capacity given to create().
-    std::size_t capacity() const noexcept { return table_->capacity; }
-    // Everything this limiter owns; constant from construction on.
-    std::size_t memory_bytes() const noexcept {
-        return sizeof(*this) + sizeof(table) + std::size_t{table_->slot_count} * sizeof(slot);
-    }
-
-private:
     template <class>
     friend class basic_handshake_guard;
 
     using prepared_key = typename traits::digest;
 
     // The key hashed, its home slot already on its way (see keyed_limiter::prepare).
-    prepared_key prepare(const Key& key) noexcept {
-        table& t = *table_;
-        const prepared_key digest = traits::make(key, t.seed);
-        detail::limits_prefetch(t.slots[t.home_of(digest.hash)]);
-        return digest;
-    }
-    permit try_acquire_prepared(const prepared_key& digest) noexcept {
-        table& t = *table_;
-        const std::uint32_t home = t.home_of(digest.hash);
-
-        detail::limits_lock_guard guard(t.lock);
-        slot& s = t.find(digest.key, home);
-        if (s.count != 0 ? s.count >= t.max_per_key : t.live_keys >= t.capacity) return refused();
-        if (t.total.load(std::memory_order_relaxed) >= t.max_total) return refused();
-        t.total.fetch_add(1, std::memory_order_relaxed);
-        if (s.count == 0) {
-            s.key = digest.key;
-            s.home = home;
-            ++t.live_keys;
-        }
-        ++s.count;
-        return permit(&t, digest.key, home);
-    }
+    prepared_key prepare(const Key& key) noexcept;
+    permit try_acquire_prepared(const prepared_key& digest) noexcept;
 
     connection_limiter() = default;
     static permit refused() noexcept {
@@ -1343,7 +1073,354 @@ struct address_key_options {
     std::uint8_t ipv6_prefix = 64;  // bits kept of an IPv6 address; values over 128 mean 128
 };
 
+class address_key {
+public:
+
+    // A bare address: "192.0.2.1", "2001:db8::1", "[2001:db8::1]",
+    // "fe80::1%eth0" (zone dropped), "::ffff:192.0.2.1" (IPv4). No port: use
+    // from_endpoint_text for "ip:port". Anything else, or over 128 bytes, is
+    // nullopt (reason::address_malformed).
+    static std::optional<address_key> from_text(std::string_view text, address_key_options options = {}) noexcept;
+
+    // What stacks report as the remote endpoint: "192.0.2.1:443",
+    // "[2001:db8::1]:443", or a bare address. An unbracketed IPv6 address
+    // never carries a port (its last group would be ambiguous).
+    static std::optional<address_key> from_endpoint_text(std::string_view text, address_key_options options = {}) noexcept;
+
+    // Raw network-order bytes: 4 (IPv4) or 16 (IPv6, e.g. sin6_addr). Other
+    // sizes, or a null pointer, are nullopt.
+    static std::optional<address_key> from_bytes(const std::uint8_t* data, std::size_t size, address_key_options options = {}) noexcept;
+
+    // 4 or 6 (a default-constructed key is the IPv6 key of "::").
+    int family() const noexcept { return is_ipv4() ? 4 : 6; }
+    bool is_ipv4() const noexcept { return is_v4_mapped(bytes_); }
+    // 16 bytes in network order; an IPv4 address is the last 4 (::ffff:a.b.c.d).
+    const std::uint8_t* bytes() const noexcept { return bytes_; }
+
+    friend bool operator==(const address_key& a, const address_key& b) noexcept {
+        return std::memcmp(a.bytes_, b.bytes_, sizeof a.bytes_) == 0;
+    }
+    friend bool operator!=(const address_key& a, const address_key& b) noexcept { return !(a == b); }
+
+private:
+    static bool is_v4_mapped(const std::uint8_t* b) noexcept;
+    static std::optional<address_key> parse_ipv6_text(std::string_view text, address_key_options options) noexcept;
+    // Zeroes every bit after the first `bits` bits counted from byte `from`.
+    // Precondition: bits <= (16 - from) * 8.
+    void keep_prefix(unsigned from, unsigned bits) noexcept;
+
+    std::uint8_t bytes_[16] = {};
+};
+
+static_assert(std::has_unique_object_representations<address_key>::value && sizeof(address_key) == 16,
+              "address_key is stored and hashed as raw bytes: it must have no padding");
+
+// ---------------------------------------------------------------------------
+// accept_gate: admission at accept time, before any byte of HTTP is read.
+// ---------------------------------------------------------------------------
+//
+// A server's socket budget is shared by everyone, so a client that opens
+// sockets and sends nothing (or trickles a header, slowloris) must not be able
+// to fill it. Call try_admit right after accept(): at most
+// max_pending_per_address handshakes in progress per client (IPv4 address or
+// IPv6 /64, like address_key; the client behind a trusted PROXY header when
+// one came first) and max_pending_total in all, each with a deadline by which
+// its upgrade request must be complete. The returned accept_permit holds the
+// pending slot; the slot returns when the handshake ends either way — upgraded
+// (the connection_limiter permit from handshake_guard takes over) or dropped —
+// by release() or destruction. A refusal is too_many_pending: answer 503 with
+// Retry-After, or simply close the socket (cheaper, and what a flood deserves).
+// A stack polls permit.expired(now) (or arms a timer at deadline()) and closes
+// the socket when the deadline passed: handshake_deadline_passed is the reason
+// to log (408, or a close without an answer). Fixed capacity (the exact
+// connection_limiter table), seeded hashing, no allocation after create.
+struct accept_limits {
+    std::uint32_t max_pending_per_address = 8;   // handshakes in progress per client
+    std::uint32_t max_pending_total = 1024;      // in progress across all clients
+    std::chrono::milliseconds handshake_deadline{10000};  // accept to complete upgrade request
+    std::size_t table_capacity = 65536;          // clients with a pending handshake at once (exact)
+    address_key_options address_options{};       // for address_of(); IPv6 grouped by /64 by default
+};
+
+class [[nodiscard]] accept_permit {
+public:
+    // How long a refused client is told to wait when the stack answers 503.
+    static constexpr std::chrono::milliseconds refusal_retry_after{1000};
+
+    // Refused (too_many_pending) and holding nothing.
+    accept_permit() noexcept = default;
+    accept_permit(accept_permit&&) noexcept = default;
+    accept_permit& operator=(accept_permit&&) noexcept = default;
+    accept_permit(const accept_permit&) = delete;
+    accept_permit& operator=(const accept_permit&) = delete;
+
+    // True while the permit holds a pending slot (not after release()).
+    explicit operator bool() const noexcept { return static_cast<bool>(slot_); }
+    // ok, or too_many_pending with retry_after 1 s.
+    wsguard::decision decision() const noexcept { return decision_; }
+    // When the upgrade request must be complete (try_admit's now + deadline).
+    std::chrono::steady_clock::time_point deadline() const noexcept { return deadline_; }
+    // True from the deadline on: close the socket, log handshake_deadline_passed.
+    bool expired(std::chrono::steady_clock::time_point now) const noexcept { return now >= deadline_; }
+    bool expired() const noexcept { return expired(std::chrono::steady_clock::now()); }
+    // ok before the deadline, handshake_deadline_passed from it on: for logs
+    // and for stacks that answer 408 before closing.
+    wsguard::decision check_deadline(std::chrono::steady_clock::time_point now) const noexcept {
+        return expired(now) ? wsguard::decision(reason::handshake_deadline_passed) : wsguard::decision::allow();
+    }
+    wsguard::decision check_deadline() const noexcept { return check_deadline(std::chrono::steady_clock::now()); }
+    // Gives the pending slot back now (the handshake ended: upgraded or
+    // dropped). Idempotent; the destructor does the same.
+    void release() noexcept { slot_.release(); }
+
+private:
+    friend class accept_gate;
+    accept_permit(connection_limiter<address_key>::permit slot, wsguard::decision d,
+                  std::chrono::steady_clock::time_point deadline) noexcept
+        : slot_(std::move(slot)), decision_(d), deadline_(deadline) {}
+
+    connection_limiter<address_key>::permit slot_;
+    wsguard::decision decision_{reason::too_many_pending, refusal_retry_after};
+    std::chrono::steady_clock::time_point deadline_{};
+};
+
+class accept_gate {
+public:
+    static result<accept_gate> create(const accept_limits& limits);
+
+    // Call right after accept(), before reading anything from the socket.
+    accept_permit try_admit(const address_key& client, std::chrono::steady_clock::time_point now) noexcept;
+    accept_permit try_admit(const address_key& client) noexcept {
+        return try_admit(client, std::chrono::steady_clock::now());
+    }
+
+    // The key for a peer, grouped by this gate's address options: raw
+    // network-order bytes (4 or 16, e.g. from sockaddr) or endpoint text.
+    std::optional<address_key> address_of(const std::uint8_t* data, std::size_t size) const noexcept {
+        return address_key::from_bytes(data, size, limits_.address_options);
+    }
+    std::optional<address_key> address_of(std::string_view endpoint_text) const noexcept {
+        return address_key::from_endpoint_text(endpoint_text, limits_.address_options);
+    }
+
+    // Handshakes in progress, in total and for one client.
+    std::uint32_t pending() const noexcept { return pending_.total(); }
+    std::uint32_t pending(const address_key& client) const noexcept { return pending_.connections(client); }
+    std::chrono::milliseconds handshake_deadline() const noexcept { return limits_.handshake_deadline; }
+    // Everything this gate owns; constant from construction on.
+    std::size_t memory_bytes() const noexcept { return sizeof(*this) - sizeof(pending_) + pending_.memory_bytes(); }
+
+private:
+    accept_gate(connection_limiter<address_key> table, const accept_limits& limits) noexcept
+        : pending_(std::move(table)), limits_(limits) {}
+    static wsguard::decision refusal() noexcept {
+        return wsguard::decision(reason::too_many_pending, accept_permit::refusal_retry_after);
+    }
+
+    connection_limiter<address_key> pending_;
+    accept_limits limits_;
+};
+
+// ---------------------------------------------------------------------------
+// penalty_box: bans a client that keeps presenting forged tickets.
+// ---------------------------------------------------------------------------
+//
+// A forged ticket costs the server a MAC; a client that sends them by the
+// thousand is an attacker, not a user. record_failure counts the failures that
+// only forgery or replay produce — ticket_bad_mac, ticket_unknown_key,
+// ticket_replayed, ticket_malformed — and ignores every other reason (an
+// expired ticket from a stale page, a clock skew, a wrong origin are honest
+// mistakes). A client may fail max_failures times at once and one more time
+// every window / max_failures after that; the failure beyond that bans it for
+// `ban`. check() refuses a banned client with client_penalized (429, with
+// retry_after until the ban ends) and is meant to run before any MAC is
+// computed. After a ban the client's failure budget refills from empty: a
+// client that resumes forging at once is banned again on its first failure.
+// Defaults: 20 failures (per 60 s) and a 5-minute ban; a user with a stale
+// page fails with ticket_expired, which is not counted, and a reload spends a
+// fresh ticket, so an ordinary user is never banned.
+//
+// Storage is keyed_limiter's fixed table (one 16-byte entry per client,
+// seeded hashing, sharded locks, no allocation after create): a ban is stored
+// as a bucket state far in the future, so bans are the last entries evicted
+// when a flood of new clients passes through; when a probe group holds only
+// bans, the one closest to its end goes first.
+struct penalty_options {
+    std::uint32_t max_failures = 20;                       // tolerated at once
+    std::chrono::milliseconds window = std::chrono::minutes(1);  // max_failures more per window
+    std::chrono::milliseconds ban = std::chrono::minutes(5);
+    std::size_t capacity = 65536;                          // clients tracked at once
+    bool enabled = true;                                   // read by handshake_guard only
+};
+
+class penalty_box {
+public:
+    static result<penalty_box> create(const penalty_options& options);
+
+    // Whether a failure with this reason counts towards a ban.
+    static constexpr bool counts(reason r) noexcept {
+        return r == reason::ticket_bad_mac || r == reason::ticket_unknown_key || r == reason::ticket_replayed ||
+               r == reason::ticket_malformed;
+    }
+
+    // ok, or client_penalized with retry_after until the ban ends. Never
+    // creates an entry.
+    decision check(const address_key& client, std::chrono::steady_clock::time_point now) noexcept {
+        return check_prepared(table_.prepare(client), now);
+    }
+    decision check(const address_key& client) noexcept { return check(client, std::chrono::steady_clock::now()); }
+
+    // Counts one failure of `r` (ignored unless counts(r)). Returns ok while the
+    // client is tolerated, client_penalized (retry_after: the ban) when this
+    // failure started a ban or one is running.
+    decision record_failure(const address_key& client, reason r, std::chrono::steady_clock::time_point now) noexcept;
+    decision record_failure(const address_key& client, reason r) noexcept {
+        return record_failure(client, r, std::chrono::steady_clock::now());
+    }
+
+    std::size_t capacity() const noexcept { return table_.capacity(); }
+    std::size_t memory_bytes() const noexcept { return sizeof(*this) - sizeof(table_) + table_.memory_bytes(); }
+
+private:
+    using slot = keyed_limiter<address_key>::slot;
+    using prepared_key = keyed_limiter<address_key>::prepared_key;
+
+    template <class>
+    friend class basic_handshake_guard;
+
+    // handshake_guard's hooks (see keyed_limiter::prepare).
+    prepared_key prepare(const address_key& client) noexcept { return table_.prepare(client); }
+    decision check_prepared(const prepared_key& client, std::chrono::steady_clock::time_point now) noexcept;
+
+    penalty_box(keyed_limiter<address_key> table, std::uint64_t ban_ns) noexcept
+        : table_(std::move(table)), ban_ns_(ban_ns) {}
+
+    // A bucket never runs more than one window ahead of now unless banned:
+    // the excess is what is left of the ban. The bucket is clamped below
+    // 2^64 by the clock horizon, and ban_ns is at most a year.
+    decision ban_left(const slot& entry, std::uint64_t t) const noexcept;
+
+    keyed_limiter<address_key> table_;
+    std::uint64_t ban_ns_ = 0;
+};
+
+// ---------------------------------------------------------------------------
+// Internals: the clock, the hash, the locks and the address parser, then the
+// out-of-line bodies of the storage types and of the public classes above.
+// ---------------------------------------------------------------------------
 namespace detail {
+
+static_assert(std::ratio_less_equal<std::chrono::steady_clock::period, std::nano>::value,
+              "wsguard rate limits need a steady_clock with at least nanosecond resolution");
+
+// steady_clock time as unsigned nanoseconds, order-preserving over the whole
+// int64 range (min maps to 0, max to 2^64-1), so no subtraction can wrap.
+inline std::uint64_t limits_ticks(std::chrono::steady_clock::time_point t) noexcept {
+    const std::int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+    return static_cast<std::uint64_t>(ns) ^ (std::uint64_t{1} << 63);
+}
+
+// A refusal's wait, rounded up to whole milliseconds and never zero: a client
+// that retries exactly at retry_after must succeed, not be refused again.
+inline std::chrono::milliseconds limits_wait(std::uint64_t wait_ns) noexcept {
+    std::uint64_t ms = wait_ns / 1000000 + (wait_ns % 1000000 != 0 ? 1 : 0);
+    if (ms == 0) ms = 1;
+    return std::chrono::milliseconds(static_cast<std::chrono::milliseconds::rep>(ms));
+}
+
+// SipHash-c-d (Aumasson and Bernstein), portable and endian-independent.
+// Keyed with a random seed, so a remote client cannot choose keys that collide.
+inline std::uint64_t limits_load_le64(const unsigned char* p) noexcept {
+    std::uint64_t v = 0;
+    for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
+    return v;
+}
+
+// `wide`: the 128-bit variant of the reference implementation (hi is then
+// the second 64 bits; lo differs from the 64-bit variant's output).
+template <int CompressionRounds, int FinalRounds>
+inline limits_siphash_output limits_siphash(std::uint64_t k0, std::uint64_t k1, const void* data, std::size_t len,
+                                            bool wide = false) noexcept {
+    const auto* in = static_cast<const unsigned char*>(data);
+    std::uint64_t v0 = 0x736f6d6570736575ull ^ k0;
+    std::uint64_t v1 = 0x646f72616e646f6dull ^ k1 ^ (wide ? 0xee : 0);
+    std::uint64_t v2 = 0x6c7967656e657261ull ^ k0;
+    std::uint64_t v3 = 0x7465646279746573ull ^ k1;
+    auto rotl = [](std::uint64_t x, int b) noexcept { return (x << b) | (x >> (64 - b)); };
+    auto sip_round = [&]() noexcept {
+        v0 += v1; v1 = rotl(v1, 13); v1 ^= v0; v0 = rotl(v0, 32);
+        v2 += v3; v3 = rotl(v3, 16); v3 ^= v2;
+        v0 += v3; v3 = rotl(v3, 21); v3 ^= v0;
+        v2 += v1; v1 = rotl(v1, 17); v1 ^= v2; v2 = rotl(v2, 32);
+    };
+    const std::size_t whole = len - len % 8;
+    for (std::size_t i = 0; i < whole; i += 8) {
+        const std::uint64_t m = limits_load_le64(in + i);
+        v3 ^= m;
+        for (int r = 0; r < CompressionRounds; ++r) sip_round();
+        v0 ^= m;
+    }
+    std::uint64_t last = static_cast<std::uint64_t>(len) << 56;
+    for (std::size_t i = 0; i < len % 8; ++i) last |= static_cast<std::uint64_t>(in[whole + i]) << (8 * i);
+    v3 ^= last;
+    for (int r = 0; r < CompressionRounds; ++r) sip_round();
+    v0 ^= last;
+    v2 ^= wide ? 0xee : 0xff;
+    for (int r = 0; r < FinalRounds; ++r) sip_round();
+    limits_siphash_output out;
+    out.lo = v0 ^ v1 ^ v2 ^ v3;
+    if (wide) {
+        v1 ^= 0xdd;
+        for (int r = 0; r < FinalRounds; ++r) sip_round();
+        out.hi = v0 ^ v1 ^ v2 ^ v3;
+    }
+    return out;
+}
+
+// SipHash-1-3 with its 128-bit output: `lo` places a key in the table and
+// `hi` is the independent 64-bit tag stored to recognise it.
+inline limits_siphash_output limits_siphash13_128(std::uint64_t k0, std::uint64_t k1, const void* data,
+                                                  std::size_t len) noexcept {
+    return limits_siphash<1, 3>(k0, k1, data, len, true);
+}
+
+// From the OS through the crypto section; false if the OS refused.
+inline bool limits_make_seed(limits_seed& seed) noexcept {
+    std::uint8_t raw[16] = {};
+    if (random_bytes(raw, sizeof raw) != reason::ok) return false;
+    for (int i = 0; i < 2; ++i) seed.k[i] = limits_load_le64(raw + 8 * i);
+    return true;
+}
+
+class limits_lock_guard {
+public:
+    explicit limits_lock_guard(limits_spinlock& l) noexcept : lock_(l) { lock_.lock(); }
+    ~limits_lock_guard() { lock_.unlock(); }
+    limits_lock_guard(const limits_lock_guard&) = delete;
+    limits_lock_guard& operator=(const limits_lock_guard&) = delete;
+
+private:
+    limits_spinlock& lock_;
+};
+
+// Starts loading a group while the shard lock is being taken: under a flood
+// of new keys the group is rarely cached.
+template <class Group>
+inline void limits_prefetch(const Group& group) noexcept {
+#if defined(__GNUC__) || defined(__clang__)
+    const char* bytes = reinterpret_cast<const char*>(&group);
+    for (std::size_t offset = 0; offset < sizeof(Group); offset += 64) __builtin_prefetch(bytes + offset, 1);
+    // A slot not aligned to a line (connection_limiter's, the replay store's) may straddle two.
+    if constexpr (alignof(Group) < 64) __builtin_prefetch(bytes + sizeof(Group) - 1, 1);
+#else
+    (void)group;
+#endif
+}
+
+template <class T>
+std::unique_ptr<T[]> limits_allocate(std::size_t n) noexcept {
+    return std::unique_ptr<T[]>(new (std::nothrow) T[n]());
+}
 
 inline constexpr std::size_t limits_address_text_cap = 128;  // longer input is refused unread
 inline constexpr std::size_t limits_zone_cap = 32;
@@ -1454,342 +1531,387 @@ inline bool limits_parse_port(std::string_view s) noexcept {
     return value <= 65535;
 }
 
+inline std::string limits_gcra::configure(rate r, std::uint32_t burst_size, limits_gcra& out) {
+    const std::int64_t period = r.period.count();
+    if (r.count == 0) return "rate: count must be at least 1 (a limiter that refuses everything is a configuration error)";
+    if (period <= 0) return "rate: period must be positive";
+    if (r.count > static_cast<std::uint64_t>(period))
+        return "rate: more than one event per nanosecond (over 1e9 per second) is not supported";
+    if (burst_size == 0) return "burst must be at least 1 (0 would refuse every request)";
+    const std::uint64_t p = static_cast<std::uint64_t>(period);
+    const std::uint64_t interval = p / r.count + (p % r.count != 0 ? 1 : 0);
+    if (interval > limits_max_window_ns / burst_size)
+        return "burst / rate spans more than 100 years: lower the burst or raise the rate";
+    out.interval_ns = interval;
+    out.window_ns = interval * burst_size;
+    // Clock values above the horizon are clamped to it, so tat (at most
+    // now + window) never reaches 2^64: near the end of time the bucket
+    // stops refilling instead of wrapping around (fails closed).
+    out.horizon = limits_u64_max - 2 * out.window_ns;
+    out.burst = burst_size;
+    return std::string();
+}
+
+inline std::uint64_t limits_gcra::clamp(std::chrono::steady_clock::time_point now) const noexcept {
+    const std::uint64_t t = limits_ticks(now);
+    return t < horizon ? t : horizon;
+}
+
+inline decision limits_gcra::step(std::uint64_t tat, std::uint64_t t, std::uint32_t n,
+                                  std::uint64_t& new_tat) const noexcept {
+    const std::uint64_t cost = interval_ns * n;                 // <= window_ns
+    const std::uint64_t base = tat > t ? tat : t;               // an idle bucket starts from now
+    const std::uint64_t debt = base - t;                        // how far ahead the bucket runs
+    if (debt > window_ns - cost) return decision(reason::rate_limited, limits_wait(debt + cost - window_ns));
+    new_tat = base + cost;
+    return decision::allow();
+}
+
+inline std::string limits_geometry::configure(std::size_t capacity, std::uint32_t window, limits_geometry& out) {
+    if (capacity == 0) return "capacity must be at least 1";
+    if (capacity > limits_max_capacity) return "capacity over 2^28 entries: that is gigabytes of table, surely a mistake";
+    std::uint32_t shards = 1;
+    while (shards < limits_max_shards && std::size_t{shards} * 4 * window <= capacity) shards *= 2;
+    const std::size_t per_shard = std::size_t{shards} * window;
+    out.shard_count = shards;
+    out.groups_per_shard = static_cast<std::uint32_t>((capacity + per_shard - 1) / per_shard);
+    out.window = window;
+    return std::string();
+}
+
+template <class Group>
+inline bool limits_table<Group>::allocate(std::size_t count) noexcept {
+    release();
+    constexpr std::size_t huge_page = std::size_t{2} << 20;
+    std::size_t bytes = count * sizeof(Group);
+    alignment_ = bytes >= huge_page ? huge_page : alignof(Group);
+    bytes = (bytes + alignment_ - 1) / alignment_ * alignment_;
+    void* memory = ::operator new(bytes, std::align_val_t(alignment_), std::nothrow);
+    if (memory == nullptr) return false;
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    if (alignment_ == huge_page) (void)::madvise(memory, bytes, MADV_HUGEPAGE);  // a hint: fine if refused
+#endif
+    std::memset(memory, 0, bytes);
+    groups_ = static_cast<Group*>(memory);
+    return true;
+}
+
 }  // namespace detail
 
-class address_key {
-public:
+// The out-of-line bodies of the public classes, in the order of the classes.
 
-    // A bare address: "192.0.2.1", "2001:db8::1", "[2001:db8::1]",
-    // "fe80::1%eth0" (zone dropped), "::ffff:192.0.2.1" (IPv4). No port: use
-    // from_endpoint_text for "ip:port". Anything else, or over 128 bytes, is
-    // nullopt (reason::address_malformed).
-    static std::optional<address_key> from_text(std::string_view text, address_key_options options = {}) noexcept {
-        if (text.size() > detail::limits_address_text_cap) return std::nullopt;
-        if (!text.empty() && text.front() == '[') {
-            if (text.size() < 2 || text.back() != ']') return std::nullopt;
-            return parse_ipv6_text(text.substr(1, text.size() - 2), options);
+inline result<token_bucket> token_bucket::create(wsguard::rate r, std::uint32_t burst) {
+    detail::limits_gcra gcra;
+    std::string error = detail::limits_gcra::configure(r, burst, gcra);
+    if (!error.empty()) return result<token_bucket>::failure("token_bucket: " + error);
+    return result<token_bucket>::success(token_bucket(gcra));
+}
+
+inline decision token_bucket::try_acquire(std::chrono::steady_clock::time_point now, std::uint32_t n) noexcept {
+    if (n == 0) return decision::allow();
+    if (n > gcra_.burst) return decision(reason::rate_limited);
+    const std::uint64_t t = gcra_.clamp(now);
+    std::uint64_t tat = tat_.load(std::memory_order_relaxed);
+    for (;;) {
+        std::uint64_t new_tat = 0;
+        const decision d = gcra_.step(tat, t, n, new_tat);
+        if (!d) return d;
+        // The word is the whole state: relaxed ordering is enough.
+        if (tat_.compare_exchange_weak(tat, new_tat, std::memory_order_relaxed, std::memory_order_relaxed)) return d;
+    }
+}
+
+template <class Key>
+inline result<keyed_limiter<Key>> keyed_limiter<Key>::create(wsguard::rate r, std::uint32_t burst,
+                                                             std::size_t capacity) {
+    keyed_limiter limiter;
+    std::string error = detail::limits_gcra::configure(r, burst, limiter.gcra_);
+    if (error.empty()) error = detail::limits_geometry::configure(capacity, detail::limits_keyed_window, limiter.geometry_);
+    if (!error.empty()) return result<keyed_limiter>::failure("keyed_limiter: " + error);
+    if (!detail::limits_make_seed(limiter.seed_))
+        return result<keyed_limiter>::failure("keyed_limiter: the OS refused random bytes for the hash seed");
+    limiter.shards_ = detail::limits_allocate<detail::limits_shard>(limiter.geometry_.shard_count);
+    if (!limiter.shards_ || !limiter.groups_.allocate(limiter.geometry_.group_count()))
+        return result<keyed_limiter>::failure("keyed_limiter: out of memory for the table");
+    return result<keyed_limiter>::success(std::move(limiter));
+}
+
+template <class Key>
+inline decision keyed_limiter<Key>::try_acquire(const Key& key, std::chrono::steady_clock::time_point now,
+                                                std::uint32_t n) noexcept {
+    if (n == 0) return decision::allow();
+    if (n > gcra_.burst) return decision(reason::rate_limited);
+    return try_acquire_prepared(prepare(key), now, n);
+}
+
+template <class Key>
+inline typename keyed_limiter<Key>::prepared_key keyed_limiter<Key>::prepare(const Key& key) noexcept {
+    const prepared_key digest = traits::make(key, seed_);
+    detail::limits_prefetch(groups_[geometry_.group_of(digest.hash, geometry_.shard_of(digest.hash))]);
+    return digest;
+}
+
+template <class Key>
+inline decision keyed_limiter<Key>::try_acquire_prepared(const prepared_key& key,
+                                                         std::chrono::steady_clock::time_point now,
+                                                         std::uint32_t n) noexcept {
+    return with_entry(key, now, true, [&](slot& entry, std::uint64_t t) noexcept {
+        std::uint64_t new_tat = 0;
+        const decision d = gcra_.step(entry.tat, t, n, new_tat);
+        if (d) entry.tat = new_tat;
+        return d;
+    });
+}
+
+template <class Key>
+template <class Visit>
+inline decision keyed_limiter<Key>::with_entry(const Key& key, std::chrono::steady_clock::time_point now, bool insert,
+                                               Visit visit) noexcept {
+    return with_entry(prepare(key), now, insert, visit);
+}
+
+template <class Key>
+template <class Visit>
+inline decision keyed_limiter<Key>::with_entry(const prepared_key& digest, std::chrono::steady_clock::time_point now,
+                                               bool insert, Visit visit) noexcept {
+    const std::uint64_t t = gcra_.clamp(now);
+    const std::uint32_t shard = geometry_.shard_of(digest.hash);
+    group& candidates = groups_[geometry_.group_of(digest.hash, shard)];
+
+    detail::limits_lock_guard guard(shards_[shard].lock);
+    if (!insert) {
+        for (slot& s : candidates.slots) {
+            if (s.tag == digest.tag) return visit(s, t);
         }
-        if (text.find(':') != std::string_view::npos) return parse_ipv6_text(text, options);
+        return decision::allow();
+    }
+    return visit(find_or_evict(candidates, digest.tag), t);
+}
+
+template <class Key>
+inline typename keyed_limiter<Key>::slot& keyed_limiter<Key>::find_or_evict(group& candidates,
+                                                                             std::uint64_t tag) noexcept {
+    slot* stalest = &candidates.slots[0];
+    for (slot& s : candidates.slots) {
+        if (s.tag == tag) return s;
+        if (s.tat < stalest->tat) stalest = &s;
+    }
+    stalest->tag = tag;
+    stalest->tat = 0;
+    return *stalest;
+}
+
+template <class Key>
+inline void connection_limiter<Key>::permit::release() noexcept {
+    if (table_ == nullptr) return;
+    {
+        detail::limits_lock_guard guard(table_->lock);
+        slot& s = table_->find(key_, home_);  // entries move on deletion: found again by key
+        if (s.count != 0 && --s.count == 0) table_->erase(table_->index_of(s));
+        table_->total.fetch_sub(1, std::memory_order_relaxed);
+    }
+    table_ = nullptr;
+}
+
+template <class Key>
+inline result<connection_limiter<Key>> connection_limiter<Key>::create(const connection_limiter_options& options) {
+    const std::uint32_t max_per_key = options.max_per_key, max_total = options.max_total;
+    const std::size_t capacity = options.capacity;
+    if (max_per_key == 0) return result<connection_limiter>::failure("connection_limiter: max_per_key must be at least 1");
+    if (max_total == 0) return result<connection_limiter>::failure("connection_limiter: max_total must be at least 1");
+    if (capacity == 0) return result<connection_limiter>::failure("connection_limiter: capacity must be at least 1");
+    if (capacity > detail::limits_max_capacity)
+        return result<connection_limiter>::failure(
+            "connection_limiter: capacity over 2^28 keys: that is gigabytes of table, surely a mistake");
+    connection_limiter limiter;
+    limiter.table_.reset(new (std::nothrow) table());
+    if (!limiter.table_) return result<connection_limiter>::failure("connection_limiter: out of memory");
+    table& t = *limiter.table_;
+    if (!detail::limits_make_seed(t.seed))
+        return result<connection_limiter>::failure("connection_limiter: the OS refused random bytes for the hash seed");
+    t.capacity = capacity;
+    t.slot_count = static_cast<std::uint32_t>(2 * capacity);  // load factor at most 1/2
+    t.max_per_key = max_per_key;
+    t.max_total = max_total;
+    if (!t.slots.allocate(t.slot_count)) return result<connection_limiter>::failure("connection_limiter: out of memory for the table");
+    return result<connection_limiter>::success(std::move(limiter));
+}
+
+template <class Key>
+inline std::uint32_t connection_limiter<Key>::connections(const Key& key) const noexcept {
+    table& t = *table_;
+    const auto digest = traits::make(key, t.seed);
+    detail::limits_lock_guard guard(t.lock);
+    return t.find(digest.key, t.home_of(digest.hash)).count;
+}
+
+template <class Key>
+inline std::size_t connection_limiter<Key>::live_keys() const noexcept {
+    detail::limits_lock_guard guard(table_->lock);
+    return table_->live_keys;
+}
+
+template <class Key>
+inline typename connection_limiter<Key>::prepared_key connection_limiter<Key>::prepare(const Key& key) noexcept {
+    table& t = *table_;
+    const prepared_key digest = traits::make(key, t.seed);
+    detail::limits_prefetch(t.slots[t.home_of(digest.hash)]);
+    return digest;
+}
+
+template <class Key>
+inline typename connection_limiter<Key>::permit connection_limiter<Key>::try_acquire_prepared(
+    const prepared_key& digest) noexcept {
+    table& t = *table_;
+    const std::uint32_t home = t.home_of(digest.hash);
+
+    detail::limits_lock_guard guard(t.lock);
+    slot& s = t.find(digest.key, home);
+    if (s.count != 0 ? s.count >= t.max_per_key : t.live_keys >= t.capacity) return refused();
+    if (t.total.load(std::memory_order_relaxed) >= t.max_total) return refused();
+    t.total.fetch_add(1, std::memory_order_relaxed);
+    if (s.count == 0) {
+        s.key = digest.key;
+        s.home = home;
+        ++t.live_keys;
+    }
+    ++s.count;
+    return permit(&t, digest.key, home);
+}
+
+inline std::optional<address_key> address_key::from_text(std::string_view text, address_key_options options) noexcept {
+    if (text.size() > detail::limits_address_text_cap) return std::nullopt;
+    if (!text.empty() && text.front() == '[') {
+        if (text.size() < 2 || text.back() != ']') return std::nullopt;
+        return parse_ipv6_text(text.substr(1, text.size() - 2), options);
+    }
+    if (text.find(':') != std::string_view::npos) return parse_ipv6_text(text, options);
+    std::uint8_t quad[4];
+    if (!detail::limits_parse_ipv4(text, quad)) return std::nullopt;
+    return from_bytes(quad, 4, options);
+}
+
+inline std::optional<address_key> address_key::from_endpoint_text(std::string_view text,
+                                                                   address_key_options options) noexcept {
+    if (text.size() > detail::limits_address_text_cap) return std::nullopt;
+    if (!text.empty() && text.front() == '[') {
+        const std::size_t close = text.find(']');
+        if (close == std::string_view::npos) return std::nullopt;
+        const std::string_view rest = text.substr(close + 1);
+        if (!rest.empty() && (rest.front() != ':' || !detail::limits_parse_port(rest.substr(1)))) return std::nullopt;
+        return parse_ipv6_text(text.substr(1, close - 1), options);
+    }
+    const std::size_t colon = text.find(':');
+    if (colon != std::string_view::npos && text.find(':', colon + 1) == std::string_view::npos) {
+        if (!detail::limits_parse_port(text.substr(colon + 1))) return std::nullopt;
         std::uint8_t quad[4];
-        if (!detail::limits_parse_ipv4(text, quad)) return std::nullopt;
+        if (!detail::limits_parse_ipv4(text.substr(0, colon), quad)) return std::nullopt;
         return from_bytes(quad, 4, options);
     }
+    return from_text(text, options);
+}
 
-    // What stacks report as the remote endpoint: "192.0.2.1:443",
-    // "[2001:db8::1]:443", or a bare address. An unbracketed IPv6 address
-    // never carries a port (its last group would be ambiguous).
-    static std::optional<address_key> from_endpoint_text(std::string_view text, address_key_options options = {}) noexcept {
-        if (text.size() > detail::limits_address_text_cap) return std::nullopt;
-        if (!text.empty() && text.front() == '[') {
-            const std::size_t close = text.find(']');
-            if (close == std::string_view::npos) return std::nullopt;
-            const std::string_view rest = text.substr(close + 1);
-            if (!rest.empty() && (rest.front() != ':' || !detail::limits_parse_port(rest.substr(1)))) return std::nullopt;
-            return parse_ipv6_text(text.substr(1, close - 1), options);
+inline std::optional<address_key> address_key::from_bytes(const std::uint8_t* data, std::size_t size,
+                                                           address_key_options options) noexcept {
+    if (data == nullptr || (size != 4 && size != 16)) return std::nullopt;
+    address_key key;
+    if (size == 16 && !is_v4_mapped(data)) {
+        std::memcpy(key.bytes_, data, 16);
+        key.keep_prefix(0, options.ipv6_prefix > 128 ? 128 : options.ipv6_prefix);
+    } else {
+        key.bytes_[10] = 0xff;
+        key.bytes_[11] = 0xff;
+        std::memcpy(key.bytes_ + 12, size == 16 ? data + 12 : data, 4);
+        key.keep_prefix(12, options.ipv4_prefix > 32 ? 32 : options.ipv4_prefix);
+    }
+    return key;
+}
+
+inline bool address_key::is_v4_mapped(const std::uint8_t* b) noexcept {
+    for (int i = 0; i < 10; ++i) {
+        if (b[i] != 0) return false;
+    }
+    return b[10] == 0xff && b[11] == 0xff;
+}
+
+inline std::optional<address_key> address_key::parse_ipv6_text(std::string_view text,
+                                                                address_key_options options) noexcept {
+    if (!detail::limits_strip_zone(text)) return std::nullopt;
+    std::uint8_t raw[16];
+    if (!detail::limits_parse_ipv6(text, raw)) return std::nullopt;
+    return from_bytes(raw, 16, options);
+}
+
+inline void address_key::keep_prefix(unsigned from, unsigned bits) noexcept {
+    unsigned i = from + bits / 8;
+    if (i < 16 && bits % 8 != 0) {
+        bytes_[i] = static_cast<std::uint8_t>(bytes_[i] & (0xff << (8 - bits % 8)));
+        ++i;
+    }
+    if (i < 16) std::memset(bytes_ + i, 0, 16 - i);
+}
+
+inline result<accept_gate> accept_gate::create(const accept_limits& limits) {
+    if (limits.handshake_deadline <= std::chrono::milliseconds::zero())
+        return result<accept_gate>::failure("accept_gate: handshake_deadline must be positive (10 s is a good default)");
+    if (limits.max_pending_per_address > limits.max_pending_total)
+        return result<accept_gate>::failure("accept_gate: max_pending_per_address is over max_pending_total");
+    auto table = connection_limiter<address_key>::create(
+        {limits.max_pending_per_address, limits.table_capacity, limits.max_pending_total});
+    if (!table) return result<accept_gate>::failure("accept_gate: " + table.error());
+    return result<accept_gate>::success(accept_gate(std::move(table).value(), limits));
+}
+
+inline accept_permit accept_gate::try_admit(const address_key& client,
+                                            std::chrono::steady_clock::time_point now) noexcept {
+    connection_limiter<address_key>::permit slot = pending_.try_acquire(client);
+    if (!slot) return accept_permit(std::move(slot), refusal(), now);
+    return accept_permit(std::move(slot), wsguard::decision::allow(), now + limits_.handshake_deadline);
+}
+
+inline result<penalty_box> penalty_box::create(const penalty_options& options) {
+    if (options.max_failures == 0) return result<penalty_box>::failure("penalty_box: max_failures must be at least 1");
+    if (options.window <= std::chrono::milliseconds::zero())
+        return result<penalty_box>::failure("penalty_box: window must be positive");
+    if (options.ban <= std::chrono::milliseconds::zero() || options.ban > std::chrono::hours(24 * 365))
+        return result<penalty_box>::failure("penalty_box: ban must be positive and at most a year");
+    auto table = keyed_limiter<address_key>::create(wsguard::rate{options.max_failures, options.window},
+                                                     options.max_failures, options.capacity);
+    if (!table) return result<penalty_box>::failure("penalty_box: " + table.error());
+    const std::uint64_t ban_ns = static_cast<std::uint64_t>(std::chrono::nanoseconds(options.ban).count());
+    return result<penalty_box>::success(penalty_box(std::move(table).value(), ban_ns));
+}
+
+inline decision penalty_box::record_failure(const address_key& client, reason r,
+                                            std::chrono::steady_clock::time_point now) noexcept {
+    if (!counts(r)) return decision::allow();
+    const detail::limits_gcra& gcra = table_.gcra_;
+    return table_.with_entry(client, now, true, [&](slot& entry, std::uint64_t t) noexcept {
+        if (decision running = ban_left(entry, t); !running) return running;
+        std::uint64_t new_tat = 0;
+        if (gcra.step(entry.tat, t, 1, new_tat)) {
+            entry.tat = new_tat;
+            return decision::allow();
         }
-        const std::size_t colon = text.find(':');
-        if (colon != std::string_view::npos && text.find(':', colon + 1) == std::string_view::npos) {
-            if (!detail::limits_parse_port(text.substr(colon + 1))) return std::nullopt;
-            std::uint8_t quad[4];
-            if (!detail::limits_parse_ipv4(text.substr(0, colon), quad)) return std::nullopt;
-            return from_bytes(quad, 4, options);
-        }
-        return from_text(text, options);
-    }
+        // Banned: the bucket runs `ban` beyond full debt, see ban_left.
+        const std::uint64_t room = detail::limits_u64_max - gcra.window_ns - t;  // t <= horizon: no wrap
+        entry.tat = t + gcra.window_ns + (ban_ns_ < room ? ban_ns_ : room);
+        return decision(reason::client_penalized, detail::limits_wait(ban_ns_));
+    });
+}
 
-    // Raw network-order bytes: 4 (IPv4) or 16 (IPv6, e.g. sin6_addr). Other
-    // sizes, or a null pointer, are nullopt.
-    static std::optional<address_key> from_bytes(const std::uint8_t* data, std::size_t size, address_key_options options = {}) noexcept {
-        if (data == nullptr || (size != 4 && size != 16)) return std::nullopt;
-        address_key key;
-        if (size == 16 && !is_v4_mapped(data)) {
-            std::memcpy(key.bytes_, data, 16);
-            key.keep_prefix(0, options.ipv6_prefix > 128 ? 128 : options.ipv6_prefix);
-        } else {
-            key.bytes_[10] = 0xff;
-            key.bytes_[11] = 0xff;
-            std::memcpy(key.bytes_ + 12, size == 16 ? data + 12 : data, 4);
-            key.keep_prefix(12, options.ipv4_prefix > 32 ? 32 : options.ipv4_prefix);
-        }
-        return key;
-    }
+inline decision penalty_box::check_prepared(const prepared_key& client,
+                                            std::chrono::steady_clock::time_point now) noexcept {
+    return table_.with_entry(client, now, false, [&](const slot& entry, std::uint64_t t) noexcept {
+        return ban_left(entry, t);
+    });
+}
 
-    // 4 or 6 (a default-constructed key is the IPv6 key of "::").
-    int family() const noexcept { return is_ipv4() ? 4 : 6; }
-    bool is_ipv4() const noexcept { return is_v4_mapped(bytes_); }
-    // 16 bytes in network order; an IPv4 address is the last 4 (::ffff:a.b.c.d).
-    const std::uint8_t* bytes() const noexcept { return bytes_; }
-
-    friend bool operator==(const address_key& a, const address_key& b) noexcept {
-        return std::memcmp(a.bytes_, b.bytes_, sizeof a.bytes_) == 0;
-    }
-    friend bool operator!=(const address_key& a, const address_key& b) noexcept { return !(a == b); }
-
-private:
-    static bool is_v4_mapped(const std::uint8_t* b) noexcept {
-        for (int i = 0; i < 10; ++i) {
-            if (b[i] != 0) return false;
-        }
-        return b[10] == 0xff && b[11] == 0xff;
-    }
-    static std::optional<address_key> parse_ipv6_text(std::string_view text, address_key_options options) noexcept {
-        if (!detail::limits_strip_zone(text)) return std::nullopt;
-        std::uint8_t raw[16];
-        if (!detail::limits_parse_ipv6(text, raw)) return std::nullopt;
-        return from_bytes(raw, 16, options);
-    }
-    // Zeroes every bit after the first `bits` bits counted from byte `from`.
-    // Precondition: bits <= (16 - from) * 8.
-    void keep_prefix(unsigned from, unsigned bits) noexcept {
-        unsigned i = from + bits / 8;
-        if (i < 16 && bits % 8 != 0) {
-            bytes_[i] = static_cast<std::uint8_t>(bytes_[i] & (0xff << (8 - bits % 8)));
-            ++i;
-        }
-        if (i < 16) std::memset(bytes_ + i, 0, 16 - i);
-    }
-
-    std::uint8_t bytes_[16] = {};
-};
-
-static_assert(std::has_unique_object_representations<address_key>::value && sizeof(address_key) == 16,
-              "address_key is stored and hashed as raw bytes: it must have no padding");
-
-// ---------------------------------------------------------------------------
-// accept_gate: admission at accept time, before any byte of HTTP is read.
-// ---------------------------------------------------------------------------
-//
-// A server's socket budget is shared by everyone, so a client that opens
-// sockets and sends nothing (or trickles a header, slowloris) must not be able
-// to fill it. Call try_admit right after accept(): at most
-// max_pending_per_address handshakes in progress per client (IPv4 address or
-// IPv6 /64, like address_key; the client behind a trusted PROXY header when
-// one came first) and max_pending_total in all, each with a deadline by which
-// its upgrade request must be complete. The returned accept_permit holds the
-// pending slot; the slot returns when the handshake ends either way — upgraded
-// (the connection_limiter permit from handshake_guard takes over) or dropped —
-// by release() or destruction. A refusal is too_many_pending: answer 503 with
-// Retry-After, or simply close the socket (cheaper, and what a flood deserves).
-// A stack polls permit.expired(now) (or arms a timer at deadline()) and closes
-// the socket when the deadline passed: handshake_deadline_passed is the reason
-// to log (408, or a close without an answer). Fixed capacity (the exact
-// connection_limiter table), seeded hashing, no allocation after create.
-struct accept_limits {
-    std::uint32_t max_pending_per_address = 8;   // handshakes in progress per client
-    std::uint32_t max_pending_total = 1024;      // in progress across all clients
-    std::chrono::milliseconds handshake_deadline{10000};  // accept to complete upgrade request
-    std::size_t table_capacity = 65536;          // clients with a pending handshake at once (exact)
-    address_key_options address_options{};       // for address_of(); IPv6 grouped by /64 by default
-};
-
-class [[nodiscard]] accept_permit {
-public:
-    // How long a refused client is told to wait when the stack answers 503.
-    static constexpr std::chrono::milliseconds refusal_retry_after{1000};
-
-    // Refused (too_many_pending) and holding nothing.
-    accept_permit() noexcept = default;
-    accept_permit(accept_permit&&) noexcept = default;
-    accept_permit& operator=(accept_permit&&) noexcept = default;
-    accept_permit(const accept_permit&) = delete;
-    accept_permit& operator=(const accept_permit&) = delete;
-
-    // True while the permit holds a pending slot (not after release()).
-    explicit operator bool() const noexcept { return static_cast<bool>(slot_); }
-    // ok, or too_many_pending with retry_after 1 s.
-    wsguard::decision decision() const noexcept { return decision_; }
-    // When the upgrade request must be complete (try_admit's now + deadline).
-    std::chrono::steady_clock::time_point deadline() const noexcept { return deadline_; }
-    // True from the deadline on: close the socket, log handshake_deadline_passed.
-    bool expired(std::chrono::steady_clock::time_point now) const noexcept { return now >= deadline_; }
-    bool expired() const noexcept { return expired(std::chrono::steady_clock::now()); }
-    // ok before the deadline, handshake_deadline_passed from it on: for logs
-    // and for stacks that answer 408 before closing.
-    wsguard::decision check_deadline(std::chrono::steady_clock::time_point now) const noexcept {
-        return expired(now) ? wsguard::decision(reason::handshake_deadline_passed) : wsguard::decision::allow();
-    }
-    wsguard::decision check_deadline() const noexcept { return check_deadline(std::chrono::steady_clock::now()); }
-    // Gives the pending slot back now (the handshake ended: upgraded or
-    // dropped). Idempotent; the destructor does the same.
-    void release() noexcept { slot_.release(); }
-
-private:
-    friend class accept_gate;
-    accept_permit(connection_limiter<address_key>::permit slot, wsguard::decision d,
-                  std::chrono::steady_clock::time_point deadline) noexcept
-        : slot_(std::move(slot)), decision_(d), deadline_(deadline) {}
-
-    connection_limiter<address_key>::permit slot_;
-    wsguard::decision decision_{reason::too_many_pending, refusal_retry_after};
-    std::chrono::steady_clock::time_point deadline_{};
-};
-
-class accept_gate {
-public:
-    static result<accept_gate> create(const accept_limits& limits) {
-        if (limits.handshake_deadline <= std::chrono::milliseconds::zero())
-            return result<accept_gate>::failure("accept_gate: handshake_deadline must be positive (10 s is a good default)");
-        if (limits.max_pending_per_address > limits.max_pending_total)
-            return result<accept_gate>::failure("accept_gate: max_pending_per_address is over max_pending_total");
-        auto table = connection_limiter<address_key>::create(
-            {limits.max_pending_per_address, limits.table_capacity, limits.max_pending_total});
-        if (!table) return result<accept_gate>::failure("accept_gate: " + table.error());
-        return result<accept_gate>::success(accept_gate(std::move(table).value(), limits));
-    }
-
-    // Call right after accept(), before reading anything from the socket.
-    accept_permit try_admit(const address_key& client, std::chrono::steady_clock::time_point now) noexcept {
-        connection_limiter<address_key>::permit slot = pending_.try_acquire(client);
-        if (!slot) return accept_permit(std::move(slot), refusal(), now);
-        return accept_permit(std::move(slot), wsguard::decision::allow(), now + limits_.handshake_deadline);
-    }
-    accept_permit try_admit(const address_key& client) noexcept {
-        return try_admit(client, std::chrono::steady_clock::now());
-    }
-
-    // The key for a peer, grouped by this gate's address options: raw
-    // network-order bytes (4 or 16, e.g. from sockaddr) or endpoint text.
-    std::optional<address_key> address_of(const std::uint8_t* data, std::size_t size) const noexcept {
-        return address_key::from_bytes(data, size, limits_.address_options);
-    }
-    std::optional<address_key> address_of(std::string_view endpoint_text) const noexcept {
-        return address_key::from_endpoint_text(endpoint_text, limits_.address_options);
-    }
-
-    // Handshakes in progress, in total and for one client.
-    std::uint32_t pending() const noexcept { return pending_.total(); }
-    std::uint32_t pending(const address_key& client) const noexcept { return pending_.connections(client); }
-    std::chrono::milliseconds handshake_deadline() const noexcept { return limits_.handshake_deadline; }
-    // Everything this gate owns; constant from construction on.
-    std::size_t memory_bytes() const noexcept { return sizeof(*this) - sizeof(pending_) + pending_.memory_bytes(); }
-
-private:
-    accept_gate(connection_limiter<address_key> table, const accept_limits& limits) noexcept
-        : pending_(std::move(table)), limits_(limits) {}
-    static wsguard::decision refusal() noexcept {
-        return wsguard::decision(reason::too_many_pending, accept_permit::refusal_retry_after);
-    }
-
-    connection_limiter<address_key> pending_;
-    accept_limits limits_;
-};
-
-// ---------------------------------------------------------------------------
-// penalty_box: bans a client that keeps presenting forged tickets.
-// ---------------------------------------------------------------------------
-//
-// A forged ticket costs the server a MAC; a client that sends them by the
-// thousand is an attacker, not a user. record_failure counts the failures that
-// only forgery or replay produce — ticket_bad_mac, ticket_unknown_key,
-// ticket_replayed, ticket_malformed — and ignores every other reason (an
-// expired ticket from a stale page, a clock skew, a wrong origin are honest
-// mistakes). A client may fail max_failures times at once and one more time
-// every window / max_failures after that; the failure beyond that bans it for
-// `ban`. check() refuses a banned client with client_penalized (429, with
-// retry_after until the ban ends) and is meant to run before any MAC is
-// computed. After a ban the client's failure budget refills from empty: a
-// client that resumes forging at once is banned again on its first failure.
-// Defaults: 20 failures (per 60 s) and a 5-minute ban; a user with a stale
-// page fails with ticket_expired, which is not counted, and a reload spends a
-// fresh ticket, so an ordinary user is never banned.
-//
-// Storage is keyed_limiter's fixed table (one 16-byte entry per client,
-// seeded hashing, sharded locks, no allocation after create): a ban is stored
-// as a bucket state far in the future, so bans are the last entries evicted
-// when a flood of new clients passes through; when a probe group holds only
-// bans, the one closest to its end goes first.
-struct penalty_options {
-    std::uint32_t max_failures = 20;                       // tolerated at once
-    std::chrono::milliseconds window = std::chrono::minutes(1);  // max_failures more per window
-    std::chrono::milliseconds ban = std::chrono::minutes(5);
-    std::size_t capacity = 65536;                          // clients tracked at once
-    bool enabled = true;                                   // read by handshake_guard only
-};
-
-class penalty_box {
-public:
-    static result<penalty_box> create(const penalty_options& options) {
-        if (options.max_failures == 0) return result<penalty_box>::failure("penalty_box: max_failures must be at least 1");
-        if (options.window <= std::chrono::milliseconds::zero())
-            return result<penalty_box>::failure("penalty_box: window must be positive");
-        if (options.ban <= std::chrono::milliseconds::zero() || options.ban > std::chrono::hours(24 * 365))
-            return result<penalty_box>::failure("penalty_box: ban must be positive and at most a year");
-        auto table = keyed_limiter<address_key>::create(wsguard::rate{options.max_failures, options.window},
-                                                         options.max_failures, options.capacity);
-        if (!table) return result<penalty_box>::failure("penalty_box: " + table.error());
-        const std::uint64_t ban_ns = static_cast<std::uint64_t>(std::chrono::nanoseconds(options.ban).count());
-        return result<penalty_box>::success(penalty_box(std::move(table).value(), ban_ns));
-    }
-
-    // Whether a failure with this reason counts towards a ban.
-    static constexpr bool counts(reason r) noexcept {
-        return r == reason::ticket_bad_mac || r == reason::ticket_unknown_key || r == reason::ticket_replayed ||
-               r == reason::ticket_malformed;
-    }
-
-    // ok, or client_penalized with retry_after until the ban ends. Never
-    // creates an entry.
-    decision check(const address_key& client, std::chrono::steady_clock::time_point now) noexcept {
-        return check_prepared(table_.prepare(client), now);
-    }
-    decision check(const address_key& client) noexcept { return check(client, std::chrono::steady_clock::now()); }
-
-    // Counts one failure of `r` (ignored unless counts(r)). Returns ok while the
-    // client is tolerated, client_penalized (retry_after: the ban) when this
-    // failure started a ban or one is running.
-    decision record_failure(const address_key& client, reason r, std::chrono::steady_clock::time_point now) noexcept {
-        if (!counts(r)) return decision::allow();
-        const detail::limits_gcra& gcra = table_.gcra_;
-        return table_.with_entry(client, now, true, [&](slot& entry, std::uint64_t t) noexcept {
-            if (decision running = ban_left(entry, t); !running) return running;
-            std::uint64_t new_tat = 0;
-            if (gcra.step(entry.tat, t, 1, new_tat)) {
-                entry.tat = new_tat;
-                return decision::allow();
-            }
-            // Banned: the bucket runs `ban` beyond full debt, see ban_left.
-            const std::uint64_t room = detail::limits_u64_max - gcra.window_ns - t;  // t <= horizon: no wrap
-            entry.tat = t + gcra.window_ns + (ban_ns_ < room ? ban_ns_ : room);
-            return decision(reason::client_penalized, detail::limits_wait(ban_ns_));
-        });
-    }
-    decision record_failure(const address_key& client, reason r) noexcept {
-        return record_failure(client, r, std::chrono::steady_clock::now());
-    }
-
-    std::size_t capacity() const noexcept { return table_.capacity(); }
-    std::size_t memory_bytes() const noexcept { return sizeof(*this) - sizeof(table_) + table_.memory_bytes(); }
-
-private:
-    using slot = keyed_limiter<address_key>::slot;
-    using prepared_key = keyed_limiter<address_key>::prepared_key;
-
-    template <class>
-    friend class basic_handshake_guard;
-
-    // handshake_guard's hooks (see keyed_limiter::prepare).
-    prepared_key prepare(const address_key& client) noexcept { return table_.prepare(client); }
-    decision check_prepared(const prepared_key& client, std::chrono::steady_clock::time_point now) noexcept {
-        return table_.with_entry(client, now, false, [&](const slot& entry, std::uint64_t t) noexcept {
-            return ban_left(entry, t);
-        });
-    }
-
-    penalty_box(keyed_limiter<address_key> table, std::uint64_t ban_ns) noexcept
-        : table_(std::move(table)), ban_ns_(ban_ns) {}
-
-    // A bucket never runs more than one window ahead of now unless banned:
-    // the excess is what is left of the ban. The bucket is clamped below
-    // 2^64 by the clock horizon, and ban_ns is at most a year.
-    decision ban_left(const slot& entry, std::uint64_t t) const noexcept {
-        const std::uint64_t window = table_.gcra_.window_ns;
-        if (entry.tat <= t || entry.tat - t <= window) return decision::allow();
-        return decision(reason::client_penalized, detail::limits_wait(entry.tat - t - window));
-    }
-
-    keyed_limiter<address_key> table_;
-    std::uint64_t ban_ns_ = 0;
-};
+inline decision penalty_box::ban_left(const slot& entry, std::uint64_t t) const noexcept {
+    const std::uint64_t window = table_.gcra_.window_ns;
+    if (entry.tat <= t || entry.tat - t <= window) return decision::allow();
+    return decision(reason::client_penalized, detail::limits_wait(entry.tat - t - window));
+}
 
 }  // inline namespace WSGUARD_ABI_NS
 }  // namespace wsguard
@@ -4753,6 +4875,14 @@ inline hmac_sha256_key hmac_sha256_key_for(sha256_backend backend, const std::ui
 // 8. Tickets: keyring, issuer, verifier, replay store, transport helpers
 // ===========================================================================
 //
+// keyring              HMAC keys by id: one issues, older ones keep verifying.
+// ticket_claims        what a verified ticket says; require_scope checks one.
+// ticket_issuer        mints a ticket for the authenticated POST (issue()).
+// memory_replay_store  the default ReplayStore: spent nonces, one process.
+// ticket_verifier      checks a presented ticket, cheapest first, and spends it.
+// ticket_from_subprotocol, ticket_from_query  where the browser puts a ticket.
+// first_message_gate   the ticket as the first message, for stacks that need it.
+//
 // The browser WebSocket API cannot send an Authorization header. The page
 // fetches a ticket with an authenticated HTTP POST, presents it once in the
 // upgrade request (Sec-WebSocket-Protocol or a query parameter), and the server
@@ -4794,75 +4924,12 @@ struct ticket_limits {
     static constexpr std::size_t max_chars = (max_bytes / 3) * 4 + (max_bytes % 3 == 0 ? 0 : max_bytes % 3 + 1);
 };
 
+// ---------------------------------------------------------------------------
+// Storage the public classes hold by value, so it is complete before them: a
+// keyring's precomputed keys and the replay store's slots and lock. The wire
+// format's helpers and the MAC live with the other internals, below.
+// ---------------------------------------------------------------------------
 namespace detail {
-
-inline constexpr char ticket_domain[] = "wsguard-ticket-v1";  // zero-padded to one SHA-256 block
-inline constexpr std::uint8_t ticket_version = 1;
-inline constexpr std::size_t ticket_header_size = 1 + 4 + 8 + 8 + 16;
-inline constexpr std::size_t ticket_mac_size = 32;
-// Header, empty subject/origin/audience, no scopes, MAC.
-inline constexpr std::size_t ticket_min_bytes = ticket_header_size + 1 + 2 + 2 + 1 + ticket_mac_size;
-// Times outside [0, ticket_max_unix_ms] are refused: they fit any system_clock.
-inline constexpr std::int64_t ticket_max_unix_ms = 8'000'000'000'000;  // year 2223
-
-inline void ticket_store_be(std::uint8_t* out, std::uint64_t value, int bytes) noexcept {
-    for (int i = bytes - 1; i >= 0; --i) {
-        out[i] = static_cast<std::uint8_t>(value);
-        value >>= 8;
-    }
-}
-
-inline std::uint64_t ticket_load_be(const std::uint8_t* in, int bytes) noexcept {
-    std::uint64_t value = 0;
-    for (int i = 0; i < bytes; ++i) value = (value << 8) | in[i];
-    return value;
-}
-
-inline std::int64_t ticket_unix_ms(std::chrono::system_clock::time_point t) noexcept {
-    return std::chrono::floor<std::chrono::milliseconds>(t.time_since_epoch()).count();
-}
-
-inline std::chrono::system_clock::time_point ticket_time_point(std::int64_t unix_ms) noexcept {
-    return std::chrono::system_clock::time_point(
-        std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::milliseconds(unix_ms)));
-}
-
-
-// Origins are compared after the folding the Origin policy applies: scheme and
-// host are case-insensitive and a default port (:443 for https/wss, :80 for
-// http/ws) is dropped. Returns the folded length (never longer than the input).
-inline std::size_t ticket_fold_origin(std::string_view origin, char* out) noexcept {
-    for (std::size_t i = 0; i < origin.size(); ++i) out[i] = ascii_lower(origin[i]);
-    const std::string_view folded(out, origin.size());
-    const auto drop = [&](std::string_view scheme, std::string_view port) {
-        return folded.size() > scheme.size() + port.size() && folded.compare(0, scheme.size(), scheme) == 0 &&
-               folded.compare(folded.size() - port.size(), port.size(), port) == 0;
-    };
-    if (drop("https://", ":443") || drop("wss://", ":443")) return folded.size() - 4;
-    if (drop("http://", ":80") || drop("ws://", ":80")) return folded.size() - 3;
-    return folded.size();
-}
-
-// Scopes are given as one space-separated string ("chat:read chat:write"), as
-// OAuth does. Calls visit(scope) for each; false when over the caps.
-template <class Visit>
-bool ticket_for_each_scope(std::string_view scopes, Visit&& visit) noexcept {
-    std::size_t count = 0;
-    std::size_t i = 0;
-    while (i < scopes.size()) {
-        if (scopes[i] == ' ') {
-            ++i;
-            continue;
-        }
-        std::size_t end = scopes.find(' ', i);
-        if (end == std::string_view::npos) end = scopes.size();
-        const std::string_view scope = scopes.substr(i, end - i);
-        if (scope.size() > ticket_limits::max_scope || ++count > ticket_limits::max_scopes) return false;
-        visit(scope);
-        i = end;
-    }
-    return true;
-}
 
 struct ticket_key_entry {
     std::uint32_t id;
@@ -4870,20 +4937,24 @@ struct ticket_key_entry {
     std::chrono::system_clock::time_point verify_until;  // max(): no end
 };
 
-inline hmac_sha256_key::stream ticket_mac_start(std::string_view secret) noexcept {
-    std::uint8_t block[64] = {};
-    std::memcpy(block, ticket_domain, sizeof ticket_domain - 1);
-    hmac_sha256_key::stream mac = hmac_sha256_key(secret).begin();
-    mac.update(block, sizeof block);
-    return mac;
-}
+// Defined with the internals below; ticket_claims reports its times with it.
+inline std::chrono::system_clock::time_point ticket_time_point(std::int64_t unix_ms) noexcept;
 
-inline sha256_digest ticket_mac(const hmac_sha256_key::stream& after_domain, const std::uint8_t* bytes,
-                                std::size_t size) noexcept {
-    hmac_sha256_key::stream mac = after_domain;
-    mac.update(bytes, size);
-    return mac.finish();
-}
+struct replay_slot {
+    std::uint64_t low = 0;
+    std::uint64_t high = 0;
+    std::int64_t expires_ms = 0;  // 0: never used (ends a probe); <= now: expired, reusable
+};
+
+// MinGW-w64's "win32" thread model (Debian's default x86_64-w64-mingw32-g++)
+// builds libstdc++ without gthreads: no std::mutex. The replay store then takes
+// the spin lock; elsewhere a mutex parks a waiter instead of spinning. One
+// program has one thread model, so one layout.
+#if defined(__GLIBCXX__) && !defined(_GLIBCXX_HAS_GTHREADS)
+using replay_lock = spinlock;
+#else
+using replay_lock = std::mutex;
+#endif
 
 }  // namespace detail
 
@@ -4911,36 +4982,7 @@ public:
         return create(issuing_key_id, keys.begin(), keys.size());
     }
 
-    static result<keyring> create(std::uint32_t issuing_key_id, const keyring_key* keys, std::size_t count) {
-        using failure = result<keyring>;
-        if (count == 0) return failure::failure("keyring: no keys; give at least the key that issues tickets");
-        if (count > max_keys)
-            return failure::failure("keyring: " + std::to_string(count) + " keys; at most " + std::to_string(max_keys));
-        keyring ring;
-        ring.issuing_key_id_ = issuing_key_id;
-        bool has_issuing_key = false;
-        for (std::size_t i = 0; i < count; ++i) {
-            const keyring_key& k = keys[i];
-            const std::string name = "keyring: key " + std::to_string(k.id);
-            if (k.secret.size() < min_secret_size)
-                return failure::failure(name + " is " + std::to_string(k.secret.size()) +
-                                        " bytes; HMAC-SHA256 keys must be at least 32 random bytes");
-            for (std::size_t j = 0; j < i; ++j) {
-                if (keys[j].id == k.id) return failure::failure(name + " appears twice; key ids must be unique");
-            }
-            if (k.id == issuing_key_id) {
-                has_issuing_key = true;
-                if (k.verify_until)
-                    return failure::failure(name + " issues tickets, so it cannot have a verify_until");
-            }
-            ring.keys_.push_back(detail::ticket_key_entry{
-                k.id, detail::ticket_mac_start(k.secret), k.verify_until.value_or(std::chrono::system_clock::time_point::max())});
-        }
-        if (!has_issuing_key)
-            return failure::failure("keyring: the issuing key id " + std::to_string(issuing_key_id) +
-                                    " is not among the keys");
-        return failure::success(std::move(ring));
-    }
+    static result<keyring> create(std::uint32_t issuing_key_id, const keyring_key* keys, std::size_t count);
 
     std::uint32_t issuing_key_id() const noexcept { return issuing_key_id_; }
     std::size_t size() const noexcept { return keys_.size(); }
@@ -4958,19 +5000,9 @@ private:
     keyring() = default;
 
     // The precomputed key for issuing / for a ticket's key id.
-    const hmac_sha256_key::stream& issuing_key() const noexcept {
-        for (const detail::ticket_key_entry& e : keys_) {
-            if (e.id == issuing_key_id_) return e.after_domain;
-        }
-        detail::contract_violation("keyring without its issuing key");
-    }
+    const hmac_sha256_key::stream& issuing_key() const noexcept;
     const hmac_sha256_key::stream* verifying_key(std::uint32_t id,
-                                                 std::chrono::system_clock::time_point now) const noexcept {
-        for (const detail::ticket_key_entry& e : keys_) {
-            if (e.id == id) return now < e.verify_until ? &e.after_domain : nullptr;
-        }
-        return nullptr;
-    }
+                                                 std::chrono::system_clock::time_point now) const noexcept;
 
     std::uint32_t issuing_key_id_ = 0;
     std::vector<detail::ticket_key_entry> keys_;  // at most max_keys, filled at construction
@@ -5075,73 +5107,11 @@ WSGUARD_DETAIL_SET_DEPRECATED_END
 
 class ticket_issuer {
 public:
-    static result<ticket_issuer> create(keyring keys, ticket_issuer_options options = {}) {
-        using failure = result<ticket_issuer>;
-        if (options.default_ttl < std::chrono::seconds(1) || options.default_ttl > options.max_ttl)
-            return failure::failure("ticket_issuer: default_ttl must be at least 1 s and at most max_ttl");
-        if (options.max_ttl > std::chrono::hours(1))
-            return failure::failure("ticket_issuer: max_ttl over 1 hour; tickets are meant to be short-lived");
-        return failure::success(ticket_issuer(std::move(keys), options));
-    }
+    static result<ticket_issuer> create(keyring keys, ticket_issuer_options options = {});
 
     issued_ticket issue(const ticket_request& request) const { return issue(request, std::chrono::system_clock::now()); }
 
-    issued_ticket issue(const ticket_request& request, std::chrono::system_clock::time_point now) const {
-        issued_ticket out;
-        if (request.subject.size() > ticket_limits::max_subject || request.origin.size() > ticket_limits::max_origin ||
-            request.audience.size() > ticket_limits::max_audience ||
-            !detail::ticket_for_each_scope(request.scopes, [](std::string_view) {})) {
-            settle(out, reason::ticket_field_too_long);
-            return out;
-        }
-        std::chrono::seconds ttl = request.ttl > std::chrono::seconds(0) ? request.ttl : options_.default_ttl;
-        if (ttl > options_.max_ttl) ttl = options_.max_ttl;
-        const std::int64_t issued_ms = detail::ticket_unix_ms(now);
-        const std::int64_t expires_ms = issued_ms + std::chrono::milliseconds(ttl).count();
-        if (issued_ms < 0 || expires_ms > detail::ticket_max_unix_ms) {
-            settle(out, reason::internal_error);  // the clock is outside any sane range
-            return out;
-        }
-
-        std::uint8_t body[ticket_limits::max_bytes];
-        std::uint8_t* p = body;
-        *p++ = detail::ticket_version;
-        detail::ticket_store_be(p, keys_.issuing_key_id(), 4);
-        detail::ticket_store_be(p + 4, static_cast<std::uint64_t>(issued_ms), 8);
-        detail::ticket_store_be(p + 12, static_cast<std::uint64_t>(expires_ms), 8);
-        const reason random = random_bytes(p + 20, 16);
-        if (random != reason::ok) {
-            settle(out, random);
-            return out;
-        }
-        p += 36;
-        *p++ = static_cast<std::uint8_t>(request.subject.size());
-        p = put(p, request.subject);
-        char origin[ticket_limits::max_origin];
-        const std::size_t origin_size = detail::ticket_fold_origin(request.origin, origin);
-        detail::ticket_store_be(p, origin_size, 2);
-        p = put(p + 2, std::string_view(origin, origin_size));
-        detail::ticket_store_be(p, request.audience.size(), 2);
-        p = put(p + 2, request.audience);
-        std::uint8_t* const scope_count = p++;
-        *scope_count = 0;
-        (void)detail::ticket_for_each_scope(request.scopes, [&](std::string_view scope) {
-            ++*scope_count;
-            *p++ = static_cast<std::uint8_t>(scope.size());
-            p = put(p, scope);
-        });
-        const sha256_digest mac = detail::ticket_mac(keys_.issuing_key(), body, static_cast<std::size_t>(p - body));
-        std::memcpy(p, mac.data(), detail::ticket_mac_size);
-        p += detail::ticket_mac_size;
-
-        // constant-time: until the client spends it, the ticket is a bearer
-        // credential, so its nonce and MAC must not index a table (a cache
-        // observer on this host could read them and spend the ticket first).
-        out.ticket = base64url_encode(body, static_cast<std::size_t>(p - body));
-        out.expires_at = detail::ticket_time_point(expires_ms);
-        settle(out, reason::ok);
-        return out;
-    }
+    issued_ticket issue(const ticket_request& request, std::chrono::system_clock::time_point now) const;
 
     const keyring& keys() const noexcept { return keys_; }
     const ticket_issuer_options& options() const noexcept { return options_; }
@@ -5204,63 +5174,6 @@ private:
 // millisecond: a ticket issued in the very millisecond of creation may have
 // been spent by the previous process, so it is refused.
 // ---------------------------------------------------------------------------
-namespace detail {
-
-struct replay_slot {
-    std::uint64_t low = 0;
-    std::uint64_t high = 0;
-    std::int64_t expires_ms = 0;  // 0: never used (ends a probe); <= now: expired, reusable
-};
-
-// MinGW-w64's "win32" thread model (Debian's default x86_64-w64-mingw32-g++)
-// builds libstdc++ without gthreads: no std::mutex. The replay store then takes
-// the spin lock; elsewhere a mutex parks a waiter instead of spinning. One
-// program has one thread model, so one layout.
-#if defined(__GLIBCXX__) && !defined(_GLIBCXX_HAS_GTHREADS)
-using replay_lock = spinlock;
-#else
-using replay_lock = std::mutex;
-#endif
-
-// Slots examined for expired nonces on every spend, behind a moving cursor:
-// keeps expired entries from piling up, so the full sweep stays rare.
-inline constexpr std::size_t replay_reclaim_per_spend = 2;
-
-// Whether a ReplayStore spends with the ticket's issue time (a store whose start can move).
-template <class Store, class = void>
-struct replay_store_spends_with_issued_at : std::false_type {};
-template <class Store>
-struct replay_store_spends_with_issued_at<
-    Store, std::void_t<decltype(std::declval<Store&>().try_spend(
-               std::declval<const ticket_nonce&>(), std::declval<std::chrono::system_clock::time_point>(),
-               std::declval<std::chrono::system_clock::time_point>(),
-               std::declval<std::chrono::system_clock::time_point>()))>> : std::true_type {};
-
-// Whether a ReplayStore names how far an issuer's clock may run ahead of its own start.
-template <class Store, class = void>
-struct replay_store_reports_issuer_skew : std::false_type {};
-template <class Store>
-struct replay_store_reports_issuer_skew<Store, std::void_t<decltype(std::declval<const Store&>().issuer_clock_skew())>>
-    : std::true_type {};
-
-// t + d, or the latest time point when that would overflow.
-inline std::chrono::system_clock::time_point saturating_add(std::chrono::system_clock::time_point t,
-                                                            std::chrono::seconds d) noexcept {
-    const auto latest = std::chrono::system_clock::time_point::max();
-    return t > latest - d ? latest : t + d;  // d is 0..60 s (checked by create)
-}
-
-inline std::uint64_t replay_mix(std::uint64_t x) noexcept {  // splitmix64 finalizer
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ULL;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebULL;
-    x ^= x >> 31;
-    return x;
-}
-
-}  // namespace detail
-
 class memory_replay_store {
 public:
     static constexpr std::size_t max_capacity = std::size_t(1) << 24;
@@ -5271,69 +5184,10 @@ public:
 
     // `now`: the creation time; tickets issued before it, or in its
     // millisecond, are refused.
-    static result<memory_replay_store> create(std::size_t capacity, std::chrono::system_clock::time_point now) {
-        using failure = result<memory_replay_store>;
-        if (capacity == 0 || capacity > max_capacity)
-            return failure::failure("memory_replay_store: capacity must be between 1 and " +
-                                    std::to_string(max_capacity) +
-                                    " live tickets (peak tickets per second x longest ticket lifetime)");
-        memory_replay_store store;
-        store.state_.reset(new (std::nothrow) state());
-        if (!store.state_) return failure::failure("memory_replay_store: out of memory");
-        state& st = *store.state_;
-        st.capacity = capacity;
-        st.slot_count = 2 * capacity;  // load factor at most 1/2
-        if (!st.slots.allocate(st.slot_count)) return failure::failure("memory_replay_store: out of memory for the table");
-        // A keyed hash, so nonces chosen by someone holding a valid MAC cannot
-        // be lined up into one long cluster. Not a secret that guards anything else.
-        std::uint8_t seed[16];
-        if (random_bytes(seed, sizeof seed) != reason::ok) {
-            const std::uint64_t fallback = static_cast<std::uint64_t>(
-                std::chrono::steady_clock::now().time_since_epoch().count()) ^ reinterpret_cast<std::uintptr_t>(&store);
-            std::memcpy(seed, &fallback, 8);
-            std::memcpy(seed + 8, &fallback, 8);
-        }
-        st.seed_low = detail::ticket_load_be(seed, 8);
-        st.seed_high = detail::ticket_load_be(seed + 8, 8);
-        // The first whole millisecond after creation: tickets carry
-        // milliseconds, and one issued in the creation millisecond may predate it.
-        store.created_ = detail::ticket_time_point(detail::ticket_unix_ms(now) + 1);
-        return failure::success(std::move(store));
-    }
+    static result<memory_replay_store> create(std::size_t capacity, std::chrono::system_clock::time_point now);
 
     reason try_spend(const ticket_nonce& nonce, std::chrono::system_clock::time_point expires_at,
-                     std::chrono::system_clock::time_point now) noexcept {
-        if (!state_) return reason::store_unavailable;  // a moved-from store
-        state& st = *state_;
-        const std::uint64_t low = detail::ticket_load_be(nonce.data(), 8);
-        const std::uint64_t high = detail::ticket_load_be(nonce.data() + 8, 8);
-        const std::int64_t now_ms = detail::ticket_unix_ms(now);
-        std::int64_t expires_ms = detail::ticket_unix_ms(expires_at);
-        if (expires_ms < 1) expires_ms = 1;
-
-        const std::lock_guard<detail::replay_lock> guard(st.lock);
-        st.reclaim_some(now_ms);
-        for (bool swept = false;; swept = true) {
-            std::size_t i = st.home_of(low, high);
-            for (; st.slots[i].expires_ms != 0; i = st.next(i)) {
-                detail::replay_slot& slot = st.slots[i];
-                if (slot.low != low || slot.high != high) continue;
-                if (slot.expires_ms > now_ms) return reason::ticket_replayed;
-                slot.expires_ms = expires_ms;  // the same nonce, expired: remembered again
-                st.earliest_ms = std::min(st.earliest_ms, expires_ms);
-                return reason::ok;
-            }
-            if (st.stored < st.capacity) {
-                st.slots[i] = detail::replay_slot{low, high, expires_ms};
-                ++st.stored;
-                st.earliest_ms = std::min(st.earliest_ms, expires_ms);
-                return reason::ok;
-            }
-            // Full: exactly `capacity` live nonces unless one has expired.
-            if (swept || st.earliest_ms > now_ms) return reason::replay_store_full;
-            st.sweep(now_ms);  // entries moved: probe again
-        }
-    }
+                     std::chrono::system_clock::time_point now) noexcept;
 
     std::chrono::system_clock::time_point accepts_issued_after() const noexcept { return created_; }
     // Unexpired nonces always stored: exactly the capacity given to create().
@@ -5359,48 +5213,19 @@ private:
         std::uint64_t seed_low = 0;
         std::uint64_t seed_high = 0;
 
-        std::size_t home_of(std::uint64_t low, std::uint64_t high) const noexcept {
-            const std::uint64_t hash = detail::replay_mix(detail::replay_mix(low ^ seed_low) ^ high ^ seed_high);
-            return static_cast<std::size_t>(((hash >> 32) * slot_count) >> 32);
-        }
+        std::size_t home_of(std::uint64_t low, std::uint64_t high) const noexcept;
         std::size_t next(std::size_t i) const noexcept { return i + 1 == slot_count ? 0 : i + 1; }
         // Backward-shift deletion of the entry at `hole` (see connection_limiter).
-        void erase(std::size_t hole) noexcept {
-            for (std::size_t j = next(hole); slots[j].expires_ms != 0; j = next(j)) {
-                const std::size_t h = home_of(slots[j].low, slots[j].high);
-                const std::size_t from_home = j >= h ? j - h : j + slot_count - h;
-                const std::size_t from_hole = j >= hole ? j - hole : j + slot_count - hole;
-                if (from_home >= from_hole) {
-                    slots[hole] = slots[j];
-                    hole = j;
-                }
-            }
-            slots[hole] = detail::replay_slot{};
-            --stored;
-        }
+        void erase(std::size_t hole) noexcept;
         bool expired_at(std::size_t i, std::int64_t now_ms) const noexcept {
             return slots[i].expires_ms != 0 && slots[i].expires_ms <= now_ms;
         }
-        void reclaim_some(std::int64_t now_ms) noexcept {
-            for (std::size_t k = 0; k < detail::replay_reclaim_per_spend; ++k) {
-                if (expired_at(cursor, now_ms)) {
-                    erase(cursor);  // look at the same slot again next time: something may have moved in
-                } else {
-                    cursor = next(cursor);
-                }
-            }
-        }
+        void reclaim_some(std::int64_t now_ms) noexcept;
         // Removes every expired nonce and recomputes the earliest expiry. An
         // entry moved by a deletion only moves to the slot being examined or
         // to one not yet reached (or, across the wrap, among slots already
         // kept), so every expired entry is seen once.
-        void sweep(std::int64_t now_ms) noexcept {
-            earliest_ms = std::numeric_limits<std::int64_t>::max();
-            for (std::size_t i = 0; i < slot_count; ++i) {
-                while (expired_at(i, now_ms)) erase(i);
-                if (slots[i].expires_ms != 0) earliest_ms = std::min(earliest_ms, slots[i].expires_ms);
-            }
-        }
+        void sweep(std::int64_t now_ms) noexcept;
     };
 
     memory_replay_store() = default;
@@ -5411,11 +5236,7 @@ private:
     // where try_spend will start looking for `nonce` (public: the client holds
     // it), for the guard to prefetch while it computes the MAC. The seeds and
     // the table are fixed at creation, so finding it takes no lock.
-    const detail::replay_slot* home_slot(const ticket_nonce& nonce) const noexcept {
-        if (!state_) return nullptr;
-        const state& st = *state_;
-        return &st.slots[st.home_of(detail::ticket_load_be(nonce.data(), 8), detail::ticket_load_be(nonce.data() + 8, 8))];
-    }
+    const detail::replay_slot* home_slot(const ticket_nonce& nonce) const noexcept;
 
     // On the heap so the store moves (the mutex does not).
     std::unique_ptr<state> state_;
@@ -5463,24 +5284,7 @@ struct ticket_verifier_options {
 template <class ReplayStore = memory_replay_store>
 class ticket_verifier {
 public:
-    static result<ticket_verifier> create(keyring keys, ReplayStore& store, ticket_verifier_options options = {}) {
-        using failure = result<ticket_verifier>;
-        if (options.max_ttl < std::chrono::seconds(1) || options.max_ttl > std::chrono::hours(1))
-            return failure::failure("ticket_verifier: max_ttl must be between 1 s and 1 hour");
-        if (options.clock_skew < std::chrono::seconds(0) || options.clock_skew > std::chrono::minutes(1))
-            return failure::failure("ticket_verifier: clock_skew must be between 0 and 60 s");
-        if constexpr (detail::replay_store_reports_issuer_skew<ReplayStore>::value) {
-            // Otherwise a ticket issued up to clock_skew ahead, spent before the
-            // store lost its data, would be issued after the new start + the
-            // store's skew, and accepted again.
-            if (store.issuer_clock_skew() < options.clock_skew)
-                return failure::failure(
-                    "ticket_verifier: the replay store's issuer_clock_skew is below this verifier's clock_skew; a "
-                    "ticket spent just before the store lost its data could be accepted again: raise the store's "
-                    "issuer_clock_skew or lower clock_skew");
-        }
-        return failure::success(ticket_verifier(std::move(keys), store, options));
-    }
+    static result<ticket_verifier> create(keyring keys, ReplayStore& store, ticket_verifier_options options = {});
 
     // `origin`: the request's Origin header (empty when absent); `audience`:
     // this endpoint, as passed to the issuer. On ok, `claims` holds the ticket's
@@ -5504,87 +5308,7 @@ public:
     }
 
     decision verify(presented_ticket presented, expected_origin expected, expected_audience endpoint,
-                    ticket_claims& claims, std::chrono::system_clock::time_point now) const noexcept {
-        const std::string_view ticket = presented.value, origin = expected.value, audience = endpoint.value;
-        claims.clear();
-        if (ticket.empty()) return reason::ticket_missing;
-        if (ticket.size() > ticket_limits::max_chars) return reason::ticket_too_long;
-
-        std::uint8_t body[ticket_limits::max_bytes];
-        std::size_t size = 0;
-        // The ticket is public (the client holds it): no need for the constant-time decoder.
-        if (!detail::base64url_decode_public(ticket, body, ticket_limits::max_bytes, size)) return reason::ticket_malformed;
-        if (size < detail::ticket_min_bytes) return reason::ticket_malformed;
-        if (body[0] != detail::ticket_version) return reason::ticket_bad_version;
-        const std::uint32_t key_id = static_cast<std::uint32_t>(detail::ticket_load_be(body + 1, 4));
-        const hmac_sha256_key::stream* key = keys_.verifying_key(key_id, now);
-        if (!key) return reason::ticket_unknown_key;
-
-        ticket_nonce nonce;
-        std::memcpy(nonce.data(), body + 21, nonce.size());
-
-        const std::size_t signed_size = size - detail::ticket_mac_size;
-        sha256_digest mac = detail::ticket_mac(*key, body, signed_size);
-        // constant-time: the whole MAC is compared, whatever byte differs first.
-        const bool authentic = constant_time_equal(mac.data(), body + signed_size, detail::ticket_mac_size);
-        // The expected MAC of a forged body would make it valid: leave no copy on the stack.
-        detail::crypto_wipe(mac.data(), mac.size());
-        if (!authentic) return reason::ticket_bad_mac;
-
-        // Authenticated from here on; the layout is still checked field by field.
-        const std::int64_t issued_ms = static_cast<std::int64_t>(detail::ticket_load_be(body + 5, 8));
-        std::int64_t expires_ms = static_cast<std::int64_t>(detail::ticket_load_be(body + 13, 8));
-        if (issued_ms < 0 || issued_ms >= expires_ms || expires_ms > detail::ticket_max_unix_ms)
-            return reason::ticket_malformed;
-        const std::uint8_t* p = body + detail::ticket_header_size;
-        const std::uint8_t* const end = body + signed_size;
-        std::string_view subject, ticket_origin, ticket_audience;
-        if (!take(p, end, 1, ticket_limits::max_subject, subject) ||
-            !take(p, end, 2, ticket_limits::max_origin, ticket_origin) ||
-            !take(p, end, 2, ticket_limits::max_audience, ticket_audience) || p == end)
-            return reason::ticket_malformed;
-        const std::size_t scope_count = *p++;
-        if (scope_count > ticket_limits::max_scopes) return reason::ticket_malformed;
-        // Checked now, copied into the claims at the end by walking them again
-        // (cheaper than keeping an array of views, which would be zeroed per call).
-        const std::uint8_t* const scopes = p;
-        for (std::size_t i = 0; i < scope_count; ++i) {
-            std::string_view scope;
-            if (!take(p, end, 1, ticket_limits::max_scope, scope)) return reason::ticket_malformed;
-        }
-        if (p != end) return reason::ticket_malformed;
-
-        const std::int64_t now_ms = detail::ticket_unix_ms(now);
-        const std::int64_t max_ttl_ms = std::chrono::milliseconds(options_.max_ttl).count();
-        if (expires_ms - issued_ms > max_ttl_ms) expires_ms = issued_ms + max_ttl_ms;
-        if (now_ms >= expires_ms) return reason::ticket_expired;
-        if (issued_ms > now_ms + std::chrono::milliseconds(options_.clock_skew).count())
-            return reason::ticket_not_yet_valid;
-        if (!origin_matches(origin, ticket_origin)) return reason::ticket_origin_mismatch;
-        if (audience != ticket_audience) return reason::ticket_audience_mismatch;
-        if (detail::ticket_time_point(issued_ms) < spendable_from())
-            return reason::ticket_before_store_start;
-        // Remembered past expiry by the skew, so a server whose clock runs behind
-        // cannot accept the ticket after another forgot it.
-        const std::chrono::system_clock::time_point remember_until =
-            detail::ticket_time_point(expires_ms) + options_.clock_skew;
-        reason spent;
-        if constexpr (detail::replay_store_spends_with_issued_at<ReplayStore>::value)
-            spent = store_->try_spend(nonce, detail::ticket_time_point(issued_ms), remember_until, now);
-        else
-            spent = store_->try_spend(nonce, remember_until, now);
-        if (spent != reason::ok) return spent;
-
-        claims.set_header(key_id, issued_ms, expires_ms, nonce);
-        claims.set_subject(subject);
-        p = scopes;
-        for (std::size_t i = 0; i < scope_count; ++i) {
-            std::string_view scope;
-            static_cast<void>(take(p, end, 1, ticket_limits::max_scope, scope));  // succeeded above
-            claims.add_scope(scope);
-        }
-        return decision::allow();
-    }
+                    ticket_claims& claims, std::chrono::system_clock::time_point now) const noexcept;
 
     const keyring& keys() const noexcept { return keys_; }
     const ticket_verifier_options& options() const noexcept { return options_; }
@@ -5596,12 +5320,7 @@ public:
     // after its start; a store that decides this itself with each spend
     // (redis_replay_store, whose start already includes its issuer_clock_skew,
     // checked >= clock_skew by create) is taken at its word.
-    std::chrono::system_clock::time_point spendable_from() const noexcept {
-        if constexpr (detail::replay_store_spends_with_issued_at<ReplayStore>::value)
-            return store_->accepts_issued_after();
-        else
-            return detail::saturating_add(store_->accepts_issued_after(), options_.clock_skew);
-    }
+    std::chrono::system_clock::time_point spendable_from() const noexcept;
 
 private:
     template <class>
@@ -5616,42 +5335,14 @@ private:
     // nullptr. It returns the slot for the guard to prefetch: g++ 12 judged a
     // function that only prefetched pure and deleted the call (it had not
     // inlined it first), so the prefetch sits in the caller.
-    const detail::replay_slot* spend_slot(presented_ticket presented) const noexcept {
-        if constexpr (std::is_same<ReplayStore, memory_replay_store>::value) {
-            constexpr std::size_t chars = (detail::ticket_header_size + 2) / 3 * 4;  // the header: 37 of 39 bytes
-            std::uint8_t header[chars / 4 * 3];
-            std::size_t size = 0;
-            if (presented.value.size() < chars ||
-                !detail::base64url_decode_public(presented.value.substr(0, chars), header, sizeof header, size))
-                return nullptr;
-            ticket_nonce nonce;
-            std::memcpy(nonce.data(), header + detail::ticket_header_size - nonce.size(), nonce.size());
-            return store_->home_slot(nonce);
-        } else {
-            (void)presented;
-            return nullptr;
-        }
-    }
+    const detail::replay_slot* spend_slot(presented_ticket presented) const noexcept;
 
     // A length-prefixed field of at most `cap` bytes.
     static bool take(const std::uint8_t*& p, const std::uint8_t* end, int prefix, std::size_t cap,
-                     std::string_view& field) noexcept {
-        if (end - p < prefix) return false;
-        const std::size_t size = static_cast<std::size_t>(detail::ticket_load_be(p, prefix));
-        p += prefix;
-        if (size > cap || static_cast<std::size_t>(end - p) < size) return false;
-        field = std::string_view(reinterpret_cast<const char*>(p), size);
-        p += size;
-        return true;
-    }
+                     std::string_view& field) noexcept;
 
     // The ticket holds the folded origin; fold the request's the same way.
-    static bool origin_matches(std::string_view request_origin, std::string_view ticket_origin) noexcept {
-        if (request_origin.size() > ticket_limits::max_origin) return false;
-        char folded[ticket_limits::max_origin];
-        const std::size_t size = detail::ticket_fold_origin(request_origin, folded);
-        return std::string_view(folded, size) == ticket_origin;
-    }
+    static bool origin_matches(std::string_view request_origin, std::string_view ticket_origin) noexcept;
 
     keyring keys_;
     ReplayStore* store_;
@@ -5815,6 +5506,511 @@ private:
     state state_ = state::waiting;
     decision refused_{};
 };
+
+// ---------------------------------------------------------------------------
+// Internals: the wire format's constants and helpers, the MAC, the replay
+// store's hash and the traits that tell store kinds apart; then the
+// out-of-line bodies of the public classes above.
+// ---------------------------------------------------------------------------
+namespace detail {
+
+inline constexpr char ticket_domain[] = "wsguard-ticket-v1";  // zero-padded to one SHA-256 block
+inline constexpr std::uint8_t ticket_version = 1;
+inline constexpr std::size_t ticket_header_size = 1 + 4 + 8 + 8 + 16;
+inline constexpr std::size_t ticket_mac_size = 32;
+// Header, empty subject/origin/audience, no scopes, MAC.
+inline constexpr std::size_t ticket_min_bytes = ticket_header_size + 1 + 2 + 2 + 1 + ticket_mac_size;
+// Times outside [0, ticket_max_unix_ms] are refused: they fit any system_clock.
+inline constexpr std::int64_t ticket_max_unix_ms = 8'000'000'000'000;  // year 2223
+
+inline void ticket_store_be(std::uint8_t* out, std::uint64_t value, int bytes) noexcept {
+    for (int i = bytes - 1; i >= 0; --i) {
+        out[i] = static_cast<std::uint8_t>(value);
+        value >>= 8;
+    }
+}
+
+inline std::uint64_t ticket_load_be(const std::uint8_t* in, int bytes) noexcept {
+    std::uint64_t value = 0;
+    for (int i = 0; i < bytes; ++i) value = (value << 8) | in[i];
+    return value;
+}
+
+inline std::int64_t ticket_unix_ms(std::chrono::system_clock::time_point t) noexcept {
+    return std::chrono::floor<std::chrono::milliseconds>(t.time_since_epoch()).count();
+}
+
+inline std::chrono::system_clock::time_point ticket_time_point(std::int64_t unix_ms) noexcept {
+    return std::chrono::system_clock::time_point(
+        std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::milliseconds(unix_ms)));
+}
+
+// Origins are compared after the folding the Origin policy applies: scheme and
+// host are case-insensitive and a default port (:443 for https/wss, :80 for
+// http/ws) is dropped. Returns the folded length (never longer than the input).
+inline std::size_t ticket_fold_origin(std::string_view origin, char* out) noexcept {
+    for (std::size_t i = 0; i < origin.size(); ++i) out[i] = ascii_lower(origin[i]);
+    const std::string_view folded(out, origin.size());
+    const auto drop = [&](std::string_view scheme, std::string_view port) {
+        return folded.size() > scheme.size() + port.size() && folded.compare(0, scheme.size(), scheme) == 0 &&
+               folded.compare(folded.size() - port.size(), port.size(), port) == 0;
+    };
+    if (drop("https://", ":443") || drop("wss://", ":443")) return folded.size() - 4;
+    if (drop("http://", ":80") || drop("ws://", ":80")) return folded.size() - 3;
+    return folded.size();
+}
+
+// Scopes are given as one space-separated string ("chat:read chat:write"), as
+// OAuth does. Calls visit(scope) for each; false when over the caps.
+template <class Visit>
+bool ticket_for_each_scope(std::string_view scopes, Visit&& visit) noexcept {
+    std::size_t count = 0;
+    std::size_t i = 0;
+    while (i < scopes.size()) {
+        if (scopes[i] == ' ') {
+            ++i;
+            continue;
+        }
+        std::size_t end = scopes.find(' ', i);
+        if (end == std::string_view::npos) end = scopes.size();
+        const std::string_view scope = scopes.substr(i, end - i);
+        if (scope.size() > ticket_limits::max_scope || ++count > ticket_limits::max_scopes) return false;
+        visit(scope);
+        i = end;
+    }
+    return true;
+}
+
+inline hmac_sha256_key::stream ticket_mac_start(std::string_view secret) noexcept {
+    std::uint8_t block[64] = {};
+    std::memcpy(block, ticket_domain, sizeof ticket_domain - 1);
+    hmac_sha256_key::stream mac = hmac_sha256_key(secret).begin();
+    mac.update(block, sizeof block);
+    return mac;
+}
+
+inline sha256_digest ticket_mac(const hmac_sha256_key::stream& after_domain, const std::uint8_t* bytes,
+                                std::size_t size) noexcept {
+    hmac_sha256_key::stream mac = after_domain;
+    mac.update(bytes, size);
+    return mac.finish();
+}
+
+// Slots examined for expired nonces on every spend, behind a moving cursor:
+// keeps expired entries from piling up, so the full sweep stays rare.
+inline constexpr std::size_t replay_reclaim_per_spend = 2;
+
+// Whether a ReplayStore spends with the ticket's issue time (a store whose start can move).
+template <class Store, class = void>
+struct replay_store_spends_with_issued_at : std::false_type {};
+template <class Store>
+struct replay_store_spends_with_issued_at<
+    Store, std::void_t<decltype(std::declval<Store&>().try_spend(
+               std::declval<const ticket_nonce&>(), std::declval<std::chrono::system_clock::time_point>(),
+               std::declval<std::chrono::system_clock::time_point>(),
+               std::declval<std::chrono::system_clock::time_point>()))>> : std::true_type {};
+
+// Whether a ReplayStore names how far an issuer's clock may run ahead of its own start.
+template <class Store, class = void>
+struct replay_store_reports_issuer_skew : std::false_type {};
+template <class Store>
+struct replay_store_reports_issuer_skew<Store, std::void_t<decltype(std::declval<const Store&>().issuer_clock_skew())>>
+    : std::true_type {};
+
+// t + d, or the latest time point when that would overflow.
+inline std::chrono::system_clock::time_point saturating_add(std::chrono::system_clock::time_point t,
+                                                            std::chrono::seconds d) noexcept {
+    const auto latest = std::chrono::system_clock::time_point::max();
+    return t > latest - d ? latest : t + d;  // d is 0..60 s (checked by create)
+}
+
+inline std::uint64_t replay_mix(std::uint64_t x) noexcept {  // splitmix64 finalizer
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    return x;
+}
+
+}  // namespace detail
+
+// The out-of-line bodies of the public classes, in the order of the classes.
+
+inline result<keyring> keyring::create(std::uint32_t issuing_key_id, const keyring_key* keys, std::size_t count) {
+    using failure = result<keyring>;
+    if (count == 0) return failure::failure("keyring: no keys; give at least the key that issues tickets");
+    if (count > max_keys)
+        return failure::failure("keyring: " + std::to_string(count) + " keys; at most " + std::to_string(max_keys));
+    keyring ring;
+    ring.issuing_key_id_ = issuing_key_id;
+    bool has_issuing_key = false;
+    for (std::size_t i = 0; i < count; ++i) {
+        const keyring_key& k = keys[i];
+        const std::string name = "keyring: key " + std::to_string(k.id);
+        if (k.secret.size() < min_secret_size)
+            return failure::failure(name + " is " + std::to_string(k.secret.size()) +
+                                    " bytes; HMAC-SHA256 keys must be at least 32 random bytes");
+        for (std::size_t j = 0; j < i; ++j) {
+            if (keys[j].id == k.id) return failure::failure(name + " appears twice; key ids must be unique");
+        }
+        if (k.id == issuing_key_id) {
+            has_issuing_key = true;
+            if (k.verify_until)
+                return failure::failure(name + " issues tickets, so it cannot have a verify_until");
+        }
+        ring.keys_.push_back(detail::ticket_key_entry{
+            k.id, detail::ticket_mac_start(k.secret), k.verify_until.value_or(std::chrono::system_clock::time_point::max())});
+    }
+    if (!has_issuing_key)
+        return failure::failure("keyring: the issuing key id " + std::to_string(issuing_key_id) +
+                                " is not among the keys");
+    return failure::success(std::move(ring));
+}
+
+inline const hmac_sha256_key::stream& keyring::issuing_key() const noexcept {
+    for (const detail::ticket_key_entry& e : keys_) {
+        if (e.id == issuing_key_id_) return e.after_domain;
+    }
+    detail::contract_violation("keyring without its issuing key");
+}
+
+inline const hmac_sha256_key::stream* keyring::verifying_key(std::uint32_t id,
+                                                             std::chrono::system_clock::time_point now) const noexcept {
+    for (const detail::ticket_key_entry& e : keys_) {
+        if (e.id == id) return now < e.verify_until ? &e.after_domain : nullptr;
+    }
+    return nullptr;
+}
+
+inline result<ticket_issuer> ticket_issuer::create(keyring keys, ticket_issuer_options options) {
+    using failure = result<ticket_issuer>;
+    if (options.default_ttl < std::chrono::seconds(1) || options.default_ttl > options.max_ttl)
+        return failure::failure("ticket_issuer: default_ttl must be at least 1 s and at most max_ttl");
+    if (options.max_ttl > std::chrono::hours(1))
+        return failure::failure("ticket_issuer: max_ttl over 1 hour; tickets are meant to be short-lived");
+    return failure::success(ticket_issuer(std::move(keys), options));
+}
+
+inline issued_ticket ticket_issuer::issue(const ticket_request& request,
+                                          std::chrono::system_clock::time_point now) const {
+    issued_ticket out;
+    if (request.subject.size() > ticket_limits::max_subject || request.origin.size() > ticket_limits::max_origin ||
+        request.audience.size() > ticket_limits::max_audience ||
+        !detail::ticket_for_each_scope(request.scopes, [](std::string_view) {})) {
+        settle(out, reason::ticket_field_too_long);
+        return out;
+    }
+    std::chrono::seconds ttl = request.ttl > std::chrono::seconds(0) ? request.ttl : options_.default_ttl;
+    if (ttl > options_.max_ttl) ttl = options_.max_ttl;
+    const std::int64_t issued_ms = detail::ticket_unix_ms(now);
+    const std::int64_t expires_ms = issued_ms + std::chrono::milliseconds(ttl).count();
+    if (issued_ms < 0 || expires_ms > detail::ticket_max_unix_ms) {
+        settle(out, reason::internal_error);  // the clock is outside any sane range
+        return out;
+    }
+
+    std::uint8_t body[ticket_limits::max_bytes];
+    std::uint8_t* p = body;
+    *p++ = detail::ticket_version;
+    detail::ticket_store_be(p, keys_.issuing_key_id(), 4);
+    detail::ticket_store_be(p + 4, static_cast<std::uint64_t>(issued_ms), 8);
+    detail::ticket_store_be(p + 12, static_cast<std::uint64_t>(expires_ms), 8);
+    const reason random = random_bytes(p + 20, 16);
+    if (random != reason::ok) {
+        settle(out, random);
+        return out;
+    }
+    p += 36;
+    *p++ = static_cast<std::uint8_t>(request.subject.size());
+    p = put(p, request.subject);
+    char origin[ticket_limits::max_origin];
+    const std::size_t origin_size = detail::ticket_fold_origin(request.origin, origin);
+    detail::ticket_store_be(p, origin_size, 2);
+    p = put(p + 2, std::string_view(origin, origin_size));
+    detail::ticket_store_be(p, request.audience.size(), 2);
+    p = put(p + 2, request.audience);
+    std::uint8_t* const scope_count = p++;
+    *scope_count = 0;
+    (void)detail::ticket_for_each_scope(request.scopes, [&](std::string_view scope) {
+        ++*scope_count;
+        *p++ = static_cast<std::uint8_t>(scope.size());
+        p = put(p, scope);
+    });
+    const sha256_digest mac = detail::ticket_mac(keys_.issuing_key(), body, static_cast<std::size_t>(p - body));
+    std::memcpy(p, mac.data(), detail::ticket_mac_size);
+    p += detail::ticket_mac_size;
+
+    // constant-time: until the client spends it, the ticket is a bearer
+    // credential, so its nonce and MAC must not index a table (a cache
+    // observer on this host could read them and spend the ticket first).
+    out.ticket = base64url_encode(body, static_cast<std::size_t>(p - body));
+    out.expires_at = detail::ticket_time_point(expires_ms);
+    settle(out, reason::ok);
+    return out;
+}
+
+inline result<memory_replay_store> memory_replay_store::create(std::size_t capacity,
+                                                               std::chrono::system_clock::time_point now) {
+    using failure = result<memory_replay_store>;
+    if (capacity == 0 || capacity > max_capacity)
+        return failure::failure("memory_replay_store: capacity must be between 1 and " +
+                                std::to_string(max_capacity) +
+                                " live tickets (peak tickets per second x longest ticket lifetime)");
+    memory_replay_store store;
+    store.state_.reset(new (std::nothrow) state());
+    if (!store.state_) return failure::failure("memory_replay_store: out of memory");
+    state& st = *store.state_;
+    st.capacity = capacity;
+    st.slot_count = 2 * capacity;  // load factor at most 1/2
+    if (!st.slots.allocate(st.slot_count)) return failure::failure("memory_replay_store: out of memory for the table");
+    // A keyed hash, so nonces chosen by someone holding a valid MAC cannot
+    // be lined up into one long cluster. Not a secret that guards anything else.
+    std::uint8_t seed[16];
+    if (random_bytes(seed, sizeof seed) != reason::ok) {
+        const std::uint64_t fallback = static_cast<std::uint64_t>(
+            std::chrono::steady_clock::now().time_since_epoch().count()) ^ reinterpret_cast<std::uintptr_t>(&store);
+        std::memcpy(seed, &fallback, 8);
+        std::memcpy(seed + 8, &fallback, 8);
+    }
+    st.seed_low = detail::ticket_load_be(seed, 8);
+    st.seed_high = detail::ticket_load_be(seed + 8, 8);
+    // The first whole millisecond after creation: tickets carry
+    // milliseconds, and one issued in the creation millisecond may predate it.
+    store.created_ = detail::ticket_time_point(detail::ticket_unix_ms(now) + 1);
+    return failure::success(std::move(store));
+}
+
+inline reason memory_replay_store::try_spend(const ticket_nonce& nonce,
+                                             std::chrono::system_clock::time_point expires_at,
+                                             std::chrono::system_clock::time_point now) noexcept {
+    if (!state_) return reason::store_unavailable;  // a moved-from store
+    state& st = *state_;
+    const std::uint64_t low = detail::ticket_load_be(nonce.data(), 8);
+    const std::uint64_t high = detail::ticket_load_be(nonce.data() + 8, 8);
+    const std::int64_t now_ms = detail::ticket_unix_ms(now);
+    std::int64_t expires_ms = detail::ticket_unix_ms(expires_at);
+    if (expires_ms < 1) expires_ms = 1;
+
+    const std::lock_guard<detail::replay_lock> guard(st.lock);
+    st.reclaim_some(now_ms);
+    for (bool swept = false;; swept = true) {
+        std::size_t i = st.home_of(low, high);
+        for (; st.slots[i].expires_ms != 0; i = st.next(i)) {
+            detail::replay_slot& slot = st.slots[i];
+            if (slot.low != low || slot.high != high) continue;
+            if (slot.expires_ms > now_ms) return reason::ticket_replayed;
+            slot.expires_ms = expires_ms;  // the same nonce, expired: remembered again
+            st.earliest_ms = std::min(st.earliest_ms, expires_ms);
+            return reason::ok;
+        }
+        if (st.stored < st.capacity) {
+            st.slots[i] = detail::replay_slot{low, high, expires_ms};
+            ++st.stored;
+            st.earliest_ms = std::min(st.earliest_ms, expires_ms);
+            return reason::ok;
+        }
+        // Full: exactly `capacity` live nonces unless one has expired.
+        if (swept || st.earliest_ms > now_ms) return reason::replay_store_full;
+        st.sweep(now_ms);  // entries moved: probe again
+    }
+}
+
+inline std::size_t memory_replay_store::state::home_of(std::uint64_t low, std::uint64_t high) const noexcept {
+    const std::uint64_t hash = detail::replay_mix(detail::replay_mix(low ^ seed_low) ^ high ^ seed_high);
+    return static_cast<std::size_t>(((hash >> 32) * slot_count) >> 32);
+}
+
+inline void memory_replay_store::state::erase(std::size_t hole) noexcept {
+    for (std::size_t j = next(hole); slots[j].expires_ms != 0; j = next(j)) {
+        const std::size_t h = home_of(slots[j].low, slots[j].high);
+        const std::size_t from_home = j >= h ? j - h : j + slot_count - h;
+        const std::size_t from_hole = j >= hole ? j - hole : j + slot_count - hole;
+        if (from_home >= from_hole) {
+            slots[hole] = slots[j];
+            hole = j;
+        }
+    }
+    slots[hole] = detail::replay_slot{};
+    --stored;
+}
+
+inline void memory_replay_store::state::reclaim_some(std::int64_t now_ms) noexcept {
+    for (std::size_t k = 0; k < detail::replay_reclaim_per_spend; ++k) {
+        if (expired_at(cursor, now_ms)) {
+            erase(cursor);  // look at the same slot again next time: something may have moved in
+        } else {
+            cursor = next(cursor);
+        }
+    }
+}
+
+inline void memory_replay_store::state::sweep(std::int64_t now_ms) noexcept {
+    earliest_ms = std::numeric_limits<std::int64_t>::max();
+    for (std::size_t i = 0; i < slot_count; ++i) {
+        while (expired_at(i, now_ms)) erase(i);
+        if (slots[i].expires_ms != 0) earliest_ms = std::min(earliest_ms, slots[i].expires_ms);
+    }
+}
+
+inline const detail::replay_slot* memory_replay_store::home_slot(const ticket_nonce& nonce) const noexcept {
+    if (!state_) return nullptr;
+    const state& st = *state_;
+    return &st.slots[st.home_of(detail::ticket_load_be(nonce.data(), 8), detail::ticket_load_be(nonce.data() + 8, 8))];
+}
+
+template <class ReplayStore>
+inline result<ticket_verifier<ReplayStore>> ticket_verifier<ReplayStore>::create(keyring keys, ReplayStore& store,
+                                                                               ticket_verifier_options options) {
+    using failure = result<ticket_verifier>;
+    if (options.max_ttl < std::chrono::seconds(1) || options.max_ttl > std::chrono::hours(1))
+        return failure::failure("ticket_verifier: max_ttl must be between 1 s and 1 hour");
+    if (options.clock_skew < std::chrono::seconds(0) || options.clock_skew > std::chrono::minutes(1))
+        return failure::failure("ticket_verifier: clock_skew must be between 0 and 60 s");
+    if constexpr (detail::replay_store_reports_issuer_skew<ReplayStore>::value) {
+        // Otherwise a ticket issued up to clock_skew ahead, spent before the
+        // store lost its data, would be issued after the new start + the
+        // store's skew, and accepted again.
+        if (store.issuer_clock_skew() < options.clock_skew)
+            return failure::failure(
+                "ticket_verifier: the replay store's issuer_clock_skew is below this verifier's clock_skew; a "
+                "ticket spent just before the store lost its data could be accepted again: raise the store's "
+                "issuer_clock_skew or lower clock_skew");
+    }
+    return failure::success(ticket_verifier(std::move(keys), store, options));
+}
+
+template <class ReplayStore>
+inline decision ticket_verifier<ReplayStore>::verify(presented_ticket presented, expected_origin expected,
+                                                    expected_audience endpoint, ticket_claims& claims,
+                                                    std::chrono::system_clock::time_point now) const noexcept {
+    const std::string_view ticket = presented.value, origin = expected.value, audience = endpoint.value;
+    claims.clear();
+    if (ticket.empty()) return reason::ticket_missing;
+    if (ticket.size() > ticket_limits::max_chars) return reason::ticket_too_long;
+
+    std::uint8_t body[ticket_limits::max_bytes];
+    std::size_t size = 0;
+    // The ticket is public (the client holds it): no need for the constant-time decoder.
+    if (!detail::base64url_decode_public(ticket, body, ticket_limits::max_bytes, size)) return reason::ticket_malformed;
+    if (size < detail::ticket_min_bytes) return reason::ticket_malformed;
+    if (body[0] != detail::ticket_version) return reason::ticket_bad_version;
+    const std::uint32_t key_id = static_cast<std::uint32_t>(detail::ticket_load_be(body + 1, 4));
+    const hmac_sha256_key::stream* key = keys_.verifying_key(key_id, now);
+    if (!key) return reason::ticket_unknown_key;
+
+    ticket_nonce nonce;
+    std::memcpy(nonce.data(), body + 21, nonce.size());
+
+    const std::size_t signed_size = size - detail::ticket_mac_size;
+    sha256_digest mac = detail::ticket_mac(*key, body, signed_size);
+    // constant-time: the whole MAC is compared, whatever byte differs first.
+    const bool authentic = constant_time_equal(mac.data(), body + signed_size, detail::ticket_mac_size);
+    // The expected MAC of a forged body would make it valid: leave no copy on the stack.
+    detail::crypto_wipe(mac.data(), mac.size());
+    if (!authentic) return reason::ticket_bad_mac;
+
+    // Authenticated from here on; the layout is still checked field by field.
+    const std::int64_t issued_ms = static_cast<std::int64_t>(detail::ticket_load_be(body + 5, 8));
+    std::int64_t expires_ms = static_cast<std::int64_t>(detail::ticket_load_be(body + 13, 8));
+    if (issued_ms < 0 || issued_ms >= expires_ms || expires_ms > detail::ticket_max_unix_ms)
+        return reason::ticket_malformed;
+    const std::uint8_t* p = body + detail::ticket_header_size;
+    const std::uint8_t* const end = body + signed_size;
+    std::string_view subject, ticket_origin, ticket_audience;
+    if (!take(p, end, 1, ticket_limits::max_subject, subject) ||
+        !take(p, end, 2, ticket_limits::max_origin, ticket_origin) ||
+        !take(p, end, 2, ticket_limits::max_audience, ticket_audience) || p == end)
+        return reason::ticket_malformed;
+    const std::size_t scope_count = *p++;
+    if (scope_count > ticket_limits::max_scopes) return reason::ticket_malformed;
+    // Checked now, copied into the claims at the end by walking them again
+    // (cheaper than keeping an array of views, which would be zeroed per call).
+    const std::uint8_t* const scopes = p;
+    for (std::size_t i = 0; i < scope_count; ++i) {
+        std::string_view scope;
+        if (!take(p, end, 1, ticket_limits::max_scope, scope)) return reason::ticket_malformed;
+    }
+    if (p != end) return reason::ticket_malformed;
+
+    const std::int64_t now_ms = detail::ticket_unix_ms(now);
+    const std::int64_t max_ttl_ms = std::chrono::milliseconds(options_.max_ttl).count();
+    if (expires_ms - issued_ms > max_ttl_ms) expires_ms = issued_ms + max_ttl_ms;
+    if (now_ms >= expires_ms) return reason::ticket_expired;
+    if (issued_ms > now_ms + std::chrono::milliseconds(options_.clock_skew).count())
+        return reason::ticket_not_yet_valid;
+    if (!origin_matches(origin, ticket_origin)) return reason::ticket_origin_mismatch;
+    if (audience != ticket_audience) return reason::ticket_audience_mismatch;
+    if (detail::ticket_time_point(issued_ms) < spendable_from())
+        return reason::ticket_before_store_start;
+    // Remembered past expiry by the skew, so a server whose clock runs behind
+    // cannot accept the ticket after another forgot it.
+    const std::chrono::system_clock::time_point remember_until =
+        detail::ticket_time_point(expires_ms) + options_.clock_skew;
+    reason spent;
+    if constexpr (detail::replay_store_spends_with_issued_at<ReplayStore>::value)
+        spent = store_->try_spend(nonce, detail::ticket_time_point(issued_ms), remember_until, now);
+    else
+        spent = store_->try_spend(nonce, remember_until, now);
+    if (spent != reason::ok) return spent;
+
+    claims.set_header(key_id, issued_ms, expires_ms, nonce);
+    claims.set_subject(subject);
+    p = scopes;
+    for (std::size_t i = 0; i < scope_count; ++i) {
+        std::string_view scope;
+        static_cast<void>(take(p, end, 1, ticket_limits::max_scope, scope));  // succeeded above
+        claims.add_scope(scope);
+    }
+    return decision::allow();
+}
+
+template <class ReplayStore>
+inline std::chrono::system_clock::time_point ticket_verifier<ReplayStore>::spendable_from() const noexcept {
+    if constexpr (detail::replay_store_spends_with_issued_at<ReplayStore>::value)
+        return store_->accepts_issued_after();
+    else
+        return detail::saturating_add(store_->accepts_issued_after(), options_.clock_skew);
+}
+
+template <class ReplayStore>
+inline const detail::replay_slot* ticket_verifier<ReplayStore>::spend_slot(presented_ticket presented) const noexcept {
+    if constexpr (std::is_same<ReplayStore, memory_replay_store>::value) {
+        constexpr std::size_t chars = (detail::ticket_header_size + 2) / 3 * 4;  // the header: 37 of 39 bytes
+        std::uint8_t header[chars / 4 * 3];
+        std::size_t size = 0;
+        if (presented.value.size() < chars ||
+            !detail::base64url_decode_public(presented.value.substr(0, chars), header, sizeof header, size))
+            return nullptr;
+        ticket_nonce nonce;
+        std::memcpy(nonce.data(), header + detail::ticket_header_size - nonce.size(), nonce.size());
+        return store_->home_slot(nonce);
+    } else {
+        (void)presented;
+        return nullptr;
+    }
+}
+
+template <class ReplayStore>
+inline bool ticket_verifier<ReplayStore>::take(const std::uint8_t*& p, const std::uint8_t* end, int prefix,
+                                               std::size_t cap, std::string_view& field) noexcept {
+    if (end - p < prefix) return false;
+    const std::size_t size = static_cast<std::size_t>(detail::ticket_load_be(p, prefix));
+    p += prefix;
+    if (size > cap || static_cast<std::size_t>(end - p) < size) return false;
+    field = std::string_view(reinterpret_cast<const char*>(p), size);
+    p += size;
+    return true;
+}
+
+template <class ReplayStore>
+inline bool ticket_verifier<ReplayStore>::origin_matches(std::string_view request_origin,
+                                                         std::string_view ticket_origin) noexcept {
+    if (request_origin.size() > ticket_limits::max_origin) return false;
+    char folded[ticket_limits::max_origin];
+    const std::size_t size = detail::ticket_fold_origin(request_origin, folded);
+    return std::string_view(folded, size) == ticket_origin;
+}
 
 }  // inline namespace WSGUARD_ABI_NS
 }  // namespace wsguard
@@ -6438,52 +6634,14 @@ constexpr std::string_view http_reason_phrase(int status) noexcept {
     }
 }
 
+// basic_handshake_guard's log and counter helpers, defined below the class.
 namespace detail {
-
-// Index of a reason in reason_table, for per-reason counters.
-constexpr std::size_t handshake_reason_index(reason r) noexcept {
-    for (std::size_t i = 0; i < std::size(reason_table); ++i) {
-        if (reason_table[i].value == r) return i;
-    }
-    return std::size(reason_table);  // the "unknown" counter
-}
-
-// Copies `text` into `out` for a log line: lowercased, printable ASCII only,
-// truncated with "..." so a hostile header cannot forge or flood log lines.
+constexpr std::size_t handshake_reason_index(reason r) noexcept;
 template <std::size_t N>
-inline std::string_view handshake_log_text(std::string_view text, std::array<char, N>& out) noexcept {
-    static_assert(N > 3, "room for the ellipsis");
-    const bool truncated = text.size() > N;
-    const std::size_t n = truncated ? N - 3 : text.size();
-    for (std::size_t i = 0; i < n; ++i) {
-        const char c = ascii_lower(text[i]);
-        out[i] = (c >= 0x21 && c <= 0x7e) ? c : '?';
-    }
-    if (!truncated) return std::string_view(out.data(), n);
-    out[N - 3] = out[N - 2] = out[N - 1] = '.';
-    return std::string_view(out.data(), N);
-}
-
-// "192.0.2.1" or "2001:db8:0:1::/64" (RFC 5952): the key the limiter counted.
+inline std::string_view handshake_log_text(std::string_view text, std::array<char, N>& out) noexcept;
 inline std::string_view handshake_address_text(const address_key& key, unsigned ipv6_prefix,
-                                               std::array<char, 48>& out) noexcept {
-    std::uint8_t bytes[16];
-    std::memcpy(bytes, key.bytes(), 16);
-    char text[40];
-    std::size_t n = proxy_address_text(bytes, text);
-    std::memcpy(out.data(), text, n);
-    if (!key.is_ipv4()) {
-        const int suffix = std::snprintf(out.data() + n, out.size() - n, "/%u", ipv6_prefix > 128 ? 128 : ipv6_prefix);
-        if (suffix > 0) n += static_cast<std::size_t>(suffix);
-    }
-    return std::string_view(out.data(), std::min(n, out.size() - 1));
-}
-
-// Whether the Sec-WebSocket-Protocol list offers `protocol` (case-sensitive).
-inline bool handshake_offers_protocol(std::string_view header, std::string_view protocol) noexcept {
-    return header_list_has(header, [protocol](std::string_view token) { return token == protocol; });
-}
-
+                                               std::array<char, 48>& out) noexcept;
+inline bool handshake_offers_protocol(std::string_view header, std::string_view protocol) noexcept;
 }  // namespace detail
 
 // Composes the components for one upgrade request, cheapest checks first:
@@ -6768,6 +6926,54 @@ private:
 
 using handshake_guard = basic_handshake_guard<memory_replay_store>;
 
+namespace detail {
+
+// Index of a reason in reason_table, for per-reason counters.
+constexpr std::size_t handshake_reason_index(reason r) noexcept {
+    for (std::size_t i = 0; i < std::size(reason_table); ++i) {
+        if (reason_table[i].value == r) return i;
+    }
+    return std::size(reason_table);  // the "unknown" counter
+}
+
+// Copies `text` into `out` for a log line: lowercased, printable ASCII only,
+// truncated with "..." so a hostile header cannot forge or flood log lines.
+template <std::size_t N>
+inline std::string_view handshake_log_text(std::string_view text, std::array<char, N>& out) noexcept {
+    static_assert(N > 3, "room for the ellipsis");
+    const bool truncated = text.size() > N;
+    const std::size_t n = truncated ? N - 3 : text.size();
+    for (std::size_t i = 0; i < n; ++i) {
+        const char c = ascii_lower(text[i]);
+        out[i] = (c >= 0x21 && c <= 0x7e) ? c : '?';
+    }
+    if (!truncated) return std::string_view(out.data(), n);
+    out[N - 3] = out[N - 2] = out[N - 1] = '.';
+    return std::string_view(out.data(), N);
+}
+
+// "192.0.2.1" or "2001:db8:0:1::/64" (RFC 5952): the key the limiter counted.
+inline std::string_view handshake_address_text(const address_key& key, unsigned ipv6_prefix,
+                                               std::array<char, 48>& out) noexcept {
+    std::uint8_t bytes[16];
+    std::memcpy(bytes, key.bytes(), 16);
+    char text[40];
+    std::size_t n = proxy_address_text(bytes, text);
+    std::memcpy(out.data(), text, n);
+    if (!key.is_ipv4()) {
+        const int suffix = std::snprintf(out.data() + n, out.size() - n, "/%u", ipv6_prefix > 128 ? 128 : ipv6_prefix);
+        if (suffix > 0) n += static_cast<std::size_t>(suffix);
+    }
+    return std::string_view(out.data(), std::min(n, out.size() - 1));
+}
+
+// Whether the Sec-WebSocket-Protocol list offers `protocol` (case-sensitive).
+inline bool handshake_offers_protocol(std::string_view header, std::string_view protocol) noexcept {
+    return header_list_has(header, [protocol](std::string_view token) { return token == protocol; });
+}
+
+}  // namespace detail
+
 }  // inline namespace WSGUARD_ABI_NS
 }  // namespace wsguard
 
@@ -6891,39 +7097,6 @@ private:
 };
 WSGUARD_DETAIL_SET_DEPRECATED_END
 
-namespace detail {
-
-// The first bytes a frame may start with, as a 64-bit set indexed by
-// FIN, RSV1 and the opcode (bit FIN<<5 | RSV1<<4 | opcode): RFC 6455 5.2-5.5
-// for a guard with or without permessage-deflate, inside or outside a
-// fragmented message. RSV2 and RSV3 are never allowed and tested apart.
-constexpr std::uint64_t frame_legal_first_bytes(bool deflate, bool in_message) noexcept {
-    std::uint64_t legal = 0;
-    for (unsigned index = 0; index < 64; ++index) {
-        const bool fin = (index & 0x20u) != 0;
-        const bool rsv1 = (index & 0x10u) != 0;
-        const unsigned opcode = index & 0x0Fu;
-        const bool control = opcode == 0x8 || opcode == 0x9 || opcode == 0xA;
-        const bool starts_message = opcode == 0x1 || opcode == 0x2;
-        bool ok = control ? fin : (opcode == 0x0 ? in_message : starts_message && !in_message);
-        if (rsv1 && !(deflate && starts_message)) ok = false;
-        if (ok) legal |= std::uint64_t{1} << index;
-    }
-    return legal;
-}
-
-// [permessage_deflate][in_message]
-inline constexpr std::uint64_t frame_legal_first_bytes_table[2][2] = {
-    {frame_legal_first_bytes(false, false), frame_legal_first_bytes(false, true)},
-    {frame_legal_first_bytes(true, false), frame_legal_first_bytes(true, true)},
-};
-
-constexpr unsigned frame_first_byte_index(std::uint8_t b0) noexcept {
-    return ((b0 >> 2) & 0x30u) | (b0 & 0x0Fu);  // FIN (bit 7) and RSV1 (bit 6) move to bits 5 and 4
-}
-
-}  // namespace detail
-
 // Inspects the header of every frame a connection receives, in order, and keeps
 // the message state across frames (fragmentation, cumulative size, fragment
 // count). One guard per connection and direction; not thread-safe (a
@@ -6980,14 +7153,7 @@ private:
         return v;
     }
     wsguard::reason first_byte_violation(std::uint8_t b0) const noexcept;
-    void start_message_state() noexcept {
-        message_opcode_ = 0;
-        message_compressed_ = false;
-        message_bytes_ = 0;
-        message_fragments_ = 0;
-        data_room_ = frame_cap_ < limits_.max_message_bytes ? frame_cap_ : limits_.max_message_bytes;
-        legal_first_bytes_ = detail::frame_legal_first_bytes_table[limits_.permessage_deflate][0];
-    }
+    void start_message_state() noexcept;
 
     frame_limits limits_;
     // Derived from limits_ once, for the hot path.
@@ -7005,6 +7171,39 @@ private:
     std::uint64_t data_room_ = 0;
     std::uint64_t legal_first_bytes_ = 0;  // frame_legal_first_bytes for the state; 0 once refused
 };
+
+namespace detail {
+
+// The first bytes a frame may start with, as a 64-bit set indexed by
+// FIN, RSV1 and the opcode (bit FIN<<5 | RSV1<<4 | opcode): RFC 6455 5.2-5.5
+// for a guard with or without permessage-deflate, inside or outside a
+// fragmented message. RSV2 and RSV3 are never allowed and tested apart.
+constexpr std::uint64_t frame_legal_first_bytes(bool deflate, bool in_message) noexcept {
+    std::uint64_t legal = 0;
+    for (unsigned index = 0; index < 64; ++index) {
+        const bool fin = (index & 0x20u) != 0;
+        const bool rsv1 = (index & 0x10u) != 0;
+        const unsigned opcode = index & 0x0Fu;
+        const bool control = opcode == 0x8 || opcode == 0x9 || opcode == 0xA;
+        const bool starts_message = opcode == 0x1 || opcode == 0x2;
+        bool ok = control ? fin : (opcode == 0x0 ? in_message : starts_message && !in_message);
+        if (rsv1 && !(deflate && starts_message)) ok = false;
+        if (ok) legal |= std::uint64_t{1} << index;
+    }
+    return legal;
+}
+
+// [permessage_deflate][in_message]
+inline constexpr std::uint64_t frame_legal_first_bytes_table[2][2] = {
+    {frame_legal_first_bytes(false, false), frame_legal_first_bytes(false, true)},
+    {frame_legal_first_bytes(true, false), frame_legal_first_bytes(true, true)},
+};
+
+constexpr unsigned frame_first_byte_index(std::uint8_t b0) noexcept {
+    return ((b0 >> 2) & 0x30u) | (b0 & 0x0Fu);  // FIN (bit 7) and RSV1 (bit 6) move to bits 5 and 4
+}
+
+}  // namespace detail
 
 // The precise reason for a first byte the fast test rejected, in the
 // documented order. Kept apart so the common path is one table test.
@@ -7108,6 +7307,15 @@ inline frame_verdict frame_guard::inspect(const std::uint8_t* data, std::size_t 
         data_room_ = frame_cap_ < message_room ? frame_cap_ : message_room;
     }
     return v;
+}
+
+inline void frame_guard::start_message_state() noexcept {
+    message_opcode_ = 0;
+    message_compressed_ = false;
+    message_bytes_ = 0;
+    message_fragments_ = 0;
+    data_room_ = frame_cap_ < limits_.max_message_bytes ? frame_cap_ : limits_.max_message_bytes;
+    legal_first_bytes_ = detail::frame_legal_first_bytes_table[limits_.permessage_deflate][0];
 }
 
 // Caps for inflating one permessage-deflate message.

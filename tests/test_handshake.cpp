@@ -772,7 +772,7 @@ TEST_CASE("upgrade_request_builder refuses a join over its buffer, never truncat
     build.add("X-Forwarded-For", line);  // 82 bytes: fits
     CHECK(build.request().x_forwarded_for.size() == 82);
     CHECK_FALSE(build.request().forwarded_over_cap);
-    build.add("X-Forwarded-For", std::string_view("12345678901234", 16));  // 82 + 2 + 16 = 100: fits exactly
+    build.add("X-Forwarded-For", std::string_view("1234567890123456", 16));  // 82 + 2 + 16 = 100: fits exactly
     CHECK(build.request().x_forwarded_for.size() == 100);
     build.add("X-Forwarded-For", "1");  // 103: over
     CHECK(build.request().forwarded_over_cap);

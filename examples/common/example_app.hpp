@@ -45,6 +45,10 @@ struct options {
     // benchmark that mints thousands of tickets up front raises it.
     std::uint32_t mint_burst = 200;
     bool guard = true;  // raw_epoll --guard 0: no wsguard check at all (the benchmark's baseline)
+    // raw_epoll --time-guard 1: time every guard check and print the total on exit
+    // ("guard_check_ns <total> checks <count>"), so a benchmark can divide it by
+    // the server's own CPU: the guard's share measured inside one run.
+    bool time_guard = false;
     // Behind a proxy (docs/behind-a-proxy.md): the Host values clients reach the
     // proxy by, the proxies whose Forwarded / X-Forwarded-For entries (or PROXY
     // header) are believed, and raw_epoll's --proxy-protocol.
@@ -105,6 +109,7 @@ inline std::optional<options> parse_options(int argc, char** argv, const char* u
         else if (flag == "--replay-capacity" && number >= 1) parsed.replay_capacity = number;
         else if (flag == "--mint-burst" && number >= 1) parsed.mint_burst = static_cast<std::uint32_t>(number);
         else if (flag == "--guard" && number <= 1) parsed.guard = number == 1;
+        else if (flag == "--time-guard" && number <= 1) parsed.time_guard = number == 1;
         else return refuse("out of range:", flag);
     }
     // Proxy settings are validated here, once, so handshake_config() can build them without an error path.

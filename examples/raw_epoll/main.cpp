@@ -13,7 +13,7 @@
 //                          [--max-inflated BYTES] [--session TOKEN] [--handshake-rate N] [--handshake-burst N]
 //                          [--max-pending-per-address N] [--max-pending-total N] [--handshake-deadline-ms MS]
 //                          [--max-connections N] [--address-table N] [--replay-capacity N] [--guard 0|1]
-//                          [--mint-burst N]
+//                          [--mint-burst N] [--time-guard 0|1]
 //                          [--allow-host HOST[:PORT]]... [--trusted-proxy CIDR]...
 //                          [--proxy-protocol]
 // Binds 127.0.0.1, prints "listening <port>" once ready, exits on SIGTERM/SIGINT.
@@ -29,6 +29,8 @@
 // included. The event loop wakes for the earliest deadline (epoll_wait timeout).
 // --guard 0 skips wsguard's upgrade check and --max-pending-per-address 0 the
 // accept_gate: the benchmark's baselines, not settings for a real server.
+// --time-guard 1 times each guard check (steady clock: the check never blocks)
+// and prints "guard_check_ns <total> checks <count>" on exit, for the benchmark.
 //
 // Behind a proxy (docs/behind-a-proxy.md): --trusted-proxy names the proxies
 // whose X-Forwarded-For / Forwarded entries are believed; with --proxy-protocol
@@ -79,7 +81,7 @@ constexpr const char* usage =
     "                         [--max-inflated BYTES] [--session TOKEN] [--handshake-rate N] [--handshake-burst N]\n"
     "                         [--max-pending-per-address N] [--max-pending-total N] [--handshake-deadline-ms MS]\n"
     "                         [--max-connections N] [--address-table N] [--replay-capacity N] [--guard 0|1]\n"
-    "                         [--mint-burst N]\n"
+    "                         [--mint-burst N] [--time-guard 0|1]\n"
     "                         [--allow-host HOST[:PORT]]... [--trusted-proxy CIDR]...\n"
     "                         [--proxy-protocol]\n";
 
@@ -338,6 +340,8 @@ struct server {
     std::list<connection*> pending;
     std::optional<wsguard::trusted_proxies> proxies;  // --trusted-proxy
     refusal_log log;
+    std::uint64_t guard_check_ns = 0;  // --time-guard: time inside guard->check, and how many
+    std::uint64_t guard_checks = 0;
 };
 
 // The pending slot returns and the deadline stops applying: called on upgrade
@@ -489,7 +493,13 @@ void handle_upgrade(server& s, connection& c) {
         up.remote_address_bytes = c.peer_bytes;
         up.remote_address_size = sizeof c.peer_bytes;
     }
+    const auto check_start = s.opts.time_guard ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
     wsguard::handshake_outcome outcome = s.opts.guard ? s.guard->check(up) : wsguard::handshake_outcome{};
+    if (s.opts.time_guard) {
+        s.guard_check_ns += static_cast<std::uint64_t>(
+            std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - check_start).count());
+        ++s.guard_checks;
+    }
     if (!outcome) {
         const std::string retry = outcome.retry_after_seconds() > 0
                                       ? "Retry-After: " + std::to_string(outcome.retry_after_seconds()) + "\r\n" : "";
@@ -834,6 +844,11 @@ int main(int argc, char** argv) {
         close_expired(s);
     }
     while (!s.connections.empty()) close_connection(s, s.connections.begin());
+    if (s.opts.time_guard) {
+        std::printf("guard_check_ns %llu checks %llu\n", static_cast<unsigned long long>(s.guard_check_ns),
+                    static_cast<unsigned long long>(s.guard_checks));
+        std::fflush(stdout);
+    }
     if (s.log.suppressed_total() > 0)
         std::fprintf(stderr, "refusal log: %llu lines suppressed in all\n", static_cast<unsigned long long>(s.log.suppressed_total()));
     ::close(listen_fd);

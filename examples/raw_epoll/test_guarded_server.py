@@ -351,6 +351,25 @@ def rate_limit():
         check(stop(proc) == 0, "SIGTERM stops the server with status 0")
 
 
+def time_guard():
+    """raw_epoll --time-guard 1 (bench_handshake's in-server share) prints its total on exit."""
+    proc, port = start("--time-guard", "1")
+    status, ticket = post_ticket(port)
+    sock, head, _ = upgrade(port, ticket=ticket)
+    sock.close()
+    upgrade(port)[0].close()  # refused (no ticket): still one check
+    proc.send_signal(signal.SIGTERM)
+    try:
+        out = proc.communicate(timeout=TIMEOUT)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out = ""
+    check(status == 200 and status_of(head) == 101, "--time-guard 1 serves as usual (%d, %s)" % (status, head[:12]))
+    fields = out.split()
+    check(len(fields) == 4 and fields[0] == "guard_check_ns" and fields[2] == "checks" and fields[3] == "2"
+          and int(fields[1]) > 0, "--time-guard 1 prints the time of its 2 checks on exit (%r)" % out.strip())
+
+
 def main():
     extra = ["--max-inflated", "65536"] if STACK == "raw_epoll" else []
     proc, port = start("--max-message", "1024", "--handshake-burst", "1000", "--handshake-rate", "1000", *extra)
@@ -364,6 +383,8 @@ def main():
     finally:
         check(stop(proc) == 0, "SIGTERM stops the server with status 0")
     rate_limit()
+    if STACK == "raw_epoll":
+        time_guard()
     print("%d failure(s)" % len(failures))
     return 1 if failures else 0
 

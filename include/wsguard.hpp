@@ -3099,7 +3099,12 @@ public:
 
 private:
     friend class trusted_proxies;
+    template <class>
+    friend class basic_handshake_guard;
     static client_address of(const std::uint8_t (&bytes)[16], std::size_t hops) noexcept;
+    // from_peer_bytes without text(): handshake_guard names a client by its
+    // key (detail::handshake_address_text), and only when it reports one.
+    static client_address from_peer_bytes_untexted(const std::uint8_t* data, std::size_t size) noexcept;
     static client_address refused(wsguard::reason r, std::size_t hops) noexcept {
         client_address out;
         out.settle(r);
@@ -3526,9 +3531,16 @@ inline client_address client_address::from_peer(std::string_view peer) noexcept 
 }
 
 inline client_address client_address::from_peer_bytes(const std::uint8_t* data, std::size_t size) noexcept {
-    std::uint8_t bytes[16];
-    if (!detail::proxy_address_from_bytes(data, size, bytes)) return refused(wsguard::reason::address_malformed, 0);
-    return of(bytes, 0);
+    client_address out = from_peer_bytes_untexted(data, size);
+    if (out) out.text_size_ = static_cast<std::uint8_t>(detail::proxy_address_text(out.bytes_, out.text_));
+    return out;
+}
+
+inline client_address client_address::from_peer_bytes_untexted(const std::uint8_t* data, std::size_t size) noexcept {
+    client_address out;
+    if (!detail::proxy_address_from_bytes(data, size, out.bytes_)) return refused(wsguard::reason::address_malformed, 0);
+    out.settle(wsguard::reason::ok);
+    return out;
 }
 
 inline bool trusted_proxies::trusts_raw(const std::uint8_t (&address)[16]) const noexcept {
@@ -4940,6 +4952,9 @@ struct ticket_key_entry {
 // Defined with the internals below; ticket_claims reports its times with it.
 inline std::chrono::system_clock::time_point ticket_time_point(std::int64_t unix_ms) noexcept;
 
+// A ticket's first characters, decoded by handshake_guard (defined with the internals below).
+struct ticket_head;
+
 struct replay_slot {
     std::uint64_t low = 0;
     std::uint64_t high = 0;
@@ -5308,7 +5323,9 @@ public:
     }
 
     decision verify(presented_ticket presented, expected_origin expected, expected_audience endpoint,
-                    ticket_claims& claims, std::chrono::system_clock::time_point now) const noexcept;
+                    ticket_claims& claims, std::chrono::system_clock::time_point now) const noexcept {
+        return verify_from(presented, nullptr, expected, endpoint, claims, now);
+    }
 
     const keyring& keys() const noexcept { return keys_; }
     const ticket_verifier_options& options() const noexcept { return options_; }
@@ -5329,13 +5346,18 @@ private:
     ticket_verifier(keyring keys, ReplayStore& store, ticket_verifier_options options)
         : keys_(std::move(keys)), store_(&store), options_(options) {}
 
-    // handshake_guard's hook: decodes the nonce from the ticket's first
-    // characters (public; a ticket that does not decode is left to verify())
-    // and returns the in-memory store's slot where verify() will spend it, or
-    // nullptr. It returns the slot for the guard to prefetch: g++ 12 judged a
+    // handshake_guard's hook: decodes the ticket's first characters into
+    // `head` (public; a ticket that does not decode is left to verify()) and
+    // returns the in-memory store's slot where verify() will spend its nonce,
+    // or nullptr. It returns the slot for the guard to prefetch: g++ 12 judged a
     // function that only prefetched pure and deleted the call (it had not
     // inlined it first), so the prefetch sits in the caller.
-    const detail::replay_slot* spend_slot(presented_ticket presented) const noexcept;
+    const detail::replay_slot* spend_slot(presented_ticket presented, detail::ticket_head& head) const noexcept;
+    // verify(), starting from the characters spend_slot decoded into `head`
+    // when it did (the same ticket), so that no character is decoded twice.
+    decision verify_from(presented_ticket presented, const detail::ticket_head* head, expected_origin expected,
+                         expected_audience endpoint, ticket_claims& claims,
+                         std::chrono::system_clock::time_point now) const noexcept;
 
     // A length-prefixed field of at most `cap` bytes.
     static bool take(const std::uint8_t*& p, const std::uint8_t* end, int prefix, std::size_t cap,
@@ -5588,6 +5610,14 @@ inline hmac_sha256_key::stream ticket_mac_start(std::string_view secret) noexcep
     mac.update(block, sizeof block);
     return mac;
 }
+
+// A ticket's first characters, decoded once: handshake_guard decodes them to
+// find the nonce's replay slot before the MAC, and verify() goes on from there.
+struct ticket_head {
+    static constexpr std::size_t chars = (ticket_header_size + 2) / 3 * 4;  // whole groups: the header's 37 of 39 bytes
+    std::uint8_t bytes[chars / 4 * 3];
+    bool decoded = false;
+};
 
 inline sha256_digest ticket_mac(const hmac_sha256_key::stream& after_domain, const std::uint8_t* bytes,
                                 std::size_t size) noexcept {
@@ -5881,9 +5911,10 @@ inline result<ticket_verifier<ReplayStore>> ticket_verifier<ReplayStore>::create
 }
 
 template <class ReplayStore>
-inline decision ticket_verifier<ReplayStore>::verify(presented_ticket presented, expected_origin expected,
-                                                    expected_audience endpoint, ticket_claims& claims,
-                                                    std::chrono::system_clock::time_point now) const noexcept {
+inline decision ticket_verifier<ReplayStore>::verify_from(presented_ticket presented, const detail::ticket_head* head,
+                                                         expected_origin expected, expected_audience endpoint,
+                                                         ticket_claims& claims,
+                                                         std::chrono::system_clock::time_point now) const noexcept {
     const std::string_view ticket = presented.value, origin = expected.value, audience = endpoint.value;
     claims.clear();
     if (ticket.empty()) return reason::ticket_missing;
@@ -5892,7 +5923,16 @@ inline decision ticket_verifier<ReplayStore>::verify(presented_ticket presented,
     std::uint8_t body[ticket_limits::max_bytes];
     std::size_t size = 0;
     // The ticket is public (the client holds it): no need for the constant-time decoder.
-    if (!detail::base64url_decode_public(ticket, body, ticket_limits::max_bytes, size)) return reason::ticket_malformed;
+    if (head != nullptr && head->decoded) {  // its first characters, whole groups, decoded by spend_slot
+        constexpr std::size_t done = sizeof head->bytes;
+        std::memcpy(body, head->bytes, done);
+        if (!detail::base64url_decode_public(ticket.substr(detail::ticket_head::chars), body + done,
+                                             ticket_limits::max_bytes - done, size))
+            return reason::ticket_malformed;
+        size += done;
+    } else if (!detail::base64url_decode_public(ticket, body, ticket_limits::max_bytes, size)) {
+        return reason::ticket_malformed;
+    }
     if (size < detail::ticket_min_bytes) return reason::ticket_malformed;
     if (body[0] != detail::ticket_version) return reason::ticket_bad_version;
     const std::uint32_t key_id = static_cast<std::uint32_t>(detail::ticket_load_be(body + 1, 4));
@@ -5974,19 +6014,21 @@ inline std::chrono::system_clock::time_point ticket_verifier<ReplayStore>::spend
 }
 
 template <class ReplayStore>
-inline const detail::replay_slot* ticket_verifier<ReplayStore>::spend_slot(presented_ticket presented) const noexcept {
+inline const detail::replay_slot* ticket_verifier<ReplayStore>::spend_slot(presented_ticket presented,
+                                                                           detail::ticket_head& head) const noexcept {
     if constexpr (std::is_same<ReplayStore, memory_replay_store>::value) {
-        constexpr std::size_t chars = (detail::ticket_header_size + 2) / 3 * 4;  // the header: 37 of 39 bytes
-        std::uint8_t header[chars / 4 * 3];
+        constexpr std::size_t chars = detail::ticket_head::chars;
         std::size_t size = 0;
         if (presented.value.size() < chars ||
-            !detail::base64url_decode_public(presented.value.substr(0, chars), header, sizeof header, size))
+            !detail::base64url_decode_public(presented.value.substr(0, chars), head.bytes, sizeof head.bytes, size))
             return nullptr;
+        head.decoded = true;
         ticket_nonce nonce;
-        std::memcpy(nonce.data(), header + detail::ticket_header_size - nonce.size(), nonce.size());
+        std::memcpy(nonce.data(), head.bytes + detail::ticket_header_size - nonce.size(), nonce.size());
         return store_->home_slot(nonce);
     } else {
         (void)presented;
+        (void)head;
         return nullptr;
     }
 }
@@ -6826,11 +6868,12 @@ private:
         const prepared_address rate_key = rate_->prepare(address);
         const prepared_address connection_key = connections_->prepare(address);
         ticket_source source;
+        detail::ticket_head head;  // decoded once, here and in verify
         if (matched->ticket == ticket_requirement::required) {
             source = ticket_from_subprotocol(request.sec_websocket_protocol);
             if (!source && matched->ticket_in_query) source = ticket_from_query(query);
             if (source) {
-                if (const detail::replay_slot* slot = verifier_->spend_slot(presented_ticket(source.ticket)))
+                if (const detail::replay_slot* slot = verifier_->spend_slot(presented_ticket(source.ticket), head))
                     detail::limits_prefetch(*slot);
             }
         }
@@ -6845,8 +6888,8 @@ private:
         // 4. The ticket: MAC and replay store last.
         if (matched->ticket == ticket_requirement::none) return decision::allow();
         if (!source) return source.decision;
-        if (decision d = verifier_->verify(presented_ticket(source.ticket), expected_origin(request.origin),
-                                                 expected_audience(matched->audience), out.claims_, wall_now); !d) {
+        if (decision d = verifier_->verify_from(presented_ticket(source.ticket), &head, expected_origin(request.origin),
+                                                expected_audience(matched->audience), out.claims_, wall_now); !d) {
             if (penalty_) static_cast<void>(penalty_->record_failure(address, d.reason, steady_now));
             return d;
         }
@@ -6871,7 +6914,7 @@ private:
     client_address resolve_client(const upgrade_request& r) const noexcept {
         const bool raw = r.remote_address_bytes != nullptr;
         if (!trusted_proxies_)
-            return raw ? client_address::from_peer_bytes(r.remote_address_bytes, r.remote_address_size)
+            return raw ? client_address::from_peer_bytes_untexted(r.remote_address_bytes, r.remote_address_size)
                        : client_address::from_peer(r.remote_address);
         return raw ? trusted_proxies_->resolve_bytes(r.remote_address_bytes, r.remote_address_size, r.forwarded,
                                                      r.x_forwarded_for)

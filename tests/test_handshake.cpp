@@ -1,7 +1,9 @@
 // handshake_guard: the one call that composes the components.
 #include <wsguard.hpp>
 
+#include <atomic>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "catch.hpp"
@@ -425,6 +427,74 @@ TEST_CASE("handshake_guard without the penalty box answers every forgery with it
     auto guard = wsguard::handshake_guard::create(cfg).value();
     const std::string bad = "wsguard.v1, " + forged(ticket_for(f, "mallory"));
     for (int i = 0; i < 100; ++i) REQUIRE(guard.check(chat_request(bad), steady_t0, wall_t0).decision.reason == reason::ticket_bad_mac);
+}
+
+TEST_CASE("handshake_guard judges every cut or corrupted ticket as ticket_verifier::verify does", "[handshake][tickets]") {
+    // The guard decodes a ticket's first characters once, to prefetch its
+    // replay slot before the MAC, and verification goes on from there: no input
+    // may be judged differently from a verifier that decodes it whole.
+    fixture f;
+    auto cfg = roomy_config(f);
+    cfg.penalty.enabled = false;  // every forgery answered with its own reason
+    auto guard = wsguard::handshake_guard::create(cfg).value();
+    auto reference_store = wsguard::memory_replay_store::create(1024, wall_t0 - 1min).value();
+    const auto reference = wsguard::ticket_verifier<>::create(f.keys, reference_store).value();
+    const std::string good = ticket_for(f, "user-7");
+    REQUIRE(good.size() > 60);  // longer than the part decoded first (52 characters)
+
+    std::vector<std::string> variants;
+    for (std::size_t n = 1; n < good.size(); ++n) variants.push_back(good.substr(0, n));
+    for (std::size_t i = 0; i < good.size(); ++i) {
+        // '!', '.' and '*' are token characters outside base64url; the last one stays in the alphabet.
+        for (char c : {'!', '.', '*', good[i] == 'A' ? 'B' : 'A'}) {
+            std::string v = good;
+            v[i] = c;
+            variants.push_back(v);
+        }
+    }
+    variants.push_back(good + "A");
+    variants.push_back(good + "AA");
+    variants.push_back(good);  // last: the one that is allowed, by both
+
+    std::size_t refused = 0;
+    for (const std::string& v : variants) {
+        INFO("ticket: " << v);
+        wsguard::ticket_claims claims;
+        const reason expected = reference.verify(wsguard::presented_ticket(v), wsguard::expected_origin("https://app.example.com"),
+                                                 wsguard::expected_audience("api.example.com/chat"), claims, wall_t0)
+                                    .reason;
+        const std::string protocols = "wsguard.v1, " + v;
+        const reason got = guard.check(chat_request(protocols), steady_t0, wall_t0).decision.reason;
+        CHECK(got == expected);
+        if (expected != reason::ok) ++refused;
+    }
+    CHECK(refused == variants.size() - 1);
+}
+
+TEST_CASE("two threads sharing a guard accept every ticket exactly once", "[handshake][concurrency]") {
+    // Both threads present the same tickets in the same order. The guard finds
+    // each ticket's replay slot without the store's lock (to prefetch it), so
+    // TSan runs this too (.ci/jobs/30-tsan.sh).
+    fixture f;
+    auto cfg = roomy_config(f);
+    cfg.penalty.enabled = false;  // the losing thread replays 300 tickets: it would be banned
+    auto guard = wsguard::handshake_guard::create(cfg).value();
+    std::vector<std::string> protocols;
+    for (int i = 0; i < 300; ++i) protocols.push_back("wsguard.v1, " + ticket_for(f, "user-" + std::to_string(i)));
+    std::atomic<int> allowed{0}, replayed{0}, other{0};
+    auto run = [&] {
+        for (const std::string& p : protocols) {
+            const reason r = guard.check(chat_request(p), steady_t0, wall_t0).decision.reason;
+            (r == reason::ok ? allowed : r == reason::ticket_replayed ? replayed : other).fetch_add(1);
+        }
+    };
+    std::thread a(run), b(run);
+    a.join();
+    b.join();
+    CHECK(allowed.load() == 300);
+    CHECK(replayed.load() == 300);
+    CHECK(other.load() == 0);
+    CHECK(guard.live_connections() == 0);
 }
 
 TEST_CASE("handshake_guard caps connections per ticket subject and releases them with the same permit", "[handshake][subject]") {

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # ThreadSanitizer over the concurrency tests: token_bucket's CAS loop,
 # keyed_limiter's shard locks, connection_limiter's permits, accept_gate and the penalty box, the replay
-# store's shards and a shared HMAC key object, each driven from two threads. Built directly (no meson) so
+# store's shards, a shared HMAC key object and a shared handshake_guard (which finds a ticket's
+# replay slot without the store's lock, to prefetch it), each driven from two threads. Built directly (no meson) so
 # only these run; the single-threaded floods are too slow under TSan.
 set -euo pipefail
 read -ra warnings < tests/strict-warnings.txt  # the one list of warning flags
 out=build-ci/tsan
 mkdir -p "$out"
 for cxx in clang++ g++; do
-  for component in limits tickets crypto admission; do
+  for component in limits tickets crypto admission handshake; do
     echo "-- $cxx -fsanitize=thread: $component"
     $cxx -std=c++17 -O1 -g -fsanitize=thread -fno-omit-frame-pointer -pthread \
       "${warnings[@]}" -Werror \

@@ -13,6 +13,9 @@
 //   BM_guard_check/<tables>   the guard's check alone, in process, with the
 //       same configuration (example::handshake_config) and fresh tickets, one
 //       address per check drawn from a million: its share of a handshake.
+//   BM_guard_check_cold/<tables>/between:<0|1|2>   the same check with one
+//       client, each timed alone, after nothing, a system call, or a TLB sweep:
+//       why a check inside the server costs more than in a loop.
 //   BM_victim_under_flood/gate:<0|1>   a victim on 127.0.0.3 opening ticketed
 //       sockets while an attacker on 127.0.0.2 holds 600 idle sockets and
 //       sends forged handshakes, against the server with and without its
@@ -313,6 +316,70 @@ void BM_guard_check(benchmark::State& state) {
 }
 BENCHMARK(BM_guard_check)->Arg(0)->Arg(1)->ArgName("tables_1M")->Iterations(200)->Unit(benchmark::kMicrosecond);
 
+// The same check after what a server does between two checks, timed per check
+// with the steady clock as raw_epoll's --time-guard does (manual time):
+// between:0 nothing; between:1 one system call (a 64-byte write and read on a
+// socketpair: a kernel entry, as the server's epoll_wait and recv are);
+// between:2 one byte read on each of 4,096 pages (16 MiB apart by 4 KiB: the
+// TLB swept, only 256 KiB of cache lines touched). One client address, as in
+// BM_server_handshakes. On a kernel with PTI and no PCID, between:1 empties
+// the TLB as between:2 does (docs/performance.md).
+void BM_guard_check_cold(benchmark::State& state) {
+    const bool million = state.range(0) != 0;
+    const int between = static_cast<int>(state.range(1));
+    example::options opts;
+    opts.handshake_rate = 100000000;
+    opts.handshake_burst = 100000000;
+    opts.max_connections = 100000;
+    opts.address_table_capacity = million ? 1000000 : opts.address_table_capacity;
+    const unsigned short port = 8080;
+    const std::unique_ptr<example::tickets> tickets = example::tickets::create(million ? 1000000 : 100000);
+    if (!tickets) return state.SkipWithError("tickets refused");
+    auto guard = wsguard::handshake_guard::create(example::handshake_config(port, opts, "wsguard-example/ws", *tickets->verifier));
+    if (!guard) return state.SkipWithError("configuration refused");
+    const std::string origin = origin_of(port), host = "127.0.0.1:" + std::to_string(port);
+    int pair[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, pair) != 0) return state.SkipWithError("socketpair failed");
+    constexpr std::size_t page = 4096, pages = 4096;
+    std::vector<unsigned char> sweep(between == 2 ? page * pages : 0, 1);
+    unsigned sink = 0;
+    std::uint8_t peer[4] = {127, 0, 0, 1};
+    std::vector<std::string> protocols;
+    std::int64_t done = 0;
+    for (auto _ : state) {
+        protocols.clear();
+        for (int i = 0; i < batch; ++i)
+            protocols.push_back("wsguard.v1, " + tickets->issuer->issue({"demo-user", origin, "wsguard-example/ws", "", {}}).ticket);
+        std::chrono::nanoseconds inside{0};
+        for (const std::string& protocol : protocols) {
+            char bytes[64] = {};
+            if (between == 1 && (write(pair[0], bytes, sizeof bytes) != 64 || read(pair[1], bytes, sizeof bytes) != 64))
+                return state.SkipWithError("socketpair write/read failed");
+            for (std::size_t i = 0; i < sweep.size(); i += page) sink += sweep[i];
+            wsguard::upgrade_request up;
+            up.method = "GET";
+            up.path = "/ws";
+            up.origin = origin;
+            up.host = host;
+            up.sec_websocket_protocol = protocol;
+            up.remote_address_bytes = peer;
+            up.remote_address_size = sizeof peer;
+            const auto start = std::chrono::steady_clock::now();
+            const wsguard::handshake_outcome outcome = guard->check(up);
+            inside += std::chrono::steady_clock::now() - start;
+            if (!outcome) return state.SkipWithError(wsguard::to_string(outcome.decision.reason));
+        }
+        state.SetIterationTime(std::chrono::duration<double>(inside).count());
+        done += batch;
+    }
+    benchmark::DoNotOptimize(sink);
+    close(pair[0]);
+    close(pair[1]);
+    state.SetItemsProcessed(done);
+}
+BENCHMARK(BM_guard_check_cold)->ArgsProduct({{0, 1}, {0, 1, 2}})->ArgNames({"tables_1M", "between"})
+    ->Iterations(40)->UseManualTime()->Unit(benchmark::kMicrosecond);
+
 // ---- The victim while an attacker floods ------------------------------------
 
 // The attacker: keeps 600 idle sockets open (reopening those the server
@@ -392,7 +459,7 @@ public:
     void ReportRuns(const std::vector<Run>& runs) override {
         for (const Run& run : runs) {
             const std::string name = run.benchmark_name();
-            if (name.rfind("BM_guard_check", 0) == 0 && run.iterations > 0) {
+            if (name.rfind("BM_guard_check/", 0) == 0 && run.iterations > 0) {
                 const double us = run.GetAdjustedCPUTime() / batch;  // the unit is microseconds
                 figures[std::string("check_us/") + (name.find("tables_1M:1") != std::string::npos ? "1M" : "default")] = us;
             }

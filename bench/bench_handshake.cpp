@@ -45,6 +45,8 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -282,31 +284,48 @@ BENCHMARK(BM_server_handshakes)->ArgsProduct({{0, 1, 2, 3, 4}, {0, 1}, {0, 1}})-
 
 // ---- The guard's check alone, in process ------------------------------------
 
-void BM_guard_check(benchmark::State& state) {
-    const bool million = state.range(0) != 0;
-    example::options opts;
-    opts.handshake_rate = 100000000;
-    opts.handshake_burst = 100000000;
-    opts.max_connections = 100000;
-    opts.address_table_capacity = million ? 1000000 : opts.address_table_capacity;
-    const unsigned short port = 8080;
-    const std::unique_ptr<example::tickets> tickets = example::tickets::create(million ? 1000000 : 100000);
-    if (!tickets) return state.SkipWithError("tickets refused");
-    auto guard = wsguard::handshake_guard::create(example::handshake_config(port, opts, "wsguard-example/ws", *tickets->verifier));
-    if (!guard) return state.SkipWithError("configuration refused");
+// The example's guard (example::handshake_config) with rate and connection
+// caps no benchmark reaches, its tickets, and the request fields of port 8080.
+struct guard_in_process {
+    static constexpr unsigned short port = 8080;
     const std::string origin = origin_of(port), host = "127.0.0.1:" + std::to_string(port);
+    std::unique_ptr<example::tickets> tickets;
+    std::optional<wsguard::handshake_guard> guard;
+
+    // `million`: 1,000,000-entry address tables and replay store, else the defaults.
+    explicit guard_in_process(bool million) {
+        example::options opts;
+        opts.handshake_rate = 100000000;
+        opts.handshake_burst = 100000000;
+        opts.max_connections = 100000;
+        opts.address_table_capacity = million ? 1000000 : opts.address_table_capacity;
+        tickets = example::tickets::create(million ? 1000000 : 100000);
+        if (!tickets) return;
+        auto created = wsguard::handshake_guard::create(example::handshake_config(port, opts, "wsguard-example/ws", *tickets->verifier));
+        if (created) guard.emplace(std::move(created).value());
+    }
+
+    // A batch of fresh Sec-WebSocket-Protocol values, each with its own ticket.
+    void fresh_protocols(std::vector<std::string>& out) const {
+        out.clear();
+        for (int i = 0; i < batch; ++i)
+            out.push_back("wsguard.v1, " + tickets->issuer->issue({"demo-user", origin, "wsguard-example/ws", "", {}}).ticket);
+    }
+};
+
+void BM_guard_check(benchmark::State& state) {
+    guard_in_process g(state.range(0) != 0);
+    if (!g.guard) return state.SkipWithError("configuration refused");
     wsguard_bench::synthetic_clients clients(1000000);  // one of a million addresses per check
     std::vector<std::string> protocols;
     std::int64_t done = 0;
     for (auto _ : state) {
         state.PauseTiming();
-        protocols.clear();
-        for (int i = 0; i < batch; ++i)
-            protocols.push_back("wsguard.v1, " + tickets->issuer->issue({"demo-user", origin, "wsguard-example/ws", "", {}}).ticket);
+        g.fresh_protocols(protocols);
         state.ResumeTiming();
         for (const std::string& protocol : protocols) {
-            const wsguard::upgrade_request up = clients.next(origin, host, protocol);
-            const wsguard::handshake_outcome outcome = guard->check(up);
+            const wsguard::upgrade_request up = clients.next(g.origin, g.host, protocol);
+            const wsguard::handshake_outcome outcome = g.guard->check(up);
             if (!outcome) return state.SkipWithError(wsguard::to_string(outcome.decision.reason));
         }
         done += batch;
@@ -325,47 +344,28 @@ BENCHMARK(BM_guard_check)->Arg(0)->Arg(1)->ArgName("tables_1M")->Iterations(200)
 // BM_server_handshakes. On a kernel with PTI and no PCID, between:1 empties
 // the TLB as between:2 does (docs/performance.md).
 void BM_guard_check_cold(benchmark::State& state) {
-    const bool million = state.range(0) != 0;
+    guard_in_process g(state.range(0) != 0);
+    if (!g.guard) return state.SkipWithError("configuration refused");
     const int between = static_cast<int>(state.range(1));
-    example::options opts;
-    opts.handshake_rate = 100000000;
-    opts.handshake_burst = 100000000;
-    opts.max_connections = 100000;
-    opts.address_table_capacity = million ? 1000000 : opts.address_table_capacity;
-    const unsigned short port = 8080;
-    const std::unique_ptr<example::tickets> tickets = example::tickets::create(million ? 1000000 : 100000);
-    if (!tickets) return state.SkipWithError("tickets refused");
-    auto guard = wsguard::handshake_guard::create(example::handshake_config(port, opts, "wsguard-example/ws", *tickets->verifier));
-    if (!guard) return state.SkipWithError("configuration refused");
-    const std::string origin = origin_of(port), host = "127.0.0.1:" + std::to_string(port);
     int pair[2];
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, pair) != 0) return state.SkipWithError("socketpair failed");
     constexpr std::size_t page = 4096, pages = 4096;
     std::vector<unsigned char> sweep(between == 2 ? page * pages : 0, 1);
     unsigned sink = 0;
-    std::uint8_t peer[4] = {127, 0, 0, 1};
+    wsguard_bench::synthetic_clients one_client(1);
     std::vector<std::string> protocols;
     std::int64_t done = 0;
     for (auto _ : state) {
-        protocols.clear();
-        for (int i = 0; i < batch; ++i)
-            protocols.push_back("wsguard.v1, " + tickets->issuer->issue({"demo-user", origin, "wsguard-example/ws", "", {}}).ticket);
+        g.fresh_protocols(protocols);
         std::chrono::nanoseconds inside{0};
         for (const std::string& protocol : protocols) {
             char bytes[64] = {};
             if (between == 1 && (write(pair[0], bytes, sizeof bytes) != 64 || read(pair[1], bytes, sizeof bytes) != 64))
                 return state.SkipWithError("socketpair write/read failed");
             for (std::size_t i = 0; i < sweep.size(); i += page) sink += sweep[i];
-            wsguard::upgrade_request up;
-            up.method = "GET";
-            up.path = "/ws";
-            up.origin = origin;
-            up.host = host;
-            up.sec_websocket_protocol = protocol;
-            up.remote_address_bytes = peer;
-            up.remote_address_size = sizeof peer;
+            const wsguard::upgrade_request up = one_client.next(g.origin, g.host, protocol);
             const auto start = std::chrono::steady_clock::now();
-            const wsguard::handshake_outcome outcome = guard->check(up);
+            const wsguard::handshake_outcome outcome = g.guard->check(up);
             inside += std::chrono::steady_clock::now() - start;
             if (!outcome) return state.SkipWithError(wsguard::to_string(outcome.decision.reason));
         }

@@ -81,6 +81,18 @@
 #define WSGUARD_ABI_NS abi_v0_1
 #endif
 
+// The functions an allowed handshake runs through (handshake_guard::check and
+// what it calls). Marked hot, they land in .text.hot, which the linker places
+// together: a check then spans a few code pages instead of a dozen or more
+// scattered ones. Inside a server, where every system call may empty the TLB
+// (page-table isolation without PCID), each page costs a page walk per check
+// (docs/performance.md).
+#if defined(__GNUC__) || defined(__clang__)
+#define WSGUARD_DETAIL_HOT __attribute__((hot))
+#else
+#define WSGUARD_DETAIL_HOT
+#endif
+
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -484,11 +496,10 @@ namespace detail {
 
 // A test-and-test-and-set lock for short critical sections (a few dozen
 // instructions): spinning beats parking; after a while it yields. The keyed
-// limiters' shards and the connection table use it, and the replay store where
-// there is no std::mutex.
+// limiters' shards, the connection table and the replay store use it.
 class spinlock {
 public:
-    void lock() noexcept {
+    WSGUARD_DETAIL_HOT void lock() noexcept {
         for (;;) {
             if (!locked_.exchange(true, std::memory_order_acquire)) return;
             for (unsigned spins = 0; locked_.load(std::memory_order_relaxed); ++spins) {
@@ -505,7 +516,7 @@ private:
 // Whether a comma-separated header list (optional spaces or tabs around each
 // element) has an element for which `match` is true.
 template <class Match>
-inline bool header_list_has(std::string_view list, Match match) noexcept {
+WSGUARD_DETAIL_HOT inline bool header_list_has(std::string_view list, Match match) noexcept {
     while (!list.empty()) {
         const std::size_t comma = list.find(',');
         std::string_view token = list.substr(0, comma);
@@ -867,7 +878,7 @@ private:
 
     // The key hashed, its group already on its way. handshake_guard prepares
     // every table's key before it looks at any, so the misses overlap.
-    prepared_key prepare(const Key& key) noexcept;
+    WSGUARD_DETAIL_HOT prepared_key prepare(const Key& key) noexcept;
     // try_acquire's work, for 1 <= n <= burst.
     decision try_acquire_prepared(const prepared_key& key, std::chrono::steady_clock::time_point now,
                                   std::uint32_t n = 1) noexcept;
@@ -956,7 +967,7 @@ public:
         // retry_after 1 s. A default-constructed permit reads as refused.
         wsguard::decision decision() const noexcept { return decision_; }
         // Gives the connection back now instead of at destruction. Idempotent.
-        void release() noexcept;
+        WSGUARD_DETAIL_HOT void release() noexcept;
 
     private:
         friend class connection_limiter;
@@ -1046,7 +1057,7 @@ private:
     using prepared_key = typename traits::digest;
 
     // The key hashed, its home slot already on its way (see keyed_limiter::prepare).
-    prepared_key prepare(const Key& key) noexcept;
+    WSGUARD_DETAIL_HOT prepared_key prepare(const Key& key) noexcept;
     permit try_acquire_prepared(const prepared_key& digest) noexcept;
 
     connection_limiter() = default;
@@ -1336,23 +1347,29 @@ inline std::uint64_t limits_load_le64(const unsigned char* p) noexcept {
     return v;
 }
 
+inline std::uint64_t limits_rotl(std::uint64_t x, int b) noexcept { return (x << b) | (x >> (64 - b)); }
+
+// One SipRound. A named function rather than a lambda: a lambda the compiler
+// keeps out of line would sit apart from the hot code (WSGUARD_DETAIL_HOT).
+WSGUARD_DETAIL_HOT inline void limits_sip_round(std::uint64_t& v0, std::uint64_t& v1, std::uint64_t& v2,
+                                                std::uint64_t& v3) noexcept {
+    v0 += v1; v1 = limits_rotl(v1, 13); v1 ^= v0; v0 = limits_rotl(v0, 32);
+    v2 += v3; v3 = limits_rotl(v3, 16); v3 ^= v2;
+    v0 += v3; v3 = limits_rotl(v3, 21); v3 ^= v0;
+    v2 += v1; v1 = limits_rotl(v1, 17); v1 ^= v2; v2 = limits_rotl(v2, 32);
+}
+
 // `wide`: the 128-bit variant of the reference implementation (hi is then
 // the second 64 bits; lo differs from the 64-bit variant's output).
 template <int CompressionRounds, int FinalRounds>
-inline limits_siphash_output limits_siphash(std::uint64_t k0, std::uint64_t k1, const void* data, std::size_t len,
+WSGUARD_DETAIL_HOT inline limits_siphash_output limits_siphash(std::uint64_t k0, std::uint64_t k1, const void* data, std::size_t len,
                                             bool wide = false) noexcept {
     const auto* in = static_cast<const unsigned char*>(data);
     std::uint64_t v0 = 0x736f6d6570736575ull ^ k0;
     std::uint64_t v1 = 0x646f72616e646f6dull ^ k1 ^ (wide ? 0xee : 0);
     std::uint64_t v2 = 0x6c7967656e657261ull ^ k0;
     std::uint64_t v3 = 0x7465646279746573ull ^ k1;
-    auto rotl = [](std::uint64_t x, int b) noexcept { return (x << b) | (x >> (64 - b)); };
-    auto sip_round = [&]() noexcept {
-        v0 += v1; v1 = rotl(v1, 13); v1 ^= v0; v0 = rotl(v0, 32);
-        v2 += v3; v3 = rotl(v3, 16); v3 ^= v2;
-        v0 += v3; v3 = rotl(v3, 21); v3 ^= v0;
-        v2 += v1; v1 = rotl(v1, 17); v1 ^= v2; v2 = rotl(v2, 32);
-    };
+    const auto sip_round = [&]() noexcept { limits_sip_round(v0, v1, v2, v3); };
     const std::size_t whole = len - len % 8;
     for (std::size_t i = 0; i < whole; i += 8) {
         const std::uint64_t m = limits_load_le64(in + i);
@@ -1811,7 +1828,7 @@ inline std::optional<address_key> address_key::from_endpoint_text(std::string_vi
     return from_text(text, options);
 }
 
-inline std::optional<address_key> address_key::from_bytes(const std::uint8_t* data, std::size_t size,
+WSGUARD_DETAIL_HOT inline std::optional<address_key> address_key::from_bytes(const std::uint8_t* data, std::size_t size,
                                                            address_key_options options) noexcept {
     if (data == nullptr || (size != 4 && size != 16)) return std::nullopt;
     address_key key;
@@ -2113,7 +2130,7 @@ public:
         return true;
     }
 
-    bool find(std::uint8_t tag, std::uint32_t port, std::string_view host, std::uint64_t host_hash) const noexcept {
+    WSGUARD_DETAIL_HOT bool find(std::uint8_t tag, std::uint32_t port, std::string_view host, std::uint64_t host_hash) const noexcept {
         if (slots_.empty()) return false;
         const std::uint64_t h = key_hash(host_hash, tag, port);
         const std::size_t mask = slots_.size() - 1;
@@ -2610,7 +2627,7 @@ enum class origin_parse_mode : std::uint8_t { header, pattern, host_header, host
 // Parses host[:port] from s[i..] to the end. Hosts are reg-names of labels
 // [A-Za-z0-9_-]{1,63} joined by dots (253 bytes at most, one optional
 // trailing dot), canonical dotted quads or canonical bracketed IPv6.
-inline origin_syntax origin_parse_authority(std::string_view s, std::size_t i, origin_parse_mode mode,
+WSGUARD_DETAIL_HOT inline origin_syntax origin_parse_authority(std::string_view s, std::size_t i, origin_parse_mode mode,
                                             origin_parts& out) noexcept {
     const bool pattern = mode == origin_parse_mode::pattern || mode == origin_parse_mode::host_pattern;
     const std::size_t n = s.size();
@@ -2688,7 +2705,7 @@ inline origin_syntax origin_parse_authority(std::string_view s, std::size_t i, o
 
 // Parses "scheme://host[:port]". Schemes other than http and https parse (an
 // extension's origin is well formed) but can never be allowed.
-inline origin_syntax origin_parse(std::string_view s, origin_parse_mode mode, origin_parts& out) noexcept {
+WSGUARD_DETAIL_HOT inline origin_syntax origin_parse(std::string_view s, origin_parse_mode mode, origin_parts& out) noexcept {
     const std::size_t n = s.size();
     // Scheme bytes are letters, digits, + - and .: OR 0x20 lowercases the
     // letters and leaves the others unequal to any letter.
@@ -2768,7 +2785,7 @@ inline std::uint64_t origin_hash_round(std::uint64_t h, std::uint64_t w) noexcep
     return (h << 29) | (h >> 35);  // low input bits reach every output bit
 }
 
-inline std::uint64_t origin_hash_host(std::string_view host) noexcept {
+WSGUARD_DETAIL_HOT inline std::uint64_t origin_hash_host(std::string_view host) noexcept {
     const char* p = host.data();
     const std::size_t n = host.size();
     std::uint64_t h = 0x9e3779b97f4a7c15ULL ^ n;
@@ -2919,7 +2936,7 @@ inline result<origin_policy> origin_policy::build(const std::vector<std::string_
     return result<origin_policy>::success(std::move(policy));
 }
 
-inline decision origin_policy::check(std::string_view origin_header) const noexcept {
+WSGUARD_DETAIL_HOT inline decision origin_policy::check(std::string_view origin_header) const noexcept {
     if (origin_header.empty()) {
         return options_.allow_missing_origin ? decision::allow() : decision(reason::origin_missing);
     }
@@ -3004,7 +3021,7 @@ inline result<host_allowlist> host_allowlist::build(const std::vector<std::strin
     return result<host_allowlist>::success(std::move(list));
 }
 
-inline decision host_allowlist::check(std::string_view host_header) const noexcept {
+WSGUARD_DETAIL_HOT inline decision host_allowlist::check(std::string_view host_header) const noexcept {
     if (host_header.empty()) return reason::host_missing;
     if (host_header.size() > origin_policy::max_header_length) return reason::host_malformed;
     detail::origin_parts parts;
@@ -3093,7 +3110,7 @@ public:
     // The client's rate-limit key (IPv6 grouped as `options` say). On a
     // refusal, the key of "::", shared by every refused request: check the
     // reason first.
-    address_key key(address_key_options options = {}) const noexcept {
+    WSGUARD_DETAIL_HOT address_key key(address_key_options options = {}) const noexcept {
         return address_key::from_bytes(bytes_, sizeof bytes_, options).value_or(address_key{});
     }
 
@@ -4206,7 +4223,7 @@ inline void crypto_wipe(void* p, std::size_t size) noexcept {
 }
 
 // constant-time: no branch or index depends on the data, only on the block count.
-inline void sha256_compress_portable(std::uint32_t* state, const std::uint8_t* blocks, std::size_t count) noexcept {
+WSGUARD_DETAIL_HOT inline void sha256_compress_portable(std::uint32_t* state, const std::uint8_t* blocks, std::size_t count) noexcept {
     for (std::size_t block = 0; block < count; ++block, blocks += 64) {
         std::uint32_t w[64];
         for (int i = 0; i < 16; ++i) w[i] = sha256_load_be32(blocks + 4 * i);
@@ -4383,7 +4400,7 @@ namespace detail {
 // client already holds (its MAC is checked afterwards, in constant time).
 // Nothing is written past out_capacity; out_size is 0 on refusal. (An SSSE3
 // version saved under 10% of a ticketed handshake_guard::check: removed.)
-inline bool base64url_decode_public(std::string_view text, std::uint8_t* out, std::size_t out_capacity,
+WSGUARD_DETAIL_HOT inline bool base64url_decode_public(std::string_view text, std::uint8_t* out, std::size_t out_capacity,
                                     std::size_t& out_size) noexcept {
     out_size = 0;
     const char* const in = text.data();
@@ -4693,7 +4710,7 @@ void sha256_shani_block_from(__m128i& abef, __m128i& cdgh, const std::uint8_t* b
 }
 
 // constant-time: fixed instruction sequence per block.
-WSGUARD_DETAIL_TARGET_SHANI inline void sha256_compress_shani(std::uint32_t* state, const std::uint8_t* blocks,
+WSGUARD_DETAIL_TARGET_SHANI WSGUARD_DETAIL_HOT inline void sha256_compress_shani(std::uint32_t* state, const std::uint8_t* blocks,
                                                               std::size_t count) noexcept {
     __m128i abef, cdgh;
     sha256_shani_load_state(state, abef, cdgh);
@@ -4779,7 +4796,7 @@ void sha256_armv8_block_from(uint32x4_t& abcd, uint32x4_t& efgh, const std::uint
 }
 
 // constant-time: fixed instruction sequence per block.
-WSGUARD_DETAIL_TARGET_ARMV8 inline void sha256_compress_armv8(std::uint32_t* state, const std::uint8_t* blocks,
+WSGUARD_DETAIL_TARGET_ARMV8 WSGUARD_DETAIL_HOT inline void sha256_compress_armv8(std::uint32_t* state, const std::uint8_t* blocks,
                                                               std::size_t count) noexcept {
     uint32x4_t abcd = vld1q_u32(state);
     uint32x4_t efgh = vld1q_u32(state + 4);
@@ -4961,15 +4978,11 @@ struct replay_slot {
     std::int64_t expires_ms = 0;  // 0: never used (ends a probe); <= now: expired, reusable
 };
 
-// MinGW-w64's "win32" thread model (Debian's default x86_64-w64-mingw32-g++)
-// builds libstdc++ without gthreads: no std::mutex. The replay store then takes
-// the spin lock; elsewhere a mutex parks a waiter instead of spinning. One
-// program has one thread model, so one layout.
-#if defined(__GLIBCXX__) && !defined(_GLIBCXX_HAS_GTHREADS)
+// The replay store's lock: the spin lock (section 2), as the limiters'. Its
+// critical section is a probe of a few slots, and a check inside a server
+// starts with an empty TLB (docs/performance.md): a pthread mutex would add
+// two more code pages to each check, for nothing a short section needs.
 using replay_lock = spinlock;
-#else
-using replay_lock = std::mutex;
-#endif
 
 }  // namespace detail
 
@@ -5567,18 +5580,23 @@ inline std::chrono::system_clock::time_point ticket_time_point(std::int64_t unix
         std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::milliseconds(unix_ms)));
 }
 
+// Whether a folded origin has this scheme and ends in this (default) port.
+WSGUARD_DETAIL_HOT inline bool ticket_origin_default_port(std::string_view folded, std::string_view scheme,
+                                                          std::string_view port) noexcept {
+    return folded.size() > scheme.size() + port.size() && folded.substr(0, scheme.size()) == scheme &&
+           folded.substr(folded.size() - port.size()) == port;
+}
+
 // Origins are compared after the folding the Origin policy applies: scheme and
 // host are case-insensitive and a default port (:443 for https/wss, :80 for
 // http/ws) is dropped. Returns the folded length (never longer than the input).
-inline std::size_t ticket_fold_origin(std::string_view origin, char* out) noexcept {
+WSGUARD_DETAIL_HOT inline std::size_t ticket_fold_origin(std::string_view origin, char* out) noexcept {
     for (std::size_t i = 0; i < origin.size(); ++i) out[i] = ascii_lower(origin[i]);
     const std::string_view folded(out, origin.size());
-    const auto drop = [&](std::string_view scheme, std::string_view port) {
-        return folded.size() > scheme.size() + port.size() && folded.compare(0, scheme.size(), scheme) == 0 &&
-               folded.compare(folded.size() - port.size(), port.size(), port) == 0;
-    };
-    if (drop("https://", ":443") || drop("wss://", ":443")) return folded.size() - 4;
-    if (drop("http://", ":80") || drop("ws://", ":80")) return folded.size() - 3;
+    if (ticket_origin_default_port(folded, "https://", ":443") || ticket_origin_default_port(folded, "wss://", ":443"))
+        return folded.size() - 4;
+    if (ticket_origin_default_port(folded, "http://", ":80") || ticket_origin_default_port(folded, "ws://", ":80"))
+        return folded.size() - 3;
     return folded.size();
 }
 
@@ -5619,7 +5637,7 @@ struct ticket_head {
     bool decoded = false;
 };
 
-inline sha256_digest ticket_mac(const hmac_sha256_key::stream& after_domain, const std::uint8_t* bytes,
+WSGUARD_DETAIL_HOT inline sha256_digest ticket_mac(const hmac_sha256_key::stream& after_domain, const std::uint8_t* bytes,
                                 std::size_t size) noexcept {
     hmac_sha256_key::stream mac = after_domain;
     mac.update(bytes, size);
@@ -5811,7 +5829,7 @@ inline result<memory_replay_store> memory_replay_store::create(std::size_t capac
     return failure::success(std::move(store));
 }
 
-inline reason memory_replay_store::try_spend(const ticket_nonce& nonce,
+WSGUARD_DETAIL_HOT inline reason memory_replay_store::try_spend(const ticket_nonce& nonce,
                                              std::chrono::system_clock::time_point expires_at,
                                              std::chrono::system_clock::time_point now) noexcept {
     if (!state_) return reason::store_unavailable;  // a moved-from store
@@ -5911,7 +5929,7 @@ inline result<ticket_verifier<ReplayStore>> ticket_verifier<ReplayStore>::create
 }
 
 template <class ReplayStore>
-inline decision ticket_verifier<ReplayStore>::verify_from(presented_ticket presented, const detail::ticket_head* head,
+WSGUARD_DETAIL_HOT inline decision ticket_verifier<ReplayStore>::verify_from(presented_ticket presented, const detail::ticket_head* head,
                                                          expected_origin expected, expected_audience endpoint,
                                                          ticket_claims& claims,
                                                          std::chrono::system_clock::time_point now) const noexcept {
@@ -6014,7 +6032,7 @@ inline std::chrono::system_clock::time_point ticket_verifier<ReplayStore>::spend
 }
 
 template <class ReplayStore>
-inline const detail::replay_slot* ticket_verifier<ReplayStore>::spend_slot(presented_ticket presented,
+WSGUARD_DETAIL_HOT inline const detail::replay_slot* ticket_verifier<ReplayStore>::spend_slot(presented_ticket presented,
                                                                            detail::ticket_head& head) const noexcept {
     if constexpr (std::is_same<ReplayStore, memory_replay_store>::value) {
         constexpr std::size_t chars = detail::ticket_head::chars;
@@ -6046,7 +6064,7 @@ inline bool ticket_verifier<ReplayStore>::take(const std::uint8_t*& p, const std
 }
 
 template <class ReplayStore>
-inline bool ticket_verifier<ReplayStore>::origin_matches(std::string_view request_origin,
+WSGUARD_DETAIL_HOT inline bool ticket_verifier<ReplayStore>::origin_matches(std::string_view request_origin,
                                                          std::string_view ticket_origin) noexcept {
     if (request_origin.size() > ticket_limits::max_origin) return false;
     char folded[ticket_limits::max_origin];
@@ -6763,12 +6781,12 @@ public:
         return failure::success(std::move(guard));
     }
 
-    handshake_outcome check(const upgrade_request& request) noexcept {
+    WSGUARD_DETAIL_HOT handshake_outcome check(const upgrade_request& request) noexcept {
         return check(request, std::chrono::steady_clock::now(), std::chrono::system_clock::now());
     }
 
     // `steady_now` drives the rate limits, `wall_now` the ticket lifetime.
-    handshake_outcome check(const upgrade_request& request, std::chrono::steady_clock::time_point steady_now,
+    WSGUARD_DETAIL_HOT handshake_outcome check(const upgrade_request& request, std::chrono::steady_clock::time_point steady_now,
                             std::chrono::system_clock::time_point wall_now) noexcept {
         handshake_outcome out;
         // Resolved up front (a few dozen nanoseconds, bounded, no allocation)
@@ -6823,7 +6841,7 @@ private:
         return false;
     }
 
-    decision decide(const upgrade_request& request, std::chrono::steady_clock::time_point steady_now,
+    WSGUARD_DETAIL_HOT decision decide(const upgrade_request& request, std::chrono::steady_clock::time_point steady_now,
                     std::chrono::system_clock::time_point wall_now, handshake_outcome& out,
                     const client_address& client) noexcept {
         // 1. Request shape and route.

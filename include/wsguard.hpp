@@ -879,8 +879,11 @@ private:
     // The key hashed, its group already on its way. handshake_guard prepares
     // every table's key before it looks at any, so the misses overlap.
     WSGUARD_DETAIL_HOT prepared_key prepare(const Key& key) noexcept;
+    // prepare's second half, for a key already hashed with this table's seed:
+    // handshake_guard gives its address tables one seed and hashes once.
+    WSGUARD_DETAIL_HOT void prefetch(const prepared_key& digest) noexcept;
     // try_acquire's work, for 1 <= n <= burst.
-    decision try_acquire_prepared(const prepared_key& key, std::chrono::steady_clock::time_point now,
+    WSGUARD_DETAIL_HOT decision try_acquire_prepared(const prepared_key& key, std::chrono::steady_clock::time_point now,
                                   std::uint32_t n = 1) noexcept;
 
     // Runs visit(entry, clamped now) on the key's entry under its shard lock
@@ -889,8 +892,8 @@ private:
     template <class Visit>
     decision with_entry(const Key& key, std::chrono::steady_clock::time_point now, bool insert, Visit visit) noexcept;
     template <class Visit>
-    decision with_entry(const prepared_key& digest, std::chrono::steady_clock::time_point now, bool insert,
-                        Visit visit) noexcept;
+    WSGUARD_DETAIL_HOT decision with_entry(const prepared_key& digest, std::chrono::steady_clock::time_point now,
+                                           bool insert, Visit visit) noexcept;
 
     // The key's entry, or the stalest entry of its group reset for it. A
     // never-used entry has tat 0, so it is the stalest. Matching one by its tag
@@ -1058,7 +1061,8 @@ private:
 
     // The key hashed, its home slot already on its way (see keyed_limiter::prepare).
     WSGUARD_DETAIL_HOT prepared_key prepare(const Key& key) noexcept;
-    permit try_acquire_prepared(const prepared_key& digest) noexcept;
+    WSGUARD_DETAIL_HOT void prefetch(const prepared_key& digest) noexcept;  // see keyed_limiter::prefetch
+    WSGUARD_DETAIL_HOT permit try_acquire_prepared(const prepared_key& digest) noexcept;
 
     connection_limiter() = default;
     static permit refused() noexcept {
@@ -1301,7 +1305,8 @@ private:
 
     // handshake_guard's hooks (see keyed_limiter::prepare).
     prepared_key prepare(const address_key& client) noexcept { return table_.prepare(client); }
-    decision check_prepared(const prepared_key& client, std::chrono::steady_clock::time_point now) noexcept;
+    void prefetch(const prepared_key& client) noexcept { table_.prefetch(client); }
+    WSGUARD_DETAIL_HOT decision check_prepared(const prepared_key& client, std::chrono::steady_clock::time_point now) noexcept;
 
     penalty_box(keyed_limiter<address_key> table, std::uint64_t ban_ns) noexcept
         : table_(std::move(table)), ban_ns_(ban_ns) {}
@@ -1664,8 +1669,13 @@ inline decision keyed_limiter<Key>::try_acquire(const Key& key, std::chrono::ste
 template <class Key>
 inline typename keyed_limiter<Key>::prepared_key keyed_limiter<Key>::prepare(const Key& key) noexcept {
     const prepared_key digest = traits::make(key, seed_);
-    detail::limits_prefetch(groups_[geometry_.group_of(digest.hash, geometry_.shard_of(digest.hash))]);
+    prefetch(digest);
     return digest;
+}
+
+template <class Key>
+inline void keyed_limiter<Key>::prefetch(const prepared_key& digest) noexcept {
+    detail::limits_prefetch(groups_[geometry_.group_of(digest.hash, geometry_.shard_of(digest.hash))]);
 }
 
 template <class Key>
@@ -1770,10 +1780,14 @@ inline std::size_t connection_limiter<Key>::live_keys() const noexcept {
 
 template <class Key>
 inline typename connection_limiter<Key>::prepared_key connection_limiter<Key>::prepare(const Key& key) noexcept {
-    table& t = *table_;
-    const prepared_key digest = traits::make(key, t.seed);
-    detail::limits_prefetch(t.slots[t.home_of(digest.hash)]);
+    const prepared_key digest = traits::make(key, table_->seed);
+    prefetch(digest);
     return digest;
+}
+
+template <class Key>
+inline void connection_limiter<Key>::prefetch(const prepared_key& digest) noexcept {
+    detail::limits_prefetch(table_->slots[table_->home_of(digest.hash)]);
 }
 
 template <class Key>
@@ -2289,7 +2303,7 @@ enum class fetch_site_policy : std::uint8_t {
 // Browsers send Sec-Fetch-Site on every request; older browsers and
 // non-browser clients send none, so an absent value passes. Passing this
 // check grants nothing: the Origin check must still pass.
-inline decision check_sec_fetch_site(std::string_view value,
+WSGUARD_DETAIL_HOT inline decision check_sec_fetch_site(std::string_view value,
                                      fetch_site_policy policy = fetch_site_policy::deny_cross_site) noexcept {
     if (value.empty() || value == "same-origin" || value == "none") return decision::allow();
     if (value == "same-site") {
@@ -6771,6 +6785,11 @@ public:
         guard.verifier_ = cfg.verifier;
         guard.rate_.emplace(std::move(rate).value());
         guard.connections_.emplace(std::move(connections).value());
+        // One seed for the three address tables, still empty here, so that a
+        // check hashes its client once (decide). A seed only has to be secret
+        // and per process for flooding resistance; tables need not differ.
+        guard.connections_->table_->seed = guard.rate_->seed_;
+        if (guard.penalty_) guard.penalty_->table_.seed_ = guard.rate_->seed_;
         guard.report_budget_.reset(new (std::nothrow) token_bucket(std::move(reports).value()));
         guard.counters_.reset(new (std::nothrow) counters());
         if (!guard.report_budget_ || !guard.counters_) return failure::failure("handshake_guard: out of memory");
@@ -6881,10 +6900,10 @@ private:
         // another they cost more than the MAC (issue 11). The replay store's
         // line then arrives while the MAC is computed. Only public inputs (the
         // address, the ticket's nonce) choose the lines.
-        using prepared_address = detail::limits_key_traits<address_key>::digest;
-        const prepared_address penalty_key = penalty_ ? penalty_->prepare(address) : prepared_address{};
-        const prepared_address rate_key = rate_->prepare(address);
-        const prepared_address connection_key = connections_->prepare(address);
+        // The three tables share one seed (create): one hash serves them all.
+        const detail::limits_key_traits<address_key>::digest address_digest = rate_->prepare(address);
+        if (penalty_) penalty_->prefetch(address_digest);
+        connections_->prefetch(address_digest);
         ticket_source source;
         detail::ticket_head head;  // decoded once, here and in verify
         if (matched->ticket == ticket_requirement::required) {
@@ -6896,10 +6915,10 @@ private:
             }
         }
         if (penalty_) {
-            if (decision d = penalty_->check_prepared(penalty_key, steady_now); !d) return d;
+            if (decision d = penalty_->check_prepared(address_digest, steady_now); !d) return d;
         }
-        if (decision d = rate_->try_acquire_prepared(rate_key, steady_now); !d) return d;
-        out.permit_.address_ = connections_->try_acquire_prepared(connection_key);
+        if (decision d = rate_->try_acquire_prepared(address_digest, steady_now); !d) return d;
+        out.permit_.address_ = connections_->try_acquire_prepared(address_digest);
         out.permit_.decision_ = out.permit_.address_.decision();
         if (!out.permit_) return out.permit_.decision();
 

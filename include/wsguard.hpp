@@ -2600,7 +2600,7 @@ inline origin_syntax origin_parse_ipv6(std::string_view s, char (&out)[40]) noex
 // WHATWG URL: a host whose last label is a number is an IPv4 address, and a
 // browser serializes it as a dotted quad: 127.1, 0x7f.1 and 0127.0.0.1 never
 // appear in a browser's Origin.
-inline bool origin_ends_in_number(std::string_view host) noexcept {
+WSGUARD_DETAIL_HOT inline bool origin_ends_in_number(std::string_view host) noexcept {
     if (!host.empty() && host.back() == '.') host.remove_suffix(1);
     const std::size_t dot = host.rfind('.');
     const std::string_view last = dot == std::string_view::npos ? host : host.substr(dot + 1);
@@ -2617,7 +2617,7 @@ inline bool origin_ends_in_number(std::string_view host) noexcept {
     return false;
 }
 
-inline bool origin_is_dotted_quad(std::string_view host) noexcept {
+WSGUARD_DETAIL_HOT inline bool origin_is_dotted_quad(std::string_view host) noexcept {
     int parts = 0;
     std::size_t p = 0;
     while (true) {
@@ -3567,7 +3567,8 @@ inline client_address client_address::from_peer_bytes(const std::uint8_t* data, 
     return out;
 }
 
-inline client_address client_address::from_peer_bytes_untexted(const std::uint8_t* data, std::size_t size) noexcept {
+WSGUARD_DETAIL_HOT inline client_address client_address::from_peer_bytes_untexted(const std::uint8_t* data,
+                                                                                  std::size_t size) noexcept {
     client_address out;
     if (!detail::proxy_address_from_bytes(data, size, out.bytes_)) return refused(wsguard::reason::address_malformed, 0);
     out.settle(wsguard::reason::ok);
@@ -3889,11 +3890,11 @@ inline constexpr std::uint32_t sha256_initial_state[8] = {
 inline void crypto_wipe(void* p, std::size_t size) noexcept;
 inline sha256_compress_fn sha256_active_compress() noexcept;
 inline void sha256_store_digest(const std::uint32_t* state, std::uint8_t* out) noexcept;
-inline void sha256_absorb_final(std::uint32_t* state, std::uint64_t prefix, const std::uint8_t* data, std::size_t size,
-                                sha256_compress_fn compress) noexcept;
-inline void hmac_sha256_finish(sha256_compress_fn compress, const std::uint32_t* inner, std::uint64_t prefix,
-                               const std::uint8_t* data, std::size_t size, const std::uint32_t* outer,
-                               std::uint8_t* out) noexcept;
+WSGUARD_DETAIL_HOT inline void sha256_absorb_final(std::uint32_t* state, std::uint64_t prefix, const std::uint8_t* data,
+                                                   std::size_t size, sha256_compress_fn compress) noexcept;
+WSGUARD_DETAIL_HOT inline void hmac_sha256_finish(sha256_compress_fn compress, const std::uint32_t* inner,
+                                                  std::uint64_t prefix, const std::uint8_t* data, std::size_t size,
+                                                  const std::uint32_t* outer, std::uint8_t* out) noexcept;
 inline sha256_digest sha256_with(sha256_compress_fn compress, const std::uint8_t* data, std::size_t size) noexcept;
 
 // Buffered incremental SHA-256 from any starting state.
@@ -5430,7 +5431,7 @@ inline void settle(ticket_source& out, wsguard::reason r) noexcept {
 // Sec-WebSocket-Protocol: "wsguard.v1, <ticket>". Comma-separated tokens with
 // optional spaces or tabs; empty list elements are skipped. The ticket is the
 // token right after the first "wsguard.v1". Other offered protocols are ignored.
-inline ticket_source ticket_from_subprotocol(std::string_view header) noexcept {
+WSGUARD_DETAIL_HOT inline ticket_source ticket_from_subprotocol(std::string_view header) noexcept {
     ticket_source out;
     bool marker_seen = false;
     std::size_t i = 0;
@@ -5456,7 +5457,7 @@ inline ticket_source ticket_from_subprotocol(std::string_view header) noexcept {
 // The fallback: "?ticket=<ticket>" (a leading '?' and a '#fragment' are
 // tolerated). Exact, case-sensitive name; first occurrence. base64url needs no
 // percent-encoding, so a '%' in the value means a mangled ticket: malformed.
-inline ticket_source ticket_from_query(std::string_view query) noexcept {
+WSGUARD_DETAIL_HOT inline ticket_source ticket_from_query(std::string_view query) noexcept {
     ticket_source out;
     if (!query.empty() && query.front() == '?') query.remove_prefix(1);
     const std::size_t fragment = query.find('#');
@@ -5897,7 +5898,7 @@ inline void memory_replay_store::state::erase(std::size_t hole) noexcept {
     --stored;
 }
 
-inline void memory_replay_store::state::reclaim_some(std::int64_t now_ms) noexcept {
+WSGUARD_DETAIL_HOT inline void memory_replay_store::state::reclaim_some(std::int64_t now_ms) noexcept {
     for (std::size_t k = 0; k < detail::replay_reclaim_per_spend; ++k) {
         if (expired_at(cursor, now_ms)) {
             erase(cursor);  // look at the same slot again next time: something may have moved in
@@ -6948,7 +6949,7 @@ private:
     }
 
     // The client: the peer itself, or the client behind trusted proxies.
-    client_address resolve_client(const upgrade_request& r) const noexcept {
+    WSGUARD_DETAIL_HOT client_address resolve_client(const upgrade_request& r) const noexcept {
         const bool raw = r.remote_address_bytes != nullptr;
         if (!trusted_proxies_)
             return raw ? client_address::from_peer_bytes_untexted(r.remote_address_bytes, r.remote_address_size)

@@ -884,7 +884,7 @@ private:
     WSGUARD_DETAIL_HOT void prefetch(const prepared_key& digest) noexcept;
     // try_acquire's work, for 1 <= n <= burst.
     WSGUARD_DETAIL_HOT decision try_acquire_prepared(const prepared_key& key, std::chrono::steady_clock::time_point now,
-                                  std::uint32_t n = 1) noexcept;
+                                                     std::uint32_t n = 1) noexcept;
 
     // Runs visit(entry, clamped now) on the key's entry under its shard lock
     // and returns its decision. Without `insert`, a key that has no entry is
@@ -1368,7 +1368,7 @@ WSGUARD_DETAIL_HOT inline void limits_sip_round(std::uint64_t& v0, std::uint64_t
 // the second 64 bits; lo differs from the 64-bit variant's output).
 template <int CompressionRounds, int FinalRounds>
 WSGUARD_DETAIL_HOT inline limits_siphash_output limits_siphash(std::uint64_t k0, std::uint64_t k1, const void* data, std::size_t len,
-                                            bool wide = false) noexcept {
+                                                               bool wide = false) noexcept {
     const auto* in = static_cast<const unsigned char*>(data);
     std::uint64_t v0 = 0x736f6d6570736575ull ^ k0;
     std::uint64_t v1 = 0x646f72616e646f6dull ^ k1 ^ (wide ? 0xee : 0);
@@ -1843,7 +1843,7 @@ inline std::optional<address_key> address_key::from_endpoint_text(std::string_vi
 }
 
 WSGUARD_DETAIL_HOT inline std::optional<address_key> address_key::from_bytes(const std::uint8_t* data, std::size_t size,
-                                                           address_key_options options) noexcept {
+                                                                             address_key_options options) noexcept {
     if (data == nullptr || (size != 4 && size != 16)) return std::nullopt;
     address_key key;
     if (size == 16 && !is_v4_mapped(data)) {
@@ -2304,7 +2304,7 @@ enum class fetch_site_policy : std::uint8_t {
 // non-browser clients send none, so an absent value passes. Passing this
 // check grants nothing: the Origin check must still pass.
 WSGUARD_DETAIL_HOT inline decision check_sec_fetch_site(std::string_view value,
-                                     fetch_site_policy policy = fetch_site_policy::deny_cross_site) noexcept {
+                                                        fetch_site_policy policy = fetch_site_policy::deny_cross_site) noexcept {
     if (value.empty() || value == "same-origin" || value == "none") return decision::allow();
     if (value == "same-site") {
         if (policy == fetch_site_policy::deny_cross_site) return decision::allow();
@@ -2642,7 +2642,7 @@ enum class origin_parse_mode : std::uint8_t { header, pattern, host_header, host
 // [A-Za-z0-9_-]{1,63} joined by dots (253 bytes at most, one optional
 // trailing dot), canonical dotted quads or canonical bracketed IPv6.
 WSGUARD_DETAIL_HOT inline origin_syntax origin_parse_authority(std::string_view s, std::size_t i, origin_parse_mode mode,
-                                            origin_parts& out) noexcept {
+                                                               origin_parts& out) noexcept {
     const bool pattern = mode == origin_parse_mode::pattern || mode == origin_parse_mode::host_pattern;
     const std::size_t n = s.size();
     if (i == n || s[i] == ':') return origin_syntax::no_host;
@@ -4416,7 +4416,7 @@ namespace detail {
 // Nothing is written past out_capacity; out_size is 0 on refusal. (An SSSE3
 // version saved under 10% of a ticketed handshake_guard::check: removed.)
 WSGUARD_DETAIL_HOT inline bool base64url_decode_public(std::string_view text, std::uint8_t* out, std::size_t out_capacity,
-                                    std::size_t& out_size) noexcept {
+                                                       std::size_t& out_size) noexcept {
     out_size = 0;
     const char* const in = text.data();
     const std::size_t n = text.size();
@@ -4726,7 +4726,7 @@ void sha256_shani_block_from(__m128i& abef, __m128i& cdgh, const std::uint8_t* b
 
 // constant-time: fixed instruction sequence per block.
 WSGUARD_DETAIL_TARGET_SHANI WSGUARD_DETAIL_HOT inline void sha256_compress_shani(std::uint32_t* state, const std::uint8_t* blocks,
-                                                              std::size_t count) noexcept {
+                                                                                 std::size_t count) noexcept {
     __m128i abef, cdgh;
     sha256_shani_load_state(state, abef, cdgh);
     for (std::size_t block = 0; block < count; ++block, blocks += 64) sha256_shani_block_from(abef, cdgh, blocks);
@@ -4812,7 +4812,7 @@ void sha256_armv8_block_from(uint32x4_t& abcd, uint32x4_t& efgh, const std::uint
 
 // constant-time: fixed instruction sequence per block.
 WSGUARD_DETAIL_TARGET_ARMV8 WSGUARD_DETAIL_HOT inline void sha256_compress_armv8(std::uint32_t* state, const std::uint8_t* blocks,
-                                                              std::size_t count) noexcept {
+                                                                                 std::size_t count) noexcept {
     uint32x4_t abcd = vld1q_u32(state);
     uint32x4_t efgh = vld1q_u32(state + 4);
     for (std::size_t block = 0; block < count; ++block, blocks += 64) sha256_armv8_block_from(abcd, efgh, blocks);
@@ -5653,7 +5653,7 @@ struct ticket_head {
 };
 
 WSGUARD_DETAIL_HOT inline sha256_digest ticket_mac(const hmac_sha256_key::stream& after_domain, const std::uint8_t* bytes,
-                                std::size_t size) noexcept {
+                                                   std::size_t size) noexcept {
     hmac_sha256_key::stream mac = after_domain;
     mac.update(bytes, size);
     return mac.finish();
@@ -5845,8 +5845,8 @@ inline result<memory_replay_store> memory_replay_store::create(std::size_t capac
 }
 
 WSGUARD_DETAIL_HOT inline reason memory_replay_store::try_spend(const ticket_nonce& nonce,
-                                             std::chrono::system_clock::time_point expires_at,
-                                             std::chrono::system_clock::time_point now) noexcept {
+                                                                std::chrono::system_clock::time_point expires_at,
+                                                                std::chrono::system_clock::time_point now) noexcept {
     if (!state_) return reason::store_unavailable;  // a moved-from store
     state& st = *state_;
     const std::uint64_t low = detail::ticket_load_be(nonce.data(), 8);
@@ -5945,9 +5945,9 @@ inline result<ticket_verifier<ReplayStore>> ticket_verifier<ReplayStore>::create
 
 template <class ReplayStore>
 WSGUARD_DETAIL_HOT inline decision ticket_verifier<ReplayStore>::verify_from(presented_ticket presented, const detail::ticket_head* head,
-                                                         expected_origin expected, expected_audience endpoint,
-                                                         ticket_claims& claims,
-                                                         std::chrono::system_clock::time_point now) const noexcept {
+                                                                             expected_origin expected, expected_audience endpoint,
+                                                                             ticket_claims& claims,
+                                                                             std::chrono::system_clock::time_point now) const noexcept {
     const std::string_view ticket = presented.value, origin = expected.value, audience = endpoint.value;
     claims.clear();
     if (ticket.empty()) return reason::ticket_missing;
@@ -6048,7 +6048,7 @@ inline std::chrono::system_clock::time_point ticket_verifier<ReplayStore>::spend
 
 template <class ReplayStore>
 WSGUARD_DETAIL_HOT inline const detail::replay_slot* ticket_verifier<ReplayStore>::spend_slot(presented_ticket presented,
-                                                                           detail::ticket_head& head) const noexcept {
+                                                                                              detail::ticket_head& head) const noexcept {
     if constexpr (std::is_same<ReplayStore, memory_replay_store>::value) {
         constexpr std::size_t chars = detail::ticket_head::chars;
         std::size_t size = 0;
@@ -6080,7 +6080,7 @@ inline bool ticket_verifier<ReplayStore>::take(const std::uint8_t*& p, const std
 
 template <class ReplayStore>
 WSGUARD_DETAIL_HOT inline bool ticket_verifier<ReplayStore>::origin_matches(std::string_view request_origin,
-                                                         std::string_view ticket_origin) noexcept {
+                                                                            std::string_view ticket_origin) noexcept {
     if (request_origin.size() > ticket_limits::max_origin) return false;
     char folded[ticket_limits::max_origin];
     const std::size_t size = detail::ticket_fold_origin(request_origin, folded);
@@ -6807,7 +6807,7 @@ public:
 
     // `steady_now` drives the rate limits, `wall_now` the ticket lifetime.
     WSGUARD_DETAIL_HOT handshake_outcome check(const upgrade_request& request, std::chrono::steady_clock::time_point steady_now,
-                            std::chrono::system_clock::time_point wall_now) noexcept {
+                                               std::chrono::system_clock::time_point wall_now) noexcept {
         handshake_outcome out;
         // Resolved up front (a few dozen nanoseconds, bounded, no allocation)
         // so that every refusal report names the client, also those decided
@@ -6862,8 +6862,8 @@ private:
     }
 
     WSGUARD_DETAIL_HOT decision decide(const upgrade_request& request, std::chrono::steady_clock::time_point steady_now,
-                    std::chrono::system_clock::time_point wall_now, handshake_outcome& out,
-                    const client_address& client) noexcept {
+                                       std::chrono::system_clock::time_point wall_now, handshake_outcome& out,
+                                       const client_address& client) noexcept {
         // 1. Request shape and route.
         if (field_too_long(request) || request.forwarded_over_cap) return reason::request_malformed;
         if (request.repeated_security_header) return reason::security_header_repeated;
